@@ -1,0 +1,163 @@
+"""marshmallow schemas of the API messages: what clients and workers send and receive.
+
+Input schemas reject unknown fields (marshmallow's default ``RAISE``), so a
+typo such as ``priorty`` is a 422 that names it instead of a silent default.
+"""
+
+from __future__ import annotations
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from taskframe.core.model import STATUSES
+
+MAX_PRIORITY = 10
+MIN_PRIORITY = 1
+DEFAULT_PRIORITY = 5
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_BATCH = 1000
+MAX_LEASE_BATCH = 500
+MAX_WAIT = 60.0
+
+_id_text = validate.Length(min=1, max=200)
+
+
+class SubmitJobSchema(Schema):
+    """``POST /jobs``: one job to submit."""
+
+    type = fields.String(required=True, validate=_id_text)
+    payload = fields.Dict(keys=fields.String(), load_default=dict)
+    priority = fields.Integer(
+        strict=True,
+        load_default=DEFAULT_PRIORITY,
+        validate=validate.Range(MIN_PRIORITY, MAX_PRIORITY),
+        metadata={"description": "1 (lowest) to 10 (highest)"},
+    )
+    max_attempts = fields.Integer(
+        strict=True, load_default=DEFAULT_MAX_ATTEMPTS, validate=validate.Range(1, 100)
+    )
+    timeout = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0, min_inclusive=False, max=7 * 86400),
+        metadata={"description": "seconds one attempt may run; the server default when absent"},
+    )
+    delay = fields.Float(
+        validate=validate.Range(min=0, max=365 * 86400),
+        metadata={"description": "seconds to hold the job back"},
+    )
+    run_at = fields.AwareDateTime(metadata={"description": "hold the job back until then"})
+    idempotency_key = fields.String(load_default=None, allow_none=True, validate=_id_text)
+
+    @validates_schema
+    def _delay_or_run_at(self, data: dict, **kwargs: object) -> None:
+        if "delay" in data and "run_at" in data:
+            raise ValidationError("give either delay or run_at, not both", "run_at")
+
+
+class BatchSubmitSchema(Schema):
+    """``POST /jobs/batch``: many jobs, all validated before any is written."""
+
+    jobs = fields.List(
+        fields.Nested(SubmitJobSchema), required=True, validate=validate.Length(1, MAX_BATCH)
+    )
+
+
+class LeaseRefSchema(Schema):
+    worker_id = fields.String(required=True, validate=_id_text)
+    lease_id = fields.String(required=True, validate=_id_text)
+
+
+class HeartbeatSchema(LeaseRefSchema):
+    """``POST /jobs/{id}/heartbeat``."""
+
+
+class ReleaseSchema(LeaseRefSchema):
+    """``POST /jobs/{id}/release``: give a leased job back without spending an attempt."""
+
+
+class CompleteSchema(LeaseRefSchema):
+    """``POST /jobs/{id}/complete``: the outcome of one attempt."""
+
+    status = fields.String(
+        required=True, validate=validate.OneOf(["succeeded", "failed", "cancelled"])
+    )
+    result = fields.Raw(load_default=None, allow_none=True)
+    error = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=10000))
+    retryable = fields.Boolean(load_default=True)
+
+
+class CompletionItemSchema(CompleteSchema):
+    """One outcome inside a batched lease request."""
+
+    worker_id = fields.String(load_default=None)
+    job_id = fields.Integer(required=True, strict=True)
+
+
+class LeaseRequestSchema(Schema):
+    """``POST /lease``: report finished attempts and lease up to ``max`` jobs in one trip."""
+
+    worker_id = fields.String(required=True, validate=_id_text)
+    types = fields.List(fields.String(), load_default=None, allow_none=True)
+    max = fields.Integer(strict=True, load_default=1, validate=validate.Range(0, MAX_LEASE_BATCH))
+    wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
+    completions = fields.List(fields.Nested(CompletionItemSchema), load_default=list)
+
+
+class HeartbeatItemSchema(Schema):
+    job_id = fields.Integer(required=True, strict=True)
+    lease_id = fields.String(required=True, validate=_id_text)
+
+
+class HeartbeatBatchSchema(Schema):
+    """``POST /heartbeats``: extend every lease a worker holds in one request."""
+
+    worker_id = fields.String(required=True, validate=_id_text)
+    leases = fields.List(fields.Nested(HeartbeatItemSchema), required=True)
+
+
+class ListJobsQuerySchema(Schema):
+    """Query string of ``GET /jobs``."""
+
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    type = fields.String()
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    cursor = fields.Integer(validate=validate.Range(min=0))
+
+
+class AttemptSchema(Schema):
+    attempt = fields.Integer()
+    worker_id = fields.String()
+    lease_id = fields.String()
+    started_at = fields.String(metadata={"format": "date-time"})
+    finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    outcome = fields.String(allow_none=True)
+    error = fields.String(allow_none=True)
+
+
+class JobSchema(Schema):
+    """A job as the API returns it (documentation of the output shape)."""
+
+    id = fields.Integer()
+    type = fields.String()
+    payload = fields.Dict()
+    priority = fields.Integer()
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    attempts = fields.Integer()
+    max_attempts = fields.Integer()
+    timeout = fields.Float(allow_none=True)
+    run_at = fields.String(metadata={"format": "date-time"})
+    created_at = fields.String(metadata={"format": "date-time"})
+    started_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    worker_id = fields.String(allow_none=True)
+    result = fields.Raw(allow_none=True)
+    error = fields.String(allow_none=True)
+    idempotency_key = fields.String(allow_none=True)
+    cancel_requested = fields.Boolean()
+    lease_id = fields.String(metadata={"description": "only in lease answers"})
+
+
+class ErrorSchema(Schema):
+    title = fields.String(required=True)
+    description = fields.String()
+    errors = fields.Dict()
