@@ -161,3 +161,17 @@ class ErrorSchema(Schema):
     title = fields.String(required=True)
     description = fields.String()
     errors = fields.Dict()
+
+
+class WaitQuerySchema(Schema):
+    """``?wait=S`` on ``GET /jobs/{id}``: long-poll until the job finished."""
+
+    wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
+
+
+class NextJobQuerySchema(Schema):
+    """Query string of ``GET /next-job``."""
+
+    worker_id = fields.String(required=True, validate=_id_text)
+    types = fields.String(metadata={"description": "comma-separated job types"})
+    wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))

@@ -1,0 +1,1 @@
+"""The built-in executors (``sleep``, ``http``, ``file``), one plugin module each."""

@@ -1,0 +1,1 @@
+"""taskframe.server: the HTTP API, the scheduler and the storage backends."""

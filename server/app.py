@@ -1,0 +1,41 @@
+"""``create_app``: the Falcon application, built from its parts (no globals)."""
+
+from __future__ import annotations
+
+import falcon
+
+from taskframe.core.plugins import PluginSet
+from taskframe.server.config import ServerConfig
+from taskframe.server.errors import install_error_handlers
+from taskframe.server.openapi import build_openapi
+from taskframe.server.resources import jobs, meta, workers
+from taskframe.server.scheduler import Scheduler
+
+
+def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
+    app = falcon.App()
+    app.req_options.strip_url_path_trailing_slash = True
+    install_error_handlers(app)
+    executors = plugins.executors
+    job_types = plugins.names()
+
+    app.add_route("/jobs", jobs.JobCollection(scheduler, executors, config))
+    app.add_route("/jobs/batch", jobs.JobBatch(scheduler, executors, config))
+    app.add_route("/jobs/{job_id:int}", jobs.JobItem(scheduler))
+    app.add_route("/jobs/{job_id:int}/attempts", jobs.JobAttempts(scheduler))
+    app.add_route("/jobs/{job_id:int}/cancel", jobs.JobCancel(scheduler))
+    app.add_route("/jobs/{job_id:int}/retry", jobs.JobRetry(scheduler))
+
+    app.add_route("/lease", workers.Lease(scheduler, config, job_types))
+    app.add_route("/next-job", workers.NextJob(scheduler, config, job_types))
+    app.add_route("/heartbeats", workers.Heartbeats(scheduler, config, job_types))
+    app.add_route(
+        "/jobs/{job_id:int}/heartbeat", workers.JobHeartbeat(scheduler, config, job_types)
+    )
+    app.add_route("/jobs/{job_id:int}/complete", workers.JobComplete(scheduler, config, job_types))
+    app.add_route("/jobs/{job_id:int}/release", workers.JobRelease(scheduler, config, job_types))
+
+    app.add_route("/health", meta.Health(scheduler.store, plugins))
+    app.add_route("/job-types", meta.JobTypes(plugins))
+    app.add_route("/openapi.json", meta.OpenAPI(build_openapi(executors)))
+    return app

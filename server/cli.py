@@ -1,0 +1,241 @@
+"""``taskframe-server``: serve the API with waitress (optionally with a worker)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import waitress
+
+from taskframe.core.options import add_option
+from taskframe.core.plugins import PluginSet, create_plugin_manager
+from taskframe.core.retry import BackoffPolicy
+from taskframe.server.app import create_app
+from taskframe.server.config import ServerConfig
+from taskframe.server.runtime import Housekeeper
+from taskframe.server.scheduler import Scheduler
+from taskframe.server.storage import open_store
+
+log = logging.getLogger("taskframe.server")
+
+
+def duration(text: str) -> float:
+    """Seconds, or a number with a unit: ``90``, ``1.5s``, ``10m``, ``12h``, ``7d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    factor = units.get(text[-1:], None)
+    number = text[:-1] if factor else text
+    try:
+        value = float(number) * (factor or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskframe-server",
+        description="Serve the taskframe API. Every option can also be set with the "
+        "environment variable shown in brackets.",
+    )
+    net = parser.add_argument_group("server")
+    add_option(net, "--host", default="127.0.0.1", help="interface to listen on")
+    add_option(net, "--port", type=int, default=8000, help="TCP port (0 picks a free one)")
+    add_option(
+        net,
+        "--threads",
+        type=int,
+        default=32,
+        help="request threads; each long-poll holds one while it waits",
+    )
+    add_option(
+        net,
+        "--max-body",
+        type=int,
+        default=1 << 20,
+        help="largest request body in bytes (batch endpoints: 16 times this)",
+    )
+    add_option(net, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+
+    db = parser.add_argument_group("database")
+    add_option(
+        db,
+        "--db",
+        default="taskframe.db",
+        help="SQLite path (or sqlite:///path) or a postgresql:// URL",
+    )
+    add_option(
+        db,
+        "--db-busy-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for a locked database before answering 503",
+    )
+    add_option(
+        db,
+        "--sqlite-synchronous",
+        default="NORMAL",
+        help="SQLite synchronous setting: NORMAL survives process crashes, FULL also power loss",
+    )
+    add_option(db, "--migrate-only", flag_only=True, help="create or upgrade the schema, then exit")
+
+    jobs = parser.add_argument_group("jobs")
+    add_option(
+        jobs,
+        "--lease-ttl",
+        type=duration,
+        default=30.0,
+        help="seconds a lease lives without a heartbeat",
+    )
+    add_option(
+        jobs,
+        "--default-timeout",
+        type=duration,
+        default=300.0,
+        help="seconds an attempt may run when the job gives no timeout (0: no limit)",
+    )
+    add_option(
+        jobs,
+        "--retry-backoff",
+        type=duration,
+        default=1.0,
+        help="base delay before retrying a failed attempt (doubles per attempt)",
+    )
+    add_option(
+        jobs,
+        "--retry-backoff-max",
+        type=duration,
+        default=300.0,
+        help="longest delay between attempts",
+    )
+    add_option(
+        jobs,
+        "--reap-interval",
+        type=duration,
+        default=1.0,
+        help="how often expired leases and timeouts are reaped",
+    )
+    add_option(
+        jobs,
+        "--retention",
+        type=duration,
+        default=7 * 86400.0,
+        help="how long finished jobs are kept, e.g. 7d (0 keeps them forever)",
+    )
+
+    standalone = parser.add_argument_group("standalone mode")
+    add_option(
+        standalone,
+        "--standalone",
+        flag_only=True,
+        help="also run a worker in this process, talking to this server over HTTP",
+    )
+    add_option(
+        standalone, "--concurrency", type=int, default=8, help="job slots of the standalone worker"
+    )
+    add_option(standalone, "--worker-id", default=None, help="id of the standalone worker")
+
+    plugins.manager.hook.taskframe_add_options(parser=parser, role="server")
+    # The standalone worker's plugins take their worker options here too.
+    plugins.manager.hook.taskframe_add_options(parser=standalone, role="worker")
+    return parser
+
+
+def config_from(options: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        lease_ttl=options.lease_ttl,
+        default_timeout=options.default_timeout or None,
+        backoff=BackoffPolicy(options.retry_backoff, options.retry_backoff_max),
+        max_body_bytes=options.max_body,
+        reap_interval=options.reap_interval,
+        retention=options.retention,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    plugins = create_plugin_manager()
+    options = build_parser(plugins).parse_args(argv)
+    logging.basicConfig(
+        level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for name, error in plugins.failures.items():
+        log.error("plugin %s not loaded: %s", name, error)
+
+    store = open_store(
+        options.db, busy_timeout=options.db_busy_timeout, synchronous=options.sqlite_synchronous
+    )
+    version = store.migrate()
+    if options.migrate_only:
+        log.info("schema of %s is at version %d", store.backend, version)
+        return 0
+    config = config_from(options)
+    scheduler = Scheduler(store, config)
+    app = create_app(config, scheduler, plugins)
+    server = waitress.create_server(
+        app, host=options.host, port=options.port, threads=options.threads, ident="taskframe"
+    )
+    port = server.effective_port  # type: ignore[union-attr]
+    housekeeper = Housekeeper(scheduler)
+    housekeeper.start()
+    log.info(
+        "taskframe-server listening on http://%s:%s (%s, job types: %s)",
+        options.host,
+        port,
+        store.backend,
+        ", ".join(plugins.names()) or "none",
+    )
+    print(f"listening on http://{options.host}:{port}", flush=True)
+    if options.standalone:
+        return _run_standalone(server, port, plugins, options, housekeeper)
+    signal.signal(signal.SIGTERM, lambda *_: server.close())
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        housekeeper.stop()
+    return 0
+
+
+def _run_standalone(
+    server: Any,
+    port: int,
+    plugins: PluginSet,
+    options: argparse.Namespace,
+    housekeeper: Housekeeper,
+) -> int:
+    """Serve in a thread; run a worker in the main thread against our own port.
+
+    The only place the server starts a worker: the worker still speaks HTTP.
+    """
+    from taskframe.worker.cli import default_worker_id
+    from taskframe.worker.loop import Worker
+
+    serving = threading.Thread(target=server.run, name="waitress", daemon=True)
+    serving.start()
+    host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+    worker = Worker(
+        api_urls=[f"http://{host}:{port}"],
+        plugins=plugins,
+        options=options,
+        worker_id=options.worker_id or default_worker_id(),
+        concurrency=options.concurrency,
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.stop())
+    try:
+        worker.run()
+    finally:
+        server.close()
+        housekeeper.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Server settings, built from the command line (or directly in tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskframe.core.retry import BackoffPolicy
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    lease_ttl: float = 30.0
+    """Seconds a lease lives without a heartbeat before the attempt is reaped."""
+    default_timeout: float | None = 300.0
+    """Seconds one attempt may run when the job does not say (None: no limit)."""
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    max_body_bytes: int = 1 << 20
+    """Largest request body accepted (``POST /jobs/batch``: 16 times this)."""
+    reap_interval: float = 1.0
+    retention: float = 7 * 86400.0
+    """Seconds finished jobs are kept before pruning (0 keeps them forever)."""
+    prune_batch: int = 500

@@ -1,0 +1,90 @@
+"""One error body everywhere: ``{"title", "description", "errors"?}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+
+from taskframe.server.scheduler import JobConflict, JobNotFound
+from taskframe.server.storage import StoreUnavailable
+
+log = logging.getLogger("taskframe.server")
+
+
+class APIError(falcon.HTTPError):
+    """An HTTP error whose body may carry per-field validation messages."""
+
+    def __init__(
+        self,
+        status: str,
+        title: str,
+        description: str | None = None,
+        errors: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, title=title, description=description, headers=headers)
+        self.errors = errors
+
+    def to_dict(self, obj_type: type = dict) -> dict[str, Any]:
+        body = {"title": self.title}
+        if self.description:
+            body["description"] = self.description
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+def validation_error(errors: dict[str, Any], description: str | None = None) -> APIError:
+    fields = ", ".join(sorted(str(key) for key in errors))
+    return APIError(
+        falcon.HTTP_422,
+        "Invalid request",
+        description or f"the request has invalid fields: {fields}",
+        errors=errors,
+    )
+
+
+def _render(resp: falcon.Response, error: APIError) -> None:
+    resp.status = error.status
+    resp.media = error.to_dict()
+    for name, value in (error.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def _not_found(req: falcon.Request, resp: falcon.Response, exc: JobNotFound, params: dict) -> None:
+    _render(resp, APIError(falcon.HTTP_404, "Not found", f"job {exc.args[0]} does not exist"))
+
+
+def _conflict(req: falcon.Request, resp: falcon.Response, exc: JobConflict, params: dict) -> None:
+    _render(resp, APIError(falcon.HTTP_409, "Conflict", str(exc)))
+
+
+def _unavailable(
+    req: falcon.Request, resp: falcon.Response, exc: StoreUnavailable, params: dict
+) -> None:
+    log.warning("database unavailable for %s %s: %s", req.method, req.path, exc)
+    error = APIError(
+        falcon.HTTP_503,
+        "Database unavailable",
+        f"{exc}; nothing was changed, retry the request",
+        headers={"Retry-After": "1"},
+    )
+    _render(resp, error)
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+    log.exception("unexpected error in %s %s", req.method, req.path)
+    error = APIError(
+        falcon.HTTP_500, "Internal server error", "an unexpected error was logged by the server"
+    )
+    _render(resp, error)
+
+
+def install_error_handlers(app: falcon.App) -> None:
+    # Falcon picks the most specific handler, so HTTPError keeps its own.
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(JobNotFound, _not_found)
+    app.add_error_handler(JobConflict, _conflict)
+    app.add_error_handler(StoreUnavailable, _unavailable)

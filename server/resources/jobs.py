@@ -1,0 +1,124 @@
+"""Client endpoints: submit, read, list, cancel and retry jobs."""
+
+from __future__ import annotations
+
+import falcon
+
+from taskframe.core import schemas
+from taskframe.core.executor import Executor
+from taskframe.server.config import ServerConfig
+from taskframe.server.errors import validation_error
+from taskframe.server.http_io import load_query, read_json
+from taskframe.server.representation import attempt_json, job_json
+from taskframe.server.scheduler import Scheduler
+from taskframe.server.submission import job_errors
+
+WAIT_QUERY = schemas.WaitQuerySchema()
+
+
+class JobCollection:
+    """``POST /jobs`` submits one job; ``GET /jobs`` lists them, newest first."""
+
+    def __init__(
+        self, scheduler: Scheduler, executors: dict[str, Executor], config: ServerConfig
+    ) -> None:
+        self.scheduler = scheduler
+        self.executors = executors
+        self.limit = config.max_body_bytes
+        self.schema = schemas.SubmitJobSchema()
+        self.query_schema = schemas.ListJobsQuerySchema()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        job = read_json(req, self.schema, self.limit)
+        header_key = req.get_header("Idempotency-Key")
+        if header_key:
+            if job["idempotency_key"] not in (None, header_key):
+                raise validation_error(
+                    {"idempotency_key": ["differs from the Idempotency-Key header"]}
+                )
+            job["idempotency_key"] = header_key
+        errors = job_errors(job, self.executors)
+        if errors:
+            raise validation_error(errors)
+        [(row, created)] = self.scheduler.submit([job])
+        resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
+        resp.location = f"/jobs/{row['id']}"
+        resp.media = job_json(row)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        query = load_query(req, self.query_schema)
+        rows = self.scheduler.list(
+            query.get("status"), query.get("type"), query["limit"], query.get("cursor")
+        )
+        next_cursor = rows[-1]["id"] if len(rows) == query["limit"] else None
+        resp.media = {"jobs": [job_json(row) for row in rows], "next_cursor": next_cursor}
+
+
+class JobBatch:
+    """``POST /jobs/batch``: all jobs are validated before any is written."""
+
+    def __init__(
+        self, scheduler: Scheduler, executors: dict[str, Executor], config: ServerConfig
+    ) -> None:
+        self.scheduler = scheduler
+        self.executors = executors
+        self.limit = config.max_body_bytes * 16
+        self.schema = schemas.BatchSubmitSchema()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        jobs = read_json(req, self.schema, self.limit)["jobs"]
+        errors = {}
+        for index, job in enumerate(jobs):
+            problems = job_errors(job, self.executors)
+            if problems:
+                errors[str(index)] = problems
+        if errors:
+            raise validation_error({"jobs": errors}, f"{len(errors)} job(s) are invalid")
+        results = self.scheduler.submit(jobs)
+        resp.status = falcon.HTTP_201
+        resp.media = {
+            "jobs": [job_json(row) for row, _ in results],
+            "created": sum(created for _, created in results),
+        }
+
+
+class JobItem:
+    """``GET /jobs/{id}[?wait=S]``: with ``wait``, answers once the job finished."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        wait = load_query(req, WAIT_QUERY)["wait"]
+        if wait > 0:
+            row = self.scheduler.wait_until_finished(job_id, wait)
+        else:
+            row = self.scheduler.get(job_id)
+        resp.media = job_json(row)
+
+
+class JobAttempts:
+    """``GET /jobs/{id}/attempts``: every finished attempt, oldest first."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        rows = self.scheduler.attempts(job_id)
+        resp.media = {"job_id": job_id, "attempts": [attempt_json(row) for row in rows]}
+
+
+class JobCancel:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        resp.media = job_json(self.scheduler.cancel(job_id))
+
+
+class JobRetry:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        resp.media = job_json(self.scheduler.retry(job_id))

@@ -1,0 +1,61 @@
+"""Endpoints for anyone: health, installed job types, the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from taskframe.core.plugins import PluginSet
+from taskframe.server.storage import Store, StoreUnavailable
+
+
+class Health:
+    def __init__(self, store: Store, plugins: PluginSet) -> None:
+        self.store = store
+        self.plugins = plugins
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body: dict[str, Any] = {
+            "status": "ok",
+            "backend": self.store.backend,
+            "job_types": self.plugins.names(),
+            "plugin_failures": self.plugins.failures,
+        }
+        try:
+            self.store.ping()
+        except StoreUnavailable as exc:
+            resp.status = falcon.HTTP_503
+            body.update(status="unavailable", error=str(exc))
+        resp.media = body
+
+
+class JobTypes:
+    """``GET /job-types``: each installed executor with its payload's JSON schema."""
+
+    def __init__(self, plugins: PluginSet) -> None:
+        spec = APISpec("taskframe", "1", "3.0.3", plugins=[MarshmallowPlugin()])
+        converter = spec.plugins[0].converter
+        self.body = {
+            "job_types": [
+                {
+                    "name": executor.name,
+                    "description": executor.description,
+                    "payload_schema": converter.schema2jsonschema(executor.schema),
+                }
+                for executor in sorted(plugins.executors.values(), key=lambda e: e.name)
+            ]
+        }
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self.body
+
+
+class OpenAPI:
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self.document

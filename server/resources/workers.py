@@ -1,0 +1,150 @@
+"""Worker endpoints: lease, heartbeat, complete and release attempts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+
+from taskframe.core import schemas
+from taskframe.server.config import ServerConfig
+from taskframe.server.errors import APIError
+from taskframe.server.http_io import load_query, read_json
+from taskframe.server.representation import job_json
+from taskframe.server.scheduler import Completion, CompletionOutcome, Scheduler
+
+
+def _completion(item: dict[str, Any], job_id: int, worker_id: str | None) -> Completion:
+    return Completion(
+        job_id=job_id,
+        lease_id=item["lease_id"],
+        status=item["status"],
+        worker_id=worker_id,
+        result=item["result"],
+        error=item["error"],
+        retryable=item["retryable"],
+    )
+
+
+def _outcome_json(outcome: CompletionOutcome) -> dict[str, Any]:
+    return {
+        "job_id": outcome.job_id,
+        "ok": outcome.code == 200,
+        "code": outcome.code,
+        "error": outcome.error,
+    }
+
+
+class WorkerResource:
+    def __init__(self, scheduler: Scheduler, config: ServerConfig, job_types: list[str]) -> None:
+        self.scheduler = scheduler
+        self.config = config
+        self.limit = config.max_body_bytes * 16
+        self.job_types = job_types
+
+    def _types(self, requested: list[str] | None) -> list[str]:
+        return self.job_types if requested is None else requested
+
+
+class Lease(WorkerResource):
+    """``POST /lease``: report finished attempts, then lease up to ``max`` jobs.
+
+    One round trip per batch: the worker's completions ride on its next lease.
+    """
+
+    schema = schemas.LeaseRequestSchema()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        request = read_json(req, self.schema, self.limit)
+        worker_id = request["worker_id"]
+        outcomes = self.scheduler.complete(
+            [_completion(c, c["job_id"], worker_id) for c in request["completions"]]
+        )
+        rows = self.scheduler.lease(
+            worker_id, self._types(request["types"]), request["max"], request["wait"]
+        )
+        resp.media = {
+            "jobs": [job_json(row, with_lease=True) for row in rows],
+            "completions": [_outcome_json(o) for o in outcomes],
+            "lease_ttl": self.config.lease_ttl,
+        }
+
+
+class NextJob(WorkerResource):
+    """``GET /next-job?worker_id=W[&types=a,b][&wait=S]``: lease one job, or 204."""
+
+    schema = schemas.NextJobQuerySchema()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        query = load_query(req, self.schema)
+        types = [t for t in query["types"].split(",") if t] if "types" in query else None
+        rows = self.scheduler.lease(query["worker_id"], self._types(types), 1, query["wait"])
+        if not rows:
+            resp.status = falcon.HTTP_204
+            return
+        resp.media = job_json(rows[0], with_lease=True)
+
+
+class Heartbeats(WorkerResource):
+    """``POST /heartbeats``: extend every lease a worker holds in one request."""
+
+    schema = schemas.HeartbeatBatchSchema()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        request = read_json(req, self.schema, self.limit)
+        leases = [(item["job_id"], item["lease_id"]) for item in request["leases"]]
+        answers = self.scheduler.heartbeat(request["worker_id"], leases)
+        resp.media = {
+            "leases": [
+                {"job_id": job_id, "ok": held, "cancel_requested": cancel}
+                for job_id, held, cancel in answers
+            ],
+            "lease_ttl": self.config.lease_ttl,
+        }
+
+
+class JobHeartbeat(WorkerResource):
+    """``POST /jobs/{id}/heartbeat``: extend one lease; 409 when it is gone."""
+
+    schema = schemas.HeartbeatSchema()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        request = read_json(req, self.schema, self.config.max_body_bytes)
+        self.scheduler.get(job_id)  # 404 for an unknown job
+        [(_, held, cancel)] = self.scheduler.heartbeat(
+            request["worker_id"], [(job_id, request["lease_id"])]
+        )
+        if not held:
+            raise APIError(falcon.HTTP_409, "Conflict", "stale lease: the attempt moved on")
+        resp.media = {
+            "job_id": job_id,
+            "cancel_requested": cancel,
+            "lease_ttl": self.config.lease_ttl,
+        }
+
+
+class JobComplete(WorkerResource):
+    """``POST /jobs/{id}/complete``: the outcome of one attempt; 409 when stale."""
+
+    schema = schemas.CompleteSchema()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        request = read_json(req, self.schema, self.limit)
+        [outcome] = self.scheduler.complete([_completion(request, job_id, request["worker_id"])])
+        if outcome.code == 404:
+            raise APIError(falcon.HTTP_404, "Not found", outcome.error)
+        if outcome.code == 409:
+            raise APIError(falcon.HTTP_409, "Conflict", outcome.error)
+        resp.media = job_json(outcome.job)
+
+
+class JobRelease(WorkerResource):
+    """``POST /jobs/{id}/release``: back to the queue at once, attempt not counted."""
+
+    schema = schemas.ReleaseSchema()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        request = read_json(req, self.schema, self.config.max_body_bytes)
+        resp.media = job_json(
+            self.scheduler.release(job_id, request["worker_id"], request["lease_id"])
+        )

@@ -1,0 +1,52 @@
+"""Background housekeeping of a server process: reaping, pruning, change watching."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from taskframe.server.scheduler import Scheduler
+from taskframe.server.storage import StoreUnavailable
+
+log = logging.getLogger("taskframe.server")
+PRUNE_EVERY = 60.0
+
+
+class Housekeeper:
+    """Runs the reaper every ``reap_interval`` and the pruner every minute.
+
+    Every server process runs one; the fenced queries make that safe.
+    """
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="housekeeper", daemon=True)
+
+    def start(self) -> None:
+        notifier = self.scheduler.notifier
+        self.scheduler.store.watch_changes(notifier.notify, notifier.has_waiters)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        interval = self.scheduler.config.reap_interval
+        since_prune = PRUNE_EVERY  # prune once at start
+        while not self._stop.wait(interval):
+            try:
+                reaped = self.scheduler.reap()
+                if reaped:
+                    log.info("reaped %d expired attempt(s)", reaped)
+                since_prune += interval
+                if since_prune >= PRUNE_EVERY:
+                    since_prune = 0.0
+                    pruned = self.scheduler.prune()
+                    if pruned:
+                        log.info("pruned %d finished job(s) past retention", pruned)
+            except StoreUnavailable as exc:
+                log.warning("housekeeping skipped: %s", exc)
+            except Exception:
+                log.exception("housekeeping failed; will try again")

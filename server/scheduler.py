@@ -1,0 +1,407 @@
+"""The scheduler: every job state change, written once above the storage interface.
+
+Each method runs in one store transaction. Worker-facing changes are fenced:
+the ``end_attempt`` and ``extend_lease`` queries only touch a row whose
+``lease_id`` and status still match, so a stale worker changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from taskframe.core import model
+from taskframe.server.config import ServerConfig
+from taskframe.server.notify import ChangeNotifier
+from taskframe.server.storage import Row, Store, Transaction
+
+NO_CURSOR = 2**62
+REAP_BATCH = 200
+
+
+class JobNotFound(Exception):
+    pass
+
+
+class JobConflict(Exception):
+    """The job is not in a state that allows the request (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    job_id: int
+    lease_id: str
+    status: str  # succeeded | failed | cancelled
+    worker_id: str | None = None
+    result: Any = None
+    error: str | None = None
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class CompletionOutcome:
+    job_id: int
+    code: int  # 200 recorded (or already recorded), 404 unknown job, 409 stale lease
+    job: Row | None = None
+    error: str | None = None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        config: ServerConfig,
+        notifier: ChangeNotifier | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.notifier = notifier or ChangeNotifier()
+        self.clock = clock
+        self.rng = rng or random.Random()
+
+    # ----------------------------------------------------------------- clients
+
+    def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
+        """Insert validated jobs in one transaction; return (row, created) for each.
+
+        A job whose idempotency key exists already is not inserted: the
+        existing row comes back with created=False, or JobConflict is raised
+        when the same key came with a different request.
+        """
+        now = self.clock()
+        rows = [self._new_job_params(job, now) for job in jobs]
+        results: list[tuple[Row, bool]] = []
+        with self.store.transaction() as tx:
+            inserted = tx.insert_returning("insert_job", rows)
+            for params, row in zip(rows, inserted, strict=True):
+                if row is not None:
+                    results.append((row, True))
+                    continue
+                existing = tx.one("get_job_by_key", params)
+                if existing is None:  # pragma: no cover - the conflict row vanished
+                    raise JobConflict("idempotency key conflict, retry the request")
+                if existing["request_hash"] != params["request_hash"]:
+                    raise JobConflict(
+                        f"idempotency key {params['idempotency_key']!r} was already used "
+                        f"for a different job (id {existing['id']})"
+                    )
+                results.append((existing, False))
+            if any(created for _, created in results):
+                self.store.notify_change(tx)
+        self.notifier.notify()
+        return results
+
+    def _new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        if "run_at" in job:
+            run_at = job["run_at"].timestamp()
+        else:
+            run_at = now + job.get("delay", 0.0)
+        timeout = job.get("timeout") or self.config.default_timeout
+        key = job.get("idempotency_key")
+        request_hash = None
+        if key is not None:
+            fingerprint = {k: v for k, v in job.items() if k != "idempotency_key"}
+            canonical = json.dumps(fingerprint, sort_keys=True, default=str)
+            request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+        return {
+            "type": job["type"],
+            "payload": json.dumps(job["payload"], separators=(",", ":")),
+            "priority": job["priority"],
+            "max_attempts": job["max_attempts"],
+            "timeout": timeout,
+            "run_at": run_at,
+            "created_at": now,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+        }
+
+    def get(self, job_id: int) -> Row:
+        with self.store.reader() as tx:
+            row = tx.one("get_job", {"id": job_id})
+        if row is None:
+            raise JobNotFound(job_id)
+        return row
+
+    def wait_until_finished(self, job_id: int, wait: float) -> Row:
+        """The job, once finished or after ``wait`` seconds, whichever is first."""
+        deadline = time.monotonic() + wait
+        with self.notifier.waiting():
+            while True:
+                generation = self.notifier.generation
+                row = self.get(job_id)
+                remaining = deadline - time.monotonic()
+                if row["status"] in model.FINISHED or remaining <= 0:
+                    return row
+                self.notifier.wait(generation, remaining)
+
+    def list(
+        self, status: str | None, job_type: str | None, limit: int, cursor: int | None
+    ) -> list[Row]:
+        query = "list_jobs"
+        if status and job_type:
+            query = "list_jobs_by_status_and_type"
+        elif status:
+            query = "list_jobs_by_status"
+        elif job_type:
+            query = "list_jobs_by_type"
+        params = {"status": status, "type": job_type, "limit": limit, "cursor": cursor or NO_CURSOR}
+        with self.store.reader() as tx:
+            return tx.all(query, params)
+
+    def attempts(self, job_id: int) -> list[Row]:
+        self.get(job_id)
+        with self.store.reader() as tx:
+            return tx.all("list_attempts", {"job_id": job_id})
+
+    def cancel(self, job_id: int) -> Row:
+        """Cancel a queued job now; ask the worker of a running one to stop."""
+        params = {"id": job_id, "now": self.clock()}
+        with self.store.transaction() as tx:
+            row = tx.one("cancel_queued", params) or tx.one("request_cancel", params)
+            if row is None:
+                current = tx.one("get_job", params)
+                if current is None:
+                    raise JobNotFound(job_id)
+                raise JobConflict(f"job {job_id} is already {current['status']}")
+        self.notifier.notify()
+        return row
+
+    def retry(self, job_id: int) -> Row:
+        """Put a failed or cancelled job back in the queue with fresh attempts."""
+        params = {"id": job_id, "now": self.clock()}
+        with self.store.transaction() as tx:
+            row = tx.one("retry_job", params)
+            if row is None:
+                current = tx.one("get_job", params)
+                if current is None:
+                    raise JobNotFound(job_id)
+                raise JobConflict(
+                    f"job {job_id} is {current['status']}; only failed or cancelled jobs retry"
+                )
+            self.store.notify_change(tx)
+        self.notifier.notify()
+        return row
+
+    # ----------------------------------------------------------------- workers
+
+    def lease(self, worker_id: str, types: Iterable[str], limit: int, wait: float) -> list[Row]:
+        """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one."""
+        types = list(types)
+        if limit <= 0 or not types:
+            return []
+        deadline = time.monotonic() + wait
+        with self.notifier.waiting():
+            while True:
+                generation = self.notifier.generation
+                jobs = self._lease_now(worker_id, types, limit)
+                remaining = deadline - time.monotonic()
+                if jobs or remaining <= 0:
+                    return jobs
+                self.notifier.wait(generation, min(remaining, self._until_next_run()))
+
+    def _lease_now(self, worker_id: str, types: list[str], limit: int) -> list[Row]:
+        now = self.clock()
+        params = {
+            "worker_id": worker_id,
+            "types": types,
+            "limit": limit,
+            "now": now,
+            "lease_expires_at": now + self.config.lease_ttl,
+            "lease_prefix": secrets.token_hex(6) + "-",
+        }
+        with self.store.transaction() as tx:
+            rows = tx.all("lease_jobs", params)
+        rows.sort(key=lambda row: (-row["priority"], row["id"]))
+        return rows
+
+    def _until_next_run(self) -> float:
+        """Seconds until the earliest delayed job becomes ready (a long wait if none)."""
+        now = self.clock()
+        with self.store.reader() as tx:
+            row = tx.one("next_run_at", {"now": now})
+        if row is None or row["run_at"] is None:
+            return 3600.0
+        return max(0.0, row["run_at"] - now)
+
+    def complete(self, completions: list[Completion]) -> list[CompletionOutcome]:
+        """Record the outcomes of attempts, each fenced by its lease id."""
+        if not completions:
+            return []
+        now = self.clock()
+        with self.store.transaction() as tx:
+            outcomes = [self._complete_one(tx, item, now) for item in completions]
+            # Wakes long-polls (re-queued jobs) and job waiters on other servers.
+            self.store.notify_change(tx)
+        self.notifier.notify()
+        return outcomes
+
+    def _complete_one(self, tx: Transaction, item: Completion, now: float) -> CompletionOutcome:
+        row = tx.one("get_job_for_update", {"id": item.job_id})
+        if row is None:
+            return CompletionOutcome(item.job_id, 404, error=f"job {item.job_id} not found")
+        if row["lease_id"] != item.lease_id or (
+            item.worker_id is not None and row["worker_id"] != item.worker_id
+        ):
+            return CompletionOutcome(
+                item.job_id, 409, error="stale lease: this attempt was reaped or moved on"
+            )
+        if row["status"] != model.RUNNING:
+            return CompletionOutcome(item.job_id, 200, job=row)  # a re-sent completion
+        if item.status == model.SUCCEEDED:
+            status, outcome = model.SUCCEEDED, model.OUTCOME_SUCCEEDED
+        elif item.status == model.CANCELLED or row["cancel_requested"]:
+            status, outcome = model.CANCELLED, model.OUTCOME_CANCELLED
+        else:
+            status = model.status_after_failed_attempt(
+                row["attempts"], row["max_attempts"], item.retryable
+            )
+            outcome = model.OUTCOME_FAILED
+        result = None if item.result is None else json.dumps(item.result)
+        updated = self._end_attempt(
+            tx, row, status, outcome, now, error=item.error, result=result, keep_lease=True
+        )
+        return CompletionOutcome(item.job_id, 200 if updated else 409, job=updated)
+
+    def heartbeat(
+        self, worker_id: str, leases: list[tuple[int, str]]
+    ) -> list[tuple[int, bool, bool]]:
+        """Extend leases; return (job_id, still held, cancel requested) for each."""
+        expires = self.clock() + self.config.lease_ttl
+        answers = []
+        with self.store.transaction() as tx:
+            for job_id, lease_id in leases:
+                row = tx.one(
+                    "extend_lease",
+                    {"id": job_id, "lease_id": lease_id, "lease_expires_at": expires},
+                )
+                answers.append((job_id, row is not None, bool(row and row["cancel_requested"])))
+        return answers
+
+    def release(self, job_id: int, worker_id: str, lease_id: str) -> Row:
+        """Give a leased job back to the queue at once; the attempt is not counted."""
+        now = self.clock()
+        with self.store.transaction() as tx:
+            row = tx.one("get_job_for_update", {"id": job_id})
+            if row is None:
+                raise JobNotFound(job_id)
+            if row["status"] != model.RUNNING or row["lease_id"] != lease_id:
+                raise JobConflict("stale lease: this attempt was reaped or moved on")
+            if row["cancel_requested"]:
+                status, outcome = model.CANCELLED, model.OUTCOME_CANCELLED
+            else:
+                status, outcome = model.QUEUED, model.OUTCOME_RELEASED
+            updated = self._end_attempt(
+                tx, row, status, outcome, now, error=row["error"], refund=outcome == "released"
+            )
+            if updated is None:
+                raise JobConflict("stale lease: this attempt was reaped or moved on")
+            self.store.notify_change(tx)
+        self.notifier.notify()
+        return updated
+
+    # ------------------------------------------------------------ housekeeping
+
+    def reap(self) -> int:
+        """Fail the attempts whose lease expired or whose timeout passed."""
+        now = self.clock()
+        with self.store.transaction() as tx:
+            rows = tx.all("expired_attempts", {"now": now, "limit": REAP_BATCH})
+            reaped = 0
+            for row in rows:
+                if row["deadline"] is not None and row["deadline"] < now:
+                    outcome = model.OUTCOME_TIMED_OUT
+                    error = f"attempt {row['attempts']} timed out after {row['timeout']:g} s"
+                else:
+                    outcome = model.OUTCOME_LEASE_EXPIRED
+                    error = f"lease expired: worker {row['worker_id']} stopped heartbeating"
+                if row["cancel_requested"]:
+                    status = model.CANCELLED
+                else:
+                    status = model.status_after_failed_attempt(
+                        row["attempts"], row["max_attempts"], retryable=True
+                    )
+                reaped += self._end_attempt(tx, row, status, outcome, now, error=error) is not None
+            if reaped:
+                self.store.notify_change(tx)
+        if reaped:
+            self.notifier.notify()
+        return reaped
+
+    def prune(self) -> int:
+        """Delete finished jobs older than the retention period, in small batches."""
+        if not self.config.retention:
+            return 0
+        before = self.clock() - self.config.retention
+        pruned = 0
+        while True:
+            with self.store.transaction() as tx:
+                rows = tx.all("prunable_jobs", {"before": before, "limit": self.config.prune_batch})
+                ids = [row["id"] for row in rows]
+                if ids:
+                    tx.run("delete_attempts", {"ids": ids})
+                    tx.run("delete_jobs", {"ids": ids})
+            pruned += len(ids)
+            if len(ids) < self.config.prune_batch:
+                return pruned
+
+    def _end_attempt(
+        self,
+        tx: Transaction,
+        row: Row,
+        status: str,
+        outcome: str,
+        now: float,
+        *,
+        error: str | None = None,
+        result: str | None = None,
+        keep_lease: bool = False,
+        refund: bool = False,
+    ) -> Row | None:
+        """Close the running attempt in ``row`` and move the job to ``status``.
+
+        Returns the updated row, or None when the attempt had already moved on.
+        ``keep_lease`` leaves the lease id on the row so that the same worker
+        re-sending the same completion is recognised as a duplicate.
+        """
+        run_at = row["run_at"]
+        if status == model.QUEUED and not refund:
+            run_at = now + self.config.backoff.delay(row["attempts"], self.rng)
+        elif status == model.QUEUED:
+            run_at = now
+        updated = tx.one(
+            "end_attempt",
+            {
+                "id": row["id"],
+                "lease_id": row["lease_id"],
+                "status": status,
+                "result": result,
+                "error": error,
+                "finished_at": now if status in model.FINISHED else None,
+                "run_at": run_at,
+                "new_lease_id": row["lease_id"] if keep_lease else None,
+                "refund": 1 if refund else 0,
+            },
+        )
+        if updated is not None:
+            tx.run(
+                "insert_attempt",
+                {
+                    "job_id": row["id"],
+                    "attempt": row["attempts"],
+                    "worker_id": row["worker_id"],
+                    "lease_id": row["lease_id"],
+                    "started_at": row["started_at"],
+                    "finished_at": now,
+                    "outcome": outcome,
+                    "error": error,
+                },
+            )
+        return updated

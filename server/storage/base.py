@@ -1,0 +1,101 @@
+"""The storage interface the scheduler is written against.
+
+A backend offers transactions that run *named queries*; the queries of a
+backend live together in one ``.sql`` file beside its module. All job logic
+(what a completion or a reap does) lives once, in the scheduler, above this.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from importlib import resources
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+Params = Mapping[str, Any]
+
+
+class StoreUnavailable(Exception):
+    """The database cannot answer now (locked, down, out of connections): retry later."""
+
+
+class Transaction(Protocol):
+    def one(self, query: str, params: Params | None = None) -> Row | None: ...
+
+    def all(self, query: str, params: Params | None = None) -> list[Row]: ...
+
+    def run(self, query: str, params: Params | None = None) -> int:
+        """Execute a statement; return the number of rows it changed."""
+        ...
+
+    def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
+        """Run an ``INSERT ... RETURNING`` once per row; None where nothing was inserted."""
+        ...
+
+
+class Store(Protocol):
+    backend: str
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A write transaction: serialised with other writers, committed on success."""
+        ...
+
+    def reader(self) -> AbstractContextManager[Transaction]:
+        """A read-only view for single queries, without taking write locks."""
+        ...
+
+    def migrate(self, target: int | None = None) -> int:
+        """Create or upgrade the schema (to ``target`` or the latest); return its version."""
+        ...
+
+    def schema_version(self) -> int: ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the database cannot be reached."""
+        ...
+
+    def watch_changes(self, on_change: Callable[[], None], active: Callable[[], bool]) -> None:
+        """Call ``on_change`` promptly when another process commits a change.
+
+        ``active()`` tells whether anyone waits; backends that poll only poll then.
+        Runs in a daemon thread until :meth:`close`.
+        """
+        ...
+
+    def notify_change(self, tx: Transaction) -> None:
+        """Tell other server processes, within ``tx``, that jobs changed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+_QUERY_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def load_queries(filename: str) -> dict[str, str]:
+    """Parse a ``.sql`` file of ``-- name: xyz`` sections into {name: sql}."""
+    text = resources.files("taskframe.server.storage").joinpath(filename).read_text("utf-8")
+    parts = _QUERY_HEADER.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def migrations(queries: Mapping[str, str]) -> list[tuple[int, list[str]]]:
+    """The ``migration_N`` sections in order, each split into statements."""
+    found = []
+    for name, sql in queries.items():
+        if name.startswith("migration_"):
+            statements = [s.strip() for s in sql.split(";") if s.strip()]
+            found.append((int(name.removeprefix("migration_")), statements))
+    return sorted(found)
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def dict_rows(columns: Iterable[str], rows: Iterable[tuple]) -> list[Row]:
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in rows]

@@ -1,0 +1,182 @@
+"""SQLite backend: one database file, shared safely by several server processes.
+
+Settings chosen for a job queue (see the README's "Durability" notes):
+
+- WAL journal: readers never block the writer and vice versa.
+- ``synchronous=NORMAL``: a commit survives a crash of any process (kill -9
+  of the server included); only a power cut or kernel crash may lose the last
+  commits. ``--sqlite-synchronous FULL`` trades speed for that too.
+- every write transaction is ``BEGIN IMMEDIATE``: it takes the write lock up
+  front, so leasing (select, then update) is atomic across processes.
+- a busy timeout: a writer waits that long for the lock, then the request is
+  answered 503 (retry) instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from taskframe.server.storage.base import Params, Row, StoreUnavailable, load_queries, migrations
+
+QUERIES = load_queries("sqlite.sql")
+# How often a waiting long-poll checks for commits made by other processes.
+CHANGE_POLL_INTERVAL = 0.005
+IDLE_POLL_INTERVAL = 0.05
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> Row:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+
+def _adapt(params: Params | None) -> Params:
+    # Lists (job types, ids) travel as JSON text and are read back with json_each().
+    if not params:
+        return {}
+    return {k: json.dumps(v) if isinstance(v, list | tuple) else v for k, v in params.items()}
+
+
+def _unavailable(exc: sqlite3.OperationalError) -> StoreUnavailable:
+    return StoreUnavailable(f"SQLite database is unavailable: {exc}")
+
+
+class SQLiteTransaction:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def one(self, query: str, params: Params | None = None) -> Row | None:
+        return self._connection.execute(QUERIES[query], _adapt(params)).fetchone()
+
+    def all(self, query: str, params: Params | None = None) -> list[Row]:
+        return self._connection.execute(QUERIES[query], _adapt(params)).fetchall()
+
+    def run(self, query: str, params: Params | None = None) -> int:
+        return self._connection.execute(QUERIES[query], _adapt(params)).rowcount
+
+    def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
+        sql = QUERIES[query]
+        execute = self._connection.execute
+        return [execute(sql, _adapt(row)).fetchone() for row in rows]
+
+
+class SQLiteStore:
+    backend = "sqlite"
+
+    def __init__(
+        self, path: str, busy_timeout: float = 5.0, synchronous: str = "NORMAL", **_: object
+    ) -> None:
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"unknown SQLite synchronous setting {synchronous!r}")
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._closed = threading.Event()
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+        return connection
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,
+                cached_statements=256,
+            )
+            connection.row_factory = _dict_row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA synchronous={self.synchronous}")
+            connection.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.OperationalError as exc:
+            raise _unavailable(exc) from exc
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLiteTransaction]:
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _unavailable(exc) from exc
+        try:
+            yield SQLiteTransaction(connection)
+            connection.execute("COMMIT")
+        except BaseException as exc:
+            connection.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise _unavailable(exc) from exc
+            raise
+
+    @contextmanager
+    def reader(self) -> Iterator[SQLiteTransaction]:
+        try:
+            yield SQLiteTransaction(self._connection())
+        except sqlite3.OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def schema_version(self) -> int:
+        with self.reader() as tx:
+            exists = tx._connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'taskframe_schema'"
+            ).fetchone()
+            return (tx.one("get_version") or {}).get("version") or 0 if exists else 0
+
+    def migrate(self, target: int | None = None) -> int:
+        # BEGIN IMMEDIATE serialises servers that start at once: the second one
+        # sees the version the first one wrote and has nothing left to do.
+        with self.transaction() as tx:
+            tx.run("create_version_table")
+            current = (tx.one("get_version") or {}).get("version") or 0
+            for version, statements in migrations(QUERIES):
+                if version <= current or (target is not None and version > target):
+                    continue
+                for statement in statements:
+                    tx._connection.execute(statement)
+                tx.run("set_version", {"version": version})
+                current = version
+        return current
+
+    def ping(self) -> None:
+        with self.reader() as tx:
+            tx.one("ping")
+
+    def notify_change(self, tx: SQLiteTransaction) -> None:
+        """Nothing to send: other processes see the commit through data_version."""
+
+    def watch_changes(self, on_change: Callable[[], None], active: Callable[[], bool]) -> None:
+        threading.Thread(
+            target=self._watch, args=(on_change, active), name="sqlite-watch", daemon=True
+        ).start()
+
+    def _watch(self, on_change: Callable[[], None], active: Callable[[], bool]) -> None:
+        # PRAGMA data_version changes whenever another connection commits: a
+        # cheap check that lets long-polls here see submissions made elsewhere.
+        connection = self._connect()
+        last = None
+        while not self._closed.is_set():
+            try:
+                version = connection.execute("PRAGMA data_version").fetchone()["data_version"]
+            except sqlite3.OperationalError:
+                version = last
+            if last is not None and version != last:
+                on_change()
+            last = version
+            # Poll fast only while a long-poll waits; idle servers barely wake.
+            self._closed.wait(CHANGE_POLL_INTERVAL if active() else IDLE_POLL_INTERVAL)
+        connection.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None

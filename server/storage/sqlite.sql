@@ -1,0 +1,165 @@
+-- Every SQL statement of the SQLite backend. Times are Unix epoch seconds (REAL).
+-- Parameters use sqlite3's :name style; list parameters arrive as JSON text.
+
+-- name: migration_1
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    timeout REAL,
+    run_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    worker_id TEXT,
+    lease_id TEXT,
+    lease_expires_at REAL,
+    deadline REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    error TEXT,
+    idempotency_key TEXT,
+    request_hash TEXT
+);
+CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- The lease query walks this index in order: its cost does not grow with history.
+CREATE INDEX jobs_ready ON jobs (priority DESC, id) WHERE status = 'queued';
+CREATE INDEX jobs_queued_run_at ON jobs (run_at) WHERE status = 'queued';
+CREATE INDEX jobs_status_id ON jobs (status, id);
+CREATE INDEX jobs_type_id ON jobs (type, id);
+
+-- name: migration_2
+CREATE TABLE job_attempts (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT,
+    lease_id TEXT,
+    started_at REAL,
+    finished_at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled');
+
+-- name: create_version_table
+CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
+
+-- name: get_version
+SELECT max(version) AS version FROM taskframe_schema;
+
+-- name: set_version
+INSERT INTO taskframe_schema (version) VALUES (:version);
+
+-- name: ping
+SELECT 1 AS ok;
+
+-- name: insert_job
+INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
+                  run_at, created_at, idempotency_key, request_hash)
+VALUES (:type, :payload, :priority, 'queued', 0, :max_attempts, :timeout,
+        :run_at, :created_at, :idempotency_key, :request_hash)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: get_job_for_update
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: get_job_by_key
+SELECT * FROM jobs WHERE idempotency_key = :idempotency_key;
+
+-- name: list_jobs
+SELECT * FROM jobs WHERE id < :cursor ORDER BY id DESC LIMIT :limit;
+
+-- name: list_jobs_by_status
+SELECT * FROM jobs WHERE status = :status AND id < :cursor ORDER BY id DESC LIMIT :limit;
+
+-- name: list_jobs_by_type
+SELECT * FROM jobs WHERE type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;
+
+-- name: list_jobs_by_status_and_type
+SELECT * FROM jobs
+WHERE status = :status AND type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;
+
+-- name: lease_jobs
+-- Writers are serialised by BEGIN IMMEDIATE, so select-then-update is atomic.
+UPDATE jobs
+SET status = 'running', attempts = attempts + 1, worker_id = :worker_id,
+    lease_id = :lease_prefix || id, lease_expires_at = :lease_expires_at,
+    started_at = :now, finished_at = NULL,
+    deadline = CASE WHEN timeout IS NULL THEN NULL ELSE :now + timeout END
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status = 'queued' AND run_at <= :now
+      AND type IN (SELECT value FROM json_each(:types))
+    ORDER BY priority DESC, id
+    LIMIT :limit
+)
+RETURNING *;
+
+-- name: next_run_at
+SELECT min(run_at) AS run_at FROM jobs WHERE status = 'queued' AND run_at > :now;
+
+-- name: end_attempt
+-- Guarded by lease and status: a stale worker or a concurrent reaper changes nothing.
+UPDATE jobs
+SET status = :status, result = :result, error = :error, finished_at = :finished_at,
+    run_at = :run_at, lease_id = :new_lease_id, lease_expires_at = NULL, deadline = NULL,
+    attempts = attempts - :refund, cancel_requested = 0
+WHERE id = :id AND lease_id = :lease_id AND status = 'running'
+RETURNING *;
+
+-- name: insert_attempt
+INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
+                          outcome, error)
+VALUES (:job_id, :attempt, :worker_id, :lease_id, :started_at, :finished_at, :outcome, :error);
+
+-- name: list_attempts
+SELECT * FROM job_attempts WHERE job_id = :job_id ORDER BY id;
+
+-- name: extend_lease
+UPDATE jobs SET lease_expires_at = :lease_expires_at
+WHERE id = :id AND lease_id = :lease_id AND status = 'running'
+RETURNING id, cancel_requested;
+
+-- name: expired_attempts
+SELECT * FROM jobs
+WHERE status = 'running' AND (lease_expires_at < :now OR deadline < :now)
+LIMIT :limit;
+
+-- name: cancel_queued
+UPDATE jobs SET status = 'cancelled', finished_at = :now
+WHERE id = :id AND status = 'queued'
+RETURNING *;
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = 1 WHERE id = :id AND status = 'running' RETURNING *;
+
+-- name: retry_job
+UPDATE jobs
+SET status = 'queued', attempts = 0, run_at = :now, started_at = NULL, finished_at = NULL,
+    result = NULL, error = NULL, worker_id = NULL, lease_id = NULL, cancel_requested = 0
+WHERE id = :id AND status IN ('failed', 'cancelled')
+RETURNING *;
+
+-- name: prunable_jobs
+SELECT id FROM jobs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < :before
+LIMIT :limit;
+
+-- name: delete_attempts
+DELETE FROM job_attempts WHERE job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_jobs
+DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: count_by_status
+SELECT status, count(*) AS count FROM jobs GROUP BY status;
