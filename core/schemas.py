@@ -175,3 +175,69 @@ class NextJobQuerySchema(Schema):
     worker_id = fields.String(required=True, validate=_id_text)
     types = fields.String(metadata={"description": "comma-separated job types"})
     wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
+
+
+# Answers: the shapes the API returns, for the OpenAPI document.
+
+
+class JobListSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema))
+    next_cursor = fields.Integer(allow_none=True)
+
+
+class JobBatchSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema))
+    created = fields.Integer()
+
+
+class AttemptListSchema(Schema):
+    job_id = fields.Integer()
+    attempts = fields.List(fields.Nested(AttemptSchema))
+
+
+class HeartbeatAnswerSchema(Schema):
+    job_id = fields.Integer()
+    cancel_requested = fields.Boolean()
+    lease_ttl = fields.Float()
+
+
+class LeaseOutcomeSchema(Schema):
+    job_id = fields.Integer()
+    ok = fields.Boolean()
+    code = fields.Integer()
+    error = fields.String(allow_none=True)
+
+
+class LeaseAnswerSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema))
+    completions = fields.List(fields.Nested(LeaseOutcomeSchema))
+    lease_ttl = fields.Float()
+
+
+class HeartbeatStateSchema(Schema):
+    job_id = fields.Integer()
+    ok = fields.Boolean()
+    cancel_requested = fields.Boolean()
+
+
+class HeartbeatBatchAnswerSchema(Schema):
+    leases = fields.List(fields.Nested(HeartbeatStateSchema))
+    lease_ttl = fields.Float()
+
+
+class JobTypeSchema(Schema):
+    name = fields.String()
+    description = fields.String()
+    payload_schema = fields.Dict()
+
+
+class JobTypesSchema(Schema):
+    job_types = fields.List(fields.Nested(JobTypeSchema))
+
+
+class HealthSchema(Schema):
+    status = fields.String()
+    backend = fields.String()
+    schema_version = fields.Integer()
+    job_types = fields.List(fields.String())
+    plugin_failures = fields.Dict()

@@ -114,60 +114,6 @@ def _json_response(description: str, schema: str) -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    from marshmallow import Schema, fields
-
-    class JobList(Schema):
-        jobs = fields.List(fields.Nested(schemas.JobSchema))
-        next_cursor = fields.Integer(allow_none=True)
-
-    class JobBatch(Schema):
-        jobs = fields.List(fields.Nested(schemas.JobSchema))
-        created = fields.Integer()
-
-    class AttemptList(Schema):
-        job_id = fields.Integer()
-        attempts = fields.List(fields.Nested(schemas.AttemptSchema))
-
-    class HeartbeatAnswer(Schema):
-        job_id = fields.Integer()
-        cancel_requested = fields.Boolean()
-        lease_ttl = fields.Float()
-
-    class LeaseOutcome(Schema):
-        job_id = fields.Integer()
-        ok = fields.Boolean()
-        code = fields.Integer()
-        error = fields.String(allow_none=True)
-
-    class LeaseAnswer(Schema):
-        jobs = fields.List(fields.Nested(schemas.JobSchema))
-        completions = fields.List(fields.Nested(LeaseOutcome))
-        lease_ttl = fields.Float()
-
-    class HeartbeatState(Schema):
-        job_id = fields.Integer()
-        ok = fields.Boolean()
-        cancel_requested = fields.Boolean()
-
-    class HeartbeatBatchAnswer(Schema):
-        leases = fields.List(fields.Nested(HeartbeatState))
-        lease_ttl = fields.Float()
-
-    class JobType(Schema):
-        name = fields.String()
-        description = fields.String()
-        payload_schema = fields.Dict()
-
-    class JobTypes(Schema):
-        job_types = fields.List(fields.Nested(JobType))
-
-    class Health(Schema):
-        status = fields.String()
-        backend = fields.String()
-        schema_version = fields.Integer()
-        job_types = fields.List(fields.String())
-        plugin_failures = fields.Dict()
-
     return {
         "Job": schemas.JobSchema,
         "SubmitJob": schemas.SubmitJobSchema,
@@ -178,12 +124,12 @@ def _schemas() -> dict[str, Any]:
         "LeaseRequest": schemas.LeaseRequestSchema,
         "HeartbeatBatch": schemas.HeartbeatBatchSchema,
         "Error": schemas.ErrorSchema,
-        "JobList": JobList,
-        "JobBatch": JobBatch,
-        "AttemptList": AttemptList,
-        "HeartbeatAnswer": HeartbeatAnswer,
-        "LeaseAnswer": LeaseAnswer,
-        "HeartbeatBatchAnswer": HeartbeatBatchAnswer,
-        "JobTypes": JobTypes,
-        "Health": Health,
+        "JobList": schemas.JobListSchema,
+        "JobBatch": schemas.JobBatchSchema,
+        "AttemptList": schemas.AttemptListSchema,
+        "HeartbeatAnswer": schemas.HeartbeatAnswerSchema,
+        "LeaseAnswer": schemas.LeaseAnswerSchema,
+        "HeartbeatBatchAnswer": schemas.HeartbeatBatchAnswerSchema,
+        "JobTypes": schemas.JobTypesSchema,
+        "Health": schemas.HealthSchema,
     }
