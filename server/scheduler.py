@@ -171,6 +171,7 @@ class Scheduler:
                 if current is None:
                     raise JobNotFound(job_id)
                 raise JobConflict(f"job {job_id} is already {current['status']}")
+            self.store.notify_change(tx)  # wakes waiters on other servers
         self.notifier.notify()
         return row
 
@@ -236,12 +237,14 @@ class Scheduler:
         if not completions:
             return []
         now = self.clock()
+        # Rows are locked in id order, as every multi-row writer does: no deadlocks.
+        order = sorted(range(len(completions)), key=lambda i: completions[i].job_id)
         with self.store.transaction() as tx:
-            outcomes = [self._complete_one(tx, item, now) for item in completions]
+            done = {i: self._complete_one(tx, completions[i], now) for i in order}
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self.notifier.notify()
-        return outcomes
+        return [done[i] for i in range(len(completions))]
 
     def _complete_one(self, tx: Transaction, item: Completion, now: float) -> CompletionOutcome:
         row = tx.one("get_job_for_update", {"id": item.job_id})
@@ -275,15 +278,16 @@ class Scheduler:
     ) -> list[tuple[int, bool, bool]]:
         """Extend leases; return (job_id, still held, cancel requested) for each."""
         expires = self.clock() + self.config.lease_ttl
-        answers = []
+        answers = {}
         with self.store.transaction() as tx:
-            for job_id, lease_id in leases:
+            # Rows are locked in id order, as every multi-row writer does: no deadlocks.
+            for job_id, lease_id in sorted(set(leases)):
                 row = tx.one(
                     "extend_lease",
                     {"id": job_id, "lease_id": lease_id, "lease_expires_at": expires},
                 )
-                answers.append((job_id, row is not None, bool(row and row["cancel_requested"])))
-        return answers
+                answers[job_id, lease_id] = (row is not None, bool(row and row["cancel_requested"]))
+        return [(job_id, *answers[job_id, lease_id]) for job_id, lease_id in leases]
 
     def release(self, job_id: int, worker_id: str, lease_id: str) -> Row:
         """Give a leased job back to the queue at once; the attempt is not counted."""

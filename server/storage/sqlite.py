@@ -54,7 +54,9 @@ class SQLiteTransaction:
         return self._connection.execute(QUERIES[query], _adapt(params)).fetchall()
 
     def run(self, query: str, params: Params | None = None) -> int:
-        return self._connection.execute(QUERIES[query], _adapt(params)).rowcount
+        cursor = self._connection.execute(QUERIES[query], _adapt(params))
+        cursor.fetchall()  # sqlite3 counts the rows of a RETURNING statement as they are read
+        return cursor.rowcount
 
     def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
         sql = QUERIES[query]

@@ -1,0 +1,195 @@
+"""PostgreSQL backend: any number of server hosts share one database.
+
+- A connection pool (psycopg_pool); its connections run in autocommit mode, so
+  :meth:`PostgresStore.reader` costs no transaction and
+  :meth:`PostgresStore.transaction` is an explicit ``BEGIN``/``COMMIT``.
+- Leasing selects candidates ``FOR UPDATE SKIP LOCKED``: servers leasing at
+  once take disjoint jobs and never wait for each other. Every other statement
+  that locks several jobs either skips locked rows or visits them in id order,
+  so transactions cannot deadlock; a deadlock or a lock wait longer than
+  ``busy_timeout`` (``lock_timeout``) still becomes :class:`StoreUnavailable`
+  (HTTP 503, retry), as does a lost connection or an exhausted pool.
+- Migrations run in one transaction under an advisory lock, so servers that
+  start at once upgrade the schema one after the other.
+- Long-polls on other servers are woken through ``LISTEN``/``NOTIFY``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from taskframe.server.storage.base import Params, Row, StoreUnavailable, load_queries, migrations
+
+QUERIES = load_queries("postgres.sql")
+# How often the listening thread checks whether the store was closed.
+LISTEN_TIMEOUT = 0.25
+RECONNECT_DELAY = 0.1
+RECONNECT_MAX_DELAY = 5.0
+CONNECT_TIMEOUT = 10
+
+log = logging.getLogger("taskframe.server")
+
+
+class PostgresTransaction:
+    def __init__(self, connection: psycopg.Connection[Row]) -> None:
+        self._connection = connection
+
+    def _execute(self, query: str, params: Params | None) -> psycopg.Cursor[Row]:
+        # No parameters: the query text is sent as is (no %-placeholder parsing).
+        return self._connection.execute(QUERIES[query], params or None)
+
+    def one(self, query: str, params: Params | None = None) -> Row | None:
+        return self._execute(query, params).fetchone()
+
+    def all(self, query: str, params: Params | None = None) -> list[Row]:
+        return self._execute(query, params).fetchall()
+
+    def run(self, query: str, params: Params | None = None) -> int:
+        return self._execute(query, params).rowcount
+
+    def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
+        if not rows:
+            return []
+        found: list[Row | None] = []
+        with self._connection.cursor() as cursor:
+            # One pipelined round trip for the batch; one result set per row,
+            # empty where ON CONFLICT DO NOTHING skipped it.
+            cursor.executemany(QUERIES[query], rows, returning=True)
+            while True:
+                found.append(cursor.fetchone())
+                if not cursor.nextset():
+                    break
+        return found
+
+
+class PostgresStore:
+    backend = "postgres"
+
+    def __init__(
+        self,
+        url: str,
+        busy_timeout: float = 5.0,
+        min_size: int = 1,
+        max_size: int = 20,
+        **_: object,
+    ) -> None:
+        self.url = url
+        self.busy_timeout = busy_timeout
+        self._connect_options: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in conninfo_to_dict(url):
+            self._connect_options["connect_timeout"] = CONNECT_TIMEOUT
+        # Our own NOTIFY payload: the listener ignores what this process sent,
+        # since the scheduler already woke the local waiters itself.
+        self._origin = uuid.uuid4().hex
+        self._closed = threading.Event()
+        self._watchers: list[threading.Thread] = []
+        self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
+            url,
+            kwargs={**self._connect_options, "row_factory": dict_row},
+            min_size=min_size,
+            max_size=max_size,
+            timeout=busy_timeout,
+            configure=self._configure,
+            check=ConnectionPool.check_connection,  # drop connections a restart broke
+            name="taskframe",
+            open=True,
+        )
+
+    def _configure(self, connection: psycopg.Connection[Row]) -> None:
+        milliseconds = max(1, round(self.busy_timeout * 1000))
+        connection.execute("SELECT set_config('lock_timeout', %s, false)", [f"{milliseconds}ms"])
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Row]]:
+        try:
+            with self._pool.connection() as connection:
+                yield connection
+        except psycopg.OperationalError as exc:
+            # Pool timeout or closed, connection lost, deadlock, lock timeout.
+            raise StoreUnavailable(f"PostgreSQL database is unavailable: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresTransaction]:
+        with self._connection() as connection, connection.transaction():
+            yield PostgresTransaction(connection)
+
+    @contextmanager
+    def reader(self) -> Iterator[PostgresTransaction]:
+        with self._connection() as connection:
+            yield PostgresTransaction(connection)
+
+    def schema_version(self) -> int:
+        with self.reader() as tx:
+            if not (tx.one("version_table_exists") or {}).get("present"):
+                return 0
+            return (tx.one("get_version") or {}).get("version") or 0
+
+    def migrate(self, target: int | None = None) -> int:
+        # The advisory lock serialises servers that start at once: the second
+        # one sees the version the first one committed and has nothing to do.
+        with self.transaction() as tx:
+            tx.run("schema_lock_wait")
+            tx.run("schema_lock")
+            tx.run("create_version_table")
+            current = (tx.one("get_version") or {}).get("version") or 0
+            for version, statements in migrations(QUERIES):
+                if version <= current or (target is not None and version > target):
+                    continue
+                for statement in statements:
+                    tx._connection.execute(statement)
+                tx.run("set_version", {"version": version})
+                current = version
+        return current
+
+    def ping(self) -> None:
+        with self.reader() as tx:
+            tx.one("ping")
+
+    def notify_change(self, tx: PostgresTransaction) -> None:
+        """Queue a NOTIFY; PostgreSQL delivers it to the listeners at commit."""
+        tx.run("notify_change", {"origin": self._origin})
+
+    def watch_changes(self, on_change: Callable[[], None], active: Callable[[], bool]) -> None:
+        # Notifications are pushed: there is no polling to speed up, so
+        # ``active`` is not needed here.
+        thread = threading.Thread(
+            target=self._watch, args=(on_change,), name="postgres-listen", daemon=True
+        )
+        self._watchers.append(thread)
+        thread.start()
+
+    def _watch(self, on_change: Callable[[], None]) -> None:
+        delay = RECONNECT_DELAY
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self.url, **self._connect_options) as connection:
+                    connection.execute(QUERIES["listen"])
+                    delay = RECONNECT_DELAY
+                    on_change()  # changes made while nobody listened
+                    while not self._closed.is_set():
+                        for notice in connection.notifies(timeout=LISTEN_TIMEOUT):
+                            if notice.payload != self._origin:
+                                on_change()
+            except psycopg.Error as exc:
+                if self._closed.is_set():
+                    return
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", exc, delay)
+                self._closed.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+    def close(self) -> None:
+        self._closed.set()
+        for thread in self._watchers:
+            thread.join(timeout=LISTEN_TIMEOUT * 8)
+        self._watchers.clear()
+        self._pool.close()

@@ -1,0 +1,202 @@
+-- Every SQL statement of the PostgreSQL backend: the same query names and
+-- semantics as sqlite.sql. Times are Unix epoch seconds (double precision).
+-- Parameters use psycopg's %(name)s style; list parameters arrive as arrays.
+-- Locking rules (no deadlocks): a statement that locks several jobs either
+-- skips locked rows (SKIP LOCKED) or the scheduler visits them in id order.
+-- No semicolon may appear inside a comment of a migration (statements are split on it).
+
+-- name: migration_1
+CREATE TABLE jobs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    type text NOT NULL,
+    payload text NOT NULL,
+    priority integer NOT NULL,
+    status text NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    timeout double precision,
+    run_at double precision NOT NULL,
+    created_at double precision NOT NULL,
+    started_at double precision,
+    finished_at double precision,
+    worker_id text,
+    lease_id text,
+    lease_expires_at double precision,
+    deadline double precision,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    result text,
+    error text,
+    idempotency_key text,
+    request_hash text
+);
+CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- The lease query walks this index in order: its cost does not grow with history.
+CREATE INDEX jobs_ready ON jobs (priority DESC, id) WHERE status = 'queued';
+CREATE INDEX jobs_queued_run_at ON jobs (run_at) WHERE status = 'queued';
+CREATE INDEX jobs_status_id ON jobs (status, id);
+CREATE INDEX jobs_type_id ON jobs (type, id);
+
+-- name: migration_2
+CREATE TABLE job_attempts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    worker_id text,
+    lease_id text,
+    started_at double precision,
+    finished_at double precision NOT NULL,
+    outcome text NOT NULL,
+    error text
+);
+CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled');
+
+-- name: schema_lock_wait
+-- Migrating may wait for another server's migration as long as it takes.
+SET LOCAL lock_timeout = 0;
+
+-- name: schema_lock
+-- Servers starting at once migrate one after the other (0x7466 = "tf").
+SELECT pg_advisory_xact_lock(29798, 1);
+
+-- name: version_table_exists
+SELECT to_regclass('taskframe_schema') IS NOT NULL AS present;
+
+-- name: create_version_table
+CREATE TABLE IF NOT EXISTS taskframe_schema (version integer NOT NULL);
+
+-- name: get_version
+SELECT max(version) AS version FROM taskframe_schema;
+
+-- name: set_version
+INSERT INTO taskframe_schema (version) VALUES (%(version)s);
+
+-- name: ping
+SELECT 1 AS ok;
+
+-- name: notify_change
+SELECT pg_notify('taskframe_jobs', %(origin)s);
+
+-- name: listen
+LISTEN taskframe_jobs;
+
+-- name: insert_job
+INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
+                  run_at, created_at, idempotency_key, request_hash)
+VALUES (%(type)s, %(payload)s, %(priority)s, 'queued', 0, %(max_attempts)s, %(timeout)s,
+        %(run_at)s, %(created_at)s, %(idempotency_key)s, %(request_hash)s)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = %(id)s;
+
+-- name: get_job_for_update
+SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
+
+-- name: get_job_by_key
+SELECT * FROM jobs WHERE idempotency_key = %(idempotency_key)s;
+
+-- name: list_jobs
+SELECT * FROM jobs WHERE id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: list_jobs_by_status
+SELECT * FROM jobs
+WHERE status = %(status)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: list_jobs_by_type
+SELECT * FROM jobs
+WHERE type = %(type)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: list_jobs_by_status_and_type
+SELECT * FROM jobs
+WHERE status = %(status)s AND type = %(type)s AND id < %(cursor)s
+ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: lease_jobs
+-- SKIP LOCKED: concurrent leasers (any number of servers) take disjoint rows
+-- and never wait for each other. A row another transaction changed meanwhile
+-- is re-checked against the WHERE clause once locked.
+WITH candidates AS MATERIALIZED (
+    SELECT id FROM jobs
+    WHERE status = 'queued' AND run_at <= %(now)s AND type = ANY(%(types)s::text[])
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs
+SET status = 'running', attempts = attempts + 1, worker_id = %(worker_id)s,
+    lease_id = %(lease_prefix)s::text || jobs.id::text,
+    lease_expires_at = %(lease_expires_at)s,
+    started_at = %(now)s, finished_at = NULL,
+    deadline = CASE WHEN timeout IS NULL THEN NULL ELSE %(now)s + timeout END
+FROM candidates
+WHERE jobs.id = candidates.id AND jobs.status = 'queued'
+RETURNING jobs.*;
+
+-- name: next_run_at
+SELECT min(run_at) AS run_at FROM jobs WHERE status = 'queued' AND run_at > %(now)s;
+
+-- name: end_attempt
+-- Guarded by lease and status: a stale worker or a concurrent reaper changes nothing.
+UPDATE jobs
+SET status = %(status)s, result = %(result)s, error = %(error)s,
+    finished_at = %(finished_at)s, run_at = %(run_at)s, lease_id = %(new_lease_id)s,
+    lease_expires_at = NULL, deadline = NULL,
+    attempts = attempts - %(refund)s, cancel_requested = false
+WHERE id = %(id)s AND lease_id = %(lease_id)s AND status = 'running'
+RETURNING *;
+
+-- name: insert_attempt
+INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
+                          outcome, error)
+VALUES (%(job_id)s, %(attempt)s, %(worker_id)s, %(lease_id)s, %(started_at)s,
+        %(finished_at)s, %(outcome)s, %(error)s);
+
+-- name: list_attempts
+SELECT * FROM job_attempts WHERE job_id = %(job_id)s ORDER BY id;
+
+-- name: extend_lease
+UPDATE jobs SET lease_expires_at = %(lease_expires_at)s
+WHERE id = %(id)s AND lease_id = %(lease_id)s AND status = 'running'
+RETURNING id, cancel_requested;
+
+-- name: expired_attempts
+-- Rows a completion is changing right now are skipped: the next reap sees them.
+SELECT * FROM jobs
+WHERE status = 'running' AND (lease_expires_at < %(now)s OR deadline < %(now)s)
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: cancel_queued
+UPDATE jobs SET status = 'cancelled', finished_at = %(now)s
+WHERE id = %(id)s AND status = 'queued'
+RETURNING *;
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = true WHERE id = %(id)s AND status = 'running' RETURNING *;
+
+-- name: retry_job
+UPDATE jobs
+SET status = 'queued', attempts = 0, run_at = %(now)s, started_at = NULL, finished_at = NULL,
+    result = NULL, error = NULL, worker_id = NULL, lease_id = NULL, cancel_requested = false
+WHERE id = %(id)s AND status IN ('failed', 'cancelled')
+RETURNING *;
+
+-- name: prunable_jobs
+-- SKIP LOCKED: servers pruning at once delete disjoint batches.
+SELECT id FROM jobs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(before)s
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: delete_attempts
+DELETE FROM job_attempts WHERE job_id = ANY(%(ids)s::bigint[]);
+
+-- name: delete_jobs
+DELETE FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: count_by_status
+SELECT status, count(*) AS count FROM jobs GROUP BY status;

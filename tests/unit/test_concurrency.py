@@ -1,0 +1,233 @@
+"""Several server processes on one database, played by several store objects.
+
+Each thread opens its own store on the same URL (its own SQLite connections,
+its own PostgreSQL pool), as separate ``taskframe-server`` processes would.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from taskframe.server.config import ServerConfig
+from taskframe.server.notify import ChangeNotifier
+from taskframe.server.scheduler import Completion, Scheduler
+from taskframe.server.storage import Store, open_store
+from tests.unit.test_scheduler import Clock, job, latest_version, raw_connection
+
+THREADS = 8
+
+
+@pytest.fixture
+def open_stores(db_url: str) -> Iterator[Callable[..., list[Store]]]:
+    """Factory: open_stores(n) -> n unmigrated stores on db_url, closed at teardown."""
+    opened: list[Store] = []
+
+    def open_n(count: int) -> list[Store]:
+        stores = [open_store(db_url) for _ in range(count)]
+        opened.extend(stores)
+        return stores
+
+    yield open_n
+    for store in opened:
+        store.close()
+
+
+def run_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
+    """Run target(0..count-1) in threads started together; re-raise the first error."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def main(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = target(index)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=main, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+@pytest.mark.timeout(90)
+def test_concurrent_leasing_hands_out_every_job_exactly_once(store, open_stores):
+    config = ServerConfig()
+    submitted = [row["id"] for row, _ in Scheduler(store, config).submit([job()] * 500)]
+    assert len(set(submitted)) == 500
+    stores = open_stores(THREADS)
+
+    def lease_until_empty(index: int) -> list[int]:
+        scheduler = Scheduler(stores[index], config)
+        rng = random.Random(index)
+        worker = f"w{index}"
+        leased: list[int] = []
+        while rows := scheduler.lease(worker, ["sleep"], rng.randint(1, 4), wait=0):
+            leased.extend(row["id"] for row in rows)
+            completions = [
+                Completion(row["id"], row["lease_id"], "succeeded", worker) for row in rows
+            ]
+            assert all(outcome.code == 200 for outcome in scheduler.complete(completions))
+        return leased
+
+    per_thread = run_threads(THREADS, lease_until_empty)
+    leased = [job_id for ids in per_thread for job_id in ids]
+    duplicates = [job_id for job_id, count in Counter(leased).items() if count > 1]
+    assert duplicates == []
+    assert len(leased) == 500 and set(leased) == set(submitted)
+    with store.reader() as tx:
+        counts = {row["status"]: row["count"] for row in tx.all("count_by_status")}
+        assert counts == {"succeeded": 500}
+        attempts = [tx.all("list_attempts", {"job_id": job_id}) for job_id in submitted[::50]]
+    assert all(len(rows) == 1 for rows in attempts)
+
+
+@pytest.mark.timeout(90)
+def test_concurrent_reapers_reap_each_attempt_once(store, open_stores):
+    clock = Clock()
+    config = ServerConfig(lease_ttl=10)
+    scheduler = Scheduler(store, config, clock=clock)
+    scheduler.submit([job(max_attempts=2)] * 100)
+    assert len(scheduler.lease("w", ["sleep"], 100, wait=0)) == 100
+    clock.advance(11)
+    stores = open_stores(4)
+    reaped = run_threads(4, lambda i: Scheduler(stores[i], config, clock=clock).reap())
+    assert sum(reaped) == 100
+    assert scheduler.reap() == 0
+    for row in scheduler.list(None, None, 200, None):
+        assert row["status"] == "queued" and row["attempts"] == 1
+        assert [a["outcome"] for a in scheduler.attempts(row["id"])] == ["lease_expired"]
+
+
+def test_migrating_from_the_first_version_keeps_the_jobs(db_url, open_stores):
+    [store] = open_stores(1)
+    assert store.schema_version() == 0
+    assert store.migrate(target=1) == 1
+    assert store.schema_version() == 1
+    # The version-1 schema has the jobs table only: submit and lease work on it.
+    scheduler = Scheduler(store, ServerConfig())
+    [(row, _)] = scheduler.submit([job(payload={"kept": True})])
+    leased = scheduler.lease("w1", ["sleep"], 1, wait=0)
+    assert [r["id"] for r in leased] == [row["id"]]
+    assert store.migrate() == latest_version(store)
+    assert store.schema_version() == latest_version(store)
+    survivor = scheduler.get(row["id"])
+    assert survivor["payload"] == '{"kept":true}' and survivor["status"] == "running"
+    [outcome] = scheduler.complete([Completion(row["id"], leased[0]["lease_id"], "succeeded")])
+    assert outcome.code == 200
+    assert [a["outcome"] for a in scheduler.attempts(row["id"])] == ["succeeded"]
+    with raw_connection(db_url) as raw:
+        versions = [r[0] for r in raw.execute("SELECT version FROM taskframe_schema").fetchall()]
+    assert sorted(versions) == list(range(1, latest_version(store) + 1))
+
+
+@pytest.mark.timeout(90)
+def test_servers_starting_at_once_migrate_safely(db_url, open_stores):
+    stores = open_stores(6)
+    versions = run_threads(6, lambda i: stores[i].migrate())
+    latest = latest_version(stores[0])
+    assert versions == [latest] * 6
+    with raw_connection(db_url) as raw:
+        applied = [r[0] for r in raw.execute("SELECT version FROM taskframe_schema").fetchall()]
+    assert sorted(applied) == list(range(1, latest + 1))  # each migration ran once
+    scheduler = Scheduler(stores[3], ServerConfig())
+    [(row, created)] = scheduler.submit([job()])
+    assert created and scheduler.get(row["id"])["status"] == "queued"
+
+
+def watching_scheduler(store: Store) -> Scheduler:
+    """A scheduler whose store wakes its long-polls on other servers' commits."""
+    notifier = ChangeNotifier()
+    store.watch_changes(notifier.notify, notifier.has_waiters)
+    return Scheduler(store, ServerConfig(), notifier=notifier)
+
+
+def call_in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    answer: dict[str, Any] = {}
+
+    def run() -> None:
+        started = time.monotonic()
+        answer["value"] = call()
+        answer["elapsed"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, answer
+
+
+@pytest.mark.timeout(60)
+def test_a_long_poll_wakes_up_for_a_job_submitted_through_another_server(store, open_stores):
+    [store_b] = open_stores(1)
+    server_a = watching_scheduler(store)
+    server_b = Scheduler(store_b, ServerConfig())
+    thread, answer = call_in_thread(lambda: server_a.lease("w1", ["sleep"], 1, wait=10))
+    time.sleep(0.5)  # let the long-poll find nothing and wait
+    assert thread.is_alive()
+    [(row, _)] = server_b.submit([job()])
+    thread.join(timeout=15)
+    assert [r["id"] for r in answer["value"]] == [row["id"]]
+    assert answer["elapsed"] < 5  # well before the 10 s wait ran out
+
+
+@pytest.mark.timeout(60)
+def test_a_job_waiter_wakes_up_when_another_server_cancels_it(store, open_stores):
+    [store_b] = open_stores(1)
+    server_a = watching_scheduler(store)
+    server_b = Scheduler(store_b, ServerConfig())
+    [(row, _)] = server_b.submit([job()])
+    thread, answer = call_in_thread(lambda: server_a.wait_until_finished(row["id"], wait=10))
+    time.sleep(0.5)
+    assert thread.is_alive()
+    server_b.cancel(row["id"])
+    thread.join(timeout=15)
+    assert answer["value"]["status"] == "cancelled"
+    assert answer["elapsed"] < 5
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_postgres_connections_recover_after_being_dropped(postgres_url):
+    # A distinct application name finds this test's connections, and only them.
+    name = f"tf_test_{uuid.uuid4().hex[:8]}"
+    store_a, store_b = (open_store(f"{postgres_url}&application_name={name}") for _ in "ab")
+    try:
+        store_a.migrate()
+        server_a = watching_scheduler(store_a)
+        server_b = Scheduler(store_b, ServerConfig())
+        server_a.get(server_b.submit([job()])[0][0]["id"])  # both pools hold a connection
+        time.sleep(0.3)  # the listener is connected
+        with raw_connection(postgres_url) as raw:
+            killed = raw.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                [name],
+            ).fetchall()
+        assert len(killed) >= 3  # two pools and the listener
+        # The pools replace the broken connections; the listener reconnects.
+        assert server_b.lease("w1", ["sleep"], 1, wait=0)
+        assert server_a.get(1)["status"] == "running"
+        time.sleep(1.0)
+        thread, answer = call_in_thread(lambda: server_a.lease("w1", ["sleep"], 1, wait=10))
+        time.sleep(0.5)
+        [(row, _)] = server_b.submit([job()])
+        thread.join(timeout=15)
+        assert [r["id"] for r in answer["value"]] == [row["id"]]
+        assert answer["elapsed"] < 5
+    finally:
+        store_a.close()
+        store_b.close()
