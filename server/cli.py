@@ -129,21 +129,14 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         help="how long finished jobs are kept, e.g. 7d (0 keeps them forever)",
     )
 
-    standalone = parser.add_argument_group("standalone mode")
-    add_option(
-        standalone,
-        "--standalone",
-        flag_only=True,
-        help="also run a worker in this process, talking to this server over HTTP",
-    )
-    add_option(
-        standalone, "--concurrency", type=int, default=8, help="job slots of the standalone worker"
-    )
-    add_option(standalone, "--worker-id", default=None, help="id of the standalone worker")
-
+    add_option(parser, "--standalone", flag_only=True,
+               help="also run a worker in this process, talking to this server over HTTP "
+               "(it takes the worker options below)")
     plugins.manager.hook.taskframe_add_options(parser=parser, role="server")
-    # The standalone worker's plugins take their worker options here too.
-    plugins.manager.hook.taskframe_add_options(parser=standalone, role="worker")
+    # The one place the server knows the worker: --standalone composes the two.
+    from taskframe.worker.cli import add_worker_options
+
+    add_worker_options(parser, plugins, api_url=False, log_level=False)
     return parser
 
 
@@ -225,7 +218,6 @@ def _run_standalone(
         plugins=plugins,
         options=options,
         worker_id=options.worker_id or default_worker_id(),
-        concurrency=options.concurrency,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())

@@ -1,0 +1,16 @@
+# One image for both commands: taskframe-server (default) and taskframe-worker.
+# Not exercised by CI (no Docker engine on our machines); see README "Scaling out".
+FROM python:3.12-slim
+WORKDIR /app
+COPY setup.cfg pyproject.toml README.md ./
+COPY core core
+COPY plugins plugins
+COPY server server
+COPY worker worker
+RUN pip install --no-cache-dir ".[postgres]"
+RUN useradd --create-home taskframe
+USER taskframe
+WORKDIR /home/taskframe
+ENV TASKFRAME_HOST=0.0.0.0 TASKFRAME_PORT=8000
+EXPOSE 8000
+CMD ["taskframe-server"]
