@@ -186,14 +186,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"listening on http://{options.host}:{port}", flush=True)
     if options.standalone:
         return _run_standalone(server, port, plugins, options, housekeeper)
-    signal.signal(signal.SIGTERM, lambda *_: server.close())
+    # waitress must not be closed from inside a signal handler while it sits in
+    # select(): raise in the main thread instead and close on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.run()
     except KeyboardInterrupt:
-        pass
+        log.info("stopping")
     finally:
         housekeeper.stop()
+        server.close()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_standalone(

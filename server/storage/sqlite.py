@@ -77,6 +77,7 @@ class SQLiteStore:
         self.synchronous = synchronous.upper()
         self._local = threading.local()
         self._closed = threading.Event()
+        self._write_lock = threading.Lock()
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -104,6 +105,20 @@ class SQLiteStore:
 
     @contextmanager
     def transaction(self) -> Iterator[SQLiteTransaction]:
+        # Writers of this process queue on a Python lock: SQLite's own busy
+        # handler sleeps in steps of up to 100 ms, which would turn contention
+        # between our request threads into long tail latencies. The busy
+        # timeout still covers writers in other processes.
+        if not self._write_lock.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable("SQLite database is unavailable: too many writers waiting")
+        try:
+            with self._begin_immediate() as tx:
+                yield tx
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
+    def _begin_immediate(self) -> Iterator[SQLiteTransaction]:
         connection = self._connection()
         try:
             connection.execute("BEGIN IMMEDIATE")

@@ -1,0 +1,188 @@
+"""``taskframe-worker``: lease jobs from one or more servers and run them.
+
+Every option can also come from a ``TASKFRAME_*`` environment variable, and
+plugins add their own (``taskframe_add_options`` with ``role="worker"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from taskframe.core.options import add_option
+from taskframe.core.plugins import PluginSet, create_plugin_manager
+from taskframe.core.schemas import MAX_WAIT
+from taskframe.worker.loop import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_SHUTDOWN_GRACE,
+    Worker,
+)
+
+log = logging.getLogger("taskframe.worker")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _number(kind: type, low: float, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: ``kind`` within [low, high], with a clear message otherwise."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def parse_urls(text: str | None) -> list[str]:
+    """``"http://a:8000, http://b:8000/"`` -> ``["http://a:8000", "http://b:8000"]``."""
+    urls = [part.strip().rstrip("/") for part in (text or "").split(",") if part.strip()]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    return urls
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def add_worker_options(
+    parser: argparse.ArgumentParser,
+    plugins: PluginSet | None,
+    *,
+    api_url: bool = True,
+    log_level: bool = True,
+) -> None:
+    """Add the worker's options, then the plugins' worker options.
+
+    A standalone server that runs a worker in-process passes ``api_url=False``
+    and ``log_level=False`` (it knows its own URL and has its own log level),
+    and ``plugins=None`` if it calls ``taskframe_add_options`` itself.
+    """
+    group = parser.add_argument_group("worker")
+    if api_url:
+        add_option(
+            group,
+            "--api-url",
+            help="server URL(s), comma-separated; requests rotate over them and fail over",
+        )
+    add_option(group, "--worker-id", help="name shown on leased jobs (default <hostname>-<pid>)")
+    add_option(
+        group,
+        "--concurrency",
+        type=_number(int, 1, 500),
+        default=DEFAULT_CONCURRENCY,
+        help="jobs run at once (threads); the worker leases only free slots",
+    )
+    add_option(
+        group,
+        "--poll-interval",
+        type=_number(float, 0, MAX_WAIT),
+        default=DEFAULT_POLL_INTERVAL,
+        help="seconds an idle worker long-polls the server; a new job is handed over at "
+        "once, so this bounds the request rate, not the latency",
+    )
+    add_option(
+        group,
+        "--heartbeat-interval",
+        type=_number(float, 0.05),
+        help="seconds between lease heartbeats (default min(2, lease TTL / 3))",
+    )
+    add_option(
+        group,
+        "--shutdown-grace",
+        type=_number(float, 0),
+        default=DEFAULT_SHUTDOWN_GRACE,
+        help="seconds running jobs get to finish after SIGTERM/SIGINT before they are "
+        "cancelled and released (a second signal ends the wait)",
+    )
+    if log_level:
+        add_option(
+            group,
+            "--log-level",
+            type=str.upper,
+            choices=LOG_LEVELS,
+            default="INFO",
+            help="logging level",
+        )
+    if plugins is not None:
+        plugins.manager.hook.taskframe_add_options(parser=parser, role="worker")
+
+
+def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskframe-worker",
+        description="Lease jobs from taskframe servers over HTTP and run them with the "
+        "installed executor plugins.",
+    )
+    add_worker_options(parser, plugins)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a worker until SIGTERM/SIGINT; 0 after a graceful stop, 2 on bad usage."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # The log level first, so that plugin load errors are logged at the right level.
+        early = argparse.ArgumentParser(add_help=False)
+        add_option(early, "--log-level", type=str.upper, default="INFO", help="")
+        configure_logging(early.parse_known_args(argv)[0].log_level)
+        plugins = create_plugin_manager()
+        parser = build_parser(plugins)
+    except (ValueError, argparse.ArgumentTypeError) as exc:  # a bad TASKFRAME_* value
+        print(f"taskframe-worker: error: {exc} (in a TASKFRAME_* variable)", file=sys.stderr)
+        return 2
+    options = parser.parse_args(argv)
+    for name, message in plugins.failures.items():
+        log.error("plugin %r is not available, continuing without it: %s", name, message)
+    try:
+        urls = parse_urls(options.api_url)
+    except ValueError as exc:
+        parser.error(f"--api-url: {exc}")
+    if not urls:
+        parser.error("--api-url (or TASKFRAME_API_URL) is required")
+    if not plugins.executors:
+        log.error("no executor plugin is installed; nothing to run")
+        return 2
+    worker_id = options.worker_id or default_worker_id()
+    if len(worker_id) > 200:
+        parser.error("--worker-id is longer than 200 characters")
+
+    worker = Worker(urls, plugins, options, worker_id, options.concurrency)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("worker %s: %s received, stopping", worker_id, signal.Signals(signum).name)
+        worker.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

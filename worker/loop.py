@@ -1,0 +1,410 @@
+"""The worker loop: lease jobs into free slots, run them in threads, report outcomes.
+
+One thread (the caller of :meth:`Worker.run`) talks to ``POST /lease``: each
+request carries every pending outcome and asks for as many jobs as there are
+free slots, so a worker never holds a job it cannot start (priority stays
+strict across workers). With nothing running it long-polls; with jobs running
+it asks without waiting and blocks locally instead, so a finished job is
+reported at once. A heartbeat thread keeps the leases alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import ValidationError
+
+from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+from taskframe.core.plugins import PluginSet
+from taskframe.core.schemas import MAX_LEASE_BATCH, MAX_WAIT
+from taskframe.worker.client import (
+    ApiClient,
+    ApiError,
+    FailureStreak,
+    Outbox,
+    Unavailable,
+    pair_answers,
+)
+
+log = logging.getLogger("taskframe.worker")
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_POLL_INTERVAL = 10.0
+DEFAULT_SHUTDOWN_GRACE = 30.0
+#: Heartbeats go out at least this often (and at least three times per lease TTL).
+MAX_HEARTBEAT_INTERVAL = 2.0
+#: How often the heartbeat thread looks for leases while it has none.
+IDLE_HEARTBEAT_CHECK = 0.25
+#: While jobs run and slots are free, how long the queue may go unchecked.
+BUSY_POLL = 0.2
+#: How long a stopping worker keeps trying to report the last outcomes.
+FLUSH_TIMEOUT = 5.0
+MAX_ERROR_LENGTH = 4000
+
+
+@dataclass(eq=False)
+class RunningJob:
+    """A leased job whose outcome is not decided yet."""
+
+    job: dict[str, Any]
+    executor: Executor
+    deadline: float | None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    cancel_requested: bool = False
+
+    @property
+    def job_id(self) -> int:
+        return self.job["id"]
+
+    @property
+    def lease_id(self) -> str:
+        return self.job["lease_id"]
+
+    def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
+        error = error[:MAX_ERROR_LENGTH] if error else error
+        ids = {"job_id": self.job_id, "lease_id": self.lease_id}
+        return {**ids, "status": status, "result": result, "error": error, "retryable": retryable}
+
+
+class Worker:
+    """Leases jobs of the installed types and runs up to ``concurrency`` at once.
+
+    ``run()`` blocks until ``stop()`` (thread-safe) has been called and the
+    graceful shutdown is over. Settings not passed explicitly come from
+    ``options`` (the parsed ``taskframe-worker`` options), else the defaults.
+    """
+
+    def __init__(
+        self,
+        api_urls: Sequence[str],
+        plugins: PluginSet,
+        options: argparse.Namespace,
+        worker_id: str,
+        concurrency: int | None = None,
+        *,
+        poll_interval: float | None = None,
+        heartbeat_interval: float | None = None,
+        shutdown_grace: float | None = None,
+        client: ApiClient | None = None,
+    ) -> None:
+        def setting(value: float | None, name: str, default: float | None) -> Any:
+            return value if value is not None else _option(options, name, default)
+
+        self.client = client or ApiClient(api_urls)
+        self.plugins = plugins
+        self.options = options
+        self.worker_id = worker_id
+        self.types = plugins.names()
+        if not self.types:
+            raise ValueError("no executor is installed: nothing to lease")
+        self.concurrency = max(1, int(setting(concurrency, "concurrency", DEFAULT_CONCURRENCY)))
+        poll = setting(poll_interval, "poll_interval", DEFAULT_POLL_INTERVAL)
+        self.poll_interval = min(max(0.0, float(poll)), MAX_WAIT)
+        self.heartbeat_interval = setting(heartbeat_interval, "heartbeat_interval", None)
+        self.shutdown_grace = float(
+            setting(shutdown_grace, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE)
+        )
+        self.outbox = Outbox(self.client, worker_id, self.types)
+        #: Set once the worker's threads run (for embedders and tests).
+        self.started = threading.Event()
+        # An RLock: stop() may run in a signal handler on the thread holding it.
+        self._cond = threading.Condition(threading.RLock())
+        self._active: dict[str, RunningJob] = {}  # by lease id: leased, outcome not yet decided
+        self._busy = 0  # job threads at work; a timed-out job holds its slot until it returns
+        self._stopping = False
+        self._force = False
+        self._lease_ttl: float | None = None
+        self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
+        self._done = threading.Event()
+
+    # -- control -----------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown; a second call cuts the grace period short."""
+        with self._cond:
+            self._force = self._stopping
+            self._stopping = True
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        """Lease and run jobs until stopped, then shut down gracefully."""
+        urls, types = ",".join(self.client.urls), ",".join(self.types)
+        log.info(
+            "worker %s starting: urls=%s concurrency=%d types=%s",
+            self.worker_id,
+            urls,
+            self.concurrency,
+            types,
+        )
+        # Daemon threads: a job that ignores cancellation must not keep the process alive.
+        runners = [
+            threading.Thread(target=self._job_thread, name=f"taskframe-job-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
+        heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="taskframe-heartbeat", daemon=True
+        )
+        for thread in [*runners, heartbeat]:
+            thread.start()
+        self.started.set()
+        try:
+            self._lease_loop()
+            self._drain()
+        finally:
+            self._done.set()
+            for _ in runners:
+                self._jobs.put(None)
+            heartbeat.join(timeout=1.0)
+            self.client.close()
+            log.info("worker %s stopped", self.worker_id)
+
+    # -- leasing -----------------------------------------------------------
+
+    def _lease_loop(self) -> None:
+        streak = FailureStreak("leasing jobs")
+        queue_empty = False  # the last lease got fewer jobs than it asked for
+        while True:
+            with self._cond:
+                self._expire()
+                if self._stopping:
+                    return
+                free = min(self.concurrency - self._busy, MAX_LEASE_BATCH)
+                running = self._busy > 0
+                if not len(self.outbox) and (free <= 0 or (running and queue_empty)):
+                    # Nothing to report and nothing worth asking: wait for a job to end.
+                    self._cond.wait(self._wait_time(1.0 if free <= 0 else BUSY_POLL))
+                    queue_empty = False
+                    continue
+            free = max(free, 0)
+            wait = 0.0 if running else self.poll_interval
+            try:
+                answer = self.outbox.exchange(free, wait)
+            except ApiError as exc:
+                self._pause(streak.failure(exc), until_stop=True)
+                continue
+            streak.success()
+            self._note_ttl(answer.get("lease_ttl"))
+            jobs = answer.get("jobs") or []
+            queue_empty = len(jobs) < free
+            self._start(jobs)
+
+    def _start(self, jobs: list[dict[str, Any]]) -> None:
+        """Hand leased jobs to the job threads; give back any this worker cannot run."""
+        now = time.monotonic()
+        give_back = []
+        with self._cond:
+            for job in jobs:
+                executor = self.plugins.executors.get(job.get("type", ""))
+                if self._stopping or executor is None or self._busy >= self.concurrency:
+                    give_back.append(job)
+                    continue
+                timeout = job.get("timeout")
+                running = RunningJob(job, executor, now + timeout if timeout else None)
+                self._active[running.lease_id] = running
+                self._busy += 1
+                self._jobs.put(running)
+        for job in give_back:
+            log.info("giving job %s back unstarted", job.get("id"))
+            if not self._release(job):
+                break
+
+    def _release(self, job: dict[str, Any]) -> bool:
+        """Best-effort release; False when no server answered (do not try more now)."""
+        try:
+            self.client.release(job["id"], self.worker_id, job["lease_id"])
+        except Unavailable as exc:
+            log.warning("could not release job %s (its lease will expire): %s", job["id"], exc)
+            return False
+        except ApiError as exc:
+            log.info("job %s was not released: %s", job["id"], exc)
+        return True
+
+    # -- running jobs ------------------------------------------------------
+
+    def _job_thread(self) -> None:
+        while (running := self._jobs.get()) is not None:
+            try:
+                outcome = self._execute(running)
+            except BaseException as exc:  # a job thread must never die and lose its slot
+                outcome = ("failed", None, _describe(exc), True)
+            self._finish(running, *outcome)
+
+    def _execute(self, running: RunningJob) -> tuple[str, Any, str | None, bool]:
+        """Run one job; return its (status, result, error, retryable)."""
+        executor, job = running.executor, running.job
+        try:
+            payload = executor.schema.load(job.get("payload") or {})
+        except ValidationError as exc:
+            return "failed", None, f"invalid payload: {json.dumps(exc.messages)}", False
+        context = ExecutorContext(
+            job_id=running.job_id,
+            attempt=job.get("attempts") or 1,
+            deadline=running.deadline,
+            cancel_event=running.cancel_event,
+            logger=logging.getLogger(f"taskframe.job.{executor.name}"),
+            options=self.options,
+        )
+        try:
+            result = executor.run(payload, context)
+        except PermanentError as exc:
+            return "failed", None, _describe(exc), False
+        except BaseException as exc:
+            log.debug("job %s raised", running.job_id, exc_info=True)
+            return "failed", None, _describe(exc), True
+        try:  # the server must get strict JSON (no NaN), or the whole batch would fail
+            json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            return "failed", None, f"the result is not JSON-serialisable: {exc}", False
+        return "succeeded", result, None, True
+
+    def _finish(
+        self, running: RunningJob, status: str, result: Any, error: str | None, retryable: bool
+    ) -> None:
+        with self._cond:
+            self._busy -= 1
+            if self._active.get(running.lease_id) is running:  # not timed out, lost or released
+                del self._active[running.lease_id]
+                if running.cancel_requested:
+                    status, result, retryable = "cancelled", None, False
+                    error = "cancelled on request" + (f" ({error})" if error else "")
+                elif status == "failed":
+                    log.info("job %s failed: %s", running.job_id, error)
+                self.outbox.add(running.completion(status, result, error, retryable))
+            self._cond.notify_all()
+
+    def _expire(self) -> None:
+        """Report jobs past their deadline as failed now; their threads are told to stop."""
+        now = time.monotonic()
+        for running in list(self._active.values()):
+            if running.deadline is not None and now >= running.deadline:
+                del self._active[running.lease_id]
+                running.cancel_event.set()
+                error = f"timed out after {running.job['timeout']:g} s"
+                log.info("job %s %s", running.job_id, error)
+                self.outbox.add(running.completion("failed", None, error, True))
+
+    def _wait_time(self, cap: float) -> float:
+        """``cap``, or less when a running job's deadline comes sooner."""
+        deadlines = [r.deadline for r in self._active.values() if r.deadline is not None]
+        if deadlines:
+            cap = min(cap, max(0.0, min(deadlines) - time.monotonic()) + 0.001)
+        return cap
+
+    def _pause(self, seconds: float, *, until_stop: bool) -> None:
+        """Back off for ``seconds`` while still enforcing deadlines."""
+        end = time.monotonic() + seconds
+        with self._cond:
+            while (left := end - time.monotonic()) > 0 and not self._force:
+                if until_stop and self._stopping:
+                    return
+                self._cond.wait(self._wait_time(left))
+                self._expire()
+
+    # -- heartbeats --------------------------------------------------------
+
+    def _heartbeat_every(self) -> float:
+        if self.heartbeat_interval:
+            return float(self.heartbeat_interval)
+        ttl = self._lease_ttl
+        return min(MAX_HEARTBEAT_INTERVAL, ttl / 3) if ttl else MAX_HEARTBEAT_INTERVAL
+
+    def _note_ttl(self, ttl: Any) -> None:
+        if isinstance(ttl, int | float) and ttl > 0:
+            self._lease_ttl = float(ttl)
+
+    def _heartbeat_loop(self) -> None:
+        streak = FailureStreak("heartbeats")
+        delay = IDLE_HEARTBEAT_CHECK
+        while not self._done.wait(delay):
+            delay = self._heartbeat_every()
+            with self._cond:
+                active = list(self._active.values())
+            leases = [{"job_id": r.job_id, "lease_id": r.lease_id} for r in active]
+            if not leases:  # look again soon: a new lease must not wait a whole interval
+                delay = min(delay, IDLE_HEARTBEAT_CHECK)
+                continue
+            try:
+                answer = self.client.heartbeats(self.worker_id, leases)
+            except ApiError as exc:
+                delay = min(delay, streak.failure(exc))
+                continue
+            except Exception:  # keep heartbeating whatever happens
+                if not self._done.is_set():  # (closing the sessions at exit may land here)
+                    log.exception("heartbeat failed")
+                continue
+            streak.success()
+            self._note_ttl(answer.get("lease_ttl"))
+            self._apply_heartbeats(leases, answer.get("leases") or [])
+
+    def _apply_heartbeats(self, sent: list[dict], answers: list[dict]) -> None:
+        with self._cond:
+            for lease, answer in pair_answers(sent, answers):
+                running = self._active.get(lease["lease_id"])
+                if running is None:
+                    continue  # settled meanwhile
+                if not answer.get("ok"):
+                    log.warning("lost the lease of job %s; stopping it unreported", lease["job_id"])
+                    del self._active[running.lease_id]
+                    running.cancel_event.set()
+                elif answer.get("cancel_requested") and not running.cancel_requested:
+                    log.info("job %s: cancel requested", lease["job_id"])
+                    running.cancel_requested = True
+                    running.cancel_event.set()
+            self._cond.notify_all()
+
+    # -- shutdown ----------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Let running jobs finish within the grace period, reporting as they end."""
+        grace = self.shutdown_grace
+        grace_end = time.monotonic() + grace
+        streak = FailureStreak("reporting outcomes")
+        if self._active:
+            log.info("stopping: up to %g s for %d running job(s)", grace, len(self._active))
+        while True:
+            with self._cond:
+                self._expire()
+                left = grace_end - time.monotonic()
+                if not self._active or self._force or left <= 0:
+                    break
+                if not len(self.outbox):
+                    self._cond.wait(self._wait_time(left))
+                    continue
+            try:
+                self.outbox.exchange(0, 0.0)
+                streak.success()
+            except ApiError as exc:
+                self._pause(min(streak.failure(exc), left), until_stop=False)
+        with self._cond:
+            unfinished = list(self._active.values())
+            self._active.clear()
+        for running in unfinished:
+            running.cancel_event.set()
+        for running in unfinished:
+            log.warning("job %s did not finish in time; releasing it", running.job_id)
+            if not self._release(running.job):
+                break
+        if not self.outbox.flush(FLUSH_TIMEOUT, streak):
+            log.error(
+                "%d outcome(s) unreported; they run again after their leases expire",
+                len(self.outbox),
+            )
+
+
+def _option(options: argparse.Namespace, name: str, default: Any) -> Any:
+    value = getattr(options, name, None)
+    return default if value is None else value
+
+
+def _describe(exc: BaseException) -> str:
+    """``"ExcType: message"`` (just the type when there is no message)."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
