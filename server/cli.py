@@ -129,9 +129,13 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         help="how long finished jobs are kept, e.g. 7d (0 keeps them forever)",
     )
 
-    add_option(parser, "--standalone", flag_only=True,
-               help="also run a worker in this process, talking to this server over HTTP "
-               "(it takes the worker options below)")
+    add_option(
+        parser,
+        "--standalone",
+        flag_only=True,
+        help="also run a worker in this process, talking to this server over HTTP "
+        "(it takes the worker options below)",
+    )
     plugins.manager.hook.taskframe_add_options(parser=parser, role="server")
     # The one place the server knows the worker: --standalone composes the two.
     from taskframe.worker.cli import add_worker_options

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -10,10 +12,17 @@ from taskframe.server.storage import Row
 
 
 def iso(timestamp: float | None) -> str | None:
+    """``2026-11-28T22:14:40.123Z`` (milliseconds, UTC)."""
     if timestamp is None:
         return None
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    second = math.floor(timestamp)
+    return f"{_iso_second(second)}.{int((timestamp - second) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    # Jobs of one batch share their seconds: format each second once.
+    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def job_json(row: Row, with_lease: bool = False) -> dict[str, Any]:

@@ -239,14 +239,27 @@ class Scheduler:
         now = self.clock()
         # Rows are locked in id order, as every multi-row writer does: no deadlocks.
         order = sorted(range(len(completions)), key=lambda i: completions[i].job_id)
+        history: list[dict[str, Any]] = []
         with self.store.transaction() as tx:
-            done = {i: self._complete_one(tx, completions[i], now) for i in order}
+            done = {i: self._complete_one(tx, completions[i], now, history) for i in order}
+            tx.run_many("insert_attempt", history)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self.notifier.notify()
         return [done[i] for i in range(len(completions))]
 
-    def _complete_one(self, tx: Transaction, item: Completion, now: float) -> CompletionOutcome:
+    def _complete_one(
+        self, tx: Transaction, item: Completion, now: float, history: list[dict[str, Any]]
+    ) -> CompletionOutcome:
+        result = None if item.result is None else json.dumps(item.result)
+        if item.status == model.SUCCEEDED:
+            # The hot path: one guarded update; on a miss the general path below
+            # tells a stale lease from a re-sent completion.
+            params = {"id": item.job_id, "lease_id": item.lease_id, "worker_id": item.worker_id}
+            row = tx.one("succeed_attempt", {**params, "result": result, "now": now})
+            if row is not None:
+                history.append(_attempt(row, model.OUTCOME_SUCCEEDED, now, None))
+                return CompletionOutcome(item.job_id, 200, job=row)
         row = tx.one("get_job_for_update", {"id": item.job_id})
         if row is None:
             return CompletionOutcome(item.job_id, 404, error=f"job {item.job_id} not found")
@@ -267,9 +280,16 @@ class Scheduler:
                 row["attempts"], row["max_attempts"], item.retryable
             )
             outcome = model.OUTCOME_FAILED
-        result = None if item.result is None else json.dumps(item.result)
         updated = self._end_attempt(
-            tx, row, status, outcome, now, error=item.error, result=result, keep_lease=True
+            tx,
+            row,
+            status,
+            outcome,
+            now,
+            history,
+            error=item.error,
+            result=result,
+            keep_lease=True,
         )
         return CompletionOutcome(item.job_id, 200 if updated else 409, job=updated)
 
@@ -302,9 +322,18 @@ class Scheduler:
                 status, outcome = model.CANCELLED, model.OUTCOME_CANCELLED
             else:
                 status, outcome = model.QUEUED, model.OUTCOME_RELEASED
+            history: list[dict[str, Any]] = []
             updated = self._end_attempt(
-                tx, row, status, outcome, now, error=row["error"], refund=outcome == "released"
+                tx,
+                row,
+                status,
+                outcome,
+                now,
+                history,
+                error=row["error"],
+                refund=outcome == model.OUTCOME_RELEASED,
             )
+            tx.run_many("insert_attempt", history)
             if updated is None:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
             self.store.notify_change(tx)
@@ -319,6 +348,7 @@ class Scheduler:
         with self.store.transaction() as tx:
             rows = tx.all("expired_attempts", {"now": now, "limit": REAP_BATCH})
             reaped = 0
+            history: list[dict[str, Any]] = []
             for row in rows:
                 if row["deadline"] is not None and row["deadline"] < now:
                     outcome = model.OUTCOME_TIMED_OUT
@@ -332,7 +362,9 @@ class Scheduler:
                     status = model.status_after_failed_attempt(
                         row["attempts"], row["max_attempts"], retryable=True
                     )
-                reaped += self._end_attempt(tx, row, status, outcome, now, error=error) is not None
+                ended = self._end_attempt(tx, row, status, outcome, now, history, error=error)
+                reaped += ended is not None
+            tx.run_many("insert_attempt", history)
             if reaped:
                 self.store.notify_change(tx)
         if reaped:
@@ -363,6 +395,7 @@ class Scheduler:
         status: str,
         outcome: str,
         now: float,
+        history: list[dict[str, Any]],
         *,
         error: str | None = None,
         result: str | None = None,
@@ -372,6 +405,8 @@ class Scheduler:
         """Close the running attempt in ``row`` and move the job to ``status``.
 
         Returns the updated row, or None when the attempt had already moved on.
+        The attempt's history row is appended to ``history``, for the caller
+        to insert in one batch.
         ``keep_lease`` leaves the lease id on the row so that the same worker
         re-sending the same completion is recognised as a duplicate.
         """
@@ -395,17 +430,19 @@ class Scheduler:
             },
         )
         if updated is not None:
-            tx.run(
-                "insert_attempt",
-                {
-                    "job_id": row["id"],
-                    "attempt": row["attempts"],
-                    "worker_id": row["worker_id"],
-                    "lease_id": row["lease_id"],
-                    "started_at": row["started_at"],
-                    "finished_at": now,
-                    "outcome": outcome,
-                    "error": error,
-                },
-            )
+            history.append(_attempt(row, outcome, now, error))
         return updated
+
+
+def _attempt(row: Row, outcome: str, now: float, error: str | None) -> dict[str, Any]:
+    """The history row of the attempt that ``row`` (as leased) was running."""
+    return {
+        "job_id": row["id"],
+        "attempt": row["attempts"],
+        "worker_id": row["worker_id"],
+        "lease_id": row["lease_id"],
+        "started_at": row["started_at"],
+        "finished_at": now,
+        "outcome": outcome,
+        "error": error,
+    }

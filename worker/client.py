@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -165,6 +166,9 @@ class ApiClient:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = "taskframe-worker"
+            # Looking up proxy variables and .netrc costs ~0.1 ms per request:
+            # do it only when a proxy is configured at all.
+            session.trust_env = _proxy_configured()
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
@@ -209,6 +213,10 @@ class ApiClient:
 
     def health(self) -> dict[str, Any]:
         return self.call("GET", "/health") or {}
+
+
+def _proxy_configured() -> bool:
+    return any(name.lower().endswith("_proxy") for name in os.environ)
 
 
 def _describe(response: requests.Response) -> str:

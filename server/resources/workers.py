@@ -55,7 +55,7 @@ class Lease(WorkerResource):
     schema = schemas.LeaseRequestSchema()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        request = read_json(req, self.schema, self.limit)
+        request = read_json(req, self.schema, self.limit, schemas.quick_load_lease_request)
         worker_id = request["worker_id"]
         outcomes = self.scheduler.complete(
             [_completion(c, c["job_id"], worker_id) for c in request["completions"]]

@@ -30,6 +30,10 @@ class Transaction(Protocol):
         """Execute a statement; return the number of rows it changed."""
         ...
 
+    def run_many(self, query: str, rows: list[Params]) -> None:
+        """Execute a statement once per parameter set (one batched call)."""
+        ...
+
     def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
         """Run an ``INSERT ... RETURNING`` once per row; None where nothing was inserted."""
         ...

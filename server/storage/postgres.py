@@ -57,6 +57,11 @@ class PostgresTransaction:
     def run(self, query: str, params: Params | None = None) -> int:
         return self._execute(query, params).rowcount
 
+    def run_many(self, query: str, rows: list[Params]) -> None:
+        if rows:
+            with self._connection.cursor() as cursor:
+                cursor.executemany(QUERIES[query], rows)
+
     def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
         if not rows:
             return []

@@ -137,6 +137,15 @@ RETURNING jobs.*;
 -- name: next_run_at
 SELECT min(run_at) AS run_at FROM jobs WHERE status = 'queued' AND run_at > %(now)s;
 
+-- name: succeed_attempt
+-- The common completion in one statement; anything else takes the general path.
+UPDATE jobs
+SET status = 'succeeded', result = %(result)s, error = NULL, finished_at = %(now)s,
+    lease_expires_at = NULL, deadline = NULL, cancel_requested = false
+WHERE id = %(id)s AND lease_id = %(lease_id)s AND status = 'running'
+  AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s)
+RETURNING *;
+
 -- name: end_attempt
 -- Guarded by lease and status: a stale worker or a concurrent reaper changes nothing.
 UPDATE jobs

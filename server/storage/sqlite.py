@@ -58,6 +58,10 @@ class SQLiteTransaction:
         cursor.fetchall()  # sqlite3 counts the rows of a RETURNING statement as they are read
         return cursor.rowcount
 
+    def run_many(self, query: str, rows: list[Params]) -> None:
+        if rows:
+            self._connection.executemany(QUERIES[query], [_adapt(row) for row in rows])
+
     def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
         sql = QUERIES[query]
         execute = self._connection.execute

@@ -97,7 +97,8 @@ SET status = 'running', attempts = attempts + 1, worker_id = :worker_id,
     started_at = :now, finished_at = NULL,
     deadline = CASE WHEN timeout IS NULL THEN NULL ELSE :now + timeout END
 WHERE id IN (
-    SELECT id FROM jobs
+    -- Without the hint the planner may pick jobs_status_id and sort every queued job.
+    SELECT id FROM jobs INDEXED BY jobs_ready
     WHERE status = 'queued' AND run_at <= :now
       AND type IN (SELECT value FROM json_each(:types))
     ORDER BY priority DESC, id
@@ -106,7 +107,17 @@ WHERE id IN (
 RETURNING *;
 
 -- name: next_run_at
-SELECT min(run_at) AS run_at FROM jobs WHERE status = 'queued' AND run_at > :now;
+SELECT min(run_at) AS run_at FROM jobs INDEXED BY jobs_queued_run_at
+WHERE status = 'queued' AND run_at > :now;
+
+-- name: succeed_attempt
+-- The common completion in one statement; anything else takes the general path.
+UPDATE jobs
+SET status = 'succeeded', result = :result, error = NULL, finished_at = :now,
+    lease_expires_at = NULL, deadline = NULL, cancel_requested = 0
+WHERE id = :id AND lease_id = :lease_id AND status = 'running'
+  AND (:worker_id IS NULL OR worker_id = :worker_id)
+RETURNING *;
 
 -- name: end_attempt
 -- Guarded by lease and status: a stale worker or a concurrent reaper changes nothing.
