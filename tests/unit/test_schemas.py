@@ -1,0 +1,91 @@
+"""API message schemas, and the quick loader of lease requests against its schema."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError
+
+from taskframe.core import schemas
+
+LEASE_SCHEMA = schemas.LeaseRequestSchema()
+
+ids = st.text(min_size=1, max_size=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+completion = st.fixed_dictionaries(
+    {
+        "job_id": st.integers(min_value=1, max_value=2**40),
+        "lease_id": ids,
+        "status": st.sampled_from(["succeeded", "failed", "cancelled"]),
+    },
+    optional={
+        "result": json_values,
+        "error": st.none() | st.text(max_size=30),
+        "retryable": st.booleans(),
+        "worker_id": st.none() | ids,
+    },
+)
+lease_request = st.fixed_dictionaries(
+    {"worker_id": ids},
+    optional={
+        "types": st.none() | st.lists(st.text(max_size=8), max_size=3),
+        "max": st.integers(min_value=0, max_value=schemas.MAX_LEASE_BATCH),
+        "wait": st.floats(min_value=0, max_value=schemas.MAX_WAIT) | st.integers(0, 60),
+        "completions": st.lists(completion, max_size=4),
+    },
+)
+
+
+@settings(max_examples=200)
+@given(lease_request)
+def test_quick_load_matches_the_schema_on_valid_requests(request):
+    assert schemas.quick_load_lease_request(request) == LEASE_SCHEMA.load(request)
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {},
+        {"worker_id": ""},
+        {"worker_id": "w", "max": -1},
+        {"worker_id": "w", "max": 1.5},
+        {"worker_id": "w", "max": True},
+        {"worker_id": "w", "wait": 61},
+        {"worker_id": "w", "types": "sleep"},
+        {"worker_id": "w", "surprise": 1},
+        {"worker_id": "w", "completions": [{"job_id": 1, "lease_id": "x"}]},
+        {"worker_id": "w", "completions": [{"job_id": "1", "lease_id": "x", "status": "failed"}]},
+        {"worker_id": "w", "completions": [{"job_id": 1, "lease_id": "x", "status": "done"}]},
+        {"worker_id": "w", "completions": [{"job_id": 1, "lease_id": "", "status": "failed"}]},
+    ],
+)
+def test_quick_load_leaves_invalid_requests_to_the_schema(request_body):
+    assert schemas.quick_load_lease_request(request_body) is None
+    with pytest.raises(ValidationError):
+        LEASE_SCHEMA.load(request_body)
+
+
+def test_submit_rejects_delay_with_run_at():
+    with pytest.raises(ValidationError) as caught:
+        schemas.SubmitJobSchema().load(
+            {"type": "sleep", "delay": 1, "run_at": "2030-01-01T00:00:00Z"}
+        )
+    assert set(caught.value.messages) == {"run_at"}
+
+
+def test_submit_rejects_unknown_fields():
+    with pytest.raises(ValidationError) as caught:
+        schemas.SubmitJobSchema().load({"type": "sleep", "priorty": 1})
+    assert set(caught.value.messages) == {"priorty"}
+
+
+def test_submit_defaults():
+    loaded = schemas.SubmitJobSchema().load({"type": "sleep"})
+    assert loaded["priority"] == 5 and loaded["max_attempts"] == 3 and loaded["payload"] == {}
