@@ -6,6 +6,8 @@ typo such as ``priorty`` is a 422 that names it instead of a silent default.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from taskframe.core.model import STATUSES
@@ -18,7 +20,19 @@ MAX_BATCH = 1000
 MAX_LEASE_BATCH = 500
 MAX_WAIT = 60.0
 
-_id_text = validate.Length(min=1, max=200)
+MAX_ID = 2**63 - 1  # the largest id a database integer column holds
+MIN_RUN_AT = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_RUN_AT = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+
+def _no_nul(value: str) -> None:
+    # PostgreSQL text cannot hold NUL, and no name or key needs one.
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+
+
+_id_text = validate.And(validate.Length(min=1, max=200), _no_nul)
+_job_id = validate.Range(min=1, max=MAX_ID)
 
 
 class SubmitJobSchema(Schema):
@@ -45,7 +59,10 @@ class SubmitJobSchema(Schema):
         validate=validate.Range(min=0, max=365 * 86400),
         metadata={"description": "seconds to hold the job back"},
     )
-    run_at = fields.AwareDateTime(metadata={"description": "hold the job back until then"})
+    run_at = fields.AwareDateTime(
+        validate=validate.Range(MIN_RUN_AT, MAX_RUN_AT),
+        metadata={"description": "hold the job back until then"},
+    )
     idempotency_key = fields.String(load_default=None, allow_none=True, validate=_id_text)
 
     @validates_schema
@@ -90,7 +107,7 @@ class CompletionItemSchema(CompleteSchema):
     """One outcome inside a batched lease request."""
 
     worker_id = fields.String(load_default=None)
-    job_id = fields.Integer(required=True, strict=True)
+    job_id = fields.Integer(required=True, strict=True, validate=_job_id)
 
 
 class LeaseRequestSchema(Schema):
@@ -104,7 +121,7 @@ class LeaseRequestSchema(Schema):
 
 
 class HeartbeatItemSchema(Schema):
-    job_id = fields.Integer(required=True, strict=True)
+    job_id = fields.Integer(required=True, strict=True, validate=_job_id)
     lease_id = fields.String(required=True, validate=_id_text)
 
 
@@ -121,7 +138,7 @@ class ListJobsQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     type = fields.String()
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    cursor = fields.Integer(validate=validate.Range(min=0))
+    cursor = fields.Integer(validate=validate.Range(min=0, max=MAX_ID))
 
 
 class AttemptSchema(Schema):
@@ -254,7 +271,7 @@ _OUTCOMES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _is_id_text(value: object) -> bool:
-    return type(value) is str and 1 <= len(value) <= 200
+    return type(value) is str and 1 <= len(value) <= 200 and "\x00" not in value
 
 
 def quick_load_lease_request(data: object) -> dict | None:
@@ -287,6 +304,7 @@ def quick_load_lease_request(data: object) -> dict | None:
         retryable = item.get("retryable", True)
         if (
             type(item.get("job_id")) is not int
+            or not 1 <= item["job_id"] <= MAX_ID
             or not _is_id_text(item.get("lease_id"))
             or item.get("status") not in _OUTCOMES
             or (error is not None and (type(error) is not str or len(error) > 10000))

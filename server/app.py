@@ -5,11 +5,15 @@ from __future__ import annotations
 import falcon
 
 from taskframe.core.plugins import PluginSet
+from taskframe.core.schemas import MAX_ID
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import install_error_handlers
 from taskframe.server.openapi import build_openapi
 from taskframe.server.resources import jobs, meta, workers
 from taskframe.server.scheduler import Scheduler
+
+# Ids beyond what the database holds are unknown jobs (404), not errors.
+JOB = f"/jobs/{{job_id:int(min=1, max={MAX_ID})}}"
 
 
 def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
@@ -21,19 +25,17 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
 
     app.add_route("/jobs", jobs.JobCollection(scheduler, executors, config))
     app.add_route("/jobs/batch", jobs.JobBatch(scheduler, executors, config))
-    app.add_route("/jobs/{job_id:int}", jobs.JobItem(scheduler))
-    app.add_route("/jobs/{job_id:int}/attempts", jobs.JobAttempts(scheduler))
-    app.add_route("/jobs/{job_id:int}/cancel", jobs.JobCancel(scheduler))
-    app.add_route("/jobs/{job_id:int}/retry", jobs.JobRetry(scheduler))
+    app.add_route(JOB, jobs.JobItem(scheduler))
+    app.add_route(JOB + "/attempts", jobs.JobAttempts(scheduler))
+    app.add_route(JOB + "/cancel", jobs.JobCancel(scheduler))
+    app.add_route(JOB + "/retry", jobs.JobRetry(scheduler))
 
     app.add_route("/lease", workers.Lease(scheduler, config, job_types))
     app.add_route("/next-job", workers.NextJob(scheduler, config, job_types))
     app.add_route("/heartbeats", workers.Heartbeats(scheduler, config, job_types))
-    app.add_route(
-        "/jobs/{job_id:int}/heartbeat", workers.JobHeartbeat(scheduler, config, job_types)
-    )
-    app.add_route("/jobs/{job_id:int}/complete", workers.JobComplete(scheduler, config, job_types))
-    app.add_route("/jobs/{job_id:int}/release", workers.JobRelease(scheduler, config, job_types))
+    app.add_route(JOB + "/heartbeat", workers.JobHeartbeat(scheduler, config, job_types))
+    app.add_route(JOB + "/complete", workers.JobComplete(scheduler, config, job_types))
+    app.add_route(JOB + "/release", workers.JobRelease(scheduler, config, job_types))
 
     app.add_route("/health", meta.Health(scheduler.store, plugins))
     app.add_route("/job-types", meta.JobTypes(plugins))

@@ -230,8 +230,13 @@ def _run_standalone(
         options=options,
         worker_id=options.worker_id or default_worker_id(),
     )
+
+    def on_signal(signum: int, frame: object) -> None:
+        worker.stop()
+        worker.interrupt_idle_poll()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: worker.stop())
+        signal.signal(signum, on_signal)
     try:
         worker.run()
     finally:

@@ -82,9 +82,22 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
     _render(resp, error)
 
 
+def _http_error(
+    req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError, params: dict
+) -> None:
+    """Falcon's own errors (unknown path, wrong method, ...) in our body shape."""
+    if isinstance(exc, APIError):
+        _render(resp, exc)
+        return
+    title = exc.title or exc.status
+    description = exc.description or f"{req.method} {req.path}: {title}"
+    _render(resp, APIError(exc.status, title, description, headers=dict(exc.headers or {})))
+
+
 def install_error_handlers(app: falcon.App) -> None:
-    # Falcon picks the most specific handler, so HTTPError keeps its own.
+    # Falcon picks the most specific handler for each exception.
     app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(JobNotFound, _not_found)
     app.add_error_handler(JobConflict, _conflict)
     app.add_error_handler(StoreUnavailable, _unavailable)

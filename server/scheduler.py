@@ -13,11 +13,12 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from taskframe.core import model
 from taskframe.server.config import ServerConfig
+from taskframe.server.group_commit import GroupCommitter
 from taskframe.server.notify import ChangeNotifier
 from taskframe.server.storage import Row, Store, Transaction
 
@@ -66,6 +67,7 @@ class Scheduler:
         self.notifier = notifier or ChangeNotifier()
         self.clock = clock
         self.rng = rng or random.Random()
+        self._group_submit = GroupCommitter(self._insert_single_jobs)
 
     # ----------------------------------------------------------------- clients
 
@@ -73,31 +75,69 @@ class Scheduler:
         """Insert validated jobs in one transaction; return (row, created) for each.
 
         A job whose idempotency key exists already is not inserted: the
-        existing row comes back with created=False, or JobConflict is raised
-        when the same key came with a different request.
+        existing row comes back with created=False. The same key with a
+        different request raises JobConflict, and nothing is written.
+        """
+        [outcome] = self._insert_units([jobs])
+        if isinstance(outcome, JobConflict):
+            raise outcome
+        return outcome
+
+    def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
+        """Like ``submit([job])``, sharing one transaction with concurrent submissions."""
+        return self._group_submit(job)
+
+    def _insert_single_jobs(self, jobs: list[dict[str, Any]]) -> list[Any]:
+        outcomes = self._insert_units([[job] for job in jobs])
+        return [o if isinstance(o, JobConflict) else o[0] for o in outcomes]
+
+    def _insert_units(self, units: list[list[dict[str, Any]]]) -> list[Any]:
+        """Insert each unit (a list of jobs) all or nothing, in one transaction.
+
+        A unit whose idempotency key conflicts yields a JobConflict instead of
+        its rows; the other units are committed.
         """
         now = self.clock()
-        rows = [self._new_job_params(job, now) for job in jobs]
-        results: list[tuple[Row, bool]] = []
+        outcomes: list[Any] = []
+        created_any = False
         with self.store.transaction() as tx:
-            inserted = tx.insert_returning("insert_job", rows)
-            for params, row in zip(rows, inserted, strict=True):
-                if row is not None:
-                    results.append((row, True))
+            for unit in units:
+                params = [self._new_job_params(job, now) for job in unit]
+                conflict = self._key_conflict(tx, params)
+                if conflict is not None:
+                    outcomes.append(conflict)
                     continue
-                existing = tx.one("get_job_by_key", params)
-                if existing is None:  # pragma: no cover - the conflict row vanished
-                    raise JobConflict("idempotency key conflict, retry the request")
-                if existing["request_hash"] != params["request_hash"]:
-                    raise JobConflict(
-                        f"idempotency key {params['idempotency_key']!r} was already used "
-                        f"for a different job (id {existing['id']})"
-                    )
-                results.append((existing, False))
-            if any(created for _, created in results):
+                results = []
+                for job_params, row in zip(
+                    params, tx.insert_returning("insert_job", params), strict=True
+                ):
+                    if row is None:  # an existing idempotency key, same request
+                        results.append((tx.one("get_job_by_key", job_params), False))
+                    else:
+                        results.append((row, True))
+                        created_any = True
+                outcomes.append(results)
+            if created_any:
                 self.store.notify_change(tx)
         self.notifier.notify()
-        return results
+        return outcomes
+
+    def _key_conflict(self, tx: Transaction, params: list[dict[str, Any]]) -> JobConflict | None:
+        """A JobConflict when a key in ``params`` was used for a different request."""
+        seen: dict[str, str] = {}
+        for job_params in params:
+            key = job_params["idempotency_key"]
+            if key is None:
+                continue
+            if seen.setdefault(key, job_params["request_hash"]) != job_params["request_hash"]:
+                return JobConflict(f"idempotency key {key!r} is used twice for different jobs")
+            existing = tx.one("get_job_by_key", job_params)
+            if existing is not None and existing["request_hash"] != job_params["request_hash"]:
+                return JobConflict(
+                    f"idempotency key {key!r} was already used "
+                    f"for a different job (id {existing['id']})"
+                )
+        return None
 
     def _new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
         if "run_at" in job:
@@ -252,6 +292,9 @@ class Scheduler:
         self, tx: Transaction, item: Completion, now: float, history: list[dict[str, Any]]
     ) -> CompletionOutcome:
         result = None if item.result is None else json.dumps(item.result)
+        if item.error is not None and "\x00" in item.error:
+            # Errors quote remote bodies, which may hold NUL; PostgreSQL text cannot.
+            item = replace(item, error=item.error.replace("\x00", "\ufffd"))
         if item.status == model.SUCCEEDED:
             # The hot path: one guarded update; on a miss the general path below
             # tells a stale lease from a re-sent completion.

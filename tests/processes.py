@@ -77,16 +77,30 @@ class Process:
         return self.popen.returncode
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
 
 class Server(Process):
-    def __init__(self, db: str, log_path: Path, *args: str, port: int | None = None, **kw):
+    def __init__(
+        self,
+        db: str,
+        log_path: Path,
+        *args: str,
+        port: int | None = None,
+        via_env: bool = False,
+        **kw,
+    ):
+        """``via_env=True`` passes the port and database as TASKFRAME_PORT/TASKFRAME_DB."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = db
-        command = [str(BIN / "taskframe-server"), "--port", str(self.port), "--db", db, *args]
+        command = [str(BIN / "taskframe-server"), *args]
+        if via_env:
+            kw["env"] = {**kw.get("env", {}), "TASKFRAME_PORT": str(self.port), "TASKFRAME_DB": db}
+        else:
+            command[1:1] = ["--port", str(self.port), "--db", db]
         super().__init__(command, log_path, **kw)
 
     def wait_ready(self, timeout: float = 20.0) -> Server:
@@ -106,3 +120,48 @@ class Worker(Process):
     def __init__(self, api_urls: list[str], log_path: Path, *args: str, **kw):
         command = [str(BIN / "taskframe-worker"), "--api-url", ",".join(api_urls), *args]
         super().__init__(command, log_path, **kw)
+
+
+# -- small HTTP helpers for integration tests -------------------------------------
+
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def submit(url: str, job_type: str, payload: dict, **fields) -> dict:
+    """``POST /jobs``; returns the created job (fails the test on any other answer)."""
+    answer = requests.post(
+        f"{url}/jobs", json={"type": job_type, "payload": payload, **fields}, timeout=30
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def get_job(url: str, job_id: int) -> dict:
+    answer = requests.get(f"{url}/jobs/{job_id}", timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def attempts_of(url: str, job_id: int) -> list[dict]:
+    """The finished attempts of a job, oldest first (``GET /jobs/{id}/attempts``)."""
+    answer = requests.get(f"{url}/jobs/{job_id}/attempts", timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["attempts"]
+
+
+def wait_for_job(
+    url: str, job_id: int, statuses=FINISHED, timeout: float = 30.0, interval: float = 0.1
+) -> dict:
+    """Poll the job until its status is one of ``statuses``; return it."""
+    if isinstance(statuses, str):
+        statuses = {statuses}
+    last: dict = {}
+
+    def reached() -> dict | None:
+        last.update(get_job(url, job_id))
+        return dict(last) if last["status"] in statuses else None
+
+    try:
+        return wait_until(reached, timeout, interval, message=f"job {job_id} in {set(statuses)}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {last}") from None

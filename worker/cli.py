@@ -174,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("worker %s: %s received, stopping", worker_id, signal.Signals(signum).name)
         worker.stop()
+        worker.interrupt_idle_poll()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

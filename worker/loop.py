@@ -50,6 +50,11 @@ FLUSH_TIMEOUT = 5.0
 MAX_ERROR_LENGTH = 4000
 
 
+class _LongPollInterrupted(BaseException):
+    """Raised by a signal handler to abandon an idle long poll (not an Exception,
+    so no library code on the way swallows it)."""
+
+
 @dataclass(eq=False)
 class RunningJob:
     """A leased job whose outcome is not decided yet."""
@@ -120,12 +125,22 @@ class Worker:
         self._active: dict[str, RunningJob] = {}  # by lease id: leased, outcome not yet decided
         self._busy = 0  # job threads at work; a timed-out job holds its slot until it returns
         self._stopping = False
+        self._idle_poll = False  # the main thread waits in a long poll with nothing running
         self._force = False
         self._lease_ttl: float | None = None
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
         self._done = threading.Event()
 
     # -- control -----------------------------------------------------------
+
+    def interrupt_idle_poll(self) -> None:
+        """From a signal handler in the main thread: stop waiting in an idle long poll.
+
+        Call after :meth:`stop`. Without it, an idle worker would exit only
+        when its long poll ends (up to ``--poll-interval``).
+        """
+        if self._idle_poll and self._stopping:
+            raise _LongPollInterrupted
 
     def stop(self) -> None:
         """Begin a graceful shutdown; a second call cuts the grace period short."""
@@ -186,10 +201,17 @@ class Worker:
             free = max(free, 0)
             wait = 0.0 if running else self.poll_interval
             try:
+                self._idle_poll = wait > 0 and not running
                 answer = self.outbox.exchange(free, wait)
             except ApiError as exc:
                 self._pause(streak.failure(exc), until_stop=True)
                 continue
+            except _LongPollInterrupted:
+                # Stopping while idle. Should the server have leased a job to
+                # the abandoned answer, it runs again once that lease expires.
+                return
+            finally:
+                self._idle_poll = False
             streak.success()
             self._note_ttl(answer.get("lease_ttl"))
             jobs = answer.get("jobs") or []

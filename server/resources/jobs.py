@@ -40,7 +40,7 @@ class JobCollection:
         errors = job_errors(job, self.executors)
         if errors:
             raise validation_error(errors)
-        [(row, created)] = self.scheduler.submit([job])
+        row, created = self.scheduler.submit_one(job)
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.location = f"/jobs/{row['id']}"
         resp.media = job_json(row)

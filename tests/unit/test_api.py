@@ -208,8 +208,12 @@ def test_failed_attempt_is_retried_then_failed(client, scheduler):
         assert job["attempts"] == attempt
         client.simulate_post(
             f"/jobs/{job_id}/complete",
-            json={"worker_id": "w1", "lease_id": job["lease_id"], "status": "failed",
-                  "error": f"boom {attempt}"},
+            json={
+                "worker_id": "w1",
+                "lease_id": job["lease_id"],
+                "status": "failed",
+                "error": f"boom {attempt}",
+            },
         )
     final = client.simulate_get(f"/jobs/{job_id}").json
     assert final["status"] == "failed" and final["error"] == "boom 2"
@@ -222,8 +226,13 @@ def test_not_retryable_fails_at_once(client):
     job = lease(client)["jobs"][0]
     answer = client.simulate_post(
         f"/jobs/{job_id}/complete",
-        json={"worker_id": "w1", "lease_id": job["lease_id"], "status": "failed",
-              "retryable": False, "error": "bad input"},
+        json={
+            "worker_id": "w1",
+            "lease_id": job["lease_id"],
+            "status": "failed",
+            "retryable": False,
+            "error": "bad input",
+        },
     )
     assert answer.json["status"] == "failed" and answer.json["attempts"] == 1
 
@@ -267,8 +276,9 @@ def test_batch_submit_is_all_or_nothing(client):
 def test_list_filters_and_cursor(client):
     for _ in range(5):
         client.simulate_post("/jobs", json=SLEEP)
-    client.simulate_post("/jobs", json={"type": "file", "payload": {"operation": "read",
-                                                                      "path": "x"}})
+    client.simulate_post(
+        "/jobs", json={"type": "file", "payload": {"operation": "read", "path": "x"}}
+    )
     page = client.simulate_get("/jobs", params={"type": "sleep", "limit": 3}).json
     assert len(page["jobs"]) == 3 and page["next_cursor"]
     rest = client.simulate_get(
