@@ -189,22 +189,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"listening on http://{options.host}:{port}", flush=True)
     if options.standalone:
-        return _run_standalone(server, port, plugins, options, housekeeper)
-    # waitress must not be closed from inside a signal handler while it sits in
-    # select(): raise in the main thread instead and close on the way out.
-    signal.signal(signal.SIGTERM, _interrupt)
+        return _run_standalone(server, port, plugins, options, housekeeper, scheduler)
+
+    def stop(signum: int, frame: object) -> None:
+        log.info("stopping")
+        # Long-polls answer now rather than hold waitress's exit for 5 s.
+        scheduler.notifier.close()
+        # waitress must not be closed from a signal handler while it sits in
+        # select(): its run() closes itself on KeyboardInterrupt.
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
     try:
         server.run()
-    except KeyboardInterrupt:
-        log.info("stopping")
     finally:
+        scheduler.notifier.close()
         housekeeper.stop()
         server.close()
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _run_standalone(
@@ -213,6 +216,7 @@ def _run_standalone(
     plugins: PluginSet,
     options: argparse.Namespace,
     housekeeper: Housekeeper,
+    scheduler: Scheduler,
 ) -> int:
     """Serve in a thread; run a worker in the main thread against our own port.
 
@@ -240,8 +244,9 @@ def _run_standalone(
     try:
         worker.run()
     finally:
-        server.close()
+        scheduler.notifier.close()
         housekeeper.stop()
+        server.close()
     return 0
 
 

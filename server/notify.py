@@ -18,6 +18,7 @@ class ChangeNotifier:
         self._condition = threading.Condition()
         self._generation = 0
         self._waiters = 0
+        self.closed = False
 
     @property
     def generation(self) -> int:
@@ -25,6 +26,13 @@ class ChangeNotifier:
 
     def notify(self) -> None:
         with self._condition:
+            self._generation += 1
+            self._condition.notify_all()
+
+    def close(self) -> None:
+        """Server shutdown: wake every waiter now and make later waits return at once."""
+        with self._condition:
+            self.closed = True
             self._generation += 1
             self._condition.notify_all()
 
@@ -45,4 +53,6 @@ class ChangeNotifier:
     def wait(self, generation: int, timeout: float) -> bool:
         """Block until the generation moves past ``generation`` or ``timeout`` passes."""
         with self._condition:
-            return self._condition.wait_for(lambda: self._generation != generation, timeout)
+            return self._condition.wait_for(
+                lambda: self._generation != generation or self.closed, timeout
+            )

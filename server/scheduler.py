@@ -178,7 +178,7 @@ class Scheduler:
                 generation = self.notifier.generation
                 row = self.get(job_id)
                 remaining = deadline - time.monotonic()
-                if row["status"] in model.FINISHED or remaining <= 0:
+                if row["status"] in model.FINISHED or remaining <= 0 or self.notifier.closed:
                     return row
                 self.notifier.wait(generation, remaining)
 
@@ -244,7 +244,7 @@ class Scheduler:
                 generation = self.notifier.generation
                 jobs = self._lease_now(worker_id, types, limit)
                 remaining = deadline - time.monotonic()
-                if jobs or remaining <= 0:
+                if jobs or remaining <= 0 or self.notifier.closed:
                     return jobs
                 self.notifier.wait(generation, min(remaining, self._until_next_run()))
 

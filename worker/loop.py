@@ -201,8 +201,7 @@ class Worker:
             free = max(free, 0)
             wait = 0.0 if running else self.poll_interval
             try:
-                self._idle_poll = wait > 0 and not running
-                answer = self.outbox.exchange(free, wait)
+                answer = self._exchange(free, wait, idle=not running)
             except ApiError as exc:
                 self._pause(streak.failure(exc), until_stop=True)
                 continue
@@ -210,13 +209,19 @@ class Worker:
                 # Stopping while idle. Should the server have leased a job to
                 # the abandoned answer, it runs again once that lease expires.
                 return
-            finally:
-                self._idle_poll = False
             streak.success()
             self._note_ttl(answer.get("lease_ttl"))
             jobs = answer.get("jobs") or []
             queue_empty = len(jobs) < free
             self._start(jobs)
+
+    def _exchange(self, free: int, wait: float, idle: bool) -> dict[str, Any]:
+        """One /lease round trip; while it is an idle long poll, a signal may abandon it."""
+        self._idle_poll = idle and wait > 0
+        try:
+            return self.outbox.exchange(free, wait)
+        finally:
+            self._idle_poll = False
 
     def _start(self, jobs: list[dict[str, Any]]) -> None:
         """Hand leased jobs to the job threads; give back any this worker cannot run."""
