@@ -11,7 +11,7 @@ from taskframe.core import schemas
 
 LEASE_SCHEMA = schemas.LeaseRequestSchema()
 
-ids = st.text(min_size=1, max_size=20)
+ids = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=20)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
     lambda inner: (
@@ -54,6 +54,7 @@ def test_quick_load_matches_the_schema_on_valid_requests(request):
     [
         {},
         {"worker_id": ""},
+        {"worker_id": "w\x00"},
         {"worker_id": "w", "max": -1},
         {"worker_id": "w", "max": 1.5},
         {"worker_id": "w", "max": True},
