@@ -103,6 +103,10 @@ class Scheduler:
         with self.store.transaction() as tx:
             for unit in units:
                 params = [self._new_job_params(job, now) for job in unit]
+                if len(params) > 1 and all(p["idempotency_key"] is None for p in params):
+                    outcomes.append([(row, True) for row in tx.insert_jobs(params)])
+                    created_any = True
+                    continue
                 conflict = self._key_conflict(tx, params)
                 if conflict is not None:
                     outcomes.append(conflict)

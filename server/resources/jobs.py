@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from taskframe.core import schemas
+from taskframe.core import quick_load, schemas
 from taskframe.core.executor import Executor
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import validation_error
@@ -29,7 +29,7 @@ class JobCollection:
         self.query_schema = schemas.ListJobsQuerySchema()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        job = read_json(req, self.schema, self.limit)
+        job = read_json(req, self.schema, self.limit, quick_load.quick_load_submit)
         header_key = req.get_header("Idempotency-Key")
         if header_key:
             if job["idempotency_key"] not in (None, header_key):
@@ -66,7 +66,7 @@ class JobBatch:
         self.schema = schemas.BatchSubmitSchema()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        jobs = read_json(req, self.schema, self.limit)["jobs"]
+        jobs = read_json(req, self.schema, self.limit, quick_load.quick_load_batch)["jobs"]
         errors = {}
         for index, job in enumerate(jobs):
             problems = job_errors(job, self.executors)

@@ -6,7 +6,7 @@ from typing import Any
 
 import falcon
 
-from taskframe.core import schemas
+from taskframe.core import quick_load, schemas
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError
 from taskframe.server.http_io import load_query, read_json
@@ -55,7 +55,7 @@ class Lease(WorkerResource):
     schema = schemas.LeaseRequestSchema()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        request = read_json(req, self.schema, self.limit, schemas.quick_load_lease_request)
+        request = read_json(req, self.schema, self.limit, quick_load.quick_load_lease_request)
         worker_id = request["worker_id"]
         outcomes = self.scheduler.complete(
             [_completion(c, c["job_id"], worker_id) for c in request["completions"]]

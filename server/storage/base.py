@@ -34,6 +34,10 @@ class Transaction(Protocol):
         """Execute a statement once per parameter set (one batched call)."""
         ...
 
+    def insert_jobs(self, rows: list[Params]) -> list[Row]:
+        """Insert jobs without idempotency keys in one batch; return their rows in order."""
+        ...
+
     def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
         """Run an ``INSERT ... RETURNING`` once per row; None where nothing was inserted."""
         ...

@@ -62,6 +62,10 @@ class PostgresTransaction:
             with self._connection.cursor() as cursor:
                 cursor.executemany(QUERIES[query], rows)
 
+    def insert_jobs(self, rows: list[Params]) -> list[Row]:
+        # No key, no conflict: every row comes back, in order.
+        return self.insert_returning("insert_job", rows)  # type: ignore[return-value]
+
     def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
         if not rows:
             return []

@@ -62,6 +62,13 @@ class SQLiteTransaction:
         if rows:
             self._connection.executemany(QUERIES[query], [_adapt(row) for row in rows])
 
+    def insert_jobs(self, rows: list[Params]) -> list[Row]:
+        if not rows:
+            return []
+        before = self.one("last_job_id")["id"]
+        self._connection.executemany(QUERIES["insert_jobs_without_keys"], rows)
+        return self.all("jobs_inserted_after", {"id": before})
+
     def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
         sql = QUERIES[query]
         execute = self._connection.execute

@@ -67,6 +67,20 @@ VALUES (:type, :payload, :priority, 'queued', 0, :max_attempts, :timeout,
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
+-- name: insert_jobs_without_keys
+-- Bulk submission: executemany cannot return rows, see jobs_inserted_after.
+INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
+                  run_at, created_at, idempotency_key, request_hash)
+VALUES (:type, :payload, :priority, 'queued', 0, :max_attempts, :timeout,
+        :run_at, :created_at, NULL, NULL);
+
+-- name: last_job_id
+SELECT coalesce(max(id), 0) AS id FROM jobs;
+
+-- name: jobs_inserted_after
+-- Inside the write transaction no one else inserts: these are the new rows, in order.
+SELECT * FROM jobs WHERE id > :id ORDER BY id;
+
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id;
 

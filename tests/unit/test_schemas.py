@@ -1,4 +1,4 @@
-"""API message schemas, and the quick loader of lease requests against its schema."""
+"""API message schemas, and the quick loaders of core/quick_load.py against them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from taskframe.core import schemas
+from taskframe.core import quick_load, schemas
 
 LEASE_SCHEMA = schemas.LeaseRequestSchema()
+SUBMIT_SCHEMA = schemas.SubmitJobSchema()
+BATCH_SCHEMA = schemas.BatchSubmitSchema()
 
 ids = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=20)
 json_values = st.recursive(
@@ -46,7 +48,7 @@ lease_request = st.fixed_dictionaries(
 @settings(max_examples=200)
 @given(lease_request)
 def test_quick_load_matches_the_schema_on_valid_requests(request):
-    assert schemas.quick_load_lease_request(request) == LEASE_SCHEMA.load(request)
+    assert quick_load.quick_load_lease_request(request) == LEASE_SCHEMA.load(request)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +70,7 @@ def test_quick_load_matches_the_schema_on_valid_requests(request):
     ],
 )
 def test_quick_load_leaves_invalid_requests_to_the_schema(request_body):
-    assert schemas.quick_load_lease_request(request_body) is None
+    assert quick_load.quick_load_lease_request(request_body) is None
     with pytest.raises(ValidationError):
         LEASE_SCHEMA.load(request_body)
 
@@ -90,3 +92,54 @@ def test_submit_rejects_unknown_fields():
 def test_submit_defaults():
     loaded = schemas.SubmitJobSchema().load({"type": "sleep"})
     assert loaded["priority"] == 5 and loaded["max_attempts"] == 3 and loaded["payload"] == {}
+
+
+numbers = st.integers(-5, 10**6) | st.floats(-1, 1e6, allow_nan=False)
+submission = st.fixed_dictionaries(
+    {"type": ids},
+    optional={
+        "payload": st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+        "priority": st.integers(schemas.MIN_PRIORITY, schemas.MAX_PRIORITY),
+        "max_attempts": st.integers(1, 100),
+        "timeout": st.none() | st.floats(0.001, 7 * 86400) | st.integers(1, 7 * 86400),
+        "delay": st.floats(0, 365 * 86400) | st.integers(0, 365 * 86400),
+        "idempotency_key": st.none() | ids,
+    },
+)
+
+
+@settings(max_examples=200)
+@given(submission)
+def test_quick_load_submit_matches_the_schema_on_valid_jobs(job):
+    assert quick_load.quick_load_submit(job) == SUBMIT_SCHEMA.load(job)
+
+
+@settings(max_examples=50)
+@given(st.lists(submission, min_size=1, max_size=5))
+def test_quick_load_batch_matches_the_schema(jobs):
+    assert quick_load.quick_load_batch({"jobs": jobs}) == BATCH_SCHEMA.load({"jobs": jobs})
+
+
+@settings(max_examples=300)
+@given(
+    st.fixed_dictionaries(
+        {"type": st.text(max_size=3) | st.integers()},
+        optional={
+            "priority": numbers | st.booleans(),
+            "max_attempts": numbers,
+            "timeout": numbers | st.none(),
+            "delay": numbers,
+            "payload": st.none() | st.lists(st.integers(), max_size=1),
+        },
+    )
+)
+def test_quick_load_submit_never_accepts_what_the_schema_rejects(job):
+    loaded = quick_load.quick_load_submit(job)
+    if loaded is not None:
+        assert loaded == SUBMIT_SCHEMA.load(job)
+
+
+def test_quick_load_submit_leaves_run_at_to_the_schema():
+    job = {"type": "sleep", "run_at": "2030-01-01T00:00:00Z"}
+    assert quick_load.quick_load_submit(job) is None
+    assert SUBMIT_SCHEMA.load(job)["run_at"].year == 2030
