@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 import threading
@@ -33,8 +34,8 @@ def duration(text: str) -> float:
         value = float(number) * (factor or 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds ≥ 0: {text!r}")
     return value
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import socket
@@ -39,7 +40,7 @@ def _number(kind: type, low: float, high: float | None = None) -> Callable[[str]
         except ValueError:
             expected = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
-        if value < low or (high is not None and value > high):
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
             bounds = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
             raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
         return value

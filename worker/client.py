@@ -277,6 +277,11 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    def leases(self) -> list[dict[str, Any]]:
+        """Leases of outcomes not delivered yet: heartbeats keep them alive meanwhile."""
+        with self._lock:
+            return [{"job_id": i["job_id"], "lease_id": i["lease_id"]} for i in self._items]
+
     def exchange(self, max_jobs: int, wait: float) -> dict[str, Any]:
         """One ``POST /lease`` carrying the pending completions; returns the answer.
 

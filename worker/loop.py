@@ -355,6 +355,9 @@ class Worker:
             with self._cond:
                 active = list(self._active.values())
             leases = [{"job_id": r.job_id, "lease_id": r.lease_id} for r in active]
+            # A finished job keeps its lease until its outcome is delivered, or a
+            # slow delivery would let the server reap it and run it again.
+            leases += self.outbox.leases()
             if not leases:  # look again soon: a new lease must not wait a whole interval
                 delay = min(delay, IDLE_HEARTBEAT_CHECK)
                 continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -107,12 +108,25 @@ class SQLiteStore:
                 cached_statements=256,
             )
             connection.row_factory = _dict_row
-            connection.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal(connection)
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
             connection.execute("PRAGMA foreign_keys=ON")
         except sqlite3.OperationalError as exc:
             raise _unavailable(exc) from exc
         return connection
+
+    def _enable_wal(self, connection: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs an exclusive lock and SQLite does
+        # not wait for it: servers starting at once retry within the timeout.
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def transaction(self) -> Iterator[SQLiteTransaction]:
