@@ -205,10 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.run()
     finally:
-        scheduler.notifier.close()
-        housekeeper.stop()
-        server.close()
+        _shut_down(server, scheduler, housekeeper)
     return 0
+
+
+def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> None:
+    scheduler.notifier.close()
+    housekeeper.stop()
+    server.close()
 
 
 def _run_standalone(
@@ -245,9 +249,7 @@ def _run_standalone(
     try:
         worker.run()
     finally:
-        scheduler.notifier.close()
-        housekeeper.stop()
-        server.close()
+        _shut_down(server, scheduler, housekeeper)
     return 0
 
 

@@ -8,7 +8,7 @@ backend live together in one ``.sql`` file beside its module. All job logic
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from importlib import resources
 from typing import Any, Protocol
@@ -99,11 +99,15 @@ def migrations(queries: Mapping[str, str]) -> list[tuple[int, list[str]]]:
     return sorted(found)
 
 
-def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def dict_rows(columns: Iterable[str], rows: Iterable[tuple]) -> list[Row]:
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in rows]
+def apply_migrations(tx: Any, queries: Mapping[str, str], target: int | None) -> int:
+    """Run the migrations past the recorded version (up to ``target``) in ``tx``."""
+    tx.run("create_version_table")
+    current = (tx.one("get_version") or {}).get("version") or 0
+    for version, statements in migrations(queries):
+        if version <= current or (target is not None and version > target):
+            continue
+        for statement in statements:
+            tx.execute_script(statement)
+        tx.run("set_version", {"version": version})
+        current = version
+    return current

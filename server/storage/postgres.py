@@ -28,7 +28,13 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from taskframe.server.storage.base import Params, Row, StoreUnavailable, load_queries, migrations
+from taskframe.server.storage.base import (
+    Params,
+    Row,
+    StoreUnavailable,
+    apply_migrations,
+    load_queries,
+)
 
 QUERIES = load_queries("postgres.sql")
 # How often the listening thread checks whether the store was closed.
@@ -61,6 +67,10 @@ class PostgresTransaction:
         if rows:
             with self._connection.cursor() as cursor:
                 cursor.executemany(QUERIES[query], rows)
+
+    def execute_script(self, sql: str) -> None:
+        """Run one statement that is not a named query (a migration step)."""
+        self._connection.execute(sql)
 
     def insert_jobs(self, rows: list[Params]) -> list[Row]:
         # No key, no conflict: every row comes back, in order.
@@ -149,16 +159,7 @@ class PostgresStore:
         with self.transaction() as tx:
             tx.run("schema_lock_wait")
             tx.run("schema_lock")
-            tx.run("create_version_table")
-            current = (tx.one("get_version") or {}).get("version") or 0
-            for version, statements in migrations(QUERIES):
-                if version <= current or (target is not None and version > target):
-                    continue
-                for statement in statements:
-                    tx._connection.execute(statement)
-                tx.run("set_version", {"version": version})
-                current = version
-        return current
+            return apply_migrations(tx, QUERIES, target)
 
     def ping(self) -> None:
         with self.reader() as tx:

@@ -21,7 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from taskframe.server.storage.base import Params, Row, StoreUnavailable, load_queries, migrations
+from taskframe.server.storage.base import (
+    Params,
+    Row,
+    StoreUnavailable,
+    apply_migrations,
+    load_queries,
+)
 
 QUERIES = load_queries("sqlite.sql")
 # How often a waiting long-poll checks for commits made by other processes.
@@ -62,6 +68,10 @@ class SQLiteTransaction:
     def run_many(self, query: str, rows: list[Params]) -> None:
         if rows:
             self._connection.executemany(QUERIES[query], [_adapt(row) for row in rows])
+
+    def execute_script(self, sql: str) -> None:
+        """Run one statement that is not a named query (a migration step)."""
+        self._connection.execute(sql)
 
     def insert_jobs(self, rows: list[Params]) -> list[Row]:
         if not rows:
@@ -176,16 +186,7 @@ class SQLiteStore:
         # BEGIN IMMEDIATE serialises servers that start at once: the second one
         # sees the version the first one wrote and has nothing left to do.
         with self.transaction() as tx:
-            tx.run("create_version_table")
-            current = (tx.one("get_version") or {}).get("version") or 0
-            for version, statements in migrations(QUERIES):
-                if version <= current or (target is not None and version > target):
-                    continue
-                for statement in statements:
-                    tx._connection.execute(statement)
-                tx.run("set_version", {"version": version})
-                current = version
-        return current
+            return apply_migrations(tx, QUERIES, target)
 
     def ping(self) -> None:
         with self.reader() as tx:
