@@ -7,7 +7,7 @@ from typing import Any
 
 import falcon
 
-from taskframe.server.scheduler import JobConflict, JobNotFound
+from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.server.storage import StoreUnavailable
 
 log = logging.getLogger("taskframe.server")

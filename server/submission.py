@@ -1,13 +1,20 @@
-"""Checking submitted jobs against the installed executors' payload schemas."""
+"""New jobs: checked against the executors' payload schemas, then inserted."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from marshmallow import ValidationError
 
+from taskframe.core.errors import JobConflict
 from taskframe.core.executor import Executor
+from taskframe.server.config import ServerConfig
+from taskframe.server.group_commit import GroupCommitter
+from taskframe.server.notify import ChangeNotifier
+from taskframe.server.storage import Row, Store, Transaction
 
 
 def job_errors(job: dict[str, Any], executors: Mapping[str, Executor]) -> dict[str, Any]:
@@ -21,3 +28,120 @@ def job_errors(job: dict[str, Any], executors: Mapping[str, Executor]) -> dict[s
     except ValidationError as exc:
         return {"payload": exc.messages}
     return {}
+
+
+class Intake:
+    """Inserts validated jobs; honours idempotency keys.
+
+    ``submit`` inserts a list all or nothing (``POST /jobs/batch``);
+    ``submit_one`` shares one commit with concurrent single submissions.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: ServerConfig,
+        notifier: ChangeNotifier,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.notifier = notifier
+        self.clock = clock
+        self._group_submit = GroupCommitter(self._insert_single_jobs)
+
+    def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
+        """Insert validated jobs in one transaction; return (row, created) for each.
+
+        A job whose idempotency key exists already is not inserted: the
+        existing row comes back with created=False. The same key with a
+        different request raises JobConflict, and nothing is written.
+        """
+        [outcome] = self._insert_units([jobs])
+        if isinstance(outcome, JobConflict):
+            raise outcome
+        return outcome
+
+    def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
+        """Like ``submit([job])``, sharing one transaction with concurrent submissions."""
+        return self._group_submit(job)
+
+    def _insert_single_jobs(self, jobs: list[dict[str, Any]]) -> list[Any]:
+        outcomes = self._insert_units([[job] for job in jobs])
+        return [o if isinstance(o, JobConflict) else o[0] for o in outcomes]
+
+    def _insert_units(self, units: list[list[dict[str, Any]]]) -> list[Any]:
+        """Insert each unit (a list of jobs) all or nothing, in one transaction.
+
+        A unit whose idempotency key conflicts yields a JobConflict instead of
+        its rows; the other units are committed.
+        """
+        now = self.clock()
+        outcomes: list[Any] = []
+        created_any = False
+        with self.store.transaction() as tx:
+            for unit in units:
+                params = [self._new_job_params(job, now) for job in unit]
+                if len(params) > 1 and all(p["idempotency_key"] is None for p in params):
+                    outcomes.append([(row, True) for row in tx.insert_jobs(params)])
+                    created_any = True
+                    continue
+                conflict = self._key_conflict(tx, params)
+                if conflict is not None:
+                    outcomes.append(conflict)
+                    continue
+                results = []
+                for job_params, row in zip(
+                    params, tx.insert_returning("insert_job", params), strict=True
+                ):
+                    if row is None:  # an existing idempotency key, same request
+                        results.append((tx.one("get_job_by_key", job_params), False))
+                    else:
+                        results.append((row, True))
+                        created_any = True
+                outcomes.append(results)
+            if created_any:
+                self.store.notify_change(tx)
+        self.notifier.notify()
+        return outcomes
+
+    def _key_conflict(self, tx: Transaction, params: list[dict[str, Any]]) -> JobConflict | None:
+        """A JobConflict when a key in ``params`` was used for a different request."""
+        seen: dict[str, str] = {}
+        for job_params in params:
+            key = job_params["idempotency_key"]
+            if key is None:
+                continue
+            if seen.setdefault(key, job_params["request_hash"]) != job_params["request_hash"]:
+                return JobConflict(f"idempotency key {key!r} is used twice for different jobs")
+            existing = tx.one("get_job_by_key", job_params)
+            if existing is not None and existing["request_hash"] != job_params["request_hash"]:
+                return JobConflict(
+                    f"idempotency key {key!r} was already used "
+                    f"for a different job (id {existing['id']})"
+                )
+        return None
+
+    def _new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        if "run_at" in job:
+            run_at = job["run_at"].timestamp()
+        else:
+            run_at = now + job.get("delay", 0.0)
+        timeout = job.get("timeout") or self.config.default_timeout
+        key = job.get("idempotency_key")
+        request_hash = None
+        if key is not None:
+            fingerprint = {k: v for k, v in job.items() if k != "idempotency_key"}
+            canonical = json.dumps(fingerprint, sort_keys=True, default=str)
+            request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+        return {
+            "type": job["type"],
+            "payload": json.dumps(job["payload"], separators=(",", ":")),
+            "priority": job["priority"],
+            "max_attempts": job["max_attempts"],
+            "timeout": timeout,
+            "run_at": run_at,
+            "created_at": now,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+        }

@@ -11,18 +11,13 @@ reported at once. A heartbeat thread keeps the leases alive.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from marshmallow import ValidationError
-
-from taskframe.core.executor import Executor, ExecutorContext, PermanentError
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_LEASE_BATCH, MAX_WAIT
 from taskframe.worker.client import (
@@ -33,6 +28,7 @@ from taskframe.worker.client import (
     Unavailable,
     pair_answers,
 )
+from taskframe.worker.jobs import RunningJob, describe, execute
 
 log = logging.getLogger("taskframe.worker")
 
@@ -47,36 +43,11 @@ IDLE_HEARTBEAT_CHECK = 0.25
 BUSY_POLL = 0.2
 #: How long a stopping worker keeps trying to report the last outcomes.
 FLUSH_TIMEOUT = 5.0
-MAX_ERROR_LENGTH = 4000
 
 
 class _LongPollInterrupted(BaseException):
     """Raised by a signal handler to abandon an idle long poll (not an Exception,
     so no library code on the way swallows it)."""
-
-
-@dataclass(eq=False)
-class RunningJob:
-    """A leased job whose outcome is not decided yet."""
-
-    job: dict[str, Any]
-    executor: Executor
-    deadline: float | None
-    cancel_event: threading.Event = field(default_factory=threading.Event)
-    cancel_requested: bool = False
-
-    @property
-    def job_id(self) -> int:
-        return self.job["id"]
-
-    @property
-    def lease_id(self) -> str:
-        return self.job["lease_id"]
-
-    def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
-        error = error[:MAX_ERROR_LENGTH] if error else error
-        ids = {"job_id": self.job_id, "lease_id": self.lease_id}
-        return {**ids, "status": status, "result": result, "error": error, "retryable": retryable}
 
 
 class Worker:
@@ -259,38 +230,10 @@ class Worker:
     def _job_thread(self) -> None:
         while (running := self._jobs.get()) is not None:
             try:
-                outcome = self._execute(running)
+                outcome = execute(running, self.options)
             except BaseException as exc:  # a job thread must never die and lose its slot
-                outcome = ("failed", None, _describe(exc), True)
+                outcome = ("failed", None, describe(exc), True)
             self._finish(running, *outcome)
-
-    def _execute(self, running: RunningJob) -> tuple[str, Any, str | None, bool]:
-        """Run one job; return its (status, result, error, retryable)."""
-        executor, job = running.executor, running.job
-        try:
-            payload = executor.schema.load(job.get("payload") or {})
-        except ValidationError as exc:
-            return "failed", None, f"invalid payload: {json.dumps(exc.messages)}", False
-        context = ExecutorContext(
-            job_id=running.job_id,
-            attempt=job.get("attempts") or 1,
-            deadline=running.deadline,
-            cancel_event=running.cancel_event,
-            logger=logging.getLogger(f"taskframe.job.{executor.name}"),
-            options=self.options,
-        )
-        try:
-            result = executor.run(payload, context)
-        except PermanentError as exc:
-            return "failed", None, _describe(exc), False
-        except BaseException as exc:
-            log.debug("job %s raised", running.job_id, exc_info=True)
-            return "failed", None, _describe(exc), True
-        try:  # the server must get strict JSON (no NaN), or the whole batch would fail
-            json.dumps(result, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            return "failed", None, f"the result is not JSON-serialisable: {exc}", False
-        return "succeeded", result, None, True
 
     def _finish(
         self, running: RunningJob, status: str, result: Any, error: str | None, retryable: bool
@@ -432,9 +375,3 @@ class Worker:
 def _option(options: argparse.Namespace, name: str, default: Any) -> Any:
     value = getattr(options, name, None)
     return default if value is None else value
-
-
-def _describe(exc: BaseException) -> str:
-    """``"ExcType: message"`` (just the type when there is no message)."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -1,0 +1,79 @@
+"""Running one leased job: its executor, its context, its outcome."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import ValidationError
+
+from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+
+log = logging.getLogger("taskframe.worker")
+
+MAX_ERROR_LENGTH = 4000
+#: (status, result, error, retryable), as reported to the server.
+Outcome = tuple[str, Any, "str | None", bool]
+
+
+@dataclass(eq=False)
+class RunningJob:
+    """A leased job whose outcome is not decided yet."""
+
+    job: dict[str, Any]
+    executor: Executor
+    deadline: float | None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    cancel_requested: bool = False
+
+    @property
+    def job_id(self) -> int:
+        return self.job["id"]
+
+    @property
+    def lease_id(self) -> str:
+        return self.job["lease_id"]
+
+    def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
+        error = error[:MAX_ERROR_LENGTH] if error else error
+        ids = {"job_id": self.job_id, "lease_id": self.lease_id}
+        return {**ids, "status": status, "result": result, "error": error, "retryable": retryable}
+
+
+def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
+    """Run one job; return its (status, result, error, retryable)."""
+    executor, job = running.executor, running.job
+    try:
+        payload = executor.schema.load(job.get("payload") or {})
+    except ValidationError as exc:
+        return "failed", None, f"invalid payload: {json.dumps(exc.messages)}", False
+    context = ExecutorContext(
+        job_id=running.job_id,
+        attempt=job.get("attempts") or 1,
+        deadline=running.deadline,
+        cancel_event=running.cancel_event,
+        logger=logging.getLogger(f"taskframe.job.{executor.name}"),
+        options=options,
+    )
+    try:
+        result = executor.run(payload, context)
+    except PermanentError as exc:
+        return "failed", None, describe(exc), False
+    except BaseException as exc:
+        log.debug("job %s raised", running.job_id, exc_info=True)
+        return "failed", None, describe(exc), True
+    try:  # the server must get strict JSON (no NaN), or the whole batch would fail
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return "failed", None, f"the result is not JSON-serialisable: {exc}", False
+    return "succeeded", result, None, True
+
+
+def describe(exc: BaseException) -> str:
+    """``"ExcType: message"`` (just the type when there is no message)."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
