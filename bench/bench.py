@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", default="sqlite", help="sqlite, or a postgresql:// URL")
     parser.add_argument("--workloads", default="W1,SUBMIT,W2,W3", help="comma-separated")
     parser.add_argument("--jobs", type=int, default=5000, help="W1 job count")
-    parser.add_argument("--w1-concurrency", type=int, default=32, help="slots per W1 worker")
+    parser.add_argument("--w1-concurrency", type=int, default=64, help="slots per W1 worker")
     parser.add_argument("--w2-jobs", type=int, default=300, help="measured W2 round trips")
     parser.add_argument("--submit-seconds", type=float, default=10.0, help="SUBMIT duration")
     parser.add_argument("--no-wrk", action="store_true", help="SUBMIT with Python threads")

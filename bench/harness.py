@@ -223,9 +223,9 @@ class Api:
 
     def batch(self, jobs: list[dict[str, Any]]) -> list[int]:
         body = self.call("POST", "/jobs/batch", 201, json={"jobs": jobs})
-        if body["created"] != len(jobs) or len(body["jobs"]) != len(jobs):
+        if body["created"] != len(jobs) or len(body["ids"]) != len(jobs):
             raise BenchError(f"batch of {len(jobs)}: created={body['created']}")
-        return [job["id"] for job in body["jobs"]]
+        return body["ids"]
 
     def newest_id(self) -> int:
         jobs = self.call("GET", "/jobs", params={"limit": 1})["jobs"]

@@ -203,8 +203,8 @@ class JobListSchema(Schema):
 
 
 class JobBatchSchema(Schema):
-    jobs = fields.List(fields.Nested(JobSchema))
-    created = fields.Integer()
+    ids = fields.List(fields.Integer(), metadata={"description": "in submission order"})
+    created = fields.Integer(metadata={"description": "how many are new (others: same key)"})
 
 
 class AttemptListSchema(Schema):

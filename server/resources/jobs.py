@@ -76,8 +76,9 @@ class JobBatch:
             raise validation_error({"jobs": errors}, f"{len(errors)} job(s) are invalid")
         results = self.scheduler.submit(jobs)
         resp.status = falcon.HTTP_201
+        # Ids only: echoing a thousand full jobs would cost more than storing them.
         resp.media = {
-            "jobs": [job_json(row) for row, _ in results],
+            "ids": [row["id"] for row, _ in results],
             "created": sum(created for _, created in results),
         }
 

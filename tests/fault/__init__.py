@@ -94,10 +94,10 @@ def submit(http: requests.Session, url: str, job: dict[str, Any]) -> dict[str, A
     return response.json()
 
 
-def submit_batch(http: requests.Session, url: str, jobs: list[dict[str, Any]]) -> list[dict]:
+def submit_batch(http: requests.Session, url: str, jobs: list[dict[str, Any]]) -> list[int]:
     response = http.post(f"{url}/jobs/batch", json={"jobs": jobs}, timeout=HTTP_TIMEOUT)
     assert response.status_code == 201, response.text
-    return response.json()["jobs"]
+    return response.json()["ids"]
 
 
 def get_job(http: requests.Session, url: str, job_id: int) -> dict[str, Any]:

@@ -51,10 +51,10 @@ def test_killed_workers_lose_no_job(db_url, start_server, start_worker, http, tm
                 recorder.job(f"h{round_}-{i}", max_attempts=20) for i in range(SLOW_JOBS_PER_ROUND)
             ]
             rng.shuffle(jobs)
-            for job, submitted in zip(jobs, submit_batch(http, server.url, jobs), strict=True):
+            for job, job_id in zip(jobs, submit_batch(http, server.url, jobs), strict=True):
                 payload = job["payload"]
                 tag = payload["content"].strip() if job["type"] == "file" else payload["url"]
-                tag_of[submitted["id"]] = tag.rsplit("/", 1)[-1]
+                tag_of[job_id] = tag.rsplit("/", 1)[-1]
             time.sleep(rng.uniform(0.3, 1.2))
             victim = rng.choice(workers)
             victim.signal(signal.SIGKILL)

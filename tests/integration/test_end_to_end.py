@@ -115,11 +115,11 @@ def test_standalone_server_runs_jobs_by_itself(start_server, sqlite_url, files):
         timeout=30,
     )
     assert answer.status_code == 201, answer.text
-    first, second = answer.json()["jobs"]
+    first, second = answer.json()["ids"]
     write = submit(server.url, "file", {"operation": "write", "path": "s.txt", "content": "solo"})
 
-    first = wait_for_job(server.url, first["id"])
-    second = wait_for_job(server.url, second["id"])
+    first = wait_for_job(server.url, first)
+    second = wait_for_job(server.url, second)
     done = wait_for_job(server.url, write["id"])
     assert [first["status"], second["status"], done["status"]] == ["succeeded"] * 3
     assert (files / "s.txt").read_text() == "solo"

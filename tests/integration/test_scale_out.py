@@ -138,7 +138,7 @@ def test_worker_fails_over_when_a_server_stops(db_url, start_server, start_worke
     batch = [{"type": "sleep", "payload": {"duration": 0.05}} for _ in range(60)]
     answer = requests.post(f"{server_a.url}/jobs/batch", json={"jobs": batch}, timeout=30)
     assert answer.status_code == 201, answer.text
-    ids = [job["id"] for job in answer.json()["jobs"]]
+    ids = answer.json()["ids"]
 
     def succeeded() -> int:
         jobs = all_jobs(server_b.url)

@@ -269,7 +269,10 @@ def test_batch_submit_is_all_or_nothing(client):
     assert list(bad.json["errors"]["jobs"]) == ["1"]
     assert count_jobs(client) == 0
     good = client.simulate_post("/jobs/batch", json={"jobs": [SLEEP] * 3})
-    assert good.status_code == 201 and len(good.json["jobs"]) == 3
+    assert good.status_code == 201 and good.json["created"] == 3
+    assert [job["id"] for job in client.simulate_get("/jobs").json["jobs"]] == good.json["ids"][
+        ::-1
+    ]
     assert count_jobs(client) == 3
 
 
