@@ -189,12 +189,46 @@ class Scheduler:
         order = sorted(range(len(completions)), key=lambda i: completions[i].job_id)
         history: list[dict[str, Any]] = []
         with self.store.transaction() as tx:
-            done = {i: self._complete_one(tx, completions[i], now, history) for i in order}
+            done = self._succeed_all(tx, [(i, completions[i]) for i in order], now, history)
+            for i in order:
+                if i not in done:
+                    done[i] = self._complete_one(tx, completions[i], now, history)
             tx.run_many("insert_attempt", history)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self.notifier.notify()
         return [done[i] for i in range(len(completions))]
+
+    def _succeed_all(
+        self,
+        tx: Transaction,
+        items: list[tuple[int, Completion]],
+        now: float,
+        history: list[dict[str, Any]],
+    ) -> dict[int, CompletionOutcome]:
+        """The hot path: every success of the batch in one guarded, batched update.
+
+        Returns the outcomes by index; the items it could not apply (stale,
+        re-sent, unknown) are left to :meth:`_complete_one`, which tells why.
+        """
+        successes = [(i, item) for i, item in items if item.status == model.SUCCEEDED]
+        params = [
+            {
+                "id": item.job_id,
+                "lease_id": item.lease_id,
+                "worker_id": item.worker_id,
+                "result": None if item.result is None else json.dumps(item.result),
+                "now": now,
+            }
+            for _, item in successes
+        ]
+        done = {}
+        rows = tx.returning_many("succeed_attempt", params)
+        for (i, item), row in zip(successes, rows, strict=True):
+            if row is not None:
+                history.append(_attempt(row, model.OUTCOME_SUCCEEDED, now, None))
+                done[i] = CompletionOutcome(item.job_id, 200, job=row)
+        return done
 
     def _complete_one(
         self, tx: Transaction, item: Completion, now: float, history: list[dict[str, Any]]
@@ -203,14 +237,6 @@ class Scheduler:
         if item.error is not None and "\x00" in item.error:
             # Errors quote remote bodies, which may hold NUL; PostgreSQL text cannot.
             item = replace(item, error=item.error.replace("\x00", "\ufffd"))
-        if item.status == model.SUCCEEDED:
-            # The hot path: one guarded update; on a miss the general path below
-            # tells a stale lease from a re-sent completion.
-            params = {"id": item.job_id, "lease_id": item.lease_id, "worker_id": item.worker_id}
-            row = tx.one("succeed_attempt", {**params, "result": result, "now": now})
-            if row is not None:
-                history.append(_attempt(row, model.OUTCOME_SUCCEEDED, now, None))
-                return CompletionOutcome(item.job_id, 200, job=row)
         row = tx.one("get_job_for_update", {"id": item.job_id})
         if row is None:
             return CompletionOutcome(item.job_id, 404, error=f"job {item.job_id} not found")

@@ -92,7 +92,7 @@ class Intake:
                     continue
                 results = []
                 for job_params, row in zip(
-                    params, tx.insert_returning("insert_job", params), strict=True
+                    params, tx.returning_many("insert_job", params), strict=True
                 ):
                     if row is None:  # an existing idempotency key, same request
                         results.append((tx.one("get_job_by_key", job_params), False))

@@ -38,8 +38,12 @@ class Transaction(Protocol):
         """Insert jobs without idempotency keys in one batch; return their rows in order."""
         ...
 
-    def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
-        """Run an ``INSERT ... RETURNING`` once per row; None where nothing was inserted."""
+    def returning_many(self, query: str, rows: list[Params]) -> list[Row | None]:
+        """Run a ``... RETURNING`` statement once per row, as one batch.
+
+        One answer per row, in order: the returned row, or None where the
+        statement touched nothing (a conflict skipped, a guard not met).
+        """
         ...
 
 

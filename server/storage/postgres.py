@@ -74,9 +74,9 @@ class PostgresTransaction:
 
     def insert_jobs(self, rows: list[Params]) -> list[Row]:
         # No key, no conflict: every row comes back, in order.
-        return self.insert_returning("insert_job", rows)  # type: ignore[return-value]
+        return self.returning_many("insert_job", rows)  # type: ignore[return-value]
 
-    def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
+    def returning_many(self, query: str, rows: list[Params]) -> list[Row | None]:
         if not rows:
             return []
         found: list[Row | None] = []

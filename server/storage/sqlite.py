@@ -80,7 +80,7 @@ class SQLiteTransaction:
         self._connection.executemany(QUERIES["insert_jobs_without_keys"], rows)
         return self.all("jobs_inserted_after", {"id": before})
 
-    def insert_returning(self, query: str, rows: list[Params]) -> list[Row | None]:
+    def returning_many(self, query: str, rows: list[Params]) -> list[Row | None]:
         sql = QUERIES[query]
         execute = self._connection.execute
         return [execute(sql, _adapt(row)).fetchone() for row in rows]

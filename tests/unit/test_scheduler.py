@@ -672,7 +672,7 @@ def test_a_failing_transaction_is_rolled_back(store, scheduler):
         raise RuntimeError("abort")
     assert scheduler.get(row["id"])["status"] == "queued"
     with store.transaction() as tx:
-        assert tx.insert_returning("insert_job", []) == []
+        assert tx.returning_many("insert_job", []) == []
         assert tx.run("cancel_queued", {"id": row["id"], "now": T0}) == 1
     assert scheduler.get(row["id"])["status"] == "cancelled"
 
