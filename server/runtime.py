@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import StoreUnavailable
 
 log = logging.getLogger("taskframe.server")
 PRUNE_EVERY = 60.0
+#: Reap intervals without reaching the database that count as an outage.
+OUTAGE_AFTER = 5
 
 
 class Housekeeper:
@@ -35,9 +38,18 @@ class Housekeeper:
     def _run(self) -> None:
         interval = self.scheduler.config.reap_interval
         since_prune = PRUNE_EVERY  # prune once at start
+        reaped_at = None  # monotonic time of the last reap that reached the database
+        grace_until = 0.0
         while not self._stop.wait(interval):
+            now = time.monotonic()
+            if reaped_at is None or now - reaped_at > OUTAGE_AFTER * interval:
+                # This server just started, or could not reach the database: the
+                # workers could not heartbeat either. Give them one lease TTL to
+                # renew before their leases count as expired.
+                grace_until = now + self.scheduler.config.lease_ttl
             try:
-                reaped = self.scheduler.reap()
+                reaped = self.scheduler.reap(expire_leases=now >= grace_until)
+                reaped_at = time.monotonic()
                 if reaped:
                     log.info("reaped %d expired attempt(s)", reaped)
                 since_prune += interval

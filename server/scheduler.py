@@ -319,11 +319,16 @@ class Scheduler:
 
     # ------------------------------------------------------------ housekeeping
 
-    def reap(self) -> int:
-        """Fail the attempts whose lease expired or whose timeout passed."""
+    def reap(self, expire_leases: bool = True) -> int:
+        """Fail the attempts whose lease expired or whose timeout passed.
+
+        ``expire_leases=False`` reaps timeouts only: for a grace period after
+        an outage, when workers had no server to send their heartbeats to.
+        """
         now = self.clock()
         with self.store.transaction() as tx:
-            rows = tx.all("expired_attempts", {"now": now, "limit": REAP_BATCH})
+            params = {"now": now, "lease_cutoff": now if expire_leases else 0.0}
+            rows = tx.all("expired_attempts", {**params, "limit": REAP_BATCH})
             reaped = 0
             history: list[dict[str, Any]] = []
             for row in rows:

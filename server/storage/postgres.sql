@@ -173,7 +173,7 @@ RETURNING id, cancel_requested;
 -- name: expired_attempts
 -- Rows a completion is changing right now are skipped: the next reap sees them.
 SELECT * FROM jobs
-WHERE status = 'running' AND (lease_expires_at < %(now)s OR deadline < %(now)s)
+WHERE status = 'running' AND (lease_expires_at < %(lease_cutoff)s OR deadline < %(now)s)
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;

@@ -157,7 +157,7 @@ RETURNING id, cancel_requested;
 
 -- name: expired_attempts
 SELECT * FROM jobs
-WHERE status = 'running' AND (lease_expires_at < :now OR deadline < :now)
+WHERE status = 'running' AND (lease_expires_at < :lease_cutoff OR deadline < :now)
 LIMIT :limit;
 
 -- name: cancel_queued

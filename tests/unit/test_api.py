@@ -308,3 +308,22 @@ def test_job_types_health_and_openapi(client):
     spec = client.simulate_get("/openapi.json").json
     assert spec["openapi"].startswith("3.")
     assert {"/jobs", "/lease", "/next-job", "/jobs/{job_id}/complete"} <= set(spec["paths"])
+
+
+def test_reaping_leases_can_wait_out_a_grace_period(sqlite_url):
+    now = [1000.0]
+    store = open_store(sqlite_url)
+    store.migrate()
+    config = ServerConfig(lease_ttl=5, default_timeout=60)
+    scheduler = Scheduler(store, config, clock=lambda: now[0])
+    [(row, _)] = scheduler.submit(
+        [{"type": "sleep", "payload": {}, "priority": 5, "max_attempts": 3}]
+    )
+    assert scheduler.lease("w1", ["sleep"], 1, 0)[0]["id"] == row["id"]
+    now[0] += 10  # the lease expired, e.g. while no server ran
+    assert scheduler.reap(expire_leases=False) == 0  # grace: the worker may still heartbeat
+    assert scheduler.get(row["id"])["status"] == "running"
+    now[0] += 100  # past the timeout: reaped even in the grace period
+    assert scheduler.reap(expire_leases=False) == 1
+    assert scheduler.get(row["id"])["status"] == "queued"
+    store.close()
