@@ -86,24 +86,34 @@ class Intake:
                     outcomes.append([(row, True) for row in tx.insert_jobs(params)])
                     created_any = True
                     continue
-                conflict = self._key_conflict(tx, params)
-                if conflict is not None:
-                    outcomes.append(conflict)
-                    continue
-                results = []
-                for job_params, row in zip(
-                    params, tx.returning_many("insert_job", params), strict=True
-                ):
-                    if row is None:  # an existing idempotency key, same request
-                        results.append((tx.one("get_job_by_key", job_params), False))
-                    else:
-                        results.append((row, True))
-                        created_any = True
-                outcomes.append(results)
+                outcome = self._key_conflict(tx, params) or self._insert_keyed(tx, params)
+                created_any = created_any or (
+                    not isinstance(outcome, JobConflict) and any(c for _, c in outcome)
+                )
+                outcomes.append(outcome)
             if created_any:
                 self.store.notify_change(tx)
         self.notifier.notify()
         return outcomes
+
+    def _insert_keyed(
+        self, tx: Transaction, params: list[dict[str, Any]]
+    ) -> list[tuple[Row, bool]] | JobConflict:
+        """Insert jobs that may carry idempotency keys; (row, created) for each."""
+        results = []
+        for job_params, row in zip(params, tx.returning_many("insert_job", params), strict=True):
+            if row is not None:
+                results.append((row, True))
+                continue
+            # The key exists: committed meanwhile by a concurrent submission.
+            existing = tx.one("get_job_by_key", job_params)
+            if existing["request_hash"] != job_params["request_hash"]:
+                conflict = _key_used(job_params["idempotency_key"], existing["id"])
+                if len(params) > 1:
+                    raise conflict  # a batch is all or nothing: roll back its inserts
+                return conflict
+            results.append((existing, False))
+        return results
 
     def _key_conflict(self, tx: Transaction, params: list[dict[str, Any]]) -> JobConflict | None:
         """A JobConflict when a key in ``params`` was used for a different request."""
@@ -116,10 +126,7 @@ class Intake:
                 return JobConflict(f"idempotency key {key!r} is used twice for different jobs")
             existing = tx.one("get_job_by_key", job_params)
             if existing is not None and existing["request_hash"] != job_params["request_hash"]:
-                return JobConflict(
-                    f"idempotency key {key!r} was already used "
-                    f"for a different job (id {existing['id']})"
-                )
+                return _key_used(key, existing["id"])
         return None
 
     def _new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
@@ -145,3 +152,7 @@ class Intake:
             "idempotency_key": key,
             "request_hash": request_hash,
         }
+
+
+def _key_used(key: str, job_id: int) -> JobConflict:
+    return JobConflict(f"idempotency key {key!r} was already used for another job (id {job_id})")

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from taskframe.core.errors import JobConflict
 from taskframe.server.config import ServerConfig
 from taskframe.server.notify import ChangeNotifier
 from taskframe.server.scheduler import Completion, Scheduler
@@ -231,3 +232,26 @@ def test_postgres_connections_recover_after_being_dropped(postgres_url):
     finally:
         store_a.close()
         store_b.close()
+
+
+@pytest.mark.timeout(90)
+def test_racing_submissions_of_one_key_create_one_job(store, open_stores):
+    """The same idempotency key from 8 'servers' at once: one job; same body -> that
+    job, different body -> a conflict, never a second job or a silent mix-up."""
+    schedulers = [Scheduler(s, ServerConfig()) for s in open_stores(8)]
+
+    def submit(index: int) -> Any:
+        body = job(payload={"n": index % 2}, idempotency_key="race")
+        try:
+            return schedulers[index].submit_one(body)
+        except JobConflict as exc:
+            return exc
+
+    outcomes = run_threads(8, submit)
+    rows = [outcome for outcome in outcomes if not isinstance(outcome, JobConflict)]
+    [winner] = {row["id"] for row, _ in rows}
+    assert sum(created for _, created in rows) == 1
+    payload = schedulers[0].get(winner)["payload"]
+    for index, outcome in enumerate(outcomes):
+        same_body = f'"n":{index % 2}' in payload.replace(" ", "")
+        assert isinstance(outcome, JobConflict) != same_body
