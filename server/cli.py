@@ -19,7 +19,7 @@ from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
-from taskframe.server.storage import open_store
+from taskframe.server.storage import StoreUnavailable, open_store
 
 log = logging.getLogger("taskframe.server")
 
@@ -165,10 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, error in plugins.failures.items():
         log.error("plugin %s not loaded: %s", name, error)
 
-    store = open_store(
-        options.db, busy_timeout=options.db_busy_timeout, synchronous=options.sqlite_synchronous
-    )
-    version = store.migrate()
+    try:
+        store = open_store(
+            options.db,
+            busy_timeout=options.db_busy_timeout,
+            synchronous=options.sqlite_synchronous,
+        )
+        version = store.migrate()
+    except (StoreUnavailable, ValueError) as exc:
+        log.error("cannot use the database %s: %s", options.db, exc)
+        return 1
     if options.migrate_only:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0

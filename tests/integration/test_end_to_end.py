@@ -460,6 +460,20 @@ def test_migrate_only_creates_the_schema_and_exits(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_an_unusable_database_is_a_clear_error_not_a_traceback(tmp_path):
+    db = tmp_path / "missing-folder" / "x.db"
+    run = subprocess.run(
+        [str(BIN / "taskframe-server"), "--db", str(db), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=45,
+    )
+    assert run.returncode == 1
+    assert f"cannot use the database {db}" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.timeout(60)
 def test_environment_variables_configure_server_and_worker(
     start_server, start_worker, tmp_path, files
 ):
