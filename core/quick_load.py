@@ -87,8 +87,10 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
     maximum = data.get("max", 1)
     wait = data.get("wait", 0.0)
     completions = data.get("completions", [])
+    request_id = data.get("request_id")
     if (
-        not _is_id_text(data.get("worker_id"))
+        (request_id is not None and not _is_id_text(request_id))
+        or not _is_id_text(data.get("worker_id"))
         or (
             types is not None
             and (type(types) is not list or not all(type(t) is str for t in types))
@@ -134,4 +136,5 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
         "max": maximum,
         "wait": float(wait),
         "completions": loaded,
+        "request_id": request_id,
     }

@@ -118,6 +118,15 @@ class LeaseRequestSchema(Schema):
     max = fields.Integer(strict=True, load_default=1, validate=validate.Range(0, MAX_LEASE_BATCH))
     wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
     completions = fields.List(fields.Nested(CompletionItemSchema), load_default=list)
+    request_id = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=_id_text,
+        metadata={
+            "description": "the worker's id for this request: re-sent after a lost answer, "
+            "it returns the jobs already leased to it instead of leasing more"
+        },
+    )
 
 
 class HeartbeatItemSchema(Schema):

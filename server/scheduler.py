@@ -141,8 +141,27 @@ class Scheduler:
 
     # ----------------------------------------------------------------- workers
 
-    def lease(self, worker_id: str, types: Iterable[str], limit: int, wait: float) -> list[Row]:
-        """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one."""
+    def lease(
+        self,
+        worker_id: str,
+        types: Iterable[str],
+        limit: int,
+        wait: float,
+        request_id: str | None = None,
+    ) -> list[Row]:
+        """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one.
+
+        With a ``request_id`` the lease ids start with it, so that the same
+        request re-sent after a lost answer gets those jobs back instead of
+        leaving them to expire (and leasing more).
+        """
+        prefix = f"{request_id}-" if request_id else secrets.token_hex(6) + "-"
+        if request_id:
+            params = {"worker_id": worker_id, "lease_prefix": prefix}
+            with self.store.reader() as tx:
+                replay = tx.all("leased_by_request", params)
+            if replay:
+                return sorted(replay, key=lambda row: (-row["priority"], row["id"]))
         types = list(types)
         if limit <= 0 or not types:
             return []
@@ -150,13 +169,13 @@ class Scheduler:
         with self.notifier.waiting():
             while True:
                 generation = self.notifier.generation
-                jobs = self._lease_now(worker_id, types, limit)
+                jobs = self._lease_now(worker_id, types, limit, prefix)
                 remaining = deadline - time.monotonic()
                 if jobs or remaining <= 0 or self.notifier.closed:
                     return jobs
                 self.notifier.wait(generation, min(remaining, self._until_next_run()))
 
-    def _lease_now(self, worker_id: str, types: list[str], limit: int) -> list[Row]:
+    def _lease_now(self, worker_id: str, types: list[str], limit: int, prefix: str) -> list[Row]:
         now = self.clock()
         params = {
             "worker_id": worker_id,
@@ -164,7 +183,7 @@ class Scheduler:
             "limit": limit,
             "now": now,
             "lease_expires_at": now + self.config.lease_ttl,
-            "lease_prefix": secrets.token_hex(6) + "-",
+            "lease_prefix": prefix,
         }
         with self.store.transaction() as tx:
             rows = tx.all("lease_jobs", params)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -190,6 +191,7 @@ class ApiClient:
         max_jobs: int,
         wait: float,
         completions: list[dict[str, Any]],
+        request_id: str | None = None,
     ) -> dict[str, Any]:
         """``POST /lease``: report ``completions`` and lease up to ``max_jobs`` jobs."""
         body = {
@@ -198,6 +200,7 @@ class ApiClient:
             "max": max_jobs,
             "wait": wait,
             "completions": completions,
+            "request_id": request_id,
         }
         return self.call("POST", "/lease", body=body, read_timeout=wait + LONG_POLL_MARGIN) or {}
 
@@ -269,6 +272,7 @@ class Outbox:
         self.types = types
         self._items: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._request_id: str | None = None
 
     def add(self, completion: dict[str, Any]) -> None:
         with self._lock:
@@ -291,14 +295,19 @@ class Outbox:
         """
         with self._lock:
             sent = self._items[:MAX_COMPLETIONS_PER_REQUEST]
+        # Kept until an answer arrives: a request whose answer was lost is
+        # re-sent with the same id and gets back the jobs it had leased.
+        self._request_id = self._request_id or secrets.token_hex(8)
         try:
-            answer = self._lease(max_jobs, wait, sent)
+            answer = self._lease(max_jobs, wait, sent, self._request_id)
         except Unavailable:
             raise
         except ApiError:
+            self._request_id = None
             if sent:
                 self._isolate(sent)
             raise
+        self._request_id = None
         self._settle(sent, answer.get("completions") or [])
         return answer
 
@@ -323,8 +332,12 @@ class Outbox:
             time.sleep(min(delay, left))
         return not len(self)
 
-    def _lease(self, max_jobs: int, wait: float, completions: list[dict]) -> dict[str, Any]:
-        return self.client.lease(self.worker_id, self.types, max_jobs, wait, completions)
+    def _lease(
+        self, max_jobs: int, wait: float, completions: list[dict], request_id: str | None = None
+    ) -> dict[str, Any]:
+        return self.client.lease(
+            self.worker_id, self.types, max_jobs, wait, completions, request_id=request_id
+        )
 
     def _settle(self, sent: list[dict[str, Any]], answers: list[dict[str, Any]]) -> None:
         done = []

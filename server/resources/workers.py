@@ -61,7 +61,11 @@ class Lease(WorkerResource):
             [_completion(c, c["job_id"], worker_id) for c in request["completions"]]
         )
         rows = self.scheduler.lease(
-            worker_id, self._types(request["types"]), request["max"], request["wait"]
+            worker_id,
+            self._types(request["types"]),
+            request["max"],
+            request["wait"],
+            request_id=request["request_id"],
         )
         resp.media = {
             "jobs": [job_json(row, with_lease=True) for row in rows],

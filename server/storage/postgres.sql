@@ -134,6 +134,11 @@ FROM candidates
 WHERE jobs.id = candidates.id AND jobs.status = 'queued'
 RETURNING jobs.*;
 
+-- name: leased_by_request
+SELECT * FROM jobs
+WHERE status = 'running' AND worker_id = %(worker_id)s
+  AND left(lease_id, length(%(lease_prefix)s)) = %(lease_prefix)s;
+
 -- name: next_run_at
 SELECT min(run_at) AS run_at FROM jobs WHERE status = 'queued' AND run_at > %(now)s;
 

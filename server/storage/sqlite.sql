@@ -120,6 +120,11 @@ WHERE id IN (
 )
 RETURNING *;
 
+-- name: leased_by_request
+SELECT * FROM jobs
+WHERE status = 'running' AND worker_id = :worker_id
+  AND substr(lease_id, 1, length(:lease_prefix)) = :lease_prefix;
+
 -- name: next_run_at
 SELECT min(run_at) AS run_at FROM jobs INDEXED BY jobs_queued_run_at
 WHERE status = 'queued' AND run_at > :now;

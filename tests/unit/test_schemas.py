@@ -41,6 +41,7 @@ lease_request = st.fixed_dictionaries(
         "max": st.integers(min_value=0, max_value=schemas.MAX_LEASE_BATCH),
         "wait": st.floats(min_value=0, max_value=schemas.MAX_WAIT) | st.integers(0, 60),
         "completions": st.lists(completion, max_size=4),
+        "request_id": st.none() | ids,
     },
 )
 
