@@ -82,3 +82,24 @@ def test_file_root_option_for_the_worker_only(monkeypatch: pytest.MonkeyPatch) -
 def test_file_root_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKFRAME_FILE_ROOT", "/from/env")
     assert _options("worker", []).file_root == "/from/env"
+
+
+def test_an_installed_plugin_that_fails_to_import_is_reported_by_name(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real installed distribution (dist-info on sys.path) whose entry point is broken.
+    dist_info = tmp_path / "taskframe_broken-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: taskframe-broken\nVersion: 0.1\n"
+    )
+    (dist_info / "entry_points.txt").write_text("[taskframe]\nbroken = taskframe_broken_plugin\n")
+    (tmp_path / "taskframe_broken_plugin.py").write_text(
+        "raise ImportError('missing dependency')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    plugins = create_plugin_manager()
+
+    assert "ImportError: missing dependency" in plugins.failures["broken"]
+    assert {"sleep", "http", "file"} <= set(plugins.executors)
