@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 
+from tests.processes import wait_until
+
 #: Short server settings: leases die fast and retries come back fast.
 SERVER_ARGS = (
     "--lease-ttl",
@@ -134,6 +136,16 @@ def unfinished(http: requests.Session, url: str) -> int | None:
         return sum(len(all_jobs(http, url, status)) for status in ("queued", "running"))
     except requests.RequestException:
         return None
+
+
+def wait_all_finished(http: requests.Session, url: str, context: str, timeout: float = 60) -> None:
+    """Wait until no job is queued or running; ``context`` explains a failure."""
+    wait_until(
+        lambda: unfinished(http, url) == 0,
+        timeout=timeout,
+        interval=0.3,
+        message=f"every job to finish {context}",
+    )
 
 
 class Recorder:

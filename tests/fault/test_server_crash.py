@@ -26,10 +26,10 @@ from tests.fault import (
     executions,
     server_args,
     tag_of,
-    unfinished,
+    wait_all_finished,
     worker_args,
 )
-from tests.processes import Server, wait_until
+from tests.processes import Server
 
 KILLS = 2
 
@@ -129,12 +129,7 @@ def test_separate_server_killed_and_restarted(db_url, start_server, start_worker
         time.sleep(0.5)
         submitter.stop()
         context = f"(submissions refused: {dict(submitter.refused)})"
-        wait_until(
-            lambda: unfinished(http, server.url) == 0,
-            timeout=60,
-            interval=0.3,
-            message=f"every job to finish {context}",
-        )
+        wait_all_finished(http, server.url, context)
         ran = executions(file_root) + recorder.calls
     jobs, histories = _check_every_acknowledged_job_succeeded(
         http, server.url, submitter, ran, context
@@ -179,11 +174,6 @@ def test_standalone_server_killed_and_restarted(db_url, start_server, http, tmp_
         submitter.stop()
         context = f"(submissions refused: {dict(submitter.refused)})"
         # The killed worker's leases expire (TTL 2 s) and its jobs run again.
-        wait_until(
-            lambda: unfinished(http, server.url) == 0,
-            timeout=60,
-            interval=0.3,
-            message=f"every job to finish {context}",
-        )
+        wait_all_finished(http, server.url, context)
         ran = executions(file_root) + recorder.calls
     _check_every_acknowledged_job_succeeded(http, server.url, submitter, ran, context)

@@ -17,10 +17,9 @@ from tests.fault import (
     attempts,
     executions,
     submit_batch,
-    unfinished,
+    wait_all_finished,
     worker_args,
 )
-from tests.processes import wait_until
 
 ROUNDS = 5  # one worker killed per round
 FILE_JOBS_PER_ROUND = 60  # 300 instant jobs recorded in the run log
@@ -64,12 +63,7 @@ def test_killed_workers_lose_no_job(db_url, start_server, start_worker, http, tm
             workers.append(new_worker())
 
         context = f"(seed {seed}, killed {kills})"
-        wait_until(
-            lambda: unfinished(http, server.url) == 0,
-            timeout=90,
-            interval=0.3,
-            message=f"every job to finish {context}",
-        )
+        wait_all_finished(http, server.url, context, timeout=90)
         ran = executions(file_root) + recorder.calls
 
     jobs = all_jobs(http, server.url)
