@@ -21,6 +21,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.notify import ChangeNotifier
 from taskframe.server.scheduler import Completion, Scheduler
 from taskframe.server.storage import Store, open_store
+from tests.processes import wait_until
 from tests.unit.test_scheduler import Clock, job, latest_version, raw_connection
 
 THREADS = 8
@@ -177,7 +178,7 @@ def test_a_long_poll_wakes_up_for_a_job_submitted_through_another_server(store, 
     server_a = watching_scheduler(store)
     server_b = Scheduler(store_b, ServerConfig())
     thread, answer = call_in_thread(lambda: server_a.lease("w1", ["sleep"], 1, wait=10))
-    time.sleep(0.5)  # let the long-poll find nothing and wait
+    wait_until(server_a.notifier.has_waiters, 10, 0.01, "the long poll to wait")
     assert thread.is_alive()
     [(row, _)] = server_b.submit([job()])
     thread.join(timeout=15)
@@ -192,7 +193,7 @@ def test_a_job_waiter_wakes_up_when_another_server_cancels_it(store, open_stores
     server_b = Scheduler(store_b, ServerConfig())
     [(row, _)] = server_b.submit([job()])
     thread, answer = call_in_thread(lambda: server_a.wait_until_finished(row["id"], wait=10))
-    time.sleep(0.5)
+    wait_until(server_a.notifier.has_waiters, 10, 0.01, "the job waiter to wait")
     assert thread.is_alive()
     server_b.cancel(row["id"])
     thread.join(timeout=15)

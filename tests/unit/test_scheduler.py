@@ -23,6 +23,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Completion, JobConflict, JobNotFound, Scheduler
 from taskframe.server.storage import Row, Store, StoreUnavailable, open_store
 from taskframe.server.storage.base import load_queries, migrations
+from tests.processes import wait_until
 
 T0 = 1_700_000_000.0
 TTL = 30.0
@@ -225,7 +226,7 @@ def test_lease_long_poll_returns_when_another_thread_submits(store, config):
     scheduler = Scheduler(store, config)
 
     def submit_later() -> None:
-        time.sleep(0.3)
+        wait_until(scheduler.notifier.has_waiters, 10, 0.01, "the long poll to wait")
         submit(scheduler)
 
     thread = threading.Thread(target=submit_later)
@@ -633,7 +634,7 @@ def test_wait_until_finished_returns_when_the_job_finishes(store, config):
     row = lease_one(scheduler)
 
     def finish_later() -> None:
-        time.sleep(0.3)
+        wait_until(scheduler.notifier.has_waiters, 10, 0.01, "the job waiter to wait")
         complete(scheduler, row)
 
     thread = threading.Thread(target=finish_later)
