@@ -88,8 +88,10 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
     wait = data.get("wait", 0.0)
     completions = data.get("completions", [])
     request_id = data.get("request_id")
+    resent = data.get("resent", False)
     if (
         (request_id is not None and not _is_id_text(request_id))
+        or type(resent) is not bool
         or not _is_id_text(data.get("worker_id"))
         or (
             types is not None
@@ -137,4 +139,5 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
         "wait": float(wait),
         "completions": loaded,
         "request_id": request_id,
+        "resent": resent,
     }

@@ -122,9 +122,13 @@ class LeaseRequestSchema(Schema):
         load_default=None,
         allow_none=True,
         validate=_id_text,
+        metadata={"description": "the worker's id for this request; its lease ids start with it"},
+    )
+    resent = fields.Boolean(
+        load_default=False,
         metadata={
-            "description": "the worker's id for this request: re-sent after a lost answer, "
-            "it returns the jobs already leased to it instead of leasing more"
+            "description": "this request (same request_id) was sent before and its answer "
+            "was lost: return the jobs already leased to it instead of leasing more"
         },
     )
 

@@ -148,15 +148,17 @@ class Scheduler:
         limit: int,
         wait: float,
         request_id: str | None = None,
+        resent: bool = False,
     ) -> list[Row]:
         """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one.
 
         With a ``request_id`` the lease ids start with it, so that the same
-        request re-sent after a lost answer gets those jobs back instead of
-        leaving them to expire (and leasing more).
+        request ``resent`` after a lost answer gets those jobs back instead of
+        leaving them to expire (and leasing more). Only a resend looks: the
+        ordinary lease pays nothing for it.
         """
         prefix = f"{request_id}-" if request_id else secrets.token_hex(6) + "-"
-        if request_id:
+        if request_id and resent:
             params = {"worker_id": worker_id, "lease_prefix": prefix}
             with self.store.reader() as tx:
                 replay = tx.all("leased_by_request", params)

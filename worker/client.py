@@ -192,6 +192,7 @@ class ApiClient:
         wait: float,
         completions: list[dict[str, Any]],
         request_id: str | None = None,
+        resent: bool = False,
     ) -> dict[str, Any]:
         """``POST /lease``: report ``completions`` and lease up to ``max_jobs`` jobs."""
         body = {
@@ -201,6 +202,7 @@ class ApiClient:
             "wait": wait,
             "completions": completions,
             "request_id": request_id,
+            "resent": resent,
         }
         return self.call("POST", "/lease", body=body, read_timeout=wait + LONG_POLL_MARGIN) or {}
 
@@ -273,6 +275,7 @@ class Outbox:
         self._items: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._request_id: str | None = None
+        self._resent = False  # the request under _request_id may have leased jobs already
 
     def add(self, completion: dict[str, Any]) -> None:
         with self._lock:
@@ -299,15 +302,16 @@ class Outbox:
         # re-sent with the same id and gets back the jobs it had leased.
         self._request_id = self._request_id or secrets.token_hex(8)
         try:
-            answer = self._lease(max_jobs, wait, sent, self._request_id)
+            answer = self._lease(max_jobs, wait, sent, self._request_id, self._resent)
         except Unavailable:
+            self._resent = True
             raise
         except ApiError:
-            self._request_id = None
+            self._request_id, self._resent = None, False
             if sent:
                 self._isolate(sent)
             raise
-        self._request_id = None
+        self._request_id, self._resent = None, False
         self._settle(sent, answer.get("completions") or [])
         return answer
 
@@ -333,10 +337,15 @@ class Outbox:
         return not len(self)
 
     def _lease(
-        self, max_jobs: int, wait: float, completions: list[dict], request_id: str | None = None
+        self,
+        max_jobs: int,
+        wait: float,
+        completions: list[dict],
+        request_id: str | None = None,
+        resent: bool = False,
     ) -> dict[str, Any]:
         return self.client.lease(
-            self.worker_id, self.types, max_jobs, wait, completions, request_id=request_id
+            self.worker_id, self.types, max_jobs, wait, completions, request_id, resent
         )
 
     def _settle(self, sent: list[dict[str, Any]], answers: list[dict[str, Any]]) -> None:

@@ -66,6 +66,7 @@ class Lease(WorkerResource):
             request["max"],
             request["wait"],
             request_id=request["request_id"],
+            resent=request["resent"],
         )
         resp.media = {
             "jobs": [job_json(row, with_lease=True) for row in rows],

@@ -327,3 +327,13 @@ def test_reaping_leases_can_wait_out_a_grace_period(sqlite_url):
     assert scheduler.reap(expire_leases=False) == 1
     assert scheduler.get(row["id"])["status"] == "queued"
     store.close()
+
+
+def test_a_lease_request_resent_after_a_lost_answer_gets_the_same_jobs(client):
+    for _ in range(3):
+        client.simulate_post("/jobs", json=SLEEP)
+    first = lease(client, max=2, request_id="r1")["jobs"]
+    again = lease(client, max=2, request_id="r1", resent=True)["jobs"]  # first answer lost
+    assert [j["lease_id"] for j in again] == [j["lease_id"] for j in first]
+    assert all(j["attempts"] == 1 for j in again)
+    assert [j["id"] for j in lease(client, max=2, request_id="r2")["jobs"]] == [3]

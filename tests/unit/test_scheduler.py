@@ -716,9 +716,10 @@ def test_an_unreachable_postgres_is_store_unavailable():
 def test_a_lease_request_resent_with_its_id_gets_the_same_jobs_back(scheduler):
     ids = [submit(scheduler)["id"] for _ in range(3)]
     first = scheduler.lease("w1", ["sleep"], 2, 0, request_id="req-1")
-    replay = scheduler.lease("w1", ["sleep"], 2, 0, request_id="req-1")
+    replay = scheduler.lease("w1", ["sleep"], 2, 0, request_id="req-1", resent=True)
     assert [(r["id"], r["lease_id"]) for r in replay] == [(r["id"], r["lease_id"]) for r in first]
     assert [r["id"] for r in first] == ids[:2]
     assert all(scheduler.get(i)["attempts"] == 1 for i in ids[:2])
     # The replay belongs to the worker that sent the request: another one leases afresh.
-    assert [r["id"] for r in scheduler.lease("w2", ["sleep"], 2, 0, request_id="req-1")] == ids[2:]
+    other = scheduler.lease("w2", ["sleep"], 2, 0, request_id="req-1", resent=True)
+    assert [r["id"] for r in other] == ids[2:]

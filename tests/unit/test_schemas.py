@@ -42,6 +42,7 @@ lease_request = st.fixed_dictionaries(
         "wait": st.floats(min_value=0, max_value=schemas.MAX_WAIT) | st.integers(0, 60),
         "completions": st.lists(completion, max_size=4),
         "request_id": st.none() | ids,
+        "resent": st.booleans(),
     },
 )
 
