@@ -206,13 +206,17 @@ def main(argv: list[str] | None = None) -> int:
         # select(): its run() closes itself on KeyboardInterrupt.
         raise KeyboardInterrupt
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
+    _on_stop_signals(stop)
     try:
         server.run()
     finally:
         _shut_down(server, scheduler, housekeeper)
     return 0
+
+
+def _on_stop_signals(handler: Any) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
 
 
 def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> None:
@@ -250,8 +254,7 @@ def _run_standalone(
         worker.stop()
         worker.interrupt_idle_poll()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+    _on_stop_signals(on_signal)
     try:
         worker.run()
     finally:

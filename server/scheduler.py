@@ -296,15 +296,15 @@ class Scheduler:
     ) -> list[tuple[int, bool, bool]]:
         """Extend leases; return (job_id, still held, cancel requested) for each."""
         expires = self.clock() + self.config.lease_ttl
-        answers = {}
+        # Rows are locked in id order, as every multi-row writer does: no deadlocks.
+        ordered = sorted(set(leases))
+        params = [{"id": i, "lease_id": lease, "lease_expires_at": expires} for i, lease in ordered]
         with self.store.transaction() as tx:
-            # Rows are locked in id order, as every multi-row writer does: no deadlocks.
-            for job_id, lease_id in sorted(set(leases)):
-                row = tx.one(
-                    "extend_lease",
-                    {"id": job_id, "lease_id": lease_id, "lease_expires_at": expires},
-                )
-                answers[job_id, lease_id] = (row is not None, bool(row and row["cancel_requested"]))
+            rows = tx.returning_many("extend_lease", params)
+        answers = {
+            key: (row is not None, bool(row and row["cancel_requested"]))
+            for key, row in zip(ordered, rows, strict=True)
+        }
         return [(job_id, *answers[job_id, lease_id]) for job_id, lease_id in leases]
 
     def release(self, job_id: int, worker_id: str, lease_id: str) -> Row:
