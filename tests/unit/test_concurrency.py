@@ -112,7 +112,7 @@ def test_concurrent_reapers_reap_each_attempt_once(store, open_stores):
     assert sum(reaped) == 100
     assert scheduler.reap() == 0
     for row in scheduler.list(None, None, 200, None):
-        assert row["status"] == "queued" and row["attempts"] == 1
+        assert row["status"] == "scheduled" and row["attempts"] == 1
         assert [a["outcome"] for a in scheduler.attempts(row["id"])] == ["lease_expired"]
 
 
@@ -121,18 +121,28 @@ def test_migrating_from_the_first_version_keeps_the_jobs(db_url, open_stores):
     assert store.schema_version() == 0
     assert store.migrate(target=1) == 1
     assert store.schema_version() == 1
-    # The version-1 schema has the jobs table only: submit and lease work on it.
-    scheduler = Scheduler(store, ServerConfig())
-    [(row, _)] = scheduler.submit([job(payload={"kept": True})])
-    leased = scheduler.lease("w1", ["sleep"], 1, wait=0)
-    assert [r["id"] for r in leased] == [row["id"]]
+    # Jobs as version 1 stored them: a ready one, and a delayed one left 'queued'.
+    insert = (
+        "INSERT INTO jobs (type, payload, priority, status, max_attempts, run_at, created_at) "
+        "VALUES ('sleep', '{{\"kept\":true}}', 5, 'queued', 3, {run_at}, 0)"
+    )
+    with raw_connection(db_url) as raw:
+        raw.execute(insert.format(run_at=time.time() - 1))
+        raw.execute(insert.format(run_at=time.time() + 3600))
     assert store.migrate() == latest_version(store)
     assert store.schema_version() == latest_version(store)
-    survivor = scheduler.get(row["id"])
-    assert survivor["payload"] == '{"kept":true}' and survivor["status"] == "running"
-    [outcome] = scheduler.complete([Completion(row["id"], leased[0]["lease_id"], "succeeded")])
+    scheduler = Scheduler(store, ServerConfig())
+    ready, delayed = sorted(scheduler.list(None, None, 10, None), key=lambda row: row["id"])
+    # migration 3: a job not due yet is 'scheduled', off the lease path.
+    assert (ready["status"], delayed["status"]) == ("queued", "scheduled")
+    leased = scheduler.lease("w1", ["sleep"], 5, wait=0)
+    assert [r["id"] for r in leased] == [ready["id"]]
+    assert leased[0]["payload"] == '{"kept":true}'
+    [outcome] = scheduler.complete(
+        [Completion(ready["id"], leased[0]["lease_id"], "succeeded", "w1")]
+    )
     assert outcome.code == 200
-    assert [a["outcome"] for a in scheduler.attempts(row["id"])] == ["succeeded"]
+    assert [a["outcome"] for a in scheduler.attempts(ready["id"])] == ["succeeded"]
     with raw_connection(db_url) as raw:
         versions = [r[0] for r in raw.execute("SELECT version FROM taskframe_schema").fetchall()]
     assert sorted(versions) == list(range(1, latest_version(store) + 1))

@@ -20,6 +20,7 @@ import pytest
 from taskframe.core import schemas
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.config import ServerConfig
+from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Completion, JobConflict, JobNotFound, Scheduler
 from taskframe.server.storage import Row, Store, StoreUnavailable, open_store
 from taskframe.server.storage.base import load_queries, migrations
@@ -96,6 +97,7 @@ def submit(scheduler: Scheduler, **fields: Any) -> Row:
 
 
 def lease_one(scheduler: Scheduler, worker: str = "w1", types: tuple = ("sleep",)) -> Row:
+    scheduler.promote()  # what the housekeeper does once a scheduled job is due
     [row] = scheduler.lease(worker, types, 1, wait=0)
     return row
 
@@ -209,17 +211,37 @@ def test_lease_only_takes_the_requested_types(scheduler):
     ]
 
 
-def test_delayed_jobs_are_not_leased_before_their_time(scheduler, clock):
+def test_delayed_jobs_are_scheduled_until_promoted_when_due(scheduler, clock):
     delayed = submit(scheduler, delay=60, priority=9)
     at = submit(scheduler, run_at=T0 + 120, priority=8)
     assert delayed["run_at"] == T0 + 60 and at["run_at"] == T0 + 120
+    assert delayed["status"] == at["status"] == "scheduled"
+    assert scheduler.next_due() == T0 + 60
+    assert scheduler.promote() == 0
     assert scheduler.lease("w1", ["sleep"], 5, wait=0) == []
     clock.advance(60)
+    assert scheduler.lease("w1", ["sleep"], 5, wait=0) == []  # the lease never looks at run_at
+    assert scheduler.promote() == 1
+    assert scheduler.get(delayed["id"])["status"] == "queued"
     assert [row["id"] for row in scheduler.lease("w1", ["sleep"], 5, wait=0)] == [delayed["id"]]
     clock.advance(59.5)
+    assert scheduler.promote() == 0
     assert scheduler.lease("w1", ["sleep"], 5, wait=0) == []
     clock.advance(0.5)
+    assert scheduler.promote() == 1
+    assert scheduler.next_due() is None
     assert [row["id"] for row in scheduler.lease("w1", ["sleep"], 5, wait=0)] == [at["id"]]
+
+
+def test_promotion_goes_in_batches_earliest_first(store, clock):
+    scheduler = Scheduler(store, ServerConfig(promote_batch=3), clock=clock)
+    ids = [submit(scheduler, delay=10 - i)["id"] for i in range(7)]
+    clock.advance(6)
+    assert scheduler.promote() == 3  # delays 4, 5, 6 (the last three submitted)
+    assert [scheduler.get(i)["status"] for i in ids] == ["scheduled"] * 4 + ["queued"] * 3
+    clock.advance(10)
+    assert scheduler.promote() == 4  # a full batch, then the rest
+    assert {scheduler.get(i)["status"] for i in ids} == {"queued"}
 
 
 def test_lease_long_poll_returns_when_another_thread_submits(store, config):
@@ -241,10 +263,16 @@ def test_lease_long_poll_returns_when_another_thread_submits(store, config):
 
 def test_lease_long_poll_wakes_up_for_a_delayed_job(store, config):
     scheduler = Scheduler(store, config)
-    delayed = submit(scheduler, delay=0.4)
-    started = time.monotonic()
-    rows = scheduler.lease("w1", ["sleep"], 1, wait=10)
-    elapsed = time.monotonic() - started
+    housekeeper = Housekeeper(scheduler)  # its promoter makes the job ready when due
+    housekeeper.start()
+    try:
+        submit(scheduler, delay=30)  # the promoter first sleeps until this one...
+        delayed = submit(scheduler, delay=0.4)  # ...and this earlier one moves its alarm
+        started = time.monotonic()
+        rows = scheduler.lease("w1", ["sleep"], 1, wait=10)
+        elapsed = time.monotonic() - started
+    finally:
+        housekeeper.stop()
     assert [row["id"] for row in rows] == [delayed["id"]]
     assert 0.3 < elapsed < 5
 
@@ -288,7 +316,8 @@ def test_failed_attempt_is_requeued_with_backoff(scheduler, clock, leased):
     outcome = complete(scheduler, leased, "failed", error="boom")
     assert outcome.code == 200
     row = scheduler.get(leased["id"])
-    assert row["status"] == "queued" and row["attempts"] == 1 and row["error"] == "boom"
+    # Waiting out its backoff: scheduled, off the lease path until promoted.
+    assert row["status"] == "scheduled" and row["attempts"] == 1 and row["error"] == "boom"
     assert row["finished_at"] is None
     # First failure: nominal backoff is base (2 s), with jitter in [1, 2].
     assert clock.now + 1 <= row["run_at"] <= clock.now + 2
@@ -354,10 +383,10 @@ def test_a_batch_of_completions_answers_in_request_order(scheduler):
     ids = [submit(scheduler)["id"] for _ in range(3)]
     rows = {row["id"]: row for row in scheduler.lease("w1", ["sleep"], 3, wait=0)}
     batch = [
-        Completion(ids[2], rows[ids[2]]["lease_id"], "succeeded"),
-        Completion(ids[0], "stale", "succeeded"),
-        Completion(999_999, "x", "succeeded"),
-        Completion(ids[1], rows[ids[1]]["lease_id"], "failed", retryable=False),
+        Completion(ids[2], rows[ids[2]]["lease_id"], "succeeded", worker_id="w1"),
+        Completion(ids[0], "stale", "succeeded", worker_id="w1"),
+        Completion(999_999, "x", "succeeded", worker_id="w1"),
+        Completion(ids[1], rows[ids[1]]["lease_id"], "failed", "w1", retryable=False),
     ]
     answers = scheduler.complete(batch)
     assert [(a.job_id, a.code) for a in answers] == [
@@ -440,7 +469,7 @@ def test_expired_leases_are_reaped_with_backoff_then_failed(scheduler, clock, le
         assert current["attempts"] == attempt
         assert current["error"] == "lease expired: worker w1 stopped heartbeating"
         if attempt < 3:
-            assert current["status"] == "queued" and current["lease_id"] is None
+            assert current["status"] == "scheduled" and current["lease_id"] is None
             nominal = BACKOFF.nominal(attempt)
             assert clock.now + nominal / 2 <= current["run_at"] <= clock.now + nominal
             clock.now = current["run_at"]
