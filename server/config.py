@@ -22,7 +22,7 @@ class ServerConfig:
     prune_batch: int = 500
     max_waiting: int = 8
     """Requests that may long-poll at once (lease and job waits); 0: none may wait."""
-    busy_retry_after: float = 2.0
+    busy_retry_after: float = 5.0
     """Seconds a request refused a wait is told to pause (jittered ½–1½×)."""
     max_result_bytes: int = 1 << 20
     """Largest stored result (its JSON text); past it the attempt fails, not retried."""
