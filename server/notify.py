@@ -96,6 +96,11 @@ class ChangeNotifier:
     def has_waiters(self) -> bool:
         return self._waiting > 0
 
+    def lease_waiters(self) -> int:
+        """Lease long-polls asleep now (not counting those woken and not yet back)."""
+        with self._lock:
+            return sum(len(group) for group in self._lease_waiters.values())
+
     @contextmanager
     def waiting(self) -> Iterator[None]:
         """Count a waiter (so cross-process watchers poll fast) for the block's duration."""

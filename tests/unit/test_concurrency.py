@@ -266,3 +266,54 @@ def test_racing_submissions_of_one_key_create_one_job(store, open_stores):
     for index, outcome in enumerate(outcomes):
         same_body = f'"n":{index % 2}' in payload.replace(" ", "")
         assert isinstance(outcome, JobConflict) != same_body
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_a_mixed_completion_batch_and_a_heartbeat_do_not_deadlock(postgres_url):
+    """complete([1 failed, 2 succeeded]) against a heartbeat of the same leases.
+
+    The heartbeat (played by a raw connection, to hold its place) has renewed
+    lease 1 and is about to renew lease 2. A completion that locked job 2
+    first (successes before failures) would now wait for job 1 while holding
+    job 2: a deadlock. Locking the batch in id order, it waits holding nothing.
+    """
+    import psycopg
+
+    store = open_store(postgres_url)
+    store.migrate()
+    try:
+        scheduler = Scheduler(store, ServerConfig())
+        scheduler.submit([job(max_attempts=1), job(max_attempts=1)])
+        rows = sorted(scheduler.lease("w1", ["sleep"], 2, wait=0), key=lambda row: row["id"])
+        first, second = rows
+        with psycopg.connect(postgres_url) as heartbeat:  # a transaction until commit
+            renew = "UPDATE jobs SET lease_expires_at = lease_expires_at + 1 WHERE id = %s"
+            heartbeat.execute(renew, [first["id"]])
+            batch = [
+                Completion(first["id"], first["lease_id"], "failed", "w1", error="boom"),
+                Completion(second["id"], second["lease_id"], "succeeded", "w1"),
+            ]
+            thread, answer = call_in_thread(lambda: scheduler.complete(batch))
+
+            def completion_waits_for_a_lock() -> bool:
+                query = (
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                    "(SELECT pid FROM pg_locks WHERE relation = 'jobs'::regclass "
+                    "AND pid <> pg_backend_pid())"
+                )
+                with psycopg.connect(postgres_url, autocommit=True) as probe:
+                    return probe.execute(query).fetchone()[0] > 0
+
+            wait_until(completion_waits_for_a_lock, 20, 0.02, "the completion to wait")
+            heartbeat.execute(renew, [second["id"]])  # deadlock detected here, before
+            heartbeat.commit()
+        thread.join(timeout=30)
+        assert [(o.job_id, o.code) for o in answer["value"]] == [
+            (first["id"], 200),
+            (second["id"], 200),
+        ]
+        assert scheduler.get(first["id"])["status"] == "failed"
+        assert scheduler.get(second["id"])["status"] == "succeeded"
+    finally:
+        store.close()
