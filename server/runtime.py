@@ -13,6 +13,8 @@ log = logging.getLogger("taskframe.server")
 PRUNE_EVERY = 60.0
 #: Reap intervals without reaching the database that count as an outage.
 OUTAGE_AFTER = 5
+#: Shortest sleep of the promoter between two rounds.
+MIN_PROMOTE_SLEEP = 0.005
 
 
 class Housekeeper:
@@ -56,7 +58,8 @@ class Housekeeper:
                     log.debug("promoted %d scheduled job(s)", promoted)
                 due = scheduler.next_due()
                 if due is not None:
-                    alarm = min(alarm, due)
+                    # A due job left (locked by another server's promoter): not a busy loop.
+                    alarm = min(alarm, max(due, scheduler.clock() + MIN_PROMOTE_SLEEP))
             except StoreUnavailable as exc:
                 log.warning("promoting skipped: %s", exc)
             except Exception:
