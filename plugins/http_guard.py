@@ -119,6 +119,13 @@ def _expand(entry: str) -> list[str]:
     return profiles[entry.lower()].split(",")
 
 
+def _literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(normalise_host(host))
+    except ValueError:
+        return None
+
+
 def normalise_host(host: str) -> str:
     """Lower-case, without brackets or a trailing dot."""
     return host.strip().strip("[]").rstrip(".").lower()
@@ -149,7 +156,7 @@ class Policy:
         rule = self.deny.match_address(ip)
         if rule is None:
             return None
-        shown = "" if normalise_host(host) == str(ip) else f"{host!r} resolves to "
+        shown = "" if _literal(host) == ip else f"{host!r} resolves to "
         return f"{shown}{ip}, denied by the worker's --http-deny ({rule})"
 
     def check_resolved(self, host: str, port: int) -> None:
