@@ -46,7 +46,14 @@ def _run_unchecked(root: Path, **payload: object) -> dict:
 
 
 def _snapshot(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    """The regular files under ``path`` and their content; links are not followed."""
+    found = {}
+    for folder, _, names in os.walk(path):
+        for name in names:
+            entry = Path(folder, name)
+            if entry.is_file() and not entry.is_symlink():
+                found[str(entry.relative_to(path))] = entry.read_bytes()
+    return found
 
 
 def test_write_creates_parents_and_read_returns_the_content(root: Path) -> None:
