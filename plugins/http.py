@@ -40,6 +40,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 
 from taskframe.core import Executor, ExecutorContext, PermanentError, hookimpl
@@ -257,7 +258,6 @@ def _session(policy: Policy, proxy: str | None) -> requests.Session:
     variables) and connects only where ``policy`` allows."""
     session = requests.Session()
     session.trust_env = False
-    session.max_redirects = MAX_REDIRECTS
     adapter = GuardedAdapter(policy)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -289,15 +289,18 @@ def _follow(
         if proxy:  # the proxy connects, so judge the target here (best effort)
             parts = urlsplit(request.url)
             policy.check_resolved(parts.hostname or "", parts.port or _PORTS[parts.scheme])
-        response = session.request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            data=request.data,
-            timeout=timeout if left is None else min(timeout, left),
-            stream=True,
-            allow_redirects=False,
+        prepared = session.prepare_request(
+            requests.Request(request.method, request.url, request.headers, data=request.data)
         )
+        # The adapter itself: Session.send reads a redirect's whole body, even unfollowed.
+        response = session.get_adapter(prepared.url).send(
+            prepared,
+            stream=True,
+            timeout=timeout if left is None else min(timeout, left),
+            verify=True,
+            proxies=session.proxies,
+        )
+        extract_cookies_to_jar(session.cookies, prepared, response.raw)
         location = session.get_redirect_target(response) if response.is_redirect else None
         if location is None:
             return response

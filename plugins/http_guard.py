@@ -191,6 +191,10 @@ class _GuardedConnection:
     def _new_conn(self) -> socket.socket:
         host = normalise_host(self._dns_host)
         trusted = self.policy.check_name(host)
+        literal = _literal(host)
+        reason = None if trusted or literal is None else self.policy.refusal(host, str(literal))
+        if reason:  # judged before any lookup, even where the address family is unsupported
+            raise TargetDenied(reason)
         try:
             infos = socket.getaddrinfo(host, self.port, allowed_gai_family(), socket.SOCK_STREAM)
         except socket.gaierror as exc:
