@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from marshmallow import ValidationError
 
 from taskframe.core import ExecutorContext, PermanentError
 from taskframe.plugins import file, file_sandbox
+from tests import sandbox_attack
 
 
 @pytest.fixture
@@ -45,15 +44,7 @@ def _run_unchecked(root: Path, **payload: object) -> dict:
     return file.run(payload, ExecutorContext(job_id=1, attempt=1, deadline=None, options=options))
 
 
-def _snapshot(path: Path) -> dict[str, bytes]:
-    """The regular files under ``path`` and their content; links are not followed."""
-    found = {}
-    for folder, _, names in os.walk(path):
-        for name in names:
-            entry = Path(folder, name)
-            if entry.is_file() and not entry.is_symlink():
-                found[str(entry.relative_to(path))] = entry.read_bytes()
-    return found
+_snapshot = sandbox_attack.snapshot
 
 
 def test_write_creates_parents_and_read_returns_the_content(root: Path) -> None:
@@ -343,86 +334,28 @@ def test_root_defaults_when_the_option_is_missing(
     assert (tmp_path / file.DEFAULT_ROOT / "f").read_text() == "1"
 
 
-# -- a local attacker swapping files and directories for symlinks ----------------------
-
-_ATTACKER = r"""
-import os, shutil, sys
-root, outside = sys.argv[1], sys.argv[2]
-f, d = os.path.join(root, "f"), os.path.join(root, "d")
-first = True
-while True:
-    for step in (
-        lambda: os.symlink(os.path.join(outside, "secret.txt"), f + ".link"),
-        lambda: os.replace(f + ".link", f),  # the file is now a link out of the root
-        lambda: os.rename(d, d + ".real"),
-        lambda: os.symlink(outside, d),  # the directory is now a link out of the root
-        lambda: open(f + ".new", "w").write("inside"),
-        lambda: os.replace(f + ".new", f),
-        lambda: os.path.islink(d) and os.unlink(d),
-        lambda: os.rename(d + ".real", d),
-        lambda: os.path.isdir(d + ".real") and shutil.rmtree(d + ".real"),
-    ):
-        try:
-            step()
-        except OSError:
-            pass
-    if first:
-        print("ready", flush=True)
-        first = False
-"""
-
-SECRET = "SECRET-CONTENT-OUTSIDE-THE-ROOT"
-
-
-def _race_jobs(i: int) -> list[dict]:
-    return [
-        {"operation": "read", "path": "f"},
-        {"operation": "read", "path": "d/secret.txt"},
-        {"operation": "checksum", "path": "d/secret.txt"},
-        {"operation": "write", "path": "d/secret.txt", "content": f"pwned {i}"},
-        {"operation": "append", "path": "f", "content": "pwned"},
-        {"operation": "write", "path": "d/new.txt", "content": "pwned"},
-        {"operation": "copy", "path": "d/secret.txt", "destination": "stolen.txt"},
-        {"operation": "copy", "path": "f", "destination": "d/secret.txt"},
-        {"operation": "move", "path": "d/secret.txt", "destination": "moved.txt"},
-        {"operation": "move", "path": "f", "destination": "d/secret.txt"},
-        {"operation": "delete", "path": "d/secret.txt"},
-        {"operation": "delete", "path": "f"},
-        {"operation": "write", "path": "f", "content": "inside"},
-    ]
-
-
 def test_swapping_in_symlinks_during_jobs_never_reaches_outside(root: Path, outside: Path) -> None:
     """2,000 operations while another process swaps ``f`` and ``d`` for links to
     ``outside``: nothing outside is read, written, created or removed."""
-    (outside / "secret.txt").write_text(SECRET)
-    (root / "d").mkdir()
-    (root / "f").write_text("inside")
+    sandbox_attack.prepare(root, outside)
     before = _snapshot(outside), sorted(os.listdir(outside))
-    attacker = subprocess.Popen(
-        [sys.executable, "-c", _ATTACKER, str(root), str(outside)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     outcomes = {"ok": 0, "refused": 0}
     leaked: list[dict] = []
+    attacker = sandbox_attack.start_attacker(root, outside)
     try:
-        assert attacker.stdout is not None and attacker.stdout.readline() == "ready\n"
         for i in range(2000):
-            payload = _race_jobs(i)[i % 13]
             try:
-                result = _run(root, **payload)
+                result = _run(root, **sandbox_attack.race_job(i))
             except PermanentError:
                 outcomes["refused"] += 1
                 continue
             outcomes["ok"] += 1
-            secret_sum = hashlib.sha256(SECRET.encode()).hexdigest()
-            if SECRET in result.get("content", "") or result.get("sha256") == secret_sum:
+            if sandbox_attack.leaks(result):
                 leaked.append(result)
     finally:
         attacker.kill()
         attacker.wait(10)
     assert leaked == []
     assert (_snapshot(outside), sorted(os.listdir(outside))) == before
-    assert not any(SECRET.encode() in data for data in _snapshot(root).values())
+    assert not any(sandbox_attack.SECRET.encode() in data for data in _snapshot(root).values())
     assert outcomes["ok"] > 0 and outcomes["refused"] > 0, outcomes  # the race did happen
