@@ -49,6 +49,7 @@ from taskframe.plugins.http_guard import (
     DEFAULT_DENY,
     GuardedAdapter,
     Policy,
+    Rules,
     TargetDenied,
     parse_rules,
 )
@@ -386,6 +387,13 @@ def _check_status(
     raise PermanentError(message)
 
 
+def _rules(value: str) -> Rules:
+    try:
+        return parse_rules(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _proxy_url(value: str) -> str:
     if value and urlsplit(value).scheme.lower() not in _PORTS:
         raise argparse.ArgumentTypeError(f"an http:// or https:// proxy URL, not {value!r}")
@@ -401,7 +409,7 @@ def taskframe_add_options(parser: argparse.ArgumentParser, role: str) -> None:
     add_option(
         group,
         "--http-deny",
-        type=parse_rules,
+        type=_rules,
         default=DEFAULT_DENY,
         help="hosts (*.example.com for subdomains), addresses and CIDR networks the http "
         "executor must not connect to, checked against the address connected to and at "
@@ -411,8 +419,7 @@ def taskframe_add_options(parser: argparse.ArgumentParser, role: str) -> None:
     add_option(
         group,
         "--http-allow",
-        type=parse_rules,
-        default="",
+        type=_rules,
         help="exceptions to --http-deny, same syntax; an allowed host name is trusted "
         "whatever it resolves to",
     )

@@ -241,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
 def test_worker_options_and_their_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     defaults = _parser().parse_args([])
     assert defaults.http_deny == parse_rules(DEFAULT_DENY)
-    assert defaults.http_allow == parse_rules("") and defaults.http_proxy is None
+    assert defaults.http_allow is None and defaults.http_proxy is None
     options = _parser().parse_args(["--http-deny", "@strict,*.corp.example", "--http-allow", ""])
     assert "10.0.0.0/8" in {str(net) for net in options.http_deny.networks}
     assert options.http_deny.suffixes == (".corp.example",)
