@@ -66,6 +66,12 @@ RETRYABLE_4XX = frozenset({408, 429})
 _CHUNK = 16 * 1024
 
 
+#: RFC 9110 token characters: what a header name may hold.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Control characters; a header value may hold a tab, nothing else of these.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class HttpStatusError(Exception):
     """A retryable unexpected status (5xx, 408 or 429)."""
 
@@ -85,16 +91,10 @@ def _validate_url(value: str) -> None:
         raise ValidationError("the URL has no host")
 
 
-#: RFC 9110 token characters: what a header name may hold.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-#: Control characters; a header value may hold a tab, nothing else of these.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def _validate_headers(value: dict[str, str]) -> None:
     for name, header in value.items():
         if not _TOKEN.fullmatch(name):
-            raise ValidationError(f"invalid header name {name!r}: a token (no space or control)")
+            raise ValidationError(f"header name {name!r}: letters, digits and !#$%&'*+-.^_`|~ only")
         if _CONTROL.search(header.replace("\t", "")):
             raise ValidationError(f"header {name!r}: the value holds a control character")
         try:
