@@ -18,7 +18,8 @@ read. ``headers`` stop before their total size passes 64 KiB
 Where it may connect: the worker's ``--http-allow`` and ``--http-deny`` rules
 (see :mod:`taskframe.plugins.http_guard`), checked against the address actually
 connected to, at every hop. The environment is ignored (no ``.netrc``, no proxy
-variables); ``--http-proxy`` sets a proxy.
+variables, no CA bundle variables); ``--http-proxy`` sets a proxy and
+``--http-ca-cert`` the certificates trusted for https.
 
 Failures: connection errors, timeouts, 5xx, 408 and 429 are retryable; a denied
 target, any other unexpected status or an invalid request fails the job at once
@@ -89,6 +90,10 @@ def _validate_url(value: str) -> None:
         raise ValidationError("only http and https URLs are allowed")
     if not host:
         raise ValidationError("the URL has no host")
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError as exc:
+        raise ValidationError(f"not a valid URL: {exc}") from exc
 
 
 def _validate_headers(value: dict[str, str]) -> None:
@@ -206,11 +211,10 @@ def run(payload: dict[str, Any], context: ExecutorContext) -> dict[str, Any]:
         allow=parse_rules(getattr(options, "http_allow", None)),
         deny=parse_rules(getattr(options, "http_deny", DEFAULT_DENY)),
     )
-    proxy = getattr(options, "http_proxy", None)
     start = time.monotonic()
     try:
-        with _session(policy, proxy) as session:
-            with _follow(session, request, payload["timeout"], context, policy, proxy) as response:
+        with _session(policy, options) as session:
+            with _follow(session, request, payload["timeout"], context, policy) as response:
                 raw, truncated = _read_capped(response, context)
     except TargetDenied as exc:
         raise TargetDenied(f"{method} {request.url}: {exc}") from exc
@@ -225,6 +229,7 @@ def run(payload: dict[str, Any], context: ExecutorContext) -> dict[str, Any]:
         requests.exceptions.InvalidSchema,
         requests.exceptions.TooManyRedirects,
         UnicodeError,  # a name IDNA cannot encode, text latin-1 cannot
+        ValueError,  # a URL urllib3 cannot parse (a redirect's bad port...)
     ) as exc:
         raise PermanentError(f"{method} {request.url}: {type(exc).__name__}: {exc}") from exc
     except requests.exceptions.RequestException as exc:
@@ -254,16 +259,19 @@ class _Request:
     data: bytes | None
 
 
-def _session(policy: Policy, proxy: str | None) -> requests.Session:
-    """A session that ignores the environment (.netrc, proxy variables, CA bundle
-    variables) and connects only where ``policy`` allows."""
+def _session(policy: Policy, options: argparse.Namespace) -> requests.Session:
+    """A session that ignores the environment (.netrc, proxy and CA bundle
+    variables), connects only where ``policy`` allows, and takes its proxy and
+    CA certificates from the worker's options."""
     session = requests.Session()
     session.trust_env = False
     adapter = GuardedAdapter(policy)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    proxy = getattr(options, "http_proxy", None)
     if proxy:
         session.proxies = {"http": proxy, "https": proxy}
+    session.verify = getattr(options, "http_ca_cert", None) or True
     return session
 
 
@@ -273,7 +281,6 @@ def _follow(
     timeout: float,
     context: ExecutorContext,
     policy: Policy,
-    proxy: str | None,
 ) -> requests.Response:
     """Send ``request`` and follow its redirects one hop at a time.
 
@@ -287,9 +294,10 @@ def _follow(
             raise requests.exceptions.Timeout("no time left before the job's deadline")
         if context.cancel_event.is_set():
             raise RuntimeError("cancelled")
-        if proxy:  # the proxy connects, so judge the target here (best effort)
+        if session.proxies:  # the proxy connects, so judge the target here (best effort)
             parts = urlsplit(request.url)
-            policy.check_resolved(parts.hostname or "", parts.port or _PORTS[parts.scheme])
+            port = parts.port or _PORTS[parts.scheme.lower()]
+            policy.check_resolved(parts.hostname or "", port)
         prepared = session.prepare_request(
             requests.Request(request.method, request.url, request.headers, data=request.data)
         )
@@ -298,7 +306,7 @@ def _follow(
             prepared,
             stream=True,
             timeout=timeout if left is None else min(timeout, left),
-            verify=True,
+            verify=session.verify,
             proxies=session.proxies,
         )
         extract_cookies_to_jar(session.cookies, prepared, response.raw)
@@ -402,7 +410,7 @@ def _proxy_url(value: str) -> str:
 
 @hookimpl
 def taskframe_add_options(parser: argparse.ArgumentParser, role: str) -> None:
-    """Add ``--http-allow``, ``--http-deny`` and ``--http-proxy`` to the worker."""
+    """Add ``--http-deny``, ``--http-allow``, ``--http-ca-cert`` and ``--http-proxy``."""
     if role != "worker":
         return
     group = parser.add_argument_group("http executor")
@@ -422,6 +430,12 @@ def taskframe_add_options(parser: argparse.ArgumentParser, role: str) -> None:
         type=_rules,
         help="exceptions to --http-deny, same syntax; an allowed host name is trusted "
         "whatever it resolves to",
+    )
+    add_option(
+        group,
+        "--http-ca-cert",
+        help="CA certificates (PEM file or directory) the http executor trusts for https, "
+        "instead of the bundled ones (REQUESTS_CA_BUNDLE is ignored)",
     )
     add_option(
         group,

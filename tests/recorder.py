@@ -7,6 +7,7 @@ else answers 200 with the recorded request as JSON.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,14 +90,19 @@ def _handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def recording_servers() -> Iterator[Callable[..., Recorder]]:
-    """Yield start(host="127.0.0.1") -> a running Recorder; all stopped on exit."""
+    """Yield start(host="127.0.0.1", tls=None) -> a running Recorder (https with an
+    SSL context); all stopped on exit."""
     started: list[tuple[ThreadingHTTPServer, threading.Thread, Recorder]] = []
 
-    def start(host: str = "127.0.0.1") -> Recorder:
+    def start(host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> Recorder:
         recorder = Recorder("")
         server = ThreadingHTTPServer((host, 0), _handler(recorder))
         server.daemon_threads = True
-        recorder.url = f"http://{host}:{server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+            scheme = "https"
+        recorder.url = f"{scheme}://{host}:{server.server_address[1]}"
         thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
         thread.start()
         started.append((server, thread, recorder))

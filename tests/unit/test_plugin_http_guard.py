@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
@@ -32,7 +35,7 @@ def target(serve: Callable[..., Recorder]) -> Recorder:
 def _run(payload: dict, **options: object) -> dict:
     """Run the executor as a worker started with ``--http-deny`` etc. would."""
     parsed = {
-        name: value if name == "http_proxy" else parse_rules(value)
+        name: parse_rules(value) if name in ("http_allow", "http_deny") else value
         for name, value in options.items()
     }
     loaded = http.HttpPayloadSchema().load(payload)
@@ -268,3 +271,44 @@ def test_worker_options_and_their_environment_variables(monkeypatch: pytest.Monk
 def test_bad_option_values_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         _parser().parse_args(argv)
+
+
+# -- https ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ssl.SSLContext]:
+    """A self-signed certificate for localhost and 127.0.0.1, and a server context."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return str(cert), context
+
+
+def test_https_through_the_guarded_connection(
+    serve: Callable[..., Recorder],
+    certificate: tuple[str, ssl.SSLContext],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--http-ca-cert is trusted, REQUESTS_CA_BUNDLE is not, the rules still apply."""
+    cert, context = certificate
+    server = serve(tls=context)
+    url = f"https://localhost:{_port(server)}/ok"
+    assert _run({"url": url}, http_ca_cert=cert)["status_code"] == 200
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+    with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        _run({"url": url, "timeout": 5})
+    with pytest.raises(TargetDenied, match="127.0.0.0/8"):
+        _run({"url": url}, http_ca_cert=cert, http_deny="127.0.0.0/8,::1")
+    assert len(server.requests) == 1
