@@ -60,7 +60,13 @@ _CHUNK = 1024 * 1024
 
 
 def _validate_content(value: str) -> None:
-    if len(value) > MAX_CONTENT or len(value.encode("utf-8")) > MAX_CONTENT:
+    if len(value) > MAX_CONTENT:
+        raise ValidationError(f"must be at most {MAX_CONTENT} bytes as UTF-8")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"cannot be encoded as UTF-8: {exc.reason}") from None
+    if size > MAX_CONTENT:
         raise ValidationError(f"must be at most {MAX_CONTENT} bytes as UTF-8")
 
 

@@ -317,6 +317,7 @@ def test_concurrent_appends_do_not_interleave(root: Path) -> None:
         ({"operation": "delete", "path": "a", "destination": "b"}, "destination"),
         ({"operation": "write", "path": "a", "content": "x" * (file.MAX_CONTENT + 1)}, "content"),
         ({"operation": "read", "path": "a", "mode": "r"}, "mode"),
+        ({"operation": "write", "path": "a", "content": "lone \ud800 surrogate"}, "content"),
     ],
 )
 def test_schema_errors_name_the_field(payload: dict, field: str) -> None:
