@@ -120,7 +120,7 @@ def _encodable(value: str, encoding: str) -> None:
 def _validate_json(value: Any) -> None:
     try:
         json.dumps(value, allow_nan=False).encode("utf-8")
-    except (ValueError, RecursionError, UnicodeEncodeError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # NaN, too deep, a surrogate
         raise ValidationError(f"not strict JSON: {exc}") from None
 
 
