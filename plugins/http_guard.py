@@ -53,7 +53,6 @@ class TargetDenied(PermanentError):
 class Rules:
     """A parsed ``--http-allow`` or ``--http-deny`` list."""
 
-    text: str = ""
     names: frozenset[str] = frozenset()
     suffixes: tuple[str, ...] = ()
     networks: tuple[Network, ...] = ()
@@ -105,8 +104,7 @@ def parse_rules(text: str | Iterable[str] | Rules | None) -> Rules:
             names.add(name)
         else:
             raise ValueError(f"not a host name, address or network: {entry!r}")
-    joined = text if isinstance(text, str) else ",".join(entries)
-    return Rules(joined, frozenset(names), tuple(suffixes), tuple(networks))
+    return Rules(frozenset(names), tuple(suffixes), tuple(networks))
 
 
 def _expand(entry: str) -> list[str]:
