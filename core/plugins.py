@@ -7,11 +7,12 @@ the plugin's name in ``PluginSet.failures`` (shown by ``GET /health``,
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -21,6 +22,7 @@ import pluggy
 
 from taskframe.core import hookspecs
 from taskframe.core.executor import Executor, ExecutorRegistry
+from taskframe.core.options import add_option
 
 ENTRY_POINT_GROUP = "taskframe"
 DISABLE_VARIABLE = "TASKFRAME_DISABLE_PLUGINS"
@@ -51,13 +53,22 @@ class PluginSet:
         """Whether any loaded plugin implements ``hook`` (unimplemented hooks cost nothing)."""
         return bool(getattr(self.manager.hook, hook).get_hookimpls())
 
-    def call_each(self, hook: str, **kwargs: Any) -> None:
-        """Call every implementation of ``hook``; one that raises is logged by plugin name."""
+    def call_each(self, hook: str, skip: Iterable[str] = (), **kwargs: Any) -> set[str]:
+        """Call every implementation of ``hook`` except the plugins in ``skip``.
+
+        One that raises is logged with its plugin's name; the others still run.
+        Returns the names of the plugins that raised.
+        """
+        raised = set()
         for impl in getattr(self.manager.hook, hook).get_hookimpls():
+            if impl.plugin_name in skip:
+                continue
             try:
                 impl.function(*[kwargs[name] for name in impl.argnames])
             except Exception:
                 log.exception("plugin %r: %s raised (ignored)", impl.plugin_name, hook)
+                raised.add(impl.plugin_name)
+        return raised
 
     def configure(self, options: Any, role: str) -> None:
         """Call ``taskframe_configure``; a plugin whose configuration raises is a failure."""
@@ -96,12 +107,64 @@ class PluginSet:
         failed = [{"name": name, "error": error} for name, error in sorted(self.failures.items())]
         return {"plugins": loaded, "failures": failed, "disabled": sorted(self.disabled)}
 
+    def summary(self) -> str:
+        """``sleep (taskframe 0.1.0), shout (taskframe-shout 1.0)`` for the start banner."""
+        parts = []
+        for plugin in self.describe()["plugins"]:
+            origin = f" ({plugin['distribution']} {plugin['version']})" if plugin["version"] else ""
+            parts.append(plugin["name"] + origin)
+        return ", ".join(parts) or "none"
+
+    def describe_text(self) -> str:
+        """What ``--list-plugins`` prints."""
+        described = self.describe()
+        lines = ["plugins:"]
+        for plugin in described["plugins"]:
+            origin = plugin["distribution"] or "(not from an entry point)"
+            if plugin["version"]:
+                origin += f" {plugin['version']}"
+            lines.append(f"  {plugin['name']}  {origin}")
+            lines.append(f"      hooks: {', '.join(plugin['hooks']) or 'none'}")
+            if plugin["job_types"]:
+                lines.append(f"      job types: {', '.join(plugin['job_types'])}")
+        if described["failures"]:
+            lines.append("failed:")
+            lines += [f"  {item['name']}: {item['error']}" for item in described["failures"]]
+        if described["disabled"]:
+            lines.append(f"disabled: {', '.join(described['disabled'])}")
+        return "\n".join(lines)
+
 
 def disabled_plugins(text: str | None = None) -> list[str]:
     """Plugin names from ``"a, b"`` (default: the ``TASKFRAME_DISABLE_PLUGINS`` variable)."""
     if text is None:
         text = os.environ.get(DISABLE_VARIABLE, "")
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_plugin_options(parser: argparse.ArgumentParser, listing: bool = True) -> None:
+    group = parser.add_argument_group("plugins")
+    add_option(
+        group,
+        "--disable-plugins",
+        default="",
+        help="comma-separated plugin (entry point) names not to load, not even import",
+    )
+    if listing:
+        group.add_argument(
+            "--list-plugins",
+            action="store_true",
+            help="list the plugins (distribution, version, hooks, job types) and "
+            "those that failed to load, then exit",
+        )
+
+
+def early_disabled_plugins(argv: Sequence[str] | None) -> list[str]:
+    """``--disable-plugins`` (or its variable), read before any plugin is imported."""
+    early = argparse.ArgumentParser(add_help=False)
+    add_plugin_options(early, listing=False)
+    known, _ = early.parse_known_args(argv)
+    return disabled_plugins(known.disable_plugins)
 
 
 def create_plugin_manager(

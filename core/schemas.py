@@ -271,3 +271,24 @@ class HealthSchema(Schema):
     schema_version = fields.Integer()
     job_types = fields.List(fields.String())
     plugin_failures = fields.Dict()
+
+
+class PluginSchema(Schema):
+    name = fields.String()
+    distribution = fields.String(allow_none=True)
+    version = fields.String(allow_none=True)
+    hooks = fields.List(fields.String())
+    job_types = fields.List(fields.String())
+
+
+class PluginFailureSchema(Schema):
+    name = fields.String()
+    error = fields.String()
+
+
+class PluginsSchema(Schema):
+    """``GET /plugins``."""
+
+    plugins = fields.List(fields.Nested(PluginSchema))
+    failures = fields.List(fields.Nested(PluginFailureSchema))
+    disabled = fields.List(fields.String())

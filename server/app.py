@@ -10,6 +10,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.errors import install_error_handlers
 from taskframe.server.openapi import build_openapi
 from taskframe.server.resources import jobs, meta, workers
+from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.scheduler import Scheduler
 
 # Ids beyond what the database holds are unknown jobs (404), not errors.
@@ -39,5 +40,6 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
 
     app.add_route("/health", meta.Health(scheduler.store, plugins))
     app.add_route("/job-types", meta.JobTypes(plugins))
+    app.add_route("/plugins", plugin_info.Plugins(plugins))
     app.add_route("/openapi.json", meta.OpenAPI(build_openapi(executors)))
     return app
