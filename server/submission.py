@@ -151,6 +151,7 @@ class Intake:
             "created_at": now,
             "idempotency_key": key,
             "request_hash": request_hash,
+            "notify_url": job.get("notify_url"),
         }
 
 
