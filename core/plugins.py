@@ -12,7 +12,7 @@ import difflib
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -70,6 +70,28 @@ class PluginSet:
                 raised.add(impl.plugin_name)
         return raised
 
+    def job_check(self) -> Callable[[dict[str, Any]], dict[str, Any] | None] | None:
+        """The plugins' ``taskframe_validate_job`` as one function, or None when none has it.
+
+        A check that raises is logged by plugin name and passes the job.
+        """
+        if not self.implements("taskframe_validate_job"):
+            return None
+        impls = self.manager.hook.taskframe_validate_job.get_hookimpls()
+
+        def check(job: dict[str, Any]) -> dict[str, Any] | None:
+            problems: dict[str, Any] = {}
+            for impl in impls:
+                try:
+                    found = impl.function(*[job for _ in impl.argnames])
+                except Exception:
+                    log.exception("plugin %r: taskframe_validate_job raised", impl.plugin_name)
+                    continue
+                problems.update(found or {})
+            return problems or None
+
+        return check
+
     def configure(self, options: Any, role: str) -> None:
         """Call ``taskframe_configure``; a plugin whose configuration raises is a failure."""
         for impl in self.manager.hook.taskframe_configure.get_hookimpls():
@@ -93,7 +115,11 @@ class PluginSet:
         for name, plugin in sorted(self.manager.list_name_plugin(), key=lambda item: item[0]):
             if plugin is None:  # blocked
                 continue
-            distribution, version = self.distributions.get(name, (None, None))
+            # An object a plugin registered at configure time ("webhook.notifier")
+            # comes from that plugin's distribution.
+            distribution, version = self.distributions.get(
+                name, self.distributions.get(name.split(".")[0], (None, None))
+            )
             hooks = sorted(caller.name for caller in self.manager.get_hookcallers(plugin) or [])
             loaded.append(
                 {

@@ -46,6 +46,8 @@ def _http_url(value: str) -> None:
         raise ValidationError("must be an http:// or https:// URL with a host")
     if any(ord(c) < 33 or ord(c) == 127 for c in value):
         raise ValidationError("must not contain spaces or control characters")
+
+
 _job_id = validate.Range(min=1, max=MAX_ID)
 
 

@@ -24,8 +24,9 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     executors = plugins.executors
     job_types = plugins.names()
 
-    app.add_route("/jobs", jobs.JobCollection(scheduler, executors, config))
-    app.add_route("/jobs/batch", jobs.JobBatch(scheduler, executors, config))
+    check = plugins.job_check()
+    app.add_route("/jobs", jobs.JobCollection(scheduler, executors, config, check))
+    app.add_route("/jobs/batch", jobs.JobBatch(scheduler, executors, config, check))
     app.add_route(JOB, jobs.JobItem(scheduler))
     app.add_route(JOB + "/attempts", jobs.JobAttempts(scheduler))
     app.add_route(JOB + "/cancel", jobs.JobCancel(scheduler))
