@@ -32,7 +32,7 @@ def taskframe_register_executors(register: ExecutorRegistry) -> None:
         once per :class:`~taskframe.core.Executor` the plugin provides. A
         rejected executor (a name not matching ``[a-z][a-z0-9_.-]*``, a schema
         that is not a marshmallow ``Schema`` instance, a run that is not
-        callable, a name another plugin registered first) is reported under
+        callable, a name taken by a built-in or an earlier plugin) is reported under
         this plugin's name; its other executors still load.
     """
 

@@ -276,7 +276,13 @@ def _hook_problems(plugin: object) -> list[str]:
 
 
 def _collect_executors(plugins: PluginSet) -> None:
-    for impl in plugins.manager.hook.taskframe_register_executors.get_hookimpls():
+    # A contested name goes to taskframe's own plugins first, then to the
+    # plugins in the order they were loaded (sorted() is stable).
+    def precedence(impl: Any) -> bool:
+        return plugins.distributions.get(impl.plugin_name, ("",))[0] != "taskframe"
+
+    impls = plugins.manager.hook.taskframe_register_executors.get_hookimpls()
+    for impl in sorted(impls, key=precedence):
         plugin_name = impl.plugin_name
 
         def accept(executor: Executor, _plugin: str = plugin_name) -> None:
