@@ -47,7 +47,9 @@ def test_the_deadline_stops_a_long_shout(taskframe_server, taskframe_worker):
     job = taskframe_server.run(
         "shout", {"text": "slow", "times": 10, "pause": 5}, timeout=0.5, max_attempts=1
     )
-    assert job["status"] == "failed" and "timed out" in job["error"]
+    # The worker reports the timeout at the deadline, or the executor returns
+    # first with its own TimeoutError: either way, well before 10 x 5 s.
+    assert job["status"] == "failed" and "timed out" in job["error"], job
 
 
 def _context(deadline: float | None = None) -> ExecutorContext:
@@ -59,7 +61,7 @@ def test_cancellation_interrupts_the_pause():
     context = _context()
     threading.Timer(0.1, context.cancel_event.set).start()
     payload = ShoutPayload().load({"text": "x", "times": 3, "pause": 30})
-    with pytest.raises(Interrupted, match="stopped after 1 of 3"):
+    with pytest.raises(Interrupted, match="cancelled after 1 of 3 shouts"):
         shout(payload, context)
 
 

@@ -30,7 +30,7 @@ class ShoutPayload(Schema):
 
 
 class Interrupted(Exception):
-    """Cancelled, or out of time: a retryable failure (the server decides what next)."""
+    """Cancelled: a retryable failure (the server decides what comes next)."""
 
 
 def shout(payload: dict[str, Any], context: ExecutorContext) -> dict[str, Any]:
@@ -42,7 +42,10 @@ def shout(payload: dict[str, Any], context: ExecutorContext) -> dict[str, Any]:
     for number in range(payload["times"]):
         if number and payload["pause"] and not context.sleep(payload["pause"]):
             # context.sleep returns False when cancelled or the deadline came.
-            raise Interrupted(f"stopped after {number} of {payload['times']} shouts")
+            done = f"after {number} of {payload['times']} shouts"
+            if context.time_left() == 0:
+                raise TimeoutError(f"timed out {done}")
+            raise Interrupted(f"cancelled {done}")
         if context.cancel_event.is_set():
             raise Interrupted("cancelled")
         shouts.append(payload["text"].upper() + suffix)
