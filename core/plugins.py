@@ -49,9 +49,15 @@ class PluginSet:
     def names(self) -> list[str]:
         return sorted(self.executors)
 
+    #: Hook name -> implemented? (asked per job; cleared when plugins register more).
+    _implemented: dict[str, bool] = field(default_factory=dict, repr=False)
+
     def implements(self, hook: str) -> bool:
         """Whether any loaded plugin implements ``hook`` (unimplemented hooks cost nothing)."""
-        return bool(getattr(self.manager.hook, hook).get_hookimpls())
+        known = self._implemented.get(hook)
+        if known is None:
+            known = self._implemented[hook] = bool(getattr(self.manager.hook, hook).get_hookimpls())
+        return known
 
     def call_each(self, hook: str, skip: Iterable[str] = (), **kwargs: Any) -> set[str]:
         """Call every implementation of ``hook`` except the plugins in ``skip``.
@@ -100,6 +106,7 @@ class PluginSet:
                 impl.function(*[arguments[name] for name in impl.argnames])
             except Exception as exc:
                 self.fail(impl.plugin_name, exc)
+        self._implemented.clear()  # configure may have registered hook objects
 
     def fail(self, plugin: str, problem: Exception | str) -> None:
         """Record a problem of ``plugin`` (and log it)."""
