@@ -17,7 +17,8 @@ with an error in the log. Redirects are not followed.
 
 Deliveries run on the server's own threads, after the job's change is
 committed: they never block the scheduler or a request. Pending deliveries
-live in memory: a server that stops with some pending logs how many it drops.
+live in memory: a server that stops while some are pending (a receiver that
+is down) drops them.
 
 Without ``--webhook-secret`` webhooks are off, and a job with a
 ``notify_url`` is refused at submission (422) rather than never notified.

@@ -8,6 +8,7 @@ fixtures taskframe ships (``taskframe.testing``).
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from importlib import metadata
@@ -30,6 +31,11 @@ def example_installed() -> None:
             check=True,
             timeout=600,
         )
+        # Its entry point is now visible to this process too, but the editable
+        # install's .pth file is read only at start: make its module importable
+        # here, so that later in-process plugin loading finds it like a restart would.
+        sys.path.append(str(EXAMPLE / "src"))
+        importlib.invalidate_caches()
 
 
 @pytest.mark.timeout(600)

@@ -165,7 +165,7 @@ def test_a_disabled_plugin_is_not_imported(install, monkeypatch) -> None:
     module = install("noisy", "raise RuntimeError('imported although disabled')\n")
     monkeypatch.setenv("TASKFRAME_DISABLE_PLUGINS", "noisy, http")
     plugins = create_plugin_manager()
-    assert plugins.failures == {}
+    assert not {"noisy", "http"} & set(plugins.failures)
     assert module not in sys.modules
     assert "http" not in plugins.executors and "sleep" in plugins.executors
     assert plugins.describe()["disabled"] == ["http", "noisy"]
