@@ -83,18 +83,23 @@ class PluginSet:
         """
         if not self.implements("taskframe_validate_job"):
             return None
-        impls = self.manager.hook.taskframe_validate_job.get_hookimpls()
+        # Called for every submitted job: look the implementations up once.
+        calls = [
+            (impl.function, bool(impl.argnames), impl.plugin_name)
+            for impl in self.manager.hook.taskframe_validate_job.get_hookimpls()
+        ]
 
         def check(job: dict[str, Any]) -> dict[str, Any] | None:
-            problems: dict[str, Any] = {}
-            for impl in impls:
+            problems = None
+            for function, takes_job, plugin in calls:
                 try:
-                    found = impl.function(*[job for _ in impl.argnames])
+                    found = function(job) if takes_job else function()
                 except Exception:
-                    log.exception("plugin %r: taskframe_validate_job raised", impl.plugin_name)
+                    log.exception("plugin %r: taskframe_validate_job raised", plugin)
                     continue
-                problems.update(found or {})
-            return problems or None
+                if found:
+                    problems = {**(problems or {}), **found}
+            return problems
 
         return check
 

@@ -24,10 +24,15 @@ def job_errors(
     job: dict[str, Any], executors: Mapping[str, Executor], check: JobCheck | None = None
 ) -> dict[str, Any]:
     """The problems of one (envelope-valid) job: unknown type, invalid payload, a plugin's."""
-    if check is not None:
-        problems = check(job)
-        if problems:
-            return problems
+    problems = check(job) if check is not None else None
+    if problems:
+        return {**problems, **_type_and_payload_errors(job, executors)}
+    return _type_and_payload_errors(job, executors)
+
+
+def _type_and_payload_errors(
+    job: dict[str, Any], executors: Mapping[str, Executor]
+) -> dict[str, Any]:
     executor = executors.get(job["type"])
     if executor is None:
         installed = ", ".join(sorted(executors)) or "none"

@@ -201,3 +201,14 @@ def taskframe_job_finished(job):
     assert {"name": "broken", "error": "ImportError: missing dependency"} in described["failures"]
     [sleep] = [plugin for plugin in described["plugins"] if plugin["name"] == "sleep"]
     assert sleep["distribution"] == "taskframe" and sleep["job_types"] == ["sleep"]
+
+
+def test_the_public_api_exports_the_option_helper_and_is_typed() -> None:
+    from importlib import resources
+
+    import taskframe.core
+    from taskframe.core.options import add_option
+
+    assert taskframe.core.add_option is add_option
+    assert {"add_option", "ExecutorRegistry"} <= set(taskframe.core.__all__)
+    assert resources.files("taskframe.core").joinpath("py.typed").is_file()
