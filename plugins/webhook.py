@@ -119,9 +119,14 @@ def taskframe_configure(
     if not secret:
         manager.register(WebhooksOff(), name="webhook.off")
         return
-    policy = Policy(
-        allow=parse_rules(options.webhook_allow), deny=parse_rules(options.webhook_deny)
-    )
+    try:
+        policy = Policy(
+            allow=parse_rules(options.webhook_allow), deny=parse_rules(options.webhook_deny)
+        )
+    except ValueError as exc:  # a usage error: stop rather than run without webhooks
+        raise SystemExit(
+            f"taskframe-server: error: --webhook-allow/--webhook-deny: {exc}"
+        ) from None
     notifier = WebhookNotifier(
         secret, policy, attempts=options.webhook_attempts, timeout=options.webhook_timeout
     )
