@@ -45,12 +45,11 @@ class PluginSet:
     #: Plugin name -> (distribution, version), for plugins found by entry point.
     distributions: dict[str, tuple[str, str]] = field(default_factory=dict)
     disabled: list[str] = field(default_factory=list)
+    #: Hook name -> implemented? (asked per job; cleared when plugins register more).
+    _implemented: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def names(self) -> list[str]:
         return sorted(self.executors)
-
-    #: Hook name -> implemented? (asked per job; cleared when plugins register more).
-    _implemented: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def implements(self, hook: str) -> bool:
         """Whether any loaded plugin implements ``hook`` (unimplemented hooks cost nothing)."""
