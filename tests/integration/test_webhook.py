@@ -55,9 +55,9 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.mark.timeout(90)
 def test_a_finished_job_is_posted_signed_and_retried_until_delivered(
-    sqlite_url, start_server, start_worker, receiver
+    db_url, start_server, start_worker, receiver
 ):
-    server = start_server(sqlite_url, "--webhook-secret", SECRET)
+    server = start_server(db_url, "--webhook-secret", SECRET)
     start_worker([server.url], "--poll-interval", "1")
     job = submit(server.url, "sleep", {"duration": 0}, notify_url=receiver.url)
     assert job["notify_url"] == receiver.url
