@@ -47,7 +47,7 @@ CREATE TABLE job_attempts (
 CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled');
 
--- name: migration_3
+-- name: migration_5
 -- The webhook plugin's target (POST /jobs notify_url).
 ALTER TABLE jobs ADD COLUMN notify_url TEXT;
 
