@@ -55,6 +55,7 @@ def job_summary(row: Row) -> dict[str, Any]:
         "error": row["error"],
         "idempotency_key": row["idempotency_key"],
         "cancel_requested": bool(row["cancel_requested"]),
+        "notify_url": row.get("notify_url"),
     }
 
 

@@ -67,6 +67,7 @@ class Scheduler:
         notifier: ChangeNotifier | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        events: Any = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -76,13 +77,18 @@ class Scheduler:
         self.due_timer = DueTimer(clock)
         self.wait_slots = WaitSlots(config.max_waiting)
         self.intake = Intake(store, config, _Quiet(), clock)  # type: ignore[arg-type]
+        #: Plugin lifecycle events (server/events.py), None when no plugin wants them.
+        self.events = events
 
     # ----------------------------------------------------------------- clients
 
     def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
         """Insert validated jobs, all or nothing; see :class:`Intake`."""
         results = self.intake.submit(jobs)
-        self._announce([row for row, created in results if created])
+        created_rows = [row for row, created in results if created]
+        self._announce(created_rows)
+        if self.events is not None:
+            self.events.submitted(created_rows)
         return results
 
     def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
@@ -90,6 +96,8 @@ class Scheduler:
         row, created = self.intake.submit_one(job)
         if created:
             self._announce([row])
+            if self.events is not None:
+                self.events.submitted([row])
         return row, created
 
     def _announce(self, rows: Iterable[Row]) -> None:
@@ -195,6 +203,8 @@ class Scheduler:
             self.store.notify_change(tx)  # wakes waiters on other servers
         if row["status"] in model.FINISHED:
             self.notifier.jobs_finished([job_id])
+        if self.events is not None:
+            self.events.job_finished(row)
         return row
 
     def retry(self, job_id: int) -> Row:
@@ -340,6 +350,9 @@ class Scheduler:
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self._ended([outcome.job for outcome in done.values() if outcome.code == 200])
+        if self.events is not None:
+            rows = {o.job_id: o.job for o in done.values() if o.job is not None}
+            self.events.attempts_finished([(rows[a["job_id"]], a) for a in history])
         return [done[i] for i in range(len(completions))]
 
     def _capped(self, item: Completion) -> Completion:
@@ -496,6 +509,8 @@ class Scheduler:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
             self.store.notify_change(tx)
         self._ended([updated])
+        if self.events is not None:
+            self.events.attempts_finished([(updated, history[0])])
         return updated
 
     # ------------------------------------------------------------ housekeeping
@@ -538,6 +553,9 @@ class Scheduler:
             if reaped:
                 self.store.notify_change(tx)
         self._ended(ended)
+        if self.events is not None and reaped:
+            ended_rows = [row for row in ended if row is not None]
+            self.events.attempts_finished(list(zip(ended_rows, history, strict=True)))
         return reaped
 
     def promote(self) -> int:

@@ -62,6 +62,10 @@ DROP INDEX jobs_queued_run_at;
 CREATE INDEX jobs_scheduled_run_at ON jobs (run_at) WHERE status = 'scheduled';
 CREATE INDEX jobs_lease_request ON jobs (lease_request) WHERE lease_request IS NOT NULL;
 
+-- name: migration_5
+-- The webhook plugin's target (POST /jobs notify_url).
+ALTER TABLE jobs ADD COLUMN notify_url text;
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -93,11 +97,11 @@ LISTEN taskframe_jobs;
 
 -- name: insert_job
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash)
+                  run_at, created_at, idempotency_key, request_hash, notify_url)
 VALUES (%(type)s, %(payload)s, %(priority)s,
         CASE WHEN %(run_at)s > %(created_at)s THEN 'scheduled' ELSE 'queued' END,
         0, %(max_attempts)s, %(timeout)s, %(run_at)s, %(created_at)s,
-        %(idempotency_key)s, %(request_hash)s)
+        %(idempotency_key)s, %(request_hash)s, %(notify_url)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
@@ -120,27 +124,27 @@ SELECT * FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 -- Listings are summaries: no payload, no result (their sizes instead).
 -- name: list_jobs
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs WHERE id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: list_jobs_by_status
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs
 WHERE status = %(status)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: list_jobs_by_type
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs
 WHERE type = %(type)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: list_jobs_by_status_and_type
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs
 WHERE status = %(status)s AND type = %(type)s AND id < %(cursor)s

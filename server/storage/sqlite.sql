@@ -58,6 +58,10 @@ DROP INDEX jobs_queued_run_at;
 CREATE INDEX jobs_scheduled_run_at ON jobs (run_at) WHERE status = 'scheduled';
 CREATE INDEX jobs_lease_request ON jobs (lease_request) WHERE lease_request IS NOT NULL;
 
+-- name: migration_5
+-- The webhook plugin's target (POST /jobs notify_url).
+ALTER TABLE jobs ADD COLUMN notify_url TEXT;
+
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
 
@@ -72,20 +76,21 @@ SELECT 1 AS ok;
 
 -- name: insert_job
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash)
+                  run_at, created_at, idempotency_key, request_hash, notify_url)
 VALUES (:type, :payload, :priority,
         CASE WHEN :run_at > :created_at THEN 'scheduled' ELSE 'queued' END,
-        0, :max_attempts, :timeout, :run_at, :created_at, :idempotency_key, :request_hash)
+        0, :max_attempts, :timeout, :run_at, :created_at, :idempotency_key, :request_hash,
+        :notify_url)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
 -- name: insert_jobs_without_keys
 -- Bulk submission: executemany cannot return rows, see jobs_inserted_after.
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash)
+                  run_at, created_at, idempotency_key, request_hash, notify_url)
 VALUES (:type, :payload, :priority,
         CASE WHEN :run_at > :created_at THEN 'scheduled' ELSE 'queued' END,
-        0, :max_attempts, :timeout, :run_at, :created_at, NULL, NULL);
+        0, :max_attempts, :timeout, :run_at, :created_at, NULL, NULL, :notify_url);
 
 -- name: last_job_id
 SELECT coalesce(max(id), 0) AS id FROM jobs;
@@ -109,7 +114,7 @@ SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 -- Listings are summaries: no payload, no result (their sizes instead).
 -- name: list_jobs
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs WHERE id < :cursor ORDER BY id DESC LIMIT :limit;
 
@@ -119,19 +124,19 @@ SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
 
 -- name: list_jobs_by_status
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs WHERE status = :status AND id < :cursor ORDER BY id DESC LIMIT :limit;
 
 -- name: list_jobs_by_type
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs WHERE type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;
 
 -- name: list_jobs_by_status_and_type
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs
 WHERE status = :status AND type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;

@@ -21,6 +21,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.notify import ChangeNotifier
 from taskframe.server.scheduler import Completion, Scheduler
 from taskframe.server.storage import Store, open_store
+from taskframe.server.storage.base import load_queries, migrations
 from tests.processes import wait_until
 from tests.unit.test_scheduler import Clock, job, latest_version, raw_connection
 
@@ -40,6 +41,11 @@ def open_stores(db_url: str) -> Iterator[Callable[..., list[Store]]]:
     yield open_n
     for store in opened:
         store.close()
+
+
+def defined_versions(store: Store) -> list[int]:
+    """The migrations the backend's .sql file defines (numbers may be reserved, so gaps)."""
+    return [version for version, _ in migrations(load_queries(f"{store.backend}.sql"))]
 
 
 def run_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
@@ -145,7 +151,7 @@ def test_migrating_from_the_first_version_keeps_the_jobs(db_url, open_stores):
     assert [a["outcome"] for a in scheduler.attempts(ready["id"])] == ["succeeded"]
     with raw_connection(db_url) as raw:
         versions = [r[0] for r in raw.execute("SELECT version FROM taskframe_schema").fetchall()]
-    assert sorted(versions) == list(range(1, latest_version(store) + 1))
+    assert sorted(versions) == defined_versions(store)
 
 
 @pytest.mark.timeout(90)
@@ -156,7 +162,7 @@ def test_servers_starting_at_once_migrate_safely(db_url, open_stores):
     assert versions == [latest] * 6
     with raw_connection(db_url) as raw:
         applied = [r[0] for r in raw.execute("SELECT version FROM taskframe_schema").fetchall()]
-    assert sorted(applied) == list(range(1, latest + 1))  # each migration ran once
+    assert sorted(applied) == defined_versions(stores[0])  # each migration ran once
     scheduler = Scheduler(stores[3], ServerConfig())
     [(row, created)] = scheduler.submit([job()])
     assert created and scheduler.get(row["id"])["status"] == "queued"
