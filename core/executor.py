@@ -28,7 +28,8 @@ class ExecutorContext:
     ``deadline`` is a ``time.monotonic()`` value (or None for no timeout); an
     executor should stop by then. ``cancel_event`` is set when the job is
     cancelled, times out or the worker shuts down: long-running executors
-    check it (or wait on it) and return early.
+    check it (or wait on it) and return early. ``dependency_results`` holds
+    the results of the jobs given in ``depends_on``, by id.
     """
 
     job_id: int
@@ -37,6 +38,8 @@ class ExecutorContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("taskframe.job"))
     options: argparse.Namespace = field(default_factory=argparse.Namespace)
+    #: The results of the jobs this one depends on, by job id (empty without dependencies).
+    dependency_results: dict[int, Any] = field(default_factory=dict)
 
     def time_left(self) -> float | None:
         """Seconds until the deadline (never negative), or None without one."""

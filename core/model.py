@@ -11,8 +11,10 @@ from enum import Enum
 
 
 class Status(str, Enum):
-    """Where a job is. ``scheduled``: accepted but not due yet (a delay, or a retry's backoff)."""
+    """Where a job is. ``scheduled``: accepted but not due yet (a delay, or a retry's backoff).
+    ``waiting``: some of the jobs it depends on have not finished yet."""
 
+    WAITING = "waiting"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
@@ -46,6 +48,8 @@ class Event(str, Enum):
     LEASE = "lease"
     CANCEL = "cancel"  # a client's request
     RETRY = "retry"  # a client's request
+    DEPENDENCIES_MET = "dependencies_met"  # the last dependency finished (succeeded, or "run")
+    DEPENDENCY_FAILED = "dependency_failed"  # a dependency failed or was cancelled
 
     def __str__(self) -> str:
         return self.value
@@ -56,7 +60,8 @@ class IllegalTransition(ValueError):
 
 
 # Kept as names for the code that reads best with them.
-SCHEDULED, QUEUED, RUNNING = Status.SCHEDULED, Status.QUEUED, Status.RUNNING
+WAITING, SCHEDULED = Status.WAITING, Status.SCHEDULED
+QUEUED, RUNNING = Status.QUEUED, Status.RUNNING
 SUCCEEDED, FAILED, CANCELLED = Status.SUCCEEDED, Status.FAILED, Status.CANCELLED
 OUTCOME_SUCCEEDED, OUTCOME_FAILED = Outcome.SUCCEEDED, Outcome.FAILED
 OUTCOME_CANCELLED, OUTCOME_RELEASED = Outcome.CANCELLED, Outcome.RELEASED
@@ -76,6 +81,7 @@ def next_status(
     due: bool = True,
     may_retry: bool = False,
     cancel_requested: bool = False,
+    blocked: bool = False,
 ) -> Status:
     """The status a job in ``current`` moves to on ``event``; raises IllegalTransition.
 
@@ -84,18 +90,23 @@ def next_status(
     failed attempt may be retried (attempts left and the error retryable).
     ``cancel_requested``: a client asked to cancel the running attempt, so
     whatever way it ends, the job ends cancelled (unless it succeeded).
+    ``blocked``: at submission, some dependencies have not finished yet.
     A client's cancel of a running job leaves it running, with the request noted.
     """
     current = None if current is None else Status(current)
     event = _event(event)
     waiting = Status.QUEUED if due else Status.SCHEDULED
     if event is Event.SUBMIT and current is None:
+        return Status.WAITING if blocked else waiting
+    if event is Event.DEPENDENCIES_MET and current is Status.WAITING:
         return waiting
+    if event is Event.DEPENDENCY_FAILED and current is Status.WAITING:
+        return Status.CANCELLED
     if event is Event.PROMOTE and current is Status.SCHEDULED:
         return Status.QUEUED
     if event is Event.LEASE and current is Status.QUEUED:
         return Status.RUNNING
-    if event is Event.CANCEL and current in (Status.SCHEDULED, Status.QUEUED):
+    if event is Event.CANCEL and current in (Status.WAITING, Status.SCHEDULED, Status.QUEUED):
         return Status.CANCELLED
     if event is Event.CANCEL and current is Status.RUNNING:
         return Status.RUNNING  # the worker is told to stop; the attempt ends it
@@ -155,7 +166,12 @@ def _all_transitions() -> dict[Status, frozenset[Status]]:
             for due, retry, cancel in flags:
                 try:
                     new = next_status(
-                        current, event, due=due, may_retry=retry, cancel_requested=cancel
+                        current,
+                        event,
+                        due=due,
+                        may_retry=retry,
+                        cancel_requested=cancel,
+                        blocked=retry,
                     )
                 except IllegalTransition:
                     continue

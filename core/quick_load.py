@@ -16,7 +16,13 @@ from taskframe.core import schemas
 
 _NUMBER = (int, float)
 # run_at and notify_url take the schema's path (date and URL parsing).
-_SUBMIT_KEYS = frozenset(schemas.SubmitJobSchema._declared_fields) - {"run_at", "notify_url"}
+# So do dependencies (ids and batch references).
+_SUBMIT_KEYS = frozenset(schemas.SubmitJobSchema._declared_fields) - {
+    "run_at",
+    "notify_url",
+    "depends_on",
+    "on_dependency_failure",
+}
 
 
 def _is_number(value: object, low: float, high: float, low_inclusive: bool = True) -> bool:
@@ -34,8 +40,10 @@ def quick_load_submit(data: object) -> dict[str, Any] | None:
     max_attempts = data.get("max_attempts", schemas.DEFAULT_MAX_ATTEMPTS)
     timeout = data.get("timeout")
     key = data.get("idempotency_key")
+    queue = data.get("queue", schemas.DEFAULT_QUEUE)
     if (
-        not _is_id_text(data.get("type"))
+        not schemas.is_queue_name(queue)
+        or not _is_id_text(data.get("type"))
         or type(payload) is not dict
         or not all(type(name) is str for name in payload)
         or type(priority) is not int
@@ -54,6 +62,7 @@ def quick_load_submit(data: object) -> dict[str, Any] | None:
         "max_attempts": max_attempts,
         "timeout": None if timeout is None else float(timeout),
         "idempotency_key": key,
+        "queue": queue,
     }
     if "delay" in data:
         loaded["delay"] = float(data["delay"])
@@ -85,6 +94,7 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
     if type(data) is not dict or not data.keys() <= _LEASE_KEYS:
         return None
     types = data.get("types")
+    queues = data.get("queues")
     maximum = data.get("max", 1)
     wait = data.get("wait", 0.0)
     completions = data.get("completions", [])
@@ -97,6 +107,10 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
         or (
             types is not None
             and (type(types) is not list or not all(type(t) is str for t in types))
+        )
+        or (
+            queues is not None
+            and (type(queues) is not list or not all(schemas.is_queue_name(q) for q in queues))
         )
         or type(maximum) is not int
         or not 0 <= maximum <= schemas.MAX_LEASE_BATCH
@@ -136,6 +150,7 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
     return {
         "worker_id": data["worker_id"],
         "types": types,
+        "queues": queues,
         "max": maximum,
         "wait": float(wait),
         "completions": loaded,

@@ -6,6 +6,7 @@ typo such as ``priorty`` is a 422 that names it instead of a silent default.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
@@ -50,6 +51,27 @@ def _http_url(value: str) -> None:
 
 _job_id = validate.Range(min=1, max=MAX_ID)
 
+DEFAULT_QUEUE = "default"
+QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+MAX_DEPENDENCIES = 100
+_QUEUE_RULE = "1 to 64 of a-z 0-9 _ . - starting with a letter or digit"
+_queue_name = validate.Regexp(QUEUE_NAME, error=f"a queue name is {_QUEUE_RULE}")
+
+
+def is_queue_name(value: object) -> bool:
+    return type(value) is str and QUEUE_NAME.fullmatch(value) is not None
+
+
+class DependencyRef(fields.Field):
+    """A job id, or ``"$N"``: the N-th job (from 0) earlier in the same batch."""
+
+    def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object):
+        if type(value) is int and 1 <= value <= MAX_ID:
+            return value
+        if type(value) is str and value.startswith("$") and value[1:].isdigit():
+            return ("ref", int(value[1:]))
+        raise ValidationError('a job id, or "$N" for the N-th job earlier in the batch')
+
 
 class SubmitJobSchema(Schema):
     """``POST /jobs``: one job to submit."""
@@ -88,6 +110,27 @@ class SubmitJobSchema(Schema):
         },
     )
 
+    queue = fields.String(
+        load_default=DEFAULT_QUEUE,
+        validate=_queue_name,
+        metadata={"description": f"the queue the job waits in ({_QUEUE_RULE})"},
+    )
+    depends_on = fields.List(
+        DependencyRef(),
+        validate=validate.Length(max=MAX_DEPENDENCIES),
+        metadata={
+            "description": 'ids of jobs that must succeed first; in a batch, "$N" is the '
+            "N-th job (from 0) earlier in the same batch"
+        },
+    )
+    on_dependency_failure = fields.String(
+        validate=validate.OneOf(["cancel", "run"]),
+        metadata={
+            "description": "cancel (default): a failed or cancelled dependency cancels "
+            "this job; run: it runs anyway once all dependencies finished"
+        },
+    )
+
     @validates_schema
     def _delay_or_run_at(self, data: dict, **kwargs: object) -> None:
         if "delay" in data and "run_at" in data:
@@ -100,6 +143,26 @@ class BatchSubmitSchema(Schema):
     jobs = fields.List(
         fields.Nested(SubmitJobSchema), required=True, validate=validate.Length(1, MAX_BATCH)
     )
+
+
+class QueueListSchema(Schema):
+    queues = fields.List(fields.Dict(), metadata={"description": "name, paused, counts by status"})
+
+
+class LimitBodySchema(Schema):
+    """``PUT /limits/{type|queue}/{name}``."""
+
+    max_running = fields.Integer(required=True, strict=True, validate=validate.Range(0, 100000))
+
+
+class LimitSchema(Schema):
+    kind = fields.String(validate=validate.OneOf(["type", "queue"]))
+    name = fields.String()
+    max_running = fields.Integer()
+
+
+class LimitListSchema(Schema):
+    limits = fields.List(fields.Nested(LimitSchema))
 
 
 class LeaseRefSchema(Schema):
@@ -138,6 +201,12 @@ class LeaseRequestSchema(Schema):
 
     worker_id = fields.String(required=True, validate=_id_text)
     types = fields.List(fields.String(), load_default=None, allow_none=True)
+    queues = fields.List(
+        fields.String(validate=_queue_name),
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "lease only from these queues (default: every queue)"},
+    )
     max = fields.Integer(strict=True, load_default=1, validate=validate.Range(0, MAX_LEASE_BATCH))
     wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
     completions = fields.List(fields.Nested(CompletionItemSchema), load_default=list)
@@ -211,7 +280,16 @@ class JobSchema(Schema):
     idempotency_key = fields.String(allow_none=True)
     cancel_requested = fields.Boolean()
     notify_url = fields.String(allow_none=True)
+    queue = fields.String()
+    depends_on = fields.List(fields.Integer())
+    on_dependency_failure = fields.String(allow_none=True)
     lease_id = fields.String(metadata={"description": "only in lease answers"})
+    dependencies = fields.Dict(
+        metadata={
+            "description": "only in lease answers of jobs with dependencies: "
+            "{dependency id: its result}"
+        }
+    )
 
 
 class ErrorSchema(Schema):
@@ -231,6 +309,7 @@ class NextJobQuerySchema(Schema):
 
     worker_id = fields.String(required=True, validate=_id_text)
     types = fields.String(metadata={"description": "comma-separated job types"})
+    queues = fields.String(metadata={"description": "comma-separated queues (default: all)"})
     wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
 
 

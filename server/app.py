@@ -8,7 +8,9 @@ from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ID
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import install_error_handlers
+from taskframe.server.flow import Flow
 from taskframe.server.openapi import build_openapi
+from taskframe.server.resources import flow as flow_resources
 from taskframe.server.resources import jobs, meta, workers
 from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.scheduler import Scheduler
@@ -38,6 +40,13 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     app.add_route(JOB + "/heartbeat", workers.JobHeartbeat(scheduler, config, job_types))
     app.add_route(JOB + "/complete", workers.JobComplete(scheduler, config, job_types))
     app.add_route(JOB + "/release", workers.JobRelease(scheduler, config, job_types))
+
+    flow = Flow(scheduler)
+    app.add_route("/queues", flow_resources.Queues(flow))
+    app.add_route("/queues/{name}/pause", flow_resources.QueuePause(flow))
+    app.add_route("/queues/{name}/resume", flow_resources.QueueResume(flow))
+    app.add_route("/limits", flow_resources.Limits(flow))
+    app.add_route("/limits/{kind}/{name}", flow_resources.LimitItem(flow, config))
 
     app.add_route("/health", meta.Health(scheduler.store, plugins))
     app.add_route("/job-types", meta.JobTypes(plugins))

@@ -56,6 +56,9 @@ def job_summary(row: Row) -> dict[str, Any]:
         "idempotency_key": row["idempotency_key"],
         "cancel_requested": bool(row["cancel_requested"]),
         "notify_url": row.get("notify_url"),
+        "queue": row.get("queue", "default"),
+        "depends_on": json.loads(row["depends_on"]) if row.get("depends_on") else [],
+        "on_dependency_failure": row.get("on_dependency_failure"),
     }
 
 

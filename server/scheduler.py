@@ -21,6 +21,7 @@ from typing import Any
 from taskframe.core import model
 from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.core.model import Event, Outcome, Status
+from taskframe.server import dependencies, routing
 from taskframe.server.config import ServerConfig
 from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots
 from taskframe.server.storage import Row, Store, Transaction
@@ -79,6 +80,8 @@ class Scheduler:
         self.intake = Intake(store, config, _Quiet(), clock)  # type: ignore[arg-type]
         #: Plugin lifecycle events (server/events.py), None when no plugin wants them.
         self.events = events
+        #: Seen at the last lease: some limit is set (a finished job may free a slot).
+        self.limited = False
 
     # ----------------------------------------------------------------- clients
 
@@ -180,6 +183,11 @@ class Scheduler:
             found = tx.all("get_jobs", {"ids": [row["id"] for row in page]})
         return sorted(found, key=lambda row: -row["id"])
 
+    def dependency_results(self, rows: list[Row]) -> dict[int, dict[str, Any]]:
+        """{job id: {dependency id: result}} of leased ``rows`` that have dependencies."""
+        with self.store.reader() as tx:
+            return dependencies.results(tx, rows)
+
     def attempts(self, job_id: int) -> list[Row]:
         self.get(job_id)
         with self.store.reader() as tx:
@@ -200,9 +208,11 @@ class Scheduler:
             row = tx.one(query, params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
+            moved = dependencies.resolve(tx, [row], params["now"])
             self.store.notify_change(tx)  # wakes waiters on other servers
         if row["status"] in model.FINISHED:
             self.notifier.jobs_finished([job_id])
+        self._ended(moved)
         if self.events is not None:
             self.events.job_finished(row)
         return row
@@ -237,9 +247,10 @@ class Scheduler:
         wait: float,
         request_id: str | None = None,
         resent: bool = False,
+        queues: list[str] | None = None,
     ) -> list[Row]:
         """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one."""
-        return self.lease_or_busy(worker_id, types, limit, wait, request_id, resent)[0]
+        return self.lease_or_busy(worker_id, types, limit, wait, request_id, resent, queues)[0]
 
     def lease_or_busy(
         self,
@@ -249,6 +260,7 @@ class Scheduler:
         wait: float,
         request_id: str | None = None,
         resent: bool = False,
+        queues: list[str] | None = None,
     ) -> tuple[list[Row], bool]:
         """(leased jobs, whether a wait was refused because too many requests wait).
 
@@ -266,23 +278,31 @@ class Scheduler:
         types = list(types)
         if limit <= 0 or not types:
             return [], False
-        jobs = self._lease_now(worker_id, types, limit, request_id)
+        if queues is not None and not queues:
+            return [], False
+        jobs = self._lease_now(worker_id, types, limit, request_id, queues)
         if jobs or wait <= 0 or self.notifier.closed:
             return jobs, False
         with self.wait_slots.slot() as may_wait:
             if not may_wait:
                 return [], True
-            return self._long_poll(worker_id, types, limit, wait, request_id), False
+            return self._long_poll(worker_id, types, limit, wait, request_id, queues), False
 
     def _long_poll(
-        self, worker_id: str, types: list[str], limit: int, wait: float, request_id: str | None
+        self,
+        worker_id: str,
+        types: list[str],
+        limit: int,
+        wait: float,
+        request_id: str | None,
+        queues: list[str] | None,
     ) -> list[Row]:
         deadline = time.monotonic() + wait
         woken = False
         with self.notifier.waiting():
             while True:
                 generation = self.notifier.generation
-                jobs = self._lease_now(worker_id, types, limit, request_id)
+                jobs = self._lease_now(worker_id, types, limit, request_id, queues)
                 remaining = deadline - time.monotonic()
                 if jobs or remaining <= 0 or self.notifier.closed:
                     if woken and len(jobs) == limit:
@@ -293,7 +313,12 @@ class Scheduler:
                 woken = self.notifier.wait_for_work(types, generation, remaining)
 
     def _lease_now(
-        self, worker_id: str, types: list[str], limit: int, request_id: str | None
+        self,
+        worker_id: str,
+        types: list[str],
+        limit: int,
+        request_id: str | None,
+        queues: list[str] | None = None,
     ) -> list[Row]:
         now = self.clock()
         params = {
@@ -307,7 +332,14 @@ class Scheduler:
             "lease_request": request_id,
         }
         with self.store.transaction() as tx:
-            rows = tx.all("lease_jobs", params)
+            # Paused queues and limits (two tiny tables, usually empty): when there
+            # are none and every queue is served, the plain lease runs as it always did.
+            controls = routing.Controls.from_rows(tx.all("lease_controls"))
+            self.limited = bool(controls.limits)
+            if controls.none and queues is None:
+                rows = tx.all("lease_jobs", params)
+            else:
+                rows = routing.lease_routed(tx, params, types, queues, controls, limit)
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
         return rows
 
@@ -347,9 +379,10 @@ class Scheduler:
                 if i not in done:  # the same attempt twice in one batch: the first counted
                     done[i] = self._resent(tx, item)
             tx.run_many("insert_attempt", history)
+            moved = dependencies.resolve(tx, [o.job for o in done.values() if o.code == 200], now)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
-        self._ended([outcome.job for outcome in done.values() if outcome.code == 200])
+        self._ended([outcome.job for outcome in done.values() if outcome.code == 200] + moved)
         if self.events is not None:
             rows = {o.job_id: o.job for o in done.values() if o.job is not None}
             self.events.attempts_finished([(rows[a["job_id"]], a) for a in history])
@@ -455,6 +488,8 @@ class Scheduler:
         finished = [row["id"] for row in rows if row["status"] in model.FINISHED]
         if finished:
             self.notifier.jobs_finished(finished)
+            if self.limited:  # a slot under a limit may be free: let its waiters look
+                self.notifier.work_ready(Counter(row["type"] for row in rows))
         self._announce(rows)
 
     def heartbeat(
@@ -507,8 +542,9 @@ class Scheduler:
             tx.run_many("insert_attempt", history)
             if updated is None:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
+            moved = dependencies.resolve(tx, [updated], now)
             self.store.notify_change(tx)
-        self._ended([updated])
+        self._ended([updated, *moved])
         if self.events is not None:
             self.events.attempts_finished([(updated, history[0])])
         return updated
@@ -550,9 +586,10 @@ class Scheduler:
                 )
             tx.run_many("insert_attempt", history)
             reaped = sum(row is not None for row in ended)
+            moved = dependencies.resolve(tx, ended, now)
             if reaped:
                 self.store.notify_change(tx)
-        self._ended(ended)
+        self._ended(ended + moved)
         if self.events is not None and reaped:
             ended_rows = [row for row in ended if row is not None]
             self.events.attempts_finished(list(zip(ended_rows, history, strict=True)))

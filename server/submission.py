@@ -11,6 +11,7 @@ from marshmallow import ValidationError
 
 from taskframe.core.errors import JobConflict
 from taskframe.core.executor import Executor
+from taskframe.server import dependencies
 from taskframe.server.config import ServerConfig
 from taskframe.server.group_commit import GroupCommitter
 from taskframe.server.notify import ChangeNotifier
@@ -95,6 +96,11 @@ class Intake:
         created_any = False
         with self.store.transaction() as tx:
             for unit in units:
+                if any("depends_on" in job for job in unit):
+                    outcome = self._insert_chain(tx, unit, now)
+                    created_any = created_any or any(c for _, c in outcome)
+                    outcomes.append(outcome)
+                    continue
                 params = [self._new_job_params(job, now) for job in unit]
                 if len(params) > 1 and all(p["idempotency_key"] is None for p in params):
                     outcomes.append([(row, True) for row in tx.insert_jobs(params)])
@@ -109,6 +115,31 @@ class Intake:
                 self.store.notify_change(tx)
         self.notifier.notify()
         return outcomes
+
+    def _insert_chain(
+        self, tx: Transaction, unit: list[dict[str, Any]], now: float
+    ) -> list[tuple[Row, bool]]:
+        """Insert jobs with dependencies one by one, in order: ``("ref", n)`` names the
+        n-th job of this unit, inserted before it. Raises what a conflict or a missing
+        dependency raises, rolling back the whole unit (it has its own transaction)."""
+        results: list[tuple[Row, bool]] = []
+        for job in unit:
+            deps = [
+                results[dep[1]][0]["id"] if isinstance(dep, tuple) else dep
+                for dep in job.get("depends_on", ())
+            ]
+            params = self._new_job_params(job, now)
+            params["depends_on"] = json.dumps(sorted(set(deps))) if deps else None
+            if self._key_conflict(tx, [params]):
+                raise self._key_conflict(tx, [params])
+            outcome = self._insert_keyed(tx, [params])
+            if isinstance(outcome, JobConflict):
+                raise outcome
+            [(row, created)] = outcome
+            if created and deps:
+                row = dependencies.attach(tx, row, deps, now)
+            results.append((row, created))
+        return results
 
     def _insert_keyed(
         self, tx: Transaction, params: list[dict[str, Any]]
@@ -166,6 +197,9 @@ class Intake:
             "idempotency_key": key,
             "request_hash": request_hash,
             "notify_url": job.get("notify_url"),
+            "queue": job.get("queue", "default"),
+            "depends_on": None,
+            "on_dependency_failure": job.get("on_dependency_failure"),
         }
 
 

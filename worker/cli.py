@@ -23,7 +23,7 @@ from taskframe.core.plugins import (
     create_plugin_manager,
     early_disabled_plugins,
 )
-from taskframe.core.schemas import MAX_WAIT
+from taskframe.core.schemas import MAX_WAIT, is_queue_name
 from taskframe.worker.loop import (
     DEFAULT_CONCURRENCY,
     DEFAULT_POLL_INTERVAL,
@@ -88,6 +88,18 @@ def add_worker_options(
             help="server URL(s), comma-separated; requests rotate over them and fail over",
         )
     add_option(group, "--worker-id", help="name shown on leased jobs (default <hostname>-<pid>)")
+    add_option(
+        group,
+        "--job-types",
+        help="comma-separated job types to run (default: every installed one)",
+    )
+    group.add_argument("--types", dest="job_types", help="the same as --job-types")
+    add_option(
+        group,
+        "--queues",
+        help="comma-separated queues to lease from (default: every queue); strict priority "
+        "holds across them, oldest first within a priority",
+    )
     add_option(
         group,
         "--concurrency",
@@ -177,7 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(worker_id) > 200:
         parser.error("--worker-id is longer than 200 characters")
 
-    worker = Worker(urls, plugins, options, worker_id, options.concurrency)
+    for name in (options.queues or "").split(","):
+        if name.strip() and not is_queue_name(name.strip()):
+            parser.error(f"--queues: {name.strip()!r} is not a queue name")
+    try:
+        worker = Worker(urls, plugins, options, worker_id, options.concurrency)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("worker %s: %s received, stopping", worker_id, signal.Signals(signum).name)

@@ -194,9 +194,10 @@ class ApiClient:
         completions: list[dict[str, Any]],
         request_id: str | None = None,
         resent: bool = False,
+        queues: list[str] | None = None,
     ) -> dict[str, Any]:
         """``POST /lease``: report ``completions`` and lease up to ``max_jobs`` jobs."""
-        body = {
+        body: dict[str, Any] = {
             "worker_id": worker_id,
             "types": types,
             "max": max_jobs,
@@ -205,6 +206,8 @@ class ApiClient:
             "request_id": request_id,
             "resent": resent,
         }
+        if queues is not None:
+            body["queues"] = queues
         return self.call("POST", "/lease", body=body, read_timeout=wait + LONG_POLL_MARGIN) or {}
 
     def heartbeats(self, worker_id: str, leases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -269,10 +272,17 @@ class Outbox:
     safe because a duplicate completion is ``ok``.
     """
 
-    def __init__(self, client: ApiClient, worker_id: str, types: list[str]) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        worker_id: str,
+        types: list[str],
+        queues: list[str] | None = None,
+    ) -> None:
         self.client = client
         self.worker_id = worker_id
         self.types = types
+        self.queues = queues
         self._items: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._request_id: str | None = None
@@ -346,7 +356,7 @@ class Outbox:
         resent: bool = False,
     ) -> dict[str, Any]:
         return self.client.lease(
-            self.worker_id, self.types, max_jobs, wait, completions, request_id, resent
+            self.worker_id, self.types, max_jobs, wait, completions, request_id, resent, self.queues
         )
 
     def _settle(self, sent: list[dict[str, Any]], answers: list[dict[str, Any]]) -> None:

@@ -71,6 +71,7 @@ def _execute(
         cancel_event=running.cancel_event,
         logger=logging.getLogger(f"taskframe.job.{executor.name}"),
         options=options,
+        dependency_results={int(k): v for k, v in (job.get("dependencies") or {}).items()},
     )
     if plugins is None:
         return _run(executor, payload, context, running.job_id)

@@ -80,6 +80,16 @@ class Worker:
         self.options = options
         self.worker_id = worker_id
         self.types = plugins.names()
+        only = _option(options, "job_types", None)
+        if only:  # --job-types: a worker dedicated to some types
+            wanted = {name.strip() for name in only.split(",") if name.strip()}
+            unknown = wanted - set(self.types)
+            if unknown:
+                raise ValueError(f"--job-types: not installed here: {', '.join(sorted(unknown))}")
+            self.types = sorted(wanted)
+        queues = _option(options, "queues", None)
+        #: --queues: lease only from these (None: every queue).
+        self.queues = None if not queues else [q.strip() for q in queues.split(",") if q.strip()]
         if not self.types:
             raise ValueError("no executor is installed: nothing to lease")
         self.concurrency = max(1, int(setting(concurrency, "concurrency", DEFAULT_CONCURRENCY)))
@@ -89,7 +99,7 @@ class Worker:
         self.shutdown_grace = float(
             setting(shutdown_grace, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE)
         )
-        self.outbox = Outbox(self.client, worker_id, self.types)
+        self.outbox = Outbox(self.client, worker_id, self.types, self.queues)
         #: Set once the worker's threads run (for embedders and tests).
         self.started = threading.Event()
         # An RLock: stop() may run in a signal handler on the thread holding it.

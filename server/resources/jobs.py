@@ -7,6 +7,7 @@ import falcon
 from taskframe.core import quick_load, schemas
 from taskframe.core.executor import Executor
 from taskframe.server.config import ServerConfig
+from taskframe.server.dependencies import MissingDependencies
 from taskframe.server.errors import validation_error
 from taskframe.server.http_io import load_query, read_json
 from taskframe.server.representation import attempt_json, job_json, job_summary
@@ -43,9 +44,17 @@ class JobCollection:
                 )
             job["idempotency_key"] = header_key
         errors = job_errors(job, self.executors, self.check)
+        errors.update(reference_errors(job, 0, single=True))
         if errors:
             raise validation_error(errors)
-        row, created = self.scheduler.submit_one(job)
+        if "depends_on" in job:
+            # Its own transaction: a missing dependency must not fail a shared commit.
+            try:
+                [(row, created)] = self.scheduler.submit([job])
+            except MissingDependencies as exc:
+                raise validation_error(exc.errors) from None
+        else:
+            row, created = self.scheduler.submit_one(job)
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.location = f"/jobs/{row['id']}"
         resp.media = job_json(row)
@@ -84,17 +93,33 @@ class JobBatch:
         errors = {}
         for index, job in enumerate(jobs):
             problems = job_errors(job, self.executors, self.check)
+            problems.update(reference_errors(job, index))
             if problems:
                 errors[str(index)] = problems
         if errors:
             raise validation_error({"jobs": errors}, f"{len(errors)} job(s) are invalid")
-        results = self.scheduler.submit(jobs)
+        try:
+            results = self.scheduler.submit(jobs)
+        except MissingDependencies as exc:
+            raise validation_error({"jobs": exc.errors}) from None
         resp.status = falcon.HTTP_201
         # Ids only: echoing a thousand full jobs would cost more than storing them.
         resp.media = {
             "ids": [row["id"] for row, _ in results],
             "created": sum(created for _, created in results),
         }
+
+
+def reference_errors(job: dict, index: int, single: bool = False) -> dict[str, list[str]]:
+    """``"$N"`` in ``depends_on`` must name a job earlier in the same batch."""
+    bad = [
+        f"${dep[1]} does not name a job before this one in the batch"
+        for dep in job.get("depends_on", ())
+        if isinstance(dep, tuple) and (single or dep[1] >= index)
+    ]
+    if single and bad:
+        bad = ['"$N" references work only in POST /jobs/batch']
+    return {"depends_on": bad} if bad else {}
 
 
 def retry_after(scheduler: Scheduler) -> int:

@@ -36,6 +36,17 @@ def _outcome_json(outcome: CompletionOutcome) -> dict[str, Any]:
     }
 
 
+def leased_json(scheduler: Scheduler, rows: list) -> list[dict[str, Any]]:
+    """Leased jobs; those with dependencies carry their results (``dependencies``)."""
+    jobs = [job_json(row, with_lease=True) for row in rows]
+    if any(row.get("depends_on") for row in rows):
+        found = scheduler.dependency_results(rows)
+        for job in jobs:
+            if job["id"] in found:
+                job["dependencies"] = found[job["id"]]
+    return jobs
+
+
 class WorkerResource:
     def __init__(self, scheduler: Scheduler, config: ServerConfig, job_types: list[str]) -> None:
         self.scheduler = scheduler
@@ -68,9 +79,10 @@ class Lease(WorkerResource):
             request["wait"],
             request_id=request["request_id"],
             resent=request["resent"],
+            queues=request.get("queues"),
         )
         resp.media = {
-            "jobs": [job_json(row, with_lease=True) for row in rows],
+            "jobs": leased_json(self.scheduler, rows),
             "completions": [_outcome_json(o) for o in outcomes],
             "lease_ttl": self.config.lease_ttl,
             # Too many requests wait already: come back after this pause.
@@ -86,15 +98,16 @@ class NextJob(WorkerResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.schema)
         types = [t for t in query["types"].split(",") if t] if "types" in query else None
+        queues = [q for q in query["queues"].split(",") if q] if "queues" in query else None
         rows, refused = self.scheduler.lease_or_busy(
-            query["worker_id"], self._types(types), 1, query["wait"]
+            query["worker_id"], self._types(types), 1, query["wait"], queues=queues
         )
         if not rows:
             resp.status = falcon.HTTP_204
             if refused:
                 resp.set_header("Retry-After", str(retry_after(self.scheduler)))
             return
-        resp.media = job_json(rows[0], with_lease=True)
+        resp.media = leased_json(self.scheduler, rows)[0]
 
 
 class Heartbeats(WorkerResource):

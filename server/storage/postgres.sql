@@ -66,6 +66,29 @@ CREATE INDEX jobs_lease_request ON jobs (lease_request) WHERE lease_request IS N
 -- The webhook plugin's target (POST /jobs notify_url).
 ALTER TABLE jobs ADD COLUMN notify_url text;
 
+-- name: migration_6
+-- Queues, dependencies and concurrency limits (issue 13). A job's queue has its
+-- own ready index so that a worker serving some queues walks only theirs.
+-- has_dependants lets a completion skip the dependency lookup for every other job.
+ALTER TABLE jobs ADD COLUMN queue text NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN depends_on text;
+ALTER TABLE jobs ADD COLUMN deps_pending integer NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN on_dependency_failure text;
+ALTER TABLE jobs ADD COLUMN has_dependants boolean NOT NULL DEFAULT false;
+CREATE INDEX jobs_ready_queue ON jobs (queue, priority DESC, id) WHERE status = 'queued';
+CREATE TABLE job_dependencies (
+    depends_on bigint NOT NULL,
+    job_id bigint NOT NULL,
+    PRIMARY KEY (depends_on, job_id)
+);
+CREATE TABLE queues (name text PRIMARY KEY, paused boolean NOT NULL DEFAULT false);
+CREATE TABLE concurrency_limits (
+    kind text NOT NULL,
+    name text NOT NULL,
+    max_running integer NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -97,11 +120,13 @@ LISTEN taskframe_jobs;
 
 -- name: insert_job
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash, notify_url)
+                  run_at, created_at, idempotency_key, request_hash, notify_url, queue,
+                  depends_on, on_dependency_failure)
 VALUES (%(type)s, %(payload)s, %(priority)s,
         CASE WHEN %(run_at)s > %(created_at)s THEN 'scheduled' ELSE 'queued' END,
         0, %(max_attempts)s, %(timeout)s, %(run_at)s, %(created_at)s,
-        %(idempotency_key)s, %(request_hash)s, %(notify_url)s)
+        %(idempotency_key)s, %(request_hash)s, %(notify_url)s, %(queue)s,
+        %(depends_on)s, %(on_dependency_failure)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
@@ -125,12 +150,14 @@ SELECT * FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 -- name: list_jobs
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       queue, depends_on, on_dependency_failure,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs WHERE id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: list_jobs_by_status
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       queue, depends_on, on_dependency_failure,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs
 WHERE status = %(status)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
@@ -138,6 +165,7 @@ WHERE status = %(status)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 -- name: list_jobs_by_type
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       queue, depends_on, on_dependency_failure,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs
 WHERE type = %(type)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
@@ -145,6 +173,7 @@ WHERE type = %(type)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 -- name: list_jobs_by_status_and_type
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       queue, depends_on, on_dependency_failure,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs
 WHERE status = %(status)s AND type = %(type)s AND id < %(cursor)s
@@ -242,9 +271,9 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: cancel_queued
--- Jobs not started yet (queued or scheduled) are cancelled at once.
+-- Jobs not started yet (queued, scheduled or waiting) are cancelled at once.
 UPDATE jobs SET status = 'cancelled', finished_at = %(now)s
-WHERE id = %(id)s AND status IN ('queued', 'scheduled')
+WHERE id = %(id)s AND status IN ('queued', 'scheduled', 'waiting')
 RETURNING *;
 
 -- name: request_cancel
@@ -273,3 +302,125 @@ DELETE FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 
 -- name: count_by_status
 SELECT status, count(*) AS count FROM jobs GROUP BY status;
+
+-- ------------------------------------------------------------ routing (issue 13)
+
+-- name: lease_controls
+-- Read by every lease: both tables are tiny (and usually empty, then the
+-- plain lease_jobs runs, exactly as before queues and limits existed).
+SELECT 'paused' AS kind, name, 0 AS max_running FROM queues WHERE paused
+UNION ALL
+SELECT kind, name, max_running FROM concurrency_limits;
+
+-- name: lock_limits
+-- Count-and-lease must be atomic across servers: whoever leases a limited
+-- type or queue holds its limit row until commit (locked in key order).
+SELECT kind, name FROM concurrency_limits
+WHERE (kind, name) IN (SELECT * FROM unnest(%(kinds)s::text[], %(names)s::text[]))
+ORDER BY kind, name
+FOR UPDATE;
+
+-- name: count_running_by_type
+SELECT count(*) AS count FROM jobs WHERE status = 'running' AND type = %(name)s;
+
+-- name: count_running_by_queue
+SELECT count(*) AS count FROM jobs WHERE status = 'running' AND queue = %(name)s;
+
+-- name: lease_candidates
+-- The routed lease, every queue: the ready index in order, skipping what is
+-- paused or at its limit (excluded) and what this transaction picked already.
+SELECT id, priority, type, queue FROM jobs
+WHERE status = 'queued' AND type = ANY(%(types)s::text[])
+  AND queue <> ALL(%(excluded_queues)s::text[])
+  AND type <> ALL(%(excluded_types)s::text[])
+  AND id <> ALL(%(picked)s::bigint[])
+ORDER BY priority DESC, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: lease_candidates_in_queues
+-- The routed lease, named queues: each queue's slice of jobs_ready_queue.
+SELECT id, priority, type, queue FROM jobs
+WHERE status = 'queued' AND queue = ANY(%(queues)s::text[])
+  AND type = ANY(%(types)s::text[])
+  AND queue <> ALL(%(excluded_queues)s::text[])
+  AND type <> ALL(%(excluded_types)s::text[])
+  AND id <> ALL(%(picked)s::bigint[])
+ORDER BY priority DESC, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: lease_picked
+-- The n-th picked id gets the n-th random lease id (the rows are locked already).
+UPDATE jobs
+SET status = 'running', attempts = attempts + 1, worker_id = %(worker_id)s,
+    lease_id = picked.lease_id,
+    lease_request = %(lease_request)s,
+    lease_expires_at = %(lease_expires_at)s,
+    started_at = %(now)s, finished_at = NULL,
+    deadline = CASE WHEN timeout IS NULL THEN NULL ELSE %(now)s + timeout END
+FROM unnest(%(ids)s::bigint[], %(lease_ids)s::text[]) AS picked(id, lease_id)
+WHERE jobs.id = picked.id AND jobs.status = 'queued'
+RETURNING jobs.*;
+
+-- name: queue_counts
+SELECT queue, status, count(*) AS count FROM jobs GROUP BY queue, status;
+
+-- name: list_queue_states
+SELECT name, paused FROM queues ORDER BY name;
+
+-- name: set_queue_paused
+INSERT INTO queues (name, paused) VALUES (%(name)s, %(paused)s::int::boolean)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused;
+
+-- name: list_limits
+SELECT kind, name, max_running FROM concurrency_limits ORDER BY kind, name;
+
+-- name: set_limit
+INSERT INTO concurrency_limits (kind, name, max_running)
+VALUES (%(kind)s, %(name)s, %(max_running)s)
+ON CONFLICT (kind, name) DO UPDATE SET max_running = excluded.max_running;
+
+-- name: delete_limit
+DELETE FROM concurrency_limits WHERE kind = %(kind)s AND name = %(name)s;
+
+-- ------------------------------------------------------- dependencies (issue 13)
+
+-- name: lock_dependencies
+-- In id order, like every multi-row writer: a completion of one of them waits for
+-- this submission (or this one sees it finished), never both.
+SELECT id, status FROM jobs WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE;
+
+-- name: mark_dependencies
+UPDATE jobs SET has_dependants = true
+WHERE id = ANY(%(ids)s::bigint[]) AND NOT has_dependants;
+
+-- name: insert_dependency
+INSERT INTO job_dependencies (depends_on, job_id) VALUES (%(depends_on)s, %(job_id)s)
+ON CONFLICT DO NOTHING;
+
+-- name: start_waiting
+UPDATE jobs SET status = 'waiting', deps_pending = %(pending)s WHERE id = %(id)s RETURNING *;
+
+-- name: waiting_dependants
+SELECT job_id AS id FROM job_dependencies WHERE depends_on = %(id)s ORDER BY job_id;
+
+-- name: dependency_done
+-- One dependency fewer to wait for; the row (locked, re-read) tells whether it was the last.
+UPDATE jobs SET deps_pending = deps_pending - 1
+WHERE id = %(id)s AND status = 'waiting'
+RETURNING *;
+
+-- name: dependencies_met
+UPDATE jobs SET status = %(status)s WHERE id = %(id)s AND status = 'waiting' RETURNING *;
+
+-- name: dependency_failed
+UPDATE jobs SET status = 'cancelled', finished_at = %(now)s, error = %(error)s
+WHERE id = %(id)s AND status = 'waiting'
+RETURNING *;
+
+-- name: dependency_results
+SELECT id, status, result FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: existing_ids
+SELECT id FROM jobs WHERE id = ANY(%(ids)s::bigint[]);

@@ -62,6 +62,29 @@ CREATE INDEX jobs_lease_request ON jobs (lease_request) WHERE lease_request IS N
 -- The webhook plugin's target (POST /jobs notify_url).
 ALTER TABLE jobs ADD COLUMN notify_url TEXT;
 
+-- name: migration_6
+-- Queues, dependencies and concurrency limits (issue 13). A job's queue has its
+-- own ready index so that a worker serving some queues walks only theirs.
+-- has_dependants lets a completion skip the dependency lookup for every other job.
+ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN depends_on TEXT;
+ALTER TABLE jobs ADD COLUMN deps_pending INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN on_dependency_failure TEXT;
+ALTER TABLE jobs ADD COLUMN has_dependants INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_ready_queue ON jobs (queue, priority DESC, id) WHERE status = 'queued';
+CREATE TABLE job_dependencies (
+    depends_on INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    PRIMARY KEY (depends_on, job_id)
+);
+CREATE TABLE queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE concurrency_limits (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    max_running INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
 
@@ -76,21 +99,22 @@ SELECT 1 AS ok;
 
 -- name: insert_job
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash, notify_url)
+                  run_at, created_at, idempotency_key, request_hash, notify_url, queue,
+                  depends_on, on_dependency_failure)
 VALUES (:type, :payload, :priority,
         CASE WHEN :run_at > :created_at THEN 'scheduled' ELSE 'queued' END,
         0, :max_attempts, :timeout, :run_at, :created_at, :idempotency_key, :request_hash,
-        :notify_url)
+        :notify_url, :queue, :depends_on, :on_dependency_failure)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
 -- name: insert_jobs_without_keys
 -- Bulk submission: executemany cannot return rows, see jobs_inserted_after.
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash, notify_url)
+                  run_at, created_at, idempotency_key, request_hash, notify_url, queue)
 VALUES (:type, :payload, :priority,
         CASE WHEN :run_at > :created_at THEN 'scheduled' ELSE 'queued' END,
-        0, :max_attempts, :timeout, :run_at, :created_at, NULL, NULL, :notify_url);
+        0, :max_attempts, :timeout, :run_at, :created_at, NULL, NULL, :notify_url, :queue);
 
 -- name: last_job_id
 SELECT coalesce(max(id), 0) AS id FROM jobs;
@@ -115,6 +139,7 @@ SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 -- name: list_jobs
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       queue, depends_on, on_dependency_failure,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs WHERE id < :cursor ORDER BY id DESC LIMIT :limit;
 
@@ -125,18 +150,21 @@ SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
 -- name: list_jobs_by_status
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       queue, depends_on, on_dependency_failure,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs WHERE status = :status AND id < :cursor ORDER BY id DESC LIMIT :limit;
 
 -- name: list_jobs_by_type
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       queue, depends_on, on_dependency_failure,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs WHERE type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;
 
 -- name: list_jobs_by_status_and_type
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       queue, depends_on, on_dependency_failure,
        length(payload) AS payload_bytes, length(result) AS result_bytes
 FROM jobs
 WHERE status = :status AND type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;
@@ -218,9 +246,9 @@ WHERE status = 'running' AND (lease_expires_at < :lease_cutoff OR deadline < :no
 LIMIT :limit;
 
 -- name: cancel_queued
--- Jobs not started yet (queued or scheduled) are cancelled at once.
+-- Jobs not started yet (queued, scheduled or waiting) are cancelled at once.
 UPDATE jobs SET status = 'cancelled', finished_at = :now
-WHERE id = :id AND status IN ('queued', 'scheduled')
+WHERE id = :id AND status IN ('queued', 'scheduled', 'waiting')
 RETURNING *;
 
 -- name: request_cancel
@@ -246,3 +274,117 @@ DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: count_by_status
 SELECT status, count(*) AS count FROM jobs GROUP BY status;
+
+-- ------------------------------------------------------------ routing (issue 13)
+
+-- name: lease_controls
+-- Read by every lease: both tables are tiny (and usually empty, then the
+-- plain lease_jobs runs, exactly as before queues and limits existed).
+SELECT 'paused' AS kind, name, 0 AS max_running FROM queues WHERE paused = 1
+UNION ALL
+SELECT kind, name, max_running FROM concurrency_limits;
+
+-- name: lock_limits
+-- Writers are serialised already: nothing to lock beyond BEGIN IMMEDIATE.
+SELECT kind, name FROM concurrency_limits WHERE 0;
+
+-- name: count_running_by_type
+SELECT count(*) AS count FROM jobs INDEXED BY jobs_status_id
+WHERE status = 'running' AND type = :name;
+
+-- name: count_running_by_queue
+SELECT count(*) AS count FROM jobs INDEXED BY jobs_status_id
+WHERE status = 'running' AND queue = :name;
+
+-- name: lease_candidates
+-- The routed lease, every queue: the ready index in order, skipping what is
+-- paused or at its limit (excluded) and what this transaction picked already.
+SELECT id, priority, type, queue FROM jobs INDEXED BY jobs_ready
+WHERE status = 'queued' AND type IN (SELECT value FROM json_each(:types))
+  AND queue NOT IN (SELECT value FROM json_each(:excluded_queues))
+  AND type NOT IN (SELECT value FROM json_each(:excluded_types))
+  AND id NOT IN (SELECT value FROM json_each(:picked))
+ORDER BY priority DESC, id
+LIMIT :limit;
+
+-- name: lease_candidates_in_queues
+-- The routed lease, named queues: each queue's slice of jobs_ready_queue.
+SELECT id, priority, type, queue FROM jobs INDEXED BY jobs_ready_queue
+WHERE status = 'queued' AND queue IN (SELECT value FROM json_each(:queues))
+  AND type IN (SELECT value FROM json_each(:types))
+  AND queue NOT IN (SELECT value FROM json_each(:excluded_queues))
+  AND type NOT IN (SELECT value FROM json_each(:excluded_types))
+  AND id NOT IN (SELECT value FROM json_each(:picked))
+ORDER BY priority DESC, id
+LIMIT :limit;
+
+-- name: lease_picked
+-- The n-th picked id gets the n-th random lease id.
+UPDATE jobs
+SET status = 'running', attempts = attempts + 1, worker_id = :worker_id,
+    lease_id = json_extract(:lease_ids, '$[' || picked.n || ']'),
+    lease_request = :lease_request, lease_expires_at = :lease_expires_at,
+    started_at = :now, finished_at = NULL,
+    deadline = CASE WHEN timeout IS NULL THEN NULL ELSE :now + timeout END
+FROM (SELECT value AS id, key AS n FROM json_each(:ids)) AS picked
+WHERE jobs.id = picked.id AND jobs.status = 'queued'
+RETURNING *;
+
+-- name: queue_counts
+SELECT queue, status, count(*) AS count FROM jobs GROUP BY queue, status;
+
+-- name: list_queue_states
+SELECT name, paused FROM queues ORDER BY name;
+
+-- name: set_queue_paused
+INSERT INTO queues (name, paused) VALUES (:name, :paused)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused;
+
+-- name: list_limits
+SELECT kind, name, max_running FROM concurrency_limits ORDER BY kind, name;
+
+-- name: set_limit
+INSERT INTO concurrency_limits (kind, name, max_running) VALUES (:kind, :name, :max_running)
+ON CONFLICT (kind, name) DO UPDATE SET max_running = excluded.max_running;
+
+-- name: delete_limit
+DELETE FROM concurrency_limits WHERE kind = :kind AND name = :name;
+
+-- ------------------------------------------------------- dependencies (issue 13)
+
+-- name: lock_dependencies
+SELECT id, status FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
+
+-- name: mark_dependencies
+UPDATE jobs SET has_dependants = 1
+WHERE id IN (SELECT value FROM json_each(:ids)) AND has_dependants = 0;
+
+-- name: insert_dependency
+INSERT INTO job_dependencies (depends_on, job_id) VALUES (:depends_on, :job_id)
+ON CONFLICT DO NOTHING;
+
+-- name: start_waiting
+UPDATE jobs SET status = 'waiting', deps_pending = :pending WHERE id = :id RETURNING *;
+
+-- name: waiting_dependants
+SELECT job_id AS id FROM job_dependencies WHERE depends_on = :id ORDER BY job_id;
+
+-- name: dependency_done
+-- One dependency fewer to wait for; the row tells whether it was the last.
+UPDATE jobs SET deps_pending = deps_pending - 1
+WHERE id = :id AND status = 'waiting'
+RETURNING *;
+
+-- name: dependencies_met
+UPDATE jobs SET status = :status WHERE id = :id AND status = 'waiting' RETURNING *;
+
+-- name: dependency_failed
+UPDATE jobs SET status = 'cancelled', finished_at = :now, error = :error
+WHERE id = :id AND status = 'waiting'
+RETURNING *;
+
+-- name: dependency_results
+SELECT id, status, result FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: existing_ids
+SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));

@@ -12,13 +12,14 @@ from taskframe.server.storage.base import load_queries
 
 BACKENDS = ("sqlite.sql", "postgres.sql")
 # Quoted literals of the .sql files that are not statuses.
-NOT_STATUSES = {"$[", "]", "now", "taskframe_jobs", "taskframe_schema"}
+NOT_STATUSES = {"$[", "]", "now", "taskframe_jobs", "taskframe_schema", "default", "paused"}
 
 
 def test_statuses_and_outcomes_are_string_enums():
     assert issubclass(Status, str) and issubclass(Outcome, str)
     assert Status.SCHEDULED == "scheduled" and Outcome.LEASE_EXPIRED == "lease_expired"
     assert model.STATUSES == (
+        "waiting",
         "scheduled",
         "queued",
         "running",
@@ -50,6 +51,11 @@ def test_statuses_and_outcomes_are_string_enums():
         (Status.RUNNING, Outcome.CANCELLED, {"may_retry": True}, Status.CANCELLED),
         (Status.RUNNING, Outcome.RELEASED, {}, Status.QUEUED),
         (Status.RUNNING, Outcome.RELEASED, {"cancel_requested": True}, Status.CANCELLED),
+        (None, Event.SUBMIT, {"blocked": True}, Status.WAITING),
+        (Status.WAITING, Event.DEPENDENCIES_MET, {"due": True}, Status.QUEUED),
+        (Status.WAITING, Event.DEPENDENCIES_MET, {"due": False}, Status.SCHEDULED),
+        (Status.WAITING, Event.DEPENDENCY_FAILED, {}, Status.CANCELLED),
+        (Status.WAITING, Event.CANCEL, {}, Status.CANCELLED),
     ],
 )
 def test_next_status(current, event, flags, expected):
@@ -67,6 +73,9 @@ def test_next_status(current, event, flags, expected):
         (Status.QUEUED, Outcome.SUCCEEDED),
         (Status.SUCCEEDED, Event.RETRY),
         (Status.RUNNING, Event.SUBMIT),
+        (Status.WAITING, Event.LEASE),
+        (Status.QUEUED, Event.DEPENDENCIES_MET),
+        (Status.RUNNING, Event.DEPENDENCY_FAILED),
     ],
 )
 def test_illegal_transitions_raise(current, event):
@@ -75,6 +84,11 @@ def test_illegal_transitions_raise(current, event):
 
 
 def test_the_transitions_table_is_derived_from_the_function():
+    assert model.TRANSITIONS[Status.WAITING] == {
+        Status.QUEUED,
+        Status.SCHEDULED,
+        Status.CANCELLED,
+    }
     assert model.TRANSITIONS[Status.SCHEDULED] == {Status.QUEUED, Status.CANCELLED}
     assert model.TRANSITIONS[Status.QUEUED] == {Status.RUNNING, Status.CANCELLED}
     assert model.TRANSITIONS[Status.RUNNING] == {
@@ -153,5 +167,17 @@ def test_the_sql_guards_follow_next_status(filename):
     for query in ("succeed_attempt", "end_attempt", "extend_lease", "expired_attempts"):
         assert _where_statuses(q[query]) == ending, query
     assert _set_status(q["succeed_attempt"]) == next_status(Status.RUNNING, Outcome.SUCCEEDED)
+    # Dependencies: only a waiting job moves on when they finish, as next_status says.
+    waiting = _accepting(Event.DEPENDENCIES_MET)
+    assert waiting == _accepting(Event.DEPENDENCY_FAILED) == {Status.WAITING}
+    for query in ("dependency_done", "dependencies_met", "dependency_failed"):
+        assert _where_statuses(q[query]) == waiting, query
+    assert _set_status(q["dependency_failed"]) == next_status(
+        Status.WAITING, Event.DEPENDENCY_FAILED
+    )
+    assert _set_status(q["start_waiting"]) == next_status(None, Event.SUBMIT, blocked=True)
+    # The routed lease takes what the plain one takes.
+    assert _where_statuses(q["lease_picked"]) == _accepting(Event.LEASE)
+    assert _set_status(q["lease_picked"]) == next_status(Status.QUEUED, Event.LEASE)
     # Pruning takes only finished jobs.
     assert _where_statuses(q["prunable_jobs"]) == set(model.FINISHED)
