@@ -52,7 +52,7 @@ def _http_url(value: str) -> None:
 _job_id = validate.Range(min=1, max=MAX_ID)
 
 DEFAULT_QUEUE = "default"
-QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
 MAX_DEPENDENCIES = 100
 _QUEUE_RULE = "1 to 64 of a-z 0-9 _ . - starting with a letter or digit"
 _queue_name = validate.Regexp(QUEUE_NAME, error=f"a queue name is {_QUEUE_RULE}")
@@ -143,6 +143,44 @@ class BatchSubmitSchema(Schema):
     jobs = fields.List(
         fields.Nested(SubmitJobSchema), required=True, validate=validate.Length(1, MAX_BATCH)
     )
+
+
+SCHEDULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+
+
+class ScheduleSchema(Schema):
+    """``POST /schedules``: a job submitted at every fire time of a cron expression."""
+
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(SCHEDULE_NAME, error="1 to 64 of A-Z a-z 0-9 _ . -"),
+    )
+    cron = fields.String(
+        required=True,
+        validate=validate.Length(max=200),
+        metadata={"description": "5 fields (minute hour day month weekday), or 6: seconds last"},
+    )
+    timezone = fields.String(
+        load_default="UTC",
+        validate=validate.Length(max=100),
+        metadata={"description": "an IANA zone (Europe/Paris); the cron is read in its wall time"},
+    )
+    job = fields.Dict(
+        required=True,
+        metadata={
+            "description": "a job as POST /jobs takes it (no delay, run_at, "
+            "idempotency_key or depends_on)"
+        },
+    )
+    misfire = fields.String(
+        load_default="latest",
+        validate=validate.OneOf(["latest", "skip"]),
+        metadata={
+            "description": "after downtime: latest (run the latest missed time once) "
+            "or skip (drop times more than 60 s late)"
+        },
+    )
+    paused = fields.Boolean(load_default=False)
 
 
 class QueueListSchema(Schema):

@@ -13,7 +13,9 @@ from taskframe.server.openapi import build_openapi
 from taskframe.server.resources import flow as flow_resources
 from taskframe.server.resources import jobs, meta, workers
 from taskframe.server.resources import plugins as plugin_info
+from taskframe.server.resources import schedules as schedule_resources
 from taskframe.server.scheduler import Scheduler
+from taskframe.server.schedules import Schedules
 
 # Ids beyond what the database holds are unknown jobs (404), not errors.
 JOB = f"/jobs/{{job_id:int(min=1, max={MAX_ID})}}"
@@ -47,6 +49,14 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     app.add_route("/queues/{name}/resume", flow_resources.QueueResume(flow))
     app.add_route("/limits", flow_resources.Limits(flow))
     app.add_route("/limits/{kind}/{name}", flow_resources.LimitItem(flow, config))
+
+    schedules = Schedules(scheduler)
+    app.add_route(
+        "/schedules", schedule_resources.ScheduleCollection(schedules, executors, config, check)
+    )
+    app.add_route("/schedules/{name}", schedule_resources.ScheduleItem(schedules))
+    app.add_route("/schedules/{name}/pause", schedule_resources.SchedulePause(schedules))
+    app.add_route("/schedules/{name}/resume", schedule_resources.ScheduleResume(schedules))
 
     app.add_route("/health", meta.Health(scheduler.store, plugins))
     app.add_route("/job-types", meta.JobTypes(plugins))

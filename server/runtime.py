@@ -7,6 +7,7 @@ import threading
 import time
 
 from taskframe.server.scheduler import Scheduler
+from taskframe.server.schedules import Schedules
 from taskframe.server.storage import StoreUnavailable
 
 log = logging.getLogger("taskframe.server")
@@ -26,6 +27,7 @@ class Housekeeper:
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
+        self.schedules = Schedules(scheduler)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="housekeeper", daemon=True)
         self._promoter = threading.Thread(target=self._promote, name="promoter", daemon=True)
@@ -43,7 +45,7 @@ class Housekeeper:
         self._promoter.join(timeout=5)
 
     def _promote(self) -> None:
-        """Promote due jobs, then sleep until the earliest scheduled one is due.
+        """Promote due jobs and fire due schedules, then sleep until the next is due.
 
         A job scheduled here for sooner moves the alarm forward (the scheduler
         notes it); jobs other servers schedule are seen within a reap interval.
@@ -56,7 +58,13 @@ class Housekeeper:
                 promoted = scheduler.promote()
                 if promoted:
                     log.debug("promoted %d scheduled job(s)", promoted)
-                due = scheduler.next_due()
+                fired = self.schedules.fire()
+                if fired:
+                    log.debug("fired %d scheduled job(s)", fired)
+                due = min(
+                    (t for t in (scheduler.next_due(), self.schedules.next_due()) if t is not None),
+                    default=None,
+                )
                 if due is not None:
                     # A due job left (locked by another server's promoter): not a busy loop.
                     alarm = min(alarm, max(due, scheduler.clock() + MIN_PROMOTE_SLEEP))

@@ -103,6 +103,12 @@ class Scheduler:
                 self.events.submitted([row])
         return row, created
 
+    def announce(self, rows: Iterable[Row]) -> None:
+        """After a commit that created ``rows`` (a schedule's jobs): wake their workers."""
+        self._announce(rows)
+        if self.events is not None:
+            self.events.submitted(list(rows))
+
     def _announce(self, rows: Iterable[Row]) -> None:
         """Wake one lease waiter per new ready job; set the alarm for scheduled ones."""
         ready: Counter[str] = Counter()

@@ -101,7 +101,7 @@ class Intake:
                     created_any = created_any or any(c for _, c in outcome)
                     outcomes.append(outcome)
                     continue
-                params = [self._new_job_params(job, now) for job in unit]
+                params = [self.new_job_params(job, now) for job in unit]
                 if len(params) > 1 and all(p["idempotency_key"] is None for p in params):
                     outcomes.append([(row, True) for row in tx.insert_jobs(params)])
                     created_any = True
@@ -128,7 +128,7 @@ class Intake:
                 results[dep[1]][0]["id"] if isinstance(dep, tuple) else dep
                 for dep in job.get("depends_on", ())
             ]
-            params = self._new_job_params(job, now)
+            params = self.new_job_params(job, now)
             params["depends_on"] = json.dumps(sorted(set(deps))) if deps else None
             if self._key_conflict(tx, [params]):
                 raise self._key_conflict(tx, [params])
@@ -174,7 +174,7 @@ class Intake:
                 return _key_used(key, existing["id"])
         return None
 
-    def _new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+    def new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
         if "run_at" in job:
             run_at = job["run_at"].timestamp()
         else:

@@ -88,6 +88,18 @@ CREATE TABLE concurrency_limits (
     max_running integer NOT NULL,
     PRIMARY KEY (kind, name)
 );
+CREATE TABLE schedules (
+    name text PRIMARY KEY,
+    cron text NOT NULL,
+    timezone text NOT NULL,
+    job text NOT NULL,
+    misfire text NOT NULL,
+    paused boolean NOT NULL DEFAULT false,
+    next_fire_at double precision NOT NULL,
+    last_fire_at double precision,
+    created_at double precision NOT NULL
+);
+CREATE INDEX schedules_due ON schedules (next_fire_at);
 
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
@@ -424,3 +436,42 @@ SELECT id, status, result FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 
 -- name: existing_ids
 SELECT id FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
+
+-- ---------------------------------------------------------- schedules (issue 13)
+
+-- name: insert_schedule
+INSERT INTO schedules (name, cron, timezone, job, misfire, paused, next_fire_at, created_at)
+VALUES (%(name)s, %(cron)s, %(timezone)s, %(job)s, %(misfire)s, %(paused)s::int::boolean,
+        %(next_fire_at)s, %(created_at)s)
+ON CONFLICT (name) DO NOTHING
+RETURNING *;
+
+-- name: get_schedule
+SELECT * FROM schedules WHERE name = %(name)s;
+
+-- name: list_schedules
+SELECT * FROM schedules ORDER BY name;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE name = %(name)s;
+
+-- name: set_schedule_paused
+UPDATE schedules SET paused = %(paused)s::int::boolean, next_fire_at = %(next_fire_at)s
+WHERE name = %(name)s
+RETURNING *;
+
+-- name: next_schedule_fire
+SELECT min(next_fire_at) AS next_fire_at FROM schedules WHERE NOT paused;
+
+-- name: due_schedules
+-- Servers firing at once take disjoint schedules; the jobs' idempotency keys
+-- (schedule:<name>:<fire time>) make one job per time in any case.
+SELECT * FROM schedules
+WHERE next_fire_at <= %(now)s AND NOT paused
+ORDER BY name
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: advance_schedule
+UPDATE schedules SET next_fire_at = %(next_fire_at)s, last_fire_at = %(last_fire_at)s
+WHERE name = %(name)s AND next_fire_at = %(previous)s;

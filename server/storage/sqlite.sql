@@ -84,6 +84,18 @@ CREATE TABLE concurrency_limits (
     max_running INTEGER NOT NULL,
     PRIMARY KEY (kind, name)
 );
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    cron TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    job TEXT NOT NULL,
+    misfire TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    next_fire_at REAL NOT NULL,
+    last_fire_at REAL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX schedules_due ON schedules (next_fire_at);
 
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
@@ -388,3 +400,41 @@ SELECT id, status, result FROM jobs WHERE id IN (SELECT value FROM json_each(:id
 
 -- name: existing_ids
 SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- ---------------------------------------------------------- schedules (issue 13)
+
+-- name: insert_schedule
+INSERT INTO schedules (name, cron, timezone, job, misfire, paused, next_fire_at, created_at)
+VALUES (:name, :cron, :timezone, :job, :misfire, :paused,
+        :next_fire_at, :created_at)
+ON CONFLICT (name) DO NOTHING
+RETURNING *;
+
+-- name: get_schedule
+SELECT * FROM schedules WHERE name = :name;
+
+-- name: list_schedules
+SELECT * FROM schedules ORDER BY name;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE name = :name;
+
+-- name: set_schedule_paused
+UPDATE schedules SET paused = :paused, next_fire_at = :next_fire_at
+WHERE name = :name
+RETURNING *;
+
+-- name: next_schedule_fire
+SELECT min(next_fire_at) AS next_fire_at FROM schedules WHERE paused = 0;
+
+-- name: due_schedules
+-- Servers firing at once take disjoint schedules; the jobs' idempotency keys
+-- (schedule:<name>:<fire time>) make one job per time in any case.
+SELECT * FROM schedules
+WHERE next_fire_at <= :now AND paused = 0
+ORDER BY name
+LIMIT :limit;
+
+-- name: advance_schedule
+UPDATE schedules SET next_fire_at = :next_fire_at, last_fire_at = :last_fire_at
+WHERE name = :name AND next_fire_at = :previous;

@@ -157,7 +157,8 @@ def test_queues_route_pause_and_resume(db_url, start_server):
     assert paused["paused"] is True
     held = submit(server.url, "sleep", {"duration": 0}, queue="c")  # accepted while paused
     assert lease(server.url, queues=["c"]) == [] and lease(server.url) == []
-    queues = {q["name"]: q for q in requests.get(f"{server.url}/queues", timeout=30).json()["queues"]}
+    listed = requests.get(f"{server.url}/queues", timeout=30).json()["queues"]
+    queues = {q["name"]: q for q in listed}
     assert queues["c"]["paused"] and queues["c"]["counts"]["queued"] == 1
     assert queues["a"]["counts"]["running"] == 2 and queues["default"]["counts"]["succeeded"] == 1
     requests.post(f"{server.url}/queues/c/resume", timeout=30).raise_for_status()
@@ -165,8 +166,9 @@ def test_queues_route_pause_and_resume(db_url, start_server):
 
     bad = requests.post(f"{server.url}/queues/Bad Name/pause", timeout=30)
     assert bad.status_code == 422 and "name" in bad.json()["errors"]
-    bad = requests.post(f"{server.url}/jobs", json=sleep_job(0, queue="-x"), timeout=30)
-    assert bad.status_code == 422 and "queue" in bad.json()["errors"]
+    for name in ("-x", "a b", "A", "x" * 65):
+        bad = requests.post(f"{server.url}/jobs", json=sleep_job(0, queue=name), timeout=30)
+        assert bad.status_code == 422 and "queue" in bad.json()["errors"], name
 
 
 @pytest.mark.timeout(90)

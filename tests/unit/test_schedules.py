@@ -1,0 +1,187 @@
+"""Cron schedules: fire times across DST, and firing with a controllable clock (both backends)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from falcon import testing
+
+from taskframe.core import cron
+from taskframe.core.plugins import create_plugin_manager
+from taskframe.server.app import create_app
+from taskframe.server.config import ServerConfig
+from taskframe.server.scheduler import Scheduler
+from taskframe.server.schedules import MISFIRE_GRACE, Schedules
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def fires(expression: str, zone: str, after: str, count: int) -> list[str]:
+    return [cron.iso(t) for t in cron.next_fires(expression, zone, at(after), count)]
+
+
+# -- fire times ------------------------------------------------------------------------
+
+
+def test_a_wall_time_skipped_by_spring_forward_fires_once_at_the_end_of_the_gap():
+    # Paris, 2026-03-29: 02:00 CET becomes 03:00 CEST (01:00 UTC); 02:30 never exists.
+    assert fires("30 2 * * *", "Europe/Paris", "2026-03-27T12:00:00+00:00", 3) == [
+        "2026-03-28T01:30:00Z",
+        "2026-03-29T01:00:00Z",
+        "2026-03-30T00:30:00Z",
+    ]
+    # Every 20 minutes: 02:00, 02:20 and 02:40 collapse into one fire at 03:00 CEST.
+    assert fires("*/20 * * * *", "Europe/Paris", "2026-03-29T00:30:00+00:00", 4) == [
+        "2026-03-29T00:40:00Z",
+        "2026-03-29T01:00:00Z",
+        "2026-03-29T01:20:00Z",
+        "2026-03-29T01:40:00Z",
+    ]
+
+
+def test_a_wall_time_repeated_by_fall_back_fires_once():
+    # Paris, 2026-10-25: 03:00 CEST becomes 02:00 CET; 02:30 happens twice.
+    assert fires("30 2 * * *", "Europe/Paris", "2026-10-23T12:00:00+00:00", 3) == [
+        "2026-10-24T00:30:00Z",
+        "2026-10-25T00:30:00Z",
+        "2026-10-26T01:30:00Z",
+    ]
+    # From inside the repeated hour (its second pass), the next fire is 03:00 CET.
+    assert fires("*/30 * * * *", "Europe/Paris", "2026-10-25T01:10:00+00:00", 1) == [
+        "2026-10-25T02:00:00Z"
+    ]
+
+
+def test_six_fields_have_seconds_last_and_bad_input_is_refused():
+    assert fires("* * * * * */15", "UTC", "2026-01-01T00:00:01+00:00", 2) == [
+        "2026-01-01T00:00:15Z",
+        "2026-01-01T00:00:30Z",
+    ]
+    for bad in ("* * *", "61 * * * *", "a b c d e", "* * * * * * * *"):
+        with pytest.raises(cron.CronError):
+            cron.check(bad)
+    with pytest.raises(cron.CronError):
+        cron.zone("Mars/Olympus")
+
+
+# -- firing with a controllable clock -----------------------------------------------------
+
+
+class Clock:
+    def __init__(self, start: str) -> None:
+        self.now = at(start)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock("2026-03-29T00:05:00+00:00")
+
+
+@pytest.fixture
+def client(store, clock) -> testing.TestClient:
+    scheduler = Scheduler(store, ServerConfig(), clock=clock)
+    return testing.TestClient(create_app(ServerConfig(), scheduler, create_plugin_manager()))
+
+
+def schedule(client, job: dict | None = None, **fields) -> dict:
+    job = {"type": "sleep", "payload": {"duration": 0}, **(job or {})}
+    body = {"name": "s", "cron": "0 * * * *", "job": job, **fields}
+    answer = client.simulate_post("/schedules", json=body)
+    assert answer.status_code == 201, answer.text
+    return answer.json
+
+
+def jobs(client) -> list[dict]:
+    return sorted(client.simulate_get("/jobs?full=true").json["jobs"], key=lambda j: j["id"])
+
+
+def test_every_fire_time_gives_one_job_across_servers_and_dst(store, client, clock):
+    created = schedule(client, timezone="Europe/Paris", job={"queue": "hourly"})
+    assert created["next_fire_times"][:3] == [
+        "2026-03-29T01:00:00Z",  # 02:00 CET does not exist: 03:00 CEST
+        "2026-03-29T02:00:00Z",
+        "2026-03-29T03:00:00Z",
+    ]
+    # Three servers' housekeepers on one database, each with the same clock.
+    firers = [Schedules(Scheduler(store, ServerConfig(), clock=clock)) for _ in range(3)]
+    assert sum(f.fire() for f in firers) == 0  # not due yet
+    for hour in ("01:00:00", "01:00:30", "02:00:00", "02:59:59", "03:00:01"):
+        clock.now = at(f"2026-03-29T{hour}+00:00")
+        for firer in firers:
+            firer.fire()
+    fired = jobs(client)
+    assert [j["run_at"] for j in fired] == [
+        "2026-03-29T01:00:00.000Z",
+        "2026-03-29T02:00:00.000Z",
+        "2026-03-29T03:00:00.000Z",
+    ]
+    assert {j["queue"] for j in fired} == {"hourly"}
+    assert fired[0]["idempotency_key"] == "schedule:s:2026-03-29T01:00:00Z"
+    shown = client.simulate_get("/schedules/s").json
+    assert shown["last_fire_at"] == "2026-03-29T03:00:00Z"
+    assert shown["next_fire_at"] == "2026-03-29T04:00:00Z"
+
+
+@pytest.mark.parametrize("misfire", ["latest", "skip"])
+def test_after_downtime_the_misfire_policy_applies(store, client, clock, misfire):
+    schedule(client, misfire=misfire)
+    firer = Schedules(Scheduler(store, ServerConfig(), clock=clock))
+    clock.now = at("2026-03-29T05:30:00+00:00")  # 01:00 to 05:00 were missed
+    firer.fire()
+    expected = ["2026-03-29T05:00:00.000Z"] if misfire == "latest" else []
+    assert [j["run_at"] for j in jobs(client)] == expected
+    clock.now = at("2026-03-29T06:00:00+00:00") + MISFIRE_GRACE / 2  # late, within the grace
+    firer.fire()
+    assert len(jobs(client)) == len(expected) + 1
+
+
+def test_paused_schedules_do_not_fire_and_resume_from_now(store, client, clock):
+    schedule(client)
+    assert client.simulate_post("/schedules/s/pause").json["paused"] is True
+    firer = Schedules(Scheduler(store, ServerConfig(), clock=clock))
+    clock.now = at("2026-03-29T03:30:00+00:00")
+    firer.fire()
+    assert jobs(client) == []
+    resumed = client.simulate_post("/schedules/s/resume").json
+    assert resumed["next_fire_at"] == "2026-03-29T04:00:00Z"
+    listed = client.simulate_get("/schedules").json["schedules"]
+    assert [s["name"] for s in listed] == ["s"]
+    assert client.simulate_delete("/schedules/s").status_code == 204
+    assert client.simulate_get("/schedules/s").status_code == 404
+    assert client.simulate_delete("/schedules/s").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"cron": "61 * * * *"}, "cron"),
+        ({"cron": "* *"}, "cron"),
+        ({"timezone": "Nowhere/City"}, "timezone"),
+        ({"misfire": "all"}, "misfire"),
+        ({"name": "bad name"}, "name"),
+        ({"job": {"type": "sleep", "payload": {"duration": 0}, "queue": "a b"}}, "job"),
+        ({"job": {"type": "nope"}}, "job"),
+        ({"job": {"type": "sleep", "delay": 5}}, "job"),
+        ({"job": {"type": "sleep", "payload": {"duration": -1}}}, "job"),
+    ],
+)
+def test_bad_schedules_are_422_naming_the_field(client, fields, named):
+    job = {"type": "sleep", "payload": {"duration": 0}}
+    body = {"name": "s", "cron": "0 * * * *", "job": job}
+    body.update(fields)
+    answer = client.simulate_post("/schedules", json=body)
+    assert answer.status_code == 422, answer.text
+    assert named in answer.json["errors"]
+
+
+def test_a_schedule_name_is_taken_once(client):
+    schedule(client)
+    job = {"type": "sleep", "payload": {"duration": 0}}
+    body = {"name": "s", "cron": "0 * * * *", "job": job}
+    assert client.simulate_post("/schedules", json=body).status_code == 409
