@@ -62,7 +62,7 @@ def is_queue_name(value: object) -> bool:
     return type(value) is str and QUEUE_NAME.fullmatch(value) is not None
 
 
-class DependencyRef(fields.Field):
+class DependencyRef(fields.Raw):
     """A job id, or ``"$N"``: the N-th job (from 0) earlier in the same batch."""
 
     def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object):
@@ -116,7 +116,7 @@ class SubmitJobSchema(Schema):
         metadata={"description": f"the queue the job waits in ({_QUEUE_RULE})"},
     )
     depends_on = fields.List(
-        DependencyRef(),
+        DependencyRef(metadata={"description": 'a job id (integer), or "$N" in a batch'}),
         validate=validate.Length(max=MAX_DEPENDENCIES),
         metadata={
             "description": 'ids of jobs that must succeed first; in a batch, "$N" is the '
@@ -183,8 +183,33 @@ class ScheduleSchema(Schema):
     paused = fields.Boolean(load_default=False)
 
 
+class ScheduleAnswerSchema(Schema):
+    name = fields.String()
+    cron = fields.String()
+    timezone = fields.String()
+    misfire = fields.String()
+    paused = fields.Boolean()
+    job = fields.Dict()
+    next_fire_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    last_fire_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    next_fire_times = fields.List(
+        fields.String(metadata={"format": "date-time"}),
+        metadata={"description": "the next five (GET /schedules/{name} and answers to changes)"},
+    )
+
+
+class ScheduleListSchema(Schema):
+    schedules = fields.List(fields.Nested(ScheduleAnswerSchema))
+
+
+class QueueSchema(Schema):
+    name = fields.String()
+    paused = fields.Boolean()
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
 class QueueListSchema(Schema):
-    queues = fields.List(fields.Dict(), metadata={"description": "name, paused, counts by status"})
+    queues = fields.List(fields.Nested(QueueSchema))
 
 
 class LimitBodySchema(Schema):

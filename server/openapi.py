@@ -13,7 +13,7 @@ from taskframe.core.executor import Executor
 
 ERROR_TEXT = {
     "400": "Malformed JSON",
-    "404": "Unknown job",
+    "404": "Unknown job (or queue limit, schedule)",
     "409": "Conflict: stale lease, finished job, or idempotency key reused",
     "413": "Body too large",
     "415": "Body is not JSON",
@@ -70,6 +70,38 @@ ENDPOINTS: dict[str, dict[str, tuple]] = {
     "/job-types": {"get": ("Installed job types and payload schemas", None, "200", "JobTypes", "")},
     "/health": {"get": ("Health of the server and its database", None, "200", "Health", "503")},
     "/plugins": {"get": ("Loaded plugins and plugin failures", None, "200", "Plugins", "")},
+    "/queues": {"get": ("Queues with their jobs counted by status", None, "200", "QueueList", "")},
+    "/queues/{name}/pause": {
+        "post": ("Pause a queue: it accepts jobs, leases none", None, "200", "Queue", "422")
+    },
+    "/queues/{name}/resume": {"post": ("Resume a queue", None, "200", "Queue", "422")},
+    "/limits": {"get": ("Concurrency limits", None, "200", "LimitList", "")},
+    "/limits/{kind}/{name}": {
+        "put": ("Set a limit (kind: type or queue)", "LimitBody", "200", "Limit", "404 422"),
+        "delete": ("Remove a limit", None, "204", None, "404 422"),
+    },
+    "/schedules": {
+        "post": ("Create a cron schedule", "Schedule", "201", "ScheduleAnswer", "409 422"),
+        "get": ("List schedules", None, "200", "ScheduleList", ""),
+    },
+    "/schedules/{name}": {
+        "get": ("A schedule and its next fire times", None, "200", "ScheduleAnswer", "404"),
+        "delete": ("Delete a schedule", None, "204", None, "404"),
+    },
+    "/schedules/{name}/pause": {"post": ("Pause a schedule", None, "200", "ScheduleAnswer", "404")},
+    "/schedules/{name}/resume": {
+        "post": ("Resume a schedule from now", None, "200", "ScheduleAnswer", "404")
+    },
+}
+PATH_PARAMETERS = {
+    "{job_id}": JOB_ID,
+    "{name}": {"in": "path", "name": "name", "required": True, "schema": {"type": "string"}},
+    "{kind}": {
+        "in": "path",
+        "name": "kind",
+        "required": True,
+        "schema": {"type": "string", "enum": ["type", "queue"]},
+    },
 }
 
 
@@ -91,16 +123,15 @@ def build_openapi(executors: Mapping[str, Executor]) -> dict[str, Any]:
 def _operations(path: str, operations: dict[str, tuple]) -> dict[str, Any]:
     built = {}
     for method, (summary, request, code, response, errors) in operations.items():
-        operation: dict[str, Any] = {
-            "summary": summary,
-            "responses": {code: _json_response("OK", response)},
-        }
+        answer = _json_response("OK", response) if response else {"description": "Done"}
+        operation: dict[str, Any] = {"summary": summary, "responses": {code: answer}}
         for error in errors.split():
             operation["responses"][error] = _json_response(ERROR_TEXT[error], "Error")
         if path == "/next-job":
             operation["responses"]["204"] = {"description": "No job ready"}
-        if "{job_id}" in path:
-            operation["parameters"] = [JOB_ID]
+        parameters = [value for key, value in PATH_PARAMETERS.items() if key in path]
+        if parameters:
+            operation["parameters"] = parameters
         if request:
             operation["requestBody"] = {
                 "required": True,
@@ -134,4 +165,12 @@ def _schemas() -> dict[str, Any]:
         "JobTypes": schemas.JobTypesSchema,
         "Health": schemas.HealthSchema,
         "Plugins": schemas.PluginsSchema,
+        "Queue": schemas.QueueSchema,
+        "QueueList": schemas.QueueListSchema,
+        "Limit": schemas.LimitSchema,
+        "LimitBody": schemas.LimitBodySchema,
+        "LimitList": schemas.LimitListSchema,
+        "Schedule": schemas.ScheduleSchema,
+        "ScheduleAnswer": schemas.ScheduleAnswerSchema,
+        "ScheduleList": schemas.ScheduleListSchema,
     }

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from tests.integration import SERVER_ARGS, WORKER_ARGS
-from tests.processes import get_job, submit, wait_for_job
+from tests.processes import get_job, submit, wait_for_job, wait_until
 
 
 def parse_time(text: str) -> float:
@@ -224,3 +224,41 @@ def test_a_limit_of_two_holds_with_three_servers_and_four_workers(
     assert bad.status_code == 422 and "max_running" in bad.json()["errors"]
     assert requests.delete(f"{urls[0]}/limits/queue/narrow", timeout=30).status_code == 204
     assert requests.get(f"{urls[0]}/limits", timeout=30).json()["limits"] == []
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_an_every_second_schedule_fires_once_per_time_across_three_servers(
+    db_url, start_server, start_worker
+):
+    servers = [start_server(db_url, *SERVER_ARGS) for _ in range(3)]
+    body = {
+        "name": "tick",
+        "cron": "* * * * * *",  # every second (croniter's 6th field: seconds)
+        "job": {"type": "sleep", "payload": {"duration": 0}, "queue": "ticks"},
+    }
+    answer = requests.post(f"{servers[0].url}/schedules", json=body, timeout=30)
+    assert answer.status_code == 201, answer.text
+    assert len(answer.json()["next_fire_times"]) == 5
+    start_worker([servers[1].url], *WORKER_ARGS)
+
+    def fired() -> list[dict]:
+        url = f"{servers[2].url}/jobs?limit=1000&full=true"
+        return [j for j in requests.get(url, timeout=30).json()["jobs"] if j["queue"] == "ticks"]
+
+    wait_until(lambda: len(fired()) >= 6, timeout=60, message="six fires")
+    paused = requests.post(f"{servers[1].url}/schedules/tick/pause", timeout=30).json()
+    assert paused["paused"] is True
+    jobs = fired()
+    keys = [job["idempotency_key"] for job in jobs]
+    assert len(keys) == len(set(keys))  # one job per fire time, whichever server fired it
+    times = sorted(parse_time(job["run_at"]) for job in jobs)
+    assert len(times) == len(set(times))
+    assert all(t == int(t) for t in times)  # whole seconds: the cron's own times
+    for job in jobs:
+        assert wait_for_job(servers[0].url, job["id"])["status"] == "succeeded"
+    shown = requests.get(f"{servers[0].url}/schedules/tick", timeout=30).json()
+    assert shown["last_fire_at"] is not None
+    assert requests.delete(f"{servers[0].url}/schedules/tick", timeout=30).status_code == 204
