@@ -106,6 +106,7 @@ submission = st.fixed_dictionaries(
         "timeout": st.none() | st.floats(0.001, 7 * 86400) | st.integers(1, 7 * 86400),
         "delay": st.floats(0, 365 * 86400) | st.integers(0, 365 * 86400),
         "idempotency_key": st.none() | ids,
+        "queue": st.from_regex(schemas.QUEUE_NAME, fullmatch=True),
     },
 )
 
@@ -132,6 +133,7 @@ def test_quick_load_batch_matches_the_schema(jobs):
             "timeout": numbers | st.none(),
             "delay": numbers,
             "payload": st.none() | st.lists(st.integers(), max_size=1),
+            "queue": st.text(max_size=70) | st.integers(),
         },
     )
 )
@@ -145,3 +147,16 @@ def test_quick_load_submit_leaves_run_at_to_the_schema():
     job = {"type": "sleep", "run_at": "2030-01-01T00:00:00Z"}
     assert quick_load.quick_load_submit(job) is None
     assert SUBMIT_SCHEMA.load(job)["run_at"].year == 2030
+
+
+def test_dependencies_and_queues_are_loaded_by_the_schema():
+    loaded = SUBMIT_SCHEMA.load({"type": "sleep", "depends_on": [3, "$0"], "queue": "q.1"})
+    assert loaded["depends_on"] == [3, ("ref", 0)] and loaded["queue"] == "q.1"
+    assert quick_load.quick_load_submit({"type": "sleep", "depends_on": [3]}) is None
+    for bad in ([0], ["$"], ["$-1"], [True], "3", [1.5]):
+        with pytest.raises(ValidationError) as info:
+            SUBMIT_SCHEMA.load({"type": "sleep", "depends_on": bad})
+        assert "depends_on" in info.value.messages
+    lease = quick_load.quick_load_lease_request({"worker_id": "w", "queues": ["a", "b"]})
+    assert lease == schemas.LeaseRequestSchema().load({"worker_id": "w", "queues": ["a", "b"]})
+    assert quick_load.quick_load_lease_request({"worker_id": "w", "queues": ["A"]}) is None
