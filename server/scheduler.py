@@ -218,7 +218,7 @@ class Scheduler:
             self.store.notify_change(tx)  # wakes waiters on other servers
         if row["status"] in model.FINISHED:
             self.notifier.jobs_finished([job_id])
-        self._ended(moved)
+        self._dependants_moved(moved)
         if self.events is not None:
             self.events.job_finished(row)
         return row
@@ -388,7 +388,8 @@ class Scheduler:
             moved = dependencies.resolve(tx, [o.job for o in done.values() if o.code == 200], now)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
-        self._ended([outcome.job for outcome in done.values() if outcome.code == 200] + moved)
+        self._ended([outcome.job for outcome in done.values() if outcome.code == 200])
+        self._dependants_moved(moved)
         if self.events is not None:
             rows = {o.job_id: o.job for o in done.values() if o.job is not None}
             self.events.attempts_finished([(rows[a["job_id"]], a) for a in history])
@@ -498,6 +499,16 @@ class Scheduler:
                 self.notifier.work_ready(Counter(row["type"] for row in rows))
         self._announce(rows)
 
+    def _dependants_moved(self, rows: list[Row]) -> None:
+        """After a commit that readied or cancelled dependants: wake waiters, tell plugins."""
+        if not rows:
+            return
+        self._ended(rows)
+        if self.events is not None:
+            for row in rows:
+                if row["status"] in model.FINISHED:
+                    self.events.job_finished(row)
+
     def heartbeat(
         self, worker_id: str, leases: list[tuple[int, str]]
     ) -> list[tuple[int, bool, bool]]:
@@ -550,7 +561,8 @@ class Scheduler:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
             moved = dependencies.resolve(tx, [updated], now)
             self.store.notify_change(tx)
-        self._ended([updated, *moved])
+        self._ended([updated])
+        self._dependants_moved(moved)
         if self.events is not None:
             self.events.attempts_finished([(updated, history[0])])
         return updated
@@ -595,7 +607,8 @@ class Scheduler:
             moved = dependencies.resolve(tx, ended, now)
             if reaped:
                 self.store.notify_change(tx)
-        self._ended(ended + moved)
+        self._ended(ended)
+        self._dependants_moved(moved)
         if self.events is not None and reaped:
             ended_rows = [row for row in ended if row is not None]
             self.events.attempts_finished(list(zip(ended_rows, history, strict=True)))

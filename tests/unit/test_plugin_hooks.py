@@ -244,3 +244,15 @@ def test_get_plugins_and_health_report_failures(store) -> None:
     assert client.simulate_get("/health").json["plugin_failures"] == {
         "typo": "unknown hook taskframe_job_finishd (did you mean taskframe_job_finished?)"
     }
+
+
+def test_a_dependant_cancelled_by_its_dependency_is_a_finished_event(
+    events_scheduler, recorder
+) -> None:
+    scheduler = events_scheduler
+    [(root, _), (child, _)] = scheduler.submit(
+        [job(max_attempts=1), {**job(), "depends_on": [("ref", 0)]}]
+    )
+    [leased] = scheduler.lease("w1", ["sleep"], 2, wait=0)
+    scheduler.complete([Completion(root["id"], leased["lease_id"], "failed", "w1", error="x")])
+    wait_until(lambda: ("finished", child["id"], "cancelled") in recorder.events, 10)
