@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -88,7 +89,8 @@ class Worker:
         self.shutdown_grace = float(
             setting(shutdown_grace, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE)
         )
-        self.outbox = Outbox(self.client, worker_id, self.types)
+        info = {"host": socket.gethostname()[:200] or None, "slots": self.concurrency}
+        self.outbox = Outbox(self.client, worker_id, self.types, info)
         #: Set once the worker's threads run (for embedders and tests).
         self.started = threading.Event()
         # An RLock: stop() may run in a signal handler on the thread holding it.
@@ -245,8 +247,7 @@ class Worker:
                 if running.cancel_requested:
                     status, result, retryable = "cancelled", None, False
                     error = "cancelled on request" + (f" ({error})" if error else "")
-                elif status == "failed":
-                    log.info("job %s failed: %s", running.job_id, error)
+                    log.info("job %s cancelled on request", running.job_id, extra=running.fields)
                 self.outbox.add(running.completion(status, result, error, retryable))
             self._cond.notify_all()
 
