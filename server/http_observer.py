@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import time
 
 import falcon
@@ -11,6 +13,13 @@ from taskframe.server.metrics import Metrics
 
 log = logging.getLogger("taskframe.server")
 access = logging.getLogger("taskframe.access")
+_CONVERTER = re.compile(r"\{(\w+):[^}]*\}")
+
+
+@functools.lru_cache(maxsize=256)
+def route_label(template: str | None) -> str:
+    """``/jobs/{job_id:int(min=1)}`` -> ``/jobs/{job_id}``; ``unmatched`` for no route."""
+    return _CONVERTER.sub(r"{\1}", template) if template else "unmatched"
 
 
 class HttpObserver:
@@ -35,7 +44,7 @@ class HttpObserver:
         resource: object,
         req_succeeded: bool,
     ) -> None:
-        route = req.uri_template or "unmatched"
+        route = route_label(req.uri_template)
         status = resp.status_code
         self.counter.labels(req.method, route, str(status)).inc()
         if status >= 500:

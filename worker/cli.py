@@ -84,6 +84,11 @@ def add_worker_options(
     add_option(group, "--worker-id", help="name shown on leased jobs (default <hostname>-<pid>)")
     add_option(
         group,
+        "--job-types",
+        help="comma-separated job types to run (default: every installed one)",
+    )
+    add_option(
+        group,
         "--concurrency",
         type=_number(int, 1, 500),
         default=DEFAULT_CONCURRENCY,
@@ -156,7 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(worker_id) > 200:
         parser.error("--worker-id is longer than 200 characters")
 
-    worker = Worker(urls, plugins, options, worker_id, options.concurrency)
+    try:
+        worker = Worker(urls, plugins, options, worker_id, options.concurrency)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("worker %s: %s received, stopping", worker_id, signal.Signals(signum).name)

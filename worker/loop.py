@@ -80,6 +80,13 @@ class Worker:
         self.options = options
         self.worker_id = worker_id
         self.types = plugins.names()
+        only = _option(options, "job_types", None)
+        if only:  # --job-types: a worker dedicated to some types
+            wanted = {name.strip() for name in only.split(",") if name.strip()}
+            unknown = wanted - set(self.types)
+            if unknown:
+                raise ValueError(f"--job-types: not installed here: {', '.join(sorted(unknown))}")
+            self.types = sorted(wanted)
         if not self.types:
             raise ValueError("no executor is installed: nothing to lease")
         self.concurrency = max(1, int(setting(concurrency, "concurrency", DEFAULT_CONCURRENCY)))
