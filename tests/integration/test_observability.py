@@ -62,11 +62,15 @@ def test_metrics_count_a_known_set_of_jobs_exactly(start_server, start_worker, s
     assert value(after, "taskframe_job_run_seconds_count", type="http") == 2
     assert value(after, "taskframe_job_wait_seconds_count", type="sleep") == 5
     assert value(after, "taskframe_queue_depth", type="sleep", priority="7") == 0
-    posts = value(after, "taskframe_http_requests_total", method="POST", route="/jobs", status="201")
+    posts = value(
+        after, "taskframe_http_requests_total", method="POST", route="/jobs", status="201"
+    )
     assert posts == 7
     cancel_route = "/jobs/{job_id}/cancel"
     assert (
-        value(after, "taskframe_http_requests_total", method="POST", route=cancel_route, status="200")
+        value(
+            after, "taskframe_http_requests_total", method="POST", route=cancel_route, status="200"
+        )
         == 1
     )
     leases = value(after, "taskframe_lease_requests_total", result="jobs")
@@ -87,7 +91,8 @@ def json_lines(text: str) -> list[dict]:
 def test_json_logs_of_server_and_worker_carry_the_job_fields(
     start_server, start_worker, sqlite_url
 ):
-    server = start_server(sqlite_url, *SERVER_ARGS, "--log-format", "json")
+    # DEBUG: leases and successes are logged per job at DEBUG (summed up at INFO).
+    server = start_server(sqlite_url, *SERVER_ARGS, "--log-format", "json", "--log-level", "DEBUG")
     worker = start_worker(
         [server.url], *WORKER_ARGS, "--worker-id", "w-json", env={"TASKFRAME_LOG_FORMAT": "json"}
     )

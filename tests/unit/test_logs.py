@@ -12,7 +12,7 @@ import pytest
 from taskframe.core.executor import Executor
 from taskframe.core.logs import configure_logging, early_logging_options
 from taskframe.core.schemas import MAX_ATTEMPT_LOG
-from taskframe.worker.jobs import AttemptLog, RunningJob, attempt_logger
+from taskframe.worker.jobs import AttemptLogger, RunningJob
 
 
 @pytest.fixture
@@ -55,35 +55,37 @@ def _running(job_id: int) -> RunningJob:
 
 
 def test_attempt_log_keeps_the_tail_within_the_cap():
-    capture = AttemptLog()
-    logger = attempt_logger(_running(1), capture)
+    # (propagate off: these lines are not for the test's output)
+    logger = AttemptLogger(_running(1))
     logger.setLevel(logging.INFO)
+    logger.propagate = False
     for n in range(2000):
         logger.info("line %05d %s", n, "x" * 60)
-    text = capture.text()
+    text = logger.text()
     assert len(text) <= MAX_ATTEMPT_LOG
     assert text.endswith("line 01999 " + "x" * 60 + "\n")
     assert "line 00000" not in text
-    one_huge = AttemptLog(limit=100)
-    one_huge.emit(logging.makeLogRecord({"msg": "y" * 500 + "\x00end"}))
+    one_huge = AttemptLogger(_running(2), limit=100)
+    one_huge.propagate = False
+    one_huge.warning("y" * 500 + "\x00end")
     assert len(one_huge.text()) == 100 and one_huge.text().endswith("\ufffdend\n")
 
 
 def test_concurrent_attempts_of_one_type_capture_only_their_own_lines():
-    captures = {n: AttemptLog() for n in range(4)}
-    loggers = {n: attempt_logger(_running(n), captures[n]) for n in captures}
+    loggers = {n: AttemptLogger(_running(n)) for n in range(4)}
     for logger in loggers.values():
         logger.setLevel(logging.INFO)
+        logger.propagate = False
 
     def run(n: int) -> None:
         for i in range(50):
             loggers[n].info("job %d line %d", n, i)
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in captures]
+    threads = [threading.Thread(target=run, args=(n,)) for n in loggers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    for n, capture in captures.items():
-        lines = capture.text().splitlines()
+    for n, logger in loggers.items():
+        lines = logger.text().splitlines()
         assert len(lines) == 50 and all(f"job {n} line" in line for line in lines)
