@@ -13,7 +13,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import waitress
 
-from taskframe.core.logs import add_logging_options, configure_logging, early_logging_options
+from taskframe.core.logs import (
+    add_logging_options,
+    check_logging_options,
+    configure_logging,
+    early_logging_options,
+)
 from taskframe.core.options import add_option
 from taskframe.core.plugins import PluginSet, create_plugin_manager
 from taskframe.core.retry import BackoffPolicy
@@ -179,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     early = early_logging_options(argv)  # before the plugins load and may log
     configure_logging(early.log_level, early.log_format)
     plugins = create_plugin_manager()
-    options = build_parser(plugins).parse_args(argv)
+    parser = build_parser(plugins)
+    options = parser.parse_args(argv)
+    check_logging_options(parser, options)
     configure_logging(options.log_level, options.log_format)
 
     try:

@@ -16,7 +16,12 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from taskframe.core.logs import add_logging_options, configure_logging, early_logging_options
+from taskframe.core.logs import (
+    add_logging_options,
+    check_logging_options,
+    configure_logging,
+    early_logging_options,
+)
 from taskframe.core.options import add_option
 from taskframe.core.plugins import PluginSet, create_plugin_manager
 from taskframe.core.schemas import MAX_WAIT
@@ -145,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"taskframe-worker: error: {exc} (in a TASKFRAME_* variable)", file=sys.stderr)
         return 2
     options = parser.parse_args(argv)
+    check_logging_options(parser, options)
     configure_logging(options.log_level, options.log_format)
     for name, message in plugins.failures.items():
         log.error("plugin %r is not available, continuing without it: %s", name, message)
