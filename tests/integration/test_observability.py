@@ -122,8 +122,8 @@ def test_json_logs_of_server_and_worker_carry_the_job_fields(
 
     ran = json_lines(worker.output())
     mine = about(ran, ok)
-    assert [m["msg"] for m in mine if m["logger"] == "taskframe.worker"][0].endswith("attempt 1)")
-    assert any("succeeded in" in m["msg"] for m in mine)
+    [finished] = [m for m in mine if m["logger"] == "taskframe.worker"]
+    assert "(sleep, attempt 1) succeeded in" in finished["msg"] and finished["level"] == "INFO"
     assert any(m["logger"] == "taskframe.job.sleep" and "sleeping" in m["msg"] for m in mine)
     assert all(m["worker_id"] == "w-json" and m["type"] == "sleep" for m in mine)
     failed = [m for m in about(ran, bad) if m["level"] == "WARNING"]
