@@ -247,13 +247,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _banner(host: str, port: int, backend: str, db: str, plugins: PluginSet) -> None:
     """The one start line; a WARNING when a plugin failed to load, so it is seen."""
-    failures = "; ".join(f"{name} ({error})" for name, error in plugins.failures.items())
+    failures = "".join(f"; FAILED {name}: {error}" for name, error in plugins.failures.items())
     log.log(
         logging.WARNING if failures else logging.INFO,
-        "taskframe-server listening on http://%s:%s (%s database %s, job types: %s; "
-        "plugins: %s; plugin failures: %s)",
+        "taskframe-server listening on http://%s:%s (%s database %s, job types: %s; plugins: %s%s)",
         *(host, port, backend, safe_db_location(db), ", ".join(plugins.names()) or "none"),
-        *(plugins.summary(), failures or "none"),
+        *(plugins.summary(), failures),
     )
 
 
