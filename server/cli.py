@@ -280,6 +280,7 @@ def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> N
     server.close()
     if scheduler.events is not None:
         scheduler.events.stop()
+    scheduler.telemetry.flush()
 
 
 def _run_standalone(

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from taskframe.core.logs import Tally
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_LEASE_BATCH, MAX_WAIT
 from taskframe.worker.client import (
@@ -98,6 +99,8 @@ class Worker:
         )
         info = {"host": socket.gethostname()[:200] or None, "slots": self.concurrency}
         self.outbox = Outbox(self.client, worker_id, self.types, info)
+        #: Jobs succeeded and failed, summed up at INFO every 10 s (each is a DEBUG line).
+        self.tally = Tally(log)
         #: Set once the worker's threads run (for embedders and tests).
         self.started = threading.Event()
         # An RLock: stop() may run in a signal handler on the thread holding it.
@@ -159,6 +162,7 @@ class Worker:
                 self._jobs.put(None)
             heartbeat.join(timeout=1.0)
             self.client.close()
+            self.tally.flush()
             log.info("worker %s stopped", self.worker_id)
 
     # -- leasing -----------------------------------------------------------
@@ -239,7 +243,7 @@ class Worker:
     def _job_thread(self) -> None:
         while (running := self._jobs.get()) is not None:
             try:
-                outcome = execute(running, self.options, self.plugins)
+                outcome = execute(running, self.options, self.plugins, self.tally)
             except BaseException as exc:  # a job thread must never die and lose its slot
                 outcome = ("failed", None, describe(exc), True)
             self._finish(running, *outcome)
