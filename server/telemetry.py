@@ -23,6 +23,8 @@ BATCH_SUMMARY_OVER = 1
 #: Leases and successes, the hot path, are logged per job at DEBUG and summed up
 #: at INFO at most this often (with the next such event).
 SUMMARY_EVERY = 10.0
+#: Where a failed attempt's job goes when it will be tried again (scheduled: after a backoff).
+_REQUEUED = frozenset({model.QUEUED, model.SCHEDULED})
 
 
 def _fields(row: Row, **more: Any) -> dict[str, Any]:
@@ -130,7 +132,7 @@ class Telemetry:
                 self._child(metrics.run_seconds, job_type).observe(ran)
             if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
                 self._child(metrics.reaped, job_type, outcome).inc()
-            if status == model.QUEUED:
+            if status in _REQUEUED:
                 self._child(metrics.retried, job_type).inc()
             elif status in model.FINISHED:
                 self._child(metrics.finished, job_type, status).inc()
@@ -146,7 +148,7 @@ class Telemetry:
         number, error = attempt["attempt"], attempt["error"]
         if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
             log.warning("job %d attempt %d reaped: %s", job["id"], number, error, extra=extra)
-        if status == model.QUEUED:
+        if status in _REQUEUED:
             delay = max(0.0, job["run_at"] - now)
             log.info(
                 "job %d attempt %d failed, retrying in %.1f s: %s",

@@ -15,6 +15,7 @@ from marshmallow import ValidationError
 
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
 from taskframe.core.logs import Tally
+from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ATTEMPT_LOG
 
@@ -167,7 +168,7 @@ def _execute(
     try:
         payload = executor.schema.load(job.get("payload") or {})
     except ValidationError as exc:
-        return "failed", None, f"invalid payload: {json.dumps(exc.messages)}", False
+        return Status.FAILED.value, None, f"invalid payload: {json.dumps(exc.messages)}", False
     context = ExecutorContext(
         job_id=running.job_id,
         attempt=job.get("attempts") or 1,
@@ -193,15 +194,15 @@ def _run(
         result = executor.run(payload, context)
     except PermanentError as exc:
         running.failure = exc
-        return "failed", None, describe(exc), False
+        return Status.FAILED.value, None, describe(exc), False
     except BaseException as exc:
         running.failure = exc
-        return "failed", None, describe(exc), True
+        return Status.FAILED.value, None, describe(exc), True
     try:  # the server must get strict JSON (no NaN), or the whole batch would fail
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        return "failed", None, f"the result is not JSON-serialisable: {exc}", False
-    return "succeeded", result, None, True
+        return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
+    return Status.SUCCEEDED.value, result, None, True
 
 
 def describe(exc: BaseException) -> str:
