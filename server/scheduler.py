@@ -23,9 +23,11 @@ from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.core.model import Event, Outcome, Status
 from taskframe.server import dependencies, routing
 from taskframe.server.config import ServerConfig
+from taskframe.server.metrics import Metrics
 from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots
 from taskframe.server.storage import Row, Store, Transaction
 from taskframe.server.submission import Intake
+from taskframe.server.telemetry import Telemetry
 
 NO_CURSOR = 2**62
 REAP_BATCH = 200
@@ -42,6 +44,7 @@ class Completion:
     result: Any = None
     error: str | None = None
     retryable: bool = True
+    log: str | None = None  # what the executor logged during the attempt
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         events: Any = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -82,6 +86,8 @@ class Scheduler:
         self.events = events
         #: Seen at the last lease: some limit is set (a finished job may free a slot).
         self.limited = False
+        #: Logs and counts every committed change (server/telemetry.py; no database work).
+        self.telemetry = telemetry or Telemetry(Metrics(store, clock))
 
     # ----------------------------------------------------------------- clients
 
@@ -90,6 +96,7 @@ class Scheduler:
         results = self.intake.submit(jobs)
         created_rows = [row for row, created in results if created]
         self._announce(created_rows)
+        self.telemetry.submitted(created_rows)
         if self.events is not None:
             self.events.submitted(created_rows)
         return results
@@ -99,6 +106,7 @@ class Scheduler:
         row, created = self.intake.submit_one(job)
         if created:
             self._announce([row])
+            self.telemetry.submitted([row])
             if self.events is not None:
                 self.events.submitted([row])
         return row, created
@@ -218,6 +226,7 @@ class Scheduler:
             self.store.notify_change(tx)  # wakes waiters on other servers
         if row["status"] in model.FINISHED:
             self.notifier.jobs_finished([job_id])
+        self.telemetry.cancelled(row)
         self._dependants_moved(moved)
         if self.events is not None:
             self.events.job_finished(row)
@@ -241,6 +250,7 @@ class Scheduler:
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
             self.store.notify_change(tx)
         self._announce([row])
+        self.telemetry.requeued(row)
         return row
 
     # ----------------------------------------------------------------- workers
@@ -347,6 +357,8 @@ class Scheduler:
             else:
                 rows = routing.lease_routed(tx, params, types, queues, controls, limit)
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
+        if rows:
+            self.telemetry.leased(worker_id, rows)
         return rows
 
     def complete(self, completions: list[Completion]) -> list[CompletionOutcome]:
@@ -389,6 +401,7 @@ class Scheduler:
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self._ended([outcome.job for outcome in done.values() if outcome.code == 200])
+        self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
         self._dependants_moved(moved)
         if self.events is not None:
             rows = {o.job_id: o.job for o in done.values() if o.job is not None}
@@ -407,7 +420,7 @@ class Scheduler:
             f"(--max-result {self.config.max_result_bytes})"
         )
         return Completion(
-            item.job_id, item.lease_id, Status.FAILED, item.worker_id, None, error, False
+            item.job_id, item.lease_id, Status.FAILED, item.worker_id, None, error, False, item.log
         )
 
     def _succeed_all(
@@ -432,7 +445,7 @@ class Scheduler:
         rows = tx.returning_many("succeed_attempt", params)
         for (i, item), row in zip(successes, rows, strict=True):
             if row is not None:
-                history.append(_attempt(row, Outcome.SUCCEEDED, now, None))
+                history.append(_attempt(row, Outcome.SUCCEEDED, now, None, item.log))
                 done[i] = CompletionOutcome(item.job_id, 200, job=row)
         return done
 
@@ -459,6 +472,7 @@ class Scheduler:
             error=error,
             result=result,
             keep_lease=True,
+            log=item.log,
         )
         return None if updated is None else CompletionOutcome(item.job_id, 200, job=updated)
 
@@ -562,6 +576,7 @@ class Scheduler:
             moved = dependencies.resolve(tx, [updated], now)
             self.store.notify_change(tx)
         self._ended([updated])
+        self.telemetry.attempts_ended(history, [updated], now)
         self._dependants_moved(moved)
         if self.events is not None:
             self.events.attempts_finished([(updated, history[0])])
@@ -608,6 +623,8 @@ class Scheduler:
             if reaped:
                 self.store.notify_change(tx)
         self._ended(ended)
+        if reaped:
+            self.telemetry.attempts_ended(history, ended, now)
         self._dependants_moved(moved)
         if self.events is not None and reaped:
             ended_rows = [row for row in ended if row is not None]
@@ -668,6 +685,7 @@ class Scheduler:
         result: str | None = None,
         keep_lease: bool = False,
         refund: bool = False,
+        log: str | None = None,
     ) -> Row | None:
         """Close the running attempt in ``row`` and move the job to ``status``.
 
@@ -693,7 +711,7 @@ class Scheduler:
             },
         )
         if updated is not None:
-            history.append(_attempt(row, outcome, now, error))
+            history.append(_attempt(row, outcome, now, error, log))
         return updated
 
 
@@ -701,8 +719,12 @@ def _stale(job_id: int) -> CompletionOutcome:
     return CompletionOutcome(job_id, 409, error="stale lease: this attempt was reaped or moved on")
 
 
-def _attempt(row: Row, outcome: Outcome, now: float, error: str | None) -> dict[str, Any]:
+def _attempt(
+    row: Row, outcome: Outcome, now: float, error: str | None, log: str | None = None
+) -> dict[str, Any]:
     """The history row of the attempt that ``row`` (as leased) was running."""
+    if log is not None and "\x00" in log:  # PostgreSQL text cannot hold NUL
+        log = log.replace("\x00", "\ufffd")
     return {
         "job_id": row["id"],
         "attempt": row["attempts"],
@@ -712,4 +734,5 @@ def _attempt(row: Row, outcome: Outcome, now: float, error: str | None) -> dict[
         "finished_at": now,
         "outcome": outcome.value,
         "error": error,
+        "log": log,
     }
