@@ -88,6 +88,9 @@ class Schedules:
     def fire(self) -> int:
         """Submit the jobs of due schedules; return how many were created (the housekeeper)."""
         now = self.scheduler.clock()
+        due = self.next_due()
+        if due is None or due > now:
+            return 0  # a read, not a write lock, when nothing is due
         intake = self.scheduler.intake
         created: list[Row] = []
         with self.store.transaction() as tx:
