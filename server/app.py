@@ -9,7 +9,7 @@ from taskframe.core.schemas import MAX_ID
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import install_error_handlers
 from taskframe.server.openapi import build_openapi
-from taskframe.server.resources import jobs, meta, workers
+from taskframe.server.resources import dashboard, jobs, meta, workers
 from taskframe.server.scheduler import Scheduler
 
 # Ids beyond what the database holds are unknown jobs (404), not errors.
@@ -40,4 +40,8 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     app.add_route("/health", meta.Health(scheduler.store, plugins))
     app.add_route("/job-types", meta.JobTypes(plugins))
     app.add_route("/openapi.json", meta.OpenAPI(build_openapi(executors)))
+
+    assets = dashboard.load_assets()
+    app.add_route("/", dashboard.DashboardPage(assets))
+    app.add_route(dashboard.PREFIX + "/{name}", dashboard.DashboardFile(assets))
     return app
