@@ -41,7 +41,7 @@ function route() {
     current = mountOverview(view);
   }
   for (const link of document.querySelectorAll("nav a")) {
-    if (link.dataset.view === name) link.setAttribute("aria-current", "page");
+    if (link.dataset.view === name.replace(/^job$/, "jobs")) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   tick();
@@ -63,7 +63,7 @@ function renderHealth() {
   const health = state.health || {};
   const ok = health.status === "ok";
   const warnings = Array.isArray(health.warnings) ? health.warnings : [];
-  const text = ok ? `ok · ${health.backend || ""}` : health.status || "unknown";
+  const text = ok ? ["ok", health.backend].filter(Boolean).join(" · ") : health.status || "unknown";
   el.className = `health ${ok && !warnings.length ? "ok" : "bad"}`;
   el.textContent = warnings.length ? `${text} · ${warnings.length} warning(s)` : text;
   el.title = warnings.map((w) => (typeof w === "string" ? w : JSON.stringify(w))).join("\n");

@@ -220,13 +220,19 @@ function form(jobType) {
 /** Put each message under its field ("payload.duration" -> that input), marking it invalid. */
 function showFieldErrors(el, pairs) {
   for (const [path, message] of pairs) {
+    // The nearest visible field: with the JSON editor on, payload.x errors go to the payload.
+    const visible = (id) => {
+      const slot = document.getElementById(id);
+      return slot && !slot.closest("[hidden]");
+    };
     let target = path;
-    while (target && !document.getElementById(errorId(target))) {
+    while (target && !visible(errorId(target))) {
       target = target.includes(".") ? target.slice(0, target.lastIndexOf(".")) : "";
     }
     const slot = target && document.getElementById(errorId(target));
     if (!slot) continue;
-    slot.textContent = slot.textContent ? `${slot.textContent} ${message}` : message;
+    const text = target === path ? message : `${path.slice(target.length + 1)}: ${message}`;
+    slot.textContent = slot.textContent ? `${slot.textContent} ${text}` : text;
     const control = document.getElementById(fieldId(target)) || (target === "payload" ? el.querySelector("#f-payload-json") : null);
     if (control) control.setAttribute("aria-invalid", "true");
   }

@@ -1,0 +1,243 @@
+"""The web dashboard in a real browser (Debian's Chromium driven by Playwright).
+
+Against a live ``taskframe-server`` and ``taskframe-worker``: submit from the form,
+watch the job succeed, open it and read its attempts and log, cancel a long job,
+show a validation error, and render at phone width. Screenshots go to a
+``screenshots`` folder of the test's tmp_path (its path is printed).
+
+Skipped, with the reason, when Playwright or Chromium is missing, unless
+``TASKFRAME_REQUIRE_BROWSER`` is set (as ``.ci/run`` does): then it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.processes import attempts_of, get_job, submit, wait_until
+
+CHROMIUM = os.environ.get("TASKFRAME_CHROMIUM", "/usr/bin/chromium")
+REQUIRE_BROWSER = os.environ.get("TASKFRAME_REQUIRE_BROWSER", "") not in ("", "0")
+# Root needs --no-sandbox; the rest keeps Chromium from calling home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PHONE = {"width": 390, "height": 844}
+WAIT_MS = 20_000
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _browser_or_skip() -> None:
+    reason = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        reason = f"Playwright is not installed ({exc}); pip install -e '.[test]'"
+    if reason is None and not os.access(CHROMIUM, os.X_OK):
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set TASKFRAME_CHROMIUM)"
+    if reason is None:
+        return
+    if REQUIRE_BROWSER:
+        pytest.fail(f"TASKFRAME_REQUIRE_BROWSER is set but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    driver = sync_playwright().start()
+    try:
+        chromium = driver.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+    finally:
+        driver.stop()
+
+
+@pytest.fixture
+def shots(tmp_path: Path):
+    """shots("name", page): a full-page screenshot in this test's screenshots folder."""
+    folder = tmp_path / "screenshots"
+    folder.mkdir()
+    print(f"dashboard screenshots: {folder}")
+
+    def take(name: str, page) -> None:
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+    take.folder = folder
+    return take
+
+
+@pytest.fixture
+def live(start_server, start_worker, tmp_path: Path):
+    """A server on a fresh SQLite file and one worker with two slots."""
+    server = start_server(str(tmp_path / "dashboard.db"))
+    start_worker([server.url], "--concurrency", "2", "--worker-id", "dash-worker")
+    return server
+
+
+def open_page(browser, url: str, viewport: dict | None = None):
+    """A new page that fails the test on any script error."""
+    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    page.goto(url)
+    return page
+
+
+def job_id_from(page) -> int:
+    page.wait_for_url(re.compile(r".*#/jobs/\d+$"), timeout=WAIT_MS)
+    return int(page.url.rsplit("/", 1)[1])
+
+
+def test_submit_watch_open_and_cancel_jobs(browser, live, shots):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    page = open_page(browser, live.url + "/")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(page.get_by_role("link", name="sleep", exact=True)).to_be_visible()
+    shots("overview", page)
+
+    # Submit a short sleep job from the form: the page moves to the job and sees it succeed.
+    page.get_by_role("link", name="Submit", exact=True).click()
+    page.get_by_label("Job type").select_option("sleep")
+    page.get_by_label("duration").fill("0.3")
+    page.get_by_label("Priority").fill("7")
+    page.get_by_role("button", name="Submit job").click()
+    done_id = job_id_from(page)
+    expect(page.locator(".facts .badge")).to_have_text("succeeded")
+    job = get_job(live.url, done_id)
+    assert job["status"] == "succeeded" and job["payload"] == {"duration": 0.3}
+    assert job["priority"] == 7
+
+    # The job list shows it; its page shows the payload, the result and the attempt.
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    row = page.locator("tbody tr", has=page.get_by_role("link", name=f"Job {done_id}"))
+    expect(row.locator(".badge")).to_have_text("succeeded")
+    shots("jobs", page)
+    page.get_by_role("link", name=f"Job {done_id}").click()
+    expect(page.get_by_role("heading", name=f"Job #{done_id} · sleep")).to_be_visible()
+    expect(page.get_by_role("region", name="Payload")).to_contain_text('"duration": 0.3')
+    expect(page.get_by_role("region", name="Result")).to_contain_text('"slept"')
+    attempt = page.locator(".attempt").first
+    expect(attempt).to_contain_text("Attempt 1")
+    expect(attempt).to_contain_text("dash-worker")
+    expect(attempt.locator(".badge")).to_have_text("succeeded")
+    recorded = attempts_of(live.url, done_id)[0]
+    if "log" in recorded:  # GET /jobs/{id}/attempts carries the executor's log
+        assert recorded["log"], "the sleep executor wrote nothing to its log"
+        expect(attempt.locator("pre.log")).to_have_text(recorded["log"])
+    else:
+        expect(attempt).to_contain_text("Logs not available on this server.")
+    expect(page.get_by_role("button", name=f"Retry job {done_id}")).to_be_disabled()
+    shots("job-succeeded", page)
+
+    # Cancel a long job while it runs: the worker stops it and the page shows it cancelled.
+    long_id = submit(live.url, "sleep", {"duration": 300})["id"]
+    page.goto(f"{live.url}/#/jobs/{long_id}")
+    expect(page.locator(".facts .badge")).to_have_text("running")
+    shots("job-running", page)
+    page.get_by_role("button", name=f"Cancel job {long_id}").click()
+    expect(page.locator(".facts .badge")).to_have_text("cancelled")
+    expect(page.get_by_role("button", name=f"Cancel job {long_id}")).to_be_disabled()
+    expect(page.get_by_role("button", name=f"Retry job {long_id}")).to_be_enabled()
+    assert get_job(live.url, long_id)["status"] == "cancelled"
+    shots("job-cancelled", page)
+    assert page.errors == []
+
+
+def test_validation_errors_are_shown_next_to_the_field(browser, live, shots):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    page = open_page(browser, live.url + "/#/submit?type=sleep")
+    page.get_by_label("Edit the payload as JSON").check()
+    page.get_by_label("Payload (JSON object)").fill('{"duration": -1}')
+    page.get_by_role("button", name="Submit job").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("422")
+    expect(alert).to_contain_text("payload.duration")
+    expect(page.locator("#err-payload")).to_contain_text("must be between")
+    shots("submit-422", page)
+    assert requests.get(f"{live.url}/jobs", timeout=10).json()["jobs"] == []
+    assert page.errors == []
+
+
+def test_data_is_shown_as_text_never_as_markup(browser, live):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    key = '<img src=x onerror="document.title=1"><b id="injected">bold</b>'
+    job = submit(live.url, "sleep", {"duration": 0}, idempotency_key=key)
+    page = open_page(browser, f"{live.url}/#/jobs/{job['id']}")
+    expect(page.locator(".facts")).to_contain_text(key)
+    assert page.locator("#injected").count() == 0
+    assert page.locator("img").count() == 0
+    assert page.errors == []
+
+
+def test_phone_width_layout_fits_the_screen(browser, live, shots):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    job = submit(live.url, "sleep", {"duration": 0})
+    wait_until(lambda: get_job(live.url, job["id"])["status"] == "succeeded", 20)
+    for view, name in [
+        ("#/", "phone-overview"),
+        ("#/jobs", "phone-jobs"),
+        (f"#/jobs/{job['id']}", "phone-job"),
+        ("#/submit", "phone-submit"),
+    ]:
+        page = open_page(browser, f"{live.url}/{view}", PHONE)
+        expect(page.locator("main h1")).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        # Nothing wider than the screen: no sideways scrolling on a phone.
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{view} is {width}px wide"
+        shots(name, page)
+        assert page.errors == []
+        page.context.close()
+    # Table rows become labelled cards: the label is drawn from data-label.
+    page = open_page(browser, f"{live.url}/#/jobs", PHONE)
+    cell = page.locator("td[data-label=Status]").first
+    expect(cell).to_be_visible()
+    assert page.locator("thead").first.is_hidden()
+    page.context.close()
+
+
+def test_token_is_kept_for_the_tab_and_sent_as_a_bearer_header(browser, live):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    page = open_page(browser, live.url + "/")
+    page.get_by_role("button", name="API token").click()
+    page.get_by_label(re.compile("Bearer token")).fill("s3cret-token-for-the-test")
+    with page.expect_request(
+        lambda r: "/jobs" in r.url or "/job-types" in r.url or "/stats" in r.url
+    ) as sent:
+        page.get_by_role("button", name="Save").click()
+    assert sent.value.headers.get("authorization") == "Bearer s3cret-token-for-the-test"
+    stored = page.evaluate("sessionStorage.getItem('taskframe.token')")
+    assert stored == "s3cret-token-for-the-test"
+    assert page.evaluate("localStorage.length") == 0
+    assert page.errors == []
