@@ -143,26 +143,61 @@ def test_submit_watch_open_and_cancel_jobs(browser, live, shots):
     expect(attempt).to_contain_text("Attempt 1")
     expect(attempt).to_contain_text("dash-worker")
     expect(attempt.locator(".badge")).to_have_text("succeeded")
-    recorded = attempts_of(live.url, done_id)[0]
-    if "log" in recorded:  # GET /jobs/{id}/attempts carries the executor's log
-        assert recorded["log"], "the sleep executor wrote nothing to its log"
-        expect(attempt.locator("pre.log")).to_have_text(recorded["log"])
-    else:
-        expect(attempt).to_contain_text("Logs not available on this server.")
+    # The attempt's log: what the sleep executor wrote to context.logger, as the API has it.
+    log = attempt.locator("pre.log")
+    expect(log).to_contain_text("sleeping 0.3 s")
+    expect(log).to_contain_text("slept")
+    assert log.inner_text() == attempts_of(live.url, done_id)[0]["log"]
     expect(page.get_by_role("button", name=f"Retry job {done_id}")).to_be_disabled()
     shots("job-succeeded", page)
+
+    # The live counts and the workers follow (polled every 2 s).
+    page.get_by_role("link", name="Overview", exact=True).click()
+    expect(page.locator(".count-n[data-status=succeeded]")).to_have_text("1")
+    worker = page.locator("tbody tr", has_text="dash-worker")
+    expect(worker.locator(".badge")).to_have_text("alive")
+    expect(worker).to_contain_text("sleep")
 
     # Cancel a long job while it runs: the worker stops it and the page shows it cancelled.
     long_id = submit(live.url, "sleep", {"duration": 300})["id"]
     page.goto(f"{live.url}/#/jobs/{long_id}")
     expect(page.locator(".facts .badge")).to_have_text("running")
     shots("job-running", page)
+    page.get_by_role("link", name="Overview", exact=True).click()
+    running = page.locator("tbody tr", has_text="dash-worker")
+    expect(running.get_by_role("link", name=f"#{long_id} sleep")).to_be_visible()
+    expect(page.locator(".count-n[data-status=running]")).to_have_text("1")
+    shots("overview-running", page)
+    page.get_by_role("link", name=f"#{long_id} sleep").click()
     page.get_by_role("button", name=f"Cancel job {long_id}").click()
     expect(page.locator(".facts .badge")).to_have_text("cancelled")
     expect(page.get_by_role("button", name=f"Cancel job {long_id}")).to_be_disabled()
     expect(page.get_by_role("button", name=f"Retry job {long_id}")).to_be_enabled()
     assert get_job(live.url, long_id)["status"] == "cancelled"
     shots("job-cancelled", page)
+    assert page.errors == []
+
+
+def test_types_without_a_live_worker_are_highlighted(
+    browser, start_server, start_worker, tmp_path, shots
+):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    server = start_server(str(tmp_path / "stuck.db"))
+    start_worker([server.url], "--job-types", "sleep", "--worker-id", "sleep-only")
+    wait_until(lambda: requests.get(f"{server.url}/workers", timeout=10).json()["workers"], 20)
+    submit(server.url, "http", {"url": "http://127.0.0.1:1/"})
+    page = open_page(browser, server.url + "/")
+    alert = page.locator(".stuck")
+    expect(alert).to_contain_text("No live worker runs these types")
+    expect(alert.get_by_role("link", name="http")).to_be_visible()
+    stuck_row = page.locator("tr.stuck-row")
+    expect(stuck_row).to_have_count(1)
+    expect(stuck_row).to_contain_text("http")
+    expect(stuck_row.locator(".stuck-badge")).to_have_text("no live worker")
+    expect(page.locator(".health")).to_contain_text("1 warning")
+    shots("overview-stuck", page)
     assert page.errors == []
 
 
