@@ -33,6 +33,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PHONE = {"width": 390, "height": 844}
+# Links, buttons and form controls whose accessible name would be empty.
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll("a, button, input, select, textarea")]
+  .filter((el) => {
+    const labels = el.labels ? [...el.labels].map((l) => l.textContent).join(" ") : "";
+    const own = ["A", "BUTTON"].includes(el.tagName) ? el.textContent : "";
+    return !`${el.getAttribute("aria-label") || ""}${labels}${own}`.trim();
+  })
+  .map((el) => el.outerHTML.slice(0, 120))"""
 WAIT_MS = 20_000
 
 pytestmark = pytest.mark.timeout(180)
@@ -218,6 +226,42 @@ def test_validation_errors_are_shown_next_to_the_field(browser, live, shots):
     assert page.errors == []
 
 
+def test_job_list_filters_pages_and_sorts(browser, start_server, tmp_path, shots):
+    """No worker: the jobs stay queued, so the list is stable while the page polls."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    server = start_server(str(tmp_path / "list.db"))
+    jobs = [
+        {"type": "sleep", "payload": {"duration": 1}, "priority": 1 + i % 10} for i in range(30)
+    ]
+    jobs.append({"type": "http", "payload": {"url": "http://127.0.0.1:1/"}, "priority": 3})
+    answer = requests.post(f"{server.url}/jobs/batch", json={"jobs": jobs}, timeout=30)
+    assert answer.status_code == 201, answer.text
+    ids = answer.json()["ids"]
+    page = open_page(browser, f"{server.url}/#/jobs")
+    id_cells = page.locator("td[data-label=ID]")
+    expect(id_cells).to_have_count(31)
+
+    page.get_by_label("Type").select_option("http")
+    expect(id_cells).to_have_text([f"#{ids[-1]}"])
+    page.get_by_label("Type").select_option("")
+    page.get_by_label("Per page").select_option("25")
+    newest_first = [f"#{i}" for i in reversed(ids)]
+    expect(id_cells).to_have_text(newest_first[:25])
+    page.get_by_role("link", name="Next page").click()
+    expect(id_cells).to_have_text(newest_first[25:])
+    page.get_by_role("link", name="Previous page").click()
+    expect(id_cells).to_have_text(newest_first[:25])
+
+    page.get_by_label("Sort").select_option("priority")
+    first_page = [(job["priority"], i) for job, i in zip(jobs, ids, strict=True) if i >= ids[-25]]
+    by_priority = [f"#{i}" for _, i in sorted(first_page, key=lambda p: (-p[0], p[1]))]
+    expect(id_cells).to_have_text(by_priority)
+    shots("jobs-by-priority", page)
+    assert page.errors == []
+
+
 def test_data_is_shown_as_text_never_as_markup(browser, live):
     from playwright.sync_api import expect
 
@@ -249,6 +293,7 @@ def test_phone_width_layout_fits_the_screen(browser, live, shots):
         # Nothing wider than the screen: no sideways scrolling on a phone.
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"{view} is {width}px wide"
+        assert page.evaluate(UNNAMED_CONTROLS) == [], f"controls without a name on {view}"
         shots(name, page)
         assert page.errors == []
         page.context.close()
