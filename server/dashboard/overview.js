@@ -15,11 +15,10 @@ export function mountOverview(root) {
 
   async function refresh() {
     renderTypes(types);
-    const [answer, running] = await Promise.all([
-      optional("/workers"),
-      api("/jobs?status=running&limit=1000"),
-    ]);
-    renderWorkers(workers, answer, running.jobs || []);
+    const answer = await optional("/workers");
+    // Which jobs each worker runs: the running jobs name their worker.
+    const running = answer ? (await api("/jobs?status=running&limit=500")).jobs || [] : [];
+    renderWorkers(workers, answer, running);
   }
   return { root, refresh };
 }
