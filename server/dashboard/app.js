@@ -67,6 +67,18 @@ function renderHealth() {
   el.className = `health ${ok && !warnings.length ? "ok" : "bad"}`;
   el.textContent = warnings.length ? `${text} · ${warnings.length} warning(s)` : text;
   el.title = warnings.map((w) => (typeof w === "string" ? w : JSON.stringify(w))).join("\n");
+  // A plugin that failed to load means its job types are missing: say so on every page.
+  const failures = Object.entries(health.plugin_failures || {});
+  render(document.getElementById("problems"), JSON.stringify(failures), () =>
+    failures.length
+      ? h(
+          "div",
+          { class: "stuck", role: "alert" },
+          "Plugins that failed to load on the server: ",
+          failures.map(([name, error], i) => [i ? "; " : "", h("code", {}, name), ": ", String(error)]),
+        )
+      : [],
+  );
 }
 
 function renderCounts() {
