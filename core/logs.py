@@ -9,10 +9,12 @@ logging call with ``extra=``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
@@ -62,14 +64,34 @@ def early_logging_options(argv: list[str]) -> argparse.Namespace:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _utc_second(second: int) -> str:
+    # Job events come by the thousand per second: format each second once.
+    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@functools.lru_cache(maxsize=64)
+def _local_second(second: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+
+
+class TextFormatter(logging.Formatter):
+    """The standard formatter, with each second's timestamp formatted once."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return f"{_local_second(int(record.created))},{int(record.msecs):03d}"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, built with ``json.dumps``."""
 
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
         line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
-                timespec="milliseconds"
-            ),
+            "ts": f"{_utc_second(second)}.{int(record.msecs):03d}+00:00",
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -89,5 +111,5 @@ def configure_logging(level: str, fmt: str = "text", stream: TextIO | None = Non
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -8,6 +8,8 @@ logger with the job's fields in ``extra`` (so JSON lines carry them).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +21,9 @@ log = logging.getLogger("taskframe.jobs")
 
 #: A batch submission logs one summary line at INFO; its jobs one by one at DEBUG.
 BATCH_SUMMARY_OVER = 1
+#: Leases and successes, the hot path, are logged per job at DEBUG and summed up
+#: at INFO at most this often (with the next such event).
+SUMMARY_EVERY = 10.0
 
 
 def _fields(row: Row, **more: Any) -> dict[str, Any]:
@@ -36,12 +41,40 @@ class JobEvents:
 
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._lock = threading.Lock()
+        self._tally = {"leased": 0, "succeeded": 0}
+        self._tally_since = time.monotonic()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: it costs a lock and more per call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def _count(self, what: str, n: int) -> None:
+        """Add to the INFO summary of the hot-path events; log it when it is due."""
+        now = time.monotonic()
+        with self._lock:
+            self._tally[what] += n
+            if now - self._tally_since < SUMMARY_EVERY:
+                return
+            tally, since = dict(self._tally), self._tally_since
+            self._tally = dict.fromkeys(tally, 0)
+            self._tally_since = now
+        log.info(
+            "in the last %.0f s: %d attempts leased, %d jobs succeeded",
+            *(now - since, tally["leased"], tally["succeeded"]),
+            extra={"count": tally["succeeded"]},
+        )
 
     def submitted(self, rows: list[Row]) -> None:
         if self.metrics is not None:
             counter = self.metrics.submitted
             for row in rows:
-                counter.labels(row["type"]).inc()
+                self._child(counter, row["type"]).inc()
         if len(rows) > BATCH_SUMMARY_OVER:
             if log.isEnabledFor(logging.INFO):
                 types = sorted({row["type"] for row in rows})
@@ -67,11 +100,13 @@ class JobEvents:
         if self.metrics is not None:
             leased, wait = self.metrics.leased, self.metrics.wait_seconds
             for row in rows:
-                leased.labels(row["type"]).inc()
-                wait.labels(row["type"]).observe(max(0.0, row["started_at"] - row["run_at"]))
-        if log.isEnabledFor(logging.INFO):
+                self._child(leased, row["type"]).inc()
+                waited = max(0.0, row["started_at"] - row["run_at"])
+                self._child(wait, row["type"]).observe(waited)
+        self._count("leased", len(rows))
+        if log.isEnabledFor(logging.DEBUG):
             for row in rows:
-                log.info(
+                log.debug(
                     "job %d leased to %s (attempt %d)",
                     *(row["id"], worker_id, row["attempts"]),
                     extra=_fields(row, lease_id=row["lease_id"]),
@@ -80,7 +115,7 @@ class JobEvents:
     def lease_request(self, seconds: float, leased: int) -> None:
         if self.metrics is not None:
             self.metrics.lease_seconds.observe(seconds)
-            self.metrics.lease_requests.labels("jobs" if leased else "empty").inc()
+            self._child(self.metrics.lease_requests, "jobs" if leased else "empty").inc()
 
     def attempts_ended(
         self, history: list[dict[str, Any]], rows: Iterable[Row | None], now: float
@@ -89,10 +124,14 @@ class JobEvents:
         if not history:
             return
         jobs = {row["id"]: row for row in rows if row is not None}
+        succeeded = 0
         for attempt in history:
             job = jobs.get(attempt["job_id"])
             if job is not None:
                 self._attempt_ended(attempt, job, now)
+                succeeded += job["status"] == model.SUCCEEDED
+        if succeeded:
+            self._count("succeeded", succeeded)
 
     def _attempt_ended(self, attempt: dict[str, Any], job: Row, now: float) -> None:
         outcome, status, job_type = attempt["outcome"], job["status"], job["type"]
@@ -102,24 +141,27 @@ class JobEvents:
             return
         if metrics is not None:
             if attempt["started_at"] is not None:
-                metrics.run_seconds.labels(job_type).observe(
-                    max(0.0, attempt["finished_at"] - attempt["started_at"])
-                )
+                ran = max(0.0, attempt["finished_at"] - attempt["started_at"])
+                self._child(metrics.run_seconds, job_type).observe(ran)
             if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
-                metrics.reaped.labels(job_type, outcome).inc()
+                self._child(metrics.reaped, job_type, outcome).inc()
             if status == model.QUEUED:
-                metrics.retried.labels(job_type).inc()
+                self._child(metrics.retried, job_type).inc()
             elif status in model.FINISHED:
-                metrics.finished.labels(job_type, status).inc()
+                self._child(metrics.finished, job_type, status).inc()
+        if status == model.SUCCEEDED:
+            if log.isEnabledFor(logging.DEBUG):
+                number = attempt["attempt"]
+                extra = {**_attempt_fields(attempt), "type": job_type}
+                log.debug("job %d succeeded (attempt %d)", job["id"], number, extra=extra)
+            return
         if not log.isEnabledFor(logging.INFO):
             return
         extra = {**_attempt_fields(attempt), "type": job_type}
         number, error = attempt["attempt"], attempt["error"]
         if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
             log.warning("job %d attempt %d reaped: %s", job["id"], number, error, extra=extra)
-        if status == model.SUCCEEDED:
-            log.info("job %d succeeded (attempt %d)", job["id"], number, extra=extra)
-        elif status == model.QUEUED:
+        if status == model.QUEUED:
             delay = max(0.0, job["run_at"] - now)
             log.info(
                 "job %d attempt %d failed, retrying in %.1f s: %s",
@@ -139,7 +181,7 @@ class JobEvents:
         """A cancel request: a queued job is cancelled now, a running one is asked to stop."""
         if row["status"] == model.CANCELLED:
             if self.metrics is not None:
-                self.metrics.finished.labels(row["type"], model.CANCELLED).inc()
+                self._child(self.metrics.finished, row["type"], model.CANCELLED).inc()
             log.info("job %d cancelled", row["id"], extra=_fields(row))
         else:
             log.info("job %d: cancel requested from its worker", row["id"], extra=_fields(row))

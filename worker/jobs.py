@@ -62,57 +62,48 @@ class RunningJob:
         return {**ids, **outcome, "log": self.log}
 
 
-class AttemptLog(logging.Handler):
-    """Keeps the last ``limit`` characters of what one attempt logged."""
+_LINE_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
 
-    def __init__(self, limit: int = MAX_ATTEMPT_LOG) -> None:
-        super().__init__()
+
+class AttemptLogger(logging.Logger):
+    """``context.logger`` of one attempt.
+
+    Its records carry the job's fields (for JSON lines), are kept (the last
+    ``limit`` characters, read by :meth:`text`) and propagate to
+    ``taskframe.job.<type>`` like any logger's. One per attempt, so that
+    concurrent jobs of one type never capture each other's lines; not
+    registered with ``logging.getLogger``, which keeps its loggers forever.
+    Capturing in :meth:`handle` rather than in a Handler keeps it cheap.
+    """
+
+    def __init__(self, running: RunningJob, limit: int = MAX_ATTEMPT_LOG) -> None:
+        parent = logging.getLogger(f"taskframe.job.{running.executor.name}")
+        super().__init__(parent.name)
+        self.parent = parent
+        self.fields = running.fields
         self.limit = limit
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self._lines: deque[str] = deque()
         self._size = 0
+        self._lock = threading.Lock()
 
-    def emit(self, record: logging.LogRecord) -> None:  # called under self.lock
+    def handle(self, record: logging.LogRecord) -> None:
+        record.__dict__.update(self.fields)
         try:
-            line = self.format(record) + "\n"
-        except Exception:
-            self.handleError(record)
-            return
-        self._lines.append(line)
-        self._size += len(line)
-        while self._size > self.limit and len(self._lines) > 1:
-            self._size -= len(self._lines.popleft())
+            line = _LINE_FORMAT.format(record) + "\n"
+        except Exception:  # a bad format string must not fail the job
+            line = f"{record.levelname} (unformattable: {record.msg!r})\n"
+        with self._lock:
+            self._lines.append(line)
+            self._size += len(line)
+            while self._size > self.limit and len(self._lines) > 1:
+                self._size -= len(self._lines.popleft())
+        super().handle(record)
 
     def text(self) -> str | None:
-        with self.lock:
+        with self._lock:
             text = "".join(self._lines)
         # PostgreSQL text cannot hold NUL; one long line keeps its end.
         return text[-self.limit :].replace("\x00", "\ufffd") if text else None
-
-
-class _JobFields(logging.Filter):
-    def __init__(self, fields: dict[str, Any]) -> None:
-        super().__init__()
-        self.fields = fields
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.__dict__.update(self.fields)
-        return True
-
-
-def attempt_logger(running: RunningJob, capture: AttemptLog) -> logging.Logger:
-    """A logger for one attempt: its records carry the job's fields, go to ``capture``
-    and propagate to ``taskframe.job.<type>`` as usual.
-
-    Not registered with ``logging.getLogger`` (which keeps every logger forever):
-    concurrent jobs of one type each get their own, so no job captures another's lines.
-    """
-    parent = logging.getLogger(f"taskframe.job.{running.executor.name}")
-    logger = logging.Logger(parent.name)
-    logger.parent = parent
-    logger.addFilter(_JobFields(running.fields))
-    logger.addHandler(capture)
-    return logger
 
 
 def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
@@ -129,11 +120,11 @@ def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
         extra=fields,
     )
     started = time.monotonic()
-    capture = AttemptLog()
+    logger = AttemptLogger(running)
     try:
-        outcome = _execute(running, options, attempt_logger(running, capture))
+        outcome = _execute(running, options, logger)
     finally:
-        running.log = capture.text()
+        running.log = logger.text()
     took = time.monotonic() - started
     status, _, error, _ = outcome
     if status == "succeeded":
