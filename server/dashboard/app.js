@@ -14,6 +14,7 @@ let current = null; // { refresh(), leave?() } of the view on screen
 let timer = null;
 let ticking = false;
 let again = false;
+let pendingFocus = ""; // the id focused before a view change, focused again once drawn
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/";
@@ -23,6 +24,9 @@ function parseHash() {
 
 function route() {
   const { parts, params } = parseHash();
+  // A filter or pager change redraws the view: keep keyboard focus on the same control.
+  const active = document.activeElement;
+  pendingFocus = active && active.id && document.getElementById("view").contains(active) ? active.id : "";
   if (current && current.leave) current.leave();
   // Each view draws in its own element: a late answer for the previous view lands nowhere.
   const view = h("div", { class: "view-root" });
@@ -147,6 +151,11 @@ async function tick() {
     renderHealth();
     renderCounts();
     if (view) await view.refresh();
+    if (pendingFocus && view === current) {
+      const target = document.getElementById(pendingFocus);
+      if (target) target.focus();
+      pendingFocus = "";
+    }
     render(document.getElementById("notice"), "", () => []);
   } catch (err) {
     // The view keeps its last good state; the problem shows above it until the next success.

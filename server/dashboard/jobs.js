@@ -88,15 +88,20 @@ export function mountJobs(root, params) {
         ? h(
             "a",
             {
+              id: "page-previous",
               href: hashFor({ ...filters, cursor: previousCursors[previousCursors.length - 1] || "" }),
               onclick: () => previousCursors.pop(),
             },
             "← Previous page",
           )
         : null,
-      cursor ? h("a", { href: hashFor(filters) }, "First page") : null,
+      cursor ? h("a", { id: "page-first", href: hashFor(filters) }, "First page") : null,
       next !== null && next !== undefined
-        ? h("a", { href: hashFor({ ...filters, cursor: next }), onclick: () => previousCursors.push(cursor) }, "Next page →")
+        ? h(
+            "a",
+            { id: "page-next", href: hashFor({ ...filters, cursor: next }), onclick: () => previousCursors.push(cursor) },
+            "Next page →",
+          )
         : null,
     ]);
   }

@@ -243,6 +243,16 @@ def test_job_list_filters_pages_and_sorts(browser, start_server, tmp_path, shots
     id_cells = page.locator("td[data-label=ID]")
     expect(id_cells).to_have_count(31)
 
+    # A keyboard user changing a filter keeps the focus on it while the list redraws.
+    status = page.get_by_label("Status", exact=True)
+    status.focus()
+    page.keyboard.press("ArrowDown")
+    expect(page).to_have_url(re.compile(r"status=queued"))
+    expect(id_cells).to_have_count(31)
+    expect(page.get_by_label("Status", exact=True)).to_be_focused()
+    expect(page.get_by_label("Status", exact=True)).to_have_value("queued")
+    page.get_by_label("Status", exact=True).select_option("")
+
     page.get_by_label("Type").select_option("http")
     expect(id_cells).to_have_text([f"#{ids[-1]}"])
     page.get_by_label("Type").select_option("")
