@@ -59,7 +59,15 @@ async function loadShared() {
   ]);
   state.stats = stats.status === "fulfilled" ? stats.value : { error: stats.reason };
   if (jobTypes.status === "fulfilled") state.jobTypes = jobTypes.value;
-  state.health = health.status === "fulfilled" ? health.value : { status: "unreachable", error: health.reason };
+  if (health.status === "fulfilled") {
+    state.health = health.value;
+  } else {
+    // A 503 still has a body ({status: "unavailable", error}); no answer at all has none.
+    const body = health.reason && health.reason.body;
+    state.health = { status: (body && body.status) || "unreachable", error: health.reason };
+  }
+  // Every view needs the job types: without them, say why instead of drawing half a page.
+  return state.jobTypes ? null : jobTypes.reason;
 }
 
 function renderHealth() {
@@ -147,9 +155,10 @@ async function tick() {
   clearTimeout(timer);
   const view = current;
   try {
-    await loadShared();
+    const problem = await loadShared();
     renderHealth();
     renderCounts();
+    if (problem) throw problem;
     if (view) await view.refresh();
     if (pendingFocus && view === current) {
       const target = document.getElementById(pendingFocus);
