@@ -209,6 +209,26 @@ def test_types_without_a_live_worker_are_highlighted(
     assert page.errors == []
 
 
+def test_a_delayed_job_is_scheduled_and_can_be_cancelled(browser, start_server, tmp_path, shots):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    server = start_server(str(tmp_path / "delayed.db"))
+    page = open_page(browser, f"{server.url}/#/submit?type=sleep")
+    page.get_by_label("duration").fill("1")
+    page.get_by_label("Delay (s)").fill("600")
+    page.get_by_role("button", name="Submit job").click()
+    job_id = job_id_from(page)
+    expect(page.locator(".facts .badge")).to_have_text("scheduled")
+    expect(page.locator(".facts")).to_contain_text("in 10 min")
+    expect(page.locator(".count-n[data-status=scheduled]")).to_have_text("1")
+    shots("job-scheduled", page)
+    page.get_by_role("button", name=f"Cancel job {job_id}").click()
+    expect(page.locator(".facts .badge")).to_have_text("cancelled")
+    assert get_job(server.url, job_id)["status"] == "cancelled"
+    assert page.errors == []
+
+
 def test_validation_errors_are_shown_next_to_the_field(browser, live, shots):
     from playwright.sync_api import expect
 
@@ -246,7 +266,7 @@ def test_job_list_filters_pages_and_sorts(browser, start_server, tmp_path, shots
     # A keyboard user changing a filter keeps the focus on it while the list redraws.
     status = page.get_by_label("Status", exact=True)
     status.focus()
-    page.keyboard.press("ArrowDown")
+    page.keyboard.press("q")  # type-ahead picks "queued"
     expect(page).to_have_url(re.compile(r"status=queued"))
     expect(id_cells).to_have_count(31)
     expect(page.get_by_label("Status", exact=True)).to_be_focused()
