@@ -70,13 +70,9 @@ class DashboardPage(_Assets):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._send(resp, "index.html")
 
-    on_head = on_get
-
 
 class DashboardFile(_Assets):
     """``GET /dashboard/{name}``: one script or style sheet of the page."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         self._send(resp, name)
-
-    on_head = on_get

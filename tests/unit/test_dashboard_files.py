@@ -37,7 +37,6 @@ def test_root_serves_the_page_with_a_strict_content_security_policy(client):
     policy = answer.headers["content-security-policy"]
     assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert answer.headers["x-content-type-options"] == "nosniff"
-    assert client.simulate_head("/").status_code == 200
 
 
 @pytest.mark.parametrize(
