@@ -216,7 +216,7 @@ function setupToken() {
     }
   });
   onUnauthorized((err) => {
-    if (!dismissed) show(`The server asks for a token: ${err.message}`);
+    if (!dismissed) show(`The server answered 401 Unauthorized: ${err.message}`);
   });
   label();
 }
