@@ -67,7 +67,7 @@ ALTER TABLE job_attempts ADD COLUMN log text;
 CREATE TABLE workers (
     id text PRIMARY KEY,
     host text,
-    types text NOT NULL DEFAULT '[]',
+    types text,
     slots integer,
     last_seen double precision NOT NULL
 );
@@ -298,10 +298,10 @@ GROUP BY type, priority;
 -- name: upsert_worker
 -- A heartbeat knows only the id: the other fields keep what the last lease said.
 INSERT INTO workers (id, host, types, slots, last_seen)
-VALUES (%(id)s, %(host)s::text, coalesce(%(types)s::text, '[]'), %(slots)s::integer, %(now)s)
+VALUES (%(id)s, %(host)s::text, %(types)s::text, %(slots)s::integer, %(now)s)
 ON CONFLICT (id) DO UPDATE
 SET host = coalesce(excluded.host, workers.host),
-    types = CASE WHEN %(types)s::text IS NULL THEN workers.types ELSE excluded.types END,
+    types = coalesce(excluded.types, workers.types),
     slots = coalesce(excluded.slots, workers.slots),
     last_seen = excluded.last_seen;
 

@@ -63,7 +63,7 @@ ALTER TABLE job_attempts ADD COLUMN log TEXT;
 CREATE TABLE workers (
     id TEXT PRIMARY KEY,
     host TEXT,
-    types TEXT NOT NULL DEFAULT '[]',
+    types TEXT,
     slots INTEGER,
     last_seen REAL NOT NULL
 );
@@ -272,10 +272,10 @@ GROUP BY type, priority;
 -- name: upsert_worker
 -- A heartbeat knows only the id: the other fields keep what the last lease said.
 INSERT INTO workers (id, host, types, slots, last_seen)
-VALUES (:id, :host, coalesce(:types, '[]'), :slots, :now)
+VALUES (:id, :host, :types, :slots, :now)
 ON CONFLICT (id) DO UPDATE
 SET host = coalesce(excluded.host, workers.host),
-    types = CASE WHEN :types IS NULL THEN workers.types ELSE excluded.types END,
+    types = coalesce(excluded.types, workers.types),
     slots = coalesce(excluded.slots, workers.slots),
     last_seen = excluded.last_seen;
 
