@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from taskframe.core.retry import BackoffPolicy
+
+if TYPE_CHECKING:
+    from taskframe.server.auth import TokenSet
 
 
 @dataclass(frozen=True)
@@ -20,3 +24,5 @@ class ServerConfig:
     retention: float = 7 * 86400.0
     """Seconds finished jobs are kept before pruning (0 keeps them forever)."""
     prune_batch: int = 500
+    tokens: TokenSet | None = field(default=None, compare=False, repr=False)
+    """Bearer tokens with roles; None or empty: every endpoint is open."""

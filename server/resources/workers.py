@@ -7,6 +7,7 @@ from typing import Any
 import falcon
 
 from taskframe.core import quick_load, schemas
+from taskframe.server.auth import require_worker_id
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError
 from taskframe.server.http_io import load_query, read_json
@@ -57,6 +58,7 @@ class Lease(WorkerResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         request = read_json(req, self.schema, self.limit, quick_load.quick_load_lease_request)
         worker_id = request["worker_id"]
+        require_worker_id(req, worker_id)
         outcomes = self.scheduler.complete(
             [_completion(c, c["job_id"], worker_id) for c in request["completions"]]
         )
@@ -82,6 +84,7 @@ class NextJob(WorkerResource):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.schema)
+        require_worker_id(req, query["worker_id"])
         types = [t for t in query["types"].split(",") if t] if "types" in query else None
         rows = self.scheduler.lease(query["worker_id"], self._types(types), 1, query["wait"])
         if not rows:
@@ -97,6 +100,7 @@ class Heartbeats(WorkerResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         request = read_json(req, self.schema, self.limit)
+        require_worker_id(req, request["worker_id"])
         leases = [(item["job_id"], item["lease_id"]) for item in request["leases"]]
         answers = self.scheduler.heartbeat(request["worker_id"], leases)
         resp.media = {
@@ -115,6 +119,7 @@ class JobHeartbeat(WorkerResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         request = read_json(req, self.schema, self.config.max_body_bytes)
+        require_worker_id(req, request["worker_id"])
         self.scheduler.get(job_id)  # 404 for an unknown job
         [(_, held, cancel)] = self.scheduler.heartbeat(
             request["worker_id"], [(job_id, request["lease_id"])]
@@ -135,6 +140,7 @@ class JobComplete(WorkerResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         request = read_json(req, self.schema, self.limit)
+        require_worker_id(req, request["worker_id"])
         [outcome] = self.scheduler.complete([_completion(request, job_id, request["worker_id"])])
         if outcome.code == 404:
             raise APIError(falcon.HTTP_404, "Not found", outcome.error)
@@ -150,6 +156,7 @@ class JobRelease(WorkerResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         request = read_json(req, self.schema, self.config.max_body_bytes)
+        require_worker_id(req, request["worker_id"])
         resp.media = job_json(
             self.scheduler.release(job_id, request["worker_id"], request["lease_id"])
         )
