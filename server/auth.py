@@ -262,12 +262,10 @@ class Authenticator:
         token = bearer_token(req)
         principal = self.tokens.identify(token) if token else None
         req.context.principal = principal
-        if resource is None:
-            needed: frozenset[str] | None = None  # unknown path: any token, then 404
-        else:
-            needed = self.routes.get((req.uri_template, req.method), frozenset({ADMIN}))
-            if needed == OPEN:
-                return
+        # (Falcon answers an unknown path 404 without calling this.)
+        needed = self.routes.get((req.uri_template, req.method), frozenset({ADMIN}))
+        if needed == OPEN:
+            return
         if principal is None:
             self._refuse(req, "no token" if token is None else "a bad token")
             if token is None:
@@ -276,7 +274,7 @@ class Authenticator:
                     invalid=False,
                 )
             raise _unauthorized("the token is not valid on this server", invalid=True)
-        if needed is not None and not principal.may(needed):
+        if not principal.may(needed):
             self._refuse(req, f"roles {_names(principal.roles)}, needs {_names(needed)}")
             raise APIError(
                 falcon.HTTP_403,
