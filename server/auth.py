@@ -24,7 +24,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import falcon
@@ -131,7 +131,7 @@ def parse_token_line(line: str, where: str) -> tuple[str, Principal]:
             f"{where}: the token is shorter than {MIN_TOKEN_LENGTH} characters; "
             "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
-    return token, Principal(frozenset(roles), worker_ids, where, _digest(token))
+    return token, Principal(frozenset(roles), worker_ids, where)
 
 
 def _split_roles(text: str, where: str) -> list[str]:
@@ -169,7 +169,7 @@ class TokenSet:
         if digest in self._by_digest:
             first = self._by_digest[digest].name
             raise TokenError(f"{principal.name}: the same token is already defined ({first})")
-        self._by_digest[digest] = principal
+        self._by_digest[digest] = replace(principal, digest=digest)
 
     def add_lines(self, lines: Iterable[str], source: str) -> None:
         """Token file lines: one ``ROLES:TOKEN`` a line, ``#`` comments, blank lines."""

@@ -6,6 +6,7 @@ import argparse
 import logging
 import math
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -18,7 +19,7 @@ from taskframe.core.options import add_option
 from taskframe.core.plugins import PluginSet, create_plugin_manager
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.app import create_app
-from taskframe.server.auth import TokenSet, is_loopback, load_tokens
+from taskframe.server.auth import WORKER, Principal, TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
@@ -331,11 +332,18 @@ def _run_standalone(
     serving = threading.Thread(target=server.run, name="waitress", daemon=True)
     serving.start()
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+    worker_id = options.worker_id or default_worker_id()
+    tokens = scheduler.config.tokens
+    if tokens:
+        # The in-process worker gets a token of its own, bound to its id, never written out.
+        token = secrets.token_urlsafe(32)
+        tokens.add(token, Principal(frozenset({WORKER}), (worker_id,), "the standalone worker"))
+        options.token = token
     worker = Worker(
         api_urls=[f"http://{host}:{port}"],
         plugins=plugins,
         options=options,
-        worker_id=options.worker_id or default_worker_id(),
+        worker_id=worker_id,
     )
 
     def on_signal(signum: int, frame: object) -> None:

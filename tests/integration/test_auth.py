@@ -152,3 +152,20 @@ def test_tokens_from_the_environment(start_server, tmp_path):
     assert requests.get(f"{server.url}/jobs", timeout=10).status_code == 401
     answer = requests.get(f"{server.url}/jobs", headers=bearer(CLIENT_TOKEN), timeout=10)
     assert answer.status_code == 200
+
+
+def test_a_standalone_server_with_tokens_gives_its_own_worker_one(start_server, tmp_path):
+    server = start_server(
+        str(tmp_path / "t.db"),
+        "--standalone",
+        "--worker-id",
+        "inside",
+        env={"TASKFRAME_TOKENS": f"client:{CLIENT_TOKEN}"},
+    )
+    job = {"type": "sleep", "payload": {"duration": 0}}
+    submitted = requests.post(f"{server.url}/jobs", json=job, headers=bearer(CLIENT_TOKEN))
+    job_id = submitted.json()["id"]
+    answer = requests.get(
+        f"{server.url}/jobs/{job_id}", params={"wait": 30}, headers=bearer(CLIENT_TOKEN)
+    ).json()
+    assert answer["status"] == "succeeded" and answer["worker_id"] == "inside"
