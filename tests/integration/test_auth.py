@@ -169,3 +169,31 @@ def test_a_standalone_server_with_tokens_gives_its_own_worker_one(start_server, 
         f"{server.url}/jobs/{job_id}", params={"wait": 30}, headers=bearer(CLIENT_TOKEN)
     ).json()
     assert answer["status"] == "succeeded" and answer["worker_id"] == "inside"
+
+
+def test_make_tokens_writes_a_token_file_the_server_takes(start_server, tmp_path):
+    """deploy/make-tokens, which docker-compose runs, gives usable tokens, once."""
+    script = Path(__file__).parents[2] / "deploy" / "make-tokens"
+    secrets = tmp_path / "secrets"
+    for _ in range(2):  # the second run keeps the first run's tokens
+        subprocess.run(["sh", str(script), str(secrets), "worker1"], check=True, timeout=60)
+    assert sorted(p.name for p in secrets.iterdir()) == [
+        "admin",
+        "client",
+        "server-tokens",
+        "workers",
+    ]
+    assert (secrets / "server-tokens").stat().st_mode & 0o077 == 0
+    server = start_server(str(tmp_path / "t.db"), "--token-file", str(secrets / "server-tokens"))
+    client = bearer((secrets / "client").read_text().strip())
+    worker = bearer((secrets / "workers" / "worker1").read_text().strip())
+    job = {"type": "sleep", "payload": {"duration": 0}}
+    assert requests.post(f"{server.url}/jobs", json=job, headers=client).status_code == 201
+    assert (
+        requests.post(
+            f"{server.url}/lease", json={"worker_id": "worker2"}, headers=worker
+        ).status_code
+        == 403
+    )
+    leased = requests.post(f"{server.url}/lease", json={"worker_id": "worker1"}, headers=worker)
+    assert leased.status_code == 200 and len(leased.json()["jobs"]) == 1
