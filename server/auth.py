@@ -279,7 +279,7 @@ class Authenticator:
             raise APIError(
                 falcon.HTTP_403,
                 "Forbidden",
-                f"{req.method} {req.uri_template} needs the role {_names(needed, ' or ')}; "
+                f"{req.method} {req.path} needs the role {_names(needed, ' or ')}; "
                 f"this token has {_names(principal.roles, ' and ')}",
             )
 

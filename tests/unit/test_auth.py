@@ -365,3 +365,15 @@ def test_a_client_token_never_sees_a_lease_id(client):
         assert "lease_id" not in text
         for lease_id in lease_ids:
             assert lease_id not in text
+
+
+def test_the_openapi_document_declares_the_bearer_scheme(client):
+    spec = client.simulate_get("/openapi.json", headers=bearer(CLIENT_TOKEN)).json
+    assert spec["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            if path == "/health":
+                assert "security" not in operation
+            else:
+                assert operation["security"] == [{"bearer": []}]
+                assert {"401", "403"} <= set(operation["responses"])
