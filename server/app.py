@@ -38,6 +38,14 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     # The API's description: any valid token (it names the installed plugins).
     ("/openapi.json", "GET"): frozenset({CLIENT, WORKER, ADMIN}),
     ("/health", "GET"): OPEN,
+    # Observability: counts and workers, no job contents; read like the job list.
+    ("/stats", "GET"): _CLIENT,
+    ("/workers", "GET"): _CLIENT,
+    ("/metrics", "GET"): _CLIENT,
+    ("/plugins", "GET"): frozenset({CLIENT, WORKER}),
+    # The dashboard's page and files are open; the API calls it makes need a token.
+    ("/", "GET"): OPEN,
+    ("/dashboard/{name}", "GET"): OPEN,
 }
 
 
