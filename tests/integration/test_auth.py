@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.processes import BIN, free_port
+from taskframe.server.app import ROUTE_ROLES
+from taskframe.server.auth import ADMIN, CLIENT, OPEN, WORKER
+from tests.processes import BIN, Server, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -197,3 +201,47 @@ def test_make_tokens_writes_a_token_file_the_server_takes(start_server, tmp_path
     )
     leased = requests.post(f"{server.url}/lease", json={"worker_id": "worker1"}, headers=worker)
     assert leased.status_code == 200 and len(leased.json()["jobs"]) == 1
+
+
+@pytest.fixture(scope="module")
+def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("auth-routes")
+    tokens = folder / "tokens"
+    tokens.write_text(f"{TOKEN_FILE}worker:{UNBOUND_WORKER_TOKEN}\n")
+    server = Server(str(folder / "t.db"), folder / "server.log", "--token-file", str(tokens))
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+UNBOUND_WORKER_TOKEN = "worker-any-1a2b3c4d5e6f7a8b"
+BY_ROLE = {CLIENT: CLIENT_TOKEN, WORKER: UNBOUND_WORKER_TOKEN, ADMIN: ADMIN_TOKEN}
+
+
+@pytest.mark.parametrize(
+    ("route", "roles"),
+    sorted((key, roles) for key, roles in ROUTE_ROLES.items() if roles != OPEN),
+    ids=lambda value: " ".join(value[::-1]) if isinstance(value, tuple) else "",
+)
+def test_every_route_of_a_real_server_checks_the_token_and_role(guarded_server, route, roles):
+    path, method = route
+    url = guarded_server.url + re.sub(r"\{[^}]*\}", "1", path)
+
+    def send(token: str | None) -> requests.Response:
+        headers = bearer(token) if token else {}
+        return requests.request(method, url, json={}, headers=headers, timeout=10)
+
+    anonymous = send(None)
+    if anonymous.status_code == 404:
+        pytest.skip(f"{method} {path} is not a route of this build")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert send("not-a-token-of-this-server").status_code == 401
+    for role, token in BY_ROLE.items():
+        allowed = role == ADMIN or role in roles
+        status = send(token).status_code
+        if allowed:
+            assert status not in (401, 403) and status < 500, (role, status)
+        else:
+            assert status == 403, (role, status)
