@@ -108,6 +108,8 @@ def parse_token_line(line: str, where: str) -> tuple[str, Principal]:
                 "a worker may be bound as worker[id,id] or worker[prefix*])"
             )
         role, bound = match.groups()
+        if role in roles:
+            raise TokenError(f"{where}: the role {role} is given twice")
         if bound is not None:
             if role != WORKER:
                 raise TokenError(f"{where}: only the worker role can be bound to worker ids")

@@ -91,6 +91,7 @@ def test_environment_entries_are_separated_by_semicolons_or_whitespace():
         ("worker[]:" + "x" * 20, "worker[...] needs worker ids"),
         ("worker[w1:" + "x" * 20, "unbalanced brackets"),
         (":" + "x" * 20, "unknown role"),
+        ("worker,worker[w1]:" + "x" * 20, "the role worker is given twice"),
     ],
 )
 def test_a_bad_line_is_named_by_its_number(line, message):
