@@ -16,11 +16,17 @@ import waitress
 from waitress.adjustments import Adjustments
 
 from taskframe.core.options import add_option
-from taskframe.core.plugins import PluginSet, create_plugin_manager
+from taskframe.core.plugins import (
+    PluginSet,
+    add_plugin_options,
+    create_plugin_manager,
+    early_disabled_plugins,
+)
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.app import create_app
 from taskframe.server.auth import WORKER, Principal, TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig
+from taskframe.server.events import EventDispatcher
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import StoreUnavailable, open_store
@@ -177,6 +183,7 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         help="how long finished jobs are kept, e.g. 7d (0 keeps them forever)",
     )
 
+    add_plugin_options(parser)
     add_option(
         parser,
         "--standalone",
@@ -222,11 +229,17 @@ def proxy_settings(options: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    plugins = create_plugin_manager()
+    plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
     options = build_parser(plugins).parse_args(argv)
     logging.basicConfig(
         level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    plugins.configure(options, "server")
+    if options.standalone:
+        plugins.configure(options, "worker")
+    if options.list_plugins:
+        print(plugins.describe_text())
+        return 0
     for name, error in plugins.failures.items():
         log.error("plugin %s not loaded: %s", name, error)
     try:
@@ -263,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0
     config = config_from(options, tokens)
-    scheduler = Scheduler(store, config)
+    events = EventDispatcher.for_plugins(plugins)
+    scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
     server = waitress.create_server(
         app,
@@ -277,11 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
     log.info(
-        "taskframe-server listening on http://%s:%s (%s, job types: %s)",
+        "taskframe-server listening on http://%s:%s (%s, job types: %s; plugins: %s%s)",
         options.host,
         port,
         store.backend,
         ", ".join(plugins.names()) or "none",
+        plugins.summary(),
+        "".join(f"; FAILED {name}: {error}" for name, error in plugins.failures.items()),
     )
     print(f"listening on http://{options.host}:{port}", flush=True)
     if options.standalone:
@@ -312,6 +328,8 @@ def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> N
     scheduler.notifier.close()
     housekeeper.stop()
     server.close()
+    if scheduler.events is not None:
+        scheduler.events.stop()
 
 
 def _run_standalone(
