@@ -20,6 +20,7 @@ from typing import Any
 
 from taskframe.client.errors import ApiError, Unavailable
 from taskframe.client.transport import URL_PENALTY, Transport
+from taskframe.core.model import Outcome
 from taskframe.core.retry import BackoffPolicy
 
 log = logging.getLogger("taskframe.worker")
@@ -240,7 +241,7 @@ class Outbox:
         except ApiError:
             return
         for item in sent:
-            plain = {**item, "status": "failed", "result": None, "retryable": False}
+            plain = {**item, "status": Outcome.FAILED.value, "result": None, "retryable": False}
             plain["error"] = "the server refused this attempt's outcome (see the worker log)"
             for attempt in (item, plain):
                 try:

@@ -12,6 +12,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
 
 log = logging.getLogger("taskframe.worker")
@@ -62,7 +63,7 @@ def _execute(
     try:
         payload = executor.schema.load(job.get("payload") or {})
     except ValidationError as exc:
-        return "failed", None, f"invalid payload: {json.dumps(exc.messages)}", False
+        return Status.FAILED.value, None, f"invalid payload: {json.dumps(exc.messages)}", False
     context = ExecutorContext(
         job_id=running.job_id,
         attempt=job.get("attempts") or 1,
@@ -85,15 +86,15 @@ def _run(executor: Executor, payload: Any, context: ExecutorContext, job_id: int
     try:
         result = executor.run(payload, context)
     except PermanentError as exc:
-        return "failed", None, describe(exc), False
+        return Status.FAILED.value, None, describe(exc), False
     except BaseException as exc:
         log.debug("job %s raised", job_id, exc_info=True)
-        return "failed", None, describe(exc), True
+        return Status.FAILED.value, None, describe(exc), True
     try:  # the server must get strict JSON (no NaN), or the whole batch would fail
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        return "failed", None, f"the result is not JSON-serialisable: {exc}", False
-    return "succeeded", result, None, True
+        return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
+    return Status.SUCCEEDED.value, result, None, True
 
 
 def describe(exc: BaseException) -> str:
