@@ -139,9 +139,11 @@ class Client:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = min(max(poll, 0.0), MAX_LONG_POLL)
+        # A progress display learns the current state at once, not after a long poll.
+        first = on_update is not None
         while True:
             left = MAX_LONG_POLL if deadline is None else deadline - time.monotonic()
-            wait = max(0.0, min(poll, left))
+            wait = 0.0 if first else max(0.0, min(poll, left))
             data = self._get(
                 f"/jobs/{int(job_id)}",
                 params={"wait": f"{wait:.3f}"} if wait > 0 else None,
@@ -154,8 +156,9 @@ class Client:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"job {job.id} is still {job.status} after {timeout:g} s", job)
-            if wait == 0:
+            if wait == 0 and not first:
                 time.sleep(min(0.05, max(0.0, left)))  # the server was asked not to wait
+            first = False
 
     def list(
         self,
