@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,3 +209,39 @@ def test_flags_after_the_command_and_the_token_file(live: Live, tmp_path: Path) 
     done = taskframe(dead_url(), "types", "--url", live.url, "--json", "--token-file", str(token))
     assert done.returncode == 0, done.stderr
     assert "sleep" in [t["name"] for t in json.loads(done.stdout)]
+
+
+def test_wait_progress_on_a_terminal_rewrites_one_line(live: Live) -> None:
+    main, secondary = pty.openpty()
+    try:
+        waiting = subprocess.Popen(
+            [str(BIN / "taskframe"), "--url", live.url, "submit", "sleep",
+             "--payload", '{"duration": 2.5}', "--wait"],
+            stdout=subprocess.PIPE, stderr=secondary, text=True,
+        )  # fmt: skip
+        out, _ = waiting.communicate(timeout=60)
+        os.close(secondary)
+        secondary = -1
+        seen = b""
+        while select.select([main], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the terminal closed with its last writer
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(main)
+        if secondary >= 0:
+            os.close(secondary)
+    assert waiting.returncode == 0 and json.loads(out)["slept"] >= 2.5
+    text = seen.decode()
+    shown = [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()]
+    # Refreshed about every second while the job ran, in place (a carriage return, no
+    # newline: the terminal turns each newline into "\r\n"), then one newline at the end.
+    rewrites = len(re.findall(r"\r(?!\n)", text))
+    assert rewrites >= 3 and text.count("\n") == 2, repr(text)
+    assert shown[0].endswith("submitted (sleep)")
+    assert any(re.fullmatch(r"job \d+: running \(\d+\.\d s, attempt 1\)", s) for s in shown)
+    assert re.fullmatch(r"job \d+: succeeded \(\d+\.\d s, attempt 1\)", shown[-1])
