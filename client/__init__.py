@@ -24,7 +24,7 @@ from taskframe.client.errors import (
     ValidationError,
     WaitTimeout,
 )
-from taskframe.client.models import Attempt, Batch, Job, JobType, WorkerInfo
+from taskframe.client.models import Attempt, Batch, Job, JobType, Stats, WorkerInfo
 
 __all__ = [
     "Attempt",
@@ -36,6 +36,7 @@ __all__ = [
     "Job",
     "JobType",
     "NotFound",
+    "Stats",
     "TaskframeError",
     "Unauthorized",
     "Unavailable",

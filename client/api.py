@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from taskframe.client.errors import Unavailable, WaitTimeout
-from taskframe.client.models import Attempt, Batch, Job, JobType, WorkerInfo
+from taskframe.client.models import Attempt, Batch, Job, JobType, Stats, WorkerInfo
 from taskframe.client.transport import Transport
 from taskframe.core.retry import BackoffPolicy
 
@@ -215,9 +215,9 @@ class Client:
         answer = self._get("/job-types")
         return [JobType.from_json(item) for item in answer.get("job_types") or []]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         """``GET /stats``: counts by status and type, and the types no live worker runs."""
-        return self._get("/stats") or {}
+        return Stats.from_json(self._get("/stats") or {})
 
     def workers(self) -> list[WorkerInfo]:
         """``GET /workers``: the workers seen recently."""

@@ -200,7 +200,7 @@ def cmd_types(client: Client, options: argparse.Namespace) -> int:
 
 def cmd_stats(client: Client, options: argparse.Namespace) -> int:
     stats = client.stats()
-    show(options, stats, lambda: render.mapping_text(stats))
+    show(options, stats.raw, lambda: render.stats_text(stats))
     return EXIT_OK
 
 

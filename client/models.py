@@ -89,6 +89,8 @@ class Attempt:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+    #: What the executor wrote to ``context.logger`` during the attempt (capped by the server).
+    log: str | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -118,16 +120,41 @@ class WorkerInfo:
 
     id: str
     host: str | None = None
-    job_types: list[str] = field(default_factory=list)
+    #: The job types it runs.
+    types: list[str] = field(default_factory=list)
     slots: int | None = None
+    #: Jobs it runs now.
     running: int | None = None
     last_seen: datetime | None = None
+    #: Seen within the liveness window.
+    alive: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WorkerInfo:
         return _build(cls, data, ("last_seen",))
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts of the queue (``GET /stats``)."""
+
+    #: Jobs by status.
+    by_status: dict[str, int] = field(default_factory=dict)
+    #: Jobs by type, then by status.
+    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Seconds the oldest ready job has waited (None: no job is ready).
+    oldest_ready_age: float | None = None
+    #: Types with ready jobs and no live worker able to run them.
+    stuck_types: list[str] = field(default_factory=list)
+    workers_alive: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Stats:
+        return _build(cls, data)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from taskframe.client.models import Attempt, Job, JobType, WorkerInfo
+from taskframe.client.models import Attempt, Job, JobType, Stats, WorkerInfo
 
 #: Longest cell shown in a table; the rest is cut with an ellipsis.
 MAX_CELL = 60
@@ -109,14 +109,11 @@ def attempts_text(attempts: Sequence[Attempt]) -> str:
         (a.attempt, a.outcome, a.worker_id, a.started_at, a.finished_at, a.error) for a in attempts
     ]
     text = table(headers, rows)
-    # An attempt's own log (servers that keep one) is shown below the table, as written.
+    # Each attempt's own log (what the executor wrote) below the table, as written.
     for attempt in attempts:
-        log = attempt.extra.get("log") or attempt.extra.get("logs")
-        if log:
-            lines = log if isinstance(log, list) else str(log).splitlines()
-            text += f"\n\nlog of attempt {attempt.attempt}:\n" + "\n".join(
-                "  " + (compact(line) if isinstance(line, dict) else str(line)) for line in lines
-            )
+        if attempt.log:
+            lines = "\n".join("  " + line for line in attempt.log.splitlines())
+            text += f"\n\nlog of attempt {attempt.attempt}:\n{lines}"
     return text
 
 
@@ -125,24 +122,30 @@ def types_table(types: Iterable[JobType]) -> str:
 
 
 def workers_table(workers: Iterable[WorkerInfo]) -> str:
-    headers = ("WORKER", "HOST", "TYPES", "SLOTS", "RUNNING", "LAST SEEN")
-    rows = ((w.id, w.host, w.job_types, w.slots, w.running, w.last_seen) for w in workers)
+    headers = ("WORKER", "HOST", "TYPES", "SLOTS", "RUNNING", "LAST SEEN", "ALIVE")
+    rows = (
+        (w.id, w.host, w.types, w.slots, w.running, w.last_seen, _yes_no(w.alive)) for w in workers
+    )
     return table(headers, rows)
 
 
-def mapping_text(data: Any, indent: str = "") -> str:
-    """Any JSON object as indented ``name: value`` lines (nested objects as sections)."""
-    if not isinstance(data, dict):
-        return indent + (compact(data) if isinstance(data, list) else str(data))
-    lines = []
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
-    width = max((len(str(k)) for k, _ in scalars), default=0) + 1
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"{indent}{key}:" + ("" if value else " -"))
-            if value:
-                lines.append(mapping_text(value, indent + "  "))
-        else:
-            shown = cell_text(value) if isinstance(value, list) else str(value)
-            lines.append(f"{indent}{str(key) + ':':<{width}} {shown}")
-    return "\n".join(lines)
+def _yes_no(value: bool | None) -> str | None:
+    return None if value is None else ("yes" if value else "no")
+
+
+def stats_text(stats: Stats) -> str:
+    """Jobs by type (a column per status, a total row), then the queue's health."""
+    statuses = list(stats.by_status) or sorted({s for c in stats.by_type.values() for s in c})
+    rows: list[list[Any]] = [
+        [name, *(counts.get(s, 0) for s in statuses)] for name, counts in stats.by_type.items()
+    ]
+    rows.append(["(all)", *(stats.by_status.get(s, 0) for s in statuses)])
+    text = table(["TYPE", *(s.upper() for s in statuses)], rows)
+    age = stats.oldest_ready_age
+    facts: list[tuple[str, Any]] = [
+        ("oldest ready job", "-" if age is None else f"{age:.1f} s"),
+        ("workers alive", stats.workers_alive),
+        ("types with no live worker", ", ".join(stats.stuck_types) or "none"),
+        *stats.extra.items(),
+    ]
+    return text + "\n\n" + key_values(facts)

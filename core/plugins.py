@@ -34,7 +34,8 @@ def create_plugin_manager(
     """Load the ``taskframe`` entry points (plus ``extra_plugins``) and their executors.
 
     A plugin that fails to import, or whose registration raises, is reported
-    by name in ``failures`` and logged; the others still load.
+    by name in ``failures`` (logged at DEBUG with its traceback); the others
+    still load.
     """
     manager = pluggy.PluginManager("taskframe")
     manager.add_hookspecs(hookspecs)
@@ -72,4 +73,5 @@ def _collect_executors(plugins: PluginSet) -> None:
 def _record_failure(plugins: PluginSet, name: str, exc: Exception) -> None:
     message = f"{type(exc).__name__}: {exc}"
     plugins.failures[name] = message
-    log.error("plugin %r failed to load: %s", name, message)
+    # The commands report failures once (the server in its start banner).
+    log.debug("plugin %r failed to load: %s", name, message, exc_info=exc)

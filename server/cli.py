@@ -9,9 +9,11 @@ import signal
 import sys
 import threading
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import waitress
 
+from taskframe.core.logs import add_logging_options, configure_logging, early_logging_options
 from taskframe.core.options import add_option
 from taskframe.core.plugins import PluginSet, create_plugin_manager
 from taskframe.core.retry import BackoffPolicy
@@ -62,7 +64,13 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         default=1 << 20,
         help="largest request body in bytes (batch endpoints: 16 times this)",
     )
-    add_option(net, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    add_logging_options(net)
+    add_option(
+        net,
+        "--access-log",
+        flag_only=True,
+        help="log every request at INFO (it is logged at DEBUG otherwise)",
+    )
 
     db = parser.add_argument_group("database")
     add_option(
@@ -129,6 +137,14 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         default=7 * 86400.0,
         help="how long finished jobs are kept, e.g. 7d (0 keeps them forever)",
     )
+    add_option(
+        jobs,
+        "--worker-window",
+        type=duration,
+        default=None,
+        help="seconds a worker counts as alive after its last request "
+        "(default 3 lease TTLs; keep it above the workers' --poll-interval)",
+    )
 
     add_option(
         parser,
@@ -153,17 +169,18 @@ def config_from(options: argparse.Namespace) -> ServerConfig:
         max_body_bytes=options.max_body,
         reap_interval=options.reap_interval,
         retention=options.retention,
+        worker_window=options.worker_window or None,
+        access_log=options.access_log,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    early = early_logging_options(argv)  # before the plugins load and may log
+    configure_logging(early.log_level, early.log_format)
     plugins = create_plugin_manager()
     options = build_parser(plugins).parse_args(argv)
-    logging.basicConfig(
-        level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for name, error in plugins.failures.items():
-        log.error("plugin %s not loaded: %s", name, error)
+    configure_logging(options.log_level, options.log_format)
 
     try:
         store = open_store(
@@ -187,14 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
-    log.info(
-        "taskframe-server listening on http://%s:%s (%s, job types: %s)",
-        options.host,
-        port,
-        store.backend,
-        ", ".join(plugins.names()) or "none",
-    )
-    print(f"listening on http://{options.host}:{port}", flush=True)
+    _banner(options.host, port, store.backend, options.db, plugins)
     if options.standalone:
         return _run_standalone(server, port, plugins, options, housekeeper, scheduler)
 
@@ -212,6 +222,31 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _shut_down(server, scheduler, housekeeper)
     return 0
+
+
+def _banner(host: str, port: int, backend: str, db: str, plugins: PluginSet) -> None:
+    """The one start line; a WARNING when a plugin failed to load, so it is seen."""
+    failures = "; ".join(f"{name} ({error})" for name, error in plugins.failures.items())
+    log.log(
+        logging.WARNING if failures else logging.INFO,
+        "taskframe-server listening on http://%s:%s (%s database %s, job types: %s, "
+        "plugin failures: %s)",
+        *(host, port, backend, safe_db_location(db), ", ".join(plugins.names()) or "none"),
+        failures or "none",
+    )
+
+
+def safe_db_location(db: str) -> str:
+    """The database URL or path without its password (in the user part or the query)."""
+    if "://" not in db or db.startswith("sqlite:"):
+        return db
+    parts = urlsplit(db)
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = netloc.rsplit("@", 1)[1]
+        netloc = f"{parts.username}@{host}" if parts.username else host
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() != "password"]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
 
 
 def _on_stop_signals(handler: Any) -> None:

@@ -20,3 +20,11 @@ class ServerConfig:
     retention: float = 7 * 86400.0
     """Seconds finished jobs are kept before pruning (0 keeps them forever)."""
     prune_batch: int = 500
+    worker_window: float | None = None
+    """Seconds a worker counts as alive after it was last seen (None: 3 lease TTLs)."""
+    access_log: bool = False
+    """Log every request at INFO (otherwise at DEBUG)."""
+
+    @property
+    def worker_alive_window(self) -> float:
+        return self.worker_window or 3 * self.lease_ttl

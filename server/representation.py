@@ -60,4 +60,5 @@ def attempt_json(row: Row) -> dict[str, Any]:
         "finished_at": iso(row["finished_at"]),
         "outcome": row["outcome"],
         "error": row["error"],
+        "log": row.get("log"),
     }

@@ -18,6 +18,8 @@ from typing import Any
 from taskframe.core import model
 from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.server.config import ServerConfig
+from taskframe.server.events import JobEvents
+from taskframe.server.metrics import Metrics
 from taskframe.server.notify import ChangeNotifier
 from taskframe.server.storage import Row, Store, Transaction
 from taskframe.server.submission import Intake
@@ -35,6 +37,7 @@ class Completion:
     result: Any = None
     error: str | None = None
     retryable: bool = True
+    log: str | None = None  # what the executor logged during the attempt
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,11 @@ class Scheduler:
         notifier: ChangeNotifier | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        events: JobEvents | None = None,
     ) -> None:
         self.store = store
+        #: Told of every committed change, to log and count it (no database work).
+        self.events = events or JobEvents(Metrics(store, clock))
         self.config = config
         self.notifier = notifier or ChangeNotifier()
         self.clock = clock
@@ -65,11 +71,16 @@ class Scheduler:
 
     def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
         """Insert validated jobs, all or nothing; see :class:`Intake`."""
-        return self.intake.submit(jobs)
+        results = self.intake.submit(jobs)
+        self.events.submitted([row for row, created in results if created])
+        return results
 
     def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
         """Insert one validated job, sharing a commit with concurrent submissions."""
-        return self.intake.submit_one(job)
+        row, created = self.intake.submit_one(job)
+        if created:
+            self.events.submitted([row])
+        return row, created
 
     def get(self, job_id: int) -> Row:
         with self.store.reader() as tx:
@@ -121,6 +132,7 @@ class Scheduler:
                 raise JobConflict(f"job {job_id} is already {current['status']}")
             self.store.notify_change(tx)  # wakes waiters on other servers
         self.notifier.notify()
+        self.events.cancelled(row)
         return row
 
     def retry(self, job_id: int) -> Row:
@@ -137,6 +149,7 @@ class Scheduler:
                 )
             self.store.notify_change(tx)
         self.notifier.notify()
+        self.events.requeued(row)
         return row
 
     # ----------------------------------------------------------------- workers
@@ -190,6 +203,8 @@ class Scheduler:
         with self.store.transaction() as tx:
             rows = tx.all("lease_jobs", params)
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
+        if rows:
+            self.events.leased(worker_id, rows)
         return rows
 
     def _until_next_run(self) -> float:
@@ -218,6 +233,7 @@ class Scheduler:
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self.notifier.notify()
+        self.events.attempts_ended(history, [o.job for o in done.values()], now)
         return [done[i] for i in range(len(completions))]
 
     def _succeed_all(
@@ -247,7 +263,7 @@ class Scheduler:
         rows = tx.returning_many("succeed_attempt", params)
         for (i, item), row in zip(successes, rows, strict=True):
             if row is not None:
-                history.append(_attempt(row, model.OUTCOME_SUCCEEDED, now, None))
+                history.append(_attempt(row, model.OUTCOME_SUCCEEDED, now, None, item.log))
                 done[i] = CompletionOutcome(item.job_id, 200, job=row)
         return done
 
@@ -288,6 +304,7 @@ class Scheduler:
             error=item.error,
             result=result,
             keep_lease=True,
+            log=item.log,
         )
         return CompletionOutcome(item.job_id, 200 if updated else 409, job=updated)
 
@@ -336,6 +353,7 @@ class Scheduler:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
             self.store.notify_change(tx)
         self.notifier.notify()
+        self.events.attempts_ended(history, [updated], now)
         return updated
 
     # ------------------------------------------------------------ housekeeping
@@ -352,6 +370,7 @@ class Scheduler:
             rows = tx.all("expired_attempts", {**params, "limit": REAP_BATCH})
             reaped = 0
             history: list[dict[str, Any]] = []
+            ended_rows: list[Row | None] = []
             for row in rows:
                 if row["deadline"] is not None and row["deadline"] < now:
                     outcome = model.OUTCOME_TIMED_OUT
@@ -367,11 +386,13 @@ class Scheduler:
                     )
                 ended = self._end_attempt(tx, row, status, outcome, now, history, error=error)
                 reaped += ended is not None
+                ended_rows.append(ended)
             tx.run_many("insert_attempt", history)
             if reaped:
                 self.store.notify_change(tx)
         if reaped:
             self.notifier.notify()
+            self.events.attempts_ended(history, ended_rows, now)
         return reaped
 
     def prune(self) -> int:
@@ -404,6 +425,7 @@ class Scheduler:
         result: str | None = None,
         keep_lease: bool = False,
         refund: bool = False,
+        log: str | None = None,
     ) -> Row | None:
         """Close the running attempt in ``row`` and move the job to ``status``.
 
@@ -433,12 +455,16 @@ class Scheduler:
             },
         )
         if updated is not None:
-            history.append(_attempt(row, outcome, now, error))
+            history.append(_attempt(row, outcome, now, error, log))
         return updated
 
 
-def _attempt(row: Row, outcome: str, now: float, error: str | None) -> dict[str, Any]:
+def _attempt(
+    row: Row, outcome: str, now: float, error: str | None, log: str | None = None
+) -> dict[str, Any]:
     """The history row of the attempt that ``row`` (as leased) was running."""
+    if log is not None and "\x00" in log:  # PostgreSQL text cannot hold NUL
+        log = log.replace("\x00", "\ufffd")
     return {
         "job_id": row["id"],
         "attempt": row["attempts"],
@@ -448,4 +474,5 @@ def _attempt(row: Row, outcome: str, now: float, error: str | None) -> dict[str,
         "finished_at": now,
         "outcome": outcome,
         "error": error,
+        "log": log,
     }

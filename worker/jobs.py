@@ -6,12 +6,15 @@ import argparse
 import json
 import logging
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import ValidationError
 
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+from taskframe.core.schemas import MAX_ATTEMPT_LOG
 
 log = logging.getLogger("taskframe.worker")
 
@@ -29,6 +32,8 @@ class RunningJob:
     deadline: float | None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     cancel_requested: bool = False
+    log: str | None = None  # what the executor logged (the tail), sent with the outcome
+    failure: BaseException | None = None  # the executor's exception, until it is logged
 
     @property
     def job_id(self) -> int:
@@ -38,14 +43,104 @@ class RunningJob:
     def lease_id(self) -> str:
         return self.job["lease_id"]
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The job's fields for log records (``extra=``)."""
+        job = self.job
+        return {
+            "job_id": job["id"],
+            "type": job.get("type"),
+            "attempt": job.get("attempts"),
+            "worker_id": job.get("worker_id"),
+            "lease_id": job["lease_id"],
+        }
+
     def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
         error = error[:MAX_ERROR_LENGTH] if error else error
         ids = {"job_id": self.job_id, "lease_id": self.lease_id}
-        return {**ids, "status": status, "result": result, "error": error, "retryable": retryable}
+        outcome = {"status": status, "result": result, "error": error, "retryable": retryable}
+        return {**ids, **outcome, "log": self.log}
+
+
+_LINE_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+
+
+class AttemptLogger(logging.Logger):
+    """``context.logger`` of one attempt.
+
+    Its records carry the job's fields (for JSON lines), are kept (the last
+    ``limit`` characters, read by :meth:`text`) and propagate to
+    ``taskframe.job.<type>`` like any logger's. One per attempt, so that
+    concurrent jobs of one type never capture each other's lines; not
+    registered with ``logging.getLogger``, which keeps its loggers forever.
+    Capturing in :meth:`handle` rather than in a Handler keeps it cheap.
+    """
+
+    def __init__(self, running: RunningJob, limit: int = MAX_ATTEMPT_LOG) -> None:
+        parent = logging.getLogger(f"taskframe.job.{running.executor.name}")
+        super().__init__(parent.name)
+        self.parent = parent
+        self.fields = running.fields
+        self.limit = limit
+        self._lines: deque[str] = deque()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def handle(self, record: logging.LogRecord) -> None:
+        record.__dict__.update(self.fields)
+        try:
+            line = _LINE_FORMAT.format(record) + "\n"
+        except Exception:  # a bad format string must not fail the job
+            line = f"{record.levelname} (unformattable: {record.msg!r})\n"
+        with self._lock:
+            self._lines.append(line)
+            self._size += len(line)
+            while self._size > self.limit and len(self._lines) > 1:
+                self._size -= len(self._lines.popleft())
+        super().handle(record)
+
+    def text(self) -> str | None:
+        with self._lock:
+            text = "".join(self._lines)
+        # PostgreSQL text cannot hold NUL; one long line keeps its end.
+        return text[-self.limit :].replace("\x00", "\ufffd") if text else None
 
 
 def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
-    """Run one job; return its (status, result, error, retryable)."""
+    """Run one job, logging its start and end; return its (status, result, error, retryable).
+
+    What the executor writes to ``context.logger`` is kept in ``running.log``.
+    """
+    fields = running.fields
+    log.info(
+        "job %s started (%s, attempt %s)",
+        running.job_id,
+        fields["type"],
+        fields["attempt"],
+        extra=fields,
+    )
+    started = time.monotonic()
+    logger = AttemptLogger(running)
+    try:
+        outcome = _execute(running, options, logger)
+    finally:
+        running.log = logger.text()
+    took = time.monotonic() - started
+    status, _, error, _ = outcome
+    if status == "succeeded":
+        log.info("job %s succeeded in %.3f s", running.job_id, took, extra=fields)
+    else:  # with the executor's traceback when it raised
+        log.warning(
+            "job %s failed in %.3f s: %s",
+            *(running.job_id, took, error),
+            exc_info=running.failure,
+            extra=fields,
+        )
+    running.failure = None  # drop the traceback's frames
+    return outcome
+
+
+def _execute(running: RunningJob, options: argparse.Namespace, logger: logging.Logger) -> Outcome:
     executor, job = running.executor, running.job
     try:
         payload = executor.schema.load(job.get("payload") or {})
@@ -56,15 +151,16 @@ def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
         attempt=job.get("attempts") or 1,
         deadline=running.deadline,
         cancel_event=running.cancel_event,
-        logger=logging.getLogger(f"taskframe.job.{executor.name}"),
+        logger=logger,
         options=options,
     )
     try:
         result = executor.run(payload, context)
     except PermanentError as exc:
+        running.failure = exc
         return "failed", None, describe(exc), False
     except BaseException as exc:
-        log.debug("job %s raised", running.job_id, exc_info=True)
+        running.failure = exc
         return "failed", None, describe(exc), True
     try:  # the server must get strict JSON (no NaN), or the whole batch would fail
         json.dumps(result, allow_nan=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -83,6 +84,13 @@ class Worker:
         self.options = options
         self.worker_id = worker_id
         self.types = plugins.names()
+        only = _option(options, "job_types", None)
+        if only:  # --job-types: a worker dedicated to some types
+            wanted = {name.strip() for name in only.split(",") if name.strip()}
+            unknown = wanted - set(self.types)
+            if unknown:
+                raise ValueError(f"--job-types: not installed here: {', '.join(sorted(unknown))}")
+            self.types = sorted(wanted)
         if not self.types:
             raise ValueError("no executor is installed: nothing to lease")
         self.concurrency = max(1, int(setting(concurrency, "concurrency", DEFAULT_CONCURRENCY)))
@@ -92,7 +100,8 @@ class Worker:
         self.shutdown_grace = float(
             setting(shutdown_grace, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE)
         )
-        self.outbox = Outbox(self.client, worker_id, self.types)
+        info = {"host": socket.gethostname()[:200] or None, "slots": self.concurrency}
+        self.outbox = Outbox(self.client, worker_id, self.types, info)
         #: Set once the worker's threads run (for embedders and tests).
         self.started = threading.Event()
         # An RLock: stop() may run in a signal handler on the thread holding it.
@@ -249,8 +258,7 @@ class Worker:
                 if running.cancel_requested:
                     status, result, retryable = "cancelled", None, False
                     error = "cancelled on request" + (f" ({error})" if error else "")
-                elif status == "failed":
-                    log.info("job %s failed: %s", running.job_id, error)
+                    log.info("job %s cancelled on request", running.job_id, extra=running.fields)
                 self.outbox.add(running.completion(status, result, error, retryable))
             self._cond.notify_all()
 

@@ -47,6 +47,18 @@ CREATE TABLE job_attempts (
 CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled');
 
+-- name: migration_4
+-- Observability: each attempt's log, and the workers seen (see server/registry.py).
+ALTER TABLE job_attempts ADD COLUMN log TEXT;
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    host TEXT,
+    types TEXT NOT NULL DEFAULT '[]',
+    slots INTEGER,
+    last_seen REAL NOT NULL
+);
+CREATE INDEX workers_last_seen ON workers (last_seen);
+
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
 
@@ -149,8 +161,9 @@ RETURNING *;
 
 -- name: insert_attempt
 INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
-                          outcome, error)
-VALUES (:job_id, :attempt, :worker_id, :lease_id, :started_at, :finished_at, :outcome, :error);
+                          outcome, error, log)
+VALUES (:job_id, :attempt, :worker_id, :lease_id, :started_at,
+        :finished_at, :outcome, :error, :log);
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = :job_id ORDER BY id;
@@ -193,3 +206,30 @@ DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: count_by_status
 SELECT status, count(*) AS count FROM jobs GROUP BY status;
+
+-- name: count_by_type_and_status
+SELECT type, status, count(*) AS count FROM jobs GROUP BY type, status;
+
+-- name: ready_by_type_and_priority
+-- Queue depth and the oldest ready job, read at scrape time so that servers agree.
+SELECT type, priority, count(*) AS count, min(run_at) AS oldest_run_at FROM jobs
+WHERE status = 'queued' AND run_at <= :now
+GROUP BY type, priority;
+
+-- name: upsert_worker
+-- A heartbeat knows only the id: the other fields keep what the last lease said.
+INSERT INTO workers (id, host, types, slots, last_seen)
+VALUES (:id, :host, coalesce(:types, '[]'), :slots, :now)
+ON CONFLICT (id) DO UPDATE
+SET host = coalesce(excluded.host, workers.host),
+    types = CASE WHEN :types IS NULL THEN workers.types ELSE excluded.types END,
+    slots = coalesce(excluded.slots, workers.slots),
+    last_seen = excluded.last_seen;
+
+-- name: list_workers
+SELECT w.id, w.host, w.types, w.slots, w.last_seen,
+       (SELECT count(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) AS running
+FROM workers w WHERE w.last_seen >= :since ORDER BY w.id;
+
+-- name: prune_workers
+DELETE FROM workers WHERE last_seen < :before;

@@ -14,10 +14,12 @@ from taskframe.client import (
     Job,
     JobType,
     NotFound,
+    Stats,
     TaskframeError,
     Unavailable,
     ValidationError,
     WaitTimeout,
+    WorkerInfo,
 )
 from taskframe.core.retry import BackoffPolicy
 from tests.fake_api import dead_url
@@ -64,8 +66,8 @@ def test_wait_reports_progress_and_times_out(client: Client) -> None:
     with pytest.raises(WaitTimeout) as raised:
         client.wait(job.id, timeout=1.0, poll=0.3, on_update=lambda j: seen.append(j.status))
     assert isinstance(raised.value, TimeoutError)
-    assert raised.value.job.status == "queued"
-    assert seen and set(seen) == {"queued"}
+    assert raised.value.job.status == job.status  # not due yet: it stays where it is
+    assert seen and set(seen) == {job.status}
     client.cancel(job.id)
 
 
@@ -85,7 +87,7 @@ def test_cancel_then_retry(client: Client) -> None:
         client.cancel(job.id)  # finished: nothing to cancel
     assert raised.value.status == 409 and "cancelled" in str(raised.value)
     queued = client.retry(job.id)
-    assert queued.status == "queued" and queued.id == job.id and queued.attempts == 0
+    assert not queued.finished and queued.id == job.id and queued.attempts == 0
 
 
 def test_retry_of_a_succeeded_job_is_a_conflict(client: Client) -> None:
@@ -112,11 +114,12 @@ def test_submit_many_and_list_pages(client: Client) -> None:
     )
     assert len(batch.ids) == 7 and batch.created == 7
     assert batch.ids == sorted(batch.ids)
-    # Pages of 3: the seven newest queued jobs come from three requests, newest first.
-    listed = list(client.list(status="queued", type="sleep", page_size=3, limit=7))
+    held = client.get(batch.ids[0]).status  # queued, or a status for jobs not due yet
+    # Pages of 3: the seven newest held jobs come from three requests, newest first.
+    listed = list(client.list(status=held, type="sleep", page_size=3, limit=7))
     assert [j.id for j in listed] == batch.ids[::-1]
-    assert all(isinstance(j, Job) and j.status == "queued" for j in listed)
-    assert len(list(client.list(status="queued", limit=2))) == 2
+    assert all(isinstance(j, Job) and j.status == held for j in listed)
+    assert len(list(client.list(status=held, limit=2))) == 2
     for job_id in batch.ids:
         client.cancel(job_id)
     cancelled = {j.id for j in client.list(status="cancelled", page_size=2)}
@@ -136,13 +139,17 @@ def test_health(client: Client) -> None:
 
 
 def test_stats_and_workers(client: Client) -> None:
-    try:
-        stats = client.stats()
-    except NotFound:
-        pytest.skip("this server does not serve GET /stats yet (issue 10's metrics work)")
-    assert isinstance(stats, dict) and stats
-    workers = client.workers()
-    assert workers and all(w.id for w in workers)
+    job = client.submit("sleep", {"duration": 0}, delay=LATER)
+    stats = client.stats()
+    assert isinstance(stats, Stats)
+    assert stats.by_status[job.status] >= 1 and stats.by_type["sleep"][job.status] >= 1
+    assert sum(stats.by_status.values()) == sum(sum(c.values()) for c in stats.by_type.values())
+    assert stats.workers_alive == 1 and stats.stuck_types == []
+    [worker] = client.workers()
+    assert isinstance(worker, WorkerInfo) and worker.alive
+    assert {"file", "http", "sleep"} <= set(worker.types) and worker.slots == 8
+    assert worker.last_seen is not None
+    client.cancel(job.id)
 
 
 # -- errors -------------------------------------------------------------------------

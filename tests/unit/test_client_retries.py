@@ -105,10 +105,11 @@ def test_workers_and_stats_are_typed(servers: list[FakeServer]) -> None:
             {
                 "id": "w1",
                 "host": "h",
-                "job_types": ["sleep"],
+                "types": ["sleep"],
                 "slots": 4,
                 "running": 1,
                 "last_seen": "2026-12-01T10:00:00.000Z",
+                "alive": True,
                 "new_field": True,
             }
         ]
@@ -117,7 +118,9 @@ def test_workers_and_stats_are_typed(servers: list[FakeServer]) -> None:
     server = start(servers, lambda path, body: (200, answers[path]))
     client = Client(server.url)
     [worker] = client.workers()
-    assert (worker.id, worker.job_types, worker.slots, worker.running) == ("w1", ["sleep"], 4, 1)
+    assert (worker.id, worker.types, worker.slots, worker.running) == ("w1", ["sleep"], 4, 1)
+    assert worker.alive is True
     assert worker.last_seen is not None and worker.last_seen.hour == 10
     assert worker.extra == {"new_field": True}
-    assert client.stats() == {"by_status": {"queued": 2}}
+    stats = client.stats()
+    assert stats.by_status == {"queued": 2} and stats.stuck_types == []
