@@ -7,6 +7,7 @@ COPY core core
 COPY plugins plugins
 COPY server server
 COPY worker worker
+COPY client client
 RUN pip install --no-cache-dir ".[postgres]"
 RUN useradd --create-home taskframe
 USER taskframe
