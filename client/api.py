@@ -20,6 +20,8 @@ DEFAULT_TIMEOUT = 30.0
 MAX_LONG_POLL = 60.0
 #: The server's cap on one ``POST /jobs/batch``.
 MAX_BATCH = 1000
+#: The server's cap on one page of ``GET /jobs``.
+MAX_PAGE = 1000
 #: Extra read time granted beyond a long poll's ``wait``.
 LONG_POLL_MARGIN = 10.0
 RETRY_BACKOFF = BackoffPolicy(base=0.25, cap=4.0)
@@ -175,6 +177,7 @@ class Client:
         """
         cursor: int | None = None
         seen = 0
+        page_size = min(max(1, page_size), MAX_PAGE)
         while True:
             size = page_size if limit is None else min(page_size, limit - seen)
             if size <= 0:
