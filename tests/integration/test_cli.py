@@ -132,7 +132,7 @@ def test_wait_timeout_exits_1(live: Live) -> None:
 
 def test_attempts_types_and_tables(live: Live) -> None:
     done = taskframe(
-        live.url, "submit", "sleep", "--payload", '{"duration": 0}', "--wait", "--json"
+        live.url, "submit", "sleep", "--payload", '{"duration": 0.1}', "--wait", "--json"
     )
     job = json.loads(done.stdout)
     assert job["status"] == "succeeded"
@@ -140,6 +140,9 @@ def test_attempts_types_and_tables(live: Live) -> None:
     lines = attempts.stdout.splitlines()
     assert lines[0].split()[:3] == ["ATTEMPT", "OUTCOME", "WORKER"]
     assert lines[1].split()[:2] == ["1", "succeeded"]
+    # What the executor logged during the attempt, below the table.
+    log = attempts.stdout.split("log of attempt 1:\n", 1)[1]
+    assert "sleeping 0.1 s" in log and "slept 0.1" in log
     as_json = json.loads(taskframe(live.url, "attempts", str(job["id"]), "--json").stdout)
     assert [a["outcome"] for a in as_json] == ["succeeded"]
     types = taskframe(live.url, "types").stdout.splitlines()

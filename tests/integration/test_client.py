@@ -58,6 +58,7 @@ def test_submit_wait_get_and_attempts(client: Client) -> None:
     assert isinstance(attempt, Attempt)
     assert (attempt.attempt, attempt.outcome) == (1, "succeeded")
     assert attempt.worker_id == finished.worker_id
+    assert "sleeping 0.1 s" in attempt.log
 
 
 def test_wait_reports_progress_and_times_out(client: Client) -> None:
