@@ -47,6 +47,16 @@ def add_logging_options(parser: argparse.ArgumentParser | Any) -> None:
     )
 
 
+def check_logging_options(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    """Refuse bad values from the environment (argparse checks choices only on flags)."""
+    for flag, allowed in (("--log-level", LOG_LEVELS), ("--log-format", LOG_FORMATS)):
+        value = getattr(options, flag[2:].replace("-", "_"))
+        if value not in allowed:
+            parser.error(
+                f"{env_name(flag)}: invalid choice {value!r} (choose from {', '.join(allowed)})"
+            )
+
+
 def early_logging_options(argv: list[str]) -> argparse.Namespace:
     """The logging options alone, read before the plugins load (bad values: defaults).
 
@@ -107,6 +117,9 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: str = "text", stream: TextIO | None = None) -> None:
     """Replace the root handlers with one that writes ``fmt`` lines to ``stream``."""
+    # No format shows process fields: spare every record gathering them.
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

@@ -13,12 +13,23 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import waitress
 
-from taskframe.core.logs import add_logging_options, configure_logging, early_logging_options
+from taskframe.core.logs import (
+    add_logging_options,
+    check_logging_options,
+    configure_logging,
+    early_logging_options,
+)
 from taskframe.core.options import add_option
-from taskframe.core.plugins import PluginSet, create_plugin_manager
+from taskframe.core.plugins import (
+    PluginSet,
+    add_plugin_options,
+    create_plugin_manager,
+    early_disabled_plugins,
+)
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
+from taskframe.server.events import EventDispatcher
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import StoreUnavailable, open_store
@@ -146,6 +157,7 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         "(default 3 lease TTLs; keep it above the workers' --poll-interval)",
     )
 
+    add_plugin_options(parser)
     add_option(
         parser,
         "--standalone",
@@ -178,9 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early = early_logging_options(argv)  # before the plugins load and may log
     configure_logging(early.log_level, early.log_format)
-    plugins = create_plugin_manager()
-    options = build_parser(plugins).parse_args(argv)
+    plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
+    parser = build_parser(plugins)
+    options = parser.parse_args(argv)
+    check_logging_options(parser, options)
     configure_logging(options.log_level, options.log_format)
+    plugins.configure(options, "server")
+    if options.standalone:
+        plugins.configure(options, "worker")
+    if options.list_plugins:
+        print(plugins.describe_text())
+        return 0
 
     try:
         store = open_store(
@@ -196,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0
     config = config_from(options)
-    scheduler = Scheduler(store, config)
+    events = EventDispatcher.for_plugins(plugins)
+    scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
     server = waitress.create_server(
         app, host=options.host, port=options.port, threads=options.threads, ident="taskframe"
@@ -229,10 +250,10 @@ def _banner(host: str, port: int, backend: str, db: str, plugins: PluginSet) -> 
     failures = "; ".join(f"{name} ({error})" for name, error in plugins.failures.items())
     log.log(
         logging.WARNING if failures else logging.INFO,
-        "taskframe-server listening on http://%s:%s (%s database %s, job types: %s, "
-        "plugin failures: %s)",
+        "taskframe-server listening on http://%s:%s (%s database %s, job types: %s; "
+        "plugins: %s; plugin failures: %s)",
         *(host, port, backend, safe_db_location(db), ", ".join(plugins.names()) or "none"),
-        failures or "none",
+        *(plugins.summary(), failures or "none"),
     )
 
 
@@ -258,6 +279,8 @@ def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> N
     scheduler.notifier.close()
     housekeeper.stop()
     server.close()
+    if scheduler.events is not None:
+        scheduler.events.stop()
 
 
 def _run_standalone(

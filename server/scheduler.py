@@ -18,11 +18,11 @@ from typing import Any
 from taskframe.core import model
 from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.server.config import ServerConfig
-from taskframe.server.events import JobEvents
 from taskframe.server.metrics import Metrics
 from taskframe.server.notify import ChangeNotifier
 from taskframe.server.storage import Row, Store, Transaction
 from taskframe.server.submission import Intake
+from taskframe.server.telemetry import Telemetry
 
 NO_CURSOR = 2**62
 REAP_BATCH = 200
@@ -56,29 +56,37 @@ class Scheduler:
         notifier: ChangeNotifier | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        events: JobEvents | None = None,
+        events: Any = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
-        #: Told of every committed change, to log and count it (no database work).
-        self.events = events or JobEvents(Metrics(store, clock))
         self.config = config
         self.notifier = notifier or ChangeNotifier()
         self.clock = clock
         self.rng = rng or random.Random()
         self.intake = Intake(store, config, self.notifier, clock)
+        #: Plugin lifecycle events (server/events.py), None when no plugin wants them.
+        self.events = events
+        #: Logs and counts every committed change (server/telemetry.py; no database work).
+        self.telemetry = telemetry or Telemetry(Metrics(store, clock))
 
     # ----------------------------------------------------------------- clients
 
     def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
         """Insert validated jobs, all or nothing; see :class:`Intake`."""
         results = self.intake.submit(jobs)
-        self.events.submitted([row for row, created in results if created])
+        created_rows = [row for row, created in results if created]
+        self.telemetry.submitted(created_rows)
+        if self.events is not None:
+            self.events.submitted(created_rows)
         return results
 
     def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
         """Insert one validated job, sharing a commit with concurrent submissions."""
         row, created = self.intake.submit_one(job)
         if created:
+            self.telemetry.submitted([row])
+        if self.events is not None and created:
             self.events.submitted([row])
         return row, created
 
@@ -132,7 +140,9 @@ class Scheduler:
                 raise JobConflict(f"job {job_id} is already {current['status']}")
             self.store.notify_change(tx)  # wakes waiters on other servers
         self.notifier.notify()
-        self.events.cancelled(row)
+        self.telemetry.cancelled(row)
+        if self.events is not None:
+            self.events.job_finished(row)
         return row
 
     def retry(self, job_id: int) -> Row:
@@ -149,7 +159,7 @@ class Scheduler:
                 )
             self.store.notify_change(tx)
         self.notifier.notify()
-        self.events.requeued(row)
+        self.telemetry.requeued(row)
         return row
 
     # ----------------------------------------------------------------- workers
@@ -204,7 +214,7 @@ class Scheduler:
             rows = tx.all("lease_jobs", params)
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
         if rows:
-            self.events.leased(worker_id, rows)
+            self.telemetry.leased(worker_id, rows)
         return rows
 
     def _until_next_run(self) -> float:
@@ -233,7 +243,10 @@ class Scheduler:
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self.notifier.notify()
-        self.events.attempts_ended(history, [o.job for o in done.values()], now)
+        self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
+        if self.events is not None:
+            rows = {o.job_id: o.job for o in done.values() if o.job is not None}
+            self.events.attempts_finished([(rows[a["job_id"]], a) for a in history])
         return [done[i] for i in range(len(completions))]
 
     def _succeed_all(
@@ -353,7 +366,9 @@ class Scheduler:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
             self.store.notify_change(tx)
         self.notifier.notify()
-        self.events.attempts_ended(history, [updated], now)
+        self.telemetry.attempts_ended(history, [updated], now)
+        if self.events is not None:
+            self.events.attempts_finished([(updated, history[0])])
         return updated
 
     # ------------------------------------------------------------ housekeeping
@@ -370,7 +385,7 @@ class Scheduler:
             rows = tx.all("expired_attempts", {**params, "limit": REAP_BATCH})
             reaped = 0
             history: list[dict[str, Any]] = []
-            ended_rows: list[Row | None] = []
+            ended_rows: list[Row] = []
             for row in rows:
                 if row["deadline"] is not None and row["deadline"] < now:
                     outcome = model.OUTCOME_TIMED_OUT
@@ -386,13 +401,16 @@ class Scheduler:
                     )
                 ended = self._end_attempt(tx, row, status, outcome, now, history, error=error)
                 reaped += ended is not None
-                ended_rows.append(ended)
+                if ended is not None:
+                    ended_rows.append(ended)
             tx.run_many("insert_attempt", history)
             if reaped:
                 self.store.notify_change(tx)
         if reaped:
             self.notifier.notify()
-            self.events.attempts_ended(history, ended_rows, now)
+            self.telemetry.attempts_ended(history, ended_rows, now)
+            if self.events is not None:
+                self.events.attempts_finished(list(zip(ended_rows, history, strict=True)))
         return reaped
 
     def prune(self) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ATTEMPT_LOG
 
 log = logging.getLogger("taskframe.worker")
@@ -106,33 +107,44 @@ class AttemptLogger(logging.Logger):
         return text[-self.limit :].replace("\x00", "\ufffd") if text else None
 
 
-def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
-    """Run one job, logging its start and end; return its (status, result, error, retryable).
+def execute(
+    running: RunningJob, options: argparse.Namespace, plugins: PluginSet | None = None
+) -> Outcome:
+    """Run one job, between the plugins' before/after hooks when some implement them.
 
-    What the executor writes to ``context.logger`` is kept in ``running.log``.
+    Logs its start (DEBUG) and end (INFO, or WARNING with the traceback for a
+    failure); what the executor writes to ``context.logger`` is kept in
+    ``running.log``.
     """
+    wanted = plugins is not None and (
+        plugins.implements("taskframe_before_run") or plugins.implements("taskframe_after_run")
+    )
     fields = running.fields
-    log.info(
+    # DEBUG: on the hot path a second line per job costs the throughput too much
+    # (see the README's Performance notes); the INFO line at the end has it all.
+    log.debug(
         "job %s started (%s, attempt %s)",
-        running.job_id,
-        fields["type"],
-        fields["attempt"],
+        *(running.job_id, fields["type"], fields["attempt"]),
         extra=fields,
     )
     started = time.monotonic()
     logger = AttemptLogger(running)
     try:
-        outcome = _execute(running, options, logger)
+        outcome = _execute(running, options, plugins if wanted else None, logger)
     finally:
         running.log = logger.text()
     took = time.monotonic() - started
     status, _, error, _ = outcome
     if status == "succeeded":
-        log.info("job %s succeeded in %.3f s", running.job_id, took, extra=fields)
+        log.info(
+            "job %s (%s, attempt %s) succeeded in %.3f s",
+            *(running.job_id, fields["type"], fields["attempt"], took),
+            extra=fields,
+        )
     else:  # with the executor's traceback when it raised
         log.warning(
-            "job %s failed in %.3f s: %s",
-            *(running.job_id, took, error),
+            "job %s (%s, attempt %s) failed in %.3f s: %s",
+            *(running.job_id, fields["type"], fields["attempt"], took, error),
             exc_info=running.failure,
             extra=fields,
         )
@@ -140,7 +152,12 @@ def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
     return outcome
 
 
-def _execute(running: RunningJob, options: argparse.Namespace, logger: logging.Logger) -> Outcome:
+def _execute(
+    running: RunningJob,
+    options: argparse.Namespace,
+    plugins: PluginSet | None,
+    logger: logging.Logger,
+) -> Outcome:
     executor, job = running.executor, running.job
     try:
         payload = executor.schema.load(job.get("payload") or {})
@@ -154,6 +171,19 @@ def _execute(running: RunningJob, options: argparse.Namespace, logger: logging.L
         logger=logger,
         options=options,
     )
+    if plugins is None:
+        return _run(executor, payload, context, running)
+    failed = plugins.call_each("taskframe_before_run", job=job, context=context)
+    outcome = _run(executor, payload, context, running)
+    status, result, error, retryable = outcome
+    shown = {"status": status, "result": result, "error": error, "retryable": retryable}
+    plugins.call_each("taskframe_after_run", job=job, context=context, outcome=shown, skip=failed)
+    return outcome
+
+
+def _run(
+    executor: Executor, payload: Any, context: ExecutorContext, running: RunningJob
+) -> Outcome:
     try:
         result = executor.run(payload, context)
     except PermanentError as exc:

@@ -82,7 +82,7 @@ class Lease(WorkerResource):
             request_id=request["request_id"],
             resent=request["resent"],
         )
-        self.scheduler.events.lease_request(time.perf_counter() - started, len(rows))
+        self.scheduler.telemetry.lease_request(time.perf_counter() - started, len(rows))
         if self.registry is not None and request["wait"]:
             self.registry.seen(worker_id)  # the end of a long poll counts as seen too
         resp.media = {

@@ -63,6 +63,10 @@ CREATE TABLE workers (
 );
 CREATE INDEX workers_last_seen ON workers (last_seen);
 
+-- name: migration_5
+-- The webhook plugin's target (POST /jobs notify_url).
+ALTER TABLE jobs ADD COLUMN notify_url text;
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -94,9 +98,9 @@ LISTEN taskframe_jobs;
 
 -- name: insert_job
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash)
+                  run_at, created_at, idempotency_key, request_hash, notify_url)
 VALUES (%(type)s, %(payload)s, %(priority)s, 'queued', 0, %(max_attempts)s, %(timeout)s,
-        %(run_at)s, %(created_at)s, %(idempotency_key)s, %(request_hash)s)
+        %(run_at)s, %(created_at)s, %(idempotency_key)s, %(request_hash)s, %(notify_url)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 

@@ -122,8 +122,8 @@ def test_json_logs_of_server_and_worker_carry_the_job_fields(
 
     ran = json_lines(worker.output())
     mine = about(ran, ok)
-    assert [m["msg"] for m in mine if m["logger"] == "taskframe.worker"][0].endswith("attempt 1)")
-    assert any("succeeded in" in m["msg"] for m in mine)
+    [finished] = [m for m in mine if m["logger"] == "taskframe.worker"]
+    assert "(sleep, attempt 1) succeeded in" in finished["msg"] and finished["level"] == "INFO"
     assert any(m["logger"] == "taskframe.job.sleep" and "sleeping" in m["msg"] for m in mine)
     assert all(m["worker_id"] == "w-json" and m["type"] == "sleep" for m in mine)
     failed = [m for m in about(ran, bad) if m["level"] == "WARNING"]
@@ -148,8 +148,8 @@ def test_plugin_failure_and_banner_are_logged_once(start_server, sqlite_url, tmp
 
 
 @pytest.mark.timeout(60)
-def test_job_log_is_kept_with_its_attempt(start_server, start_worker, sqlite_url):
-    server = start_server(sqlite_url, *SERVER_ARGS)
+def test_job_log_is_kept_with_its_attempt(start_server, start_worker, db_url):
+    server = start_server(db_url, *SERVER_ARGS)
     start_worker([server.url], *WORKER_ARGS)
     job = submit(server.url, "sleep", {"duration": 0.2})
     wait_for_job(server.url, job["id"])
@@ -160,8 +160,8 @@ def test_job_log_is_kept_with_its_attempt(start_server, start_worker, sqlite_url
 
 
 @pytest.mark.timeout(90)
-def test_a_type_no_live_worker_runs_is_reported_stuck(start_server, start_worker, sqlite_url):
-    server = start_server(sqlite_url, *SERVER_ARGS, "--worker-window", "3")
+def test_a_type_no_live_worker_runs_is_reported_stuck(start_server, start_worker, db_url):
+    server = start_server(db_url, *SERVER_ARGS, "--worker-window", "3")
     start_worker([server.url], *WORKER_ARGS, "--poll-interval", "0.2", "--job-types", "http,file")
     wait_until(lambda: requests.get(f"{server.url}/stats", timeout=5).json()["workers_alive"])
     job = submit(server.url, "sleep", {"duration": 0})
@@ -183,9 +183,9 @@ def test_a_type_no_live_worker_runs_is_reported_stuck(start_server, start_worker
 
 @pytest.mark.timeout(90)
 def test_workers_lists_two_workers_and_a_killed_one_stops_being_alive(
-    start_server, start_worker, sqlite_url
+    start_server, start_worker, db_url
 ):
-    server = start_server(sqlite_url, *SERVER_ARGS, "--worker-window", "3")
+    server = start_server(db_url, *SERVER_ARGS, "--worker-window", "3")
     fast = ("--poll-interval", "0.2", "--heartbeat-interval", "0.3")
     start_worker([server.url], *fast, "--worker-id", "w-a", "--concurrency", "3")
     doomed = start_worker([server.url], *fast, "--worker-id", "w-b", "--job-types", "sleep")

@@ -89,3 +89,14 @@ def test_concurrent_attempts_of_one_type_capture_only_their_own_lines():
     for n, logger in loggers.items():
         lines = logger.text().splitlines()
         assert len(lines) == 50 and all(f"job {n} line" in line for line in lines)
+
+
+@pytest.mark.parametrize("variable", ["TASKFRAME_LOG_LEVEL", "TASKFRAME_LOG_FORMAT"])
+def test_a_bad_logging_variable_is_a_usage_error(variable, monkeypatch, capsys, restore_logging):
+    from taskframe.worker.cli import main
+
+    monkeypatch.setenv(variable, "verbose")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--api-url", "http://127.0.0.1:9"])
+    assert stopped.value.code == 2
+    assert f"{variable}: invalid choice" in capsys.readouterr().err
