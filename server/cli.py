@@ -11,8 +11,6 @@ import threading
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import waitress
-
 from taskframe.core.logs import (
     add_logging_options,
     check_logging_options,
@@ -32,6 +30,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.events import EventDispatcher
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
+from taskframe.server.serving import add_serving_options, create_server, max_waiting
 from taskframe.server.storage import StoreUnavailable, open_store
 
 log = logging.getLogger("taskframe.server")
@@ -66,7 +65,7 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=32,
-        help="request threads; each long-poll holds one while it waits",
+        help="request threads; each long-poll holds one while it waits (see --max-waiting)",
     )
     add_option(
         net,
@@ -75,6 +74,21 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         default=1 << 20,
         help="largest request body in bytes (batch endpoints: 16 times this)",
     )
+    add_option(
+        net,
+        "--max-result",
+        type=int,
+        default=1 << 20,
+        help="largest result stored, in bytes of JSON; past it the attempt fails (not retried)",
+    )
+    add_option(
+        net,
+        "--max-answer",
+        type=int,
+        default=16 << 20,
+        help="largest GET /jobs?full=true page, in bytes; a page stops short of it",
+    )
+    add_serving_options(net)
     add_logging_options(net)
     add_option(
         net,
@@ -181,6 +195,9 @@ def config_from(options: argparse.Namespace) -> ServerConfig:
         max_body_bytes=options.max_body,
         reap_interval=options.reap_interval,
         retention=options.retention,
+        max_waiting=max_waiting(options),
+        max_result_bytes=options.max_result,
+        max_answer_bytes=options.max_answer,
         worker_window=options.worker_window or None,
         access_log=options.access_log,
     )
@@ -219,9 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
-    server = waitress.create_server(
-        app, host=options.host, port=options.port, threads=options.threads, ident="taskframe"
-    )
+    server = create_server(app, config, options)
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
@@ -247,13 +262,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _banner(host: str, port: int, backend: str, db: str, plugins: PluginSet) -> None:
     """The one start line; a WARNING when a plugin failed to load, so it is seen."""
-    failures = "; ".join(f"{name} ({error})" for name, error in plugins.failures.items())
+    failures = "".join(f"; FAILED {name}: {error}" for name, error in plugins.failures.items())
     log.log(
         logging.WARNING if failures else logging.INFO,
-        "taskframe-server listening on http://%s:%s (%s database %s, job types: %s; "
-        "plugins: %s; plugin failures: %s)",
+        "taskframe-server listening on http://%s:%s (%s database %s, job types: %s; plugins: %s%s)",
         *(host, port, backend, safe_db_location(db), ", ".join(plugins.names()) or "none"),
-        *(plugins.summary(), failures or "none"),
+        *(plugins.summary(), failures),
     )
 
 
@@ -281,6 +295,7 @@ def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> N
     server.close()
     if scheduler.events is not None:
         scheduler.events.stop()
+    scheduler.telemetry.flush()
 
 
 def _run_standalone(

@@ -8,12 +8,11 @@ logger with the job's fields in ``extra`` (so JSON lines carry them).
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from taskframe.core import model
+from taskframe.core.logs import Tally
 from taskframe.server.metrics import Metrics
 from taskframe.server.storage import Row
 
@@ -24,6 +23,8 @@ BATCH_SUMMARY_OVER = 1
 #: Leases and successes, the hot path, are logged per job at DEBUG and summed up
 #: at INFO at most this often (with the next such event).
 SUMMARY_EVERY = 10.0
+#: Where a failed attempt's job goes when it will be tried again (scheduled: after a backoff).
+_REQUEUED = frozenset({model.QUEUED, model.SCHEDULED})
 
 
 def _fields(row: Row, **more: Any) -> dict[str, Any]:
@@ -42,9 +43,7 @@ class Telemetry:
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._lock = threading.Lock()
-        self._tally = {"leased": 0, "succeeded": 0}
-        self._tally_since = time.monotonic()
+        self._tally = Tally(log, SUMMARY_EVERY)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: it costs a lock and more per call."""
@@ -54,21 +53,9 @@ class Telemetry:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def _count(self, what: str, n: int) -> None:
-        """Add to the INFO summary of the hot-path events; log it when it is due."""
-        now = time.monotonic()
-        with self._lock:
-            self._tally[what] += n
-            if now - self._tally_since < SUMMARY_EVERY:
-                return
-            tally, since = dict(self._tally), self._tally_since
-            self._tally = dict.fromkeys(tally, 0)
-            self._tally_since = now
-        log.info(
-            "in the last %.0f s: %d attempts leased, %d jobs succeeded",
-            *(now - since, tally["leased"], tally["succeeded"]),
-            extra={"count": tally["succeeded"]},
-        )
+    def flush(self) -> None:
+        """Log the summary of leases and successes now (at shutdown)."""
+        self._tally.flush()
 
     def submitted(self, rows: list[Row]) -> None:
         if self.metrics is not None:
@@ -103,7 +90,7 @@ class Telemetry:
                 self._child(leased, row["type"]).inc()
                 waited = max(0.0, row["started_at"] - row["run_at"])
                 self._child(wait, row["type"]).observe(waited)
-        self._count("leased", len(rows))
+        self._tally.add("attempts leased", len(rows))
         if log.isEnabledFor(logging.DEBUG):
             for row in rows:
                 log.debug(
@@ -131,7 +118,7 @@ class Telemetry:
                 self._attempt_ended(attempt, job, now)
                 succeeded += job["status"] == model.SUCCEEDED
         if succeeded:
-            self._count("succeeded", succeeded)
+            self._tally.add("jobs succeeded", succeeded)
 
     def _attempt_ended(self, attempt: dict[str, Any], job: Row, now: float) -> None:
         outcome, status, job_type = attempt["outcome"], job["status"], job["type"]
@@ -145,7 +132,7 @@ class Telemetry:
                 self._child(metrics.run_seconds, job_type).observe(ran)
             if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
                 self._child(metrics.reaped, job_type, outcome).inc()
-            if status == model.QUEUED:
+            if status in _REQUEUED:
                 self._child(metrics.retried, job_type).inc()
             elif status in model.FINISHED:
                 self._child(metrics.finished, job_type, status).inc()
@@ -161,7 +148,7 @@ class Telemetry:
         number, error = attempt["attempt"], attempt["error"]
         if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
             log.warning("job %d attempt %d reaped: %s", job["id"], number, error, extra=extra)
-        if status == model.QUEUED:
+        if status in _REQUEUED:
             delay = max(0.0, job["run_at"] - now)
             log.info(
                 "job %d attempt %d failed, retrying in %.1f s: %s",

@@ -20,6 +20,7 @@ from typing import Any
 
 from taskframe.client.errors import ApiError, Unavailable
 from taskframe.client.transport import URL_PENALTY, Transport
+from taskframe.core.model import Outcome
 from taskframe.core.retry import BackoffPolicy
 
 log = logging.getLogger("taskframe.worker")
@@ -30,8 +31,9 @@ __all__ = ["ApiClient", "ApiError", "FailureStreak", "Outbox", "Unavailable", "p
 DEFAULT_BACKOFF = BackoffPolicy(base=0.05, cap=5.0)
 #: Completions sent in one request at most (keeps bodies well under size limits).
 MAX_COMPLETIONS_PER_REQUEST = 500
-#: Characters of attempt logs sent in one request at most (each log is up to 64 KiB).
-MAX_LOG_CHARS_PER_REQUEST = 4 << 20
+#: Characters of attempt logs sent in one request at most (each log is up to 64 KiB):
+#: even escaped as \uXXXX in JSON, they stay under the server's 16 MiB body limit.
+MAX_LOG_CHARS_PER_REQUEST = 2 << 20
 #: Extra read time granted beyond a long poll's ``wait``.
 LONG_POLL_MARGIN = 10.0
 # Per-completion codes that mean "not ours any more": drop it, never resend.
@@ -254,7 +256,7 @@ class Outbox:
         except ApiError:
             return
         for item in sent:
-            plain = {**item, "status": "failed", "result": None, "retryable": False}
+            plain = {**item, "status": Outcome.FAILED.value, "result": None, "retryable": False}
             plain["error"] = "the server refused this attempt's outcome (see the worker log)"
             for attempt in (item, plain):
                 try:

@@ -14,6 +14,8 @@ from typing import Any
 from marshmallow import ValidationError
 
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+from taskframe.core.logs import Tally
+from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ATTEMPT_LOG
 
@@ -108,20 +110,22 @@ class AttemptLogger(logging.Logger):
 
 
 def execute(
-    running: RunningJob, options: argparse.Namespace, plugins: PluginSet | None = None
+    running: RunningJob,
+    options: argparse.Namespace,
+    plugins: PluginSet | None = None,
+    tally: Tally | None = None,
 ) -> Outcome:
     """Run one job, between the plugins' before/after hooks when some implement them.
 
-    Logs its start (DEBUG) and end (INFO, or WARNING with the traceback for a
-    failure); what the executor writes to ``context.logger`` is kept in
-    ``running.log``.
+    Logs its start and success at DEBUG (counted in ``tally``, which sums
+    them up at INFO), a failure at WARNING with the executor's traceback;
+    what the executor writes to ``context.logger`` is kept in ``running.log``.
     """
     wanted = plugins is not None and (
         plugins.implements("taskframe_before_run") or plugins.implements("taskframe_after_run")
     )
     fields = running.fields
-    # DEBUG: on the hot path a second line per job costs the throughput too much
-    # (see the README's Performance notes); the INFO line at the end has it all.
+    # DEBUG: a line per job costs the hot path too much (see the README's Logs).
     log.debug(
         "job %s started (%s, attempt %s)",
         *(running.job_id, fields["type"], fields["attempt"]),
@@ -135,8 +139,10 @@ def execute(
         running.log = logger.text()
     took = time.monotonic() - started
     status, _, error, _ = outcome
+    if tally is not None:
+        tally.add(f"jobs {status}")
     if status == "succeeded":
-        log.info(
+        log.debug(
             "job %s (%s, attempt %s) succeeded in %.3f s",
             *(running.job_id, fields["type"], fields["attempt"], took),
             extra=fields,
@@ -162,7 +168,7 @@ def _execute(
     try:
         payload = executor.schema.load(job.get("payload") or {})
     except ValidationError as exc:
-        return "failed", None, f"invalid payload: {json.dumps(exc.messages)}", False
+        return Status.FAILED.value, None, f"invalid payload: {json.dumps(exc.messages)}", False
     context = ExecutorContext(
         job_id=running.job_id,
         attempt=job.get("attempts") or 1,
@@ -188,15 +194,15 @@ def _run(
         result = executor.run(payload, context)
     except PermanentError as exc:
         running.failure = exc
-        return "failed", None, describe(exc), False
+        return Status.FAILED.value, None, describe(exc), False
     except BaseException as exc:
         running.failure = exc
-        return "failed", None, describe(exc), True
+        return Status.FAILED.value, None, describe(exc), True
     try:  # the server must get strict JSON (no NaN), or the whole batch would fail
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        return "failed", None, f"the result is not JSON-serialisable: {exc}", False
-    return "succeeded", result, None, True
+        return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
+    return Status.SUCCEEDED.value, result, None, True
 
 
 def describe(exc: BaseException) -> str:

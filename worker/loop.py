@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from taskframe.core.logs import Tally
+from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_LEASE_BATCH, MAX_WAIT
 from taskframe.worker.client import (
@@ -102,6 +104,8 @@ class Worker:
         )
         info = {"host": socket.gethostname()[:200] or None, "slots": self.concurrency}
         self.outbox = Outbox(self.client, worker_id, self.types, info)
+        #: Jobs succeeded and failed, summed up at INFO every 10 s (each is a DEBUG line).
+        self.tally = Tally(log)
         #: Set once the worker's threads run (for embedders and tests).
         self.started = threading.Event()
         # An RLock: stop() may run in a signal handler on the thread holding it.
@@ -163,6 +167,7 @@ class Worker:
                 self._jobs.put(None)
             heartbeat.join(timeout=1.0)
             self.client.close()
+            self.tally.flush()
             log.info("worker %s stopped", self.worker_id)
 
     # -- leasing -----------------------------------------------------------
@@ -196,6 +201,9 @@ class Worker:
             streak.success()
             self._note_ttl(answer.get("lease_ttl"))
             jobs = answer.get("jobs") or []
+            if not jobs and not running and answer.get("retry_after"):
+                # The server has as many long-polls as it allows: ask again later.
+                self._pause(float(answer["retry_after"]), until_stop=True)
             queue_empty = len(jobs) < free
             self._start(jobs)
 
@@ -243,9 +251,9 @@ class Worker:
     def _job_thread(self) -> None:
         while (running := self._jobs.get()) is not None:
             try:
-                outcome = execute(running, self.options, self.plugins)
+                outcome = execute(running, self.options, self.plugins, self.tally)
             except BaseException as exc:  # a job thread must never die and lose its slot
-                outcome = ("failed", None, describe(exc), True)
+                outcome = (Outcome.FAILED.value, None, describe(exc), True)
             self._finish(running, *outcome)
 
     def _finish(
@@ -256,7 +264,7 @@ class Worker:
             if self._active.get(running.lease_id) is running:  # not timed out, lost or released
                 del self._active[running.lease_id]
                 if running.cancel_requested:
-                    status, result, retryable = "cancelled", None, False
+                    status, result, retryable = Outcome.CANCELLED.value, None, False
                     error = "cancelled on request" + (f" ({error})" if error else "")
                     log.info("job %s cancelled on request", running.job_id, extra=running.fields)
                 self.outbox.add(running.completion(status, result, error, retryable))
@@ -271,7 +279,7 @@ class Worker:
                 running.cancel_event.set()
                 error = f"timed out after {running.job['timeout']:g} s"
                 log.info("job %s %s", running.job_id, error)
-                self.outbox.add(running.completion("failed", None, error, True))
+                self.outbox.add(running.completion(Outcome.FAILED.value, None, error, True))
 
     def _wait_time(self, cap: float) -> float:
         """``cap``, or less when a running job's deadline comes sooner."""

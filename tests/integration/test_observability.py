@@ -94,7 +94,9 @@ def test_json_logs_of_server_and_worker_carry_the_job_fields(
     # DEBUG: leases and successes are logged per job at DEBUG (summed up at INFO).
     server = start_server(sqlite_url, *SERVER_ARGS, "--log-format", "json", "--log-level", "DEBUG")
     worker = start_worker(
-        [server.url], *WORKER_ARGS, "--worker-id", "w-json", env={"TASKFRAME_LOG_FORMAT": "json"}
+        [server.url],
+        *(*WORKER_ARGS, "--worker-id", "w-json", "--log-level", "DEBUG"),
+        env={"TASKFRAME_LOG_FORMAT": "json"},
     )
     ok = submit(server.url, "sleep", {"duration": 0.1})
     refused = f"http://127.0.0.1:{free_port()}/nothing-listens-here"
@@ -122,12 +124,17 @@ def test_json_logs_of_server_and_worker_carry_the_job_fields(
 
     ran = json_lines(worker.output())
     mine = about(ran, ok)
-    [finished] = [m for m in mine if m["logger"] == "taskframe.worker"]
-    assert "(sleep, attempt 1) succeeded in" in finished["msg"] and finished["level"] == "INFO"
+    started, finished = [m for m in mine if m["logger"] == "taskframe.worker"]
+    assert started["msg"] == f"job {ok['id']} started (sleep, attempt 1)"
+    assert "(sleep, attempt 1) succeeded in" in finished["msg"]
     assert any(m["logger"] == "taskframe.job.sleep" and "sleeping" in m["msg"] for m in mine)
     assert all(m["worker_id"] == "w-json" and m["type"] == "sleep" for m in mine)
     failed = [m for m in about(ran, bad) if m["level"] == "WARNING"]
     assert len(failed) == 2 and all("Traceback" in m["exc_info"] for m in failed)
+    # At INFO, the hot path's per-job lines are summed up (here, when it stops).
+    summaries = [m["msg"] for m in ran if m["msg"].startswith("in the last")]
+    assert summaries and summaries[-1].endswith("2 jobs failed, 1 jobs succeeded"), summaries
+    assert any("1 jobs succeeded" in e["msg"] for e in served if e["level"] == "INFO")
 
 
 @pytest.mark.timeout(60)
@@ -187,7 +194,9 @@ def test_workers_lists_two_workers_and_a_killed_one_stops_being_alive(
 ):
     server = start_server(db_url, *SERVER_ARGS, "--worker-window", "3")
     fast = ("--poll-interval", "0.2", "--heartbeat-interval", "0.3")
-    start_worker([server.url], *fast, "--worker-id", "w-a", "--concurrency", "3")
+    start_worker(
+        [server.url], *fast, "--worker-id", "w-a", "--concurrency", "3", "--job-types", "sleep,http"
+    )
     doomed = start_worker([server.url], *fast, "--worker-id", "w-b", "--job-types", "sleep")
 
     def workers() -> dict[str, dict]:
@@ -195,7 +204,7 @@ def test_workers_lists_two_workers_and_a_killed_one_stops_being_alive(
         return {w["id"]: w for w in answer}
 
     seen = wait_until(lambda: (w := workers()).keys() == {"w-a", "w-b"} and w)
-    assert seen["w-a"]["slots"] == 3 and seen["w-a"]["types"] == ["file", "http", "sleep"]
+    assert seen["w-a"]["slots"] == 3 and seen["w-a"]["types"] == ["http", "sleep"]
     assert seen["w-b"]["types"] == ["sleep"] and seen["w-b"]["host"]
     assert seen["w-a"]["alive"] and seen["w-b"]["alive"]
     job = submit(server.url, "sleep", {"duration": 30})
