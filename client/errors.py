@@ -67,6 +67,14 @@ class ValidationError(TaskframeError):
         return list(_flatten(self.errors, ""))
 
 
+class WaitTimeout(TaskframeError, TimeoutError):
+    """``Client.wait`` gave up before the job finished; ``job`` is its last state."""
+
+    def __init__(self, message: str, job: Any) -> None:
+        super().__init__(message)
+        self.job = job
+
+
 _BY_STATUS: dict[int, type[TaskframeError]] = {
     400: BadRequest,
     401: Unauthorized,

@@ -106,7 +106,8 @@ class Transport:
                     verify=self.verify,
                 )
             except _TRANSPORT_ERRORS as exc:
-                last = Unavailable(f"{url}: {_reason(exc)}", url=url)
+                reason = _reason(exc)
+                last = Unavailable(f"{url}: {reason}", url=url, description=reason)
                 self._mark(index, ok=False, reason=last)
                 continue
             except requests.RequestException as exc:

@@ -90,8 +90,12 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
     completions = data.get("completions", [])
     request_id = data.get("request_id")
     resent = data.get("resent", False)
+    host = data.get("host")
+    slots = data.get("slots")
     if (
         (request_id is not None and not _is_id_text(request_id))
+        or (host is not None and not _is_id_text(host))
+        or (slots is not None and (type(slots) is not int or not 0 <= slots <= 100000))
         or type(resent) is not bool
         or not _is_id_text(data.get("worker_id"))
         or (
@@ -112,6 +116,7 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
         error = item.get("error")
         worker_id = item.get("worker_id")
         retryable = item.get("retryable", True)
+        log = item.get("log")
         if (
             type(item.get("job_id")) is not int
             or not 1 <= item["job_id"] <= schemas.MAX_ID
@@ -120,6 +125,7 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
             or (error is not None and (type(error) is not str or len(error) > 10000))
             or (worker_id is not None and type(worker_id) is not str)
             or type(retryable) is not bool
+            or (log is not None and (type(log) is not str or len(log) > schemas.MAX_ATTEMPT_LOG))
         ):
             return None
         loaded.append(
@@ -131,6 +137,7 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
                 "error": error,
                 "retryable": retryable,
                 "worker_id": worker_id,
+                "log": log,
             }
         )
     return {
@@ -141,4 +148,6 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
         "completions": loaded,
         "request_id": request_id,
         "resent": resent,
+        "host": host,
+        "slots": slots,
     }

@@ -9,8 +9,10 @@ from taskframe.core.schemas import MAX_ID
 from taskframe.server.auth import ADMIN, CLIENT, OPEN, WORKER, Authenticator, TokenSet
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import install_error_handlers
+from taskframe.server.http_observer import HttpObserver
 from taskframe.server.openapi import build_openapi
-from taskframe.server.resources import jobs, meta, workers
+from taskframe.server.registry import WorkerRegistry
+from taskframe.server.resources import jobs, meta, observe, workers
 from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.scheduler import Scheduler
 
@@ -51,7 +53,14 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
 
 
 def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
-    app = falcon.App(middleware=[Authenticator(config.tokens or TokenSet(), ROUTE_ROLES)])
+    metrics = scheduler.telemetry.metrics
+    registry = WorkerRegistry(scheduler.store, config.worker_alive_window, scheduler.clock)
+    middleware: list[object] = (
+        [HttpObserver(metrics, config.access_log)] if metrics is not None else []
+    )
+    # After the observer, so that refused requests are counted and logged too.
+    middleware.append(Authenticator(config.tokens or TokenSet(), ROUTE_ROLES))
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     install_error_handlers(app)
     executors = plugins.executors
@@ -65,15 +74,19 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     app.add_route(JOB + "/cancel", jobs.JobCancel(scheduler))
     app.add_route(JOB + "/retry", jobs.JobRetry(scheduler))
 
-    app.add_route("/lease", workers.Lease(scheduler, config, job_types))
+    app.add_route("/lease", workers.Lease(scheduler, config, job_types, registry))
     app.add_route("/next-job", workers.NextJob(scheduler, config, job_types))
-    app.add_route("/heartbeats", workers.Heartbeats(scheduler, config, job_types))
+    app.add_route("/heartbeats", workers.Heartbeats(scheduler, config, job_types, registry))
     app.add_route(JOB + "/heartbeat", workers.JobHeartbeat(scheduler, config, job_types))
     app.add_route(JOB + "/complete", workers.JobComplete(scheduler, config, job_types))
     app.add_route(JOB + "/release", workers.JobRelease(scheduler, config, job_types))
 
-    app.add_route("/health", meta.Health(scheduler.store, plugins))
+    app.add_route("/health", meta.Health(scheduler.store, plugins, registry, scheduler.clock))
     app.add_route("/job-types", meta.JobTypes(plugins))
     app.add_route("/plugins", plugin_info.Plugins(plugins))
     app.add_route("/openapi.json", meta.OpenAPI(build_openapi(executors)))
+    if metrics is not None:
+        app.add_route("/metrics", observe.MetricsEndpoint(metrics))
+    app.add_route("/stats", observe.Stats(scheduler.store, registry, scheduler.clock))
+    app.add_route("/workers", observe.Workers(registry))
     return app

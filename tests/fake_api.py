@@ -51,6 +51,7 @@ class FakeServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda request, address: None  # a scripted drop, not news
         scheme = "http"
         if tls is not None:
             scheme = "https"
