@@ -38,10 +38,9 @@ class ServerConfig:
     """Seconds a worker counts as alive after it was last seen (None: 3 lease TTLs)."""
     access_log: bool = False
     """Log every request at INFO (otherwise at DEBUG)."""
+    tokens: TokenSet | None = field(default=None, compare=False, repr=False)
+    """Bearer tokens with roles; None or empty: every endpoint is open."""
 
     @property
     def worker_alive_window(self) -> float:
         return self.worker_window or 3 * self.lease_ttl
-
-    tokens: TokenSet | None = field(default=None, compare=False, repr=False)
-    """Bearer tokens with roles; None or empty: every endpoint is open."""

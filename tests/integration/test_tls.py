@@ -6,15 +6,17 @@ from a temporary prefix: ``nginx -p TMP -c TMP/nginx.conf -g 'daemon off;'``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.processes import Process, Server, Worker, free_port, wait_until
+from tests.processes import BIN, Process, Server, Worker, free_port, wait_until
 from tests.unit.test_transport import make_ca_and_cert
 
 pytestmark = pytest.mark.timeout(120)
@@ -183,3 +185,30 @@ def test_a_worker_trusting_the_ca_runs_jobs_over_https_one_that_does_not_refuses
         answer = requests.get(f"{nginx.url}/jobs/{job_id}", params={"wait": 30}, **client)
         assert answer.json()["status"] == "succeeded", answer.text
     assert WORKER_TOKEN not in server.output()
+
+
+def test_the_taskframe_command_speaks_https_with_the_ca_and_a_token(tls_stack, tmp_path: Path):
+    server, nginx, ca = tls_stack
+    token_file = tmp_path / "client-token"
+    token_file.write_text(CLIENT_TOKEN + "\n")
+
+    def taskframe(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "taskframe"), "--url", nginx.url, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    base = ("--token-file", str(token_file))
+    done = taskframe(
+        *base, "--ca-cert", str(ca), "--json", "submit", "sleep", "--payload", '{"duration": 0}'
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "queued"
+    untrusting = taskframe(*base, "submit", "sleep", "--payload", '{"duration": 0}')
+    assert untrusting.returncode != 0
+    assert "certificate" in untrusting.stderr.lower() or "tls" in untrusting.stderr.lower()
+    tokenless = taskframe("--ca-cert", str(ca), "submit", "sleep", "--payload", '{"duration": 0}')
+    assert tokenless.returncode != 0 and "this server needs a token" in tokenless.stderr
+    assert CLIENT_TOKEN not in done.stdout + done.stderr + untrusting.stderr
