@@ -262,6 +262,17 @@ def test_the_right_role_gets_through(client, route, role):
     assert answer.status_code < 500
 
 
+@pytest.mark.parametrize(
+    "route",
+    sorted(key for key, roles in ROUTE_ROLES.items() if roles == OPEN),
+    ids=lambda route: f"{route[1]} {route[0]}",
+)
+def test_open_routes_need_no_token(client, route):
+    path, method = route
+    answer = call(client, method, path, None)  # an unknown file is a 404, not a 401
+    assert answer.status_code not in (401, 403), answer.text
+
+
 def test_an_unknown_path_is_404_whoever_asks(client):
     # Falcon answers before any check; the routes are public anyway (README, OpenAPI).
     assert client.simulate_get("/nowhere").status_code == 404
