@@ -351,3 +351,43 @@ def test_token_is_kept_for_the_tab_and_sent_as_a_bearer_header(browser, live):
     assert stored == "s3cret-token-for-the-test"
     assert page.evaluate("localStorage.length") == 0
     assert page.errors == []
+
+
+def test_a_401_asks_for_a_token_and_the_page_then_works(browser, start_server, tmp_path, shots):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    client_token = "dash-client-0123456789abcdef"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"client:{client_token}\n")
+    tokens.chmod(0o600)
+    server = start_server(str(tmp_path / "auth.db"), "--token-file", str(tokens))
+    job = requests.post(
+        f"{server.url}/jobs",
+        json={"type": "sleep", "payload": {"duration": 0}},
+        headers={"Authorization": f"Bearer {client_token}"},
+        timeout=10,
+    ).json()
+    # The page itself is open; its first API call gets 401 and the token prompt opens.
+    page = open_page(browser, f"{server.url}/#/jobs")
+    dialog = page.get_by_role("dialog", name="API token")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("401 Unauthorized")
+    shots("token-prompt", page)
+    page.get_by_label(re.compile("Bearer token")).fill("wrong-token-0123456789abcdef")
+    page.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_visible()  # a wrong token: asked again
+    page.get_by_label(re.compile("Bearer token")).fill(client_token)
+    page.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_role("link", name=f"Job {job['id']}")).to_be_visible()
+    expect(page.locator(".count-n[data-status=queued]")).to_have_text("1")
+    # Submitting from the form carries the token too.
+    page.get_by_role("link", name="Submit", exact=True).click()
+    page.get_by_label("Job type").select_option("sleep")
+    page.get_by_label("duration").fill("0")
+    page.get_by_role("button", name="Submit job").click()
+    new_id = job_id_from(page)
+    assert new_id == job["id"] + 1
+    expect(page.locator(".facts .badge")).to_have_text("queued")
+    assert page.errors == []
