@@ -16,7 +16,7 @@ module picks the jobs in Python, in the same transaction:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +47,18 @@ class Controls:
 
 def lease_routed(
     tx: Transaction,
-    params: dict[str, Any],
+    lease_params: Callable[[], dict[str, Any]],
     types: list[str],
     queues: list[str] | None,
     controls: Controls,
     limit: int,
 ) -> list[Row]:
-    """Lease up to ``limit`` jobs of ``types`` from ``queues`` (None: all) under ``controls``."""
+    """Lease up to ``limit`` jobs of ``types`` from ``queues`` (None: all) under ``controls``.
+
+    ``lease_params()`` gives the lease's parameters, its time included: it is
+    called once the limits are locked, so that a job's ``started_at`` is never
+    earlier than the count that allowed it (the job times then show the limit).
+    """
     served = None if queues is None else [q for q in queues if q not in controls.paused]
     if served is not None and not served:
         return []
@@ -68,6 +73,7 @@ def lease_routed(
             "lock_limits",
             {"kinds": [kind for kind, _ in in_play], "names": [name for _, name in in_play]},
         )
+    params = lease_params()
     free = {}
     for kind, name in in_play:
         running = tx.one(f"count_running_by_{kind}", {"name": name})["count"]

@@ -336,17 +336,21 @@ class Scheduler:
         request_id: str | None,
         queues: list[str] | None = None,
     ) -> list[Row]:
-        now = self.clock()
-        params = {
-            "worker_id": worker_id,
-            "types": types,
-            "limit": limit,
-            "now": now,
-            "lease_expires_at": now + self.config.lease_ttl,
-            # A secret per attempt: nobody can guess the lease of another's job.
-            "lease_ids": [secrets.token_hex(16) for _ in range(limit)],
-            "lease_request": request_id,
-        }
+
+        def lease_params() -> dict[str, Any]:
+            now = self.clock()
+            return {
+                "worker_id": worker_id,
+                "types": types,
+                "limit": limit,
+                "now": now,
+                "lease_expires_at": now + self.config.lease_ttl,
+                # A secret per attempt: nobody can guess the lease of another's job.
+                "lease_ids": [secrets.token_hex(16) for _ in range(limit)],
+                "lease_request": request_id,
+            }
+
+        params = lease_params()
         with self.store.transaction() as tx:
             # Paused queues and limits (two tiny tables, usually empty): when there
             # are none and every queue is served, the plain lease runs as it always did.
@@ -355,7 +359,7 @@ class Scheduler:
             if controls.none and queues is None:
                 rows = tx.all("lease_jobs", params)
             else:
-                rows = routing.lease_routed(tx, params, types, queues, controls, limit)
+                rows = routing.lease_routed(tx, lease_params, types, queues, controls, limit)
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
         if rows:
             self.telemetry.leased(worker_id, rows)

@@ -214,8 +214,20 @@ def test_a_limit_of_two_holds_with_three_servers_and_four_workers(
     free = batch(urls[1], [sleep_job(0.3) for _ in range(8)])
     for i in range(4):
         start_worker([urls[i % 3]], *WORKER_ARGS, "--concurrency", "4")
+    # The database's own count, sampled while the jobs run (a snapshot cannot overstate)...
+    sampled = []
+
+    def narrow_finished() -> bool:
+        queues = requests.get(f"{urls[2]}/queues", timeout=30).json()["queues"]
+        [narrow] = [q for q in queues if q["name"] == "narrow"]
+        sampled.append(narrow["counts"]["running"])
+        return narrow["counts"]["succeeded"] == len(limited)
+
+    wait_until(narrow_finished, timeout=90, interval=0.02, message="the narrow queue done")
     done = [wait_for_job(urls[2], i, timeout=90) for i in limited + free]
     assert {job["status"] for job in done} == {"succeeded"}
+    assert max(sampled) <= 2
+    # ...and the jobs' own times: each started after the count that allowed it.
     assert max_overlap(done[: len(limited)]) <= 2
 
     missing = requests.delete(f"{urls[0]}/limits/type/none", timeout=30)
