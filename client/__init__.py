@@ -24,7 +24,17 @@ from taskframe.client.errors import (
     ValidationError,
     WaitTimeout,
 )
-from taskframe.client.models import Attempt, Batch, Job, JobType, Stats, WorkerInfo
+from taskframe.client.models import (
+    Attempt,
+    Batch,
+    Job,
+    JobType,
+    Limit,
+    Queue,
+    Schedule,
+    Stats,
+    WorkerInfo,
+)
 
 __all__ = [
     "Attempt",
@@ -35,7 +45,10 @@ __all__ = [
     "Forbidden",
     "Job",
     "JobType",
+    "Limit",
     "NotFound",
+    "Queue",
+    "Schedule",
     "Stats",
     "TaskframeError",
     "Unauthorized",

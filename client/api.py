@@ -6,9 +6,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from taskframe.client.errors import Unavailable, WaitTimeout
-from taskframe.client.models import Attempt, Batch, Job, JobType, Stats, WorkerInfo
+from taskframe.client.models import (
+    Attempt,
+    Batch,
+    Job,
+    JobType,
+    Limit,
+    Queue,
+    Schedule,
+    Stats,
+    WorkerInfo,
+)
 from taskframe.client.transport import Transport
 from taskframe.core.retry import BackoffPolicy
 
@@ -77,12 +88,17 @@ class Client:
         delay: float | None = None,
         run_at: datetime | str | None = None,
         idempotency_key: str | None = None,
+        queue: str | None = None,
+        depends_on: Iterable[int] | None = None,
+        on_dependency_failure: str | None = None,
         **fields: Any,
     ) -> Job:
         """``POST /jobs``: submit one job and return it.
 
         With an ``idempotency_key`` the same submission can be repeated safely
         (it returns the existing job), so it is retried on connection errors.
+        ``depends_on``: ids of jobs that must succeed first (the job is
+        ``waiting`` until then); ``on_dependency_failure="run"`` runs it anyway.
         Extra keyword arguments are sent as they are (fields of newer servers).
         """
         body = job_body(
@@ -94,6 +110,9 @@ class Client:
             delay=delay,
             run_at=run_at,
             idempotency_key=idempotency_key,
+            queue=queue,
+            depends_on=None if depends_on is None else list(depends_on),
+            on_dependency_failure=on_dependency_failure,
             **fields,
         )
         call = lambda: self._call("POST", "/jobs", body=body)  # noqa: E731
@@ -229,6 +248,71 @@ class Client:
         answer = self._get("/workers")
         items = answer.get("workers") if isinstance(answer, dict) else answer
         return [WorkerInfo.from_json(item) for item in items or []]
+
+    # -- queues, limits, schedules -------------------------------------------------
+
+    def queues(self) -> list[Queue]:
+        """``GET /queues``: every queue with its jobs counted by status."""
+        return [Queue.from_json(item) for item in self._get("/queues").get("queues") or []]
+
+    def pause_queue(self, name: str) -> Queue:
+        """``POST /queues/{name}/pause``: it keeps accepting jobs and leases none."""
+        return Queue.from_json(self._call("POST", f"/queues/{quote(name, safe='')}/pause"))
+
+    def resume_queue(self, name: str) -> Queue:
+        """``POST /queues/{name}/resume``."""
+        return Queue.from_json(self._call("POST", f"/queues/{quote(name, safe='')}/resume"))
+
+    def limits(self) -> list[Limit]:
+        """``GET /limits``."""
+        return [Limit.from_json(item) for item in self._get("/limits").get("limits") or []]
+
+    def set_limit(self, kind: str, name: str, max_running: int) -> Limit:
+        """``PUT /limits/{kind}/{name}``: at most ``max_running`` of a type or queue at once."""
+        path = f"/limits/{quote(kind, safe='')}/{quote(name, safe='')}"
+        call = lambda: self._call("PUT", path, body={"max_running": max_running})  # noqa: E731
+        return Limit.from_json(self._retrying(call))  # a PUT: safe to repeat
+
+    def delete_limit(self, kind: str, name: str) -> None:
+        """``DELETE /limits/{kind}/{name}``; NotFound when there is none."""
+        self._call("DELETE", f"/limits/{quote(kind, safe='')}/{quote(name, safe='')}")
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        job: dict[str, Any],
+        *,
+        timezone: str | None = None,
+        misfire: str | None = None,
+        paused: bool | None = None,
+    ) -> Schedule:
+        """``POST /schedules``: submit ``job`` (a ``POST /jobs`` body) at every fire time."""
+        body = {"name": name, "cron": cron, "job": job}
+        for key, value in (("timezone", timezone), ("misfire", misfire), ("paused", paused)):
+            if value is not None:
+                body[key] = value
+        return Schedule.from_json(self._call("POST", "/schedules", body=body))
+
+    def schedules(self) -> list[Schedule]:
+        """``GET /schedules``."""
+        answer = self._get("/schedules")
+        return [Schedule.from_json(item) for item in answer.get("schedules") or []]
+
+    def schedule(self, name: str) -> Schedule:
+        """``GET /schedules/{name}``, with its next fire times."""
+        return Schedule.from_json(self._get(f"/schedules/{quote(name, safe='')}"))
+
+    def delete_schedule(self, name: str) -> None:
+        """``DELETE /schedules/{name}``."""
+        self._call("DELETE", f"/schedules/{quote(name, safe='')}")
+
+    def pause_schedule(self, name: str) -> Schedule:
+        return Schedule.from_json(self._call("POST", f"/schedules/{quote(name, safe='')}/pause"))
+
+    def resume_schedule(self, name: str) -> Schedule:
+        """Resume from the next fire time after now."""
+        return Schedule.from_json(self._call("POST", f"/schedules/{quote(name, safe='')}/resume"))
 
     def health(self) -> dict[str, Any]:
         """``GET /health``."""

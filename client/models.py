@@ -66,6 +66,10 @@ class Job:
     error: str | None = None
     idempotency_key: str | None = None
     cancel_requested: bool = False
+    queue: str | None = None
+    #: Ids of the jobs this one waits for (``waiting`` until they finished).
+    depends_on: list[int] = field(default_factory=list)
+    on_dependency_failure: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -167,3 +171,56 @@ class Batch:
 
     ids: list[int]
     created: int
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A queue (``GET /queues``): paused or not, its jobs counted by status."""
+
+    name: str
+    paused: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Queue:
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``max_running`` jobs of a type (``kind="type"``) or queue at once."""
+
+    kind: str
+    name: str
+    max_running: int
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Limit:
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron schedule: ``job`` is submitted at every fire time (``POST /schedules``)."""
+
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    misfire: str = "latest"
+    paused: bool = False
+    job: dict[str, Any] = field(default_factory=dict)
+    next_fire_at: datetime | None = None
+    last_fire_at: datetime | None = None
+    next_fire_times: list[datetime] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Schedule:
+        times = [parse_time(t) for t in data.get("next_fire_times") or []]
+        built = _build(cls, {**data, "next_fire_times": times}, ("next_fire_at", "last_fire_at"))
+        return dataclasses.replace(built, raw=data)  # the JSON as received
