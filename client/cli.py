@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--max-attempts", type=int, help="attempts before it fails (default 3)")
     submit.add_argument("--key", help="idempotency key: the same key again returns the same job")
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+    submit.add_argument("--queue", help="the queue it waits in (default: default)")
+    submit.add_argument(
+        "--depends-on", type=_ids, help="comma-separated ids of jobs that must succeed first"
+    )
+    submit.add_argument(
+        "--on-dependency-failure",
+        choices=("cancel", "run"),
+        help="when a dependency fails: cancel this job (default) or run it anyway",
+    )
 
     command("get", "show a job").add_argument("id", type=int)
     wait = command("wait", "wait until a job finished; exit 1 if it failed or was cancelled")
@@ -78,7 +87,41 @@ def build_parser() -> argparse.ArgumentParser:
     command("types", "list the installed job types")
     command("stats", "counts of jobs by status and type")
     command("workers", "list the workers seen recently")
+
+    command("queues", "list the queues with their jobs counted by status")
+    command("pause-queue", "pause a queue: it accepts jobs, leases none").add_argument("name")
+    command("resume-queue", "resume a paused queue").add_argument("name")
+    command("limits", "list the concurrency limits")
+    set_limit = command("set-limit", "run at most N jobs of a type or queue at once")
+    set_limit.add_argument("kind", choices=("type", "queue"))
+    set_limit.add_argument("name")
+    set_limit.add_argument("max_running", type=int, metavar="N")
+    delete_limit = command("delete-limit", "remove a concurrency limit")
+    delete_limit.add_argument("kind", choices=("type", "queue"))
+    delete_limit.add_argument("name")
+
+    command("schedules", "list the cron schedules")
+    command("schedule", "show a schedule and its next fire times").add_argument("name")
+    create = command("create-schedule", "submit a job at every fire time of a cron expression")
+    create.add_argument("name")
+    create.add_argument("cron", help='5 fields, or 6 with seconds last: "30 2 * * *"')
+    create.add_argument("type", help="job type")
+    create.add_argument("--payload", default="{}", help="JSON, or @FILE holding JSON")
+    create.add_argument("--timezone", help="IANA zone the cron is read in (default UTC)")
+    create.add_argument("--misfire", choices=("latest", "skip"), help="after downtime")
+    create.add_argument("--queue", help="the jobs' queue")
+    create.add_argument("--priority", type=int, help="the jobs' priority")
+    command("delete-schedule", "delete a schedule").add_argument("name")
+    command("pause-schedule", "stop a schedule firing").add_argument("name")
+    command("resume-schedule", "resume from the next fire time").add_argument("name")
     return parser
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated job ids: {text!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,6 +186,9 @@ def cmd_submit(client: Client, options: argparse.Namespace) -> int:
         delay=options.delay,
         max_attempts=options.max_attempts,
         idempotency_key=options.key,
+        queue=options.queue,
+        depends_on=options.depends_on,
+        on_dependency_failure=options.on_dependency_failure,
     )
     if not options.wait:
         if options.json:
@@ -210,6 +256,85 @@ def cmd_workers(client: Client, options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_queues(client: Client, options: argparse.Namespace) -> int:
+    queues = client.queues()
+    show(options, [q.raw for q in queues], lambda: render.queues_table(queues))
+    return EXIT_OK
+
+
+def cmd_pause_queue(client: Client, options: argparse.Namespace) -> int:
+    queue = client.pause_queue(options.name)
+    show(options, queue.raw, lambda: f"queue {queue.name} paused")
+    return EXIT_OK
+
+
+def cmd_resume_queue(client: Client, options: argparse.Namespace) -> int:
+    queue = client.resume_queue(options.name)
+    show(options, queue.raw, lambda: f"queue {queue.name} resumed")
+    return EXIT_OK
+
+
+def cmd_limits(client: Client, options: argparse.Namespace) -> int:
+    limits = client.limits()
+    rows = ((x.kind, x.name, x.max_running) for x in limits)
+    show(options, [x.raw for x in limits], lambda: render.table(("KIND", "NAME", "MAX"), rows))
+    return EXIT_OK
+
+
+def cmd_set_limit(client: Client, options: argparse.Namespace) -> int:
+    limit = client.set_limit(options.kind, options.name, options.max_running)
+    show(options, limit.raw, lambda: f"{limit.kind} {limit.name}: at most {limit.max_running}")
+    return EXIT_OK
+
+
+def cmd_delete_limit(client: Client, options: argparse.Namespace) -> int:
+    client.delete_limit(options.kind, options.name)
+    show(options, {}, lambda: f"{options.kind} {options.name}: no limit")
+    return EXIT_OK
+
+
+def cmd_schedules(client: Client, options: argparse.Namespace) -> int:
+    schedules = client.schedules()
+    show(options, [x.raw for x in schedules], lambda: render.schedules_table(schedules))
+    return EXIT_OK
+
+
+def cmd_schedule(client: Client, options: argparse.Namespace) -> int:
+    schedule = client.schedule(options.name)
+    show(options, schedule.raw, lambda: render.schedule_block(schedule))
+    return EXIT_OK
+
+
+def cmd_create_schedule(client: Client, options: argparse.Namespace) -> int:
+    job: dict[str, Any] = {"type": options.type, "payload": read_payload(options.payload)}
+    for name in ("queue", "priority"):
+        if getattr(options, name) is not None:
+            job[name] = getattr(options, name)
+    schedule = client.create_schedule(
+        options.name, options.cron, job, timezone=options.timezone, misfire=options.misfire
+    )
+    show(options, schedule.raw, lambda: render.schedule_block(schedule))
+    return EXIT_OK
+
+
+def cmd_delete_schedule(client: Client, options: argparse.Namespace) -> int:
+    client.delete_schedule(options.name)
+    show(options, {}, lambda: f"schedule {options.name} deleted")
+    return EXIT_OK
+
+
+def cmd_pause_schedule(client: Client, options: argparse.Namespace) -> int:
+    schedule = client.pause_schedule(options.name)
+    show(options, schedule.raw, lambda: f"schedule {schedule.name} paused")
+    return EXIT_OK
+
+
+def cmd_resume_schedule(client: Client, options: argparse.Namespace) -> int:
+    schedule = client.resume_schedule(options.name)
+    show(options, schedule.raw, lambda: render.schedule_block(schedule))
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "submit": cmd_submit,
     "get": cmd_get,
@@ -221,6 +346,18 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "types": cmd_types,
     "stats": cmd_stats,
     "workers": cmd_workers,
+    "queues": cmd_queues,
+    "pause-queue": cmd_pause_queue,
+    "resume-queue": cmd_resume_queue,
+    "limits": cmd_limits,
+    "set-limit": cmd_set_limit,
+    "delete-limit": cmd_delete_limit,
+    "schedules": cmd_schedules,
+    "schedule": cmd_schedule,
+    "create-schedule": cmd_create_schedule,
+    "delete-schedule": cmd_delete_schedule,
+    "pause-schedule": cmd_pause_schedule,
+    "resume-schedule": cmd_resume_schedule,
 }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from taskframe.client.models import Attempt, Job, JobType, Stats, WorkerInfo
+from taskframe.client.models import Attempt, Job, JobType, Queue, Schedule, Stats, WorkerInfo
 
 #: Longest cell shown in a table; the rest is cut with an ellipsis.
 MAX_CELL = 60
@@ -149,3 +149,46 @@ def stats_text(stats: Stats) -> str:
         *stats.extra.items(),
     ]
     return text + "\n\n" + key_values(facts)
+
+
+_QUEUE_COUNTS = ("waiting", "scheduled", "queued", "running", "succeeded", "failed", "cancelled")
+
+
+def queues_table(queues: Iterable[Queue]) -> str:
+    headers = ("QUEUE", "PAUSED", *(status.upper() for status in _QUEUE_COUNTS))
+    rows = (
+        (q.name, _yes_no(q.paused), *(q.counts.get(status, 0) for status in _QUEUE_COUNTS))
+        for q in queues
+    )
+    return table(headers, rows)
+
+
+def schedules_table(schedules: Iterable[Schedule]) -> str:
+    headers = ("SCHEDULE", "CRON", "TIMEZONE", "TYPE", "PAUSED", "NEXT FIRE", "LAST FIRE")
+    rows = (
+        (
+            s.name,
+            s.cron,
+            s.timezone,
+            s.job.get("type"),
+            _yes_no(s.paused),
+            s.next_fire_at,
+            s.last_fire_at,
+        )
+        for s in schedules
+    )
+    return table(headers, rows)
+
+
+def schedule_block(schedule: Schedule) -> str:
+    fields: list[tuple[str, Any]] = [
+        ("name", schedule.name),
+        ("cron", schedule.cron),
+        ("timezone", schedule.timezone),
+        ("misfire", schedule.misfire),
+        ("paused", _yes_no(schedule.paused)),
+        ("job", compact(schedule.job)),
+        ("last fire", time_text(schedule.last_fire_at)),
+        ("next fires", ", ".join(time_text(t) for t in schedule.next_fire_times) or "-"),
+    ]
+    return key_values(fields)

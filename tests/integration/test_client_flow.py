@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+
 import pytest
 
 from taskframe.client import Client, Limit, NotFound, Queue, Schedule, ValidationError
 from tests.integration import SERVER_ARGS
+from tests.processes import BIN
 
 
 @pytest.mark.timeout(60)
@@ -53,3 +58,48 @@ def test_the_client_drives_queues_limits_schedules_and_dependencies(db_url, star
         client.delete_schedule("hourly")
         with pytest.raises(NotFound):
             client.schedule("hourly")
+
+
+def taskframe(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TASKFRAME_URL": url}
+    env.pop("TASKFRAME_TOKEN", None)
+    command = [str(BIN / "taskframe"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.mark.timeout(90)
+def test_the_command_line_drives_queues_limits_schedules_and_dependencies(sqlite_url, start_server):
+    url = start_server(sqlite_url, *SERVER_ARGS).url
+    zero = ("--payload", '{"duration": 0}')
+    first = taskframe(url, "submit", "sleep", *zero, "--queue", "reports", "--delay", "9", "--json")
+    first_id = json.loads(first.stdout)["id"]
+    after = ("--depends-on", str(first_id), "--on-dependency-failure", "run")
+    done = taskframe(url, "submit", "sleep", *zero, *after)
+    assert done.returncode == 0 and "waiting" in done.stdout, done.stderr
+    bad = taskframe(url, "submit", "sleep", *zero, "--depends-on", "999999")
+    assert bad.returncode == 1 and "depends_on" in bad.stderr
+
+    assert taskframe(url, "pause-queue", "reports").stdout.strip() == "queue reports paused"
+    table = taskframe(url, "queues").stdout.splitlines()
+    assert table[0].split()[:4] == ["QUEUE", "PAUSED", "WAITING", "SCHEDULED"]
+    assert table[2].split()[:4] == ["reports", "yes", "0", "1"]
+    assert taskframe(url, "resume-queue", "reports").returncode == 0
+
+    assert taskframe(url, "set-limit", "queue", "reports", "2").stdout.strip() == (
+        "queue reports: at most 2"
+    )
+    assert taskframe(url, "limits").stdout.splitlines()[1].split() == ["queue", "reports", "2"]
+    assert taskframe(url, "delete-limit", "queue", "reports").returncode == 0
+    assert taskframe(url, "delete-limit", "queue", "reports").returncode == 1
+
+    zone = ("--timezone", "Europe/Paris")
+    created = taskframe(url, "create-schedule", "nightly", "30 2 * * *", "sleep", *zero, *zone)
+    assert created.returncode == 0 and "next fires:" in created.stdout, created.stderr
+    assert "nightly" in taskframe(url, "schedules").stdout
+    assert json.loads(taskframe(url, "schedule", "nightly", "--json").stdout)["cron"] == (
+        "30 2 * * *"
+    )
+    assert taskframe(url, "pause-schedule", "nightly").returncode == 0
+    bad = taskframe(url, "create-schedule", "x", "61 * * * *", "sleep", *zero)
+    assert bad.returncode == 1 and "cron" in bad.stderr
+    assert taskframe(url, "delete-schedule", "nightly").returncode == 0
