@@ -3,7 +3,7 @@
 import { api } from "./api.js";
 import { between, errorBox, h, pretty, render, statusBadge, time } from "./dom.js";
 
-const CANCELLABLE = new Set(["scheduled", "queued", "running"]);
+const CANCELLABLE = new Set(["waiting", "scheduled", "queued", "running"]);
 const RETRYABLE = new Set(["failed", "cancelled"]);
 
 export function mountJob(root, id) {
@@ -46,6 +46,14 @@ export function mountJob(root, id) {
     const facts = [
       ["Status", statusBadge(job.status), job.cancel_requested ? " (cancel requested)" : null],
       ["Type", h("a", { href: `#/jobs?type=${encodeURIComponent(job.type)}` }, job.type)],
+      ["Queue", job.queue || "default"],
+      [
+        "Depends on",
+        (job.depends_on || []).length
+          ? (job.depends_on || []).map((dep, i) => [i ? ", " : "", h("a", { href: `#/jobs/${dep}` }, `#${dep}`)])
+          : "—",
+        (job.depends_on || []).length && job.on_dependency_failure === "run" ? " (runs even if one fails)" : null,
+      ],
       ["Priority", String(job.priority)],
       ["Attempts", `${job.attempts} of ${job.max_attempts}`],
       ["Timeout", job.timeout == null ? "none" : `${job.timeout} s`],

@@ -391,3 +391,30 @@ def test_a_401_asks_for_a_token_and_the_page_then_works(browser, start_server, t
     assert new_id == job["id"] + 1
     expect(page.locator(".facts .badge")).to_have_text("queued")
     assert page.errors == []
+
+
+def test_queues_schedules_and_dependencies_are_shown(browser, start_server, tmp_path, shots):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    server = start_server(str(tmp_path / "flow.db"))
+    first = submit(server.url, "sleep", {"duration": 0}, queue="reports", delay=600)
+    then = submit(server.url, "sleep", {"duration": 0}, depends_on=[first["id"]])
+    requests.post(f"{server.url}/queues/reports/pause", timeout=10).raise_for_status()
+    job = {"type": "sleep", "payload": {"duration": 0}, "queue": "reports"}
+    schedule = {"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Paris", "job": job}
+    requests.post(f"{server.url}/schedules", json=schedule, timeout=10).raise_for_status()
+    page = open_page(browser, server.url + "/")
+    queues = page.get_by_role("table", name="Queues")
+    expect(queues.locator("tr", has_text="reports")).to_contain_text("paused")
+    schedules = page.get_by_role("table", name="Schedules")
+    expect(schedules.locator("tr", has_text="nightly")).to_contain_text("Europe/Paris")
+    expect(schedules.locator("tr", has_text="nightly")).to_contain_text("sleep in reports")
+    shots("overview-queues-schedules", page)
+    page.goto(f"{server.url}/#/jobs/{then['id']}")
+    expect(page.locator(".facts .badge")).to_have_text("waiting")
+    expect(page.locator(".facts")).to_contain_text("default")
+    page.locator(".facts").get_by_role("link", name=f"#{first['id']}").click()
+    expect(page.locator(".facts")).to_contain_text("reports")
+    shots("job-dependency", page)
+    assert page.errors == []
