@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskframe.core import schemas
+from taskframe.core import json_rules, schemas
 
 _NUMBER = (int, float)
 _SUBMIT_KEYS = frozenset(schemas.SubmitJobSchema._declared_fields) - {"run_at"}
@@ -37,6 +37,7 @@ def quick_load_submit(data: object) -> dict[str, Any] | None:
         not _is_id_text(data.get("type"))
         or type(payload) is not dict
         or not all(type(name) is str for name in payload)
+        or json_rules.surrogate_path(payload) is not None
         or type(priority) is not int
         or not schemas.MIN_PRIORITY <= priority <= schemas.MAX_PRIORITY
         or type(max_attempts) is not int
@@ -76,7 +77,16 @@ _OUTCOMES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _is_id_text(value: object) -> bool:
-    return type(value) is str and 1 <= len(value) <= 200 and "\x00" not in value
+    return (
+        type(value) is str
+        and 1 <= len(value) <= 200
+        and "\x00" not in value
+        and not json_rules.has_surrogate(value)
+    )
+
+
+def _is_text(value: object) -> bool:
+    return type(value) is str and not json_rules.has_surrogate(value)
 
 
 def quick_load_lease_request(data: object) -> dict[str, Any] | None:
@@ -93,15 +103,13 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
         (request_id is not None and not _is_id_text(request_id))
         or type(resent) is not bool
         or not _is_id_text(data.get("worker_id"))
-        or (
-            types is not None
-            and (type(types) is not list or not all(type(t) is str for t in types))
-        )
+        or (types is not None and (type(types) is not list or not all(_is_text(t) for t in types)))
         or type(maximum) is not int
         or not 0 <= maximum <= schemas.MAX_LEASE_BATCH
         or type(wait) not in (int, float)
         or not 0 <= wait <= schemas.MAX_WAIT
         or type(completions) is not list
+        or len(completions) > schemas.MAX_COMPLETIONS
     ):
         return None
     loaded = []
@@ -117,17 +125,19 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
             or not _is_id_text(item.get("lease_id"))
             or item.get("status") not in _OUTCOMES
             or (error is not None and (type(error) is not str or len(error) > 10000))
-            or (worker_id is not None and type(worker_id) is not str)
+            or (worker_id is not None and not _is_text(worker_id))
             or type(retryable) is not bool
         ):
             return None
+        result = item.get("result")
         loaded.append(
             {
                 "job_id": item["job_id"],
                 "lease_id": item["lease_id"],
                 "status": item["status"],
-                "result": item.get("result"),
-                "error": error,
+                # Executor output: repaired, as the schema does, never refused.
+                "result": None if result is None else json_rules.encodable(result),
+                "error": None if error is None else json_rules.encodable_text(error),
                 "retryable": retryable,
                 "worker_id": worker_id,
             }

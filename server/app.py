@@ -8,6 +8,7 @@ from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ID
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import install_error_handlers
+from taskframe.server.http_io import answer_handler
 from taskframe.server.openapi import build_openapi
 from taskframe.server.resources import jobs, meta, workers
 from taskframe.server.scheduler import Scheduler
@@ -19,6 +20,7 @@ JOB = f"/jobs/{{job_id:int(min=1, max={MAX_ID})}}"
 def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
     app = falcon.App()
     app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = answer_handler()
     install_error_handlers(app)
     executors = plugins.executors
     job_types = plugins.names()

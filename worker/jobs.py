@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from taskframe.core import json_rules
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
 
 log = logging.getLogger("taskframe.worker")
@@ -39,7 +40,8 @@ class RunningJob:
         return self.job["lease_id"]
 
     def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
-        error = error[:MAX_ERROR_LENGTH] if error else error
+        # Error text quotes anything (remote bodies, file names): make it encodable.
+        error = json_rules.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
         ids = {"job_id": self.job_id, "lease_id": self.lease_id}
         return {**ids, "status": status, "result": result, "error": error, "retryable": retryable}
 
@@ -66,11 +68,16 @@ def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
     except BaseException as exc:
         log.debug("job %s raised", running.job_id, exc_info=True)
         return "failed", None, describe(exc), True
-    try:  # the server must get strict JSON (no NaN), or the whole batch would fail
+    # The server must get strict JSON within its depth limit, or it would
+    # refuse the whole request and every outcome riding on it.
+    try:
         json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         return "failed", None, f"the result is not JSON-serialisable: {exc}", False
-    return "succeeded", result, None, True
+    if json_rules.depth_exceeds(result, json_rules.MAX_RESULT_DEPTH):
+        depth = json_rules.MAX_RESULT_DEPTH
+        return "failed", None, f"the result nests deeper than {depth} levels", False
+    return "succeeded", json_rules.encodable(result), None, True
 
 
 def describe(exc: BaseException) -> str:
