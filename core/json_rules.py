@@ -25,8 +25,12 @@ MAX_DEPTH = 64
 MAX_RESULT_DEPTH = MAX_DEPTH - 3
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# A lone surrogate reaches json.loads as an escape or as (invalid) UTF-8 bytes.
+# A lone surrogate reaches json.loads as an escape or as (invalid) UTF-8 bytes
+# (or in a UTF-16 or UTF-32 body).
 _SURROGATE_IN_BODY = re.compile(rb"\\u[dD][89abcdefABCDEF]|\xed[\xa0-\xbf]")
+
+
+_CONTAINERS = (dict, list)
 
 
 class JSONRefused(ValueError):
@@ -41,7 +45,9 @@ class JSONRefused(ValueError):
 def parse(raw: bytes | str) -> Any:
     """``raw`` as JSON, refusing NaN, infinities and nesting deeper than :data:`MAX_DEPTH`."""
     try:
-        document = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        if not isinstance(raw, str):  # as json.loads decodes bytes
+            raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        document = _DECODER.decode(raw)
     except RecursionError:
         raise _too_deep() from None
     except JSONRefused:
@@ -55,6 +61,8 @@ def parse(raw: bytes | str) -> Any:
 
 def may_hold_surrogates(raw: bytes) -> bool:
     """False when the body cannot decode to a lone surrogate (cheap; true may be a false alarm)."""
+    if json.detect_encoding(raw) not in ("utf-8", "utf-8-sig"):
+        return True  # UTF-16 and UTF-32 bodies: json.loads decodes them with "surrogatepass"
     if b"\\u" not in raw and b"\xed" not in raw:
         return False
     return _SURROGATE_IN_BODY.search(raw) is not None
@@ -62,7 +70,7 @@ def may_hold_surrogates(raw: bytes) -> bool:
 
 def depth_exceeds(value: Any, limit: int) -> bool:
     """True when ``value`` nests objects and arrays more than ``limit`` deep."""
-    level = [value] if type(value) in (dict, list) else []
+    level = [value] if type(value) in _CONTAINERS else []
     depth = 0
     while level:
         depth += 1
@@ -70,8 +78,9 @@ def depth_exceeds(value: Any, limit: int) -> bool:
             return True
         below = []
         for container in level:
-            items = container.values() if type(container) is dict else container
-            below.extend(item for item in items if type(item) in (dict, list))
+            for item in container.values() if type(container) is dict else container:
+                if type(item) in _CONTAINERS:
+                    below.append(item)
         level = below
     return False
 
@@ -86,6 +95,8 @@ def surrogate_path(value: Any) -> str | None:
 
     A key holding one is named by its parent's path followed by ``<key>``.
     """
+    if _clean_text(value):  # the common case, without building paths
+        return None
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         item, path = stack.pop()
@@ -102,6 +113,35 @@ def surrogate_path(value: Any) -> str | None:
         elif kind is list:
             stack.extend((child, _join(path, i)) for i, child in enumerate(item))
     return None
+
+
+def _clean_text(value: Any) -> bool:
+    """True when no string or key in ``value`` holds a lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key, child in item.items():
+                if type(key) is not str or (not key.isascii() and _SURROGATE.search(key)):
+                    return False
+                kind = type(child)
+                if kind is str:
+                    if not child.isascii() and _SURROGATE.search(child):
+                        return False
+                elif kind is dict or kind is list:
+                    stack.append(child)
+        elif kind is list:
+            for child in item:
+                kind = type(child)
+                if kind is str:
+                    if not child.isascii() and _SURROGATE.search(child):
+                        return False
+                elif kind is dict or kind is list:
+                    stack.append(child)
+        elif kind is str and not item.isascii() and _SURROGATE.search(item):
+            return False
+    return True
 
 
 def encodable_text(text: str) -> str:
@@ -201,3 +241,8 @@ def _too_deep() -> JSONRefused:
         "Nesting too deep",
         f"the body nests objects and arrays more than {MAX_DEPTH} levels deep",
     )
+
+
+# Built once: json.loads with hooks would build a decoder per call. Like
+# json's own default decoder, it is shared by every thread.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)

@@ -24,7 +24,7 @@ def read_json(
     req: falcon.Request,
     schema: Schema,
     limit: int,
-    quick_load: Callable[[Any], dict[str, Any] | None] | None = None,
+    quick_load: Callable[..., dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """The request body, parsed as JSON and loaded with ``schema``.
 
@@ -50,10 +50,11 @@ def read_json(
         document = json_rules.parse(raw)
     except json_rules.JSONRefused as exc:
         raise APIError(falcon.HTTP_400, exc.title, exc.description) from None
-    loaded = quick_load(document) if quick_load else None
+    suspect = json_rules.may_hold_surrogates(raw)
+    loaded = quick_load(document, text_checked=not suspect) if quick_load else None
     if loaded is None:
         loaded = load(schema, document)
-    if json_rules.may_hold_surrogates(raw):
+    if suspect:
         # The schemas refuse such text field by field (and repair executor
         # output); this catches any field they miss, before anything is written.
         refuse_surrogates(loaded)
