@@ -90,7 +90,7 @@ def _is_id_text(value: object) -> bool:
 
 
 def _is_text(value: object) -> bool:
-    return type(value) is str and not json_rules.has_surrogate(value)
+    return type(value) is str and "\x00" not in value and not json_rules.has_surrogate(value)
 
 
 def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[str, Any] | None:

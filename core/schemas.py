@@ -66,11 +66,11 @@ def id_text_errors(value: str) -> list[str]:
 
 
 class Text(fields.String):
-    """A string UTF-8 can encode: lone surrogates are refused."""
+    """A name the database compares: lone surrogates and NUL are refused."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.validators.append(_encodable)
+        self.validators.extend([_no_nul, _encodable])
 
 
 class ExecutorText(fields.String):

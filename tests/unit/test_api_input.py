@@ -123,6 +123,19 @@ def test_a_bad_idempotency_key_header_is_refused(client, key):
     assert count_jobs(client) == 0
 
 
+def test_nul_in_names_the_database_compares_is_422(client):
+    """PostgreSQL text cannot hold NUL: such a name must be refused, not sent to the database."""
+    answer = client.simulate_post("/lease", json={"worker_id": "w", "types": ["sleep\x00"]})
+    assert "types" in assert_error(answer, 422)["errors"]
+    completion = {"job_id": 1, "lease_id": "x", "status": "failed", "worker_id": "w\x00"}
+    answer = client.simulate_post("/lease", json={"worker_id": "w", "completions": [completion]})
+    assert "completions" in assert_error(answer, 422)["errors"]
+    answer = client.simulate_get("/jobs", query_string="type=sleep%00")
+    assert "type" in assert_error(answer, 422)["errors"]
+    answer = client.simulate_get("/next-job", query_string="worker_id=w&types=sleep%00")
+    assert "types" in assert_error(answer, 422)["errors"]
+
+
 def test_executor_output_with_lone_surrogates_is_repaired_not_refused(client):
     """Bug: a completion whose error text held a surrogate made every POST /lease of
     the worker fail with 500: it could neither report nor lease again."""

@@ -17,6 +17,7 @@ BATCH_SCHEMA = schemas.BatchSubmitSchema()
 ids = st.text(
     st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1, max_size=20
 )
+names = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=8)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
     lambda inner: (
@@ -40,7 +41,7 @@ completion = st.fixed_dictionaries(
 lease_request = st.fixed_dictionaries(
     {"worker_id": ids},
     optional={
-        "types": st.none() | st.lists(st.text(max_size=8), max_size=3),
+        "types": st.none() | st.lists(names, max_size=3),
         "max": st.integers(min_value=0, max_value=schemas.MAX_LEASE_BATCH),
         "wait": st.floats(min_value=0, max_value=schemas.MAX_WAIT) | st.integers(0, 60),
         "completions": st.lists(completion, max_size=4),
