@@ -74,10 +74,11 @@ def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         return "failed", None, f"the result is not JSON-serialisable: {exc}", False
+    result = json_rules.encodable(result)  # lone surrogates become U+FFFD, tuples lists
     if json_rules.depth_exceeds(result, json_rules.MAX_RESULT_DEPTH):
         depth = json_rules.MAX_RESULT_DEPTH
         return "failed", None, f"the result nests deeper than {depth} levels", False
-    return "succeeded", json_rules.encodable(result), None, True
+    return "succeeded", result, None, True
 
 
 def describe(exc: BaseException) -> str:

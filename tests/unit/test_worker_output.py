@@ -62,9 +62,10 @@ def test_a_result_nested_past_the_servers_limit_fails_the_job_without_retry():
     assert completion["status"] == "succeeded"
     # ... and the server takes it, inside a POST /lease body.
     json_rules.parse(json.dumps({"worker_id": "w1", "completions": [completion]}))
-    completion = run([deep])
-    assert completion["status"] == "failed" and completion["retryable"] is False
-    assert str(json_rules.MAX_RESULT_DEPTH) in completion["error"]
+    for too_deep in ([deep], ((deep,),)):
+        completion = run(too_deep)
+        assert completion["status"] == "failed" and completion["retryable"] is False
+        assert str(json_rules.MAX_RESULT_DEPTH) in completion["error"]
 
 
 def test_a_result_json_cannot_write_fails_the_job_without_retry():
