@@ -24,6 +24,7 @@ MAX_LEASE_BATCH = 500
 #: request holds the write lock for a few milliseconds at most.
 MAX_HEARTBEATS = 1000
 MAX_COMPLETIONS = 1000
+MAX_TYPES = 1000  # job types one lease request may name
 MAX_WAIT = 60.0
 
 MAX_ID = 2**63 - 1  # the largest id a database integer column holds
@@ -170,7 +171,9 @@ class LeaseRequestSchema(Schema):
     """``POST /lease``: report finished attempts and lease up to ``max`` jobs in one trip."""
 
     worker_id = fields.String(required=True, validate=_id_text)
-    types = fields.List(Text(), load_default=None, allow_none=True)
+    types = fields.List(
+        Text(), load_default=None, allow_none=True, validate=validate.Length(max=MAX_TYPES)
+    )
     max = fields.Integer(strict=True, load_default=1, validate=validate.Range(0, MAX_LEASE_BATCH))
     wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
     completions = fields.List(
