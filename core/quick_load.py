@@ -107,7 +107,14 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
         (request_id is not None and not _is_id_text(request_id))
         or type(resent) is not bool
         or not _is_id_text(data.get("worker_id"))
-        or (types is not None and (type(types) is not list or not all(_is_text(t) for t in types)))
+        or (
+            types is not None
+            and (
+                type(types) is not list
+                or len(types) > schemas.MAX_TYPES
+                or not all(_is_text(t) for t in types)
+            )
+        )
         or type(maximum) is not int
         or not 0 <= maximum <= schemas.MAX_LEASE_BATCH
         or type(wait) not in (int, float)

@@ -299,3 +299,13 @@ def test_the_worker_never_sends_more_completions_than_the_server_takes():
     from taskframe.worker import client
 
     assert client.MAX_COMPLETIONS_PER_REQUEST <= schemas.MAX_COMPLETIONS
+
+
+def test_types_past_the_limit_are_refused_by_both_loaders():
+    at_limit = {"worker_id": "w", "types": ["t"] * schemas.MAX_TYPES}
+    assert quick_load.quick_load_lease_request(at_limit) == LEASE_SCHEMA.load(at_limit)
+    over = {"worker_id": "w", "types": ["t"] * (schemas.MAX_TYPES + 1)}
+    assert quick_load.quick_load_lease_request(over) is None
+    with pytest.raises(ValidationError) as caught:
+        LEASE_SCHEMA.load(over)
+    assert set(caught.value.messages) == {"types"}
