@@ -29,11 +29,11 @@ def _deep_http_job(depth: int) -> bytes:
 
 
 @pytest.mark.timeout(180)
-def test_honest_submitters_never_fail_because_of_a_bad_one(tmp_path, start_server):
+def test_honest_submitters_never_fail_because_of_a_bad_one(db_url, start_server):
     """Bug: concurrent submissions share one transaction; one that raised while being
     prepared (a surrogate idempotency key, a payload nested 976 deep) failed the whole
     group: honest clients got 1,054 500s out of 3,628."""
-    server = start_server(str(tmp_path / "group.db"))
+    server = start_server(db_url)
     url = server.url
     honest_codes: Counter[int] = Counter()
     bad_codes: Counter[int] = Counter()
@@ -114,12 +114,12 @@ def utf7_url() -> Iterator[str]:
 
 @pytest.mark.timeout(120)
 def test_executor_output_that_cannot_be_encoded_is_recorded_and_the_worker_carries_on(
-    tmp_path, start_server, start_worker, utf7_url
+    db_url, start_server, start_worker, utf7_url
 ):
     """Bug: the http executor's result or error held a lone surrogate (a UTF-7 body);
     the failure could not be stored (500 on the worker's POST /lease, so it could
     neither report nor lease) and the success could not be answered (GET /jobs 500)."""
-    server = start_server(str(tmp_path / "utf7.db"), *SERVER_ARGS)
+    server = start_server(db_url, *SERVER_ARGS)
     start_worker([server.url], *WORKER_ARGS, "--concurrency", "2")
     ok = submit(server.url, "http", {"url": f"{utf7_url}/ok", "timeout": 5})
     failing = submit(server.url, "http", {"url": f"{utf7_url}/fail", "timeout": 5}, max_attempts=1)
