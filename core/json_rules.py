@@ -28,8 +28,6 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # A lone surrogate reaches json.loads as an escape or as (invalid) UTF-8 bytes
 # (or in a UTF-16 or UTF-32 body).
 _SURROGATE_IN_BODY = re.compile(rb"\\u[dD][89abcdefABCDEF]|\xed[\xa0-\xbf]")
-
-
 _CONTAINERS = (dict, list)
 
 
@@ -229,11 +227,9 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def _may_nest_deeper(raw: bytes | str) -> bool:
+def _may_nest_deeper(text: str) -> bool:
     # Fewer brackets than the limit cannot nest past it: most bodies skip the walk.
-    if isinstance(raw, str):
-        return raw.count("[") + raw.count("{") > MAX_DEPTH
-    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+    return text.count("[") + text.count("{") > MAX_DEPTH
 
 
 def _too_deep() -> JSONRefused:

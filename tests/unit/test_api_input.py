@@ -105,6 +105,13 @@ def test_lone_surrogates_are_refused_naming_the_field_and_nothing_is_written(
     assert count_jobs(client) == 0
 
 
+def test_an_unknown_field_named_with_a_lone_surrogate_is_422_not_500(client):
+    """The error body names the field: it must be answerable too."""
+    error = assert_error(post_json(client, "/jobs", {**SLEEP, f"x{S}": 1}), 422)
+    assert error["errors"] == {"x\ufffd": ["Unknown field."]}
+    assert count_jobs(client) == 0
+
+
 def test_raw_utf8_surrogate_bytes_are_refused_too(client):
     # json.loads decodes bytes with "surrogatepass": ED A0 80 becomes "\ud800".
     body = b'{"type": "sleep", "payload": {"duration": 0}, "idempotency_key": "k\xed\xa0\x80"}'
