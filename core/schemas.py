@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
@@ -54,6 +55,21 @@ def _encodable_json(value: Any) -> None:
 
 
 _id_text = validate.And(validate.Length(min=1, max=200), _no_nul, _encodable)
+
+
+def _http_url(value: str) -> None:
+    """An absolute http(s) URL with a host; where it may point is the webhook's rule."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError as exc:
+        raise ValidationError(f"not a valid URL: {exc}") from exc
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise ValidationError("must be an http:// or https:// URL with a host")
+    if any(ord(c) < 33 or ord(c) == 127 for c in value):
+        raise ValidationError("must not contain spaces or control characters")
+
+
 _job_id = validate.Range(min=1, max=MAX_ID)
 
 
@@ -121,6 +137,13 @@ class SubmitJobSchema(Schema):
         metadata={"description": "hold the job back until then"},
     )
     idempotency_key = fields.String(load_default=None, allow_none=True, validate=_id_text)
+    notify_url = fields.String(
+        validate=validate.And(validate.Length(min=1, max=2000), _http_url, _encodable),
+        metadata={
+            "description": "POST the job here, signed, when it finishes "
+            "(the webhook plugin; the server needs --webhook-secret)"
+        },
+    )
 
     @validates_schema
     def _delay_or_run_at(self, data: dict, **kwargs: object) -> None:
@@ -253,6 +276,7 @@ class JobSchema(Schema):
     error = fields.String(allow_none=True)
     idempotency_key = fields.String(allow_none=True)
     cancel_requested = fields.Boolean()
+    notify_url = fields.String(allow_none=True)
     lease_id = fields.String(metadata={"description": "only in lease answers"})
 
 
@@ -340,3 +364,24 @@ class HealthSchema(Schema):
     schema_version = fields.Integer()
     job_types = fields.List(fields.String())
     plugin_failures = fields.Dict()
+
+
+class PluginSchema(Schema):
+    name = fields.String()
+    distribution = fields.String(allow_none=True)
+    version = fields.String(allow_none=True)
+    hooks = fields.List(fields.String())
+    job_types = fields.List(fields.String())
+
+
+class PluginFailureSchema(Schema):
+    name = fields.String()
+    error = fields.String()
+
+
+class PluginsSchema(Schema):
+    """``GET /plugins``."""
+
+    plugins = fields.List(fields.Nested(PluginSchema))
+    failures = fields.List(fields.Nested(PluginFailureSchema))
+    disabled = fields.List(fields.String())

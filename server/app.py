@@ -11,6 +11,7 @@ from taskframe.server.errors import install_error_handlers
 from taskframe.server.http_io import answer_handler
 from taskframe.server.openapi import build_openapi
 from taskframe.server.resources import jobs, meta, workers
+from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.scheduler import Scheduler
 
 # Ids beyond what the database holds are unknown jobs (404), not errors.
@@ -25,8 +26,9 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     executors = plugins.executors
     job_types = plugins.names()
 
-    app.add_route("/jobs", jobs.JobCollection(scheduler, executors, config))
-    app.add_route("/jobs/batch", jobs.JobBatch(scheduler, executors, config))
+    check = plugins.job_check()
+    app.add_route("/jobs", jobs.JobCollection(scheduler, executors, config, check))
+    app.add_route("/jobs/batch", jobs.JobBatch(scheduler, executors, config, check))
     app.add_route(JOB, jobs.JobItem(scheduler))
     app.add_route(JOB + "/attempts", jobs.JobAttempts(scheduler))
     app.add_route(JOB + "/cancel", jobs.JobCancel(scheduler))
@@ -41,5 +43,6 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
 
     app.add_route("/health", meta.Health(scheduler.store, plugins))
     app.add_route("/job-types", meta.JobTypes(plugins))
+    app.add_route("/plugins", plugin_info.Plugins(plugins))
     app.add_route("/openapi.json", meta.OpenAPI(build_openapi(executors)))
     return app

@@ -13,10 +13,16 @@ from typing import Any
 import waitress
 
 from taskframe.core.options import add_option
-from taskframe.core.plugins import PluginSet, create_plugin_manager
+from taskframe.core.plugins import (
+    PluginSet,
+    add_plugin_options,
+    create_plugin_manager,
+    early_disabled_plugins,
+)
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
+from taskframe.server.events import EventDispatcher
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import StoreUnavailable, open_store
@@ -130,6 +136,7 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         help="how long finished jobs are kept, e.g. 7d (0 keeps them forever)",
     )
 
+    add_plugin_options(parser)
     add_option(
         parser,
         "--standalone",
@@ -157,11 +164,17 @@ def config_from(options: argparse.Namespace) -> ServerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    plugins = create_plugin_manager()
+    plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
     options = build_parser(plugins).parse_args(argv)
     logging.basicConfig(
         level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    plugins.configure(options, "server")
+    if options.standalone:
+        plugins.configure(options, "worker")
+    if options.list_plugins:
+        print(plugins.describe_text())
+        return 0
     for name, error in plugins.failures.items():
         log.error("plugin %s not loaded: %s", name, error)
 
@@ -179,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0
     config = config_from(options)
-    scheduler = Scheduler(store, config)
+    events = EventDispatcher.for_plugins(plugins)
+    scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
     server = waitress.create_server(
         app, host=options.host, port=options.port, threads=options.threads, ident="taskframe"
@@ -188,11 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
     log.info(
-        "taskframe-server listening on http://%s:%s (%s, job types: %s)",
+        "taskframe-server listening on http://%s:%s (%s, job types: %s; plugins: %s%s)",
         options.host,
         port,
         store.backend,
         ", ".join(plugins.names()) or "none",
+        plugins.summary(),
+        "".join(f"; FAILED {name}: {error}" for name, error in plugins.failures.items()),
     )
     print(f"listening on http://{options.host}:{port}", flush=True)
     if options.standalone:
@@ -223,6 +239,8 @@ def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> N
     scheduler.notifier.close()
     housekeeper.stop()
     server.close()
+    if scheduler.events is not None:
+        scheduler.events.stop()
 
 
 def _run_standalone(

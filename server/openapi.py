@@ -69,6 +69,7 @@ ENDPOINTS: dict[str, dict[str, tuple]] = {
     },
     "/job-types": {"get": ("Installed job types and payload schemas", None, "200", "JobTypes", "")},
     "/health": {"get": ("Health of the server and its database", None, "200", "Health", "503")},
+    "/plugins": {"get": ("Loaded plugins and plugin failures", None, "200", "Plugins", "")},
 }
 
 
@@ -132,4 +133,5 @@ def _schemas() -> dict[str, Any]:
         "HeartbeatBatchAnswer": schemas.HeartbeatBatchAnswerSchema,
         "JobTypes": schemas.JobTypesSchema,
         "Health": schemas.HealthSchema,
+        "Plugins": schemas.PluginsSchema,
     }

@@ -44,6 +44,7 @@ def job_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
         "error": row["error"],
         "idempotency_key": row["idempotency_key"],
         "cancel_requested": bool(row["cancel_requested"]),
+        "notify_url": row.get("notify_url"),
     }
     if with_lease:
         job["lease_id"] = row["lease_id"]

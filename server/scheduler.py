@@ -53,6 +53,7 @@ class Scheduler:
         notifier: ChangeNotifier | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        events: Any = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -60,16 +61,24 @@ class Scheduler:
         self.clock = clock
         self.rng = rng or random.Random()
         self.intake = Intake(store, config, self.notifier, clock)
+        #: Plugin lifecycle events (server/events.py), None when no plugin wants them.
+        self.events = events
 
     # ----------------------------------------------------------------- clients
 
     def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
         """Insert validated jobs, all or nothing; see :class:`Intake`."""
-        return self.intake.submit(jobs)
+        results = self.intake.submit(jobs)
+        if self.events is not None:
+            self.events.submitted([row for row, created in results if created])
+        return results
 
     def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
         """Insert one validated job, sharing a commit with concurrent submissions."""
-        return self.intake.submit_one(job)
+        row, created = self.intake.submit_one(job)
+        if self.events is not None and created:
+            self.events.submitted([row])
+        return row, created
 
     def get(self, job_id: int) -> Row:
         with self.store.reader() as tx:
@@ -121,6 +130,8 @@ class Scheduler:
                 raise JobConflict(f"job {job_id} is already {current['status']}")
             self.store.notify_change(tx)  # wakes waiters on other servers
         self.notifier.notify()
+        if self.events is not None:
+            self.events.job_finished(row)
         return row
 
     def retry(self, job_id: int) -> Row:
@@ -218,6 +229,9 @@ class Scheduler:
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self.notifier.notify()
+        if self.events is not None:
+            rows = {o.job_id: o.job for o in done.values() if o.job is not None}
+            self.events.attempts_finished([(rows[a["job_id"]], a) for a in history])
         return [done[i] for i in range(len(completions))]
 
     def _succeed_all(
@@ -336,6 +350,8 @@ class Scheduler:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
             self.store.notify_change(tx)
         self.notifier.notify()
+        if self.events is not None:
+            self.events.attempts_finished([(updated, history[0])])
         return updated
 
     # ------------------------------------------------------------ housekeeping
@@ -352,6 +368,7 @@ class Scheduler:
             rows = tx.all("expired_attempts", {**params, "limit": REAP_BATCH})
             reaped = 0
             history: list[dict[str, Any]] = []
+            ended_rows: list[Row] = []
             for row in rows:
                 if row["deadline"] is not None and row["deadline"] < now:
                     outcome = model.OUTCOME_TIMED_OUT
@@ -367,11 +384,15 @@ class Scheduler:
                     )
                 ended = self._end_attempt(tx, row, status, outcome, now, history, error=error)
                 reaped += ended is not None
+                if ended is not None:
+                    ended_rows.append(ended)
             tx.run_many("insert_attempt", history)
             if reaped:
                 self.store.notify_change(tx)
         if reaped:
             self.notifier.notify()
+            if self.events is not None:
+                self.events.attempts_finished(list(zip(ended_rows, history, strict=True)))
         return reaped
 
     def prune(self) -> int:

@@ -17,7 +17,12 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from taskframe.core.options import add_option
-from taskframe.core.plugins import PluginSet, create_plugin_manager
+from taskframe.core.plugins import (
+    PluginSet,
+    add_plugin_options,
+    create_plugin_manager,
+    early_disabled_plugins,
+)
 from taskframe.core.schemas import MAX_WAIT
 from taskframe.worker.loop import (
     DEFAULT_CONCURRENCY,
@@ -132,6 +137,7 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         "installed executor plugins.",
     )
     add_worker_options(parser, plugins)
+    add_plugin_options(parser, listing=False)
     return parser
 
 
@@ -149,12 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         early = argparse.ArgumentParser(add_help=False)
         add_option(early, "--log-level", type=str.upper, default="INFO", help="")
         configure_logging(early.parse_known_args(argv)[0].log_level)
-        plugins = create_plugin_manager()
+        plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
         parser = build_parser(plugins)
     except (ValueError, argparse.ArgumentTypeError) as exc:  # a bad TASKFRAME_* value
         print(f"taskframe-worker: error: {exc} (in a TASKFRAME_* variable)", file=sys.stderr)
         return 2
     options = parser.parse_args(argv)
+    plugins.configure(options, "worker")
     for name, message in plugins.failures.items():
         log.error("plugin %r is not available, continuing without it: %s", name, message)
     try:

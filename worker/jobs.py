@@ -13,6 +13,7 @@ from marshmallow import ValidationError
 
 from taskframe.core import json_rules
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+from taskframe.core.plugins import PluginSet
 
 log = logging.getLogger("taskframe.worker")
 
@@ -46,8 +47,19 @@ class RunningJob:
         return {**ids, "status": status, "result": result, "error": error, "retryable": retryable}
 
 
-def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
-    """Run one job; return its (status, result, error, retryable)."""
+def execute(
+    running: RunningJob, options: argparse.Namespace, plugins: PluginSet | None = None
+) -> Outcome:
+    """Run one job, between the plugins' before/after hooks when some implement them."""
+    wanted = plugins is not None and (
+        plugins.implements("taskframe_before_run") or plugins.implements("taskframe_after_run")
+    )
+    return _execute(running, options, plugins if wanted else None)
+
+
+def _execute(
+    running: RunningJob, options: argparse.Namespace, plugins: PluginSet | None
+) -> Outcome:
     executor, job = running.executor, running.job
     try:
         payload = executor.schema.load(job.get("payload") or {})
@@ -61,12 +73,23 @@ def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
         logger=logging.getLogger(f"taskframe.job.{executor.name}"),
         options=options,
     )
+    if plugins is None:
+        return _run(executor, payload, context, running.job_id)
+    failed = plugins.call_each("taskframe_before_run", job=job, context=context)
+    outcome = _run(executor, payload, context, running.job_id)
+    status, result, error, retryable = outcome
+    shown = {"status": status, "result": result, "error": error, "retryable": retryable}
+    plugins.call_each("taskframe_after_run", job=job, context=context, outcome=shown, skip=failed)
+    return outcome
+
+
+def _run(executor: Executor, payload: Any, context: ExecutorContext, job_id: int) -> Outcome:
     try:
         result = executor.run(payload, context)
     except PermanentError as exc:
         return "failed", None, describe(exc), False
     except BaseException as exc:
-        log.debug("job %s raised", running.job_id, exc_info=True)
+        log.debug("job %s raised", job_id, exc_info=True)
         return "failed", None, describe(exc), True
     # The server must get strict JSON within its depth limit, or it would
     # refuse the whole request and every outcome riding on it.

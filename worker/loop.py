@@ -230,7 +230,7 @@ class Worker:
     def _job_thread(self) -> None:
         while (running := self._jobs.get()) is not None:
             try:
-                outcome = execute(running, self.options)
+                outcome = execute(running, self.options, self.plugins)
             except BaseException as exc:  # a job thread must never die and lose its slot
                 outcome = ("failed", None, describe(exc), True)
             self._finish(running, *outcome)

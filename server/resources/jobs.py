@@ -11,7 +11,7 @@ from taskframe.server.errors import validation_error
 from taskframe.server.http_io import load_query, read_json
 from taskframe.server.representation import attempt_json, job_json
 from taskframe.server.scheduler import Scheduler
-from taskframe.server.submission import job_errors
+from taskframe.server.submission import JobCheck, job_errors
 
 WAIT_QUERY = schemas.WaitQuerySchema()
 
@@ -20,10 +20,15 @@ class JobCollection:
     """``POST /jobs`` submits one job; ``GET /jobs`` lists them, newest first."""
 
     def __init__(
-        self, scheduler: Scheduler, executors: dict[str, Executor], config: ServerConfig
+        self,
+        scheduler: Scheduler,
+        executors: dict[str, Executor],
+        config: ServerConfig,
+        check: JobCheck | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.executors = executors
+        self.check = check
         self.limit = config.max_body_bytes
         self.schema = schemas.SubmitJobSchema()
         self.query_schema = schemas.ListJobsQuerySchema()
@@ -40,7 +45,7 @@ class JobCollection:
                     {"idempotency_key": ["differs from the Idempotency-Key header"]}
                 )
             job["idempotency_key"] = header_key
-        errors = job_errors(job, self.executors)
+        errors = job_errors(job, self.executors, self.check)
         if errors:
             raise validation_error(errors)
         row, created = self.scheduler.submit_one(job)
@@ -61,10 +66,15 @@ class JobBatch:
     """``POST /jobs/batch``: all jobs are validated before any is written."""
 
     def __init__(
-        self, scheduler: Scheduler, executors: dict[str, Executor], config: ServerConfig
+        self,
+        scheduler: Scheduler,
+        executors: dict[str, Executor],
+        config: ServerConfig,
+        check: JobCheck | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.executors = executors
+        self.check = check
         self.limit = config.max_body_bytes * 16
         self.schema = schemas.BatchSubmitSchema()
 
@@ -72,7 +82,7 @@ class JobBatch:
         jobs = read_json(req, self.schema, self.limit, quick_load.quick_load_batch)["jobs"]
         errors = {}
         for index, job in enumerate(jobs):
-            problems = job_errors(job, self.executors)
+            problems = job_errors(job, self.executors, self.check)
             if problems:
                 errors[str(index)] = problems
         if errors:

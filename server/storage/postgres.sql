@@ -51,6 +51,10 @@ CREATE TABLE job_attempts (
 CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled');
 
+-- name: migration_5
+-- The webhook plugin's target (POST /jobs notify_url).
+ALTER TABLE jobs ADD COLUMN notify_url text;
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -82,9 +86,9 @@ LISTEN taskframe_jobs;
 
 -- name: insert_job
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash)
+                  run_at, created_at, idempotency_key, request_hash, notify_url)
 VALUES (%(type)s, %(payload)s, %(priority)s, 'queued', 0, %(max_attempts)s, %(timeout)s,
-        %(run_at)s, %(created_at)s, %(idempotency_key)s, %(request_hash)s)
+        %(run_at)s, %(created_at)s, %(idempotency_key)s, %(request_hash)s, %(notify_url)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 

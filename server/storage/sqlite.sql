@@ -47,6 +47,10 @@ CREATE TABLE job_attempts (
 CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled');
 
+-- name: migration_5
+-- The webhook plugin's target (POST /jobs notify_url).
+ALTER TABLE jobs ADD COLUMN notify_url TEXT;
+
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
 
@@ -61,18 +65,18 @@ SELECT 1 AS ok;
 
 -- name: insert_job
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash)
+                  run_at, created_at, idempotency_key, request_hash, notify_url)
 VALUES (:type, :payload, :priority, 'queued', 0, :max_attempts, :timeout,
-        :run_at, :created_at, :idempotency_key, :request_hash)
+        :run_at, :created_at, :idempotency_key, :request_hash, :notify_url)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
 -- name: insert_jobs_without_keys
 -- Bulk submission: executemany cannot return rows, see jobs_inserted_after.
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash)
+                  run_at, created_at, idempotency_key, request_hash, notify_url)
 VALUES (:type, :payload, :priority, 'queued', 0, :max_attempts, :timeout,
-        :run_at, :created_at, NULL, NULL);
+        :run_at, :created_at, NULL, NULL, :notify_url);
 
 -- name: last_job_id
 SELECT coalesce(max(id), 0) AS id FROM jobs;

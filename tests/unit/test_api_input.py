@@ -84,6 +84,7 @@ def lease(client: testing.TestClient, **extra) -> dict:
             "payload",
         ),
         ("/jobs", {"type": "http", "payload": {"url": "http://127.0.0.1/", S: 1}}, "payload"),
+        ("/jobs", {**SLEEP, "notify_url": f"http://127.0.0.1/{S}"}, "notify_url"),
         ("/jobs/batch", {"jobs": [SLEEP, {**SLEEP, "idempotency_key": S}]}, "jobs"),
         ("/lease", {"worker_id": "w" + S}, "worker_id"),
         ("/lease", {"worker_id": "w", "types": ["sleep", S]}, "types"),

@@ -121,11 +121,16 @@ def test_migrating_from_the_first_version_keeps_the_jobs(db_url, open_stores):
     assert store.schema_version() == 0
     assert store.migrate(target=1) == 1
     assert store.schema_version() == 1
-    # The version-1 schema has the jobs table only: submit and lease work on it.
+    # The version-1 schema has the jobs table only: a job written then is leased
+    # on it, and finished once the schema is upgraded.
+    with raw_connection(db_url) as raw:
+        raw.execute(
+            "INSERT INTO jobs (type, payload, priority, status, max_attempts, run_at, created_at)"
+            " VALUES ('sleep', '{\"kept\":true}', 5, 'queued', 3, 0, 0)"
+        )
     scheduler = Scheduler(store, ServerConfig())
-    [(row, _)] = scheduler.submit([job(payload={"kept": True})])
     leased = scheduler.lease("w1", ["sleep"], 1, wait=0)
-    assert [r["id"] for r in leased] == [row["id"]]
+    [row] = leased
     assert store.migrate() == latest_version(store)
     assert store.schema_version() == latest_version(store)
     survivor = scheduler.get(row["id"])
