@@ -7,6 +7,7 @@ repeats the worst of these against a real server process.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import pytest
@@ -193,30 +194,25 @@ def test_executor_output_with_lone_surrogates_is_repaired_not_refused(client):
     assert answer.json["error"] == "\ufffd"
 
 
-def test_a_stored_row_that_cannot_be_encoded_is_answered_repaired_never_500(client, scheduler):
+def test_a_stored_row_that_cannot_be_encoded_is_answered_repaired_never_500(client, sqlite_url):
     """Bug: rows stored before the door refused such text made POST /lease answer 500
     after the lease was written: the worker re-sent, and every job leased alongside
     expired and was charged an attempt it never ran."""
     now = time.time()
-    row = {
-        "type": "sleep",
-        "payload": json.dumps({"duration": 0, "note": S}),  # as older versions stored it
-        "priority": 5,
-        "max_attempts": 1,
-        "timeout": 60.0,
-        "run_at": now - 1,
-        "created_at": now - 1,
-    }
-    with scheduler.store.transaction() as tx:
-        [stored] = tx.insert_jobs([row])
+    with sqlite3.connect(sqlite_url) as connection:  # as an older version stored it
+        stored_id = connection.execute(
+            "INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts,"
+            " timeout, run_at, created_at) VALUES ('sleep', ?, 5, 'queued', 0, 1, 60, ?, ?)",
+            (json.dumps({"duration": 0, "note": S}), now - 1, now - 1),
+        ).lastrowid
     honest = client.simulate_post("/jobs", json=SLEEP).json["id"]
 
     answer = client.simulate_post("/lease", json={"worker_id": "w1", "max": 2})
     assert answer.status_code == 200, answer.text
     jobs = {job["id"]: job for job in answer.json["jobs"]}
-    assert set(jobs) == {stored["id"], honest}
-    assert jobs[stored["id"]]["payload"] == {"duration": 0, "note": "\ufffd"}
-    for path in ("/jobs", f"/jobs/{stored['id']}"):
+    assert set(jobs) == {stored_id, honest}
+    assert jobs[stored_id]["payload"] == {"duration": 0, "note": "\ufffd"}
+    for path in ("/jobs", f"/jobs/{stored_id}"):
         assert client.simulate_get(path).status_code == 200
 
 
