@@ -53,7 +53,6 @@ class TargetDenied(PermanentError):
 class Rules:
     """A parsed ``--http-allow`` or ``--http-deny`` list."""
 
-    text: str = ""
     names: frozenset[str] = frozenset()
     suffixes: tuple[str, ...] = ()
     networks: tuple[Network, ...] = ()
@@ -105,8 +104,7 @@ def parse_rules(text: str | Iterable[str] | Rules | None) -> Rules:
             names.add(name)
         else:
             raise ValueError(f"not a host name, address or network: {entry!r}")
-    joined = text if isinstance(text, str) else ",".join(entries)
-    return Rules(joined, frozenset(names), tuple(suffixes), tuple(networks))
+    return Rules(frozenset(names), tuple(suffixes), tuple(networks))
 
 
 def _expand(entry: str) -> list[str]:
@@ -117,6 +115,13 @@ def _expand(entry: str) -> list[str]:
     if entry.lower() not in profiles:
         raise ValueError(f"unknown profile {entry!r} (use @default or @strict)")
     return profiles[entry.lower()].split(",")
+
+
+def _literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(normalise_host(host))
+    except ValueError:
+        return None
 
 
 def normalise_host(host: str) -> str:
@@ -149,7 +154,7 @@ class Policy:
         rule = self.deny.match_address(ip)
         if rule is None:
             return None
-        shown = "" if normalise_host(host) == str(ip) else f"{host!r} resolves to "
+        shown = "" if _literal(host) == ip else f"{host!r} resolves to "
         return f"{shown}{ip}, denied by the worker's --http-deny ({rule})"
 
     def check_resolved(self, host: str, port: int) -> None:
@@ -184,6 +189,10 @@ class _GuardedConnection:
     def _new_conn(self) -> socket.socket:
         host = normalise_host(self._dns_host)
         trusted = self.policy.check_name(host)
+        literal = _literal(host)
+        reason = None if trusted or literal is None else self.policy.refusal(host, str(literal))
+        if reason:  # judged before any lookup, even where the address family is unsupported
+            raise TargetDenied(reason)
         try:
             infos = socket.getaddrinfo(host, self.port, allowed_gai_family(), socket.SOCK_STREAM)
         except socket.gaierror as exc:
