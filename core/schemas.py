@@ -209,7 +209,7 @@ class LeaseRequestSchema(Schema):
         load_default=None,
         allow_none=True,
         validate=_id_text,
-        metadata={"description": "the worker's id for this request; its lease ids start with it"},
+        metadata={"description": "the worker's id for this request, kept beside the leases it got"},
     )
     resent = fields.Boolean(
         load_default=False,
@@ -244,12 +244,15 @@ class ListJobsQuerySchema(Schema):
     type = Text()
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
     cursor = fields.Integer(validate=validate.Range(min=0, max=MAX_ID))
+    full = fields.Boolean(
+        load_default=False,
+        metadata={"description": "whole jobs (payload and result); summaries without"},
+    )
 
 
 class AttemptSchema(Schema):
     attempt = fields.Integer()
     worker_id = fields.String()
-    lease_id = fields.String()
     started_at = fields.String(metadata={"format": "date-time"})
     finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     outcome = fields.String(allow_none=True)
@@ -335,6 +338,10 @@ class LeaseAnswerSchema(Schema):
     jobs = fields.List(fields.Nested(JobSchema))
     completions = fields.List(fields.Nested(LeaseOutcomeSchema))
     lease_ttl = fields.Float()
+    retry_after = fields.Float(
+        allow_none=True,
+        metadata={"description": "the wait was refused (too many waiting): pause this long"},
+    )
 
 
 class HeartbeatStateSchema(Schema):

@@ -10,8 +10,6 @@ import sys
 import threading
 from typing import Any
 
-import waitress
-
 from taskframe.core.options import add_option
 from taskframe.core.plugins import (
     PluginSet,
@@ -25,6 +23,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.events import EventDispatcher
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
+from taskframe.server.serving import add_serving_options, create_server, max_waiting
 from taskframe.server.storage import StoreUnavailable, open_store
 
 log = logging.getLogger("taskframe.server")
@@ -59,7 +58,7 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=32,
-        help="request threads; each long-poll holds one while it waits",
+        help="request threads; each long-poll holds one while it waits (see --max-waiting)",
     )
     add_option(
         net,
@@ -68,6 +67,21 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         default=1 << 20,
         help="largest request body in bytes (batch endpoints: 16 times this)",
     )
+    add_option(
+        net,
+        "--max-result",
+        type=int,
+        default=1 << 20,
+        help="largest result stored, in bytes of JSON; past it the attempt fails (not retried)",
+    )
+    add_option(
+        net,
+        "--max-answer",
+        type=int,
+        default=16 << 20,
+        help="largest GET /jobs?full=true page, in bytes; a page stops short of it",
+    )
+    add_serving_options(net)
     add_option(net, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
 
     db = parser.add_argument_group("database")
@@ -160,6 +174,9 @@ def config_from(options: argparse.Namespace) -> ServerConfig:
         max_body_bytes=options.max_body,
         reap_interval=options.reap_interval,
         retention=options.retention,
+        max_waiting=max_waiting(options),
+        max_result_bytes=options.max_result,
+        max_answer_bytes=options.max_answer,
     )
 
 
@@ -195,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
-    server = waitress.create_server(
-        app, host=options.host, port=options.port, threads=options.threads, ident="taskframe"
-    )
+    server = create_server(app, config, options)
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()

@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from taskframe.core.model import Outcome
 from taskframe.core.retry import BackoffPolicy
 
 log = logging.getLogger("taskframe.worker")
@@ -378,7 +379,7 @@ class Outbox:
         except ApiError:
             return
         for item in sent:
-            plain = {**item, "status": "failed", "result": None, "retryable": False}
+            plain = {**item, "status": Outcome.FAILED.value, "result": None, "retryable": False}
             plain["error"] = "the server refused this attempt's outcome (see the worker log)"
             for attempt in (item, plain):
                 try:

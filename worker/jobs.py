@@ -13,6 +13,7 @@ from marshmallow import ValidationError
 
 from taskframe.core import json_rules
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
 
 log = logging.getLogger("taskframe.worker")
@@ -64,7 +65,7 @@ def _execute(
     try:
         payload = executor.schema.load(job.get("payload") or {})
     except ValidationError as exc:
-        return "failed", None, f"invalid payload: {json.dumps(exc.messages)}", False
+        return Status.FAILED.value, None, f"invalid payload: {json.dumps(exc.messages)}", False
     context = ExecutorContext(
         job_id=running.job_id,
         attempt=job.get("attempts") or 1,
@@ -87,21 +88,21 @@ def _run(executor: Executor, payload: Any, context: ExecutorContext, job_id: int
     try:
         result = executor.run(payload, context)
     except PermanentError as exc:
-        return "failed", None, describe(exc), False
+        return Status.FAILED.value, None, describe(exc), False
     except BaseException as exc:
         log.debug("job %s raised", job_id, exc_info=True)
-        return "failed", None, describe(exc), True
+        return Status.FAILED.value, None, describe(exc), True
     # The server must get strict JSON within its depth limit, or it would
     # refuse the whole request and every outcome riding on it.
     try:
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        return "failed", None, f"the result is not JSON-serialisable: {exc}", False
+        return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
     result = json_rules.encodable(result)  # lone surrogates become U+FFFD, tuples lists
     if json_rules.depth_exceeds(result, json_rules.MAX_RESULT_DEPTH):
         depth = json_rules.MAX_RESULT_DEPTH
-        return "failed", None, f"the result nests deeper than {depth} levels", False
-    return "succeeded", result, None, True
+        return Status.FAILED.value, None, f"the result nests deeper than {depth} levels", False
+    return Status.SUCCEEDED.value, result, None, True
 
 
 def describe(exc: BaseException) -> str:

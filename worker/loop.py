@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH, MAX_WAIT
 from taskframe.worker.client import (
@@ -183,6 +184,9 @@ class Worker:
             streak.success()
             self._note_ttl(answer.get("lease_ttl"))
             jobs = answer.get("jobs") or []
+            if not jobs and not running and answer.get("retry_after"):
+                # The server has as many long-polls as it allows: ask again later.
+                self._pause(float(answer["retry_after"]), until_stop=True)
             queue_empty = len(jobs) < free
             self._start(jobs)
 
@@ -232,7 +236,7 @@ class Worker:
             try:
                 outcome = execute(running, self.options, self.plugins)
             except BaseException as exc:  # a job thread must never die and lose its slot
-                outcome = ("failed", None, describe(exc), True)
+                outcome = (Outcome.FAILED.value, None, describe(exc), True)
             self._finish(running, *outcome)
 
     def _finish(
@@ -243,9 +247,9 @@ class Worker:
             if self._active.get(running.lease_id) is running:  # not timed out, lost or released
                 del self._active[running.lease_id]
                 if running.cancel_requested:
-                    status, result, retryable = "cancelled", None, False
+                    status, result, retryable = Outcome.CANCELLED.value, None, False
                     error = "cancelled on request" + (f" ({error})" if error else "")
-                elif status == "failed":
+                elif status == Outcome.FAILED:
                     log.info("job %s failed: %s", running.job_id, error)
                 self.outbox.add(running.completion(status, result, error, retryable))
             self._cond.notify_all()
@@ -259,7 +263,7 @@ class Worker:
                 running.cancel_event.set()
                 error = f"timed out after {running.job['timeout']:g} s"
                 log.info("job %s %s", running.job_id, error)
-                self.outbox.add(running.completion("failed", None, error, True))
+                self.outbox.add(running.completion(Outcome.FAILED.value, None, error, True))
 
     def _wait_time(self, cap: float) -> float:
         """``cap``, or less when a running job's deadline comes sooner."""

@@ -11,6 +11,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError
 from taskframe.server.http_io import load_query, read_json
 from taskframe.server.representation import job_json
+from taskframe.server.resources.jobs import retry_after
 from taskframe.server.scheduler import Completion, CompletionOutcome, Scheduler
 
 
@@ -60,7 +61,7 @@ class Lease(WorkerResource):
         outcomes = self.scheduler.complete(
             [_completion(c, c["job_id"], worker_id) for c in request["completions"]]
         )
-        rows = self.scheduler.lease(
+        rows, refused = self.scheduler.lease_or_busy(
             worker_id,
             self._types(request["types"]),
             request["max"],
@@ -72,6 +73,8 @@ class Lease(WorkerResource):
             "jobs": [job_json(row, with_lease=True) for row in rows],
             "completions": [_outcome_json(o) for o in outcomes],
             "lease_ttl": self.config.lease_ttl,
+            # Too many requests wait already: come back after this pause.
+            "retry_after": retry_after(self.scheduler) if refused else None,
         }
 
 
@@ -83,9 +86,13 @@ class NextJob(WorkerResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.schema)
         types = [t for t in query["types"].split(",") if t] if "types" in query else None
-        rows = self.scheduler.lease(query["worker_id"], self._types(types), 1, query["wait"])
+        rows, refused = self.scheduler.lease_or_busy(
+            query["worker_id"], self._types(types), 1, query["wait"]
+        )
         if not rows:
             resp.status = falcon.HTTP_204
+            if refused:
+                resp.set_header("Retry-After", str(retry_after(self.scheduler)))
             return
         resp.media = job_json(rows[0], with_lease=True)
 

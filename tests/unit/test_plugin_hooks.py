@@ -111,8 +111,8 @@ def test_lifecycle_events_after_commit_from_a_background_thread(
     leased = {row["id"]: row for row in scheduler.lease("w1", ["sleep"], 2, wait=0)}
     scheduler.complete(
         [
-            Completion(first["id"], leased[first["id"]]["lease_id"], "succeeded", result=1),
-            Completion(second["id"], leased[second["id"]]["lease_id"], "failed", error="x"),
+            Completion(first["id"], leased[first["id"]]["lease_id"], "succeeded", "w1", result=1),
+            Completion(second["id"], leased[second["id"]]["lease_id"], "failed", "w1", error="x"),
         ]
     )
     third, _ = scheduler.submit_one(job())
@@ -122,7 +122,8 @@ def test_lifecycle_events_after_commit_from_a_background_thread(
         ("submitted", second["id"], "queued"),
         ("attempt", first["id"], "succeeded", "succeeded", False),
         ("finished", first["id"], "succeeded"),
-        ("attempt", second["id"], "queued", "failed", False),  # will be retried: not finished
+        # Will be retried (scheduled while it waits out its backoff): not finished.
+        ("attempt", second["id"], "scheduled", "failed", False),
         ("submitted", third["id"], "queued"),
         ("finished", third["id"], "cancelled"),
     ]
@@ -132,7 +133,7 @@ def test_lifecycle_events_after_commit_from_a_background_thread(
     # The raising plugin is named in the log and changed nothing.
     assert "plugin 'raiser': taskframe_job_submitted raised" in caplog.text
     assert scheduler.get(first["id"])["status"] == "succeeded"
-    assert scheduler.get(second["id"])["status"] == "queued"
+    assert scheduler.get(second["id"])["status"] == "scheduled"
 
 
 def test_a_reaped_attempt_is_an_event(events_scheduler, recorder) -> None:
