@@ -113,12 +113,13 @@ class PluginSet:
         self._implemented.clear()  # configure may have registered hook objects
 
     def fail(self, plugin: str, problem: Exception | str) -> None:
-        """Record a problem of ``plugin`` (and log it)."""
+        """Record a problem of ``plugin`` (logged at DEBUG: the commands report it once,
+        the server in its start line, the worker when it starts)."""
         if isinstance(problem, Exception):
             problem = f"{type(problem).__name__}: {problem}"
         previous = self.failures.get(plugin)
         self.failures[plugin] = f"{previous}; {problem}" if previous else problem
-        log.error("plugin %r: %s", plugin, problem)
+        log.debug("plugin %r: %s", plugin, problem)
 
     def describe(self) -> dict[str, Any]:
         """``GET /plugins`` and ``--list-plugins``: loaded plugins, failures, disabled names."""
@@ -215,7 +216,7 @@ def create_plugin_manager(
     are not even imported. A plugin that fails to import, implements an
     unknown or unmarked ``taskframe_*`` hook, or whose registration raises is
     not loaded; an executor it registers wrongly is left out. Each problem is
-    recorded by plugin name in ``failures`` and logged; the others still load.
+    recorded by plugin name in ``failures`` (see :meth:`PluginSet.fail`); the others still load.
     """
     manager = pluggy.PluginManager("taskframe")
     manager.add_hookspecs(hookspecs)

@@ -104,8 +104,12 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
     completions = data.get("completions", [])
     request_id = data.get("request_id")
     resent = data.get("resent", False)
+    host = data.get("host")
+    slots = data.get("slots")
     if (
         (request_id is not None and not _is_id_text(request_id))
+        or (host is not None and not _is_id_text(host))
+        or (slots is not None and (type(slots) is not int or not 0 <= slots <= 100000))
         or type(resent) is not bool
         or not _is_id_text(data.get("worker_id"))
         or (
@@ -131,6 +135,7 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
         error = item.get("error")
         worker_id = item.get("worker_id")
         retryable = item.get("retryable", True)
+        log = item.get("log")
         if (
             type(item.get("job_id")) is not int
             or not 1 <= item["job_id"] <= schemas.MAX_ID
@@ -139,12 +144,14 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
             or (error is not None and (type(error) is not str or len(error) > 10000))
             or (worker_id is not None and not _is_text(worker_id))
             or type(retryable) is not bool
+            or (log is not None and (type(log) is not str or len(log) > schemas.MAX_ATTEMPT_LOG))
         ):
             return None
         result = item.get("result")
         if not text_checked:  # executor output: repaired, as the schema does, never refused
             result = None if result is None else json_rules.encodable(result)
             error = None if error is None else json_rules.encodable_text(error)
+            log = None if log is None else json_rules.encodable_text(log)
         loaded.append(
             {
                 "job_id": item["job_id"],
@@ -154,6 +161,7 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
                 "error": error,
                 "retryable": retryable,
                 "worker_id": worker_id,
+                "log": log,
             }
         )
     return {
@@ -164,4 +172,6 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
         "completions": loaded,
         "request_id": request_id,
         "resent": resent,
+        "host": host,
+        "slots": slots,
     }

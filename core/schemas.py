@@ -27,6 +27,8 @@ MAX_HEARTBEATS = 1000
 MAX_COMPLETIONS = 1000
 MAX_TYPES = 1000  # job types one lease request may name
 MAX_WAIT = 60.0
+#: Characters of an attempt's log kept (the worker keeps the tail): 64 KiB.
+MAX_ATTEMPT_LOG = 65536
 
 MAX_ID = 2**63 - 1  # the largest id a database integer column holds
 MIN_RUN_AT = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -181,6 +183,12 @@ class CompleteSchema(LeaseRefSchema):
     result = ExecutorJSON(load_default=None, allow_none=True)
     error = ExecutorText(load_default=None, allow_none=True, validate=validate.Length(max=10000))
     retryable = fields.Boolean(load_default=True)
+    log = ExecutorText(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_ATTEMPT_LOG),
+        metadata={"description": "what the executor logged during the attempt (its tail)"},
+    )
 
 
 class CompletionItemSchema(CompleteSchema):
@@ -217,6 +225,19 @@ class LeaseRequestSchema(Schema):
             "description": "this request (same request_id) was sent before and its answer "
             "was lost: return the jobs already leased to it instead of leasing more"
         },
+    )
+    host = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=_id_text,
+        metadata={"description": "the worker's host name, shown by GET /workers"},
+    )
+    slots = fields.Integer(
+        strict=True,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0, 100000),
+        metadata={"description": "jobs the worker runs at once, shown by GET /workers"},
     )
 
 
@@ -257,6 +278,10 @@ class AttemptSchema(Schema):
     finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     outcome = fields.String(allow_none=True)
     error = fields.String(allow_none=True)
+    log = fields.String(
+        allow_none=True,
+        metadata={"description": "what the executor logged during the attempt (last 64 KiB)"},
+    )
 
 
 class JobSchema(Schema):
@@ -371,6 +396,37 @@ class HealthSchema(Schema):
     schema_version = fields.Integer()
     job_types = fields.List(fields.String())
     plugin_failures = fields.Dict()
+    warnings = fields.List(
+        fields.String(), metadata={"description": "job types with ready jobs but no live worker"}
+    )
+
+
+class StatsSchema(Schema):
+    by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+    by_type = fields.Dict(
+        keys=fields.String(), values=fields.Dict(keys=fields.String(), values=fields.Integer())
+    )
+    oldest_ready_age = fields.Float(
+        allow_none=True, metadata={"description": "seconds the oldest ready job has waited"}
+    )
+    stuck_types = fields.List(
+        fields.String(), metadata={"description": "types with ready jobs and no live worker"}
+    )
+    workers_alive = fields.Integer()
+
+
+class WorkerSchema(Schema):
+    id = fields.String()
+    host = fields.String(allow_none=True)
+    types = fields.List(fields.String())
+    slots = fields.Integer(allow_none=True)
+    running = fields.Integer(metadata={"description": "jobs it runs now"})
+    last_seen = fields.String(metadata={"format": "date-time"})
+    alive = fields.Boolean(metadata={"description": "seen within the worker window"})
+
+
+class WorkerListSchema(Schema):
+    workers = fields.List(fields.Nested(WorkerSchema))
 
 
 class PluginSchema(Schema):

@@ -40,9 +40,11 @@ def run(payload: dict[str, Any], context: ExecutorContext) -> dict[str, float]:
     if duration <= 0:
         return {"slept": 0.0}
     start = time.monotonic()
+    context.logger.info("sleeping %g s", duration)
     completed = context.sleep(duration)
     slept = round(time.monotonic() - start, 6)
     if completed:
+        context.logger.info("slept %.3f s", slept)
         return {"slept": slept}
     # Interrupted without a cancellation: the deadline is the only other cause.
     if not context.cancel_event.is_set() or _deadline_reached(context):

@@ -9,8 +9,10 @@ from taskframe.core.schemas import MAX_ID
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import install_error_handlers
 from taskframe.server.http_io import answer_handler
+from taskframe.server.http_observer import HttpObserver
 from taskframe.server.openapi import build_openapi
-from taskframe.server.resources import jobs, meta, workers
+from taskframe.server.registry import WorkerRegistry
+from taskframe.server.resources import jobs, meta, observe, workers
 from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.scheduler import Scheduler
 
@@ -19,7 +21,10 @@ JOB = f"/jobs/{{job_id:int(min=1, max={MAX_ID})}}"
 
 
 def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
-    app = falcon.App()
+    metrics = scheduler.telemetry.metrics
+    registry = WorkerRegistry(scheduler.store, config.worker_alive_window, scheduler.clock)
+    middleware = [HttpObserver(metrics, config.access_log)] if metrics is not None else []
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = answer_handler()
     install_error_handlers(app)
@@ -34,15 +39,19 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     app.add_route(JOB + "/cancel", jobs.JobCancel(scheduler))
     app.add_route(JOB + "/retry", jobs.JobRetry(scheduler))
 
-    app.add_route("/lease", workers.Lease(scheduler, config, job_types))
+    app.add_route("/lease", workers.Lease(scheduler, config, job_types, registry))
     app.add_route("/next-job", workers.NextJob(scheduler, config, job_types))
-    app.add_route("/heartbeats", workers.Heartbeats(scheduler, config, job_types))
+    app.add_route("/heartbeats", workers.Heartbeats(scheduler, config, job_types, registry))
     app.add_route(JOB + "/heartbeat", workers.JobHeartbeat(scheduler, config, job_types))
     app.add_route(JOB + "/complete", workers.JobComplete(scheduler, config, job_types))
     app.add_route(JOB + "/release", workers.JobRelease(scheduler, config, job_types))
 
-    app.add_route("/health", meta.Health(scheduler.store, plugins))
+    app.add_route("/health", meta.Health(scheduler.store, plugins, registry, scheduler.clock))
     app.add_route("/job-types", meta.JobTypes(plugins))
     app.add_route("/plugins", plugin_info.Plugins(plugins))
     app.add_route("/openapi.json", meta.OpenAPI(build_openapi(executors)))
+    if metrics is not None:
+        app.add_route("/metrics", observe.MetricsEndpoint(metrics))
+    app.add_route("/stats", observe.Stats(scheduler.store, registry, scheduler.clock))
+    app.add_route("/workers", observe.Workers(registry))
     return app

@@ -9,7 +9,14 @@ import signal
 import sys
 import threading
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from taskframe.core.logs import (
+    add_logging_options,
+    check_logging_options,
+    configure_logging,
+    early_logging_options,
+)
 from taskframe.core.options import add_option
 from taskframe.core.plugins import (
     PluginSet,
@@ -82,7 +89,13 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         help="largest GET /jobs?full=true page, in bytes; a page stops short of it",
     )
     add_serving_options(net)
-    add_option(net, "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    add_logging_options(net)
+    add_option(
+        net,
+        "--access-log",
+        flag_only=True,
+        help="log every request at INFO (it is logged at DEBUG otherwise)",
+    )
 
     db = parser.add_argument_group("database")
     add_option(
@@ -149,6 +162,14 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         default=7 * 86400.0,
         help="how long finished jobs are kept, e.g. 7d (0 keeps them forever)",
     )
+    add_option(
+        jobs,
+        "--worker-window",
+        type=duration,
+        default=None,
+        help="seconds a worker counts as alive after its last request "
+        "(default 3 lease TTLs; keep it above the workers' --poll-interval)",
+    )
 
     add_plugin_options(parser)
     add_option(
@@ -177,23 +198,26 @@ def config_from(options: argparse.Namespace) -> ServerConfig:
         max_waiting=max_waiting(options),
         max_result_bytes=options.max_result,
         max_answer_bytes=options.max_answer,
+        worker_window=options.worker_window or None,
+        access_log=options.access_log,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    early = early_logging_options(argv)  # before the plugins load and may log
+    configure_logging(early.log_level, early.log_format)
     plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
-    options = build_parser(plugins).parse_args(argv)
-    logging.basicConfig(
-        level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    parser = build_parser(plugins)
+    options = parser.parse_args(argv)
+    check_logging_options(parser, options)
+    configure_logging(options.log_level, options.log_format)
     plugins.configure(options, "server")
     if options.standalone:
         plugins.configure(options, "worker")
     if options.list_plugins:
         print(plugins.describe_text())
         return 0
-    for name, error in plugins.failures.items():
-        log.error("plugin %s not loaded: %s", name, error)
 
     try:
         store = open_store(
@@ -216,16 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
-    log.info(
-        "taskframe-server listening on http://%s:%s (%s, job types: %s; plugins: %s%s)",
-        options.host,
-        port,
-        store.backend,
-        ", ".join(plugins.names()) or "none",
-        plugins.summary(),
-        "".join(f"; FAILED {name}: {error}" for name, error in plugins.failures.items()),
-    )
-    print(f"listening on http://{options.host}:{port}", flush=True)
+    _banner(options.host, port, store.backend, options.db, plugins)
     if options.standalone:
         return _run_standalone(server, port, plugins, options, housekeeper, scheduler)
 
@@ -245,6 +260,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _banner(host: str, port: int, backend: str, db: str, plugins: PluginSet) -> None:
+    """The one start line; a WARNING when a plugin failed to load, so it is seen."""
+    failures = "".join(f"; FAILED {name}: {error}" for name, error in plugins.failures.items())
+    log.log(
+        logging.WARNING if failures else logging.INFO,
+        "taskframe-server listening on http://%s:%s (%s database %s, job types: %s; plugins: %s%s)",
+        *(host, port, backend, safe_db_location(db), ", ".join(plugins.names()) or "none"),
+        *(plugins.summary(), failures),
+    )
+
+
+def safe_db_location(db: str) -> str:
+    """The database URL or path without its password (in the user part or the query)."""
+    if "://" not in db or db.startswith("sqlite:"):
+        return db
+    parts = urlsplit(db)
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = netloc.rsplit("@", 1)[1]
+        netloc = f"{parts.username}@{host}" if parts.username else host
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() != "password"]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+
+
 def _on_stop_signals(handler: Any) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, handler)
@@ -256,6 +295,7 @@ def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> N
     server.close()
     if scheduler.events is not None:
         scheduler.events.stop()
+    scheduler.telemetry.flush()
 
 
 def _run_standalone(

@@ -30,3 +30,11 @@ class ServerConfig:
     """Largest listing answer: a page of full jobs stops short of it (the cursor goes on)."""
     promote_batch: int = 1000
     """Scheduled jobs made ready per transaction by the housekeeper."""
+    worker_window: float | None = None
+    """Seconds a worker counts as alive after it was last seen (None: 3 lease TTLs)."""
+    access_log: bool = False
+    """Log every request at INFO (otherwise at DEBUG)."""
+
+    @property
+    def worker_alive_window(self) -> float:
+        return self.worker_window or 3 * self.lease_ttl

@@ -69,6 +69,8 @@ ENDPOINTS: dict[str, dict[str, tuple]] = {
     },
     "/job-types": {"get": ("Installed job types and payload schemas", None, "200", "JobTypes", "")},
     "/health": {"get": ("Health of the server and its database", None, "200", "Health", "503")},
+    "/stats": {"get": ("Job counts, oldest ready job, stuck types", None, "200", "Stats", "503")},
+    "/workers": {"get": ("Workers seen lately", None, "200", "WorkerList", "503")},
     "/plugins": {"get": ("Loaded plugins and plugin failures", None, "200", "Plugins", "")},
 }
 
@@ -133,5 +135,7 @@ def _schemas() -> dict[str, Any]:
         "HeartbeatBatchAnswer": schemas.HeartbeatBatchAnswerSchema,
         "JobTypes": schemas.JobTypesSchema,
         "Health": schemas.HealthSchema,
+        "Stats": schemas.StatsSchema,
+        "WorkerList": schemas.WorkerListSchema,
         "Plugins": schemas.PluginsSchema,
     }

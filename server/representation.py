@@ -68,6 +68,7 @@ def attempt_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
         "finished_at": iso(row["finished_at"]),
         "outcome": row["outcome"],
         "error": row["error"],
+        "log": row.get("log"),
     }
     if with_lease:
         attempt["lease_id"] = row["lease_id"]

@@ -22,9 +22,11 @@ from taskframe.core import model
 from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.core.model import Event, Outcome, Status
 from taskframe.server.config import ServerConfig
+from taskframe.server.metrics import Metrics
 from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots
 from taskframe.server.storage import Row, Store, Transaction
 from taskframe.server.submission import Intake
+from taskframe.server.telemetry import Telemetry
 
 NO_CURSOR = 2**62
 REAP_BATCH = 200
@@ -41,6 +43,7 @@ class Completion:
     result: Any = None
     error: str | None = None
     retryable: bool = True
+    log: str | None = None  # what the executor logged during the attempt
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         events: Any = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -79,6 +83,8 @@ class Scheduler:
         self.intake = Intake(store, config, _Quiet(), clock)  # type: ignore[arg-type]
         #: Plugin lifecycle events (server/events.py), None when no plugin wants them.
         self.events = events
+        #: Logs and counts every committed change (server/telemetry.py; no database work).
+        self.telemetry = telemetry or Telemetry(Metrics(store, clock))
 
     # ----------------------------------------------------------------- clients
 
@@ -87,6 +93,7 @@ class Scheduler:
         results = self.intake.submit(jobs)
         created_rows = [row for row, created in results if created]
         self._announce(created_rows)
+        self.telemetry.submitted(created_rows)
         if self.events is not None:
             self.events.submitted(created_rows)
         return results
@@ -96,6 +103,7 @@ class Scheduler:
         row, created = self.intake.submit_one(job)
         if created:
             self._announce([row])
+            self.telemetry.submitted([row])
             if self.events is not None:
                 self.events.submitted([row])
         return row, created
@@ -203,6 +211,7 @@ class Scheduler:
             self.store.notify_change(tx)  # wakes waiters on other servers
         if row["status"] in model.FINISHED:
             self.notifier.jobs_finished([job_id])
+        self.telemetry.cancelled(row)
         if self.events is not None:
             self.events.job_finished(row)
         return row
@@ -225,6 +234,7 @@ class Scheduler:
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
             self.store.notify_change(tx)
         self._announce([row])
+        self.telemetry.requeued(row)
         return row
 
     # ----------------------------------------------------------------- workers
@@ -309,6 +319,8 @@ class Scheduler:
         with self.store.transaction() as tx:
             rows = tx.all("lease_jobs", params)
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
+        if rows:
+            self.telemetry.leased(worker_id, rows)
         return rows
 
     def complete(self, completions: list[Completion]) -> list[CompletionOutcome]:
@@ -350,6 +362,7 @@ class Scheduler:
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self._ended([outcome.job for outcome in done.values() if outcome.code == 200])
+        self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
         if self.events is not None:
             rows = {o.job_id: o.job for o in done.values() if o.job is not None}
             self.events.attempts_finished([(rows[a["job_id"]], a) for a in history])
@@ -367,7 +380,7 @@ class Scheduler:
             f"(--max-result {self.config.max_result_bytes})"
         )
         return Completion(
-            item.job_id, item.lease_id, Status.FAILED, item.worker_id, None, error, False
+            item.job_id, item.lease_id, Status.FAILED, item.worker_id, None, error, False, item.log
         )
 
     def _succeed_all(
@@ -392,7 +405,7 @@ class Scheduler:
         rows = tx.returning_many("succeed_attempt", params)
         for (i, item), row in zip(successes, rows, strict=True):
             if row is not None:
-                history.append(_attempt(row, Outcome.SUCCEEDED, now, None))
+                history.append(_attempt(row, Outcome.SUCCEEDED, now, None, item.log))
                 done[i] = CompletionOutcome(item.job_id, 200, job=row)
         return done
 
@@ -419,6 +432,7 @@ class Scheduler:
             error=error,
             result=result,
             keep_lease=True,
+            log=item.log,
         )
         return None if updated is None else CompletionOutcome(item.job_id, 200, job=updated)
 
@@ -509,6 +523,7 @@ class Scheduler:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
             self.store.notify_change(tx)
         self._ended([updated])
+        self.telemetry.attempts_ended(history, [updated], now)
         if self.events is not None:
             self.events.attempts_finished([(updated, history[0])])
         return updated
@@ -553,6 +568,8 @@ class Scheduler:
             if reaped:
                 self.store.notify_change(tx)
         self._ended(ended)
+        if reaped:
+            self.telemetry.attempts_ended(history, ended, now)
         if self.events is not None and reaped:
             ended_rows = [row for row in ended if row is not None]
             self.events.attempts_finished(list(zip(ended_rows, history, strict=True)))
@@ -612,6 +629,7 @@ class Scheduler:
         result: str | None = None,
         keep_lease: bool = False,
         refund: bool = False,
+        log: str | None = None,
     ) -> Row | None:
         """Close the running attempt in ``row`` and move the job to ``status``.
 
@@ -637,7 +655,7 @@ class Scheduler:
             },
         )
         if updated is not None:
-            history.append(_attempt(row, outcome, now, error))
+            history.append(_attempt(row, outcome, now, error, log))
         return updated
 
 
@@ -645,8 +663,12 @@ def _stale(job_id: int) -> CompletionOutcome:
     return CompletionOutcome(job_id, 409, error="stale lease: this attempt was reaped or moved on")
 
 
-def _attempt(row: Row, outcome: Outcome, now: float, error: str | None) -> dict[str, Any]:
+def _attempt(
+    row: Row, outcome: Outcome, now: float, error: str | None, log: str | None = None
+) -> dict[str, Any]:
     """The history row of the attempt that ``row`` (as leased) was running."""
+    if log is not None and "\x00" in log:  # PostgreSQL text cannot hold NUL
+        log = log.replace("\x00", "\ufffd")
     return {
         "job_id": row["id"],
         "attempt": row["attempts"],
@@ -656,4 +678,5 @@ def _attempt(row: Row, outcome: Outcome, now: float, error: str | None) -> dict[
         "finished_at": now,
         "outcome": outcome.value,
         "error": error,
+        "log": log,
     }

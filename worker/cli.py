@@ -16,6 +16,12 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+from taskframe.core.logs import (
+    add_logging_options,
+    check_logging_options,
+    configure_logging,
+    early_logging_options,
+)
 from taskframe.core.options import add_option
 from taskframe.core.plugins import (
     PluginSet,
@@ -32,8 +38,6 @@ from taskframe.worker.loop import (
 )
 
 log = logging.getLogger("taskframe.worker")
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _number(kind: type, low: float, high: float | None = None) -> Callable[[str], float]:
@@ -77,7 +81,7 @@ def add_worker_options(
     """Add the worker's options, then the plugins' worker options.
 
     A standalone server that runs a worker in-process passes ``api_url=False``
-    and ``log_level=False`` (it knows its own URL and has its own log level),
+    and ``log_level=False`` (it knows its own URL and has its own logging options),
     and ``plugins=None`` if it calls ``taskframe_add_options`` itself.
     """
     group = parser.add_argument_group("worker")
@@ -88,6 +92,11 @@ def add_worker_options(
             help="server URL(s), comma-separated; requests rotate over them and fail over",
         )
     add_option(group, "--worker-id", help="name shown on leased jobs (default <hostname>-<pid>)")
+    add_option(
+        group,
+        "--job-types",
+        help="comma-separated job types to run (default: every installed one)",
+    )
     add_option(
         group,
         "--concurrency",
@@ -118,14 +127,7 @@ def add_worker_options(
         "cancelled and released (a second signal ends the wait)",
     )
     if log_level:
-        add_option(
-            group,
-            "--log-level",
-            type=str.upper,
-            choices=LOG_LEVELS,
-            default="INFO",
-            help="logging level",
-        )
+        add_logging_options(group)
     if plugins is not None:
         plugins.manager.hook.taskframe_add_options(parser=parser, role="worker")
 
@@ -141,26 +143,21 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a worker until SIGTERM/SIGINT; 0 after a graceful stop, 2 on bad usage."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        # The log level first, so that plugin load errors are logged at the right level.
-        early = argparse.ArgumentParser(add_help=False)
-        add_option(early, "--log-level", type=str.upper, default="INFO", help="")
-        configure_logging(early.parse_known_args(argv)[0].log_level)
+        # Logging first, so that plugin load errors are logged in the chosen format.
+        early = early_logging_options(argv)
+        configure_logging(early.log_level, early.log_format)
         plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
         parser = build_parser(plugins)
     except (ValueError, argparse.ArgumentTypeError) as exc:  # a bad TASKFRAME_* value
         print(f"taskframe-worker: error: {exc} (in a TASKFRAME_* variable)", file=sys.stderr)
         return 2
     options = parser.parse_args(argv)
+    check_logging_options(parser, options)
+    configure_logging(options.log_level, options.log_format)
     plugins.configure(options, "worker")
     for name, message in plugins.failures.items():
         log.error("plugin %r is not available, continuing without it: %s", name, message)
@@ -177,7 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(worker_id) > 200:
         parser.error("--worker-id is longer than 200 characters")
 
-    worker = Worker(urls, plugins, options, worker_id, options.concurrency)
+    try:
+        worker = Worker(urls, plugins, options, worker_id, options.concurrency)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("worker %s: %s received, stopping", worker_id, signal.Signals(signum).name)

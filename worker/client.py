@@ -31,6 +31,9 @@ DEFAULT_BACKOFF = BackoffPolicy(base=0.05, cap=5.0)
 URL_PENALTY = BackoffPolicy(base=0.5, cap=30.0)
 #: Completions sent in one request at most (keeps bodies well under size limits).
 MAX_COMPLETIONS_PER_REQUEST = 500
+#: Characters of attempt logs sent in one request at most (each log is up to 64 KiB):
+#: even escaped as \uXXXX in JSON, they stay under the server's 16 MiB body limit.
+MAX_LOG_CHARS_PER_REQUEST = 2 << 20
 #: Extra read time granted beyond a long poll's ``wait``.
 LONG_POLL_MARGIN = 10.0
 # Per-completion codes that mean "not ours any more": drop it, never resend.
@@ -194,8 +197,12 @@ class ApiClient:
         completions: list[dict[str, Any]],
         request_id: str | None = None,
         resent: bool = False,
+        info: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """``POST /lease``: report ``completions`` and lease up to ``max_jobs`` jobs."""
+        """``POST /lease``: report ``completions`` and lease up to ``max_jobs`` jobs.
+
+        ``info`` (host, slots) tells the server about the worker, for ``GET /workers``.
+        """
         body = {
             "worker_id": worker_id,
             "types": types,
@@ -204,6 +211,7 @@ class ApiClient:
             "completions": completions,
             "request_id": request_id,
             "resent": resent,
+            **(info or {}),
         }
         return self.call("POST", "/lease", body=body, read_timeout=wait + LONG_POLL_MARGIN) or {}
 
@@ -269,10 +277,17 @@ class Outbox:
     safe because a duplicate completion is ``ok``.
     """
 
-    def __init__(self, client: ApiClient, worker_id: str, types: list[str]) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        worker_id: str,
+        types: list[str],
+        info: dict[str, Any] | None = None,
+    ) -> None:
         self.client = client
         self.worker_id = worker_id
         self.types = types
+        self.info = info
         self._items: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._request_id: str | None = None
@@ -298,7 +313,7 @@ class Outbox:
         that one bad outcome cannot block the others.
         """
         with self._lock:
-            sent = self._items[:MAX_COMPLETIONS_PER_REQUEST]
+            sent = _log_budget(self._items[:MAX_COMPLETIONS_PER_REQUEST])
         # Kept until an answer arrives: a request whose answer was lost is
         # re-sent with the same id and gets back the jobs it had leased.
         self._request_id = self._request_id or secrets.token_hex(8)
@@ -346,7 +361,7 @@ class Outbox:
         resent: bool = False,
     ) -> dict[str, Any]:
         return self.client.lease(
-            self.worker_id, self.types, max_jobs, wait, completions, request_id, resent
+            self.worker_id, self.types, max_jobs, wait, completions, request_id, resent, self.info
         )
 
     def _settle(self, sent: list[dict[str, Any]], answers: list[dict[str, Any]]) -> None:
@@ -395,6 +410,16 @@ class Outbox:
                 break
             else:
                 self._remove([item])
+
+
+def _log_budget(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first items whose logs fit in one request (at least one item)."""
+    total = 0
+    for count, item in enumerate(items):
+        total += len(item.get("log") or "")
+        if total > MAX_LOG_CHARS_PER_REQUEST and count:
+            return items[:count]
+    return items
 
 
 def pair_answers(

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +15,10 @@ from marshmallow import ValidationError
 
 from taskframe.core import json_rules
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+from taskframe.core.logs import Tally
 from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
+from taskframe.core.schemas import MAX_ATTEMPT_LOG
 
 log = logging.getLogger("taskframe.worker")
 
@@ -32,6 +36,8 @@ class RunningJob:
     deadline: float | None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     cancel_requested: bool = False
+    log: str | None = None  # what the executor logged (the tail), sent with the outcome
+    failure: BaseException | None = None  # the executor's exception, until it is logged
 
     @property
     def job_id(self) -> int:
@@ -41,25 +47,127 @@ class RunningJob:
     def lease_id(self) -> str:
         return self.job["lease_id"]
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The job's fields for log records (``extra=``)."""
+        job = self.job
+        return {
+            "job_id": job["id"],
+            "type": job.get("type"),
+            "attempt": job.get("attempts"),
+            "worker_id": job.get("worker_id"),
+            "lease_id": job["lease_id"],
+        }
+
     def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
         # Error text quotes anything (remote bodies, file names): make it encodable.
         error = json_rules.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
         ids = {"job_id": self.job_id, "lease_id": self.lease_id}
-        return {**ids, "status": status, "result": result, "error": error, "retryable": retryable}
+        outcome = {"status": status, "result": result, "error": error, "retryable": retryable}
+        return {**ids, **outcome, "log": self.log}
+
+
+_LINE_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+
+
+class AttemptLogger(logging.Logger):
+    """``context.logger`` of one attempt.
+
+    Its records carry the job's fields (for JSON lines), are kept (the last
+    ``limit`` characters, read by :meth:`text`) and propagate to
+    ``taskframe.job.<type>`` like any logger's. One per attempt, so that
+    concurrent jobs of one type never capture each other's lines; not
+    registered with ``logging.getLogger``, which keeps its loggers forever.
+    Capturing in :meth:`handle` rather than in a Handler keeps it cheap.
+    """
+
+    def __init__(self, running: RunningJob, limit: int = MAX_ATTEMPT_LOG) -> None:
+        parent = logging.getLogger(f"taskframe.job.{running.executor.name}")
+        super().__init__(parent.name)
+        self.parent = parent
+        self.fields = running.fields
+        self.limit = limit
+        self._lines: deque[str] = deque()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def handle(self, record: logging.LogRecord) -> None:
+        record.__dict__.update(self.fields)
+        try:
+            line = _LINE_FORMAT.format(record) + "\n"
+        except Exception:  # a bad format string must not fail the job
+            line = f"{record.levelname} (unformattable: {record.msg!r})\n"
+        with self._lock:
+            self._lines.append(line)
+            self._size += len(line)
+            while self._size > self.limit and len(self._lines) > 1:
+                self._size -= len(self._lines.popleft())
+        super().handle(record)
+
+    def text(self) -> str | None:
+        with self._lock:
+            text = "".join(self._lines)
+        # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate (a file name
+        # logged as os.fsdecode gave it); one long line keeps its end.
+        if not text:
+            return None
+        return json_rules.encodable_text(text[-self.limit :].replace("\x00", "\ufffd"))
 
 
 def execute(
-    running: RunningJob, options: argparse.Namespace, plugins: PluginSet | None = None
+    running: RunningJob,
+    options: argparse.Namespace,
+    plugins: PluginSet | None = None,
+    tally: Tally | None = None,
 ) -> Outcome:
-    """Run one job, between the plugins' before/after hooks when some implement them."""
+    """Run one job, between the plugins' before/after hooks when some implement them.
+
+    Logs its start and success at DEBUG (counted in ``tally``, which sums
+    them up at INFO), a failure at WARNING with the executor's traceback;
+    what the executor writes to ``context.logger`` is kept in ``running.log``.
+    """
     wanted = plugins is not None and (
         plugins.implements("taskframe_before_run") or plugins.implements("taskframe_after_run")
     )
-    return _execute(running, options, plugins if wanted else None)
+    fields = running.fields
+    # DEBUG: a line per job costs the hot path too much (see the README's Logs).
+    log.debug(
+        "job %s started (%s, attempt %s)",
+        *(running.job_id, fields["type"], fields["attempt"]),
+        extra=fields,
+    )
+    started = time.monotonic()
+    logger = AttemptLogger(running)
+    try:
+        outcome = _execute(running, options, plugins if wanted else None, logger)
+    finally:
+        running.log = logger.text()
+    took = time.monotonic() - started
+    status, _, error, _ = outcome
+    if tally is not None:
+        tally.add(f"jobs {status}")
+    if status == "succeeded":
+        log.debug(
+            "job %s (%s, attempt %s) succeeded in %.3f s",
+            *(running.job_id, fields["type"], fields["attempt"], took),
+            extra=fields,
+        )
+    else:  # with the executor's traceback when it raised
+        log.warning(
+            "job %s (%s, attempt %s) failed in %.3f s: %s",
+            *(running.job_id, fields["type"], fields["attempt"], took, error),
+            exc_info=running.failure,
+            extra=fields,
+        )
+    running.failure = None  # drop the traceback's frames
+    return outcome
 
 
 def _execute(
-    running: RunningJob, options: argparse.Namespace, plugins: PluginSet | None
+    running: RunningJob,
+    options: argparse.Namespace,
+    plugins: PluginSet | None,
+    logger: logging.Logger,
 ) -> Outcome:
     executor, job = running.executor, running.job
     try:
@@ -71,26 +179,29 @@ def _execute(
         attempt=job.get("attempts") or 1,
         deadline=running.deadline,
         cancel_event=running.cancel_event,
-        logger=logging.getLogger(f"taskframe.job.{executor.name}"),
+        logger=logger,
         options=options,
     )
     if plugins is None:
-        return _run(executor, payload, context, running.job_id)
+        return _run(executor, payload, context, running)
     failed = plugins.call_each("taskframe_before_run", job=job, context=context)
-    outcome = _run(executor, payload, context, running.job_id)
+    outcome = _run(executor, payload, context, running)
     status, result, error, retryable = outcome
     shown = {"status": status, "result": result, "error": error, "retryable": retryable}
     plugins.call_each("taskframe_after_run", job=job, context=context, outcome=shown, skip=failed)
     return outcome
 
 
-def _run(executor: Executor, payload: Any, context: ExecutorContext, job_id: int) -> Outcome:
+def _run(
+    executor: Executor, payload: Any, context: ExecutorContext, running: RunningJob
+) -> Outcome:
     try:
         result = executor.run(payload, context)
     except PermanentError as exc:
+        running.failure = exc
         return Status.FAILED.value, None, describe(exc), False
     except BaseException as exc:
-        log.debug("job %s raised", job_id, exc_info=True)
+        running.failure = exc
         return Status.FAILED.value, None, describe(exc), True
     # The server must get strict JSON within its depth limit, or it would
     # refuse the whole request and every outcome riding on it.

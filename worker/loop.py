@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from taskframe.core.logs import Tally
 from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH, MAX_WAIT
@@ -80,6 +82,13 @@ class Worker:
         self.options = options
         self.worker_id = worker_id
         self.types = plugins.names()
+        only = _option(options, "job_types", None)
+        if only:  # --job-types: a worker dedicated to some types
+            wanted = {name.strip() for name in only.split(",") if name.strip()}
+            unknown = wanted - set(self.types)
+            if unknown:
+                raise ValueError(f"--job-types: not installed here: {', '.join(sorted(unknown))}")
+            self.types = sorted(wanted)
         if not self.types:
             raise ValueError("no executor is installed: nothing to lease")
         self.concurrency = max(1, int(setting(concurrency, "concurrency", DEFAULT_CONCURRENCY)))
@@ -89,7 +98,10 @@ class Worker:
         self.shutdown_grace = float(
             setting(shutdown_grace, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE)
         )
-        self.outbox = Outbox(self.client, worker_id, self.types)
+        info = {"host": socket.gethostname()[:200] or None, "slots": self.concurrency}
+        self.outbox = Outbox(self.client, worker_id, self.types, info)
+        #: Jobs succeeded and failed, summed up at INFO every 10 s (each is a DEBUG line).
+        self.tally = Tally(log)
         #: Set once the worker's threads run (for embedders and tests).
         self.started = threading.Event()
         # An RLock: stop() may run in a signal handler on the thread holding it.
@@ -151,6 +163,7 @@ class Worker:
                 self._jobs.put(None)
             heartbeat.join(timeout=1.0)
             self.client.close()
+            self.tally.flush()
             log.info("worker %s stopped", self.worker_id)
 
     # -- leasing -----------------------------------------------------------
@@ -234,7 +247,7 @@ class Worker:
     def _job_thread(self) -> None:
         while (running := self._jobs.get()) is not None:
             try:
-                outcome = execute(running, self.options, self.plugins)
+                outcome = execute(running, self.options, self.plugins, self.tally)
             except BaseException as exc:  # a job thread must never die and lose its slot
                 outcome = (Outcome.FAILED.value, None, describe(exc), True)
             self._finish(running, *outcome)
@@ -249,8 +262,7 @@ class Worker:
                 if running.cancel_requested:
                     status, result, retryable = Outcome.CANCELLED.value, None, False
                     error = "cancelled on request" + (f" ({error})" if error else "")
-                elif status == Outcome.FAILED:
-                    log.info("job %s failed: %s", running.job_id, error)
+                    log.info("job %s cancelled on request", running.job_id, extra=running.fields)
                 self.outbox.add(running.completion(status, result, error, retryable))
             self._cond.notify_all()
 

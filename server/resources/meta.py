@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -9,13 +11,25 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from taskframe.core.plugins import PluginSet
+from taskframe.server.registry import WorkerRegistry
+from taskframe.server.stats import stuck_warnings
 from taskframe.server.storage import Store, StoreUnavailable
 
 
 class Health:
-    def __init__(self, store: Store, plugins: PluginSet) -> None:
+    """``GET /health``: ``warnings`` names the job types no live worker can run."""
+
+    def __init__(
+        self,
+        store: Store,
+        plugins: PluginSet,
+        registry: WorkerRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.plugins = plugins
+        self.registry = registry
+        self.clock = clock
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         body: dict[str, Any] = {
@@ -23,9 +37,12 @@ class Health:
             "backend": self.store.backend,
             "job_types": self.plugins.names(),
             "plugin_failures": self.plugins.failures,
+            "warnings": [],
         }
         try:
             self.store.ping()
+            if self.registry is not None:
+                body["warnings"] = stuck_warnings(self.store, self.registry, self.clock())
         except StoreUnavailable as exc:
             resp.status = falcon.HTTP_503
             body.update(status="unavailable", error=str(exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import falcon
@@ -10,6 +11,7 @@ from taskframe.core import quick_load, schemas
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError
 from taskframe.server.http_io import load_query, read_json
+from taskframe.server.registry import WorkerRegistry
 from taskframe.server.representation import job_json
 from taskframe.server.resources.jobs import retry_after
 from taskframe.server.scheduler import Completion, CompletionOutcome, Scheduler
@@ -24,6 +26,7 @@ def _completion(item: dict[str, Any], job_id: int, worker_id: str | None) -> Com
         result=item["result"],
         error=item["error"],
         retryable=item["retryable"],
+        log=item.get("log"),
     )
 
 
@@ -37,8 +40,15 @@ def _outcome_json(outcome: CompletionOutcome) -> dict[str, Any]:
 
 
 class WorkerResource:
-    def __init__(self, scheduler: Scheduler, config: ServerConfig, job_types: list[str]) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        config: ServerConfig,
+        job_types: list[str],
+        registry: WorkerRegistry | None = None,
+    ) -> None:
         self.scheduler = scheduler
+        self.registry = registry
         self.config = config
         self.limit = config.max_body_bytes * 16
         self.job_types = job_types
@@ -56,19 +66,26 @@ class Lease(WorkerResource):
     schema = schemas.LeaseRequestSchema()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        started = time.perf_counter()
         request = read_json(req, self.schema, self.limit, quick_load.quick_load_lease_request)
         worker_id = request["worker_id"]
+        types = self._types(request["types"])
+        if self.registry is not None:
+            self.registry.seen(worker_id, request.get("host"), types, request.get("slots"))
         outcomes = self.scheduler.complete(
             [_completion(c, c["job_id"], worker_id) for c in request["completions"]]
         )
         rows, refused = self.scheduler.lease_or_busy(
             worker_id,
-            self._types(request["types"]),
+            types,
             request["max"],
             request["wait"],
             request_id=request["request_id"],
             resent=request["resent"],
         )
+        self.scheduler.telemetry.lease_request(time.perf_counter() - started, len(rows))
+        if self.registry is not None and request["wait"]:
+            self.registry.seen(worker_id)  # the end of a long poll counts as seen too
         resp.media = {
             "jobs": [job_json(row, with_lease=True) for row in rows],
             "completions": [_outcome_json(o) for o in outcomes],
@@ -104,6 +121,8 @@ class Heartbeats(WorkerResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         request = read_json(req, self.schema, self.limit)
+        if self.registry is not None:
+            self.registry.seen(request["worker_id"])
         leases = [(item["job_id"], item["lease_id"]) for item in request["leases"]]
         answers = self.scheduler.heartbeat(request["worker_id"], leases)
         resp.media = {

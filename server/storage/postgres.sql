@@ -61,6 +61,18 @@ WHERE status = 'queued' AND run_at > extract(epoch FROM clock_timestamp());
 DROP INDEX jobs_queued_run_at;
 CREATE INDEX jobs_scheduled_run_at ON jobs (run_at) WHERE status = 'scheduled';
 CREATE INDEX jobs_lease_request ON jobs (lease_request) WHERE lease_request IS NOT NULL;
+-- name: migration_4
+-- Observability: each attempt's log, and the workers seen (see server/registry.py).
+ALTER TABLE job_attempts ADD COLUMN log text;
+CREATE TABLE workers (
+    id text PRIMARY KEY,
+    host text,
+    types text,
+    slots integer,
+    last_seen double precision NOT NULL
+);
+CREATE INDEX workers_last_seen ON workers (last_seen);
+
 
 -- name: migration_5
 -- The webhook plugin's target (POST /jobs notify_url).
@@ -220,9 +232,9 @@ RETURNING *;
 
 -- name: insert_attempt
 INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
-                          outcome, error)
+                          outcome, error, log)
 VALUES (%(job_id)s, %(attempt)s, %(worker_id)s, %(lease_id)s, %(started_at)s,
-        %(finished_at)s, %(outcome)s, %(error)s);
+        %(finished_at)s, %(outcome)s, %(error)s, %(log)s);
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = %(job_id)s ORDER BY id;
@@ -273,3 +285,30 @@ DELETE FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 
 -- name: count_by_status
 SELECT status, count(*) AS count FROM jobs GROUP BY status;
+
+-- name: count_by_type_and_status
+SELECT type, status, count(*) AS count FROM jobs GROUP BY type, status;
+
+-- name: ready_by_type_and_priority
+-- Queue depth and the oldest ready job, read at scrape time so that servers agree.
+SELECT type, priority, count(*) AS count, min(run_at) AS oldest_run_at FROM jobs
+WHERE status = 'queued' AND run_at <= %(now)s
+GROUP BY type, priority;
+
+-- name: upsert_worker
+-- A heartbeat knows only the id: the other fields keep what the last lease said.
+INSERT INTO workers (id, host, types, slots, last_seen)
+VALUES (%(id)s, %(host)s::text, %(types)s::text, %(slots)s::integer, %(now)s)
+ON CONFLICT (id) DO UPDATE
+SET host = coalesce(excluded.host, workers.host),
+    types = coalesce(excluded.types, workers.types),
+    slots = coalesce(excluded.slots, workers.slots),
+    last_seen = excluded.last_seen;
+
+-- name: list_workers
+SELECT w.id, w.host, w.types, w.slots, w.last_seen,
+       (SELECT count(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) AS running
+FROM workers w WHERE w.last_seen >= %(since)s ORDER BY w.id;
+
+-- name: prune_workers
+DELETE FROM workers WHERE last_seen < %(before)s;

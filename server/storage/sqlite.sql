@@ -57,6 +57,18 @@ WHERE status = 'queued' AND run_at > (julianday('now') - 2440587.5) * 86400.0;
 DROP INDEX jobs_queued_run_at;
 CREATE INDEX jobs_scheduled_run_at ON jobs (run_at) WHERE status = 'scheduled';
 CREATE INDEX jobs_lease_request ON jobs (lease_request) WHERE lease_request IS NOT NULL;
+-- name: migration_4
+-- Observability: each attempt's log, and the workers seen (see server/registry.py).
+ALTER TABLE job_attempts ADD COLUMN log TEXT;
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    host TEXT,
+    types TEXT,
+    slots INTEGER,
+    last_seen REAL NOT NULL
+);
+CREATE INDEX workers_last_seen ON workers (last_seen);
+
 
 -- name: migration_5
 -- The webhook plugin's target (POST /jobs notify_url).
@@ -201,8 +213,9 @@ RETURNING *;
 
 -- name: insert_attempt
 INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
-                          outcome, error)
-VALUES (:job_id, :attempt, :worker_id, :lease_id, :started_at, :finished_at, :outcome, :error);
+                          outcome, error, log)
+VALUES (:job_id, :attempt, :worker_id, :lease_id, :started_at,
+        :finished_at, :outcome, :error, :log);
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = :job_id ORDER BY id;
@@ -246,3 +259,30 @@ DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: count_by_status
 SELECT status, count(*) AS count FROM jobs GROUP BY status;
+
+-- name: count_by_type_and_status
+SELECT type, status, count(*) AS count FROM jobs GROUP BY type, status;
+
+-- name: ready_by_type_and_priority
+-- Queue depth and the oldest ready job, read at scrape time so that servers agree.
+SELECT type, priority, count(*) AS count, min(run_at) AS oldest_run_at FROM jobs
+WHERE status = 'queued' AND run_at <= :now
+GROUP BY type, priority;
+
+-- name: upsert_worker
+-- A heartbeat knows only the id: the other fields keep what the last lease said.
+INSERT INTO workers (id, host, types, slots, last_seen)
+VALUES (:id, :host, :types, :slots, :now)
+ON CONFLICT (id) DO UPDATE
+SET host = coalesce(excluded.host, workers.host),
+    types = coalesce(excluded.types, workers.types),
+    slots = coalesce(excluded.slots, workers.slots),
+    last_seen = excluded.last_seen;
+
+-- name: list_workers
+SELECT w.id, w.host, w.types, w.slots, w.last_seen,
+       (SELECT count(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) AS running
+FROM workers w WHERE w.last_seen >= :since ORDER BY w.id;
+
+-- name: prune_workers
+DELETE FROM workers WHERE last_seen < :before;

@@ -158,6 +158,7 @@ def test_executor_output_with_lone_surrogates_is_repaired_not_refused(client):
             "status": "failed",
             "error": f"FileNotFoundError: b{S}d",
             "retryable": False,
+            "log": f"WARNING no such file b{S}d\n",
         },
         {
             "job_id": second,
@@ -178,6 +179,7 @@ def test_executor_output_with_lone_surrogates_is_repaired_not_refused(client):
     assert done["result"] == {"name\ufffd": ["v\ufffd", 1]}
     attempts = client.simulate_get(f"/jobs/{first}/attempts").json["attempts"]
     assert attempts[0]["error"] == "FileNotFoundError: b\ufffdd"
+    assert attempts[0]["log"] == "WARNING no such file b\ufffdd\n"
     assert count_jobs(client) == 3
 
     # The single-job endpoint repairs it the same way.

@@ -260,6 +260,7 @@ def test_both_loaders_repair_executor_output_instead_of_refusing_it():
         "status": "failed",
         "error": f"OSError: bad name b{SURROGATE}d",
         "result": {f"k{SURROGATE}": [f"v{SURROGATE}", 1.5, None]},
+        "log": f"WARNING skipped b{SURROGATE}d\n",
     }
     request = {"worker_id": "w", "completions": [item]}
     quick = quick_load.quick_load_lease_request(request)
@@ -267,9 +268,11 @@ def test_both_loaders_repair_executor_output_instead_of_refusing_it():
     [loaded] = quick["completions"]
     assert loaded["error"] == "OSError: bad name b\ufffdd"
     assert loaded["result"] == {"k\ufffd": ["v\ufffd", 1.5, None]}
+    assert loaded["log"] == "WARNING skipped b\ufffdd\n"
     single_item = {k: v for k, v in item.items() if k != "job_id"}
     single = schemas.CompleteSchema().load({**single_item, "worker_id": "w"})
     assert single["error"] == loaded["error"] and single["result"] == loaded["result"]
+    assert single["log"] == loaded["log"]
 
 
 def test_completions_past_the_limit_are_refused_by_both_loaders():

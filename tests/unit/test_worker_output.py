@@ -54,6 +54,18 @@ def test_error_text_with_lone_surrogates_is_repaired_before_it_is_sent():
     assert completion["error"] == "FileNotFoundError: no such file: b\ufffdd"
 
 
+def test_an_attempt_log_with_lone_surrogates_is_repaired_before_it_is_sent():
+    def body(payload, context):
+        context.logger.propagate = False  # (not for the test's output)
+        context.logger.warning("skipped b%sd", S)  # a file name as os.fsdecode gives it
+        return None
+
+    executor = Executor("probe", AnyPayload(), body)
+    running = RunningJob({"id": 8, "lease_id": "l8", "attempts": 1, "payload": {}}, executor, None)
+    completion = strict_json(running.completion(*execute(running, argparse.Namespace())))
+    assert "skipped b\ufffdd" in completion["log"]
+
+
 def test_a_result_nested_past_the_servers_limit_fails_the_job_without_retry():
     deep: list = []
     for _ in range(json_rules.MAX_RESULT_DEPTH - 1):
