@@ -77,7 +77,11 @@ class Worker:
         def setting(value: float | None, name: str, default: float | None) -> Any:
             return value if value is not None else _option(options, name, default)
 
-        self.client = client or ApiClient(api_urls)
+        self.client = client or ApiClient(
+            api_urls,
+            token=_option(options, "token", None),
+            ca_cert=_option(options, "ca_cert", None),
+        )
         self.plugins = plugins
         self.options = options
         self.worker_id = worker_id
