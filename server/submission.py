@@ -15,7 +15,7 @@ from taskframe.server import dependencies
 from taskframe.server.config import ServerConfig
 from taskframe.server.group_commit import GroupCommitter
 from taskframe.server.notify import ChangeNotifier
-from taskframe.server.storage import Row, Store, Transaction
+from taskframe.server.storage import Row, Store, StoreUnavailable, Transaction
 
 #: The plugins' ``taskframe_validate_job``: a job -> its problems by field (or None).
 JobCheck = Callable[[dict[str, Any]], "dict[str, Any] | None"]
@@ -50,6 +50,8 @@ class Intake:
 
     ``submit`` inserts a list all or nothing (``POST /jobs/batch``);
     ``submit_one`` shares one commit with concurrent single submissions.
+    Every job is prepared (serialised, hashed) before any transaction, so a
+    job that cannot be prepared fails its own request and no one else's.
     """
 
     def __init__(
@@ -63,7 +65,10 @@ class Intake:
         self.config = config
         self.notifier = notifier
         self.clock = clock
-        self._group_submit = GroupCommitter(self._insert_single_jobs)
+        self._group_submit = GroupCommitter(
+            self._insert_single_jobs,
+            shared_failure=lambda exc: isinstance(exc, StoreUnavailable),
+        )
 
     def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
         """Insert validated jobs in one transaction; return (row, created) for each.
@@ -72,36 +77,36 @@ class Intake:
         existing row comes back with created=False. The same key with a
         different request raises JobConflict, and nothing is written.
         """
-        [outcome] = self._insert_units([jobs])
+        now = self.clock()
+        [outcome] = self._insert_units([[self._new_job_params(job, now) for job in jobs]])
         if isinstance(outcome, JobConflict):
             raise outcome
         return outcome
 
     def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
         """Like ``submit([job])``, sharing one transaction with concurrent submissions."""
-        return self._group_submit(job)
+        return self._group_submit(self._new_job_params(job, self.clock()))
 
-    def _insert_single_jobs(self, jobs: list[dict[str, Any]]) -> list[Any]:
-        outcomes = self._insert_units([[job] for job in jobs])
+    def _insert_single_jobs(self, prepared: list[dict[str, Any]]) -> list[Any]:
+        outcomes = self._insert_units([[params] for params in prepared])
         return [o if isinstance(o, JobConflict) else o[0] for o in outcomes]
 
     def _insert_units(self, units: list[list[dict[str, Any]]]) -> list[Any]:
-        """Insert each unit (a list of jobs) all or nothing, in one transaction.
+        """Insert each unit (the prepared parameters of its jobs) all or nothing,
+        in one transaction.
 
         A unit whose idempotency key conflicts yields a JobConflict instead of
         its rows; the other units are committed.
         """
-        now = self.clock()
         outcomes: list[Any] = []
         created_any = False
         with self.store.transaction() as tx:
-            for unit in units:
-                if any("depends_on" in job for job in unit):
-                    outcome = self._insert_chain(tx, unit, now)
+            for params in units:
+                if any("_depends_on" in p for p in params):
+                    outcome = self._insert_chain(tx, params)
                     created_any = created_any or any(c for _, c in outcome)
                     outcomes.append(outcome)
                     continue
-                params = [self.new_job_params(job, now) for job in unit]
                 if len(params) > 1 and all(p["idempotency_key"] is None for p in params):
                     outcomes.append([(row, True) for row in tx.insert_jobs(params)])
                     created_any = True
@@ -116,19 +121,18 @@ class Intake:
         self.notifier.notify()
         return outcomes
 
-    def _insert_chain(
-        self, tx: Transaction, unit: list[dict[str, Any]], now: float
-    ) -> list[tuple[Row, bool]]:
+    def _insert_chain(self, tx: Transaction, unit: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
         """Insert jobs with dependencies one by one, in order: ``("ref", n)`` names the
         n-th job of this unit, inserted before it. Raises what a conflict or a missing
         dependency raises, rolling back the whole unit (it has its own transaction)."""
         results: list[tuple[Row, bool]] = []
-        for job in unit:
+        for prepared in unit:
+            params = dict(prepared)
+            now = params["created_at"]
             deps = [
                 results[dep[1]][0]["id"] if isinstance(dep, tuple) else dep
-                for dep in job.get("depends_on", ())
+                for dep in params.pop("_depends_on", None) or ()
             ]
-            params = self.new_job_params(job, now)
             params["depends_on"] = json.dumps(sorted(set(deps))) if deps else None
             if self._key_conflict(tx, [params]):
                 raise self._key_conflict(tx, [params])
@@ -175,6 +179,11 @@ class Intake:
         return None
 
     def new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        """The row of a new job (for those who insert it themselves: schedules)."""
+        return self._new_job_params(job, now)
+
+    def _new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        """The row of a new job, ready to insert: anything that can fail fails here."""
         if "run_at" in job:
             run_at = job["run_at"].timestamp()
         else:
@@ -188,7 +197,7 @@ class Intake:
             request_hash = hashlib.sha256(canonical.encode()).hexdigest()
         return {
             "type": job["type"],
-            "payload": json.dumps(job["payload"], separators=(",", ":")),
+            "payload": json.dumps(job["payload"], separators=(",", ":"), allow_nan=False),
             "priority": job["priority"],
             "max_attempts": job["max_attempts"],
             "timeout": timeout,
@@ -200,6 +209,8 @@ class Intake:
             "queue": job.get("queue", "default"),
             "depends_on": None,
             "on_dependency_failure": job.get("on_dependency_failure"),
+            # Resolved to ids at insertion ("$N" names a job of the same batch).
+            **({"_depends_on": job["depends_on"]} if "depends_on" in job else {}),
         }
 
 
