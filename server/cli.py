@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import signal
+import socket
 import sys
-import threading
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -17,7 +16,13 @@ from taskframe.core.logs import (
     configure_logging,
     early_logging_options,
 )
-from taskframe.core.options import add_option
+from taskframe.core.options import (
+    ArgumentParser,
+    BadEnvironment,
+    add_option,
+    add_version_option,
+    duration,
+)
 from taskframe.core.plugins import (
     PluginSet,
     add_plugin_options,
@@ -31,32 +36,20 @@ from taskframe.server.events import EventDispatcher
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.serving import add_serving_options, create_server, max_waiting
-from taskframe.server.storage import StoreUnavailable, open_store
+from taskframe.server.standalone import add_standalone_options, run_standalone, wanted
+from taskframe.server.storage import StoreConfigError, StoreUnavailable, open_store
 
 log = logging.getLogger("taskframe.server")
 
 
-def duration(text: str) -> float:
-    """Seconds, or a number with a unit: ``90``, ``1.5s``, ``10m``, ``12h``, ``7d``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    factor = units.get(text[-1:], None)
-    number = text[:-1] if factor else text
-    try:
-        value = float(number) * (factor or 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds ≥ 0: {text!r}")
-    return value
-
-
-def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.ArgumentParser:
+    """The server's options; the worker's too when ``standalone`` (``--standalone`` given)."""
+    parser = ArgumentParser(
         prog="taskframe-server",
         description="Serve the taskframe API. Every option can also be set with the "
         "environment variable shown in brackets.",
     )
+    add_version_option(parser)
     net = parser.add_argument_group("server")
     add_option(net, "--host", default="127.0.0.1", help="interface to listen on")
     add_option(net, "--port", type=int, default=8000, help="TCP port (0 picks a free one)")
@@ -177,13 +170,11 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         "--standalone",
         flag_only=True,
         help="also run a worker in this process, talking to this server over HTTP "
-        "(it takes the worker options below)",
+        "(`taskframe-server --standalone --help` lists the worker's options)",
     )
     plugins.manager.hook.taskframe_add_options(parser=parser, role="server")
-    # The one place the server knows the worker: --standalone composes the two.
-    from taskframe.worker.cli import add_worker_options
-
-    add_worker_options(parser, plugins, api_url=False, log_level=False)
+    if standalone:
+        add_standalone_options(parser, plugins)
     return parser
 
 
@@ -208,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     early = early_logging_options(argv)  # before the plugins load and may log
     configure_logging(early.log_level, early.log_format)
     plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
-    parser = build_parser(plugins)
+    try:
+        parser = build_parser(plugins, standalone=wanted(argv))
+    except BadEnvironment as exc:
+        print(f"taskframe-server: error: {exc}", file=sys.stderr)
+        return 2
     options = parser.parse_args(argv)
     check_logging_options(parser, options)
     configure_logging(options.log_level, options.log_format)
@@ -219,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         print(plugins.describe_text())
         return 0
 
+    # Before anything is created (the SQLite file): is the port free?
+    problem = port_problem(options.host, options.port)
+    if problem:
+        parser.error(problem)
     try:
         store = open_store(
             options.db,
@@ -226,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             synchronous=options.sqlite_synchronous,
         )
         version = store.migrate()
+    except StoreConfigError as exc:
+        parser.error(str(exc))
     except (StoreUnavailable, ValueError) as exc:
-        log.error("cannot use the database %s: %s", options.db, exc)
+        log.error("cannot use the database %s: %s", safe_db_location(options.db), exc)
         return 1
     if options.migrate_only:
         log.info("schema of %s is at version %d", store.backend, version)
@@ -236,13 +237,19 @@ def main(argv: list[str] | None = None) -> int:
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
-    server = create_server(app, config, options)
+    try:
+        server = create_server(app, config, options)
+    except OSError as exc:  # lost a race for the port since port_problem()
+        parser.error(f"--port {options.port}: cannot listen on {options.host}: {exc.strerror}")
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
     _banner(options.host, port, store.backend, options.db, plugins)
     if options.standalone:
-        return _run_standalone(server, port, plugins, options, housekeeper, scheduler)
+        return run_standalone(
+            *(server, options.host, port, plugins, options, _on_stop_signals),
+            lambda: _shut_down(server, scheduler, housekeeper),
+        )
 
     def stop(signum: int, frame: object) -> None:
         log.info("stopping")
@@ -258,6 +265,28 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _shut_down(server, scheduler, housekeeper)
     return 0
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, or None (port 0 is always fine)."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"--host {host}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As waitress binds: with SO_REUSEADDR, so a port in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return (
+                f"--port {port}: cannot listen on {host}: {exc.strerror} "
+                "(is another server running? choose another --port, or 0 for a free one)"
+            )
+    return None
 
 
 def _banner(host: str, port: int, backend: str, db: str, plugins: PluginSet) -> None:
@@ -296,43 +325,6 @@ def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> N
     if scheduler.events is not None:
         scheduler.events.stop()
     scheduler.telemetry.flush()
-
-
-def _run_standalone(
-    server: Any,
-    port: int,
-    plugins: PluginSet,
-    options: argparse.Namespace,
-    housekeeper: Housekeeper,
-    scheduler: Scheduler,
-) -> int:
-    """Serve in a thread; run a worker in the main thread against our own port.
-
-    The only place the server starts a worker: the worker still speaks HTTP.
-    """
-    from taskframe.worker.cli import default_worker_id
-    from taskframe.worker.loop import Worker
-
-    serving = threading.Thread(target=server.run, name="waitress", daemon=True)
-    serving.start()
-    host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
-    worker = Worker(
-        api_urls=[f"http://{host}:{port}"],
-        plugins=plugins,
-        options=options,
-        worker_id=options.worker_id or default_worker_id(),
-    )
-
-    def on_signal(signum: int, frame: object) -> None:
-        worker.stop()
-        worker.interrupt_idle_poll()
-
-    _on_stop_signals(on_signal)
-    try:
-        worker.run()
-    finally:
-        _shut_down(server, scheduler, housekeeper)
-    return 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ class StoreUnavailable(Exception):
     """The database cannot answer now (locked, down, out of connections): retry later."""
 
 
+class StoreConfigError(ValueError):
+    """The store cannot work as configured (a missing driver, an unknown setting)."""
+
+
 class Transaction(Protocol):
     def one(self, query: str, params: Params | None = None) -> Row | None: ...
 

@@ -100,7 +100,6 @@ class PostgresStore:
         busy_timeout: float = 5.0,
         min_size: int = 1,
         max_size: int = 20,
-        **_: object,
     ) -> None:
         self.url = url
         self.busy_timeout = busy_timeout

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from taskframe.server.storage.base import (
     Params,
     Row,
+    StoreConfigError,
     StoreUnavailable,
     apply_migrations,
     load_queries,
@@ -89,11 +90,12 @@ class SQLiteTransaction:
 class SQLiteStore:
     backend = "sqlite"
 
-    def __init__(
-        self, path: str, busy_timeout: float = 5.0, synchronous: str = "NORMAL", **_: object
-    ) -> None:
+    def __init__(self, path: str, busy_timeout: float = 5.0, synchronous: str = "NORMAL") -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-            raise ValueError(f"unknown SQLite synchronous setting {synchronous!r}")
+            raise StoreConfigError(
+                f"unknown SQLite synchronous setting {synchronous!r} "
+                "(--sqlite-synchronous: OFF, NORMAL, FULL or EXTRA)"
+            )
         self.path = path
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous.upper()
