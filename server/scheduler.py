@@ -217,7 +217,11 @@ class Scheduler:
         return row
 
     def retry(self, job_id: int) -> Row:
-        """Put a failed or cancelled job back in the queue with fresh attempts."""
+        """Put a failed or cancelled job back in the queue with fresh attempts.
+
+        Attempts keep their numbers for the life of the job: the retry grants
+        as many attempts as the job was submitted with (``max_attempts`` grows).
+        """
         params = {"id": job_id, "now": self.clock()}
         with self.store.transaction() as tx:
             current = tx.one("get_job_for_update", params)
@@ -451,7 +455,7 @@ class Scheduler:
         )
         run_at = row["run_at"]
         if may_retry:
-            run_at = now + self.config.backoff.delay(row["attempts"], self.rng)
+            run_at = now + self.config.backoff.delay(_attempts_since_retry(row), self.rng)
         elif outcome == Outcome.RELEASED:
             run_at = now
         status = model.next_status(
@@ -661,6 +665,12 @@ class Scheduler:
 
 def _stale(job_id: int) -> CompletionOutcome:
     return CompletionOutcome(job_id, 409, error="stale lease: this attempt was reaped or moved on")
+
+
+def _attempts_since_retry(row: Row) -> int:
+    """Attempts made since the last ``POST /jobs/{id}/retry`` (the backoff starts over)."""
+    grant = row.get("attempt_grant") or row["max_attempts"]
+    return max(1, row["attempts"] - (row["max_attempts"] - grant))
 
 
 def _attempt(

@@ -78,6 +78,13 @@ CREATE INDEX workers_last_seen ON workers (last_seen);
 -- The webhook plugin's target (POST /jobs notify_url).
 ALTER TABLE jobs ADD COLUMN notify_url text;
 
+-- name: migration_6
+-- A retry grants the job as many attempts as it was submitted with, and
+-- attempts are numbered for the life of the job: max_attempts becomes
+-- attempts + attempt_grant on retry (attempt_grant, NULL until the first retry,
+-- keeps the submitted max_attempts).
+ALTER TABLE jobs ADD COLUMN attempt_grant INTEGER;
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -264,7 +271,9 @@ UPDATE jobs SET cancel_requested = true WHERE id = %(id)s AND status = 'running'
 
 -- name: retry_job
 UPDATE jobs
-SET status = 'queued', attempts = 0, run_at = %(now)s, started_at = NULL, finished_at = NULL,
+SET status = 'queued', run_at = %(now)s, started_at = NULL, finished_at = NULL,
+    attempt_grant = COALESCE(attempt_grant, max_attempts),
+    max_attempts = attempts + COALESCE(attempt_grant, max_attempts),
     result = NULL, error = NULL, worker_id = NULL, lease_id = NULL, cancel_requested = false
 WHERE id = %(id)s AND status IN ('failed', 'cancelled')
 RETURNING *;

@@ -74,6 +74,13 @@ CREATE INDEX workers_last_seen ON workers (last_seen);
 -- The webhook plugin's target (POST /jobs notify_url).
 ALTER TABLE jobs ADD COLUMN notify_url TEXT;
 
+-- name: migration_6
+-- A retry grants the job as many attempts as it was submitted with, and
+-- attempts are numbered for the life of the job: max_attempts becomes
+-- attempts + attempt_grant on retry (attempt_grant, NULL until the first retry,
+-- keeps the submitted max_attempts).
+ALTER TABLE jobs ADD COLUMN attempt_grant INTEGER;
+
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
 
@@ -241,7 +248,9 @@ UPDATE jobs SET cancel_requested = 1 WHERE id = :id AND status = 'running' RETUR
 
 -- name: retry_job
 UPDATE jobs
-SET status = 'queued', attempts = 0, run_at = :now, started_at = NULL, finished_at = NULL,
+SET status = 'queued', run_at = :now, started_at = NULL, finished_at = NULL,
+    attempt_grant = COALESCE(attempt_grant, max_attempts),
+    max_attempts = attempts + COALESCE(attempt_grant, max_attempts),
     result = NULL, error = NULL, worker_id = NULL, lease_id = NULL, cancel_requested = 0
 WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING *;

@@ -266,7 +266,10 @@ class SchedulerMachine(RuleBasedStateMachine):
             return
         retried = self.scheduler.retry(job_id)
         self.retried.add(job_id)
-        assert retried["status"] == model.QUEUED and retried["attempts"] == 0
+        # Attempts are numbered for the life of the job; the retry grants the submitted number.
+        grant = row.get("attempt_grant") or row["max_attempts"]
+        assert retried["status"] == model.QUEUED and retried["attempts"] == row["attempts"]
+        assert retried["max_attempts"] == row["attempts"] + grant
         assert retried["run_at"] == self.now and retried["lease_id"] is None
         assert not retried["cancel_requested"]
         self.assert_only_changed(before, self.rows(), job_id)

@@ -546,17 +546,47 @@ def test_retry_puts_a_failed_job_back_with_fresh_attempts(scheduler, clock):
     complete(scheduler, row, "failed", error="boom", result=None)
     clock.advance(10)
     retried = scheduler.retry(row["id"])
-    assert retried["status"] == "queued" and retried["attempts"] == 0
+    assert retried["status"] == "queued" and retried["attempts"] == 1
+    assert retried["max_attempts"] == 2  # one more attempt, as submitted
     assert retried["run_at"] == clock.now and retried["error"] is None
     assert retried["finished_at"] is None and retried["lease_id"] is None
     again = lease_one(scheduler)
-    assert again["id"] == row["id"] and again["attempts"] == 1
+    assert again["id"] == row["id"] and again["attempts"] == 2
     complete(scheduler, again)
     with pytest.raises(JobConflict, match="succeeded"):
         scheduler.retry(row["id"])
     with pytest.raises(JobNotFound):
         scheduler.retry(999_999)
     assert outcomes(scheduler, row["id"]) == ["failed", "succeeded"]
+
+
+def test_attempts_are_numbered_for_the_life_of_the_job(scheduler, clock):
+    """Each retry grants the submitted max_attempts again; numbers never restart at 1."""
+    job_id = submit(scheduler, max_attempts=2)["id"]
+    for expected_max in (2, 4, 6):
+        while True:
+            row = lease_one(scheduler)
+            complete(scheduler, row, "failed", error="boom")
+            after = scheduler.get(job_id)
+            if after["status"] == "failed":
+                break
+            clock.now = after["run_at"]
+        assert after["attempts"] == after["max_attempts"] == expected_max
+        if expected_max < 6:
+            scheduler.retry(job_id)
+    assert [a["attempt"] for a in scheduler.attempts(job_id)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_retry_after_a_cancel_grants_the_submitted_attempts(scheduler):
+    job_id = submit(scheduler, max_attempts=3)["id"]
+    lease_one(scheduler)
+    scheduler.cancel(job_id)
+    row = scheduler.get(job_id)
+    if row["status"] == "running":  # a running job is cancelled by its worker
+        complete(scheduler, row, "cancelled")
+    retried = scheduler.retry(job_id)
+    assert (retried["attempts"], retried["max_attempts"]) == (1, 4)
+    assert lease_one(scheduler)["attempts"] == 2
 
 
 def test_retry_a_cancelled_job(scheduler):
