@@ -42,7 +42,7 @@ def quick_load_submit(data: object) -> dict[str, Any] | None:
         or not schemas.MIN_PRIORITY <= priority <= schemas.MAX_PRIORITY
         or type(max_attempts) is not int
         or not 1 <= max_attempts <= 100
-        or (timeout is not None and not _is_number(timeout, 0, 7 * 86400, low_inclusive=False))
+        or (timeout is not None and not _is_number(timeout, 0, 7 * 86400))
         or ("delay" in data and not _is_number(data["delay"], 0, 365 * 86400))
         or (key is not None and not _is_id_text(key))
     ):

@@ -49,6 +49,27 @@ def test_submit_returns_201_location_and_the_job(client):
     assert client.simulate_get(f"/jobs/{job['id']}").json == job
 
 
+@pytest.mark.parametrize("extra", [{}, {"run_at": "2020-01-01T00:00:00Z"}])  # quick, full load
+def test_timeout_has_one_representation_and_0_means_no_limit(client, extra):
+    default = client.simulate_post("/jobs", json={**SLEEP, **extra})
+    unlimited = client.simulate_post("/jobs", json={**SLEEP, **extra, "timeout": 0})
+    assert unlimited.status_code == 201, unlimited.text
+    for answer in (default, client.simulate_get(f"/jobs/{default.json['id']}")):
+        assert type(answer.json["timeout"]) is float and answer.json["timeout"] == 300.0
+    for answer in (unlimited, client.simulate_get(f"/jobs/{unlimited.json['id']}")):
+        assert answer.json["timeout"] is None  # no limit, like --default-timeout 0
+    job = lease(client, max=2)["jobs"]
+    assert {j["id"]: j["timeout"] for j in job}[unlimited.json["id"]] is None
+
+
+def test_the_payload_is_stored_as_its_schema_loads_it(client):
+    answer = client.simulate_post("/jobs", json={"type": "sleep", "payload": {"duration": "5"}})
+    assert answer.status_code == 201, answer.text
+    assert answer.json["payload"] == {"duration": 5.0}
+    stored = client.simulate_get(f"/jobs/{answer.json['id']}").json["payload"]
+    assert type(stored["duration"]) is float
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -60,7 +81,7 @@ def test_submit_returns_201_location_and_the_job(client):
         ({**SLEEP, "priority": 11}, "priority"),
         ({**SLEEP, "priority": "5"}, "priority"),
         ({**SLEEP, "max_attempts": 0}, "max_attempts"),
-        ({**SLEEP, "timeout": 0}, "timeout"),
+        ({**SLEEP, "timeout": -1}, "timeout"),
         ({**SLEEP, "delay": 5, "run_at": "2030-01-01T00:00:00Z"}, "run_at"),
         ({**SLEEP, "run_at": "tomorrow"}, "run_at"),
         ({**SLEEP, "priorty": 3}, "priorty"),
