@@ -408,3 +408,25 @@ def test_waits_past_the_cap_answer_at_once_with_retry_after(sqlite_url):
         assert idle.status_code == 204 and int(idle.headers["retry-after"]) >= 1
     finally:
         store.close()
+
+
+def test_the_largest_file_content_fits_the_default_body_limit(sqlite_url):
+    """The file executor's content limit agrees with the default --max-body (was 10 MiB vs 1 MiB)."""
+    from taskframe.plugins import file
+
+    store = open_store(sqlite_url)
+    store.migrate()
+    try:
+        scheduler = Scheduler(store, ServerConfig())  # the defaults, as taskframe-server's
+        client = testing.TestClient(
+            create_app(scheduler.config, scheduler, create_plugin_manager())
+        )
+        content = '"\n' * (file.MAX_CONTENT // 2)  # every byte doubled by JSON escaping
+        payload = {"operation": "write", "path": "big.txt", "content": content}
+        answer = client.simulate_post("/jobs", json={"type": "file", "payload": payload})
+        assert answer.status_code == 201, answer.text[:200]
+        payload["content"] += "x"
+        answer = client.simulate_post("/jobs", json={"type": "file", "payload": payload})
+        assert answer.status_code == 422 and "content" in answer.json["errors"]["payload"]
+    finally:
+        store.close()
