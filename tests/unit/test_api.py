@@ -411,7 +411,7 @@ def test_waits_past_the_cap_answer_at_once_with_retry_after(sqlite_url):
 
 
 def test_the_largest_file_content_fits_the_default_body_limit(sqlite_url):
-    """The file executor's content limit agrees with the default --max-body (was 10 MiB vs 1 MiB)."""
+    """The file executor's content limit agrees with the default --max-body (not 10 MiB)."""
     from taskframe.plugins import file
 
     store = open_store(sqlite_url)
