@@ -89,9 +89,17 @@ def _http_error(
     if isinstance(exc, APIError):
         _render(resp, exc)
         return
-    title = exc.title or exc.status
+    title = _sentence(exc.title or exc.status)
     description = exc.description or f"{req.method} {req.path}: {title}"
     _render(resp, APIError(exc.status, title, description, headers=dict(exc.headers or {})))
+
+
+def _sentence(title: str) -> str:
+    """Falcon's "404 Not Found" as the API's other titles: "Not found"."""
+    code, _, words = title.partition(" ")
+    if not code.isdigit() or not words:
+        return title
+    return words[:1].upper() + words[1:].lower()
 
 
 def install_error_handlers(app: falcon.App) -> None:

@@ -11,6 +11,10 @@ from marshmallow import Schema, ValidationError
 
 from taskframe.server.errors import APIError, validation_error
 
+#: The key of errors about the body as a whole (marshmallow says ``_schema``).
+BODY = "body"
+SCHEMA_KEY = "_schema"
+
 
 def read_json(
     req: falcon.Request,
@@ -48,7 +52,7 @@ def read_json(
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise validation_error({"_schema": ["expected a JSON object"]})
+        raise validation_error({BODY: ["expected a JSON object"]})
     try:
         return schema.load(data)
     except ValidationError as exc:
@@ -61,7 +65,12 @@ def load_query(req: falcon.Request, schema: Schema) -> dict[str, Any]:
 
 
 def _as_dict(messages: Any) -> dict[str, Any]:
-    return messages if isinstance(messages, dict) else {"_schema": messages}
+    """marshmallow's messages, with its internal ``_schema`` key (the whole body) named ``body``."""
+    if not isinstance(messages, dict):
+        return {BODY: messages}
+    if SCHEMA_KEY in messages:
+        messages = {BODY if k == SCHEMA_KEY else k: v for k, v in messages.items()}
+    return messages
 
 
 def _too_large(limit: int) -> APIError:

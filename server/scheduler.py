@@ -203,7 +203,9 @@ class Scheduler:
             try:
                 status = model.next_status(current["status"], Event.CANCEL)
             except model.IllegalTransition:
-                raise JobConflict(f"job {job_id} is already {current['status']}") from None
+                raise JobConflict(
+                    f"job {job_id} {model.in_words(current['status'], already=True)}"
+                ) from None
             query = "request_cancel" if status == Status.RUNNING else "cancel_queued"
             row = tx.one(query, params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
@@ -231,7 +233,8 @@ class Scheduler:
                 model.next_status(current["status"], Event.RETRY)
             except model.IllegalTransition:
                 raise JobConflict(
-                    f"job {job_id} is {current['status']}; only failed or cancelled jobs retry"
+                    f"job {job_id} {model.in_words(current['status'])}; "
+                    "only a failed or cancelled job can be retried"
                 ) from None
             row = tx.one("retry_job", params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)

@@ -125,8 +125,11 @@ def test_oversized_body_is_413(client):
     assert count_jobs(client) == 0
 
 
-def test_non_object_body_is_422(client):
-    assert client.simulate_post("/jobs", json=[1, 2]).status_code == 422
+def test_non_object_body_is_422_naming_the_body(client):
+    for path in ("/jobs", "/jobs/batch", "/lease"):
+        answer = client.simulate_post(path, json=[1, 2])
+        assert answer.status_code == 422
+        assert answer.json["errors"] == {"body": ["expected a JSON object"]}, path
 
 
 def test_unknown_job_is_404_everywhere(client):
@@ -135,12 +138,28 @@ def test_unknown_job_is_404_everywhere(client):
         ("GET", "/jobs/999/attempts"),
         ("POST", "/jobs/999/cancel"),
         ("POST", "/jobs/999/retry"),
+        ("GET", "/jobs/abc"),
+        ("GET", "/no-such-route"),
     ]:
         answer = client.simulate_request(method, path)
         assert answer.status_code == 404, path
-        assert answer.json["title"]
+        assert answer.json["title"] == "Not found", path
+        assert answer.json["description"]
     stale = {"worker_id": "w", "lease_id": "x", "status": "succeeded"}
     assert client.simulate_post("/jobs/999/complete", json=stale).status_code == 404
+
+
+def test_conflicts_say_what_state_the_job_is_in(client):
+    job_id = client.simulate_post("/jobs", json=SLEEP).json["id"]
+    retried = client.simulate_post(f"/jobs/{job_id}/retry")
+    assert retried.status_code == 409
+    assert retried.json["description"] == (
+        f"job {job_id} is queued; only a failed or cancelled job can be retried"
+    )
+    assert client.simulate_post(f"/jobs/{job_id}/cancel").status_code == 200
+    again = client.simulate_post(f"/jobs/{job_id}/cancel")
+    assert again.json["description"] == f"job {job_id} has already been cancelled"
+    assert client.simulate_delete("/jobs").json["title"] == "Method not allowed"
 
 
 def test_idempotency_key_in_body_or_header(client):

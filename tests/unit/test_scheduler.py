@@ -534,7 +534,7 @@ def test_cancel_queued_running_and_finished(scheduler, clock):
     assert scheduler.get(running["id"])["status"] == "cancelled"
     assert not scheduler.get(running["id"])["cancel_requested"]
     for job_id in (queued["id"], running["id"]):
-        with pytest.raises(JobConflict, match="already cancelled"):
+        with pytest.raises(JobConflict, match="has already been cancelled"):
             scheduler.cancel(job_id)
     with pytest.raises(JobNotFound):
         scheduler.cancel(999_999)
