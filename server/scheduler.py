@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from taskframe.core import model
@@ -46,12 +47,24 @@ class Completion:
     log: str | None = None  # what the executor logged during the attempt
 
 
+class CompletionResult(str, Enum):
+    """What became of a reported attempt (the resource maps it to HTTP)."""
+
+    RECORDED = "recorded"  # or recorded already: a re-sent report
+    UNKNOWN_JOB = "unknown_job"
+    STALE_LEASE = "stale_lease"  # the lease expired, moved on, or is not the worker's
+
+
 @dataclass(frozen=True)
 class CompletionOutcome:
     job_id: int
-    code: int  # 200 recorded (or already recorded), 404 unknown job, 409 stale lease
+    result: CompletionResult
     job: Row | None = None
     error: str | None = None
+
+    @property
+    def recorded(self) -> bool:
+        return self.result is CompletionResult.RECORDED
 
 
 class _Quiet:
@@ -63,6 +76,15 @@ class _Quiet:
 
 
 class Scheduler:
+    """Every job state change, for the API resources and the housekeeper.
+
+    Clients submit, read, list, cancel and retry jobs; workers lease them,
+    renew their leases, complete or release them; the housekeeper promotes
+    due jobs, reaps expired leases and timeouts and prunes old jobs. Each
+    method is one store transaction (see the module docstring for fencing);
+    after its commit it wakes the long-polls the change concerns.
+    """
+
     def __init__(
         self,
         store: Store,
@@ -151,7 +173,7 @@ class Scheduler:
                         return row, False
                     self.notifier.wait_for_job(job_id, generation, remaining)
 
-    def list(
+    def list_jobs(
         self,
         status: str | None,
         job_type: str | None,
@@ -164,16 +186,10 @@ class Scheduler:
         A full page stops before its payloads and results pass the answer cap
         (always at least one job); the caller's cursor goes on from its last job.
         """
-        query = "list_jobs"
-        if status and job_type:
-            query = "list_jobs_by_status_and_type"
-        elif status:
-            query = "list_jobs_by_status"
-        elif job_type:
-            query = "list_jobs_by_type"
+        filters = [name for name, value in (("status", status), ("type", job_type)) if value]
         params = {"status": status, "type": job_type, "limit": limit, "cursor": cursor or NO_CURSOR}
         with self.store.reader() as tx:
-            rows = tx.all(query, params)
+            rows = tx.all(tx.filtered("list_jobs", filters), params)
             if not full:
                 return rows
             page: list[Row] = []
@@ -349,12 +365,15 @@ class Scheduler:
                 row = rows.get(item.job_id)
                 if row is None:
                     done[i] = CompletionOutcome(
-                        item.job_id, 404, error=f"job {item.job_id} not found"
+                        item.job_id,
+                        CompletionResult.UNKNOWN_JOB,
+                        error=f"job {item.job_id} does not exist",
                     )
                 elif row["lease_id"] != item.lease_id or row["worker_id"] != item.worker_id:
                     done[i] = _stale(item.job_id)
                 elif row["status"] != Status.RUNNING:
-                    done[i] = CompletionOutcome(item.job_id, 200, job=row)  # a re-sent completion
+                    # A re-sent completion: recorded already.
+                    done[i] = CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
                 elif item.status == Status.SUCCEEDED:
                     successes.append((i, item))
                 else:
@@ -368,7 +387,7 @@ class Scheduler:
             tx.run_many("insert_attempt", history)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
-        self._ended([outcome.job for outcome in done.values() if outcome.code == 200])
+        self._ended([outcome.job for outcome in done.values() if outcome.recorded])
         self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
         if self.events is not None:
             rows = {o.job_id: o.job for o in done.values() if o.job is not None}
@@ -413,7 +432,7 @@ class Scheduler:
         for (i, item), row in zip(successes, rows, strict=True):
             if row is not None:
                 history.append(_attempt(row, Outcome.SUCCEEDED, now, None, item.log))
-                done[i] = CompletionOutcome(item.job_id, 200, job=row)
+                done[i] = CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
         return done
 
     def _complete_one(
@@ -441,12 +460,16 @@ class Scheduler:
             keep_lease=True,
             log=item.log,
         )
-        return None if updated is None else CompletionOutcome(item.job_id, 200, job=updated)
+        return (
+            None
+            if updated is None
+            else CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=updated)
+        )
 
     def _resent(self, tx: Transaction, item: Completion) -> CompletionOutcome:
         row = tx.one("get_job", {"id": item.job_id})
         if row is not None and row["lease_id"] == item.lease_id and row["status"] != Status.RUNNING:
-            return CompletionOutcome(item.job_id, 200, job=row)
+            return CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
         return _stale(item.job_id)
 
     def _after_attempt(
@@ -667,7 +690,11 @@ class Scheduler:
 
 
 def _stale(job_id: int) -> CompletionOutcome:
-    return CompletionOutcome(job_id, 409, error="stale lease: this attempt was reaped or moved on")
+    return CompletionOutcome(
+        job_id,
+        CompletionResult.STALE_LEASE,
+        error="stale lease: this attempt was reaped or moved on",
+    )
 
 
 def _attempts_since_retry(row: Row) -> int:

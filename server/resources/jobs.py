@@ -53,7 +53,7 @@ class JobCollection:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.query_schema)
         full = query["full"]
-        rows = self.scheduler.list(
+        rows = self.scheduler.list_jobs(
             query.get("status"), query.get("type"), query["limit"], query.get("cursor"), full
         )
         # A full page may stop short of the limit (the answer cap): go on from its last job.

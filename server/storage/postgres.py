@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,6 +34,7 @@ from taskframe.server.storage.base import (
     StoreUnavailable,
     apply_migrations,
     load_queries,
+    with_filters,
 )
 
 QUERIES = load_queries("postgres.sql")
@@ -71,6 +72,9 @@ class PostgresTransaction:
     def execute_script(self, sql: str) -> None:
         """Run one statement that is not a named query (a migration step)."""
         self._connection.execute(sql)
+
+    def filtered(self, query: str, filters: Sequence[str]) -> str:
+        return with_filters(QUERIES, query, filters)
 
     def insert_jobs(self, rows: list[Params]) -> list[Row]:
         # No key, no conflict: every row comes back, in order.

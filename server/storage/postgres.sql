@@ -142,32 +142,19 @@ SELECT * FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 
 -- Listings are summaries: no payload, no result (their sizes instead).
 -- name: list_jobs
+-- A page, newest first. Filters (list_jobs_where_*, each ending in AND) are put
+-- in at the mark (see Transaction.filtered): the jobs_status_id and
+-- jobs_type_id indexes serve the query they make.
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs WHERE id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
+FROM jobs WHERE /* filters */ id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 
--- name: list_jobs_by_status
-SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
-       length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs
-WHERE status = %(status)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
+-- name: list_jobs_where_status
+status = %(status)s AND
 
--- name: list_jobs_by_type
-SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
-       length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs
-WHERE type = %(type)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
-
--- name: list_jobs_by_status_and_type
-SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
-       length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs
-WHERE status = %(status)s AND type = %(type)s AND id < %(cursor)s
-ORDER BY id DESC LIMIT %(limit)s;
+-- name: list_jobs_where_type
+type = %(type)s AND
 
 -- name: lease_jobs
 -- SKIP LOCKED: concurrent leasers (any number of servers) take disjoint rows

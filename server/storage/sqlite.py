@@ -18,7 +18,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from taskframe.server.storage.base import (
@@ -28,6 +28,7 @@ from taskframe.server.storage.base import (
     StoreUnavailable,
     apply_migrations,
     load_queries,
+    with_filters,
 )
 
 QUERIES = load_queries("sqlite.sql")
@@ -73,6 +74,9 @@ class SQLiteTransaction:
     def execute_script(self, sql: str) -> None:
         """Run one statement that is not a named query (a migration step)."""
         self._connection.execute(sql)
+
+    def filtered(self, query: str, filters: Sequence[str]) -> str:
+        return with_filters(QUERIES, query, filters)
 
     def insert_jobs(self, rows: list[Params]) -> list[Row]:
         if not rows:
@@ -179,10 +183,9 @@ class SQLiteStore:
 
     def schema_version(self) -> int:
         with self.reader() as tx:
-            exists = tx._connection.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'taskframe_schema'"
-            ).fetchone()
-            return (tx.one("get_version") or {}).get("version") or 0 if exists else 0
+            if not (tx.one("version_table_exists") or {}).get("present"):
+                return 0
+            return (tx.one("get_version") or {}).get("version") or 0
 
     def migrate(self, target: int | None = None) -> int:
         # BEGIN IMMEDIATE serialises servers that start at once: the second one

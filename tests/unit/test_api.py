@@ -243,7 +243,7 @@ def test_failed_attempt_is_retried_then_failed(client, scheduler):
     job_id = client.simulate_post("/jobs", json={**SLEEP, "max_attempts": 2}).json["id"]
     for attempt in (1, 2):
         with scheduler.store.transaction() as tx:  # skip the backoff wait
-            tx._connection.execute("UPDATE jobs SET run_at = 0 WHERE id = ?", (job_id,))
+            tx.execute_script(f"UPDATE jobs SET run_at = 0 WHERE id = {int(job_id)}")
         scheduler.promote()  # as the housekeeper does when a job is due
         job = lease(client)["jobs"][0]
         assert job["attempts"] == attempt
