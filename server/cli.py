@@ -26,8 +26,8 @@ from taskframe.core.options import (
 from taskframe.core.plugins import (
     PluginSet,
     add_plugin_options,
-    create_plugin_manager,
     early_disabled_plugins,
+    load_plugins,
 )
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.app import create_app
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early = early_logging_options(argv)  # before the plugins load and may log
     configure_logging(early.log_level, early.log_format)
-    plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
+    plugins = load_plugins(disabled=early_disabled_plugins(argv))
     try:
         parser = build_parser(plugins, standalone=wanted(argv))
     except BadEnvironment as exc:

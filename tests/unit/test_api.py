@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
@@ -24,7 +24,7 @@ def scheduler(sqlite_url: str):
 
 @pytest.fixture
 def client(scheduler: Scheduler) -> testing.TestClient:
-    return testing.TestClient(create_app(scheduler.config, scheduler, create_plugin_manager()))
+    return testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
 
 
 def count_jobs(client: testing.TestClient) -> int:
@@ -416,7 +416,7 @@ def test_waits_past_the_cap_answer_at_once_with_retry_after(sqlite_url):
     store = open_store(sqlite_url)
     store.migrate()
     scheduler = Scheduler(store, ServerConfig(max_waiting=0))
-    client = testing.TestClient(create_app(scheduler.config, scheduler, create_plugin_manager()))
+    client = testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
     try:
         job_id = client.simulate_post("/jobs", json={**SLEEP, "delay": 3600}).json["id"]
         answer = client.simulate_post("/lease", json={"worker_id": "w1", "max": 1, "wait": 30})
@@ -437,9 +437,7 @@ def test_the_largest_file_content_fits_the_default_body_limit(sqlite_url):
     store.migrate()
     try:
         scheduler = Scheduler(store, ServerConfig())  # the defaults, as taskframe-server's
-        client = testing.TestClient(
-            create_app(scheduler.config, scheduler, create_plugin_manager())
-        )
+        client = testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
         content = '"\n' * (file.MAX_CONTENT // 2)  # every byte doubled by JSON escaping
         payload = {"operation": "write", "path": "big.txt", "content": content}
         answer = client.simulate_post("/jobs", json={"type": "file", "payload": payload})
