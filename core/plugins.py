@@ -89,7 +89,7 @@ class PluginSet:
         ]
 
         def check(job: dict[str, Any]) -> dict[str, Any] | None:
-            problems = None
+            problems: dict[str, Any] | None = None
             for function, takes_job, plugin in calls:
                 try:
                     found = function(job) if takes_job else function()
@@ -97,7 +97,7 @@ class PluginSet:
                     log.exception("plugin %r: taskframe_validate_job raised", plugin)
                     continue
                 if found:
-                    problems = {**(problems or {}), **found}
+                    problems = {**(problems or {}), **dict(found)}  # type: ignore[call-overload]
             return problems
 
         return check

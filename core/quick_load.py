@@ -22,6 +22,7 @@ _SUBMIT_KEYS = frozenset(schemas.SubmitJobSchema._declared_fields) - {"run_at", 
 def _is_number(value: object, low: float, high: float, low_inclusive: bool = True) -> bool:
     if type(value) not in _NUMBER:
         return False
+    assert isinstance(value, (int, float))  # for the type checker
     return (low <= value if low_inclusive else low < value) and value <= high
 
 

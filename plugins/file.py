@@ -79,7 +79,7 @@ def _validate_path(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
-_path = [validate.Length(min=1, max=4096), _validate_path]
+_path: list[Callable[[Any], Any]] = [validate.Length(min=1, max=4096), _validate_path]
 
 
 class FilePayloadSchema(Schema):

@@ -380,7 +380,9 @@ class Scheduler:
                     others.append((i, item))
             done.update(self._succeed_all(tx, successes, now, history))
             for i, item in others:
-                done[i] = self._complete_one(tx, rows[item.job_id], item, now, history)
+                outcome = self._complete_one(tx, rows[item.job_id], item, now, history)
+                if outcome is not None:  # else it moved on meanwhile: answered as re-sent below
+                    done[i] = outcome
             for i, item in items:
                 if i not in done:  # the same attempt twice in one batch: the first counted
                     done[i] = self._resent(tx, item)
@@ -495,11 +497,11 @@ class Scheduler:
 
     def _ended(self, rows: Iterable[Row | None]) -> None:
         """After a commit that ended attempts: wake whoever waits on what changed."""
-        rows = [row for row in rows if row is not None]
-        finished = [row["id"] for row in rows if row["status"] in model.FINISHED]
+        ended = [row for row in rows if row is not None]
+        finished = [row["id"] for row in ended if row["status"] in model.FINISHED]
         if finished:
             self.notifier.jobs_finished(finished)
-        self._announce(rows)
+        self._announce(ended)
 
     def heartbeat(
         self, worker_id: str, leases: list[tuple[int, str]]

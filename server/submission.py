@@ -126,13 +126,14 @@ class Intake:
         self, tx: Transaction, params: list[dict[str, Any]]
     ) -> list[tuple[Row, bool]] | JobConflict:
         """Insert jobs that may carry idempotency keys; (row, created) for each."""
-        results = []
+        results: list[tuple[Row, bool]] = []
         for job_params, row in zip(params, tx.returning_many("insert_job", params), strict=True):
             if row is not None:
                 results.append((row, True))
                 continue
             # The key exists: committed meanwhile by a concurrent submission.
             existing = tx.one("get_job_by_key", job_params)
+            assert existing is not None  # the insert skipped the row for its key
             if existing["request_hash"] != job_params["request_hash"]:
                 conflict = _key_used(job_params["idempotency_key"], existing["id"])
                 if len(params) > 1:

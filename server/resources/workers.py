@@ -179,6 +179,7 @@ class JobComplete(WorkerResource):
             raise APIError(falcon.HTTP_404, "Not found", outcome.error)
         if outcome.result is CompletionResult.STALE_LEASE:
             raise APIError(falcon.HTTP_409, "Conflict", outcome.error)
+        assert outcome.job is not None  # a recorded completion carries its job
         resp.media = job_json(outcome.job)
 
 

@@ -34,15 +34,15 @@ class Transaction(Protocol):
         """Execute a statement; return the number of rows it changed."""
         ...
 
-    def run_many(self, query: str, rows: list[Params]) -> None:
+    def run_many(self, query: str, rows: Sequence[Params]) -> None:
         """Execute a statement once per parameter set (one batched call)."""
         ...
 
-    def insert_jobs(self, rows: list[Params]) -> list[Row]:
+    def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
         """Insert jobs without idempotency keys in one batch; return their rows in order."""
         ...
 
-    def returning_many(self, query: str, rows: list[Params]) -> list[Row | None]:
+    def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         """Run a ``... RETURNING`` statement once per row, as one batch.
 
         One answer per row, in order: the returned row, or None where the

@@ -26,6 +26,7 @@ from taskframe.server.storage.base import (
     Row,
     StoreConfigError,
     StoreUnavailable,
+    Transaction,
     apply_migrations,
     load_queries,
     with_filters,
@@ -67,7 +68,7 @@ class SQLiteTransaction:
         cursor.fetchall()  # sqlite3 counts the rows of a RETURNING statement as they are read
         return cursor.rowcount
 
-    def run_many(self, query: str, rows: list[Params]) -> None:
+    def run_many(self, query: str, rows: Sequence[Params]) -> None:
         if rows:
             self._connection.executemany(QUERIES[query], [_adapt(row) for row in rows])
 
@@ -78,14 +79,14 @@ class SQLiteTransaction:
     def filtered(self, query: str, filters: Sequence[str]) -> str:
         return with_filters(QUERIES, query, filters)
 
-    def insert_jobs(self, rows: list[Params]) -> list[Row]:
+    def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
         if not rows:
             return []
-        before = self.one("last_job_id")["id"]
+        before = (self.one("last_job_id") or {})["id"]
         self._connection.executemany(QUERIES["insert_jobs_without_keys"], rows)
         return self.all("jobs_inserted_after", {"id": before})
 
-    def returning_many(self, query: str, rows: list[Params]) -> list[Row | None]:
+    def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         sql = QUERIES[query]
         execute = self._connection.execute
         return [execute(sql, _adapt(row)).fetchone() for row in rows]
@@ -197,7 +198,7 @@ class SQLiteStore:
         with self.reader() as tx:
             tx.one("ping")
 
-    def notify_change(self, tx: SQLiteTransaction) -> None:
+    def notify_change(self, tx: Transaction) -> None:
         """Nothing to send: other processes see the commit through data_version."""
 
     def watch_changes(self, on_change: Callable[[], None], active: Callable[[], bool]) -> None:
