@@ -19,21 +19,9 @@ from typing import Any
 
 import requests
 
-from tests.processes import wait_until
+# The short server and worker settings (the worker's without --file-root: see worker_args).
+from tests.processes import SERVER_ARGS, WORKER_ARGS, wait_until
 
-#: Short server settings: leases die fast and retries come back fast.
-SERVER_ARGS = (
-    "--lease-ttl",
-    "2",
-    "--reap-interval",
-    "0.2",
-    "--retry-backoff",
-    "0.1",
-    "--retry-backoff-max",
-    "0.5",
-)
-#: Short worker settings, without --file-root (see :func:`worker_args`).
-WORKER_ARGS = ("--poll-interval", "1", "--heartbeat-interval", "0.3", "--shutdown-grace", "2")
 RUN_LOG = "runs.log"
 HTTP_TIMEOUT = 10.0
 
