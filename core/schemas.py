@@ -240,6 +240,9 @@ class JobSchema(Schema):
     cancel_requested = fields.Boolean()
     notify_url = fields.String(allow_none=True)
     lease_id = fields.String(metadata={"description": "only in lease answers"})
+    lease_expires_at = fields.String(
+        allow_none=True, metadata={"description": "only in lease answers"}
+    )
 
 
 class ErrorSchema(Schema):

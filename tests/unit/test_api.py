@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from falcon import testing
 
@@ -447,3 +449,33 @@ def test_the_largest_file_content_fits_the_default_body_limit(sqlite_url):
         assert answer.status_code == 422 and "content" in answer.json["errors"]["payload"]
     finally:
         store.close()
+
+
+def test_the_openapi_document_covers_every_route_and_query_parameter(client):
+    """The document and the app cannot drift apart: same routes, the query schemas, all fields."""
+    from falcon.inspect import inspect_routes
+
+    from taskframe.core import schemas
+
+    spec = client.simulate_get("/openapi.json").json
+    served = {
+        (re.sub(r"\{job_id[^}]*\}", "{job_id}", route.path), method.method.lower())
+        for route in inspect_routes(client.app)
+        for method in route.methods
+        if not method.internal and method.method not in ("OPTIONS",)
+    }
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    undocumented_on_purpose = {("/openapi.json", "get"), ("/metrics", "get")}
+    assert served - undocumented_on_purpose == documented
+    for (path, method), query in {
+        ("/jobs", "get"): schemas.ListJobsQuerySchema,
+        ("/jobs/{job_id}", "get"): schemas.WaitQuerySchema,
+        ("/next-job", "get"): schemas.NextJobQuerySchema,
+    }.items():
+        parameters = spec["paths"][path][method]["parameters"]
+        in_query = {p["name"] for p in parameters if p["in"] == "query"}
+        assert in_query == set(query().fields), path
+    job_id = client.simulate_post("/jobs", json=SLEEP).json["id"]
+    leased = lease(client)["jobs"][0]
+    assert leased["id"] == job_id
+    assert set(leased) == set(spec["components"]["schemas"]["Job"]["properties"])  # lease_*
