@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from taskframe.core.options import env_name
 from taskframe.core.plugins import PluginSet
+from taskframe.server.auth import WORKER, Principal, TokenSet
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -39,6 +41,7 @@ def run_standalone(
     port: int,
     plugins: PluginSet,
     options: argparse.Namespace,
+    tokens: TokenSet | None,
     on_stop_signals: Callable[[Any], None],
     shut_down: Callable[[], None],
 ) -> int:
@@ -49,11 +52,17 @@ def run_standalone(
     serving = threading.Thread(target=server.run, name="waitress", daemon=True)
     serving.start()
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    worker_id = options.worker_id or default_worker_id()
+    if tokens:
+        # The in-process worker gets a token of its own, bound to its id, never written out.
+        token = secrets.token_urlsafe(32)
+        tokens.add(token, Principal(frozenset({WORKER}), (worker_id,), "the standalone worker"))
+        options.token = token
     worker = Worker(
         api_urls=[f"http://{host}:{port}"],
         plugins=plugins,
         options=options,
-        worker_id=options.worker_id or default_worker_id(),
+        worker_id=worker_id,
     )
 
     def on_signal(signum: int, frame: object) -> None:

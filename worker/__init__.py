@@ -1,8 +1,8 @@
 """taskframe.worker: lease jobs over HTTP and run them with executor plugins.
 
-Talks to servers with ``requests`` only; never imports the server or opens a
-database. Embedders (the standalone server) use :class:`Worker` and
-:func:`add_worker_options`.
+Talks to servers over the client's transport (``taskframe.client.transport``);
+never imports the server or opens a database. Embedders (the standalone
+server) use :class:`Worker` and :func:`add_worker_options`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+from taskframe.client.transport import read_token_file
 from taskframe.core.logs import (
     add_logging_options,
     check_logging_options,
@@ -81,7 +82,8 @@ def add_worker_options(
     """Add the worker's options, then the plugins' worker options.
 
     A standalone server that runs a worker in-process passes ``api_url=False``
-    and ``log_level=False`` (it knows its own URL and has its own logging options),
+    and ``log_level=False`` (it knows its own URL, and so needs neither a
+    token nor a CA for it, and has its own logging options),
     and ``plugins=None`` if it calls ``taskframe_add_options`` itself.
     """
     group = parser.add_argument_group("worker")
@@ -90,6 +92,22 @@ def add_worker_options(
             group,
             "--api-url",
             help="server URL(s), comma-separated; requests rotate over them and fail over",
+        )
+        add_option(
+            group,
+            "--token",
+            help="bearer token sent to the server (a token with the worker role)",
+        )
+        add_option(
+            group,
+            "--token-file",
+            help="file holding the token (instead of --token: keeps it out of `ps`)",
+        )
+        add_option(
+            group,
+            "--ca-cert",
+            help="CA certificate (PEM) that https servers are verified against, "
+            "for a private CA (default: the system's CAs)",
         )
     add_option(group, "--worker-id", help="name shown on leased jobs (default <hostname>-<pid>)")
     add_option(
@@ -168,6 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--api-url: {exc}")
     if not urls:
         parser.error("--api-url (or TASKFRAME_API_URL) is required")
+    if options.token and options.token_file:
+        parser.error("give --token or --token-file, not both")
+    if options.token_file:
+        try:
+            options.token = read_token_file(options.token_file)
+        except ValueError as exc:
+            parser.error(f"--token-file: {exc}")
+    if options.ca_cert and not os.path.isfile(options.ca_cert):
+        parser.error(f"--ca-cert: {options.ca_cert} is not a file")
     if not plugins.executors:
         log.error("no executor plugin is installed; nothing to run")
         return 2

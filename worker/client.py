@@ -1,34 +1,34 @@
-"""The worker's HTTP client: URL rotation and failover, pending completions, backoff.
+"""The worker's side of the API: its endpoints, pending completions, backoff.
 
 The worker never touches the database; everything goes through the batched
-endpoints here. A request that fails with a connection error, a timeout or a
-5xx may or may not have happened, so nothing it carried is forgotten: pending
-completions stay in the :class:`Outbox` until the server answers for each one
-(``ok``, or 409/404 which mean the attempt is no longer ours to report).
+endpoints here, over the client's :class:`~taskframe.client.transport.Transport`
+(URL rotation and failover, token, CA). A request that fails with a
+connection error, a timeout or a 5xx may or may not have happened, so nothing
+it carried is forgotten: pending completions stay in the :class:`Outbox`
+until the server answers for each one (``ok``, or 409/404 which mean the
+attempt is no longer ours to report).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import secrets
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import requests
-
+from taskframe.client.errors import ApiError, Unavailable
+from taskframe.client.transport import URL_PENALTY, Transport
 from taskframe.core.model import Outcome
 from taskframe.core.retry import BackoffPolicy
 
 log = logging.getLogger("taskframe.worker")
 
+__all__ = ["ApiClient", "ApiError", "FailureStreak", "Outbox", "Unavailable", "pair_answers"]
+
 #: Delays between attempts while the server is unreachable.
 DEFAULT_BACKOFF = BackoffPolicy(base=0.05, cap=5.0)
-#: How long a URL that just failed is skipped (grows while it keeps failing).
-URL_PENALTY = BackoffPolicy(base=0.5, cap=30.0)
 #: Completions sent in one request at most (keeps bodies well under size limits).
 MAX_COMPLETIONS_PER_REQUEST = 500
 #: Characters of attempt logs sent in one request at most (each log is up to 64 KiB):
@@ -38,36 +38,10 @@ MAX_LOG_CHARS_PER_REQUEST = 2 << 20
 LONG_POLL_MARGIN = 10.0
 # Per-completion codes that mean "not ours any more": drop it, never resend.
 _GONE = frozenset({404, 409})
-# Whole-request statuses treated like a server being down: fail over and back off.
-_RETRY_STATUSES = frozenset({408, 429})
-_TRANSPORT_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
 
 
-class ApiError(Exception):
-    """The server refused a request (4xx): retrying it unchanged will not help."""
-
-    def __init__(self, message: str, status: int | None = None, url: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.url = url
-
-
-class Unavailable(ApiError):
-    """No server answered usefully (connection error, timeout, 5xx): try again later."""
-
-
-class ApiClient:
-    """Talks to one or more server URLs, round robin per request, failing over at once.
-
-    A URL that just failed is skipped for a short, growing while (unless every
-    URL is failing), so a dead host does not cost a connect attempt on every
-    other request. Each thread gets its own keep-alive ``requests.Session``.
-    """
+class ApiClient(Transport):
+    """The worker's endpoints over a :class:`Transport` to one or more servers."""
 
     def __init__(
         self,
@@ -76,115 +50,19 @@ class ApiClient:
         connect_timeout: float = 3.0,
         read_timeout: float = 10.0,
         penalty: BackoffPolicy = URL_PENALTY,
+        token: str | None = None,
+        ca_cert: str | None = None,
     ) -> None:
-        if not urls:
-            raise ValueError("at least one server URL is needed")
-        self.urls = [url.rstrip("/") for url in urls]
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self._penalty = penalty
-        self._lock = threading.Lock()
-        self._counter = itertools.count()
-        self._failures = [0] * len(self.urls)
-        self._down_until = [0.0] * len(self.urls)
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-
-    # -- transport ---------------------------------------------------------
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        params: dict[str, Any] | None = None,
-        read_timeout: float | None = None,
-    ) -> Any:
-        """Send one request, trying each URL once; return the JSON answer (None for 204).
-
-        Raises :class:`Unavailable` when no URL answered usefully and
-        :class:`ApiError` when a server refused the request with a 4xx.
-        """
-        timeout = (self.connect_timeout, read_timeout or self.read_timeout)
-        last: Unavailable | None = None
-        for index in self._order():
-            url = self.urls[index] + path
-            try:
-                response = self._session().request(
-                    method, url, json=body, params=params, timeout=timeout
-                )
-            except _TRANSPORT_ERRORS as exc:
-                last = Unavailable(f"{url}: {type(exc).__name__}: {exc}", url=url)
-                self._mark(index, ok=False, reason=last)
-                continue
-            except requests.RequestException as exc:
-                raise ApiError(f"{url}: {type(exc).__name__}: {exc}", url=url) from exc
-            status = response.status_code
-            if status >= 500 or status in _RETRY_STATUSES:
-                last = Unavailable(f"{url}: HTTP {status} {_describe(response)}", status, url)
-                self._mark(index, ok=False, reason=last)
-                continue
-            self._mark(index, ok=True)
-            if status >= 400:
-                raise ApiError(f"{url}: HTTP {status} {_describe(response)}", status, url)
-            if status == 204 or not response.content:
-                return None
-            try:
-                return response.json()
-            except ValueError:
-                last = Unavailable(f"{url}: HTTP {status} with a body that is not JSON", status)
-                continue
-        assert last is not None
-        raise last
-
-    def _order(self) -> list[int]:
-        """URL indexes for one request: rotated per request, healthy ones first."""
-        with self._lock:
-            start = next(self._counter) % len(self.urls)
-            now = time.monotonic()
-            rotated = [(start + i) % len(self.urls) for i in range(len(self.urls))]
-            healthy = [i for i in rotated if self._down_until[i] <= now]
-            resting = [i for i in rotated if self._down_until[i] > now]
-        # Resting URLs are tried last, only when every healthy one failed too.
-        return healthy + resting
-
-    def _mark(self, index: int, *, ok: bool, reason: object = None) -> None:
-        with self._lock:
-            failures = self._failures[index]
-            if ok:
-                self._failures[index] = 0
-                self._down_until[index] = 0.0
-            else:
-                self._failures[index] += 1
-                pause = self._penalty.nominal(failures + 1)
-                self._down_until[index] = time.monotonic() + pause
-        url = self.urls[index]
-        if len(self.urls) > 1 and (failures == 0) != ok:  # one line per URL failure streak
-            if ok:
-                log.info("server %s answers again", url)
-            else:
-                log.warning("server %s failed, using the others meanwhile: %s", url, reason)
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers["User-Agent"] = "taskframe-worker"
-            # Looking up proxy variables and .netrc costs ~0.1 ms per request:
-            # do it only when a proxy is configured at all.
-            session.trust_env = _proxy_configured()
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
-    def close(self) -> None:
-        """Close every thread's session (their pooled keep-alive connections)."""
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        super().__init__(
+            urls,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            penalty=penalty,
+            token=token,
+            ca_cert=ca_cert,
+            user_agent="taskframe-worker",
+            logger=log,
+        )
 
     # -- endpoints ---------------------------------------------------------
 
@@ -227,22 +105,6 @@ class ApiClient:
 
     def health(self) -> dict[str, Any]:
         return self.call("GET", "/health") or {}
-
-
-def _proxy_configured() -> bool:
-    return any(name.lower().endswith("_proxy") for name in os.environ)
-
-
-def _describe(response: requests.Response) -> str:
-    """The error title/description of a response, or the start of its body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict) and "title" in body:
-        detail = body.get("description") or body.get("errors") or ""
-        return f"{body['title']}: {detail}" if detail else str(body["title"])
-    return str(body)[:200]
 
 
 class FailureStreak:

@@ -22,7 +22,7 @@ from typing import Any
 from taskframe.core.logs import Tally
 from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
-from taskframe.core.schemas import MAX_LEASE_BATCH, MAX_WAIT
+from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH, MAX_WAIT
 from taskframe.worker.client import (
     ApiClient,
     ApiError,
@@ -77,7 +77,11 @@ class Worker:
         def setting(value: float | None, name: str, default: float | None) -> Any:
             return value if value is not None else _option(options, name, default)
 
-        self.client = client or ApiClient(api_urls)
+        self.client = client or ApiClient(
+            api_urls,
+            token=_option(options, "token", None),
+            ca_cert=_option(options, "ca_cert", None),
+        )
         self.plugins = plugins
         self.options = options
         self.worker_id = worker_id
@@ -321,7 +325,7 @@ class Worker:
                 delay = min(delay, IDLE_HEARTBEAT_CHECK)
                 continue
             try:
-                answer = self.client.heartbeats(self.worker_id, leases)
+                answers = self._send_heartbeats(leases)
             except ApiError as exc:
                 delay = min(delay, streak.failure(exc))
                 continue
@@ -330,8 +334,16 @@ class Worker:
                     log.exception("heartbeat failed")
                 continue
             streak.success()
+            self._apply_heartbeats(leases, answers)
+
+    def _send_heartbeats(self, leases: list[dict]) -> list[dict]:
+        """``POST /heartbeats`` in requests within the server's limit; every answer."""
+        answers: list[dict] = []
+        for start in range(0, len(leases), MAX_HEARTBEATS):
+            answer = self.client.heartbeats(self.worker_id, leases[start : start + MAX_HEARTBEATS])
             self._note_ttl(answer.get("lease_ttl"))
-            self._apply_heartbeats(leases, answer.get("leases") or [])
+            answers += answer.get("leases") or []
+        return answers
 
     def _apply_heartbeats(self, sent: list[dict], answers: list[dict]) -> None:
         with self._cond:

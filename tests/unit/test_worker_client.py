@@ -1,100 +1,24 @@
-"""The worker's API client against real tiny HTTP servers: rotation, failover, resends."""
+"""The worker's outbox and backoff against real tiny HTTP servers: resends, splits, drops."""
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from taskframe.core.retry import BackoffPolicy
 from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Outbox, Unavailable
+from tests.fake_api import FakeServer, Reply, dead_url, fail_first, fake_servers, start
 
 pytestmark = pytest.mark.timeout(30)
-
-Reply = tuple[int, Any]
-Replier = Callable[[str, Any], Reply]
-
-
-class FakeServer:
-    """An HTTP server whose answers a test scripts with ``reply(path, body) -> (status, body)``."""
-
-    def __init__(self, reply: Callable[[str, Any], Reply] | None = None) -> None:
-        self.reply = reply or self.accept_all
-        self.requests: list[tuple[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as waitress does
-
-            def do_GET(self) -> None:
-                self._answer(None)
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                self._answer(json.loads(self.rfile.read(length) or b"null"))
-
-            def _answer(self, body: Any) -> None:
-                outer.requests.append((self.path, body))
-                status, answer = outer.reply(self.path, body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
-
-    @staticmethod
-    def accept_all(path: str, body: Any) -> Reply:
-        if path == "/health":
-            return 200, {"status": "ok"}
-        completions = [
-            {"job_id": c["job_id"], "ok": True, "code": 200, "error": None}
-            for c in body["completions"]
-        ]
-        return 200, {"jobs": [], "completions": completions, "lease_ttl": 30}
-
-    def completions_seen(self) -> list[list[int]]:
-        return [[c["job_id"] for c in body["completions"]] for path, body in self.requests]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
 def servers() -> Iterator[list[FakeServer]]:
-    started: list[FakeServer] = []
-    yield started
-    for server in started:
-        server.close()
-
-
-def start(servers: list[FakeServer], reply: Replier | None = None) -> FakeServer:
-    server = FakeServer(reply)
-    servers.append(server)
-    return server
-
-
-def dead_url() -> str:
-    """A local URL where nothing listens: connections are refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    yield from fake_servers()
 
 
 def completion(job_id: int) -> dict[str, Any]:
@@ -106,64 +30,6 @@ def completion(job_id: int) -> dict[str, Any]:
         "error": None,
         "retryable": True,
     }
-
-
-def fail_first(count: int, status: int = 503) -> Callable[[str, Any], Reply]:
-    """Answer ``status`` to the first ``count`` requests, then accept everything."""
-    seen = []
-
-    def reply(path: str, body: Any) -> Reply:
-        seen.append(path)
-        if len(seen) <= count:
-            return status, {"title": "Service Unavailable", "description": "busy"}
-        return FakeServer.accept_all(path, body)
-
-    return reply
-
-
-def test_requests_rotate_over_urls(servers: list[FakeServer]) -> None:
-    a, b = start(servers), start(servers)
-    client = ApiClient([a.url, b.url + "/"])
-    for _ in range(4):
-        assert client.health() == {"status": "ok"}
-    assert len(a.requests) == len(b.requests) == 2
-
-
-def test_refused_connection_fails_over_to_the_next_url(servers: list[FakeServer]) -> None:
-    live = start(servers)
-    client = ApiClient([dead_url(), live.url])
-    for _ in range(5):
-        assert client.health() == {"status": "ok"}
-    assert len(live.requests) == 5
-
-
-def test_failed_url_rests_then_is_tried_again(servers: list[FakeServer]) -> None:
-    flaky, steady = start(servers, fail_first(1)), start(servers)
-    client = ApiClient([flaky.url, steady.url], penalty=BackoffPolicy(base=0.2, cap=0.2))
-    for _ in range(4):  # the 503 fails over; then the flaky URL rests
-        client.health()
-    assert (len(flaky.requests), len(steady.requests)) == (1, 4)
-    time.sleep(0.25)
-    client.health()
-    client.health()
-    assert len(flaky.requests) == 2
-
-
-def test_5xx_fails_over_and_4xx_does_not(servers: list[FakeServer]) -> None:
-    busy = start(servers, lambda path, body: (503, {"title": "Service Unavailable"}))
-    bad = start(servers, lambda path, body: (422, {"title": "Unprocessable", "errors": {}}))
-    ok = start(servers)
-    assert ApiClient([busy.url, ok.url]).health() == {"status": "ok"}
-    with pytest.raises(ApiError) as raised:
-        ApiClient([bad.url, ok.url]).health()
-    assert raised.value.status == 422 and not isinstance(raised.value, Unavailable)
-    assert len(ok.requests) == 1
-
-
-def test_unavailable_when_no_url_answers(servers: list[FakeServer]) -> None:
-    busy = start(servers, lambda path, body: (503, {"title": "Service Unavailable"}))
-    with pytest.raises(Unavailable):
-        ApiClient([busy.url, dead_url()]).health()
 
 
 def test_completions_are_resent_after_503_until_accepted(servers: list[FakeServer]) -> None:

@@ -1,0 +1,279 @@
+"""``Client``: the taskframe API from Python, with typed answers and typed errors."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from taskframe.client.errors import Unavailable, WaitTimeout
+from taskframe.client.models import Attempt, Batch, Job, JobType, Stats, WorkerInfo
+from taskframe.client.transport import Transport
+from taskframe.core.retry import BackoffPolicy
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 30.0
+#: The server's cap on one long poll (``GET /jobs/{id}?wait=S``).
+MAX_LONG_POLL = 60.0
+#: The server's cap on one ``POST /jobs/batch``.
+MAX_BATCH = 1000
+#: The server's cap on one page of ``GET /jobs``.
+MAX_PAGE = 1000
+#: Extra read time granted beyond a long poll's ``wait``.
+LONG_POLL_MARGIN = 10.0
+RETRY_BACKOFF = BackoffPolicy(base=0.25, cap=4.0)
+
+
+class Client:
+    """A client of one taskframe deployment.
+
+    ``url`` is a server URL, or several (a list or comma-separated): requests
+    rotate over them and fail over. ``token`` is sent as a bearer token;
+    ``ca_cert`` is the CA bundle that https servers are checked against;
+    ``timeout`` bounds each request (connect and read); ``retries`` is how
+    many more times a call that is safe to repeat (reads, and submissions
+    with an idempotency key) is tried when no server answered.
+
+    Every method raises a :class:`~taskframe.client.errors.TaskframeError`
+    subclass on failure. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str] = DEFAULT_URL,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        ca_cert: str | None = None,
+        *,
+        retries: int = 3,
+        retry_backoff: BackoffPolicy = RETRY_BACKOFF,
+    ) -> None:
+        urls = url.split(",") if isinstance(url, str) else list(url)
+        urls = [u.strip() for u in urls if u.strip()]
+        for one in urls:
+            if not one.startswith(("http://", "https://")):
+                raise ValueError(f"{one!r} is not an http:// or https:// URL")
+        self.transport = Transport(
+            urls, connect_timeout=timeout, read_timeout=timeout, token=token, ca_cert=ca_cert
+        )
+        self.url = ",".join(self.transport.urls)
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_backoff = retry_backoff
+
+    # -- jobs ------------------------------------------------------------------
+
+    def submit(
+        self,
+        type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        delay: float | None = None,
+        run_at: datetime | str | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> Job:
+        """``POST /jobs``: submit one job and return it.
+
+        With an ``idempotency_key`` the same submission can be repeated safely
+        (it returns the existing job), so it is retried on connection errors.
+        Extra keyword arguments are sent as they are (fields of newer servers).
+        """
+        body = job_body(
+            type,
+            payload,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            delay=delay,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+            **fields,
+        )
+        call = lambda: self._call("POST", "/jobs", body=body)  # noqa: E731
+        answer = self._retrying(call) if idempotency_key else call()
+        return Job.from_json(answer)
+
+    def submit_many(self, jobs: Iterable[dict[str, Any]]) -> Batch:
+        """``POST /jobs/batch``: submit jobs given as API bodies (``{"type", "payload", ...}``).
+
+        Up to 1000 jobs go in one request, all or nothing; more are sent in
+        several requests of 1000, each all or nothing. Retried on connection
+        errors only when every job has an ``idempotency_key``.
+        """
+        bodies = [{**job, "run_at": _time_text(job["run_at"])} if "run_at" in job else job
+                  for job in jobs]  # fmt: skip
+        ids: list[int] = []
+        created = 0
+        for start in range(0, len(bodies), MAX_BATCH):
+            chunk = bodies[start : start + MAX_BATCH]
+            call = lambda chunk=chunk: self._call("POST", "/jobs/batch", body={"jobs": chunk})  # noqa: E731
+            keyed = all(job.get("idempotency_key") for job in chunk)
+            answer = self._retrying(call) if keyed else call()
+            ids.extend(answer["ids"])
+            created += answer["created"]
+        return Batch(ids=ids, created=created)
+
+    def get(self, job_id: int) -> Job:
+        """``GET /jobs/{id}``."""
+        return Job.from_json(self._get(f"/jobs/{int(job_id)}"))
+
+    def wait(
+        self,
+        job_id: int,
+        timeout: float | None = None,
+        *,
+        poll: float = MAX_LONG_POLL,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Wait until the job finished (succeeded, failed or cancelled) and return it.
+
+        Long-polls ``GET /jobs/{id}?wait=S`` with S up to ``poll`` seconds, so
+        the answer comes as soon as the job finishes. ``on_update`` is called
+        with the job after each poll (for progress displays). Raises
+        :class:`WaitTimeout` (a ``TimeoutError``) after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = min(max(poll, 0.0), MAX_LONG_POLL)
+        # A progress display learns the current state at once, not after a long poll.
+        first = on_update is not None
+        while True:
+            left = MAX_LONG_POLL if deadline is None else deadline - time.monotonic()
+            wait = 0.0 if first else max(0.0, min(poll, left))
+            data = self._get(
+                f"/jobs/{int(job_id)}",
+                params={"wait": f"{wait:.3f}"} if wait > 0 else None,
+                read_timeout=wait + LONG_POLL_MARGIN + self.timeout,
+            )
+            job = Job.from_json(data)
+            if on_update is not None:
+                on_update(job)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job.id} is still {job.status} after {timeout:g} s", job)
+            if wait == 0 and not first:
+                time.sleep(min(0.05, max(0.0, left)))  # the server was asked not to wait
+            first = False
+
+    def list(
+        self,
+        status: str | None = None,
+        type: str | None = None,
+        *,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Job]:
+        """``GET /jobs``: jobs newest first, fetched page by page as they are consumed.
+
+        They are summaries, without ``payload`` and ``result`` (use :meth:`get`).
+
+        ``limit`` stops after that many jobs; ``page_size`` (1–1000) is the
+        number fetched per request.
+        """
+        cursor: int | None = None
+        seen = 0
+        page_size = min(max(1, page_size), MAX_PAGE)
+        while True:
+            size = page_size if limit is None else min(page_size, limit - seen)
+            if size <= 0:
+                return
+            params: dict[str, Any] = {"limit": size}
+            if status:
+                params["status"] = status
+            if type:
+                params["type"] = type
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = self._get("/jobs", params=params)
+            for data in page.get("jobs") or []:
+                yield Job.from_json(data)
+                seen += 1
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                return
+
+    def cancel(self, job_id: int) -> Job:
+        """``POST /jobs/{id}/cancel``: a queued job is cancelled now, a running one is
+        told to stop; :class:`~taskframe.client.errors.Conflict` if it already finished."""
+        return Job.from_json(self._call("POST", f"/jobs/{int(job_id)}/cancel"))
+
+    def retry(self, job_id: int) -> Job:
+        """``POST /jobs/{id}/retry``: a failed or cancelled job goes back to the queue."""
+        return Job.from_json(self._call("POST", f"/jobs/{int(job_id)}/retry"))
+
+    def attempts(self, job_id: int) -> builtins.list[Attempt]:
+        """``GET /jobs/{id}/attempts``: its finished attempts, oldest first."""
+        answer = self._get(f"/jobs/{int(job_id)}/attempts")
+        return [Attempt.from_json(item) for item in answer.get("attempts") or []]
+
+    # -- the deployment --------------------------------------------------------
+
+    def job_types(self) -> builtins.list[JobType]:
+        """``GET /job-types``: the installed executors with their payload schemas."""
+        answer = self._get("/job-types")
+        return [JobType.from_json(item) for item in answer.get("job_types") or []]
+
+    def stats(self) -> Stats:
+        """``GET /stats``: counts by status and type, and the types no live worker runs."""
+        return Stats.from_json(self._get("/stats") or {})
+
+    def workers(self) -> builtins.list[WorkerInfo]:
+        """``GET /workers``: the workers seen recently."""
+        answer = self._get("/workers")
+        items = answer.get("workers") if isinstance(answer, dict) else answer
+        return [WorkerInfo.from_json(item) for item in items or []]
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health``."""
+        return self._get("/health") or {}
+
+    # -- plumbing --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the pooled keep-alive connections."""
+        self.transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        return self.transport.call(method, path, **kw)
+
+    def _get(self, path: str, **kw: Any) -> Any:
+        return self._retrying(lambda: self._call("GET", path, **kw))
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """Run ``call``; when no server answered, run it again (up to ``retries`` times)."""
+        failures = 0
+        while True:
+            try:
+                return call()
+            except Unavailable:
+                failures += 1
+                if failures > self.retries:
+                    raise
+                time.sleep(self.retry_backoff.delay(failures))
+
+
+def job_body(type: str, payload: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """The ``POST /jobs`` body of one job; fields left None are not sent."""
+    body: dict[str, Any] = {"type": type, "payload": {} if payload is None else payload}
+    for name, value in fields.items():
+        if value is not None:
+            body[name] = _time_text(value) if name == "run_at" else value
+    return body
+
+
+def _time_text(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value

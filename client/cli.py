@@ -1,0 +1,322 @@
+"""``taskframe``: submit, inspect and steer jobs from a terminal or a script.
+
+Tables for people, ``--json`` for scripts. Exit codes: 0 done; 1 the API
+refused the request, no server answered, or the job waited for failed or was
+cancelled; 2 bad usage (an option, a payload that is not JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from taskframe.client import render
+from taskframe.client.api import DEFAULT_URL, Client
+from taskframe.client.errors import TaskframeError, Unavailable, ValidationError, WaitTimeout
+from taskframe.client.models import Job
+from taskframe.client.transport import read_token_file
+from taskframe.core.options import add_option
+
+#: How often the progress line of ``--wait`` is refreshed on a terminal.
+TTY_REFRESH = 1.0
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage found after parsing (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskframe", description="Submit, inspect and steer taskframe jobs."
+    )
+    add_option(parser, "--url", default=DEFAULT_URL, help="server URL (several: comma-separated)")
+    add_option(parser, "--token", help="bearer token (a client or admin token)")
+    add_option(parser, "--token-file", help="file holding the token, instead of --token")
+    add_option(parser, "--ca-cert", help="CA certificate (PEM) for https with a private CA")
+    add_option(parser, "--json", flag_only=True, help="print JSON instead of tables")
+    # The same flags after the command (``taskframe list --json``), keeping the above if absent.
+    common = argparse.ArgumentParser(add_help=False)
+    for flag in ("--url", "--token", "--token-file", "--ca-cert"):
+        common.add_argument(flag, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON out")
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, parents=[common])
+
+    submit = command("submit", "submit a job")
+    submit.add_argument("type", help="job type (see `taskframe types`)")
+    submit.add_argument(
+        "--payload", default="{}", help="the payload: JSON, or @FILE holding JSON (@- for stdin)"
+    )
+    submit.add_argument("--priority", type=int, help="1 (lowest) to 10 (highest), default 5")
+    submit.add_argument("--delay", type=float, help="seconds before the job may run")
+    submit.add_argument("--max-attempts", type=int, help="attempts before it fails (default 3)")
+    submit.add_argument("--key", help="idempotency key: the same key again returns the same job")
+    submit.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+
+    command("get", "show a job").add_argument("id", type=int)
+    wait = command("wait", "wait until a job finished; exit 1 if it failed or was cancelled")
+    wait.add_argument("id", type=int)
+    wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
+
+    listing = command("list", "list jobs, newest first")
+    listing.add_argument("--status", help="only jobs in this status")
+    listing.add_argument("--type", help="only jobs of this type")
+    listing.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+
+    command("cancel", "cancel a job").add_argument("id", type=int)
+    command("retry", "queue a failed or cancelled job again").add_argument("id", type=int)
+    command("attempts", "show a job's attempts (and their logs)").add_argument("id", type=int)
+    command("types", "list the installed job types")
+    command("stats", "counts of jobs by status and type")
+    command("workers", "list the workers seen recently")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+    except (ValueError, argparse.ArgumentTypeError) as exc:  # a bad TASKFRAME_* value
+        print(f"taskframe: error: {exc} (in a TASKFRAME_* variable)", file=sys.stderr)
+        return EXIT_USAGE
+    options = parser.parse_args(argv)
+    try:
+        client = make_client(options)
+        with client:
+            return COMMANDS[options.command](client, options)
+    except UsageError as exc:
+        print(f"taskframe: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TaskframeError as exc:
+        print(f"error: {error_line(exc, options.url)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def make_client(options: argparse.Namespace) -> Client:
+    token = options.token
+    if options.token_file:
+        if token:
+            raise UsageError("give --token or --token-file, not both")
+        try:
+            token = read_token_file(options.token_file)
+        except ValueError as exc:
+            raise UsageError(f"--token-file: {exc}") from None
+    if options.ca_cert and not os.path.isfile(options.ca_cert):
+        raise UsageError(f"--ca-cert: {options.ca_cert} is not a file")
+    try:
+        return Client(options.url, token=token, ca_cert=options.ca_cert)
+    except ValueError as exc:
+        raise UsageError(f"--url: {exc}") from None
+
+
+def error_line(exc: TaskframeError, url: str) -> str:
+    """One line for an error: the fields at fault, the server's words, or the URL unreached."""
+    if isinstance(exc, ValidationError) and exc.errors:
+        return "; ".join(f"{name}: {message}" for name, message in exc.field_messages())
+    if isinstance(exc, Unavailable) and exc.status is None:
+        return f"cannot reach {url}: {exc.description or exc}"
+    if exc.title:
+        return f"{exc.title}: {exc.description}" if exc.description else exc.title
+    return str(exc)
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def cmd_submit(client: Client, options: argparse.Namespace) -> int:
+    payload = read_payload(options.payload)
+    job = client.submit(
+        options.type,
+        payload,
+        priority=options.priority,
+        delay=options.delay,
+        max_attempts=options.max_attempts,
+        idempotency_key=options.key,
+    )
+    if not options.wait:
+        if options.json:
+            emit_json(job.raw)
+        else:
+            print(f"job {job.id} submitted ({job.type}, {job.status})")
+        return EXIT_OK
+    if not options.json:
+        print(f"job {job.id} submitted ({job.type})", file=sys.stderr)
+    return wait_and_report(client, job.id, options, timeout=None)
+
+
+def cmd_get(client: Client, options: argparse.Namespace) -> int:
+    job = client.get(options.id)
+    show(options, job.raw, lambda: render.job_block(job))
+    return EXIT_OK
+
+
+def cmd_wait(client: Client, options: argparse.Namespace) -> int:
+    return wait_and_report(client, options.id, options, timeout=options.timeout)
+
+
+def cmd_list(client: Client, options: argparse.Namespace) -> int:
+    if options.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    jobs = list(client.list(options.status, options.type, limit=options.limit))
+    show(options, [j.raw for j in jobs], lambda: render.jobs_table(jobs))
+    return EXIT_OK
+
+
+def cmd_cancel(client: Client, options: argparse.Namespace) -> int:
+    job = client.cancel(options.id)
+    wording = "cancel requested (it is running)" if job.status == "running" else job.status
+    show(options, job.raw, lambda: f"job {job.id}: {wording}")
+    return EXIT_OK
+
+
+def cmd_retry(client: Client, options: argparse.Namespace) -> int:
+    job = client.retry(options.id)
+    show(options, job.raw, lambda: f"job {job.id}: {job.status}")
+    return EXIT_OK
+
+
+def cmd_attempts(client: Client, options: argparse.Namespace) -> int:
+    attempts = client.attempts(options.id)
+    show(options, [a.raw for a in attempts], lambda: render.attempts_text(attempts))
+    return EXIT_OK
+
+
+def cmd_types(client: Client, options: argparse.Namespace) -> int:
+    types = client.job_types()
+    show(options, [t.raw for t in types], lambda: render.types_table(types))
+    return EXIT_OK
+
+
+def cmd_stats(client: Client, options: argparse.Namespace) -> int:
+    stats = client.stats()
+    show(options, stats.raw, lambda: render.stats_text(stats))
+    return EXIT_OK
+
+
+def cmd_workers(client: Client, options: argparse.Namespace) -> int:
+    workers = client.workers()
+    show(options, [w.raw for w in workers], lambda: render.workers_table(workers))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+    "submit": cmd_submit,
+    "get": cmd_get,
+    "wait": cmd_wait,
+    "list": cmd_list,
+    "cancel": cmd_cancel,
+    "retry": cmd_retry,
+    "attempts": cmd_attempts,
+    "types": cmd_types,
+    "stats": cmd_stats,
+    "workers": cmd_workers,
+}
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def read_payload(text: str) -> dict[str, Any]:
+    """``--payload``: JSON text, ``@file`` or ``@-`` (stdin); it must be a JSON object."""
+    source = "the text given"
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            if source == "-":
+                text = sys.stdin.read()
+            else:
+                with open(source, encoding="utf-8") as file:
+                    text = file.read()
+        except OSError as exc:
+            raise UsageError(f"--payload: cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--payload: {source} is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f'--payload: {source} must hold a JSON object, like {{"a": 1}}')
+    return payload
+
+
+def show(options: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+    if options.json:
+        emit_json(data)
+    else:
+        print(text())
+
+
+def emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def wait_and_report(
+    client: Client, job_id: int, options: argparse.Namespace, timeout: float | None
+) -> int:
+    """Wait for the job with progress on stderr; print its result; 1 unless it succeeded."""
+    progress = Progress(job_id, sys.stderr)
+    try:
+        job = client.wait(
+            job_id,
+            timeout=timeout,
+            poll=TTY_REFRESH if progress.tty else 60.0,
+            on_update=progress.update,
+        )
+    except WaitTimeout:
+        progress.end()
+        raise
+    progress.end()
+    if options.json:
+        emit_json(job.raw)
+    elif job.succeeded:
+        print(render.pretty(job.result))
+    else:
+        reason = f": {job.error}" if job.error else ""
+        print(f"job {job.id} {job.status} after {job.attempts} attempt(s){reason}", file=sys.stderr)
+    return EXIT_OK if job.succeeded else EXIT_ERROR
+
+
+class Progress:
+    """Status and elapsed time of a waited-for job, on stderr.
+
+    On a terminal one line is rewritten in place every second; otherwise a
+    plain line is written at each change of status (logs stay readable).
+    """
+
+    def __init__(self, job_id: int, stream: TextIO) -> None:
+        self.job_id = job_id
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.began = time.monotonic()
+        self.last_status: str | None = None
+        self.width = 0
+
+    def update(self, job: Job) -> None:
+        elapsed = time.monotonic() - self.began
+        line = f"job {job.id}: {job.status} ({elapsed:.1f} s, attempt {job.attempts})"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+        elif job.status != self.last_status:
+            self.stream.write(line + "\n")
+        self.last_status = job.status
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Plain-text output of the ``taskframe`` command: aligned tables and key/value blocks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from taskframe.client.models import Attempt, Job, JobType, Stats, WorkerInfo
+
+#: Longest cell shown in a table; the rest is cut with an ellipsis.
+MAX_CELL = 60
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Columns left-aligned and padded to their widest cell, two spaces apart."""
+    cells = [[cell_text(value) for value in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [headers, *cells]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def cell_text(value: Any) -> str:
+    if value is None:
+        text = "-"
+    elif isinstance(value, datetime):
+        text = time_text(value)
+    elif isinstance(value, list | tuple):
+        text = ",".join(str(v) for v in value) or "-"
+    elif isinstance(value, dict):
+        text = compact(value)
+    else:
+        text = str(value)
+    text = " ".join(text.split())  # one line per row, whatever the cell holds
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def time_text(value: datetime | None) -> str:
+    """``2026-12-01 13:55:13`` (UTC, as the servers' clock gives it)."""
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def job_block(job: Job) -> str:
+    """A job as ``name: value`` lines, for ``get`` and ``wait``."""
+    fields: list[tuple[str, Any]] = [
+        ("id", job.id),
+        ("type", job.type),
+        ("status", job.status + (" (cancel requested)" if job.cancel_requested else "")),
+        ("priority", job.priority),
+        ("attempts", f"{job.attempts}/{job.max_attempts}"),
+        ("created", time_text(job.created_at)),
+        ("run at", time_text(job.run_at)),
+        ("started", time_text(job.started_at)),
+        ("finished", time_text(job.finished_at)),
+        ("worker", job.worker_id),
+        ("key", job.idempotency_key),
+        ("payload", compact(job.payload)),
+        ("result", None if job.result is None else compact(job.result)),
+        ("error", job.error),
+    ]
+    fields += list(job.extra.items())
+    return key_values(fields)
+
+
+def key_values(fields: Iterable[tuple[str, Any]]) -> str:
+    fields = [(name, value) for name, value in fields if value is not None]
+    width = max((len(name) for name, _ in fields), default=0) + 1
+    lines = []
+    for name, value in fields:
+        text = compact(value) if isinstance(value, dict | list) else str(value)
+        lines.append(f"{name + ':':<{width}} {text}")
+    return "\n".join(lines)
+
+
+def jobs_table(jobs: Iterable[Job]) -> str:
+    headers = ("ID", "TYPE", "STATUS", "PRI", "ATTEMPTS", "CREATED", "FINISHED", "ERROR")
+    rows = (
+        (
+            j.id,
+            j.type,
+            j.status,
+            j.priority,
+            f"{j.attempts}/{j.max_attempts}",
+            j.created_at,
+            j.finished_at,
+            j.error,
+        )
+        for j in jobs
+    )
+    return table(headers, rows)
+
+
+def attempts_text(attempts: Sequence[Attempt]) -> str:
+    headers = ("ATTEMPT", "OUTCOME", "WORKER", "STARTED", "FINISHED", "ERROR")
+    rows = [
+        (a.attempt, a.outcome, a.worker_id, a.started_at, a.finished_at, a.error) for a in attempts
+    ]
+    text = table(headers, rows)
+    # Each attempt's own log (what the executor wrote) below the table, as written.
+    for attempt in attempts:
+        if attempt.log:
+            lines = "\n".join("  " + line for line in attempt.log.splitlines())
+            text += f"\n\nlog of attempt {attempt.attempt}:\n{lines}"
+    return text
+
+
+def types_table(types: Iterable[JobType]) -> str:
+    return table(("TYPE", "DESCRIPTION"), ((t.name, t.description) for t in types))
+
+
+def workers_table(workers: Iterable[WorkerInfo]) -> str:
+    headers = ("WORKER", "HOST", "TYPES", "SLOTS", "RUNNING", "LAST SEEN", "ALIVE")
+    rows = (
+        (w.id, w.host, w.types, w.slots, w.running, w.last_seen, _yes_no(w.alive)) for w in workers
+    )
+    return table(headers, rows)
+
+
+def _yes_no(value: bool | None) -> str | None:
+    return None if value is None else ("yes" if value else "no")
+
+
+def stats_text(stats: Stats) -> str:
+    """Jobs by type (a column per status, a total row), then the queue's health."""
+    statuses = list(stats.by_status) or sorted({s for c in stats.by_type.values() for s in c})
+    rows: list[list[Any]] = [
+        [name, *(counts.get(s, 0) for s in statuses)] for name, counts in stats.by_type.items()
+    ]
+    rows.append(["(all)", *(stats.by_status.get(s, 0) for s in statuses)])
+    text = table(["TYPE", *(s.upper() for s in statuses)], rows)
+    age = stats.oldest_ready_age
+    facts: list[tuple[str, Any]] = [
+        ("oldest ready job", "-" if age is None else f"{age:.1f} s"),
+        ("workers alive", stats.workers_alive),
+        ("types with no live worker", ", ".join(stats.stuck_types) or "none"),
+        *stats.extra.items(),
+    ]
+    return text + "\n\n" + key_values(facts)
