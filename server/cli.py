@@ -278,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     if options.list_plugins:
         print(plugins.describe_text())
         return 0
+    # Before anything is created (the SQLite file): is the port free? (--migrate-only
+    # does not listen: it runs beside the servers it upgrades the schema for.)
+    problem = None if options.migrate_only else port_problem(options.host, options.port)
+    if problem:
+        parser.error(problem)
     try:
         tokens = load_tokens(options.token_file, os.environ.get("TASKFRAME_TOKENS"))
         proxy = proxy_settings(options)
@@ -298,10 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log.info("%d token(s) configured: %s", len(tokens), tokens.summary())
 
-    # Before anything is created (the SQLite file): is the port free?
-    problem = port_problem(options.host, options.port)
-    if problem:
-        parser.error(problem)
     try:
         store = open_store(
             options.db,

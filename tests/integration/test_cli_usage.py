@@ -116,3 +116,13 @@ def test_format_duration():
         "90m",
         "0s",
     ]
+
+
+def test_migrate_only_does_not_need_the_port(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("taskframe-server", "--port", str(port), "--migrate-only", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "taskframe.db").exists()
