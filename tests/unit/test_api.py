@@ -151,6 +151,16 @@ def test_unknown_job_is_404_everywhere(client):
     assert client.simulate_post("/jobs/999/complete", json=stale).status_code == 404
 
 
+def test_envelope_and_payload_errors_come_together(client):
+    body = {"type": "sleep", "payload": {"duration": -1}, "priorty": 3}
+    answer = client.simulate_post("/jobs", json=body)
+    assert answer.status_code == 422
+    assert set(answer.json["errors"]) == {"priorty", "payload"}
+    unknown = client.simulate_post("/jobs", json={"type": "nope", "priority": 0})
+    assert set(unknown.json["errors"]) == {"type", "priority"}
+    assert count_jobs(client) == 0
+
+
 def test_conflicts_say_what_state_the_job_is_in(client):
     job_id = client.simulate_post("/jobs", json=SLEEP).json["id"]
     retried = client.simulate_post(f"/jobs/{job_id}/retry")
