@@ -90,6 +90,7 @@ def add_option(
     default: Any = None,
     type: Any = str,
     flag_only: bool = False,
+    env: str | None = None,
     **kwargs: Any,
 ) -> None:
     """Add ``flag`` to ``parser`` with its default taken from the environment.
@@ -97,8 +98,9 @@ def add_option(
     ``flag_only=True`` makes a boolean switch (``store_true``); its variable
     is true when set to 1, true, yes or on. A variable the option refuses
     raises :class:`BadEnvironment` (the commands answer it with exit code 2).
+    ``env`` overrides the variable's name where the derived one would clash.
     """
-    variable = env_name(flag)
+    variable = env or env_name(flag)
     raw = os.environ.get(variable)
     if flag_only:
         value = raw.strip().lower() in _TRUE if raw is not None else bool(default)

@@ -104,6 +104,8 @@ def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.Argum
     add_option(
         security,
         "--token-file",
+        # Not TASKFRAME_TOKEN_FILE: that is the worker's and the client's single token.
+        env="TASKFRAME_TOKENS_FILE",
         help="file of bearer tokens, one ROLES:TOKEN a line (roles: client, worker, admin; "
         "worker[id,id] or worker[prefix*] binds a worker token to worker ids)",
     )
