@@ -149,8 +149,11 @@ class SubmitJobSchema(Schema):
     timeout = fields.Float(
         load_default=None,
         allow_none=True,
-        validate=validate.Range(min=0, min_inclusive=False, max=7 * 86400),
-        metadata={"description": "seconds one attempt may run; the server default when absent"},
+        validate=validate.Range(min=0, max=7 * 86400),
+        metadata={
+            "description": "seconds one attempt may run; 0: no limit; "
+            "absent or null: the server's --default-timeout"
+        },
     )
     delay = fields.Float(
         validate=validate.Range(min=0, max=365 * 86400),
@@ -441,10 +444,13 @@ class JobSchema(Schema):
     depends_on = fields.List(fields.Integer())
     on_dependency_failure = fields.String(allow_none=True)
     lease_id = fields.String(metadata={"description": "only in lease answers"})
+    lease_expires_at = fields.String(
+        allow_none=True, metadata={"description": "only in lease answers"}
+    )
     dependencies = fields.Dict(
         metadata={
-            "description": "only in lease answers of jobs with dependencies: "
-            "{dependency id: its result}"
+            "description": "only in lease answers: {dependency id: its result} "
+            "for the jobs in depends_on (empty without)"
         }
     )
 

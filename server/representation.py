@@ -34,6 +34,7 @@ def job_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
     if with_lease:
         job["lease_id"] = row["lease_id"]
         job["lease_expires_at"] = iso(row["lease_expires_at"])
+        job["dependencies"] = {}  # the results of depends_on, filled in by the lease
     return job
 
 
@@ -46,7 +47,8 @@ def job_summary(row: Row) -> dict[str, Any]:
         "status": row["status"],
         "attempts": row["attempts"],
         "max_attempts": row["max_attempts"],
-        "timeout": row["timeout"],
+        # One representation whatever the backend returned (300, 300.0); null: no limit.
+        "timeout": None if row["timeout"] is None else float(row["timeout"]),
         "run_at": iso(row["run_at"]),
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),

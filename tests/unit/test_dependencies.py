@@ -72,4 +72,4 @@ def test_a_missing_dependency_writes_nothing(scheduler):
     with pytest.raises(MissingDependencies) as info:
         scheduler.submit([job(), job(depends_on=[("ref", 0), 424242])])
     assert info.value.errors == {"depends_on": ["no job has id 424242"]}
-    assert scheduler.list(None, None, 10, None) == []
+    assert scheduler.list_jobs(None, None, 10, None) == []
