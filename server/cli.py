@@ -273,17 +273,15 @@ def _run_standalone(
     The only place the server starts a worker: the worker still speaks HTTP.
     """
     from taskframe.worker.cli import default_worker_id
+    from taskframe.worker.config import WorkerConfig
     from taskframe.worker.loop import Worker
 
     serving = threading.Thread(target=server.run, name="waitress", daemon=True)
     serving.start()
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
-    worker = Worker(
-        api_urls=[f"http://{host}:{port}"],
-        plugins=plugins,
-        options=options,
-        worker_id=options.worker_id or default_worker_id(),
-    )
+    urls = [f"http://{host}:{port}"]
+    config = WorkerConfig.from_options(options, urls, options.worker_id or default_worker_id())
+    worker = Worker(config, plugins)
 
     def on_signal(signum: int, frame: object) -> None:
         worker.stop()
