@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,12 +66,16 @@ def pysha256(payload: dict[str, Any], context: ExecutorContext) -> dict[str, Any
 class MarkSchema(Schema):
     n = fields.Integer(required=True, validate=validate.Range(min=0))
     key = fields.String(required=True)
+    sleep = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=60))
 
 
 _local = threading.local()  # one Redis connection per job thread (or per job process)
 
 
 def redis_mark(payload: dict[str, Any], context: ExecutorContext) -> None:
+    """As ``bench/peers/mark.py`` (time.sleep, like the peers' task, then one round trip)."""
+    if payload["sleep"]:
+        time.sleep(payload["sleep"])
     client = getattr(_local, "client", None)
     if client is None:
         import redis  # the bench extra
