@@ -3,8 +3,12 @@
 Each job hashes ``--size`` bytes with SHA-256 written in pure Python (a Python
 loop that holds the GIL, unlike ``hashlib``). One worker runs ``--jobs`` of
 them with 1 slot, then with ``--slots`` slots (default: the number of cores),
-under each pool; the table shows jobs/s and the speed-up over one slot.
-Threads cannot run Python in parallel, so only the process pool should scale.
+under each pool; the table shows jobs/s, the speed-up over one slot, and the
+parallelism: CPU seconds the jobs got (each measures its own thread's CPU
+time) per second of wall time. Threads cannot run Python in parallel, so
+under ``thread`` that stays at or below 1 whatever the cores; under
+``process`` it can reach the number of cores that are free (on a shared
+machine, other processes take some: the load average is printed).
 
     .venv/bin/python bench/cpu_pool.py [--size 2097152] [--jobs 4] [--slots 2]
 """
@@ -24,8 +28,10 @@ import bench_plugin  # noqa: E402
 from harness import BenchError, Env, job_clock, kill_all, new_workdir, verify_succeeded  # noqa: E402
 
 
-def run(pool: str, slots: int, opts: argparse.Namespace, workdir: Path, envs: list[Env]) -> float:
-    """Seconds for one worker (``pool``, ``slots``) to run the jobs, submitted beforehand."""
+def run(
+    pool: str, slots: int, opts: argparse.Namespace, workdir: Path, envs: list[Env]
+) -> tuple[float, float]:
+    """Seconds for one worker (``pool``, ``slots``) to run the jobs, and the jobs' CPU seconds."""
     label = f"{pool}{slots}"
     env = Env("sqlite", workdir, label, [], ["--pool", pool, "--poll-interval", "1"])
     envs.append(env)
@@ -41,7 +47,7 @@ def run(pool: str, slots: int, opts: argparse.Namespace, workdir: Path, envs: li
         pids = {j["result"]["pid"] for j in jobs}
         if pool == "process" and env.workers[0].popen.pid in pids:
             raise BenchError("a process-pool job ran in the worker process")
-        return job_clock(jobs)
+        return job_clock(jobs), sum(j["result"]["cpu"] for j in jobs)
     finally:
         env.close()
         for note in env.notes:
@@ -62,18 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{opts.jobs} jobs x pure-Python SHA-256 of {opts.size / 2**20:g} MiB, one worker; "
         f"{os.cpu_count()} cores; time from the first job's start to the last one's end"
     )
-    print(f"{'pool':<8} {'slots':>5} {'seconds':>8} {'jobs/s':>7} {'speed-up':>8}")
+    print(f"{'pool':<8} {'slots':>5} {'seconds':>8} {'jobs/s':>7} {'speed-up':>8} {'parallel':>8}")
     try:
         for pool in ("thread", "process"):
             one = None
             for slots in (1, opts.slots):
-                seconds = run(pool, slots, opts, workdir, envs)
+                seconds, cpu = run(pool, slots, opts, workdir, envs)
                 one = one or seconds
                 print(
                     f"{pool:<8} {slots:>5} {seconds:>8.2f} {opts.jobs / seconds:>7.3f} "
-                    f"{one / seconds:>7.2f}x",
+                    f"{one / seconds:>7.2f}x {cpu / seconds:>8.2f}",
                     flush=True,
                 )
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"load average at the end: {load} (other processes compete for the cores)")
     except BenchError as exc:
         print(f"error: {exc} (logs kept in {workdir})", file=sys.stderr)
         return 1
