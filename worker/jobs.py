@@ -112,7 +112,7 @@ def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
     What the executor writes to ``context.logger`` is kept in ``running.log``.
     """
     fields = running.fields
-    log.info(
+    log.debug(  # per job at DEBUG: the INFO summary is the worker's (worker/summary.py)
         "job %s started (%s, attempt %s)",
         running.job_id,
         fields["type"],
@@ -128,7 +128,7 @@ def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
     took = time.monotonic() - started
     status, _, error, _ = outcome
     if status == "succeeded":
-        log.info("job %s succeeded in %.3f s", running.job_id, took, extra=fields)
+        log.debug("job %s succeeded in %.3f s", running.job_id, took, extra=fields)
     else:  # with the executor's traceback when it raised
         log.warning(
             "job %s failed in %.3f s: %s",

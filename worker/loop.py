@@ -25,6 +25,7 @@ from taskframe.worker.config import WorkerConfig
 from taskframe.worker.jobs import RunningJob, describe
 from taskframe.worker.outbox import Outbox, pair_answers
 from taskframe.worker.pool import KILL_GRACE, ProcessSlot, ThreadSlot
+from taskframe.worker.summary import JobTally
 
 log = logging.getLogger("taskframe.worker")
 
@@ -91,6 +92,7 @@ class Worker:
         self._lease_ttl: float | None = None
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
         self._done = threading.Event()
+        self.tally = JobTally()
 
     # -- control -----------------------------------------------------------
 
@@ -144,6 +146,7 @@ class Worker:
                     runner.join(max(0.0, end - time.monotonic()))
             heartbeat.join(timeout=1.0)
             self.client.close()
+            self.tally.flush()
             log.info("worker %s stopped", self.worker_id)
 
     # -- leasing -----------------------------------------------------------
@@ -264,6 +267,7 @@ class Worker:
                     error = "cancelled on request" + (f" ({error})" if error else "")
                     log.info("job %s cancelled on request", running.job_id, extra=running.fields)
                 self.outbox.add(running.completion(status, result, error, retryable))
+                self.tally.count(status)
             self._cond.notify_all()
 
     def _expire(self) -> None:
@@ -276,6 +280,7 @@ class Worker:
                 error = f"timed out after {running.job['timeout']:g} s"
                 log.info("job %s %s", running.job_id, error)
                 self.outbox.add(running.completion("failed", None, error, True))
+                self.tally.count("timed out")
 
     def _wait_time(self, cap: float) -> float:
         """``cap``, or less when a running job's deadline comes sooner."""

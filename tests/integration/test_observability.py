@@ -94,7 +94,10 @@ def test_json_logs_of_server_and_worker_carry_the_job_fields(
     # DEBUG: leases and successes are logged per job at DEBUG (summed up at INFO).
     server = start_server(sqlite_url, *SERVER_ARGS, "--log-format", "json", "--log-level", "DEBUG")
     worker = start_worker(
-        [server.url], *WORKER_ARGS, "--worker-id", "w-json", env={"TASKFRAME_LOG_FORMAT": "json"}
+        [server.url],
+        *WORKER_ARGS,
+        *("--worker-id", "w-json", "--log-level", "DEBUG"),  # each job's start and end
+        env={"TASKFRAME_LOG_FORMAT": "json"},
     )
     ok = submit(server.url, "sleep", {"duration": 0.1})
     refused = f"http://127.0.0.1:{free_port()}/nothing-listens-here"

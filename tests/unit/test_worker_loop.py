@@ -264,3 +264,17 @@ def test_sleep_jobs_in_both_pools(fake, start, caplog, pool: str) -> None:
     # The cancel event reaches the job in its process too: sleep stops and says so.
     assert outcome["status"] == "cancelled" and "SleepCancelled" in outcome["error"]
     assert fake.overcommitted == []
+
+
+def test_jobs_are_logged_at_debug_and_summed_up_at_info(fake, gates, start, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="taskframe.worker")
+    gates.gate.set()
+    worker = start(concurrency=2)
+    ids = [fake.add("block", {}) for _ in range(3)]
+    for job_id in ids:
+        fake.outcome(job_id)
+    worker.stop()
+    wait_until(lambda: any("stopped" in r.getMessage() for r in caplog.records), 10)
+    messages = [r.getMessage() for r in caplog.records if r.name == "taskframe.worker"]
+    assert not [m for m in messages if "succeeded in" in m or "started (" in m]
+    assert any(m.startswith("in the last ") and m.endswith(": 3 succeeded") for m in messages)
