@@ -17,6 +17,9 @@ counter and the bitmap must both equal the number of jobs (each ran, once).
   threads; Huey: 50 threads; Celery: threads pool of 50): seconds from the
   first submission to the last job done (ideal 2.0 s).
 
+For taskframe, each workload also checks through the API that every job
+succeeded in exactly one attempt.
+
 Each system runs on its documented defaults otherwise (taskframe: SQLite with
 its defaults, and PostgreSQL if reachable; Huey: ``RedisHuey``, blocking
 reads; Celery: Redis broker, results ignored, ``--without-gossip
@@ -47,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE / "peers")]
 
 import bench_plugin  # noqa: E402
-from harness import BIN, BenchError, Deadline, Env, Proc, new_workdir  # noqa: E402
+from harness import BIN, BenchError, Deadline, Env, Proc, new_workdir, verify_succeeded  # noqa: E402
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 SYSTEMS = ("taskframe-sqlite", "taskframe-postgres", "huey", "celery")
@@ -96,10 +99,19 @@ class Counter:
 class Taskframe:
     def __init__(self, db: str, workdir: Path, label: str) -> None:
         self.env = Env(db, workdir, label, [], [])
+        self.ids: set[int] = set()
 
     def submit(self, n: int, key: str, sleep: float = 0.0) -> None:
         payload = {"n": n, "key": key, "sleep": sleep}
-        self.env.api.submit({"type": "redis_mark", "payload": payload})
+        self.ids.add(self.env.api.submit({"type": "redis_mark", "payload": payload}))
+
+    def verify(self) -> None:
+        """Through the API too: every job succeeded, in exactly one attempt.
+
+        (After the counter: a job marks Redis before its worker reports it.)
+        """
+        self.env.api.wait_idle(self.env, timeout=60, interval=0.05)
+        verify_succeeded(self.env.api, 0, self.ids)
 
     def start_workers(self, count: int, slots: int) -> None:
         self.env.start_workers(count, slots)
@@ -242,6 +254,8 @@ def run_system(
                 system = Peer(name, workdir, f"{run}-{name}")  # one queue: one import
             cleanup.append(system)
             body(system, counter, opts, out)
+            if isinstance(system, Taskframe):
+                system.verify()
         except BenchError as exc:
             out[f"{workload} error"] = str(exc)
             print(f"  {label}: {exc} (logs in {workdir})", file=sys.stderr)
