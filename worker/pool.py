@@ -80,6 +80,7 @@ class ProcessSlot:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._cancel: Any = None  # a multiprocessing.Event shared with the child
+        self._lifeline: Connection | None = None
         self._ready = False
 
     @property
@@ -89,15 +90,19 @@ class ProcessSlot:
     def start(self) -> None:
         """Start a child (without waiting for it: see :meth:`ready`)."""
         parent_end, child_end = self._context.Pipe()
+        # Only this worker holds the lifeline's write end: the child sees EOF on it
+        # when the worker is gone, even while its main thread is busy with a job.
+        lifeline, self._lifeline = self._context.Pipe(duplex=False)
         self._cancel = self._context.Event()
         self._process = self._context.Process(
             target=child_main,
-            args=(child_end, self._cancel, self.options, *self.log_settings),
+            args=(child_end, lifeline, self._cancel, self.options, *self.log_settings),
             name="taskframe-job-process",
             daemon=True,  # killed by multiprocessing's exit handler should the worker skip close()
         )
         self._process.start()
         child_end.close()
+        lifeline.close()
         self._conn = parent_end
         self._ready = False
 
@@ -186,9 +191,10 @@ class ProcessSlot:
             if self._process.is_alive():
                 self._process.kill()
             self._process.join(5.0)
-        if self._conn is not None:
-            self._conn.close()
-        self._process = self._conn = None
+        for conn in (self._conn, self._lifeline):
+            if conn is not None:
+                conn.close()
+        self._process = self._conn = self._lifeline = None
         self._ready = False
 
 
@@ -196,14 +202,19 @@ class ProcessSlot:
 
 
 def child_main(
-    conn: Connection, cancel: Any, options: argparse.Namespace, log_level: str, log_format: str
+    conn: Connection,
+    lifeline: Connection,
+    cancel: Any,
+    options: argparse.Namespace,
+    log_level: str,
+    log_format: str,
 ) -> None:
     """A child's life: load the plugins once, then run the jobs the slot sends, one at a time."""
     # The worker decides when its jobs stop: a Ctrl-C or a SIGTERM sent to the
     # whole process group must not kill jobs that the shutdown grace lets finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _exit_with_parent()
+    _exit_with_worker(lifeline)
     configure_logging(log_level, log_format)
     plugins = create_plugin_manager()
     conn.send("ready")
@@ -233,14 +244,18 @@ def _run_one(
     return (*outcome, running.log)
 
 
-def _exit_with_parent() -> None:
-    """A child whose parent died (the worker was SIGKILLed) exits instead of lingering."""
-    parent = os.getppid()
+def _exit_with_worker(lifeline: Connection) -> None:
+    """A child whose worker died (a ``kill -9``) exits, even in the middle of a job.
+
+    Its parent is the fork server, which lives as long as any child does, so
+    the parent pid tells nothing: the lifeline's EOF does.
+    """
 
     def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
+        try:
+            lifeline.recv()  # nothing is ever sent: returns only by EOF
+        except (EOFError, OSError):
+            pass
+        os._exit(1)
 
-    threading.Thread(target=watch, name="taskframe-parent-watch", daemon=True).start()
+    threading.Thread(target=watch, name="taskframe-worker-watch", daemon=True).start()

@@ -120,3 +120,14 @@ def test_the_thread_pool_cannot_stop_a_deaf_job(env, sqlite_url, start_server, s
     # The next job waits for the spinning thread to give the slot back, and runs in the worker.
     after = wait_for_job(server.url, submit(server.url, "spin", {"seconds": 0})["id"])
     assert after["result"]["pid"] == worker.pid
+
+
+def test_job_processes_exit_when_the_worker_is_killed(deployment) -> None:
+    server, worker = deployment
+    busy = child_pid(server.url)
+    job = submit(server.url, "spin", {"seconds": 3600}, max_attempts=1)
+    wait_for_job(server.url, job["id"], "running")
+
+    worker.kill()  # SIGKILL: no shutdown, no goodbye to the children
+
+    wait_until(lambda: gone(busy), timeout=30, message=f"job process {busy} gone")
