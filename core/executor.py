@@ -72,3 +72,24 @@ class Executor:
     schema: marshmallow.Schema
     run: RunCallable
     description: str = ""
+
+
+class ExecutorRegistry:
+    """What ``taskframe_register_executors`` receives: ``register.add(executor)``.
+
+    Calling it (``register(executor)``) does the same, so plugins written for
+    the earlier bare-callable form keep working. A rejected executor (a bad
+    name, a schema class instead of an instance, a run that is not callable,
+    a name already taken) is reported under the plugin's name; the plugin's
+    other executors still load.
+    """
+
+    def __init__(self, accept: Callable[[Executor], None]) -> None:
+        self._accept = accept
+
+    def add(self, executor: Executor) -> None:
+        """Contribute one job type."""
+        self._accept(executor)
+
+    def __call__(self, executor: Executor) -> None:
+        self._accept(executor)

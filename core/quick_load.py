@@ -15,7 +15,8 @@ from typing import Any
 from taskframe.core import schemas
 
 _NUMBER = (int, float)
-_SUBMIT_KEYS = frozenset(schemas.SubmitJobSchema._declared_fields) - {"run_at"}
+# run_at and notify_url take the schema's path (date and URL parsing).
+_SUBMIT_KEYS = frozenset(schemas.SubmitJobSchema._declared_fields) - {"run_at", "notify_url"}
 
 
 def _is_number(value: object, low: float, high: float, low_inclusive: bool = True) -> bool:

@@ -7,6 +7,7 @@ typo such as ``priorty`` is a 422 that names it instead of a silent default.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
@@ -34,6 +35,21 @@ def _no_nul(value: str) -> None:
 
 
 _id_text = validate.And(validate.Length(min=1, max=200), _no_nul)
+
+
+def _http_url(value: str) -> None:
+    """An absolute http(s) URL with a host; where it may point is the webhook's rule."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError as exc:
+        raise ValidationError(f"not a valid URL: {exc}") from exc
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise ValidationError("must be an http:// or https:// URL with a host")
+    if any(ord(c) < 33 or ord(c) == 127 for c in value):
+        raise ValidationError("must not contain spaces or control characters")
+
+
 _job_id = validate.Range(min=1, max=MAX_ID)
 
 
@@ -66,6 +82,13 @@ class SubmitJobSchema(Schema):
         metadata={"description": "hold the job back until then"},
     )
     idempotency_key = fields.String(load_default=None, allow_none=True, validate=_id_text)
+    notify_url = fields.String(
+        validate=validate.And(validate.Length(min=1, max=2000), _http_url),
+        metadata={
+            "description": "POST the job here, signed, when it finishes "
+            "(the webhook plugin; the server needs --webhook-secret)"
+        },
+    )
 
     @validates_schema
     def _delay_or_run_at(self, data: dict, **kwargs: object) -> None:
@@ -130,7 +153,7 @@ class LeaseRequestSchema(Schema):
         load_default=None,
         allow_none=True,
         validate=_id_text,
-        metadata={"description": "the worker's id for this request; its lease ids start with it"},
+        metadata={"description": "the worker's id for this request, kept beside the leases it got"},
     )
     resent = fields.Boolean(
         load_default=False,
@@ -173,12 +196,15 @@ class ListJobsQuerySchema(Schema):
     type = fields.String()
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
     cursor = fields.Integer(validate=validate.Range(min=0, max=MAX_ID))
+    full = fields.Boolean(
+        load_default=False,
+        metadata={"description": "whole jobs (payload and result); summaries without"},
+    )
 
 
 class AttemptSchema(Schema):
     attempt = fields.Integer()
     worker_id = fields.String()
-    lease_id = fields.String()
     started_at = fields.String(metadata={"format": "date-time"})
     finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     outcome = fields.String(allow_none=True)
@@ -209,6 +235,7 @@ class JobSchema(Schema):
     error = fields.String(allow_none=True)
     idempotency_key = fields.String(allow_none=True)
     cancel_requested = fields.Boolean()
+    notify_url = fields.String(allow_none=True)
     lease_id = fields.String(metadata={"description": "only in lease answers"})
 
 
@@ -267,6 +294,10 @@ class LeaseAnswerSchema(Schema):
     jobs = fields.List(fields.Nested(JobSchema))
     completions = fields.List(fields.Nested(LeaseOutcomeSchema))
     lease_ttl = fields.Float()
+    retry_after = fields.Float(
+        allow_none=True,
+        metadata={"description": "the wait was refused (too many waiting): pause this long"},
+    )
 
 
 class HeartbeatStateSchema(Schema):
@@ -327,3 +358,24 @@ class WorkerSchema(Schema):
 
 class WorkerListSchema(Schema):
     workers = fields.List(fields.Nested(WorkerSchema))
+
+
+class PluginSchema(Schema):
+    name = fields.String()
+    distribution = fields.String(allow_none=True)
+    version = fields.String(allow_none=True)
+    hooks = fields.List(fields.String())
+    job_types = fields.List(fields.String())
+
+
+class PluginFailureSchema(Schema):
+    name = fields.String()
+    error = fields.String()
+
+
+class PluginsSchema(Schema):
+    """``GET /plugins``."""
+
+    plugins = fields.List(fields.Nested(PluginSchema))
+    failures = fields.List(fields.Nested(PluginFailureSchema))
+    disabled = fields.List(fields.String())

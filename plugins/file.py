@@ -15,14 +15,18 @@ Results (``path`` and ``destination`` are echoed as given):
 - copy, move: ``{"path", "destination", "size"}``
 - checksum: ``{"path", "sha256", "size"}``
 
-An absolute path, a ``..`` component or a path resolving (through symlinks)
-outside the root fails the job at once and touches nothing; so do a missing
-source, a directory where a file is expected and permission errors. ``append``
-writes its content with one ``write`` on an ``O_APPEND`` descriptor, so
-concurrent appends do not interleave; like every job it may run more than once
-(at-least-once delivery), so a retried append can repeat its content.
-Delete and move act on the entry itself (a symlink, not its target); the other
-operations follow symlinks that stay inside the root.
+An absolute path, a ``..`` component, a NUL byte, a component over 255 bytes
+or a path naming a directory is refused at submission (422) and again on the
+worker. On the worker every component is opened relative to the directory
+before it without following symbolic links (see
+:mod:`taskframe.plugins.file_sandbox`): a link anywhere in the path, a file
+with more than one hard link (for any operation, reads included), a
+directory, FIFO or device where a file is expected, a missing source and
+permission errors fail the job at once and touch nothing outside the root.
+``append`` writes its content with one ``write`` on an ``O_APPEND``
+descriptor, so concurrent appends do not interleave; like every job it may run
+more than once (at-least-once delivery), so a retried append can repeat its
+content.
 """
 
 from __future__ import annotations
@@ -30,15 +34,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
-import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from taskframe.core import Executor, ExecutorContext, PermanentError, hookimpl
 from taskframe.core.options import add_option
+from taskframe.plugins.file_sandbox import (
+    RETRYABLE_ERRNOS,
+    check_regular,
+    open_file,
+    open_parent,
+    split_path,
+)
 
 OPERATIONS = ("write", "append", "read", "delete", "copy", "move", "checksum")
 DEFAULT_ROOT = "taskframe-files"
@@ -46,16 +55,29 @@ MAX_CONTENT = 10 * 1024 * 1024
 MAX_READ = 1024 * 1024
 _NEEDS_CONTENT = ("write", "append")
 _NEEDS_DESTINATION = ("copy", "move")
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
+_CHUNK = 1024 * 1024
 
 
 def _validate_content(value: str) -> None:
-    if len(value) > MAX_CONTENT or len(value.encode("utf-8")) > MAX_CONTENT:
+    if len(value) > MAX_CONTENT:
+        raise ValidationError(f"must be at most {MAX_CONTENT} bytes as UTF-8")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"cannot be encoded as UTF-8: {exc.reason}") from None
+    if size > MAX_CONTENT:
         raise ValidationError(f"must be at most {MAX_CONTENT} bytes as UTF-8")
 
 
-_path_length = validate.Length(min=1, max=4096)
+def _validate_path(value: str) -> None:
+    try:
+        split_path(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+_path = [validate.Length(min=1, max=4096), _validate_path]
 
 
 class FilePayloadSchema(Schema):
@@ -66,7 +88,7 @@ class FilePayloadSchema(Schema):
     )
     path = fields.String(
         required=True,
-        validate=_path_length,
+        validate=_path,
         metadata={"description": "file path relative to the worker's --file-root"},
     )
     content = fields.String(
@@ -74,7 +96,7 @@ class FilePayloadSchema(Schema):
         metadata={"description": "text to write or append (write, append), at most 10 MiB"},
     )
     destination = fields.String(
-        validate=_path_length,
+        validate=_path,
         metadata={"description": "target path relative to the root (copy, move)"},
     )
 
@@ -96,36 +118,12 @@ class FilePayloadSchema(Schema):
             raise ValidationError({field: [message] for field, message in errors.items()})
 
 
-class _Target:
-    """A path checked against the root: ``real`` is fully resolved, ``entry``
-    is the directory entry itself (resolved parent + final name)."""
-
-    def __init__(self, root: str, relative: str, field: str) -> None:
-        if "\0" in relative:
-            raise PermanentError(f"{field} contains a NUL character")
-        if os.path.isabs(relative) or relative.startswith(("/", "\\")):
-            raise PermanentError(f"{field} must be relative to the file root: {relative!r}")
-        parts = relative.replace("\\", "/").split("/")  # "\\" counts as a separator everywhere
-        if ".." in parts:
-            raise PermanentError(f"{field} must not contain '..': {relative!r}")
-        joined = os.path.join(root, relative)
-        self.real = os.path.realpath(joined)
-        parent = os.path.realpath(os.path.dirname(joined))
-        if not (_inside(self.real, root) and _inside(parent, root)):
-            raise PermanentError(f"{field} resolves outside the file root: {relative!r}")
-        self.entry = os.path.join(parent, os.path.basename(joined))
-        if self.real == root or os.path.basename(joined) in ("", "."):
-            raise PermanentError(f"{field} must name a file inside the root: {relative!r}")
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _write(fd_path: str, data: bytes, flags: int) -> tuple[int, int]:
-    os.makedirs(os.path.dirname(fd_path), exist_ok=True)
-    fd = os.open(fd_path, os.O_WRONLY | os.O_CREAT | _NOFOLLOW | _BINARY | flags, 0o666)
+def _write(parent: int, name: str, data: bytes, append: bool, label: str) -> tuple[int, int]:
+    flags = os.O_WRONLY | os.O_CREAT | _BINARY | (os.O_APPEND if append else 0)
+    fd, _ = open_file(parent, name, flags, label)
     try:
+        if not append:  # truncated only once the checks passed, not by O_TRUNC
+            os.ftruncate(fd, 0)
         written = os.write(fd, data)  # one call: O_APPEND writes land whole
         while written < len(data):  # only on a short write (e.g. disk nearly full)
             written += os.write(fd, data[written:])
@@ -134,97 +132,141 @@ def _write(fd_path: str, data: bytes, flags: int) -> tuple[int, int]:
         os.close(fd)
 
 
-def _checksum(path: str) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _regular(path: str, relative: str, missing_ok: bool = False) -> None:
-    """Refuse directories, FIFOs and devices, where a read or write could block or fail."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        if missing_ok:
+def _chunks(fd: int, limit: int | None = None) -> Iterator[bytes]:
+    left = limit
+    while left is None or left > 0:
+        chunk = os.read(fd, _CHUNK if left is None else min(_CHUNK, left))
+        if not chunk:
             return
-        raise
-    if not stat.S_ISREG(mode):
-        raise PermanentError(f"{relative!r} is not a regular file")
+        if left is not None:
+            left -= len(chunk)
+        yield chunk
 
 
-def _not_directory(entry: str, relative: str) -> None:
-    try:
-        is_dir = stat.S_ISDIR(os.lstat(entry).st_mode)
-    except FileNotFoundError:
-        return
-    if is_dir:
-        raise PermanentError(f"{relative!r} is a directory")
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Path:
+    """A payload path, split and checked again on the worker."""
+
+    def __init__(self, payload: dict[str, Any], field: str) -> None:
+        self.text = payload[field]
+        self.label = f"{field} {self.text!r}"
+        try:
+            self.names = split_path(self.text)
+        except ValueError as exc:
+            raise PermanentError(f"{self.label}: {exc}") from None
+        self.name = self.names[-1]
 
 
 def _operate(payload: dict[str, Any], root: str) -> dict[str, Any]:
-    operation, relative = payload["operation"], payload["path"]
-    target = _Target(root, relative, "path")
-    destination = None
-    if operation in _NEEDS_DESTINATION:
-        destination = _Target(root, payload["destination"], "destination")
-    result: dict[str, Any] = {"path": relative}
+    operation = payload["operation"]
+    path = _Path(payload, "path")
+    destination = _Path(payload, "destination") if operation in _NEEDS_DESTINATION else None
+    result: dict[str, Any] = {"path": path.text}
     if operation in _NEEDS_CONTENT:
-        _regular(target.real, relative, missing_ok=True)
-        flags = os.O_APPEND if operation == "append" else os.O_TRUNC
         data = payload["content"].encode("utf-8")
-        result["bytes_written"], result["size"] = _write(target.real, data, flags)
-    elif operation == "read":
-        _regular(target.real, relative)
-        with open(target.real, "rb") as handle:
-            data = handle.read(MAX_READ + 1)
-            size = os.fstat(handle.fileno()).st_size
-        result["content"] = data[:MAX_READ].decode("utf-8", errors="replace")
-        result["truncated"] = len(data) > MAX_READ
-        result["size"] = size
-    elif operation == "checksum":
-        _regular(target.real, relative)
-        result["sha256"], result["size"] = _checksum(target.real)
-    elif operation == "delete":
-        _not_directory(target.entry, relative)
+        with open_parent(root, path.names, create=True, label=path.label) as parent:
+            assert parent is not None
+            append = operation == "append"
+            result["bytes_written"], result["size"] = _write(
+                parent, path.name, data, append, path.label
+            )
+        return result
+    if operation == "delete":
+        result["existed"] = _delete(root, path)
+        return result
+    with open_parent(root, path.names, create=False, label=path.label) as parent:
+        if parent is None:
+            raise FileNotFoundError(path.text)
+        fd, info = open_file(parent, path.name, os.O_RDONLY | _BINARY, path.label)
         try:
-            os.remove(target.entry)
-            result["existed"] = True
-        except FileNotFoundError:
-            result["existed"] = False
-    else:
-        assert destination is not None
-        _regular(target.real, relative)
-        _not_directory(destination.entry, payload["destination"])
-        size = os.path.getsize(target.real)
-        os.makedirs(os.path.dirname(destination.real), exist_ok=True)
-        if operation == "copy":
-            shutil.copyfile(target.real, destination.real)
-        else:
-            os.replace(target.entry, destination.entry)
-        result["destination"] = payload["destination"]
-        result["size"] = size
+            if operation == "read":
+                data = b"".join(_chunks(fd, MAX_READ + 1))
+                result["content"] = data[:MAX_READ].decode("utf-8", errors="replace")
+                result["truncated"] = len(data) > MAX_READ
+                result["size"] = os.fstat(fd).st_size
+            elif operation == "checksum":
+                digest, size = hashlib.sha256(), 0
+                for chunk in _chunks(fd):
+                    digest.update(chunk)
+                    size += len(chunk)
+                result["sha256"], result["size"] = digest.hexdigest(), size
+            else:
+                assert destination is not None
+                result["destination"] = destination.text
+                if operation == "copy":
+                    result["size"] = _copy(root, fd, info, destination)
+                else:
+                    _move(root, parent, path, info, destination)
+                    result["size"] = info.st_size
+        finally:
+            os.close(fd)
     return result
+
+
+def _delete(root: str, path: _Path) -> bool:
+    with open_parent(root, path.names, create=False, label=path.label) as parent:
+        if parent is None:
+            return False
+        try:
+            check_regular(os.stat(path.name, dir_fd=parent, follow_symlinks=False), path.label)
+            os.unlink(path.name, dir_fd=parent)  # unlinkat: removes the entry, follows nothing
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def _copy(root: str, source: int, info: os.stat_result, destination: _Path) -> int:
+    with open_parent(root, destination.names, create=True, label=destination.label) as parent:
+        assert parent is not None
+        flags = os.O_WRONLY | os.O_CREAT | _BINARY
+        fd, target = open_file(parent, destination.name, flags, destination.label)
+        try:
+            if (target.st_dev, target.st_ino) == (info.st_dev, info.st_ino):
+                raise PermanentError(f"{destination.label} is the source file itself")
+            os.ftruncate(fd, 0)
+            size = 0
+            for chunk in _chunks(source):
+                _write_all(fd, chunk)
+                size += len(chunk)
+            return size
+        finally:
+            os.close(fd)
+
+
+def _move(root: str, parent: int, path: _Path, info: os.stat_result, destination: _Path) -> None:
+    with open_parent(root, destination.names, create=True, label=destination.label) as target:
+        assert target is not None
+        try:
+            existing = os.stat(destination.name, dir_fd=target, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if (existing.st_dev, existing.st_ino) != (info.st_dev, info.st_ino):
+                check_regular(existing, destination.label)
+        # renameat: both names inside directories opened without following links
+        os.replace(path.name, destination.name, src_dir_fd=parent, dst_dir_fd=target)
 
 
 def run(payload: dict[str, Any], context: ExecutorContext) -> dict[str, Any]:
     """Run one file operation under ``context.options.file_root``."""
     root = os.path.realpath(getattr(context.options, "file_root", None) or DEFAULT_ROOT)
+    label = f"{payload['operation']} {payload['path']!r}"
     try:
         return _operate(payload, root)
     except FileNotFoundError as exc:
-        raise PermanentError(f"{payload['operation']} {payload['path']!r}: no such file") from exc
-    except (
-        IsADirectoryError,
-        NotADirectoryError,
-        FileExistsError,
-        PermissionError,
-        shutil.SameFileError,
-    ) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise PermanentError(f"{payload['operation']} {payload['path']!r}: {reason}") from exc
+        raise PermanentError(f"{label}: no such file") from exc
+    except OSError as exc:
+        if exc.errno in RETRYABLE_ERRNOS:
+            raise  # a full disk, too many open files...: worth another attempt
+        reason = exc.strerror or str(exc)
+        raise PermanentError(f"{label}: {type(exc).__name__}: {reason}") from exc
+    except (UnicodeError, ValueError, RecursionError) as exc:
+        raise PermanentError(f"{label}: {type(exc).__name__}: {exc}") from exc
 
 
 @hookimpl

@@ -4,40 +4,73 @@ Payload: ``url`` (http or https only), ``method`` (GET by default), ``headers``,
 ``body`` (text) or ``json`` (any JSON value, sent as ``application/json``),
 ``timeout`` (seconds, default 30, at most 600; capped by the job's deadline) and
 ``expected_status`` (a status code or a list of them; without it any 2xx or 3xx
-is a success). Redirects are followed (at most 30, the ``requests`` default).
+is a success). Redirects are followed one hop at a time (at most 30); 307 and
+308 keep the method and body, credentials are dropped when the host changes.
 
-Result: ``{"status_code", "headers", "body", "body_truncated", "elapsed_ms"}``.
-``body`` holds at most the first 64 KiB (65536 bytes) of the response body,
-decoded with the response charset (UTF-8 when none is given, undecodable bytes
-replaced); ``body_truncated`` says whether more was sent. The rest is never read.
+Result: ``{"status_code", "headers", "headers_truncated", "body",
+"body_truncated", "elapsed_ms"}``. ``body`` holds at most the first 64 KiB
+(65536 bytes) of the response body, decoded with the response charset (UTF-8
+when none is given or it is not a text encoding Python knows, undecodable bytes
+replaced); ``body_truncated`` says whether more was sent, and the rest is never
+read. ``headers`` stop before their total size passes 64 KiB
+(``headers_truncated``).
 
-Failures: connection errors, timeouts, 5xx, 408 and 429 are retryable; any other
-unexpected status (or an invalid request) fails the job at once
+Where it may connect: the worker's ``--http-allow`` and ``--http-deny`` rules
+(see :mod:`taskframe.plugins.http_guard`), checked against the address actually
+connected to, at every hop. The environment is ignored (no ``.netrc``, no proxy
+variables, no CA bundle variables); ``--http-proxy`` sets a proxy and
+``--http-ca-cert`` the certificates trusted for https.
+
+Failures: connection errors, timeouts, 5xx, 408 and 429 are retryable; a denied
+target, any other unexpected status or an invalid request fails the job at once
 (:class:`~taskframe.core.PermanentError`).
 """
 
 from __future__ import annotations
 
+import argparse
 import codecs
 import json
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import Message
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+from requests.cookies import extract_cookies_to_jar
+from requests.structures import CaseInsensitiveDict
 
 from taskframe.core import Executor, ExecutorContext, PermanentError, hookimpl
+from taskframe.core.options import add_option
+from taskframe.plugins.http_guard import (
+    DEFAULT_DENY,
+    GuardedAdapter,
+    Policy,
+    Rules,
+    TargetDenied,
+    parse_rules,
+)
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 600.0
 MAX_BODY = 64 * 1024
+MAX_HEADERS = 64 * 1024
+MAX_REDIRECTS = 30
+_PORTS = {"http": 80, "https": 443}
 #: Client errors that mean "try again later" rather than "this request is wrong".
 RETRYABLE_4XX = frozenset({408, 429})
 _CHUNK = 16 * 1024
+
+
+#: RFC 9110 token characters: what a header name may hold.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Control characters; a header value may hold a tab, nothing else of these.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class HttpStatusError(Exception):
@@ -45,21 +78,50 @@ class HttpStatusError(Exception):
 
 
 def _validate_url(value: str) -> None:
+    if _CONTROL.search(value):
+        raise ValidationError("must not contain control characters")
+    _encodable(value, "utf-8")
     try:
         parts = urlsplit(value)
         host = parts.hostname
     except ValueError as exc:
         raise ValidationError(f"not a valid URL: {exc}") from exc
-    if parts.scheme.lower() not in ("http", "https"):
+    if parts.scheme.lower() not in _PORTS:
         raise ValidationError("only http and https URLs are allowed")
     if not host:
         raise ValidationError("the URL has no host")
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError as exc:
+        raise ValidationError(f"not a valid URL: {exc}") from exc
 
 
 def _validate_headers(value: dict[str, str]) -> None:
     for name, header in value.items():
-        if not name or any(c in name for c in "\r\n:") or any(c in header for c in "\r\n"):
-            raise ValidationError(f"invalid header {name!r}")
+        if not _TOKEN.fullmatch(name):
+            raise ValidationError(f"header name {name!r}: letters, digits and !#$%&'*+-.^_`|~ only")
+        if _CONTROL.search(header.replace("\t", "")):
+            raise ValidationError(f"header {name!r}: the value holds a control character")
+        try:
+            header.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValidationError(
+                f"header {name!r}: the value must be Latin-1 text (encode other text first)"
+            ) from None
+
+
+def _encodable(value: str, encoding: str) -> None:
+    try:
+        value.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"cannot be encoded as {encoding}: {exc.reason}") from None
+
+
+def _validate_json(value: Any) -> None:
+    try:
+        json.dumps(value, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:  # NaN, too deep, a surrogate
+        raise ValidationError(f"not strict JSON: {exc}") from None
 
 
 class StatusCodes(fields.Field):
@@ -97,8 +159,15 @@ class HttpPayloadSchema(Schema):
         validate=_validate_headers,
         metadata={"description": "request headers, name to value"},
     )
-    body = fields.String(metadata={"description": "request body as text (or use json)"})
-    json = fields.Raw(allow_none=True, metadata={"description": "request body as JSON"})
+    body = fields.String(
+        validate=lambda value: _encodable(value, "utf-8"),
+        metadata={"description": "request body as text (or use json)"},
+    )
+    json = fields.Raw(
+        allow_none=True,
+        validate=_validate_json,
+        metadata={"description": "request body as JSON (no NaN or Infinity)"},
+    )
     timeout = fields.Float(
         load_default=DEFAULT_TIMEOUT,
         allow_nan=False,
@@ -126,57 +195,146 @@ class HttpPayloadSchema(Schema):
 def run(payload: dict[str, Any], context: ExecutorContext) -> dict[str, Any]:
     """Make the request and describe the response; raise on an unexpected status."""
     method, url = payload["method"], payload["url"]
-    timeout = payload["timeout"]
-    left = context.time_left()
-    if left is not None:
-        if left <= 0:
-            raise TimeoutError(f"{method} {url}: no time left before the job's deadline")
-        timeout = min(timeout, left)
     if context.cancel_event.is_set():
         raise RuntimeError(f"{method} {url}: cancelled before the request was sent")
-    headers = dict(payload["headers"])
+    headers = CaseInsensitiveDict(payload["headers"])
     data: bytes | None = None
     if "json" in payload:
-        data = json.dumps(payload["json"]).encode("utf-8")
-        if not any(name.lower() == "content-type" for name in headers):
-            headers["Content-Type"] = "application/json"
+        data = json.dumps(payload["json"], allow_nan=False).encode("utf-8")
+        headers.setdefault("Content-Type", "application/json")
     elif "body" in payload:
         data = payload["body"].encode("utf-8")
+    request = _Request(method, url, headers, data)
 
+    options = context.options
+    policy = Policy(
+        allow=parse_rules(getattr(options, "http_allow", None)),
+        deny=parse_rules(getattr(options, "http_deny", DEFAULT_DENY)),
+    )
     start = time.monotonic()
     try:
-        with (
-            requests.Session() as session,
-            session.request(
-                method, url, headers=headers, data=data, timeout=timeout, stream=True
-            ) as response,
-        ):
-            raw, truncated = _read_capped(response, context)
+        with _session(policy, options) as session:
+            with _follow(session, request, payload["timeout"], context, policy) as response:
+                raw, truncated = _read_capped(response, context)
+    except TargetDenied as exc:
+        raise TargetDenied(f"{method} {request.url}: {exc}") from exc
     except requests.exceptions.Timeout as exc:
-        raise TimeoutError(f"{method} {url} timed out after {timeout:g}s: {exc}") from exc
+        raise TimeoutError(f"{method} {request.url} timed out: {exc}") from exc
     except requests.exceptions.ConnectionError as exc:
-        raise ConnectionError(f"{method} {url}: connection failed: {exc}") from exc
+        raise ConnectionError(f"{method} {request.url}: connection failed: {exc}") from exc
     except (
         requests.exceptions.InvalidURL,
         requests.exceptions.InvalidHeader,
         requests.exceptions.MissingSchema,
         requests.exceptions.InvalidSchema,
         requests.exceptions.TooManyRedirects,
+        UnicodeError,  # a name IDNA cannot encode, text latin-1 cannot
+        ValueError,  # a URL urllib3 cannot parse (a redirect's bad port...)
     ) as exc:
-        raise PermanentError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+        raise PermanentError(f"{method} {request.url}: {type(exc).__name__}: {exc}") from exc
     except requests.exceptions.RequestException as exc:
-        raise RuntimeError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+        raise RuntimeError(f"{method} {request.url}: {type(exc).__name__}: {exc}") from exc
     elapsed_ms = round((time.monotonic() - start) * 1000, 1)
 
-    body = raw.decode(_charset(response), errors="replace")
+    body = _decode(raw, response)
     _check_status(method, url, response.status_code, payload.get("expected_status"), body)
+    stored, headers_truncated = _capped_headers(response)
     return {
         "status_code": response.status_code,
-        "headers": dict(response.headers),
+        "headers": stored,
+        "headers_truncated": headers_truncated,
         "body": body,
         "body_truncated": truncated,
         "elapsed_ms": elapsed_ms,
     }
+
+
+@dataclass
+class _Request:
+    """The request as it stands at the current hop of a redirect chain."""
+
+    method: str
+    url: str
+    headers: CaseInsensitiveDict
+    data: bytes | None
+
+
+def _session(policy: Policy, options: argparse.Namespace) -> requests.Session:
+    """A session that ignores the environment (.netrc, proxy and CA bundle
+    variables), connects only where ``policy`` allows, and takes its proxy and
+    CA certificates from the worker's options."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = GuardedAdapter(policy)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    proxy = getattr(options, "http_proxy", None)
+    if proxy:
+        session.proxies = {"http": proxy, "https": proxy}
+    session.verify = getattr(options, "http_ca_cert", None) or True
+    return session
+
+
+def _follow(
+    session: requests.Session,
+    request: _Request,
+    timeout: float,
+    context: ExecutorContext,
+    policy: Policy,
+) -> requests.Response:
+    """Send ``request`` and follow its redirects one hop at a time.
+
+    Each hop opens its connection through the guarded adapter, so a redirect
+    to a denied target is refused before anything is sent to it. The body of a
+    redirect answer is never read.
+    """
+    for _hop in range(MAX_REDIRECTS + 1):
+        left = context.time_left()
+        if left is not None and left <= 0:
+            raise requests.exceptions.Timeout("no time left before the job's deadline")
+        if context.cancel_event.is_set():
+            raise RuntimeError("cancelled")
+        if session.proxies:  # the proxy connects, so judge the target here (best effort)
+            parts = urlsplit(request.url)
+            port = parts.port or _PORTS[parts.scheme.lower()]
+            policy.check_resolved(parts.hostname or "", port)
+        prepared = session.prepare_request(
+            requests.Request(request.method, request.url, request.headers, data=request.data)
+        )
+        # The adapter itself: Session.send reads a redirect's whole body, even unfollowed.
+        response = session.get_adapter(prepared.url).send(
+            prepared,
+            stream=True,
+            timeout=timeout if left is None else min(timeout, left),
+            verify=session.verify,
+            proxies=session.proxies,
+        )
+        extract_cookies_to_jar(session.cookies, prepared, response.raw)
+        location = session.get_redirect_target(response) if response.is_redirect else None
+        if location is None:
+            return response
+        response.close()
+        _redirect(session, request, response.status_code, location)
+    raise requests.exceptions.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _redirect(session: requests.Session, request: _Request, status: int, location: str) -> None:
+    """Turn ``request`` into the next hop, as browsers and ``requests`` do."""
+    target = urljoin(request.url, location)
+    if urlsplit(target).scheme.lower() not in _PORTS:
+        raise requests.exceptions.InvalidSchema(f"redirect to a non-http URL: {target!r}")
+    if (status in (302, 303) and request.method != "HEAD") or (
+        status == 301 and request.method == "POST"
+    ):
+        request.method = "GET"
+    if status not in (307, 308):  # only these keep the method and the body
+        request.data = None
+        for name in ("Content-Type", "Content-Length", "Transfer-Encoding"):
+            request.headers.pop(name, None)
+    if session.should_strip_auth(request.url, target):  # credentials stay with their host
+        for name in ("Authorization", "Proxy-Authorization", "Cookie"):
+            request.headers.pop(name, None)
+    request.url = target
 
 
 def _read_capped(response: requests.Response, context: ExecutorContext) -> tuple[bytes, bool]:
@@ -195,15 +353,30 @@ def _read_capped(response: requests.Response, context: ExecutorContext) -> tuple
     return bytes(buffer), False
 
 
-def _charset(response: requests.Response) -> str:
-    """The charset the response declares if Python knows it, else UTF-8."""
+def _decode(raw: bytes, response: requests.Response) -> str:
+    """Decode with the declared charset if it is a text encoding Python knows, else UTF-8."""
     message = Message()
     message["content-type"] = response.headers.get("content-type", "")
     charset = message.get_content_charset()
-    try:
-        return codecs.lookup(charset).name if charset else "utf-8"
-    except LookupError:
-        return "utf-8"
+    if charset:
+        try:
+            if codecs.lookup(charset)._is_text_encoding:  # not base64, rot13, ...
+                return raw.decode(charset, errors="replace")
+        except (LookupError, UnicodeError, ValueError):
+            pass  # an unknown charset, or a codec that refuses "replace" (idna)
+    return raw.decode("utf-8", errors="replace")
+
+
+def _capped_headers(response: requests.Response) -> tuple[dict[str, str], bool]:
+    """The response headers, stopping before their total size passes ``MAX_HEADERS``."""
+    stored: dict[str, str] = {}
+    size = 0
+    for name, value in response.headers.items():
+        size += len(name) + len(value) + 4  # ": " and CRLF, as on the wire
+        if size > MAX_HEADERS:
+            return stored, True
+        stored[name] = value
+    return stored, False
 
 
 def _check_status(
@@ -220,6 +393,57 @@ def _check_status(
     if status >= 500 or status in RETRYABLE_4XX:
         raise HttpStatusError(message)
     raise PermanentError(message)
+
+
+def _rules(value: str) -> Rules:
+    try:
+        return parse_rules(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _proxy_url(value: str) -> str:
+    if value and urlsplit(value).scheme.lower() not in _PORTS:
+        raise argparse.ArgumentTypeError(f"an http:// or https:// proxy URL, not {value!r}")
+    return value
+
+
+@hookimpl
+def taskframe_add_options(parser: argparse.ArgumentParser, role: str) -> None:
+    """Add ``--http-deny``, ``--http-allow``, ``--http-ca-cert`` and ``--http-proxy``."""
+    if role != "worker":
+        return
+    group = parser.add_argument_group("http executor")
+    add_option(
+        group,
+        "--http-deny",
+        type=_rules,
+        default=DEFAULT_DENY,
+        help="hosts (*.example.com for subdomains), addresses and CIDR networks the http "
+        "executor must not connect to, checked against the address connected to and at "
+        "every redirect; comma-separated; @default and @strict (adds loopback and private "
+        "ranges) name profiles; '' denies nothing",
+    )
+    add_option(
+        group,
+        "--http-allow",
+        type=_rules,
+        help="exceptions to --http-deny, same syntax; an allowed host name is trusted "
+        "whatever it resolves to",
+    )
+    add_option(
+        group,
+        "--http-ca-cert",
+        help="CA certificates (PEM file or directory) the http executor trusts for https, "
+        "instead of the bundled ones (REQUESTS_CA_BUNDLE is ignored)",
+    )
+    add_option(
+        group,
+        "--http-proxy",
+        type=_proxy_url,
+        help="proxy for the http executor's requests (the environment's proxy variables "
+        "are ignored); the proxy should enforce the same rules",
+    )
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from taskframe.server.http_observer import HttpObserver
 from taskframe.server.openapi import build_openapi
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.resources import jobs, meta, observe, workers
+from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.scheduler import Scheduler
 
 # Ids beyond what the database holds are unknown jobs (404), not errors.
@@ -19,7 +20,7 @@ JOB = f"/jobs/{{job_id:int(min=1, max={MAX_ID})}}"
 
 
 def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
-    metrics = scheduler.events.metrics
+    metrics = scheduler.telemetry.metrics
     registry = WorkerRegistry(scheduler.store, config.worker_alive_window, scheduler.clock)
     middleware = [HttpObserver(metrics, config.access_log)] if metrics is not None else []
     app = falcon.App(middleware=middleware)
@@ -28,8 +29,9 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     executors = plugins.executors
     job_types = plugins.names()
 
-    app.add_route("/jobs", jobs.JobCollection(scheduler, executors, config))
-    app.add_route("/jobs/batch", jobs.JobBatch(scheduler, executors, config))
+    check = plugins.job_check()
+    app.add_route("/jobs", jobs.JobCollection(scheduler, executors, config, check))
+    app.add_route("/jobs/batch", jobs.JobBatch(scheduler, executors, config, check))
     app.add_route(JOB, jobs.JobItem(scheduler))
     app.add_route(JOB + "/attempts", jobs.JobAttempts(scheduler))
     app.add_route(JOB + "/cancel", jobs.JobCancel(scheduler))
@@ -44,6 +46,7 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
 
     app.add_route("/health", meta.Health(scheduler.store, plugins, registry, scheduler.clock))
     app.add_route("/job-types", meta.JobTypes(plugins))
+    app.add_route("/plugins", plugin_info.Plugins(plugins))
     app.add_route("/openapi.json", meta.OpenAPI(build_openapi(executors)))
     if metrics is not None:
         app.add_route("/metrics", observe.MetricsEndpoint(metrics))

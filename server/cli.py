@@ -11,16 +11,26 @@ import threading
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import waitress
-
-from taskframe.core.logs import add_logging_options, configure_logging, early_logging_options
+from taskframe.core.logs import (
+    add_logging_options,
+    check_logging_options,
+    configure_logging,
+    early_logging_options,
+)
 from taskframe.core.options import add_option
-from taskframe.core.plugins import PluginSet, create_plugin_manager
+from taskframe.core.plugins import (
+    PluginSet,
+    add_plugin_options,
+    create_plugin_manager,
+    early_disabled_plugins,
+)
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
+from taskframe.server.events import EventDispatcher
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
+from taskframe.server.serving import add_serving_options, create_server, max_waiting
 from taskframe.server.storage import StoreUnavailable, open_store
 
 log = logging.getLogger("taskframe.server")
@@ -55,7 +65,7 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=32,
-        help="request threads; each long-poll holds one while it waits",
+        help="request threads; each long-poll holds one while it waits (see --max-waiting)",
     )
     add_option(
         net,
@@ -64,6 +74,21 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         default=1 << 20,
         help="largest request body in bytes (batch endpoints: 16 times this)",
     )
+    add_option(
+        net,
+        "--max-result",
+        type=int,
+        default=1 << 20,
+        help="largest result stored, in bytes of JSON; past it the attempt fails (not retried)",
+    )
+    add_option(
+        net,
+        "--max-answer",
+        type=int,
+        default=16 << 20,
+        help="largest GET /jobs?full=true page, in bytes; a page stops short of it",
+    )
+    add_serving_options(net)
     add_logging_options(net)
     add_option(
         net,
@@ -146,6 +171,7 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         "(default 3 lease TTLs; keep it above the workers' --poll-interval)",
     )
 
+    add_plugin_options(parser)
     add_option(
         parser,
         "--standalone",
@@ -169,6 +195,9 @@ def config_from(options: argparse.Namespace) -> ServerConfig:
         max_body_bytes=options.max_body,
         reap_interval=options.reap_interval,
         retention=options.retention,
+        max_waiting=max_waiting(options),
+        max_result_bytes=options.max_result,
+        max_answer_bytes=options.max_answer,
         worker_window=options.worker_window or None,
         access_log=options.access_log,
     )
@@ -178,9 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early = early_logging_options(argv)  # before the plugins load and may log
     configure_logging(early.log_level, early.log_format)
-    plugins = create_plugin_manager()
-    options = build_parser(plugins).parse_args(argv)
+    plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
+    parser = build_parser(plugins)
+    options = parser.parse_args(argv)
+    check_logging_options(parser, options)
     configure_logging(options.log_level, options.log_format)
+    plugins.configure(options, "server")
+    if options.standalone:
+        plugins.configure(options, "worker")
+    if options.list_plugins:
+        print(plugins.describe_text())
+        return 0
 
     try:
         store = open_store(
@@ -196,11 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0
     config = config_from(options)
-    scheduler = Scheduler(store, config)
+    events = EventDispatcher.for_plugins(plugins)
+    scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
-    server = waitress.create_server(
-        app, host=options.host, port=options.port, threads=options.threads, ident="taskframe"
-    )
+    server = create_server(app, config, options)
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
@@ -226,13 +262,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _banner(host: str, port: int, backend: str, db: str, plugins: PluginSet) -> None:
     """The one start line; a WARNING when a plugin failed to load, so it is seen."""
-    failures = "; ".join(f"{name} ({error})" for name, error in plugins.failures.items())
+    failures = "".join(f"; FAILED {name}: {error}" for name, error in plugins.failures.items())
     log.log(
         logging.WARNING if failures else logging.INFO,
-        "taskframe-server listening on http://%s:%s (%s database %s, job types: %s, "
-        "plugin failures: %s)",
+        "taskframe-server listening on http://%s:%s (%s database %s, job types: %s; plugins: %s%s)",
         *(host, port, backend, safe_db_location(db), ", ".join(plugins.names()) or "none"),
-        failures or "none",
+        *(plugins.summary(), failures),
     )
 
 
@@ -258,6 +293,9 @@ def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> N
     scheduler.notifier.close()
     housekeeper.stop()
     server.close()
+    if scheduler.events is not None:
+        scheduler.events.stop()
+    scheduler.telemetry.flush()
 
 
 def _run_standalone(

@@ -20,6 +20,16 @@ class ServerConfig:
     retention: float = 7 * 86400.0
     """Seconds finished jobs are kept before pruning (0 keeps them forever)."""
     prune_batch: int = 500
+    max_waiting: int = 8
+    """Requests that may long-poll at once (lease and job waits); 0: none may wait."""
+    busy_retry_after: float = 5.0
+    """Seconds a request refused a wait is told to pause (jittered ½–1½×)."""
+    max_result_bytes: int = 1 << 20
+    """Largest stored result (its JSON text); past it the attempt fails, not retried."""
+    max_answer_bytes: int = 16 << 20
+    """Largest listing answer: a page of full jobs stops short of it (the cursor goes on)."""
+    promote_batch: int = 1000
+    """Scheduled jobs made ready per transaction by the housekeeper."""
     worker_window: float | None = None
     """Seconds a worker counts as alive after it was last seen (None: 3 lease TTLs)."""
     access_log: bool = False

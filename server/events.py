@@ -1,199 +1,97 @@
-"""Job events: the scheduler reports each committed change here, to be logged and counted.
+"""Lifecycle events for plugins: queued after commit, delivered by a background thread.
 
-Nothing here touches the database: counters live in memory (see
-:mod:`taskframe.server.metrics`), log lines go to the ``taskframe.jobs``
-logger with the job's fields in ``extra`` (so JSON lines carry them).
+The scheduler hands over rows it has already committed; this module turns
+them into the API's JSON shapes and calls ``taskframe_job_submitted``,
+``taskframe_attempt_finished`` and ``taskframe_job_finished`` off the
+request's thread. A hook that raises is logged with its plugin's name and
+changes nothing. When no plugin implements these hooks there is no
+dispatcher at all (the scheduler's ``events`` is None): no cost.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-import time
-from collections.abc import Iterable
 from typing import Any
 
 from taskframe.core import model
-from taskframe.server.metrics import Metrics
+from taskframe.core.plugins import PluginSet
+from taskframe.server.representation import attempt_json, job_json
 from taskframe.server.storage import Row
 
-log = logging.getLogger("taskframe.jobs")
+log = logging.getLogger("taskframe.server.events")
 
-#: A batch submission logs one summary line at INFO; its jobs one by one at DEBUG.
-BATCH_SUMMARY_OVER = 1
-#: Leases and successes, the hot path, are logged per job at DEBUG and summed up
-#: at INFO at most this often (with the next such event).
-SUMMARY_EVERY = 10.0
-
-
-def _fields(row: Row, **more: Any) -> dict[str, Any]:
-    return {
-        "job_id": row["id"],
-        "type": row["type"],
-        "attempt": row["attempts"],
-        "worker_id": row["worker_id"],
-        **more,
-    }
+SUBMITTED = "taskframe_job_submitted"
+ATTEMPT_FINISHED = "taskframe_attempt_finished"
+JOB_FINISHED = "taskframe_job_finished"
+HOOKS = (SUBMITTED, ATTEMPT_FINISHED, JOB_FINISHED)
+#: Seconds a stopping server gives the thread to deliver what is queued.
+DRAIN_TIMEOUT = 5.0
 
 
-class JobEvents:
-    """Logs and counts what the scheduler did, after its transaction committed."""
+class EventDispatcher:
+    """A queue of committed changes, drained by one thread that calls the hooks."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
-        self.metrics = metrics
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._lock = threading.Lock()
-        self._tally = {"leased": 0, "succeeded": 0}
-        self._tally_since = time.monotonic()
+    def __init__(self, plugins: PluginSet) -> None:
+        self.plugins = plugins
+        self._wanted = {hook: plugins.implements(hook) for hook in HOOKS}
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="plugin-events", daemon=True)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once: it costs a lock and more per call."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    @classmethod
+    def for_plugins(cls, plugins: PluginSet) -> EventDispatcher | None:
+        """A started dispatcher when some plugin implements a lifecycle hook, else None."""
+        if not any(plugins.implements(hook) for hook in HOOKS):
+            return None
+        dispatcher = cls(plugins)
+        dispatcher._thread.start()
+        return dispatcher
 
-    def _count(self, what: str, n: int) -> None:
-        """Add to the INFO summary of the hot-path events; log it when it is due."""
-        now = time.monotonic()
-        with self._lock:
-            self._tally[what] += n
-            if now - self._tally_since < SUMMARY_EVERY:
-                return
-            tally, since = dict(self._tally), self._tally_since
-            self._tally = dict.fromkeys(tally, 0)
-            self._tally_since = now
-        log.info(
-            "in the last %.0f s: %d attempts leased, %d jobs succeeded",
-            *(now - since, tally["leased"], tally["succeeded"]),
-            extra={"count": tally["succeeded"]},
-        )
+    def stop(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Deliver what is queued (up to ``timeout`` seconds), then stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # -- called by the scheduler, after its transaction committed ----------------
 
     def submitted(self, rows: list[Row]) -> None:
-        if self.metrics is not None:
-            counter = self.metrics.submitted
-            for row in rows:
-                self._child(counter, row["type"]).inc()
-        if len(rows) > BATCH_SUMMARY_OVER:
-            if log.isEnabledFor(logging.INFO):
-                types = sorted({row["type"] for row in rows})
-                ids = [rows[0]["id"], rows[-1]["id"]]
-                log.info(
-                    "%d jobs submitted (ids %d..%d, types %s)",
-                    *(len(rows), ids[0], ids[1], ", ".join(types)),
-                    extra={"count": len(rows), "job_ids": ids},
-                )
-            level = logging.DEBUG
+        if rows and self._wanted[SUBMITTED]:
+            self._queue.put(("submitted", rows))
+
+    def attempts_finished(self, ended: list[tuple[Row, dict[str, Any]]]) -> None:
+        """``ended``: (the job's row after the attempt, the attempt's history row)."""
+        if ended and (self._wanted[ATTEMPT_FINISHED] or self._wanted[JOB_FINISHED]):
+            self._queue.put(("attempts", ended))
+
+    def job_finished(self, row: Row) -> None:
+        """A job that finished without an attempt ending (a queued job cancelled)."""
+        if self._wanted[JOB_FINISHED] and row["status"] in model.FINISHED:
+            self._queue.put(("finished", row))
+
+    # -- the thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while (event := self._queue.get()) is not None:
+            kind, data = event
+            try:
+                self._deliver(kind, data)
+            except Exception:  # a bad row must not stop the thread
+                log.exception("lifecycle event %s could not be delivered", kind)
+
+    def _deliver(self, kind: str, data: Any) -> None:
+        call = self.plugins.call_each
+        if kind == "submitted":
+            for row in data:
+                call(SUBMITTED, job=job_json(row))
+        elif kind == "finished":
+            call(JOB_FINISHED, job=job_json(data))
         else:
-            level = logging.INFO
-        if log.isEnabledFor(level):
-            for row in rows:
-                log.log(
-                    level,
-                    "job %d submitted (type %s, priority %d)",
-                    *(row["id"], row["type"], row["priority"]),
-                    extra={"job_id": row["id"], "type": row["type"]},
-                )
-
-    def leased(self, worker_id: str, rows: list[Row]) -> None:
-        if self.metrics is not None:
-            leased, wait = self.metrics.leased, self.metrics.wait_seconds
-            for row in rows:
-                self._child(leased, row["type"]).inc()
-                waited = max(0.0, row["started_at"] - row["run_at"])
-                self._child(wait, row["type"]).observe(waited)
-        self._count("leased", len(rows))
-        if log.isEnabledFor(logging.DEBUG):
-            for row in rows:
-                log.debug(
-                    "job %d leased to %s (attempt %d)",
-                    *(row["id"], worker_id, row["attempts"]),
-                    extra=_fields(row, lease_id=row["lease_id"]),
-                )
-
-    def lease_request(self, seconds: float, leased: int) -> None:
-        if self.metrics is not None:
-            self.metrics.lease_seconds.observe(seconds)
-            self._child(self.metrics.lease_requests, "jobs" if leased else "empty").inc()
-
-    def attempts_ended(
-        self, history: list[dict[str, Any]], rows: Iterable[Row | None], now: float
-    ) -> None:
-        """``history``: the attempt rows just written; ``rows``: the jobs as updated."""
-        if not history:
-            return
-        jobs = {row["id"]: row for row in rows if row is not None}
-        succeeded = 0
-        for attempt in history:
-            job = jobs.get(attempt["job_id"])
-            if job is not None:
-                self._attempt_ended(attempt, job, now)
-                succeeded += job["status"] == model.SUCCEEDED
-        if succeeded:
-            self._count("succeeded", succeeded)
-
-    def _attempt_ended(self, attempt: dict[str, Any], job: Row, now: float) -> None:
-        outcome, status, job_type = attempt["outcome"], job["status"], job["type"]
-        metrics = self.metrics
-        if outcome == model.OUTCOME_RELEASED:
-            log.debug("job %d released by its worker", job["id"], extra=_attempt_fields(attempt))
-            return
-        if metrics is not None:
-            if attempt["started_at"] is not None:
-                ran = max(0.0, attempt["finished_at"] - attempt["started_at"])
-                self._child(metrics.run_seconds, job_type).observe(ran)
-            if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
-                self._child(metrics.reaped, job_type, outcome).inc()
-            if status == model.QUEUED:
-                self._child(metrics.retried, job_type).inc()
-            elif status in model.FINISHED:
-                self._child(metrics.finished, job_type, status).inc()
-        if status == model.SUCCEEDED:
-            if log.isEnabledFor(logging.DEBUG):
-                number = attempt["attempt"]
-                extra = {**_attempt_fields(attempt), "type": job_type}
-                log.debug("job %d succeeded (attempt %d)", job["id"], number, extra=extra)
-            return
-        if not log.isEnabledFor(logging.INFO):
-            return
-        extra = {**_attempt_fields(attempt), "type": job_type}
-        number, error = attempt["attempt"], attempt["error"]
-        if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
-            log.warning("job %d attempt %d reaped: %s", job["id"], number, error, extra=extra)
-        if status == model.QUEUED:
-            delay = max(0.0, job["run_at"] - now)
-            log.info(
-                "job %d attempt %d failed, retrying in %.1f s: %s",
-                *(job["id"], number, delay, error),
-                extra=extra,
-            )
-        elif status == model.FAILED:
-            log.warning(
-                "job %d failed after attempt %d/%d: %s",
-                *(job["id"], number, job["max_attempts"], error),
-                extra=extra,
-            )
-        elif status == model.CANCELLED:
-            log.info("job %d cancelled (attempt %d)", job["id"], number, extra=extra)
-
-    def cancelled(self, row: Row) -> None:
-        """A cancel request: a queued job is cancelled now, a running one is asked to stop."""
-        if row["status"] == model.CANCELLED:
-            if self.metrics is not None:
-                self._child(self.metrics.finished, row["type"], model.CANCELLED).inc()
-            log.info("job %d cancelled", row["id"], extra=_fields(row))
-        else:
-            log.info("job %d: cancel requested from its worker", row["id"], extra=_fields(row))
-
-    def requeued(self, row: Row) -> None:
-        log.info("job %d queued again by request", row["id"], extra=_fields(row))
-
-
-def _attempt_fields(attempt: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "job_id": attempt["job_id"],
-        "attempt": attempt["attempt"],
-        "worker_id": attempt["worker_id"],
-        "lease_id": attempt["lease_id"],
-    }
+            for row, attempt in data:
+                job = job_json(row)
+                if self._wanted[ATTEMPT_FINISHED]:
+                    shown = attempt_json(attempt)
+                    shown.pop("lease_id", None)  # a worker's secret
+                    call(ATTEMPT_FINISHED, job=job, attempt=shown)
+                if row["status"] in model.FINISHED:
+                    call(JOB_FINISHED, job=job)

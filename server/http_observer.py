@@ -13,6 +13,8 @@ from taskframe.server.metrics import Metrics
 
 log = logging.getLogger("taskframe.server")
 access = logging.getLogger("taskframe.access")
+# Labels must stay a small set whatever clients send: unknown methods are "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CONVERTER = re.compile(r"\{(\w+):[^}]*\}")
 
 
@@ -45,8 +47,9 @@ class HttpObserver:
         req_succeeded: bool,
     ) -> None:
         route = route_label(req.uri_template)
-        status = resp.status_code
-        self.counter.labels(req.method, route, str(status)).inc()
+        status = falcon.http_status_to_code(resp.status)  # (Falcon 3 has no status_code)
+        method = req.method if req.method in _METHODS else "other"
+        self.counter.labels(method, route, str(status)).inc()
         if status >= 500:
             log.warning("%s %s answered %d", req.method, req.relative_uri, status)
         if access.isEnabledFor(self.access_level):

@@ -71,6 +71,7 @@ ENDPOINTS: dict[str, dict[str, tuple]] = {
     "/health": {"get": ("Health of the server and its database", None, "200", "Health", "503")},
     "/stats": {"get": ("Job counts, oldest ready job, stuck types", None, "200", "Stats", "503")},
     "/workers": {"get": ("Workers seen lately", None, "200", "WorkerList", "503")},
+    "/plugins": {"get": ("Loaded plugins and plugin failures", None, "200", "Plugins", "")},
 }
 
 
@@ -136,4 +137,5 @@ def _schemas() -> dict[str, Any]:
         "Health": schemas.HealthSchema,
         "Stats": schemas.StatsSchema,
         "WorkerList": schemas.WorkerListSchema,
+        "Plugins": schemas.PluginsSchema,
     }

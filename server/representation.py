@@ -26,10 +26,22 @@ def _iso_second(second: int) -> str:
 
 
 def job_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
-    job = {
+    """A job as the API shows it. Lease ids are secrets: only ``with_lease``
+    (the lease answer, to the worker that holds the lease) shows them."""
+    job = job_summary(row)
+    job["payload"] = json.loads(row["payload"])
+    job["result"] = None if row["result"] is None else json.loads(row["result"])
+    if with_lease:
+        job["lease_id"] = row["lease_id"]
+        job["lease_expires_at"] = iso(row["lease_expires_at"])
+    return job
+
+
+def job_summary(row: Row) -> dict[str, Any]:
+    """A job in a listing: everything but its payload and result (possibly large)."""
+    return {
         "id": row["id"],
         "type": row["type"],
-        "payload": json.loads(row["payload"]),
         "priority": row["priority"],
         "status": row["status"],
         "attempts": row["attempts"],
@@ -40,25 +52,24 @@ def job_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
         "started_at": iso(row["started_at"]),
         "finished_at": iso(row["finished_at"]),
         "worker_id": row["worker_id"],
-        "result": None if row["result"] is None else json.loads(row["result"]),
         "error": row["error"],
         "idempotency_key": row["idempotency_key"],
         "cancel_requested": bool(row["cancel_requested"]),
+        "notify_url": row.get("notify_url"),
     }
-    if with_lease:
-        job["lease_id"] = row["lease_id"]
-        job["lease_expires_at"] = iso(row["lease_expires_at"])
-    return job
 
 
-def attempt_json(row: Row) -> dict[str, Any]:
-    return {
+def attempt_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
+    """One finished attempt; its lease id only ``with_lease`` (no endpoint asks today)."""
+    attempt = {
         "attempt": row["attempt"],
         "worker_id": row["worker_id"],
-        "lease_id": row["lease_id"],
         "started_at": iso(row["started_at"]),
         "finished_at": iso(row["finished_at"]),
         "outcome": row["outcome"],
         "error": row["error"],
         "log": row.get("log"),
     }
+    if with_lease:
+        attempt["lease_id"] = row["lease_id"]
+    return attempt

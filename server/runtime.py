@@ -1,4 +1,4 @@
-"""Background housekeeping of a server process: reaping, pruning, change watching."""
+"""Background housekeeping of a server process: reaping, pruning, promoting, change watching."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ log = logging.getLogger("taskframe.server")
 PRUNE_EVERY = 60.0
 #: Reap intervals without reaching the database that count as an outage.
 OUTAGE_AFTER = 5
+#: Shortest sleep of the promoter between two rounds.
+MIN_PROMOTE_SLEEP = 0.005
 
 
 class Housekeeper:
-    """Runs the reaper every ``reap_interval`` and the pruner every minute.
+    """Runs the reaper every ``reap_interval``, the pruner every minute, and the
+    promoter whenever a scheduled job becomes due.
 
     Every server process runs one; the fenced queries make that safe.
     """
@@ -25,15 +28,43 @@ class Housekeeper:
         self.scheduler = scheduler
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="housekeeper", daemon=True)
+        self._promoter = threading.Thread(target=self._promote, name="promoter", daemon=True)
 
     def start(self) -> None:
         notifier = self.scheduler.notifier
-        self.scheduler.store.watch_changes(notifier.notify, notifier.has_waiters)
+        self.scheduler.store.watch_changes(notifier.changed, notifier.has_waiters)
         self._thread.start()
+        self._promoter.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.scheduler.due_timer.stop()
         self._thread.join(timeout=5)
+        self._promoter.join(timeout=5)
+
+    def _promote(self) -> None:
+        """Promote due jobs, then sleep until the earliest scheduled one is due.
+
+        A job scheduled here for sooner moves the alarm forward (the scheduler
+        notes it); jobs other servers schedule are seen within a reap interval.
+        """
+        scheduler = self.scheduler
+        interval = scheduler.config.reap_interval
+        while not self._stop.is_set():
+            alarm = scheduler.clock() + interval
+            try:
+                promoted = scheduler.promote()
+                if promoted:
+                    log.debug("promoted %d scheduled job(s)", promoted)
+                due = scheduler.next_due()
+                if due is not None:
+                    # A due job left (locked by another server's promoter): not a busy loop.
+                    alarm = min(alarm, max(due, scheduler.clock() + MIN_PROMOTE_SLEEP))
+            except StoreUnavailable as exc:
+                log.warning("promoting skipped: %s", exc)
+            except Exception:
+                log.exception("promoting failed; will try again")
+            scheduler.due_timer.sleep_until(alarm)
 
     def _run(self) -> None:
         interval = self.scheduler.config.reap_interval

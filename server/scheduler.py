@@ -1,8 +1,10 @@
 """The scheduler: every job state change, written once above the storage interface.
 
-Each method runs in one store transaction. Worker-facing changes are fenced:
+Each method runs in one store transaction, and every new status comes from
+:func:`taskframe.core.model.next_status`. Worker-facing changes are fenced:
 the ``end_attempt`` and ``extend_lease`` queries only touch a row whose
-``lease_id`` and status still match, so a stale worker changes nothing.
+``lease_id``, ``worker_id`` and status still match, so a stale worker (or
+anyone who does not hold the lease) changes nothing.
 """
 
 from __future__ import annotations
@@ -11,21 +13,25 @@ import json
 import random
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from taskframe.core import model
 from taskframe.core.errors import JobConflict, JobNotFound
+from taskframe.core.model import Event, Outcome, Status
 from taskframe.server.config import ServerConfig
-from taskframe.server.events import JobEvents
 from taskframe.server.metrics import Metrics
-from taskframe.server.notify import ChangeNotifier
+from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots
 from taskframe.server.storage import Row, Store, Transaction
 from taskframe.server.submission import Intake
+from taskframe.server.telemetry import Telemetry
 
 NO_CURSOR = 2**62
 REAP_BATCH = 200
+# Bytes a job's JSON takes in a listing beside its payload and result.
+JOB_OVERHEAD = 600
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,14 @@ class CompletionOutcome:
     error: str | None = None
 
 
+class _Quiet:
+    """What the intake gets as its notifier: the scheduler announces new jobs itself,
+    waking only as many waiters as there are jobs ready."""
+
+    def notify(self) -> None:
+        pass
+
+
 class Scheduler:
     def __init__(
         self,
@@ -56,31 +70,54 @@ class Scheduler:
         notifier: ChangeNotifier | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        events: JobEvents | None = None,
+        events: Any = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
-        #: Told of every committed change, to log and count it (no database work).
-        self.events = events or JobEvents(Metrics(store, clock))
         self.config = config
         self.notifier = notifier or ChangeNotifier()
         self.clock = clock
         self.rng = rng or random.Random()
-        self.intake = Intake(store, config, self.notifier, clock)
+        self.due_timer = DueTimer(clock)
+        self.wait_slots = WaitSlots(config.max_waiting)
+        self.intake = Intake(store, config, _Quiet(), clock)  # type: ignore[arg-type]
+        #: Plugin lifecycle events (server/events.py), None when no plugin wants them.
+        self.events = events
+        #: Logs and counts every committed change (server/telemetry.py; no database work).
+        self.telemetry = telemetry or Telemetry(Metrics(store, clock))
 
     # ----------------------------------------------------------------- clients
 
     def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
         """Insert validated jobs, all or nothing; see :class:`Intake`."""
         results = self.intake.submit(jobs)
-        self.events.submitted([row for row, created in results if created])
+        created_rows = [row for row, created in results if created]
+        self._announce(created_rows)
+        self.telemetry.submitted(created_rows)
+        if self.events is not None:
+            self.events.submitted(created_rows)
         return results
 
     def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
         """Insert one validated job, sharing a commit with concurrent submissions."""
         row, created = self.intake.submit_one(job)
         if created:
-            self.events.submitted([row])
+            self._announce([row])
+            self.telemetry.submitted([row])
+            if self.events is not None:
+                self.events.submitted([row])
         return row, created
+
+    def _announce(self, rows: Iterable[Row]) -> None:
+        """Wake one lease waiter per new ready job; set the alarm for scheduled ones."""
+        ready: Counter[str] = Counter()
+        for row in rows:
+            if row["status"] == Status.QUEUED:
+                ready[row["type"]] += 1
+            elif row["status"] == Status.SCHEDULED:
+                self.due_timer.note(row["run_at"])
+        if ready:
+            self.notifier.work_ready(ready)
 
     def get(self, job_id: int) -> Row:
         with self.store.reader() as tx:
@@ -91,19 +128,42 @@ class Scheduler:
 
     def wait_until_finished(self, job_id: int, wait: float) -> Row:
         """The job, once finished or after ``wait`` seconds, whichever is first."""
-        deadline = time.monotonic() + wait
-        with self.notifier.waiting():
-            while True:
-                generation = self.notifier.generation
-                row = self.get(job_id)
-                remaining = deadline - time.monotonic()
-                if row["status"] in model.FINISHED or remaining <= 0 or self.notifier.closed:
-                    return row
-                self.notifier.wait(generation, remaining)
+        return self.wait_for_job(job_id, wait)[0]
+
+    def wait_for_job(self, job_id: int, wait: float) -> tuple[Row, bool]:
+        """(the job once finished or after ``wait`` s, whether the wait was refused).
+
+        Past the cap of waiting requests the job is answered as it is at once.
+        """
+        row = self.get(job_id)
+        if row["status"] in model.FINISHED or wait <= 0 or self.notifier.closed:
+            return row, False
+        with self.wait_slots.slot() as may_wait:
+            if not may_wait:
+                return row, True
+            deadline = time.monotonic() + wait
+            with self.notifier.waiting():
+                while True:
+                    generation = self.notifier.generation
+                    row = self.get(job_id)
+                    remaining = deadline - time.monotonic()
+                    if row["status"] in model.FINISHED or remaining <= 0 or self.notifier.closed:
+                        return row, False
+                    self.notifier.wait_for_job(job_id, generation, remaining)
 
     def list(
-        self, status: str | None, job_type: str | None, limit: int, cursor: int | None
+        self,
+        status: str | None,
+        job_type: str | None,
+        limit: int,
+        cursor: int | None,
+        full: bool = False,
     ) -> list[Row]:
+        """A page of jobs, newest first: summaries (no payload, no result) unless ``full``.
+
+        A full page stops before its payloads and results pass the answer cap
+        (always at least one job); the caller's cursor goes on from its last job.
+        """
         query = "list_jobs"
         if status and job_type:
             query = "list_jobs_by_status_and_type"
@@ -113,7 +173,20 @@ class Scheduler:
             query = "list_jobs_by_type"
         params = {"status": status, "type": job_type, "limit": limit, "cursor": cursor or NO_CURSOR}
         with self.store.reader() as tx:
-            return tx.all(query, params)
+            rows = tx.all(query, params)
+            if not full:
+                return rows
+            page: list[Row] = []
+            size = 0
+            for row in rows:
+                size += JOB_OVERHEAD + row["payload_bytes"] + (row["result_bytes"] or 0)
+                if page and size > self.config.max_answer_bytes:
+                    break
+                page.append(row)
+            if not page:
+                return []
+            found = tx.all("get_jobs", {"ids": [row["id"] for row in page]})
+        return sorted(found, key=lambda row: -row["id"])
 
     def attempts(self, job_id: int) -> list[Row]:
         self.get(job_id)
@@ -121,35 +194,47 @@ class Scheduler:
             return tx.all("list_attempts", {"job_id": job_id})
 
     def cancel(self, job_id: int) -> Row:
-        """Cancel a queued job now; ask the worker of a running one to stop."""
+        """Cancel a queued or scheduled job now; ask the worker of a running one to stop."""
         params = {"id": job_id, "now": self.clock()}
         with self.store.transaction() as tx:
-            row = tx.one("cancel_queued", params) or tx.one("request_cancel", params)
-            if row is None:
-                current = tx.one("get_job", params)
-                if current is None:
-                    raise JobNotFound(job_id)
-                raise JobConflict(f"job {job_id} is already {current['status']}")
+            current = tx.one("get_job_for_update", params)
+            if current is None:
+                raise JobNotFound(job_id)
+            try:
+                status = model.next_status(current["status"], Event.CANCEL)
+            except model.IllegalTransition:
+                raise JobConflict(f"job {job_id} is already {current['status']}") from None
+            query = "request_cancel" if status == Status.RUNNING else "cancel_queued"
+            row = tx.one(query, params)
+            if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
+                raise JobConflict(f"job {job_id} changed meanwhile; try again")
             self.store.notify_change(tx)  # wakes waiters on other servers
-        self.notifier.notify()
-        self.events.cancelled(row)
+        if row["status"] in model.FINISHED:
+            self.notifier.jobs_finished([job_id])
+        self.telemetry.cancelled(row)
+        if self.events is not None:
+            self.events.job_finished(row)
         return row
 
     def retry(self, job_id: int) -> Row:
         """Put a failed or cancelled job back in the queue with fresh attempts."""
         params = {"id": job_id, "now": self.clock()}
         with self.store.transaction() as tx:
-            row = tx.one("retry_job", params)
-            if row is None:
-                current = tx.one("get_job", params)
-                if current is None:
-                    raise JobNotFound(job_id)
+            current = tx.one("get_job_for_update", params)
+            if current is None:
+                raise JobNotFound(job_id)
+            try:
+                model.next_status(current["status"], Event.RETRY)
+            except model.IllegalTransition:
                 raise JobConflict(
                     f"job {job_id} is {current['status']}; only failed or cancelled jobs retry"
-                )
+                ) from None
+            row = tx.one("retry_job", params)
+            if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
+                raise JobConflict(f"job {job_id} changed meanwhile; try again")
             self.store.notify_change(tx)
-        self.notifier.notify()
-        self.events.requeued(row)
+        self._announce([row])
+        self.telemetry.requeued(row)
         return row
 
     # ----------------------------------------------------------------- workers
@@ -163,34 +248,63 @@ class Scheduler:
         request_id: str | None = None,
         resent: bool = False,
     ) -> list[Row]:
-        """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one.
+        """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one."""
+        return self.lease_or_busy(worker_id, types, limit, wait, request_id, resent)[0]
 
-        With a ``request_id`` the lease ids start with it, so that the same
-        request ``resent`` after a lost answer gets those jobs back instead of
-        leaving them to expire (and leasing more). Only a resend looks: the
-        ordinary lease pays nothing for it.
+    def lease_or_busy(
+        self,
+        worker_id: str,
+        types: Iterable[str],
+        limit: int,
+        wait: float,
+        request_id: str | None = None,
+        resent: bool = False,
+    ) -> tuple[list[Row], bool]:
+        """(leased jobs, whether a wait was refused because too many requests wait).
+
+        Each job gets a random lease id of its own. A ``request_id`` is stored
+        beside it, so that the same request ``resent`` after a lost answer
+        gets those jobs back instead of leaving them to expire (and leasing
+        more). Only a resend looks: the ordinary lease pays nothing for it.
         """
-        prefix = f"{request_id}-" if request_id else secrets.token_hex(6) + "-"
         if request_id and resent:
-            params = {"worker_id": worker_id, "lease_prefix": prefix}
+            params = {"worker_id": worker_id, "lease_request": request_id}
             with self.store.reader() as tx:
                 replay = tx.all("leased_by_request", params)
             if replay:
-                return sorted(replay, key=lambda row: (-row["priority"], row["id"]))
+                return sorted(replay, key=lambda row: (-row["priority"], row["id"])), False
         types = list(types)
         if limit <= 0 or not types:
-            return []
+            return [], False
+        jobs = self._lease_now(worker_id, types, limit, request_id)
+        if jobs or wait <= 0 or self.notifier.closed:
+            return jobs, False
+        with self.wait_slots.slot() as may_wait:
+            if not may_wait:
+                return [], True
+            return self._long_poll(worker_id, types, limit, wait, request_id), False
+
+    def _long_poll(
+        self, worker_id: str, types: list[str], limit: int, wait: float, request_id: str | None
+    ) -> list[Row]:
         deadline = time.monotonic() + wait
+        woken = False
         with self.notifier.waiting():
             while True:
                 generation = self.notifier.generation
-                jobs = self._lease_now(worker_id, types, limit, prefix)
+                jobs = self._lease_now(worker_id, types, limit, request_id)
                 remaining = deadline - time.monotonic()
                 if jobs or remaining <= 0 or self.notifier.closed:
+                    if woken and len(jobs) == limit:
+                        # Woken (maybe by another process's change, of unknown size)
+                        # and the batch is full: there may be more, pass the wake-up on.
+                        self.notifier.work_ready({types[0]: 1})
                     return jobs
-                self.notifier.wait(generation, min(remaining, self._until_next_run()))
+                woken = self.notifier.wait_for_work(types, generation, remaining)
 
-    def _lease_now(self, worker_id: str, types: list[str], limit: int, prefix: str) -> list[Row]:
+    def _lease_now(
+        self, worker_id: str, types: list[str], limit: int, request_id: str | None
+    ) -> list[Row]:
         now = self.clock()
         params = {
             "worker_id": worker_id,
@@ -198,57 +312,85 @@ class Scheduler:
             "limit": limit,
             "now": now,
             "lease_expires_at": now + self.config.lease_ttl,
-            "lease_prefix": prefix,
+            # A secret per attempt: nobody can guess the lease of another's job.
+            "lease_ids": [secrets.token_hex(16) for _ in range(limit)],
+            "lease_request": request_id,
         }
         with self.store.transaction() as tx:
             rows = tx.all("lease_jobs", params)
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
         if rows:
-            self.events.leased(worker_id, rows)
+            self.telemetry.leased(worker_id, rows)
         return rows
 
-    def _until_next_run(self) -> float:
-        """Seconds until the earliest delayed job becomes ready (a long wait if none)."""
-        now = self.clock()
-        with self.store.reader() as tx:
-            row = tx.one("next_run_at", {"now": now})
-        if row is None or row["run_at"] is None:
-            return 3600.0
-        return max(0.0, row["run_at"] - now)
-
     def complete(self, completions: list[Completion]) -> list[CompletionOutcome]:
-        """Record the outcomes of attempts, each fenced by its lease id."""
+        """Record the outcomes of attempts, each fenced by its lease and worker id."""
         if not completions:
             return []
         now = self.clock()
-        # Rows are locked in id order, as every multi-row writer does: no deadlocks.
+        # Every row of the batch is locked first, in id order, as every
+        # multi-row writer does (heartbeats too): no deadlocks.
         order = sorted(range(len(completions)), key=lambda i: completions[i].job_id)
+        items = [(i, self._capped(completions[i])) for i in order]
         history: list[dict[str, Any]] = []
+        done: dict[int, CompletionOutcome] = {}
         with self.store.transaction() as tx:
-            done = self._succeed_all(tx, [(i, completions[i]) for i in order], now, history)
-            for i in order:
-                if i not in done:
-                    done[i] = self._complete_one(tx, completions[i], now, history)
+            ids = sorted({item.job_id for _, item in items})
+            rows = {row["id"]: row for row in tx.all("get_jobs_for_update", {"ids": ids})}
+            successes, others = [], []
+            for i, item in items:
+                row = rows.get(item.job_id)
+                if row is None:
+                    done[i] = CompletionOutcome(
+                        item.job_id, 404, error=f"job {item.job_id} not found"
+                    )
+                elif row["lease_id"] != item.lease_id or row["worker_id"] != item.worker_id:
+                    done[i] = _stale(item.job_id)
+                elif row["status"] != Status.RUNNING:
+                    done[i] = CompletionOutcome(item.job_id, 200, job=row)  # a re-sent completion
+                elif item.status == Status.SUCCEEDED:
+                    successes.append((i, item))
+                else:
+                    others.append((i, item))
+            done.update(self._succeed_all(tx, successes, now, history))
+            for i, item in others:
+                done[i] = self._complete_one(tx, rows[item.job_id], item, now, history)
+            for i, item in items:
+                if i not in done:  # the same attempt twice in one batch: the first counted
+                    done[i] = self._resent(tx, item)
             tx.run_many("insert_attempt", history)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
-        self.notifier.notify()
-        self.events.attempts_ended(history, [o.job for o in done.values()], now)
+        self._ended([outcome.job for outcome in done.values() if outcome.code == 200])
+        self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
+        if self.events is not None:
+            rows = {o.job_id: o.job for o in done.values() if o.job is not None}
+            self.events.attempts_finished([(rows[a["job_id"]], a) for a in history])
         return [done[i] for i in range(len(completions))]
+
+    def _capped(self, item: Completion) -> Completion:
+        """A result past ``max_result_bytes`` fails the attempt (retrying would not shrink it)."""
+        if item.status != Status.SUCCEEDED or item.result is None:
+            return item
+        size = len(json.dumps(item.result).encode())
+        if size <= self.config.max_result_bytes:
+            return item
+        error = (
+            f"the result is {size} bytes, more than the server keeps "
+            f"(--max-result {self.config.max_result_bytes})"
+        )
+        return Completion(
+            item.job_id, item.lease_id, Status.FAILED, item.worker_id, None, error, False, item.log
+        )
 
     def _succeed_all(
         self,
         tx: Transaction,
-        items: list[tuple[int, Completion]],
+        successes: list[tuple[int, Completion]],
         now: float,
         history: list[dict[str, Any]],
     ) -> dict[int, CompletionOutcome]:
-        """The hot path: every success of the batch in one guarded, batched update.
-
-        Returns the outcomes by index; the items it could not apply (stale,
-        re-sent, unknown) are left to :meth:`_complete_one`, which tells why.
-        """
-        successes = [(i, item) for i, item in items if item.status == model.SUCCEEDED]
+        """The hot path: every success of the batch in one guarded, batched update."""
         params = [
             {
                 "id": item.job_id,
@@ -263,37 +405,21 @@ class Scheduler:
         rows = tx.returning_many("succeed_attempt", params)
         for (i, item), row in zip(successes, rows, strict=True):
             if row is not None:
-                history.append(_attempt(row, model.OUTCOME_SUCCEEDED, now, None, item.log))
+                history.append(_attempt(row, Outcome.SUCCEEDED, now, None, item.log))
                 done[i] = CompletionOutcome(item.job_id, 200, job=row)
         return done
 
     def _complete_one(
-        self, tx: Transaction, item: Completion, now: float, history: list[dict[str, Any]]
-    ) -> CompletionOutcome:
+        self, tx: Transaction, row: Row, item: Completion, now: float, history: list[dict[str, Any]]
+    ) -> CompletionOutcome | None:
         result = None if item.result is None else json.dumps(item.result)
-        if item.error is not None and "\x00" in item.error:
+        error = item.error
+        if error is not None and "\x00" in error:
             # Errors quote remote bodies, which may hold NUL; PostgreSQL text cannot.
-            item = replace(item, error=item.error.replace("\x00", "\ufffd"))
-        row = tx.one("get_job_for_update", {"id": item.job_id})
-        if row is None:
-            return CompletionOutcome(item.job_id, 404, error=f"job {item.job_id} not found")
-        if row["lease_id"] != item.lease_id or (
-            item.worker_id is not None and row["worker_id"] != item.worker_id
-        ):
-            return CompletionOutcome(
-                item.job_id, 409, error="stale lease: this attempt was reaped or moved on"
-            )
-        if row["status"] != model.RUNNING:
-            return CompletionOutcome(item.job_id, 200, job=row)  # a re-sent completion
-        if item.status == model.SUCCEEDED:
-            status, outcome = model.SUCCEEDED, model.OUTCOME_SUCCEEDED
-        elif item.status == model.CANCELLED or row["cancel_requested"]:
-            status, outcome = model.CANCELLED, model.OUTCOME_CANCELLED
-        else:
-            status = model.status_after_failed_attempt(
-                row["attempts"], row["max_attempts"], item.retryable
-            )
-            outcome = model.OUTCOME_FAILED
+            error = error.replace("\x00", "\ufffd")
+        reported = Outcome.CANCELLED if item.status == Status.CANCELLED else Outcome.FAILED
+        status, run_at = self._after_attempt(row, reported, now, item.retryable)
+        outcome = Outcome.CANCELLED if status == Status.CANCELLED else reported
         updated = self._end_attempt(
             tx,
             row,
@@ -301,12 +427,49 @@ class Scheduler:
             outcome,
             now,
             history,
-            error=item.error,
+            run_at=run_at,
+            worker_id=item.worker_id,
+            error=error,
             result=result,
             keep_lease=True,
             log=item.log,
         )
-        return CompletionOutcome(item.job_id, 200 if updated else 409, job=updated)
+        return None if updated is None else CompletionOutcome(item.job_id, 200, job=updated)
+
+    def _resent(self, tx: Transaction, item: Completion) -> CompletionOutcome:
+        row = tx.one("get_job", {"id": item.job_id})
+        if row is not None and row["lease_id"] == item.lease_id and row["status"] != Status.RUNNING:
+            return CompletionOutcome(item.job_id, 200, job=row)
+        return _stale(item.job_id)
+
+    def _after_attempt(
+        self, row: Row, outcome: Outcome, now: float, retryable: bool = True
+    ) -> tuple[Status, float]:
+        """The job's next status and run_at once its running attempt ends with ``outcome``."""
+        may_retry = outcome in model.FAILURES and model.may_retry(
+            row["attempts"], row["max_attempts"], retryable
+        )
+        run_at = row["run_at"]
+        if may_retry:
+            run_at = now + self.config.backoff.delay(row["attempts"], self.rng)
+        elif outcome == Outcome.RELEASED:
+            run_at = now
+        status = model.next_status(
+            Status.RUNNING,
+            outcome,
+            due=run_at <= now,
+            may_retry=may_retry,
+            cancel_requested=bool(row["cancel_requested"]),
+        )
+        return status, run_at
+
+    def _ended(self, rows: Iterable[Row | None]) -> None:
+        """After a commit that ended attempts: wake whoever waits on what changed."""
+        rows = [row for row in rows if row is not None]
+        finished = [row["id"] for row in rows if row["status"] in model.FINISHED]
+        if finished:
+            self.notifier.jobs_finished(finished)
+        self._announce(rows)
 
     def heartbeat(
         self, worker_id: str, leases: list[tuple[int, str]]
@@ -315,7 +478,10 @@ class Scheduler:
         expires = self.clock() + self.config.lease_ttl
         # Rows are locked in id order, as every multi-row writer does: no deadlocks.
         ordered = sorted(set(leases))
-        params = [{"id": i, "lease_id": lease, "lease_expires_at": expires} for i, lease in ordered]
+        params = [
+            {"id": i, "lease_id": lease, "worker_id": worker_id, "lease_expires_at": expires}
+            for i, lease in ordered
+        ]
         with self.store.transaction() as tx:
             rows = tx.returning_many("extend_lease", params)
         answers = {
@@ -331,12 +497,14 @@ class Scheduler:
             row = tx.one("get_job_for_update", {"id": job_id})
             if row is None:
                 raise JobNotFound(job_id)
-            if row["status"] != model.RUNNING or row["lease_id"] != lease_id:
+            if (
+                row["status"] != Status.RUNNING
+                or row["lease_id"] != lease_id
+                or row["worker_id"] != worker_id
+            ):
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
-            if row["cancel_requested"]:
-                status, outcome = model.CANCELLED, model.OUTCOME_CANCELLED
-            else:
-                status, outcome = model.QUEUED, model.OUTCOME_RELEASED
+            status, run_at = self._after_attempt(row, Outcome.RELEASED, now)
+            outcome = Outcome.CANCELLED if status == Status.CANCELLED else Outcome.RELEASED
             history: list[dict[str, Any]] = []
             updated = self._end_attempt(
                 tx,
@@ -345,15 +513,19 @@ class Scheduler:
                 outcome,
                 now,
                 history,
+                run_at=run_at,
+                worker_id=worker_id,
                 error=row["error"],
-                refund=outcome == model.OUTCOME_RELEASED,
+                refund=outcome == Outcome.RELEASED,
             )
             tx.run_many("insert_attempt", history)
             if updated is None:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
             self.store.notify_change(tx)
-        self.notifier.notify()
-        self.events.attempts_ended(history, [updated], now)
+        self._ended([updated])
+        self.telemetry.attempts_ended(history, [updated], now)
+        if self.events is not None:
+            self.events.attempts_finished([(updated, history[0])])
         return updated
 
     # ------------------------------------------------------------ housekeeping
@@ -365,35 +537,65 @@ class Scheduler:
         an outage, when workers had no server to send their heartbeats to.
         """
         now = self.clock()
+        ended = []
         with self.store.transaction() as tx:
             params = {"now": now, "lease_cutoff": now if expire_leases else 0.0}
             rows = tx.all("expired_attempts", {**params, "limit": REAP_BATCH})
-            reaped = 0
             history: list[dict[str, Any]] = []
-            ended_rows: list[Row | None] = []
             for row in rows:
                 if row["deadline"] is not None and row["deadline"] < now:
-                    outcome = model.OUTCOME_TIMED_OUT
+                    outcome = Outcome.TIMED_OUT
                     error = f"attempt {row['attempts']} timed out after {row['timeout']:g} s"
                 else:
-                    outcome = model.OUTCOME_LEASE_EXPIRED
+                    outcome = Outcome.LEASE_EXPIRED
                     error = f"lease expired: worker {row['worker_id']} stopped heartbeating"
-                if row["cancel_requested"]:
-                    status = model.CANCELLED
-                else:
-                    status = model.status_after_failed_attempt(
-                        row["attempts"], row["max_attempts"], retryable=True
+                status, run_at = self._after_attempt(row, outcome, now)
+                ended.append(
+                    self._end_attempt(
+                        tx,
+                        row,
+                        status,
+                        outcome,
+                        now,
+                        history,
+                        run_at=run_at,
+                        worker_id=row["worker_id"],
+                        error=error,
                     )
-                ended = self._end_attempt(tx, row, status, outcome, now, history, error=error)
-                reaped += ended is not None
-                ended_rows.append(ended)
+                )
             tx.run_many("insert_attempt", history)
+            reaped = sum(row is not None for row in ended)
             if reaped:
                 self.store.notify_change(tx)
+        self._ended(ended)
         if reaped:
-            self.notifier.notify()
-            self.events.attempts_ended(history, ended_rows, now)
+            self.telemetry.attempts_ended(history, ended, now)
+        if self.events is not None and reaped:
+            ended_rows = [row for row in ended if row is not None]
+            self.events.attempts_finished(list(zip(ended_rows, history, strict=True)))
         return reaped
+
+    def promote(self) -> int:
+        """Make the scheduled jobs whose time came ready, in batches; return how many."""
+        promoted = 0
+        while True:
+            with self.store.transaction() as tx:
+                rows = tx.all(
+                    "promote_due", {"now": self.clock(), "limit": self.config.promote_batch}
+                )
+                if rows:
+                    self.store.notify_change(tx)
+            if rows:
+                self.notifier.work_ready(Counter(row["type"] for row in rows))
+            promoted += len(rows)
+            if len(rows) < self.config.promote_batch:
+                return promoted
+
+    def next_due(self) -> float | None:
+        """When the earliest scheduled job becomes due (None: no job is scheduled)."""
+        with self.store.reader() as tx:
+            row = tx.one("next_run_at")
+        return None if row is None else row["run_at"]
 
     def prune(self) -> int:
         """Delete finished jobs older than the retention period, in small batches."""
@@ -416,11 +618,13 @@ class Scheduler:
         self,
         tx: Transaction,
         row: Row,
-        status: str,
-        outcome: str,
+        status: Status,
+        outcome: Outcome,
         now: float,
         history: list[dict[str, Any]],
         *,
+        run_at: float,
+        worker_id: str | None,
         error: str | None = None,
         result: str | None = None,
         keep_lease: bool = False,
@@ -435,17 +639,13 @@ class Scheduler:
         ``keep_lease`` leaves the lease id on the row so that the same worker
         re-sending the same completion is recognised as a duplicate.
         """
-        run_at = row["run_at"]
-        if status == model.QUEUED and not refund:
-            run_at = now + self.config.backoff.delay(row["attempts"], self.rng)
-        elif status == model.QUEUED:
-            run_at = now
         updated = tx.one(
             "end_attempt",
             {
                 "id": row["id"],
                 "lease_id": row["lease_id"],
-                "status": status,
+                "worker_id": worker_id,
+                "status": status.value,
                 "result": result,
                 "error": error,
                 "finished_at": now if status in model.FINISHED else None,
@@ -459,8 +659,12 @@ class Scheduler:
         return updated
 
 
+def _stale(job_id: int) -> CompletionOutcome:
+    return CompletionOutcome(job_id, 409, error="stale lease: this attempt was reaped or moved on")
+
+
 def _attempt(
-    row: Row, outcome: str, now: float, error: str | None, log: str | None = None
+    row: Row, outcome: Outcome, now: float, error: str | None, log: str | None = None
 ) -> dict[str, Any]:
     """The history row of the attempt that ``row`` (as leased) was running."""
     if log is not None and "\x00" in log:  # PostgreSQL text cannot hold NUL
@@ -472,7 +676,7 @@ def _attempt(
         "lease_id": row["lease_id"],
         "started_at": row["started_at"],
         "finished_at": now,
-        "outcome": outcome,
+        "outcome": outcome.value,
         "error": error,
         "log": log,
     }

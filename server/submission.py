@@ -16,9 +16,23 @@ from taskframe.server.group_commit import GroupCommitter
 from taskframe.server.notify import ChangeNotifier
 from taskframe.server.storage import Row, Store, Transaction
 
+#: The plugins' ``taskframe_validate_job``: a job -> its problems by field (or None).
+JobCheck = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
-def job_errors(job: dict[str, Any], executors: Mapping[str, Executor]) -> dict[str, Any]:
-    """The problems of one (envelope-valid) job: unknown type or invalid payload."""
+
+def job_errors(
+    job: dict[str, Any], executors: Mapping[str, Executor], check: JobCheck | None = None
+) -> dict[str, Any]:
+    """The problems of one (envelope-valid) job: unknown type, invalid payload, a plugin's."""
+    problems = check(job) if check is not None else None
+    if problems:
+        return {**problems, **_type_and_payload_errors(job, executors)}
+    return _type_and_payload_errors(job, executors)
+
+
+def _type_and_payload_errors(
+    job: dict[str, Any], executors: Mapping[str, Executor]
+) -> dict[str, Any]:
     executor = executors.get(job["type"])
     if executor is None:
         installed = ", ".join(sorted(executors)) or "none"
@@ -151,6 +165,7 @@ class Intake:
             "created_at": now,
             "idempotency_key": key,
             "request_hash": request_hash,
+            "notify_url": job.get("notify_url"),
         }
 
 

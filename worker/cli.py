@@ -17,9 +17,19 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from taskframe.client.transport import read_token_file
-from taskframe.core.logs import add_logging_options, configure_logging, early_logging_options
+from taskframe.core.logs import (
+    add_logging_options,
+    check_logging_options,
+    configure_logging,
+    early_logging_options,
+)
 from taskframe.core.options import add_option
-from taskframe.core.plugins import PluginSet, create_plugin_manager
+from taskframe.core.plugins import (
+    PluginSet,
+    add_plugin_options,
+    create_plugin_manager,
+    early_disabled_plugins,
+)
 from taskframe.core.schemas import MAX_WAIT
 from taskframe.worker.config import (
     DEFAULT_CONCURRENCY,
@@ -160,6 +170,7 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         "installed executor plugins.",
     )
     add_worker_options(parser, plugins)
+    add_plugin_options(parser, listing=False)
     return parser
 
 
@@ -171,13 +182,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Logging first, so that plugin load errors are logged in the chosen format.
         early = early_logging_options(argv)
         configure_logging(early.log_level, early.log_format)
-        plugins = create_plugin_manager()
+        plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
         parser = build_parser(plugins)
     except (ValueError, argparse.ArgumentTypeError) as exc:  # a bad TASKFRAME_* value
         print(f"taskframe-worker: error: {exc} (in a TASKFRAME_* variable)", file=sys.stderr)
         return 2
     options = parser.parse_args(argv)
+    check_logging_options(parser, options)
     configure_logging(options.log_level, options.log_format)
+    plugins.configure(options, "worker")
     for name, message in plugins.failures.items():
         log.error("plugin %r is not available, continuing without it: %s", name, message)
     try:

@@ -14,6 +14,9 @@ from typing import Any
 from marshmallow import ValidationError
 
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+from taskframe.core.logs import Tally
+from taskframe.core.model import Status
+from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ATTEMPT_LOG
 
 log = logging.getLogger("taskframe.worker")
@@ -106,33 +109,48 @@ class AttemptLogger(logging.Logger):
         return text[-self.limit :].replace("\x00", "\ufffd") if text else None
 
 
-def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
-    """Run one job, logging its start and end; return its (status, result, error, retryable).
+def execute(
+    running: RunningJob,
+    options: argparse.Namespace,
+    plugins: PluginSet | None = None,
+    tally: Tally | None = None,
+) -> Outcome:
+    """Run one job, between the plugins' before/after hooks when some implement them.
 
-    What the executor writes to ``context.logger`` is kept in ``running.log``.
+    Logs its start and success at DEBUG (counted in ``tally``, which sums
+    them up at INFO), a failure at WARNING with the executor's traceback;
+    what the executor writes to ``context.logger`` is kept in ``running.log``.
     """
+    wanted = plugins is not None and (
+        plugins.implements("taskframe_before_run") or plugins.implements("taskframe_after_run")
+    )
     fields = running.fields
-    log.debug(  # per job at DEBUG: the INFO summary is the worker's (worker/summary.py)
+    # DEBUG: a line per job costs the hot path too much (see the README's Logs).
+    log.debug(
         "job %s started (%s, attempt %s)",
-        running.job_id,
-        fields["type"],
-        fields["attempt"],
+        *(running.job_id, fields["type"], fields["attempt"]),
         extra=fields,
     )
     started = time.monotonic()
     logger = AttemptLogger(running)
     try:
-        outcome = _execute(running, options, logger)
+        outcome = _execute(running, options, plugins if wanted else None, logger)
     finally:
         running.log = logger.text()
     took = time.monotonic() - started
     status, _, error, _ = outcome
+    if tally is not None:
+        tally.add(f"jobs {status}")
     if status == "succeeded":
-        log.debug("job %s succeeded in %.3f s", running.job_id, took, extra=fields)
+        log.debug(
+            "job %s (%s, attempt %s) succeeded in %.3f s",
+            *(running.job_id, fields["type"], fields["attempt"], took),
+            extra=fields,
+        )
     else:  # with the executor's traceback when it raised
         log.warning(
-            "job %s failed in %.3f s: %s",
-            *(running.job_id, took, error),
+            "job %s (%s, attempt %s) failed in %.3f s: %s",
+            *(running.job_id, fields["type"], fields["attempt"], took, error),
             exc_info=running.failure,
             extra=fields,
         )
@@ -140,12 +158,17 @@ def execute(running: RunningJob, options: argparse.Namespace) -> Outcome:
     return outcome
 
 
-def _execute(running: RunningJob, options: argparse.Namespace, logger: logging.Logger) -> Outcome:
+def _execute(
+    running: RunningJob,
+    options: argparse.Namespace,
+    plugins: PluginSet | None,
+    logger: logging.Logger,
+) -> Outcome:
     executor, job = running.executor, running.job
     try:
         payload = executor.schema.load(job.get("payload") or {})
     except ValidationError as exc:
-        return "failed", None, f"invalid payload: {json.dumps(exc.messages)}", False
+        return Status.FAILED.value, None, f"invalid payload: {json.dumps(exc.messages)}", False
     context = ExecutorContext(
         job_id=running.job_id,
         attempt=job.get("attempts") or 1,
@@ -154,19 +177,32 @@ def _execute(running: RunningJob, options: argparse.Namespace, logger: logging.L
         logger=logger,
         options=options,
     )
+    if plugins is None:
+        return _run(executor, payload, context, running)
+    failed = plugins.call_each("taskframe_before_run", job=job, context=context)
+    outcome = _run(executor, payload, context, running)
+    status, result, error, retryable = outcome
+    shown = {"status": status, "result": result, "error": error, "retryable": retryable}
+    plugins.call_each("taskframe_after_run", job=job, context=context, outcome=shown, skip=failed)
+    return outcome
+
+
+def _run(
+    executor: Executor, payload: Any, context: ExecutorContext, running: RunningJob
+) -> Outcome:
     try:
         result = executor.run(payload, context)
     except PermanentError as exc:
         running.failure = exc
-        return "failed", None, describe(exc), False
+        return Status.FAILED.value, None, describe(exc), False
     except BaseException as exc:
         running.failure = exc
-        return "failed", None, describe(exc), True
+        return Status.FAILED.value, None, describe(exc), True
     try:  # the server must get strict JSON (no NaN), or the whole batch would fail
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        return "failed", None, f"the result is not JSON-serialisable: {exc}", False
-    return "succeeded", result, None, True
+        return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
+    return Status.SUCCEEDED.value, result, None, True
 
 
 def describe(exc: BaseException) -> str:

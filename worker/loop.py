@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Any
 
+from taskframe.core.logs import Tally
+from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_LEASE_BATCH
 from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
@@ -25,7 +27,6 @@ from taskframe.worker.config import WorkerConfig
 from taskframe.worker.jobs import RunningJob, describe
 from taskframe.worker.outbox import Outbox, pair_answers
 from taskframe.worker.pool import KILL_GRACE, ProcessSlot, ThreadSlot
-from taskframe.worker.summary import JobTally
 
 log = logging.getLogger("taskframe.worker")
 
@@ -80,6 +81,10 @@ class Worker:
         self.shutdown_grace = config.shutdown_grace
         info = {"host": socket.gethostname()[:200] or None, "slots": self.concurrency}
         self.outbox = Outbox(self.client, self.worker_id, self.types, info)
+        #: Jobs succeeded and failed, summed up at INFO every 10 s (each is a DEBUG line).
+        #: Counted here rather than in ``execute``: with ``--pool process`` that runs
+        #: in a child process.
+        self.tally = Tally(log)
         #: Set once the worker's threads run (for embedders and tests).
         self.started = threading.Event()
         # An RLock: stop() may run in a signal handler on the thread holding it.
@@ -92,7 +97,6 @@ class Worker:
         self._lease_ttl: float | None = None
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
         self._done = threading.Event()
-        self.tally = JobTally()
 
     # -- control -----------------------------------------------------------
 
@@ -180,6 +184,9 @@ class Worker:
             streak.success()
             self._note_ttl(answer.get("lease_ttl"))
             jobs = answer.get("jobs") or []
+            if not jobs and not running and answer.get("retry_after"):
+                # The server has as many long-polls as it allows: ask again later.
+                self._pause(float(answer["retry_after"]), until_stop=True)
             queue_empty = len(jobs) < free
             self._start(jobs)
 
@@ -227,7 +234,7 @@ class Worker:
     def _start_slots(self) -> list[ThreadSlot] | list[ProcessSlot]:
         """One slot per job thread; with ``process``, their children started and ready."""
         if self.config.pool == "thread":
-            return [ThreadSlot(self.options) for _ in range(self.concurrency)]
+            return [ThreadSlot(self.options, self.plugins) for _ in range(self.concurrency)]
         settings = (self.options, self.config.log_level, self.config.log_format)
         slots = [ProcessSlot(*settings) for _ in range(self.concurrency)]
         for slot in slots:  # all at once: they load the plugins in parallel
@@ -250,7 +257,7 @@ class Worker:
                 try:
                     outcome = slot.run(running)
                 except BaseException as exc:  # a job thread must never die and lose its slot
-                    outcome = ("failed", None, describe(exc), True)
+                    outcome = (Outcome.FAILED.value, None, describe(exc), True)
                 self._finish(running, *outcome)
         finally:
             slot.close()
@@ -263,11 +270,11 @@ class Worker:
             if self._active.get(running.lease_id) is running:  # not timed out, lost or released
                 del self._active[running.lease_id]
                 if running.cancel_requested:
-                    status, result, retryable = "cancelled", None, False
+                    status, result, retryable = Outcome.CANCELLED.value, None, False
                     error = "cancelled on request" + (f" ({error})" if error else "")
                     log.info("job %s cancelled on request", running.job_id, extra=running.fields)
                 self.outbox.add(running.completion(status, result, error, retryable))
-                self.tally.count(status)
+                self.tally.add(f"jobs {status}")
             self._cond.notify_all()
 
     def _expire(self) -> None:
@@ -279,8 +286,8 @@ class Worker:
                 running.cancel_event.set()
                 error = f"timed out after {running.job['timeout']:g} s"
                 log.info("job %s %s", running.job_id, error)
-                self.outbox.add(running.completion("failed", None, error, True))
-                self.tally.count("timed out")
+                self.outbox.add(running.completion(Outcome.FAILED.value, None, error, True))
+                self.tally.add("jobs timed out")
 
     def _wait_time(self, cap: float) -> float:
         """``cap``, or less when a running job's deadline comes sooner."""

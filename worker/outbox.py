@@ -17,6 +17,7 @@ import time
 from typing import Any, Protocol
 
 from taskframe.client.errors import ApiError, Unavailable
+from taskframe.core.model import Outcome
 from taskframe.worker.client import DEFAULT_BACKOFF, FailureStreak
 
 log = logging.getLogger("taskframe.worker")
@@ -25,8 +26,9 @@ __all__ = ["LeaseClient", "Outbox", "pair_answers"]
 
 #: Completions sent in one request at most (keeps bodies well under size limits).
 MAX_COMPLETIONS_PER_REQUEST = 500
-#: Characters of attempt logs sent in one request at most (each log is up to 64 KiB).
-MAX_LOG_CHARS_PER_REQUEST = 4 << 20
+#: Characters of attempt logs sent in one request at most (each log is up to 64 KiB):
+#: even escaped as \uXXXX in JSON, they stay under the server's 16 MiB body limit.
+MAX_LOG_CHARS_PER_REQUEST = 2 << 20
 # Per-completion codes that mean "not ours any more": drop it, never resend.
 _GONE = frozenset({404, 409})
 
@@ -173,7 +175,7 @@ class Outbox:
         except ApiError:
             return
         for item in sent:
-            plain = {**item, "status": "failed", "result": None, "retryable": False}
+            plain = {**item, "status": Outcome.FAILED.value, "result": None, "retryable": False}
             plain["error"] = "the server refused this attempt's outcome (see the worker log)"
             for attempt in (item, plain):
                 try:

@@ -26,9 +26,9 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from taskframe.core.executor import Executor
 from taskframe.core.logs import configure_logging
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.model import Status
+from taskframe.core.plugins import PluginSet, create_plugin_manager, disabled_plugins
 from taskframe.worker.jobs import Outcome, RunningJob, execute
 
 log = logging.getLogger("taskframe.worker")
@@ -44,8 +44,9 @@ START_TIMEOUT = 60.0
 class ThreadSlot:
     """Runs the job in the calling thread."""
 
-    def __init__(self, options: argparse.Namespace) -> None:
+    def __init__(self, options: argparse.Namespace, plugins: PluginSet | None = None) -> None:
         self.options = options
+        self.plugins = plugins
 
     def start(self) -> None:
         pass
@@ -54,7 +55,7 @@ class ThreadSlot:
         return True
 
     def run(self, running: RunningJob) -> Outcome:
-        return execute(running, self.options)
+        return execute(running, self.options, self.plugins)
 
     def close(self) -> None:
         pass
@@ -126,14 +127,14 @@ class ProcessSlot:
     def run(self, running: RunningJob) -> Outcome:
         """Run the job in the child; kill the child if the job is cancelled and ignores it."""
         if not self.ready():
-            return "failed", None, "the job's process could not be started", True
+            return Status.FAILED.value, None, "the job's process could not be started", True
         assert self._conn is not None and self._process is not None
         self._cancel.clear()
         try:
             self._conn.send((running.job, running.executor.name, running.deadline))
         except (OSError, ValueError) as exc:  # the child died while idle
             self._discard()
-            return "failed", None, f"the job's process is gone: {exc}", True
+            return Status.FAILED.value, None, f"the job's process is gone: {exc}", True
         kill_at: float | None = None
         while True:
             ready = wait([self._conn, self._process.sentinel], timeout=CANCEL_CHECK)
@@ -144,7 +145,7 @@ class ProcessSlot:
                 except (EOFError, OSError):
                     pass  # died while answering: the sentinel tells how
             if ready:
-                return "failed", None, self._died(), True
+                return Status.FAILED.value, None, self._died(), True
             if running.cancel_event.is_set():
                 now = time.monotonic()
                 if kill_at is None:
@@ -157,7 +158,7 @@ class ProcessSlot:
                         extra=running.fields,
                     )
                     self._discard()
-                    return "failed", None, "killed: it did not stop when cancelled", True
+                    return Status.FAILED.value, None, "killed: it did not stop when cancelled", True
 
     def close(self) -> None:
         """Ask the child to exit; kill it if it does not within a second."""
@@ -216,7 +217,11 @@ def child_main(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_with_worker(lifeline)
     configure_logging(log_level, log_format)
-    plugins = create_plugin_manager()
+    # The same plugins as the worker's: its --disable-plugins, its options.
+    plugins = create_plugin_manager(
+        disabled=disabled_plugins(getattr(options, "disable_plugins", None))
+    )
+    plugins.configure(options, "worker")
     conn.send("ready")
     while True:
         try:
@@ -226,21 +231,23 @@ def child_main(
         if message is None:
             return
         job, job_type, deadline = message
-        conn.send(_run_one(plugins.executors.get(job_type), job, deadline, cancel, options))
+        conn.send(_run_one(plugins, job_type, job, deadline, cancel, options))
 
 
 def _run_one(
-    executor: Executor | None,
+    plugins: PluginSet,
+    job_type: str,
     job: dict[str, Any],
     deadline: float | None,
     cancel: Any,
     options: argparse.Namespace,
 ) -> tuple[Any, ...]:
+    executor = plugins.executors.get(job_type)
     if executor is None:  # installed in the worker but failed to load here
         error = f"job type {job.get('type')!r} is not available in the job process"
-        return "failed", None, error, True, None
+        return Status.FAILED.value, None, error, True, None
     running = RunningJob(job, executor, deadline, cancel_event=cancel)
-    outcome = execute(running, options)
+    outcome = execute(running, options, plugins)  # its before/after hooks run here too
     return (*outcome, running.log)
 
 

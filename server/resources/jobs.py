@@ -9,9 +9,9 @@ from taskframe.core.executor import Executor
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import validation_error
 from taskframe.server.http_io import load_query, read_json
-from taskframe.server.representation import attempt_json, job_json
+from taskframe.server.representation import attempt_json, job_json, job_summary
 from taskframe.server.scheduler import Scheduler
-from taskframe.server.submission import job_errors
+from taskframe.server.submission import JobCheck, job_errors
 
 WAIT_QUERY = schemas.WaitQuerySchema()
 
@@ -20,10 +20,15 @@ class JobCollection:
     """``POST /jobs`` submits one job; ``GET /jobs`` lists them, newest first."""
 
     def __init__(
-        self, scheduler: Scheduler, executors: dict[str, Executor], config: ServerConfig
+        self,
+        scheduler: Scheduler,
+        executors: dict[str, Executor],
+        config: ServerConfig,
+        check: JobCheck | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.executors = executors
+        self.check = check
         self.limit = config.max_body_bytes
         self.schema = schemas.SubmitJobSchema()
         self.query_schema = schemas.ListJobsQuerySchema()
@@ -37,7 +42,7 @@ class JobCollection:
                     {"idempotency_key": ["differs from the Idempotency-Key header"]}
                 )
             job["idempotency_key"] = header_key
-        errors = job_errors(job, self.executors)
+        errors = job_errors(job, self.executors, self.check)
         if errors:
             raise validation_error(errors)
         row, created = self.scheduler.submit_one(job)
@@ -47,21 +52,30 @@ class JobCollection:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.query_schema)
+        full = query["full"]
         rows = self.scheduler.list(
-            query.get("status"), query.get("type"), query["limit"], query.get("cursor")
+            query.get("status"), query.get("type"), query["limit"], query.get("cursor"), full
         )
-        next_cursor = rows[-1]["id"] if len(rows) == query["limit"] else None
-        resp.media = {"jobs": [job_json(row) for row in rows], "next_cursor": next_cursor}
+        # A full page may stop short of the limit (the answer cap): go on from its last job.
+        more = len(rows) == query["limit"] or (full and rows)
+        next_cursor = rows[-1]["id"] if more else None
+        shown = job_json if full else job_summary
+        resp.media = {"jobs": [shown(row) for row in rows], "next_cursor": next_cursor}
 
 
 class JobBatch:
     """``POST /jobs/batch``: all jobs are validated before any is written."""
 
     def __init__(
-        self, scheduler: Scheduler, executors: dict[str, Executor], config: ServerConfig
+        self,
+        scheduler: Scheduler,
+        executors: dict[str, Executor],
+        config: ServerConfig,
+        check: JobCheck | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.executors = executors
+        self.check = check
         self.limit = config.max_body_bytes * 16
         self.schema = schemas.BatchSubmitSchema()
 
@@ -69,7 +83,7 @@ class JobBatch:
         jobs = read_json(req, self.schema, self.limit, quick_load.quick_load_batch)["jobs"]
         errors = {}
         for index, job in enumerate(jobs):
-            problems = job_errors(job, self.executors)
+            problems = job_errors(job, self.executors, self.check)
             if problems:
                 errors[str(index)] = problems
         if errors:
@@ -83,6 +97,11 @@ class JobBatch:
         }
 
 
+def retry_after(scheduler: Scheduler) -> int:
+    """Whole seconds (as Retry-After wants) a request refused a wait should pause, jittered."""
+    return max(1, round(scheduler.config.busy_retry_after * scheduler.rng.uniform(0.5, 1.5)))
+
+
 class JobItem:
     """``GET /jobs/{id}[?wait=S]``: with ``wait``, answers once the job finished."""
 
@@ -91,10 +110,10 @@ class JobItem:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         wait = load_query(req, WAIT_QUERY)["wait"]
-        if wait > 0:
-            row = self.scheduler.wait_until_finished(job_id, wait)
-        else:
-            row = self.scheduler.get(job_id)
+        row, refused = self.scheduler.wait_for_job(job_id, wait)
+        if refused:
+            # Too many requests wait already: the job as it is, and when to ask again.
+            resp.set_header("Retry-After", str(retry_after(self.scheduler)))
         resp.media = job_json(row)
 
 

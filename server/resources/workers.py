@@ -13,6 +13,7 @@ from taskframe.server.errors import APIError
 from taskframe.server.http_io import load_query, read_json
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.representation import job_json
+from taskframe.server.resources.jobs import retry_after
 from taskframe.server.scheduler import Completion, CompletionOutcome, Scheduler
 
 
@@ -74,7 +75,7 @@ class Lease(WorkerResource):
         outcomes = self.scheduler.complete(
             [_completion(c, c["job_id"], worker_id) for c in request["completions"]]
         )
-        rows = self.scheduler.lease(
+        rows, refused = self.scheduler.lease_or_busy(
             worker_id,
             types,
             request["max"],
@@ -82,13 +83,15 @@ class Lease(WorkerResource):
             request_id=request["request_id"],
             resent=request["resent"],
         )
-        self.scheduler.events.lease_request(time.perf_counter() - started, len(rows))
+        self.scheduler.telemetry.lease_request(time.perf_counter() - started, len(rows))
         if self.registry is not None and request["wait"]:
             self.registry.seen(worker_id)  # the end of a long poll counts as seen too
         resp.media = {
             "jobs": [job_json(row, with_lease=True) for row in rows],
             "completions": [_outcome_json(o) for o in outcomes],
             "lease_ttl": self.config.lease_ttl,
+            # Too many requests wait already: come back after this pause.
+            "retry_after": retry_after(self.scheduler) if refused else None,
         }
 
 
@@ -100,9 +103,13 @@ class NextJob(WorkerResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.schema)
         types = [t for t in query["types"].split(",") if t] if "types" in query else None
-        rows = self.scheduler.lease(query["worker_id"], self._types(types), 1, query["wait"])
+        rows, refused = self.scheduler.lease_or_busy(
+            query["worker_id"], self._types(types), 1, query["wait"]
+        )
         if not rows:
             resp.status = falcon.HTTP_204
+            if refused:
+                resp.set_header("Retry-After", str(retry_after(self.scheduler)))
             return
         resp.media = job_json(rows[0], with_lease=True)
 

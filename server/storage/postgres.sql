@@ -51,17 +51,32 @@ CREATE TABLE job_attempts (
 CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled');
 
+-- name: migration_3
+-- Jobs not due yet get their own status, off the lease path: the ready index
+-- holds only jobs that can run now, and the housekeeper promotes the others.
+-- Lease ids become random per attempt, and a lease request's id gets its own column.
+ALTER TABLE jobs ADD COLUMN lease_request text;
+UPDATE jobs SET status = 'scheduled'
+WHERE status = 'queued' AND run_at > extract(epoch FROM clock_timestamp());
+DROP INDEX jobs_queued_run_at;
+CREATE INDEX jobs_scheduled_run_at ON jobs (run_at) WHERE status = 'scheduled';
+CREATE INDEX jobs_lease_request ON jobs (lease_request) WHERE lease_request IS NOT NULL;
 -- name: migration_4
 -- Observability: each attempt's log, and the workers seen (see server/registry.py).
 ALTER TABLE job_attempts ADD COLUMN log text;
 CREATE TABLE workers (
     id text PRIMARY KEY,
     host text,
-    types text NOT NULL DEFAULT '[]',
+    types text,
     slots integer,
     last_seen double precision NOT NULL
 );
 CREATE INDEX workers_last_seen ON workers (last_seen);
+
+
+-- name: migration_5
+-- The webhook plugin's target (POST /jobs notify_url).
+ALTER TABLE jobs ADD COLUMN notify_url text;
 
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
@@ -94,9 +109,11 @@ LISTEN taskframe_jobs;
 
 -- name: insert_job
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash)
-VALUES (%(type)s, %(payload)s, %(priority)s, 'queued', 0, %(max_attempts)s, %(timeout)s,
-        %(run_at)s, %(created_at)s, %(idempotency_key)s, %(request_hash)s)
+                  run_at, created_at, idempotency_key, request_hash, notify_url)
+VALUES (%(type)s, %(payload)s, %(priority)s,
+        CASE WHEN %(run_at)s > %(created_at)s THEN 'scheduled' ELSE 'queued' END,
+        0, %(max_attempts)s, %(timeout)s, %(run_at)s, %(created_at)s,
+        %(idempotency_key)s, %(request_hash)s, %(notify_url)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
@@ -106,61 +123,100 @@ SELECT * FROM jobs WHERE id = %(id)s;
 -- name: get_job_for_update
 SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
 
+-- name: get_jobs_for_update
+-- One batch's rows, locked in id order like every multi-row writer: no deadlocks.
+SELECT * FROM jobs WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE;
+
 -- name: get_job_by_key
 SELECT * FROM jobs WHERE idempotency_key = %(idempotency_key)s;
 
+-- name: get_jobs
+SELECT * FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
+
+-- Listings are summaries: no payload, no result (their sizes instead).
 -- name: list_jobs
-SELECT * FROM jobs WHERE id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
+SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       length(payload) AS payload_bytes, length(result) AS result_bytes
+FROM jobs WHERE id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: list_jobs_by_status
-SELECT * FROM jobs
+SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       length(payload) AS payload_bytes, length(result) AS result_bytes
+FROM jobs
 WHERE status = %(status)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: list_jobs_by_type
-SELECT * FROM jobs
+SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       length(payload) AS payload_bytes, length(result) AS result_bytes
+FROM jobs
 WHERE type = %(type)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: list_jobs_by_status_and_type
-SELECT * FROM jobs
+SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       length(payload) AS payload_bytes, length(result) AS result_bytes
+FROM jobs
 WHERE status = %(status)s AND type = %(type)s AND id < %(cursor)s
 ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: lease_jobs
 -- SKIP LOCKED: concurrent leasers (any number of servers) take disjoint rows
 -- and never wait for each other. A row another transaction changed meanwhile
--- is re-checked against the WHERE clause once locked.
+-- is re-checked against the WHERE clause once locked. Every queued job is due
+-- (not yet due ones are 'scheduled'): no run_at test. Each job gets its own
+-- random lease id, the n-th of lease_ids in lease order.
 WITH candidates AS MATERIALIZED (
-    SELECT id FROM jobs
-    WHERE status = 'queued' AND run_at <= %(now)s AND type = ANY(%(types)s::text[])
+    SELECT id, priority FROM jobs
+    WHERE status = 'queued' AND type = ANY(%(types)s::text[])
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), numbered AS (
+    SELECT id, row_number() OVER (ORDER BY priority DESC, id) AS n FROM candidates
 )
 UPDATE jobs
 SET status = 'running', attempts = attempts + 1, worker_id = %(worker_id)s,
-    lease_id = %(lease_prefix)s::text || jobs.id::text,
+    lease_id = (%(lease_ids)s::text[])[numbered.n],
+    lease_request = %(lease_request)s,
     lease_expires_at = %(lease_expires_at)s,
     started_at = %(now)s, finished_at = NULL,
     deadline = CASE WHEN timeout IS NULL THEN NULL ELSE %(now)s + timeout END
-FROM candidates
-WHERE jobs.id = candidates.id AND jobs.status = 'queued'
+FROM numbered
+WHERE jobs.id = numbered.id AND jobs.status = 'queued'
 RETURNING jobs.*;
 
 -- name: leased_by_request
 SELECT * FROM jobs
-WHERE status = 'running' AND worker_id = %(worker_id)s
-  AND left(lease_id, length(%(lease_prefix)s)) = %(lease_prefix)s;
+WHERE lease_request = %(lease_request)s AND status = 'running' AND worker_id = %(worker_id)s;
 
 -- name: next_run_at
-SELECT min(run_at) AS run_at FROM jobs WHERE status = 'queued' AND run_at > %(now)s;
+SELECT min(run_at) AS run_at FROM jobs WHERE status = 'scheduled';
+
+-- name: promote_due
+-- The housekeeper: scheduled jobs whose time came join the queue, a batch at a
+-- time. SKIP LOCKED: servers promoting at once take disjoint rows.
+WITH due AS MATERIALIZED (
+    SELECT id FROM jobs
+    WHERE status = 'scheduled' AND run_at <= %(now)s
+    ORDER BY run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET status = 'queued'
+FROM due
+WHERE jobs.id = due.id AND jobs.status = 'scheduled'
+RETURNING jobs.id, jobs.type;
 
 -- name: succeed_attempt
 -- The common completion in one statement; anything else takes the general path.
 UPDATE jobs
 SET status = 'succeeded', result = %(result)s, error = NULL, finished_at = %(now)s,
     lease_expires_at = NULL, deadline = NULL, cancel_requested = false
-WHERE id = %(id)s AND lease_id = %(lease_id)s AND status = 'running'
-  AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s)
+WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
+  AND status = 'running'
 RETURNING *;
 
 -- name: end_attempt
@@ -170,7 +226,8 @@ SET status = %(status)s, result = %(result)s, error = %(error)s,
     finished_at = %(finished_at)s, run_at = %(run_at)s, lease_id = %(new_lease_id)s,
     lease_expires_at = NULL, deadline = NULL,
     attempts = attempts - %(refund)s, cancel_requested = false
-WHERE id = %(id)s AND lease_id = %(lease_id)s AND status = 'running'
+WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
+  AND status = 'running'
 RETURNING *;
 
 -- name: insert_attempt
@@ -184,7 +241,8 @@ SELECT * FROM job_attempts WHERE job_id = %(job_id)s ORDER BY id;
 
 -- name: extend_lease
 UPDATE jobs SET lease_expires_at = %(lease_expires_at)s
-WHERE id = %(id)s AND lease_id = %(lease_id)s AND status = 'running'
+WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
+  AND status = 'running'
 RETURNING id, cancel_requested;
 
 -- name: expired_attempts
@@ -196,8 +254,9 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: cancel_queued
+-- Jobs not started yet (queued or scheduled) are cancelled at once.
 UPDATE jobs SET status = 'cancelled', finished_at = %(now)s
-WHERE id = %(id)s AND status = 'queued'
+WHERE id = %(id)s AND status IN ('queued', 'scheduled')
 RETURNING *;
 
 -- name: request_cancel
@@ -239,10 +298,10 @@ GROUP BY type, priority;
 -- name: upsert_worker
 -- A heartbeat knows only the id: the other fields keep what the last lease said.
 INSERT INTO workers (id, host, types, slots, last_seen)
-VALUES (%(id)s, %(host)s::text, coalesce(%(types)s::text, '[]'), %(slots)s::integer, %(now)s)
+VALUES (%(id)s, %(host)s::text, %(types)s::text, %(slots)s::integer, %(now)s)
 ON CONFLICT (id) DO UPDATE
 SET host = coalesce(excluded.host, workers.host),
-    types = CASE WHEN %(types)s::text IS NULL THEN workers.types ELSE excluded.types END,
+    types = coalesce(excluded.types, workers.types),
     slots = coalesce(excluded.slots, workers.slots),
     last_seen = excluded.last_seen;
 

@@ -47,17 +47,32 @@ CREATE TABLE job_attempts (
 CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled');
 
+-- name: migration_3
+-- Jobs not due yet get their own status, off the lease path: the ready index
+-- holds only jobs that can run now, and the housekeeper promotes the others.
+-- Lease ids become random per attempt, and a lease request's id gets its own column.
+ALTER TABLE jobs ADD COLUMN lease_request TEXT;
+UPDATE jobs SET status = 'scheduled'
+WHERE status = 'queued' AND run_at > (julianday('now') - 2440587.5) * 86400.0;
+DROP INDEX jobs_queued_run_at;
+CREATE INDEX jobs_scheduled_run_at ON jobs (run_at) WHERE status = 'scheduled';
+CREATE INDEX jobs_lease_request ON jobs (lease_request) WHERE lease_request IS NOT NULL;
 -- name: migration_4
 -- Observability: each attempt's log, and the workers seen (see server/registry.py).
 ALTER TABLE job_attempts ADD COLUMN log TEXT;
 CREATE TABLE workers (
     id TEXT PRIMARY KEY,
     host TEXT,
-    types TEXT NOT NULL DEFAULT '[]',
+    types TEXT,
     slots INTEGER,
     last_seen REAL NOT NULL
 );
 CREATE INDEX workers_last_seen ON workers (last_seen);
+
+
+-- name: migration_5
+-- The webhook plugin's target (POST /jobs notify_url).
+ALTER TABLE jobs ADD COLUMN notify_url TEXT;
 
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
@@ -73,18 +88,21 @@ SELECT 1 AS ok;
 
 -- name: insert_job
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash)
-VALUES (:type, :payload, :priority, 'queued', 0, :max_attempts, :timeout,
-        :run_at, :created_at, :idempotency_key, :request_hash)
+                  run_at, created_at, idempotency_key, request_hash, notify_url)
+VALUES (:type, :payload, :priority,
+        CASE WHEN :run_at > :created_at THEN 'scheduled' ELSE 'queued' END,
+        0, :max_attempts, :timeout, :run_at, :created_at, :idempotency_key, :request_hash,
+        :notify_url)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
 -- name: insert_jobs_without_keys
 -- Bulk submission: executemany cannot return rows, see jobs_inserted_after.
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
-                  run_at, created_at, idempotency_key, request_hash)
-VALUES (:type, :payload, :priority, 'queued', 0, :max_attempts, :timeout,
-        :run_at, :created_at, NULL, NULL);
+                  run_at, created_at, idempotency_key, request_hash, notify_url)
+VALUES (:type, :payload, :priority,
+        CASE WHEN :run_at > :created_at THEN 'scheduled' ELSE 'queued' END,
+        0, :max_attempts, :timeout, :run_at, :created_at, NULL, NULL, :notify_url);
 
 -- name: last_job_id
 SELECT coalesce(max(id), 0) AS id FROM jobs;
@@ -102,52 +120,86 @@ SELECT * FROM jobs WHERE id = :id;
 -- name: get_job_by_key
 SELECT * FROM jobs WHERE idempotency_key = :idempotency_key;
 
+-- name: get_jobs
+SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- Listings are summaries: no payload, no result (their sizes instead).
 -- name: list_jobs
-SELECT * FROM jobs WHERE id < :cursor ORDER BY id DESC LIMIT :limit;
+SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       length(payload) AS payload_bytes, length(result) AS result_bytes
+FROM jobs WHERE id < :cursor ORDER BY id DESC LIMIT :limit;
+
+-- name: get_jobs_for_update
+-- One batch's rows, in id order (SQLite's write lock covers them all anyway).
+SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
 
 -- name: list_jobs_by_status
-SELECT * FROM jobs WHERE status = :status AND id < :cursor ORDER BY id DESC LIMIT :limit;
+SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       length(payload) AS payload_bytes, length(result) AS result_bytes
+FROM jobs WHERE status = :status AND id < :cursor ORDER BY id DESC LIMIT :limit;
 
 -- name: list_jobs_by_type
-SELECT * FROM jobs WHERE type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;
+SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       length(payload) AS payload_bytes, length(result) AS result_bytes
+FROM jobs WHERE type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;
 
 -- name: list_jobs_by_status_and_type
-SELECT * FROM jobs
+SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
+       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
+       length(payload) AS payload_bytes, length(result) AS result_bytes
+FROM jobs
 WHERE status = :status AND type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;
 
 -- name: lease_jobs
 -- Writers are serialised by BEGIN IMMEDIATE, so select-then-update is atomic.
+-- Every queued job is due (not yet due ones are 'scheduled'): no run_at test.
+-- Each job gets its own random lease id, the n-th of :lease_ids in lease order.
 UPDATE jobs
 SET status = 'running', attempts = attempts + 1, worker_id = :worker_id,
-    lease_id = :lease_prefix || id, lease_expires_at = :lease_expires_at,
+    lease_id = json_extract(:lease_ids, '$[' || (picked.n - 1) || ']'),
+    lease_request = :lease_request, lease_expires_at = :lease_expires_at,
     started_at = :now, finished_at = NULL,
     deadline = CASE WHEN timeout IS NULL THEN NULL ELSE :now + timeout END
-WHERE id IN (
-    -- Without the hint the planner may pick jobs_status_id and sort every queued job.
-    SELECT id FROM jobs INDEXED BY jobs_ready
-    WHERE status = 'queued' AND run_at <= :now
-      AND type IN (SELECT value FROM json_each(:types))
-    ORDER BY priority DESC, id
-    LIMIT :limit
-)
+FROM (
+    SELECT id, row_number() OVER (ORDER BY priority DESC, id) AS n FROM (
+        -- Without the hint the planner may pick jobs_status_id and sort every queued job.
+        SELECT id, priority FROM jobs INDEXED BY jobs_ready
+        WHERE status = 'queued' AND type IN (SELECT value FROM json_each(:types))
+        ORDER BY priority DESC, id
+        LIMIT :limit
+    )
+) AS picked
+WHERE jobs.id = picked.id
 RETURNING *;
 
 -- name: leased_by_request
-SELECT * FROM jobs
-WHERE status = 'running' AND worker_id = :worker_id
-  AND substr(lease_id, 1, length(:lease_prefix)) = :lease_prefix;
+SELECT * FROM jobs INDEXED BY jobs_lease_request
+WHERE lease_request = :lease_request AND status = 'running' AND worker_id = :worker_id;
 
 -- name: next_run_at
-SELECT min(run_at) AS run_at FROM jobs INDEXED BY jobs_queued_run_at
-WHERE status = 'queued' AND run_at > :now;
+SELECT min(run_at) AS run_at FROM jobs INDEXED BY jobs_scheduled_run_at
+WHERE status = 'scheduled';
+
+-- name: promote_due
+-- The housekeeper: scheduled jobs whose time came join the queue, a batch at a time.
+UPDATE jobs SET status = 'queued'
+WHERE id IN (
+    SELECT id FROM jobs INDEXED BY jobs_scheduled_run_at
+    WHERE status = 'scheduled' AND run_at <= :now
+    ORDER BY run_at
+    LIMIT :limit
+)
+RETURNING id, type;
 
 -- name: succeed_attempt
 -- The common completion in one statement; anything else takes the general path.
 UPDATE jobs
 SET status = 'succeeded', result = :result, error = NULL, finished_at = :now,
     lease_expires_at = NULL, deadline = NULL, cancel_requested = 0
-WHERE id = :id AND lease_id = :lease_id AND status = 'running'
-  AND (:worker_id IS NULL OR worker_id = :worker_id)
+WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running'
 RETURNING *;
 
 -- name: end_attempt
@@ -156,7 +208,7 @@ UPDATE jobs
 SET status = :status, result = :result, error = :error, finished_at = :finished_at,
     run_at = :run_at, lease_id = :new_lease_id, lease_expires_at = NULL, deadline = NULL,
     attempts = attempts - :refund, cancel_requested = 0
-WHERE id = :id AND lease_id = :lease_id AND status = 'running'
+WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running'
 RETURNING *;
 
 -- name: insert_attempt
@@ -170,7 +222,7 @@ SELECT * FROM job_attempts WHERE job_id = :job_id ORDER BY id;
 
 -- name: extend_lease
 UPDATE jobs SET lease_expires_at = :lease_expires_at
-WHERE id = :id AND lease_id = :lease_id AND status = 'running'
+WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running'
 RETURNING id, cancel_requested;
 
 -- name: expired_attempts
@@ -179,8 +231,9 @@ WHERE status = 'running' AND (lease_expires_at < :lease_cutoff OR deadline < :no
 LIMIT :limit;
 
 -- name: cancel_queued
+-- Jobs not started yet (queued or scheduled) are cancelled at once.
 UPDATE jobs SET status = 'cancelled', finished_at = :now
-WHERE id = :id AND status = 'queued'
+WHERE id = :id AND status IN ('queued', 'scheduled')
 RETURNING *;
 
 -- name: request_cancel
@@ -219,10 +272,10 @@ GROUP BY type, priority;
 -- name: upsert_worker
 -- A heartbeat knows only the id: the other fields keep what the last lease said.
 INSERT INTO workers (id, host, types, slots, last_seen)
-VALUES (:id, :host, coalesce(:types, '[]'), :slots, :now)
+VALUES (:id, :host, :types, :slots, :now)
 ON CONFLICT (id) DO UPDATE
 SET host = coalesce(excluded.host, workers.host),
-    types = CASE WHEN :types IS NULL THEN workers.types ELSE excluded.types END,
+    types = coalesce(excluded.types, workers.types),
     slots = coalesce(excluded.slots, workers.slots),
     last_seen = excluded.last_seen;
 

@@ -115,9 +115,9 @@ def attempts(http: requests.Session, url: str, job_id: int) -> list[dict[str, An
 
 
 def all_jobs(http: requests.Session, url: str, status: str | None = None) -> list[dict]:
-    """Every job (or every job with ``status``), following the cursor."""
+    """Every job, whole (or every job with ``status``), following the cursor."""
     jobs: list[dict] = []
-    params: dict[str, Any] = {"limit": 1000}
+    params: dict[str, Any] = {"limit": 1000, "full": "true"}
     if status:
         params["status"] = status
     while True:
@@ -131,15 +131,16 @@ def all_jobs(http: requests.Session, url: str, status: str | None = None) -> lis
 
 
 def unfinished(http: requests.Session, url: str) -> int | None:
-    """How many jobs are still queued or running (None when the server does not answer)."""
+    """How many jobs are not finished yet (None when the server does not answer)."""
     try:
-        return sum(len(all_jobs(http, url, status)) for status in ("queued", "running"))
+        waiting = ("scheduled", "queued", "running")
+        return sum(len(all_jobs(http, url, status)) for status in waiting)
     except requests.RequestException:
         return None
 
 
 def wait_all_finished(http: requests.Session, url: str, context: str, timeout: float = 60) -> None:
-    """Wait until no job is queued or running; ``context`` explains a failure."""
+    """Wait until every job finished; ``context`` explains a failure."""
     wait_until(
         lambda: unfinished(http, url) == 0,
         timeout=timeout,

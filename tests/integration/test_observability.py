@@ -95,8 +95,7 @@ def test_json_logs_of_server_and_worker_carry_the_job_fields(
     server = start_server(sqlite_url, *SERVER_ARGS, "--log-format", "json", "--log-level", "DEBUG")
     worker = start_worker(
         [server.url],
-        *WORKER_ARGS,
-        *("--worker-id", "w-json", "--log-level", "DEBUG"),  # each job's start and end
+        *(*WORKER_ARGS, "--worker-id", "w-json", "--log-level", "DEBUG"),
         env={"TASKFRAME_LOG_FORMAT": "json"},
     )
     ok = submit(server.url, "sleep", {"duration": 0.1})
@@ -125,12 +124,17 @@ def test_json_logs_of_server_and_worker_carry_the_job_fields(
 
     ran = json_lines(worker.output())
     mine = about(ran, ok)
-    assert [m["msg"] for m in mine if m["logger"] == "taskframe.worker"][0].endswith("attempt 1)")
-    assert any("succeeded in" in m["msg"] for m in mine)
+    started, finished = [m for m in mine if m["logger"] == "taskframe.worker"]
+    assert started["msg"] == f"job {ok['id']} started (sleep, attempt 1)"
+    assert "(sleep, attempt 1) succeeded in" in finished["msg"]
     assert any(m["logger"] == "taskframe.job.sleep" and "sleeping" in m["msg"] for m in mine)
     assert all(m["worker_id"] == "w-json" and m["type"] == "sleep" for m in mine)
     failed = [m for m in about(ran, bad) if m["level"] == "WARNING"]
     assert len(failed) == 2 and all("Traceback" in m["exc_info"] for m in failed)
+    # At INFO, the hot path's per-job lines are summed up (here, when it stops).
+    summaries = [m["msg"] for m in ran if m["msg"].startswith("in the last")]
+    assert summaries and summaries[-1].endswith("2 jobs failed, 1 jobs succeeded"), summaries
+    assert any("1 jobs succeeded" in e["msg"] for e in served if e["level"] == "INFO")
 
 
 @pytest.mark.timeout(60)
@@ -151,8 +155,8 @@ def test_plugin_failure_and_banner_are_logged_once(start_server, sqlite_url, tmp
 
 
 @pytest.mark.timeout(60)
-def test_job_log_is_kept_with_its_attempt(start_server, start_worker, sqlite_url):
-    server = start_server(sqlite_url, *SERVER_ARGS)
+def test_job_log_is_kept_with_its_attempt(start_server, start_worker, db_url):
+    server = start_server(db_url, *SERVER_ARGS)
     start_worker([server.url], *WORKER_ARGS)
     job = submit(server.url, "sleep", {"duration": 0.2})
     wait_for_job(server.url, job["id"])
@@ -163,8 +167,8 @@ def test_job_log_is_kept_with_its_attempt(start_server, start_worker, sqlite_url
 
 
 @pytest.mark.timeout(90)
-def test_a_type_no_live_worker_runs_is_reported_stuck(start_server, start_worker, sqlite_url):
-    server = start_server(sqlite_url, *SERVER_ARGS, "--worker-window", "3")
+def test_a_type_no_live_worker_runs_is_reported_stuck(start_server, start_worker, db_url):
+    server = start_server(db_url, *SERVER_ARGS, "--worker-window", "3")
     start_worker([server.url], *WORKER_ARGS, "--poll-interval", "0.2", "--job-types", "http,file")
     wait_until(lambda: requests.get(f"{server.url}/stats", timeout=5).json()["workers_alive"])
     job = submit(server.url, "sleep", {"duration": 0})
@@ -186,11 +190,13 @@ def test_a_type_no_live_worker_runs_is_reported_stuck(start_server, start_worker
 
 @pytest.mark.timeout(90)
 def test_workers_lists_two_workers_and_a_killed_one_stops_being_alive(
-    start_server, start_worker, sqlite_url
+    start_server, start_worker, db_url
 ):
-    server = start_server(sqlite_url, *SERVER_ARGS, "--worker-window", "3")
+    server = start_server(db_url, *SERVER_ARGS, "--worker-window", "3")
     fast = ("--poll-interval", "0.2", "--heartbeat-interval", "0.3")
-    start_worker([server.url], *fast, "--worker-id", "w-a", "--concurrency", "3")
+    start_worker(
+        [server.url], *fast, "--worker-id", "w-a", "--concurrency", "3", "--job-types", "sleep,http"
+    )
     doomed = start_worker([server.url], *fast, "--worker-id", "w-b", "--job-types", "sleep")
 
     def workers() -> dict[str, dict]:
@@ -198,7 +204,7 @@ def test_workers_lists_two_workers_and_a_killed_one_stops_being_alive(
         return {w["id"]: w for w in answer}
 
     seen = wait_until(lambda: (w := workers()).keys() == {"w-a", "w-b"} and w)
-    assert seen["w-a"]["slots"] == 3 and seen["w-a"]["types"] == ["file", "http", "sleep"]
+    assert seen["w-a"]["slots"] == 3 and seen["w-a"]["types"] == ["http", "sleep"]
     assert seen["w-b"]["types"] == ["sleep"] and seen["w-b"]["host"]
     assert seen["w-a"]["alive"] and seen["w-b"]["alive"]
     job = submit(server.url, "sleep", {"duration": 30})

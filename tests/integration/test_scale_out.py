@@ -22,7 +22,7 @@ JOBS = 300
 def all_jobs(url: str) -> list[dict]:
     """Every job the server lists, following the cursor."""
     jobs: list[dict] = []
-    params: dict = {"limit": 1000}
+    params: dict = {"limit": 1000, "full": "true"}
     while True:
         answer = requests.get(f"{url}/jobs", params=params, timeout=30)
         assert answer.status_code == 200, answer.text

@@ -204,6 +204,7 @@ def test_failed_attempt_is_retried_then_failed(client, scheduler):
     for attempt in (1, 2):
         with scheduler.store.transaction() as tx:  # skip the backoff wait
             tx._connection.execute("UPDATE jobs SET run_at = 0 WHERE id = ?", (job_id,))
+        scheduler.promote()  # as the housekeeper does when a job is due
         job = lease(client)["jobs"][0]
         assert job["attempts"] == attempt
         client.simulate_post(
@@ -325,7 +326,7 @@ def test_reaping_leases_can_wait_out_a_grace_period(sqlite_url):
     assert scheduler.get(row["id"])["status"] == "running"
     now[0] += 100  # past the timeout: reaped even in the grace period
     assert scheduler.reap(expire_leases=False) == 1
-    assert scheduler.get(row["id"])["status"] == "queued"
+    assert scheduler.get(row["id"])["status"] == "scheduled"  # waiting out its backoff
     store.close()
 
 
@@ -337,3 +338,52 @@ def test_a_lease_request_resent_after_a_lost_answer_gets_the_same_jobs(client):
     assert [j["lease_id"] for j in again] == [j["lease_id"] for j in first]
     assert all(j["attempts"] == 1 for j in again)
     assert [j["id"] for j in lease(client, max=2, request_id="r2")["jobs"]] == [3]
+
+
+def test_lease_ids_are_shown_only_in_the_lease_answer(client):
+    job_id = client.simulate_post("/jobs", json=SLEEP).json["id"]
+    [leased] = lease(client)["jobs"]
+    assert len(leased["lease_id"]) == 32
+    done = client.simulate_post(
+        f"/jobs/{job_id}/complete",
+        json={"worker_id": "w1", "lease_id": leased["lease_id"], "status": "succeeded"},
+    )
+    assert done.status_code == 200 and "lease_id" not in done.json
+    assert "lease_id" not in client.simulate_get(f"/jobs/{job_id}").json
+    assert "lease_id" not in client.simulate_get("/jobs").json["jobs"][0]
+    assert "lease_id" not in client.simulate_get("/jobs?full=true").json["jobs"][0]
+    [attempt] = client.simulate_get(f"/jobs/{job_id}/attempts").json["attempts"]
+    assert attempt["outcome"] == "succeeded" and "lease_id" not in attempt
+
+
+def test_listings_are_summaries_unless_full(client):
+    job_id = client.simulate_post("/jobs", json={**SLEEP, "payload": {"duration": 1}}).json["id"]
+    [summary] = client.simulate_get("/jobs").json["jobs"]
+    assert summary["id"] == job_id and "payload" not in summary and "result" not in summary
+    [full] = client.simulate_get("/jobs?full=true").json["jobs"]
+    assert full["payload"] == {"duration": 1} and full["result"] is None
+
+
+def test_a_delayed_job_shows_scheduled_and_can_be_cancelled(client):
+    job = client.simulate_post("/jobs", json={**SLEEP, "delay": 3600}).json
+    assert job["status"] == "scheduled"
+    assert client.simulate_get("/jobs?status=scheduled").json["jobs"][0]["id"] == job["id"]
+    cancelled = client.simulate_post(f"/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
+
+
+def test_waits_past_the_cap_answer_at_once_with_retry_after(sqlite_url):
+    store = open_store(sqlite_url)
+    store.migrate()
+    scheduler = Scheduler(store, ServerConfig(max_waiting=0))
+    client = testing.TestClient(create_app(scheduler.config, scheduler, create_plugin_manager()))
+    try:
+        job_id = client.simulate_post("/jobs", json={**SLEEP, "delay": 3600}).json["id"]
+        answer = client.simulate_post("/lease", json={"worker_id": "w1", "max": 1, "wait": 30})
+        assert answer.json["jobs"] == [] and answer.json["retry_after"] >= 1
+        waited = client.simulate_get(f"/jobs/{job_id}?wait=30")
+        assert waited.json["status"] == "scheduled" and int(waited.headers["retry-after"]) >= 1
+        idle = client.simulate_get("/next-job?worker_id=w1&wait=30")
+        assert idle.status_code == 204 and int(idle.headers["retry-after"]) >= 1
+    finally:
+        store.close()

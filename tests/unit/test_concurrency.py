@@ -21,6 +21,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.notify import ChangeNotifier
 from taskframe.server.scheduler import Completion, Scheduler
 from taskframe.server.storage import Store, open_store
+from taskframe.server.storage.base import load_queries, migrations
 from tests.processes import wait_until
 from tests.unit.test_scheduler import Clock, job, latest_version, raw_connection
 
@@ -40,6 +41,11 @@ def open_stores(db_url: str) -> Iterator[Callable[..., list[Store]]]:
     yield open_n
     for store in opened:
         store.close()
+
+
+def defined_versions(store: Store) -> list[int]:
+    """The migrations the backend's .sql file defines (numbers may be reserved, so gaps)."""
+    return [version for version, _ in migrations(load_queries(f"{store.backend}.sql"))]
 
 
 def run_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
@@ -112,7 +118,7 @@ def test_concurrent_reapers_reap_each_attempt_once(store, open_stores):
     assert sum(reaped) == 100
     assert scheduler.reap() == 0
     for row in scheduler.list(None, None, 200, None):
-        assert row["status"] == "queued" and row["attempts"] == 1
+        assert row["status"] == "scheduled" and row["attempts"] == 1
         assert [a["outcome"] for a in scheduler.attempts(row["id"])] == ["lease_expired"]
 
 
@@ -121,21 +127,31 @@ def test_migrating_from_the_first_version_keeps_the_jobs(db_url, open_stores):
     assert store.schema_version() == 0
     assert store.migrate(target=1) == 1
     assert store.schema_version() == 1
-    # The version-1 schema has the jobs table only: submit and lease work on it.
-    scheduler = Scheduler(store, ServerConfig())
-    [(row, _)] = scheduler.submit([job(payload={"kept": True})])
-    leased = scheduler.lease("w1", ["sleep"], 1, wait=0)
-    assert [r["id"] for r in leased] == [row["id"]]
+    # Jobs as version 1 stored them: a ready one, and a delayed one left 'queued'.
+    insert = (
+        "INSERT INTO jobs (type, payload, priority, status, max_attempts, run_at, created_at) "
+        "VALUES ('sleep', '{{\"kept\":true}}', 5, 'queued', 3, {run_at}, 0)"
+    )
+    with raw_connection(db_url) as raw:
+        raw.execute(insert.format(run_at=time.time() - 1))
+        raw.execute(insert.format(run_at=time.time() + 3600))
     assert store.migrate() == latest_version(store)
     assert store.schema_version() == latest_version(store)
-    survivor = scheduler.get(row["id"])
-    assert survivor["payload"] == '{"kept":true}' and survivor["status"] == "running"
-    [outcome] = scheduler.complete([Completion(row["id"], leased[0]["lease_id"], "succeeded")])
+    scheduler = Scheduler(store, ServerConfig())
+    ready, delayed = sorted(scheduler.list(None, None, 10, None), key=lambda row: row["id"])
+    # migration 3: a job not due yet is 'scheduled', off the lease path.
+    assert (ready["status"], delayed["status"]) == ("queued", "scheduled")
+    leased = scheduler.lease("w1", ["sleep"], 5, wait=0)
+    assert [r["id"] for r in leased] == [ready["id"]]
+    assert leased[0]["payload"] == '{"kept":true}'
+    [outcome] = scheduler.complete(
+        [Completion(ready["id"], leased[0]["lease_id"], "succeeded", "w1")]
+    )
     assert outcome.code == 200
-    assert [a["outcome"] for a in scheduler.attempts(row["id"])] == ["succeeded"]
+    assert [a["outcome"] for a in scheduler.attempts(ready["id"])] == ["succeeded"]
     with raw_connection(db_url) as raw:
         versions = [r[0] for r in raw.execute("SELECT version FROM taskframe_schema").fetchall()]
-    assert sorted(versions) == list(range(1, latest_version(store) + 1))
+    assert sorted(versions) == defined_versions(store)
 
 
 @pytest.mark.timeout(90)
@@ -146,7 +162,7 @@ def test_servers_starting_at_once_migrate_safely(db_url, open_stores):
     assert versions == [latest] * 6
     with raw_connection(db_url) as raw:
         applied = [r[0] for r in raw.execute("SELECT version FROM taskframe_schema").fetchall()]
-    assert sorted(applied) == list(range(1, latest + 1))  # each migration ran once
+    assert sorted(applied) == defined_versions(stores[0])  # each migration ran once
     scheduler = Scheduler(stores[3], ServerConfig())
     [(row, created)] = scheduler.submit([job()])
     assert created and scheduler.get(row["id"])["status"] == "queued"
@@ -256,3 +272,54 @@ def test_racing_submissions_of_one_key_create_one_job(store, open_stores):
     for index, outcome in enumerate(outcomes):
         same_body = f'"n":{index % 2}' in payload.replace(" ", "")
         assert isinstance(outcome, JobConflict) != same_body
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_a_mixed_completion_batch_and_a_heartbeat_do_not_deadlock(postgres_url):
+    """complete([1 failed, 2 succeeded]) against a heartbeat of the same leases.
+
+    The heartbeat (played by a raw connection, to hold its place) has renewed
+    lease 1 and is about to renew lease 2. A completion that locked job 2
+    first (successes before failures) would now wait for job 1 while holding
+    job 2: a deadlock. Locking the batch in id order, it waits holding nothing.
+    """
+    import psycopg
+
+    store = open_store(postgres_url)
+    store.migrate()
+    try:
+        scheduler = Scheduler(store, ServerConfig())
+        scheduler.submit([job(max_attempts=1), job(max_attempts=1)])
+        rows = sorted(scheduler.lease("w1", ["sleep"], 2, wait=0), key=lambda row: row["id"])
+        first, second = rows
+        with psycopg.connect(postgres_url) as heartbeat:  # a transaction until commit
+            renew = "UPDATE jobs SET lease_expires_at = lease_expires_at + 1 WHERE id = %s"
+            heartbeat.execute(renew, [first["id"]])
+            batch = [
+                Completion(first["id"], first["lease_id"], "failed", "w1", error="boom"),
+                Completion(second["id"], second["lease_id"], "succeeded", "w1"),
+            ]
+            thread, answer = call_in_thread(lambda: scheduler.complete(batch))
+
+            def completion_waits_for_a_lock() -> bool:
+                query = (
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                    "(SELECT pid FROM pg_locks WHERE relation = 'jobs'::regclass "
+                    "AND pid <> pg_backend_pid())"
+                )
+                with psycopg.connect(postgres_url, autocommit=True) as probe:
+                    return probe.execute(query).fetchone()[0] > 0
+
+            wait_until(completion_waits_for_a_lock, 20, 0.02, "the completion to wait")
+            heartbeat.execute(renew, [second["id"]])  # deadlock detected here, before
+            heartbeat.commit()
+        thread.join(timeout=30)
+        assert [(o.job_id, o.code) for o in answer["value"]] == [
+            (first["id"], 200),
+            (second["id"], 200),
+        ]
+        assert scheduler.get(first["id"])["status"] == "failed"
+        assert scheduler.get(second["id"])["status"] == "succeeded"
+    finally:
+        store.close()

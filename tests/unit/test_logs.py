@@ -89,3 +89,24 @@ def test_concurrent_attempts_of_one_type_capture_only_their_own_lines():
     for n, logger in loggers.items():
         lines = logger.text().splitlines()
         assert len(lines) == 50 and all(f"job {n} line" in line for line in lines)
+
+
+@pytest.mark.parametrize("variable", ["TASKFRAME_LOG_LEVEL", "TASKFRAME_LOG_FORMAT"])
+def test_a_bad_logging_variable_is_a_usage_error(variable, monkeypatch, capsys, restore_logging):
+    from taskframe.worker.cli import main
+
+    monkeypatch.setenv(variable, "verbose")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--api-url", "http://127.0.0.1:9"])
+    assert stopped.value.code == 2
+    assert f"{variable}: invalid choice" in capsys.readouterr().err
+
+
+def test_one_lease_request_carries_attempt_logs_up_to_its_budget():
+    from taskframe.worker.outbox import MAX_LOG_CHARS_PER_REQUEST, _log_budget
+
+    big = {"log": "x" * (MAX_LOG_CHARS_PER_REQUEST // 2)}
+    items = [dict(big) for _ in range(5)] + [{"log": None}]
+    assert len(_log_budget(items)) == 2  # the rest goes with the next request
+    assert len(_log_budget([{"log": "x" * (MAX_LOG_CHARS_PER_REQUEST + 1)}])) == 1
+    assert len(_log_budget([{"log": None}] * 7)) == 7

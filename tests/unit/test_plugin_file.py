@@ -12,7 +12,8 @@ import pytest
 from marshmallow import ValidationError
 
 from taskframe.core import ExecutorContext, PermanentError
-from taskframe.plugins import file
+from taskframe.plugins import file, file_sandbox
+from tests import sandbox_attack
 
 
 @pytest.fixture
@@ -37,8 +38,13 @@ def _run(root: Path, **payload: object) -> dict:
     return file.run(loaded, ExecutorContext(job_id=1, attempt=1, deadline=None, options=options))
 
 
-def _snapshot(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+def _run_unchecked(root: Path, **payload: object) -> dict:
+    """Skip the schema, as a payload that reached the worker some other way would."""
+    options = argparse.Namespace(file_root=str(root))
+    return file.run(payload, ExecutorContext(job_id=1, attempt=1, deadline=None, options=options))
+
+
+_snapshot = sandbox_attack.snapshot
 
 
 def test_write_creates_parents_and_read_returns_the_content(root: Path) -> None:
@@ -108,8 +114,10 @@ def test_copy_and_move(root: Path) -> None:
         {"operation": "read", "path": "dir"},
         {"operation": "delete", "path": "dir"},
         {"operation": "write", "path": "dir", "content": "x"},
-        {"operation": "read", "path": "."},
+        {"operation": "copy", "path": "f", "destination": "dir"},
         {"operation": "copy", "path": "f", "destination": "f"},
+        {"operation": "read", "path": "f/below-a-file"},
+        {"operation": "write", "path": "f/below-a-file", "content": "x"},
     ],
 )
 def test_bad_targets_are_permanent_errors(root: Path, payload: dict) -> None:
@@ -149,18 +157,130 @@ def test_escaping_the_root_is_refused_and_touches_nothing(
         payload["destination"] = "copy.txt"
     payload[field] = bad
     before = _snapshot(root), _snapshot(outside)
-    with pytest.raises(PermanentError, match=field):
-        _run(root, **payload)
+    if escape in ("absolute", "dotdot"):  # refused at submission, and again on the worker
+        with pytest.raises(ValidationError) as excinfo:
+            file.FilePayloadSchema().load(payload)
+        assert list(excinfo.value.messages) == [field]
+        with pytest.raises(PermanentError, match=field):
+            _run_unchecked(root, **payload)
+    else:
+        with pytest.raises(PermanentError, match=f"{field}.*symbolic link"):
+            _run(root, **payload)
     assert (_snapshot(root), _snapshot(outside)) == before
     assert sorted(os.listdir(root)) == ["inside.txt", "link", "linkdir"]
 
 
-def test_symlinks_inside_the_root_are_followed(root: Path) -> None:
+def test_symlinks_are_never_followed_even_inside_the_root(root: Path) -> None:
     (root / "real.txt").write_text("real")
+    (root / "dir").mkdir()
     os.symlink("real.txt", root / "alias")
-    assert _run(root, operation="read", path="alias")["content"] == "real"
-    assert _run(root, operation="delete", path="alias")["existed"] is True
-    assert (root / "real.txt").exists() and not (root / "alias").exists()
+    os.symlink("dir", root / "dirlink")
+    for payload in (
+        {"operation": "read", "path": "alias"},
+        {"operation": "delete", "path": "alias"},
+        {"operation": "move", "path": "alias", "destination": "moved"},
+        {"operation": "write", "path": "dirlink/new.txt", "content": "x"},
+        {"operation": "copy", "path": "real.txt", "destination": "alias"},
+    ):
+        with pytest.raises(PermanentError, match="symbolic link"):
+            _run(root, **payload)
+    assert (root / "real.txt").read_text() == "real" and os.path.islink(root / "alias")
+    assert os.listdir(root / "dir") == [] and not (root / "moved").exists()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"operation": "read", "path": "linked"},
+        {"operation": "checksum", "path": "linked"},
+        {"operation": "write", "path": "linked", "content": "pwned"},
+        {"operation": "append", "path": "linked", "content": "pwned"},
+        {"operation": "delete", "path": "linked"},
+        {"operation": "copy", "path": "linked", "destination": "copy"},
+        {"operation": "copy", "path": "inside.txt", "destination": "linked"},
+        {"operation": "move", "path": "linked", "destination": "moved"},
+        {"operation": "move", "path": "inside.txt", "destination": "linked"},
+    ],
+)
+def test_files_with_several_hard_links_are_refused(
+    root: Path, outside: Path, payload: dict
+) -> None:
+    """A hard link in the root to a file outside it reaches that file: refused."""
+    (root / "inside.txt").write_text("inside")
+    os.link(outside / "secret.txt", root / "linked")
+    before = _snapshot(root), _snapshot(outside)
+    with pytest.raises(PermanentError, match="2 hard links"):
+        _run(root, **payload)
+    assert (_snapshot(root), _snapshot(outside)) == before
+
+
+def test_fifos_are_refused_at_once(root: Path) -> None:
+    """Reading or copying onto a FIFO neither hangs nor is retried."""
+    os.mkfifo(root / "fifo")
+    (root / "f").write_text("f")
+    for payload in (
+        {"operation": "read", "path": "fifo"},
+        {"operation": "checksum", "path": "fifo"},
+        {"operation": "write", "path": "fifo", "content": "x"},
+        {"operation": "copy", "path": "f", "destination": "fifo"},
+        {"operation": "move", "path": "f", "destination": "fifo"},
+        {"operation": "delete", "path": "fifo"},
+    ):
+        with pytest.raises(PermanentError, match="not a regular file"):
+            _run(root, **payload)
+    assert (root / "f").read_text() == "f"
+
+
+def test_a_symlink_loop_is_a_permanent_error(root: Path) -> None:
+    os.symlink("b", root / "a")
+    os.symlink("a", root / "b")
+    for payload in (
+        {"operation": "read", "path": "a"},
+        {"operation": "write", "path": "a/x", "content": "x"},
+        {"operation": "append", "path": "b", "content": "x"},
+    ):
+        with pytest.raises(PermanentError, match="symbolic link"):
+            _run(root, **payload)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("x" * 256, "longer than 255 bytes"),
+        ("d/" + "é" * 128, "longer than 255 bytes"),
+        ("a/" * 2000 + "f", "more than 128 components"),
+        ("bad\ud800name", "UTF-8"),
+        ("nul\0byte", "NUL"),
+        ("/etc/passwd", "relative"),
+        ("\\server\\share", "relative"),
+        ("a/../b", "'..'"),
+        ("a\\..\\b", "'..'"),
+        ("dir/", "name a file"),
+        (".", "name a file"),
+    ],
+)
+def test_paths_that_can_never_work_are_refused_at_submission_and_on_the_worker(
+    root: Path, path: str, message: str
+) -> None:
+    for operation, extra in (("write", {"content": "x"}), ("copy", {"destination": "ok"})):
+        with pytest.raises(ValidationError) as excinfo:
+            file.FilePayloadSchema().load({"operation": operation, "path": path, **extra})
+        assert excinfo.value.messages == {
+            "path": [pytest.approx(excinfo.value.messages["path"][0])]
+        }
+        assert message in excinfo.value.messages["path"][0]
+        with pytest.raises(PermanentError, match="path"):
+            _run_unchecked(root, operation=operation, path=path, **extra)
+    with pytest.raises(ValidationError) as excinfo:
+        file.FilePayloadSchema().load({"operation": "move", "path": "ok", "destination": path})
+    assert list(excinfo.value.messages) == ["destination"]
+    assert os.listdir(root) == []
+
+
+def test_deep_but_legal_paths_work(root: Path) -> None:
+    path = "d/" * (file_sandbox.MAX_DEPTH - 1) + "f"
+    _run(root, operation="write", path=path, content="deep")
+    assert _run(root, operation="read", path=path)["content"] == "deep"
 
 
 def test_concurrent_appends_do_not_interleave(root: Path) -> None:
@@ -197,6 +317,7 @@ def test_concurrent_appends_do_not_interleave(root: Path) -> None:
         ({"operation": "delete", "path": "a", "destination": "b"}, "destination"),
         ({"operation": "write", "path": "a", "content": "x" * (file.MAX_CONTENT + 1)}, "content"),
         ({"operation": "read", "path": "a", "mode": "r"}, "mode"),
+        ({"operation": "write", "path": "a", "content": "lone \ud800 surrogate"}, "content"),
     ],
 )
 def test_schema_errors_name_the_field(payload: dict, field: str) -> None:
@@ -212,3 +333,30 @@ def test_root_defaults_when_the_option_is_missing(
     loaded = file.FilePayloadSchema().load({"operation": "write", "path": "f", "content": "1"})
     file.run(loaded, ExecutorContext(job_id=1, attempt=1, deadline=None))
     assert (tmp_path / file.DEFAULT_ROOT / "f").read_text() == "1"
+
+
+def test_swapping_in_symlinks_during_jobs_never_reaches_outside(root: Path, outside: Path) -> None:
+    """2,000 operations while another process swaps ``f`` and ``d`` for links to
+    ``outside``: nothing outside is read, written, created or removed."""
+    sandbox_attack.prepare(root, outside)
+    before = _snapshot(outside), sorted(os.listdir(outside))
+    outcomes = {"ok": 0, "refused": 0}
+    leaked: list[dict] = []
+    attacker = sandbox_attack.start_attacker(root, outside)
+    try:
+        for i in range(2000):
+            try:
+                result = _run(root, **sandbox_attack.race_job(i))
+            except PermanentError:
+                outcomes["refused"] += 1
+                continue
+            outcomes["ok"] += 1
+            if sandbox_attack.leaks(result):
+                leaked.append(result)
+    finally:
+        attacker.kill()
+        attacker.wait(10)
+    assert leaked == []
+    assert (_snapshot(outside), sorted(os.listdir(outside))) == before
+    assert not any(sandbox_attack.SECRET.encode() in data for data in _snapshot(root).values())
+    assert outcomes["ok"] > 0 and outcomes["refused"] > 0, outcomes  # the race did happen

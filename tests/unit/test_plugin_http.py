@@ -82,13 +82,6 @@ def base_url() -> Iterator[str]:
         thread.join(5)
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A proxy configured in the environment must not intercept 127.0.0.1."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
 def _run(payload: dict, timeout: float | None = None) -> dict:
     deadline = None if timeout is None else time.monotonic() + timeout
     loaded = http.HttpPayloadSchema().load(payload)
@@ -195,6 +188,22 @@ def test_request_timeout_is_capped_by_the_deadline(base_url: str) -> None:
         ({"url": "http://x", "timeout": 601}, "timeout"),
         ({"url": "http://x", "headers": {"A": 1}}, "headers"),
         ({"url": "http://x", "headers": {"A": "b\r\nInjected: 1"}}, "headers"),
+        ({"url": "http://x", "headers": {"A": "nul\0byte"}}, "headers"),
+        ({"url": "http://x", "headers": {"A": "vertical\x0btab"}}, "headers"),
+        ({"url": "http://x", "headers": {"A": "form\x0cfeed"}}, "headers"),
+        ({"url": "http://x", "headers": {"A": "line\nfeed"}}, "headers"),
+        ({"url": "http://x", "headers": {"A": "delete\x7f"}}, "headers"),
+        ({"url": "http://x", "headers": {"A": "not latin-1 ✓"}}, "headers"),
+        ({"url": "http://x", "headers": {"A B": "space in the name"}}, "headers"),
+        ({"url": "http://x", "headers": {"A:B": "colon in the name"}}, "headers"),
+        ({"url": "http://x", "headers": {"": "empty name"}}, "headers"),
+        ({"url": "http://x", "headers": {"Ä": "non-ASCII name"}}, "headers"),
+        ({"url": "http://x/\x00"}, "url"),
+        ({"url": "http://x/a\r\nHost: y"}, "url"),
+        ({"url": "http://x/\ud800"}, "url"),
+        ({"url": "http://x", "body": "lone \ud800 surrogate"}, "body"),
+        ({"url": "http://x", "json": {"a": float("nan")}}, "json"),
+        ({"url": "http://x", "json": [float("inf")]}, "json"),
         ({"url": "http://x", "body": "a", "json": {}}, "json"),
         ({"url": "http://x", "expected_status": 99}, "expected_status"),
         ({"url": "http://x", "expected_status": []}, "expected_status"),
@@ -205,6 +214,13 @@ def test_request_timeout_is_capped_by_the_deadline(base_url: str) -> None:
 )
 def test_schema_errors_name_the_field(payload: dict, field: str) -> None:
     assert list(_field_errors(payload)) == [field]
+
+
+def test_tabs_and_latin1_header_values_are_accepted() -> None:
+    headers = {"X-Tab": "a\tb", "X-Latin": "café", "X-Token!#$%&'*+-.^_`|~": "v"}
+    assert http.HttpPayloadSchema().load({"url": "http://x", "headers": headers})["headers"] == (
+        headers
+    )
 
 
 def test_schema_defaults() -> None:

@@ -1,8 +1,9 @@
 """Property-based tests (hypothesis): the backoff policy and the scheduler's state machine.
 
-The stateful test drives a real :class:`Scheduler` over a real SQLite file with
-a clock it moves by hand, mixing every client, worker and housekeeping action
-with current and stale leases, and checks the job invariants after each step.
+The stateful test drives a real :class:`Scheduler` over a real SQLite file (and
+over a real PostgreSQL schema) with a clock it moves by hand, mixing every
+client, worker and housekeeping action with current and stale leases, and
+checks the job invariants after each step.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import random
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from hypothesis.stateful import (
     invariant,
     multiple,
     rule,
+    run_state_machine_as_test,
 )
 
 from taskframe.core import model, schemas
@@ -33,6 +36,7 @@ from taskframe.server.cli import duration
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Completion, JobConflict, Scheduler
 from taskframe.server.storage import Row, open_store
+from tests.conftest import POSTGRES_URL
 
 # ------------------------------------------------------------------ backoff
 
@@ -143,10 +147,23 @@ class SchedulerMachine(RuleBasedStateMachine):
     jobs = Bundle("jobs")
     leases = Bundle("leases")  # (job id, lease id, worker id): current or long stale
 
+    backend = "sqlite"
+
     def __init__(self) -> None:
         super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="taskframe-props-"))
-        self.store = open_store(str(self.folder / "jobs.db"))
+        self.schema = None
+        if self.backend == "postgres":
+            import psycopg
+
+            self.schema = f"tf_props_{uuid.uuid4().hex[:12]}"
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+                conn.execute(f"CREATE SCHEMA {self.schema}")
+            separator = "&" if "?" in POSTGRES_URL else "?"
+            url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{self.schema}"
+        else:
+            url = str(self.folder / "jobs.db")
+        self.store = open_store(url)
         self.store.migrate()
         self.now = T0
         config = ServerConfig(
@@ -162,11 +179,17 @@ class SchedulerMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.store.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self.schema:
+            import psycopg
+
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {self.schema} CASCADE")
 
     # -- helpers -------------------------------------------------------------
 
     def rows(self) -> dict[int, Row]:
-        return {row["id"]: row for row in self.scheduler.list(None, None, 10_000, None)}
+        rows = self.scheduler.list(None, None, 10_000, None, full=True)
+        return {row["id"]: row for row in rows}
 
     def history(self, job_id: int) -> list[str]:
         return [attempt["outcome"] for attempt in self.scheduler.attempts(job_id)]
@@ -205,7 +228,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         }
         [(row, created)] = self.scheduler.submit([SUBMIT.load(body)])
         assert created
-        assert row["status"] == model.QUEUED and row["attempts"] == 0
+        assert row["status"] == (model.QUEUED if delay == 0 else model.SCHEDULED)
+        assert row["attempts"] == 0
         assert row["run_at"] == self.now + delay
         return row["id"]
 
@@ -222,7 +246,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         cancelled = self.scheduler.cancel(job_id)
         after = self.rows()
         assert cancelled == after[job_id]
-        if row["status"] == model.QUEUED:
+        if row["status"] in (model.QUEUED, model.SCHEDULED):
             assert cancelled["status"] == model.CANCELLED
             assert cancelled["finished_at"] == self.now
         else:  # running: the worker is asked to stop
@@ -253,7 +277,8 @@ class SchedulerMachine(RuleBasedStateMachine):
     def lease(self, worker, limit):
         before = self.rows()
         ready = sorted(
-            (r for r in before.values() if r["status"] == model.QUEUED and r["run_at"] <= self.now),
+            # Ready means queued: jobs not yet due are scheduled until promoted.
+            (r for r in before.values() if r["status"] == model.QUEUED),
             key=lambda r: (-r["priority"], r["id"]),
         )
         leased = self.scheduler.lease(worker, ["sleep"], limit, wait=0)
@@ -386,6 +411,21 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert self.history(job_id) == [*histories[job_id], outcome]
         self.assert_only_changed(before, after, *expired)
 
+    @rule()
+    def promote(self):
+        before = self.rows()
+        due = {
+            job_id
+            for job_id, row in before.items()
+            if row["status"] == model.SCHEDULED and row["run_at"] <= self.now
+        }
+        assert self.scheduler.promote() == len(due)
+        event(f"promote: {min(len(due), 2)}+ jobs")
+        after = self.rows()
+        for job_id in due:
+            assert after[job_id] == {**before[job_id], "status": model.QUEUED}
+        self.assert_only_changed(before, after, *due)
+
     # -- invariants ----------------------------------------------------------
 
     @invariant()
@@ -400,6 +440,8 @@ class SchedulerMachine(RuleBasedStateMachine):
                 assert new == old, f"finished job {job_id} changed without a retry"
         for row in current.values():
             assert row["status"] in model.STATUSES
+            if row["status"] == model.QUEUED:
+                assert row["run_at"] <= self.now, "a queued job is always due"
             assert 0 <= row["attempts"] <= row["max_attempts"]
             if row["status"] == model.RUNNING:
                 assert row["lease_id"] and row["worker_id"]
@@ -417,3 +459,22 @@ SchedulerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestSchedulerStateMachine = SchedulerMachine.TestCase
+
+
+class PostgresSchedulerMachine(SchedulerMachine):
+    backend = "postgres"
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(600)
+def test_scheduler_state_machine_on_postgres(postgres_url):
+    """The same machine over PostgreSQL (each example in a fresh schema of its own)."""
+    run_state_machine_as_test(
+        PostgresSchedulerMachine,
+        settings=settings(
+            max_examples=15,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        ),
+    )

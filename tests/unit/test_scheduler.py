@@ -7,6 +7,7 @@ Time is a controllable clock, except where a test waits on real threads.
 from __future__ import annotations
 
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -20,6 +21,7 @@ import pytest
 from taskframe.core import schemas
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.config import ServerConfig
+from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Completion, JobConflict, JobNotFound, Scheduler
 from taskframe.server.storage import Row, Store, StoreUnavailable, open_store
 from taskframe.server.storage.base import load_queries, migrations
@@ -96,6 +98,7 @@ def submit(scheduler: Scheduler, **fields: Any) -> Row:
 
 
 def lease_one(scheduler: Scheduler, worker: str = "w1", types: tuple = ("sleep",)) -> Row:
+    scheduler.promote()  # what the housekeeper does once a scheduled job is due
     [row] = scheduler.lease(worker, types, 1, wait=0)
     return row
 
@@ -209,17 +212,37 @@ def test_lease_only_takes_the_requested_types(scheduler):
     ]
 
 
-def test_delayed_jobs_are_not_leased_before_their_time(scheduler, clock):
+def test_delayed_jobs_are_scheduled_until_promoted_when_due(scheduler, clock):
     delayed = submit(scheduler, delay=60, priority=9)
     at = submit(scheduler, run_at=T0 + 120, priority=8)
     assert delayed["run_at"] == T0 + 60 and at["run_at"] == T0 + 120
+    assert delayed["status"] == at["status"] == "scheduled"
+    assert scheduler.next_due() == T0 + 60
+    assert scheduler.promote() == 0
     assert scheduler.lease("w1", ["sleep"], 5, wait=0) == []
     clock.advance(60)
+    assert scheduler.lease("w1", ["sleep"], 5, wait=0) == []  # the lease never looks at run_at
+    assert scheduler.promote() == 1
+    assert scheduler.get(delayed["id"])["status"] == "queued"
     assert [row["id"] for row in scheduler.lease("w1", ["sleep"], 5, wait=0)] == [delayed["id"]]
     clock.advance(59.5)
+    assert scheduler.promote() == 0
     assert scheduler.lease("w1", ["sleep"], 5, wait=0) == []
     clock.advance(0.5)
+    assert scheduler.promote() == 1
+    assert scheduler.next_due() is None
     assert [row["id"] for row in scheduler.lease("w1", ["sleep"], 5, wait=0)] == [at["id"]]
+
+
+def test_promotion_goes_in_batches_earliest_first(store, clock):
+    scheduler = Scheduler(store, ServerConfig(promote_batch=3), clock=clock)
+    ids = [submit(scheduler, delay=10 - i)["id"] for i in range(7)]
+    clock.advance(6)
+    assert scheduler.promote() == 3  # delays 4, 5, 6 (the last three submitted)
+    assert [scheduler.get(i)["status"] for i in ids] == ["scheduled"] * 4 + ["queued"] * 3
+    clock.advance(10)
+    assert scheduler.promote() == 4  # a full batch, then the rest
+    assert {scheduler.get(i)["status"] for i in ids} == {"queued"}
 
 
 def test_lease_long_poll_returns_when_another_thread_submits(store, config):
@@ -241,10 +264,16 @@ def test_lease_long_poll_returns_when_another_thread_submits(store, config):
 
 def test_lease_long_poll_wakes_up_for_a_delayed_job(store, config):
     scheduler = Scheduler(store, config)
-    delayed = submit(scheduler, delay=0.4)
-    started = time.monotonic()
-    rows = scheduler.lease("w1", ["sleep"], 1, wait=10)
-    elapsed = time.monotonic() - started
+    housekeeper = Housekeeper(scheduler)  # its promoter makes the job ready when due
+    housekeeper.start()
+    try:
+        submit(scheduler, delay=30)  # the promoter first sleeps until this one...
+        delayed = submit(scheduler, delay=0.4)  # ...and this earlier one moves its alarm
+        started = time.monotonic()
+        rows = scheduler.lease("w1", ["sleep"], 1, wait=10)
+        elapsed = time.monotonic() - started
+    finally:
+        housekeeper.stop()
     assert [row["id"] for row in rows] == [delayed["id"]]
     assert 0.3 < elapsed < 5
 
@@ -288,7 +317,8 @@ def test_failed_attempt_is_requeued_with_backoff(scheduler, clock, leased):
     outcome = complete(scheduler, leased, "failed", error="boom")
     assert outcome.code == 200
     row = scheduler.get(leased["id"])
-    assert row["status"] == "queued" and row["attempts"] == 1 and row["error"] == "boom"
+    # Waiting out its backoff: scheduled, off the lease path until promoted.
+    assert row["status"] == "scheduled" and row["attempts"] == 1 and row["error"] == "boom"
     assert row["finished_at"] is None
     # First failure: nominal backoff is base (2 s), with jitter in [1, 2].
     assert clock.now + 1 <= row["run_at"] <= clock.now + 2
@@ -354,10 +384,10 @@ def test_a_batch_of_completions_answers_in_request_order(scheduler):
     ids = [submit(scheduler)["id"] for _ in range(3)]
     rows = {row["id"]: row for row in scheduler.lease("w1", ["sleep"], 3, wait=0)}
     batch = [
-        Completion(ids[2], rows[ids[2]]["lease_id"], "succeeded"),
-        Completion(ids[0], "stale", "succeeded"),
-        Completion(999_999, "x", "succeeded"),
-        Completion(ids[1], rows[ids[1]]["lease_id"], "failed", retryable=False),
+        Completion(ids[2], rows[ids[2]]["lease_id"], "succeeded", worker_id="w1"),
+        Completion(ids[0], "stale", "succeeded", worker_id="w1"),
+        Completion(999_999, "x", "succeeded", worker_id="w1"),
+        Completion(ids[1], rows[ids[1]]["lease_id"], "failed", "w1", retryable=False),
     ]
     answers = scheduler.complete(batch)
     assert [(a.job_id, a.code) for a in answers] == [
@@ -440,7 +470,7 @@ def test_expired_leases_are_reaped_with_backoff_then_failed(scheduler, clock, le
         assert current["attempts"] == attempt
         assert current["error"] == "lease expired: worker w1 stopped heartbeating"
         if attempt < 3:
-            assert current["status"] == "queued" and current["lease_id"] is None
+            assert current["status"] == "scheduled" and current["lease_id"] is None
             nominal = BACKOFF.nominal(attempt)
             assert clock.now + nominal / 2 <= current["run_at"] <= clock.now + nominal
             clock.now = current["run_at"]
@@ -723,3 +753,149 @@ def test_a_lease_request_resent_with_its_id_gets_the_same_jobs_back(scheduler):
     # The replay belongs to the worker that sent the request: another one leases afresh.
     other = scheduler.lease("w2", ["sleep"], 2, 0, request_id="req-1", resent=True)
     assert [r["id"] for r in other] == ids[2:]
+
+
+# ------------------------------------------------------------ leases are secrets
+
+
+def test_lease_ids_are_random_128_bit_secrets_per_attempt(scheduler, clock):
+    ids = [submit(scheduler)["id"] for _ in range(3)]
+    rows = scheduler.lease("w1", ["sleep"], 3, 0, request_id="req-7")
+    lease_ids = [row["lease_id"] for row in rows]
+    for row in rows:
+        # 32 hex digits, and nothing guessable in them: not the job id, not the request id.
+        assert re.fullmatch(r"[0-9a-f]{32}", row["lease_id"]), row["lease_id"]
+        assert not row["lease_id"].startswith("req-7")
+        assert row["lease_request"] == "req-7"
+    assert len(set(lease_ids)) == 3
+    # The next attempt of a job gets a new one.
+    scheduler.release(ids[0], "w1", rows[0]["lease_id"])
+    assert lease_one(scheduler)["lease_id"] not in lease_ids
+
+
+def test_only_the_worker_holding_the_lease_may_complete_renew_or_release_it(scheduler, leased):
+    job_id, lease_id = leased["id"], leased["lease_id"]
+    [outcome] = scheduler.complete(
+        [Completion(job_id, lease_id, "succeeded", worker_id="w2", result={"forged": True})]
+    )
+    assert outcome.code == 409
+    [outcome] = scheduler.complete([Completion(job_id, lease_id, "failed")])  # no worker id
+    assert outcome.code == 409
+    assert scheduler.heartbeat("w2", [(job_id, lease_id)]) == [(job_id, False, False)]
+    with pytest.raises(JobConflict):
+        scheduler.release(job_id, "w2", lease_id)
+    assert scheduler.get(job_id) == leased
+    assert complete(scheduler, leased, result=1).code == 200  # the holder still can
+
+
+# ------------------------------------------------------------- scheduled jobs
+
+
+def test_a_scheduled_job_can_be_cancelled(scheduler, clock):
+    row = submit(scheduler, delay=60)
+    assert row["status"] == "scheduled"
+    cancelled = scheduler.cancel(row["id"])
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"] == clock.now
+    clock.advance(61)
+    assert scheduler.promote() == 0
+    assert scheduler.lease("w1", ["sleep"], 1, wait=0) == []
+
+
+def test_the_lease_does_not_read_jobs_that_are_not_due(tmp_path, config, clock):
+    """The lease's cost must not grow with delayed jobs: count SQLite's VM steps."""
+    store = open_store(str(tmp_path / "steps.db"))
+    store.migrate()
+    scheduler = Scheduler(store, config, clock=clock)
+    try:
+
+        def lease_steps() -> int:
+            steps = [0]
+
+            def count() -> int:
+                steps[0] += 1
+                return 0
+
+            connection = store._connection()
+            connection.set_progress_handler(count, 1)
+            try:
+                assert scheduler.lease("w1", ["sleep"], 8, wait=0) == []
+            finally:
+                connection.set_progress_handler(None, 1)
+            return steps[0]
+
+        submit(scheduler, type="other")
+        empty = lease_steps()
+        scheduler.submit([job(delay=3600)] * 2000)
+        assert lease_steps() <= empty + 50  # the same work, not 2000 index entries more
+    finally:
+        store.close()
+
+
+# -------------------------------------------------------------------- sizes
+
+
+def test_a_result_past_the_cap_fails_the_attempt_for_good(store, clock):
+    scheduler = Scheduler(store, ServerConfig(max_result_bytes=1000), clock=clock)
+    row = submit(scheduler, max_attempts=3)
+    leased = lease_one(scheduler)
+    outcome = complete(scheduler, leased, result={"blob": "x" * 2000})
+    assert outcome.code == 200
+    failed = scheduler.get(row["id"])
+    assert failed["status"] == "failed" and failed["result"] is None
+    assert "--max-result 1000" in failed["error"]
+    assert outcomes(scheduler, row["id"]) == ["failed"]
+
+
+def test_listings_are_summaries_and_full_pages_stop_short_of_the_answer_cap(store, clock):
+    scheduler = Scheduler(store, ServerConfig(max_answer_bytes=5000), clock=clock)
+    ids = [submit(scheduler, payload={"blob": "x" * 2000})["id"] for _ in range(5)]
+    summaries = scheduler.list(None, None, 10, None)
+    assert [row["id"] for row in summaries] == ids[::-1]
+    assert all("payload" not in row and "result" not in row for row in summaries)
+    assert summaries[0]["payload_bytes"] > 2000
+    seen, cursor = [], None
+    while True:
+        page = scheduler.list(None, None, 10, cursor, full=True)
+        if not page:
+            break
+        assert len(page) <= 2  # 2 jobs of ~2.6 kB fit in 5000 bytes
+        assert all(row["payload"].startswith('{"blob"') for row in page)
+        seen += [row["id"] for row in page]
+        cursor = page[-1]["id"]
+    assert seen == ids[::-1]
+
+
+# ------------------------------------------------------------------ wake-ups
+
+
+def test_a_new_job_wakes_one_long_poll_not_all(store, config):
+    scheduler = Scheduler(store, config)
+    threads = []
+    got: list[list[Row]] = []
+    for i in range(4):
+        thread = threading.Thread(
+            target=lambda i=i: got.append(scheduler.lease(f"w{i}", ["sleep"], 1, wait=2))
+        )
+        thread.start()
+        threads.append(thread)
+    waiting = scheduler.notifier
+    wait_until(lambda: waiting.lease_waiters() == 4, 10, 0.01, "4 long polls to wait")
+    submit(scheduler)
+    # Woken synchronously by the submission: one waiter, the other three sleep on.
+    assert waiting.lease_waiters() == 3
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(len(rows) for rows in got) == [0, 0, 0, 1]
+
+
+def test_waits_past_the_cap_are_answered_at_once(store):
+    scheduler = Scheduler(store, ServerConfig(max_waiting=1))
+    row = submit(scheduler)
+    holder = threading.Thread(target=lambda: scheduler.lease("w1", ["other"], 1, wait=5))
+    holder.start()
+    wait_until(scheduler.notifier.has_waiters, 10, 0.01, "the first long poll to wait")
+    assert scheduler.lease_or_busy("w2", ["other"], 1, wait=5) == ([], True)
+    same, refused = scheduler.wait_for_job(row["id"], wait=5)
+    assert refused and same["status"] == "queued"
+    scheduler.notifier.close()
+    holder.join(timeout=10)

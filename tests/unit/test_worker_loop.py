@@ -277,4 +277,4 @@ def test_jobs_are_logged_at_debug_and_summed_up_at_info(fake, gates, start, capl
     wait_until(lambda: any("stopped" in r.getMessage() for r in caplog.records), 10)
     messages = [r.getMessage() for r in caplog.records if r.name == "taskframe.worker"]
     assert not [m for m in messages if "succeeded in" in m or "started (" in m]
-    assert any(m.startswith("in the last ") and m.endswith(": 3 succeeded") for m in messages)
+    assert any(m.startswith("in the last ") and m.endswith(": 3 jobs succeeded") for m in messages)

@@ -1,0 +1,1 @@
+"""An example taskframe plugin: the ``shout`` job type."""

@@ -1,0 +1,266 @@
+"""Where the ``http`` executor may connect: ``--http-allow`` / ``--http-deny``.
+
+A rule is a host name (``metadata.internal``; ``*.example.com`` also matches
+every subdomain), an IP address or a CIDR network. A target is refused when
+its host name, or the address the connection is actually made to, matches a
+``--http-deny`` rule and does not match a ``--http-allow`` rule (an allowed
+host name trusts every address it resolves to).
+
+The check sits in urllib3's connection creation: the executor resolves the
+name itself and connects only to an address that passed, so what is checked
+is what is connected to (no second lookup, no DNS-rebinding window), and
+obfuscated literals such as ``2130706433`` or ``0x7f.0.0.1`` are judged by the
+address they resolve to. Redirects open new connections and are checked the
+same way, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
+from urllib3.util.timeout import _DEFAULT_TIMEOUT
+
+from taskframe.core import PermanentError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Link-local networks (where cloud metadata services listen) and AWS's IPv6 metadata address.
+DEFAULT_DENY = "169.254.0.0/16,fe80::/10,fd00:ec2::254"
+#: The strict profile the README documents, for workers running less trusted jobs.
+STRICT_DENY = (
+    DEFAULT_DENY + ",0.0.0.0/8,127.0.0.0/8,::/128,::1/128,10.0.0.0/8,172.16.0.0/12,"
+    "192.168.0.0/16,100.64.0.0/10,fc00::/7"
+)
+
+
+class TargetDenied(PermanentError):
+    """The target host or address is refused by the worker's ``--http-*`` rules."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    """A parsed ``--http-allow`` or ``--http-deny`` list."""
+
+    names: frozenset[str] = frozenset()
+    suffixes: tuple[str, ...] = ()
+    networks: tuple[Network, ...] = ()
+
+    def match_name(self, host: str) -> str | None:
+        """The rule matching host name ``host`` (already normalised), if any."""
+        if host in self.names:
+            return host
+        for suffix in self.suffixes:
+            if host.endswith(suffix):
+                return "*" + suffix
+        return None
+
+    def match_address(self, address: Address) -> str | None:
+        """The network containing ``address`` (or its IPv4 form, if mapped), if any."""
+        candidates: list[Address] = [address]
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            candidates.append(address.ipv4_mapped)
+        for network in self.networks:
+            if any(candidate in network for candidate in candidates):
+                return str(network)
+        return None
+
+
+def parse_rules(text: str | Iterable[str] | Rules | None) -> Rules:
+    """Parse a comma- or space-separated list of host names, addresses and networks.
+
+    Raises ``ValueError`` on a malformed entry (argparse reports it as a usage error).
+    """
+    if isinstance(text, Rules):
+        return text
+    if text is None:
+        return Rules()
+    entries = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+    entries = [item for entry in entries for item in _expand(entry)]
+    names: set[str] = set()
+    suffixes: list[str] = []
+    networks: list[Network] = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            continue
+        except ValueError:
+            pass
+        name = normalise_host(entry)
+        if name.startswith(("*.", ".")):
+            suffixes.append("." + name.lstrip("*."))
+        elif name and all(part for part in name.split(".")) and "/" not in name:
+            names.add(name)
+        else:
+            raise ValueError(f"not a host name, address or network: {entry!r}")
+    return Rules(frozenset(names), tuple(suffixes), tuple(networks))
+
+
+def _expand(entry: str) -> list[str]:
+    """``@default`` and ``@strict`` stand for the lists above."""
+    if not entry.startswith("@"):
+        return [entry]
+    profiles = {"@default": DEFAULT_DENY, "@strict": STRICT_DENY}
+    if entry.lower() not in profiles:
+        raise ValueError(f"unknown profile {entry!r} (use @default or @strict)")
+    return profiles[entry.lower()].split(",")
+
+
+def _literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(normalise_host(host))
+    except ValueError:
+        return None
+
+
+def normalise_host(host: str) -> str:
+    """Lower-case, without brackets or a trailing dot."""
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The ``--http-allow`` and ``--http-deny`` rules of one worker."""
+
+    allow: Rules = Rules()
+    deny: Rules = parse_rules(DEFAULT_DENY)
+
+    def check_name(self, host: str) -> bool:
+        """Refuse a denied host name; True when the name is explicitly allowed."""
+        host = normalise_host(host)
+        if self.allow.match_name(host):
+            return True
+        rule = self.deny.match_name(host)
+        if rule:
+            raise TargetDenied(f"host {host!r} is denied by the worker's --http-deny ({rule})")
+        return False
+
+    def refusal(self, host: str, address: str) -> str | None:
+        """Why connecting to ``address`` (resolved from ``host``) is refused, or None."""
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 scope id
+        if self.allow.match_address(ip):
+            return None
+        rule = self.deny.match_address(ip)
+        if rule is None:
+            return None
+        shown = "" if _literal(host) == ip else f"{host!r} resolves to "
+        return f"{shown}{ip}, denied by the worker's --http-deny ({rule})"
+
+    def check_resolved(self, host: str, port: int) -> None:
+        """For proxied requests: refuse when any address ``host`` resolves to is denied.
+
+        The proxy makes its own lookup, so this is a best effort; the proxy
+        should enforce the same rules.
+        """
+        if self.check_name(host):
+            return
+        try:
+            infos = socket.getaddrinfo(normalise_host(host), port, 0, socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return  # the proxy will report the name as it sees it
+        for *_, sockaddr in infos:
+            reason = self.refusal(host, sockaddr[0])
+            if reason:
+                raise TargetDenied(reason)
+
+
+class _GuardedConnection:
+    """Mixin for urllib3 connections: resolve, check, and connect to a checked address."""
+
+    policy: Policy
+    _dns_host: str
+    host: str
+    port: int
+    timeout: Any
+    source_address: Any
+    socket_options: Any
+
+    def _new_conn(self) -> socket.socket:
+        host = normalise_host(self._dns_host)
+        trusted = self.policy.check_name(host)
+        literal = _literal(host)
+        reason = None if trusted or literal is None else self.policy.refusal(host, str(literal))
+        if reason:  # judged before any lookup, even where the address family is unsupported
+            raise TargetDenied(reason)
+        try:
+            infos = socket.getaddrinfo(host, self.port, allowed_gai_family(), socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        except UnicodeError as exc:
+            raise TargetDenied(f"host {host!r} cannot be resolved: {exc}") from exc
+        refused: list[str] = []
+        error: OSError | None = None
+        for family, kind, proto, _, sockaddr in infos:
+            reason = None if trusted else self.policy.refusal(host, sockaddr[0])
+            if reason:
+                refused.append(reason)
+                continue
+            try:
+                sock = self._connect(family, kind, proto, sockaddr)
+            except OSError as exc:
+                error = exc
+                continue
+            sys.audit("http.client.connect", self, self.host, self.port)
+            return sock
+        if error is None:
+            raise TargetDenied("; ".join(dict.fromkeys(refused)) or f"{host!r}: no address")
+        if isinstance(error, TimeoutError):
+            message = f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+            raise ConnectTimeoutError(self, message) from error
+        message = f"Failed to establish a new connection: {error}"
+        raise NewConnectionError(self, message) from error  # type: ignore[arg-type]
+
+    def _connect(self, family: int, kind: int, proto: int, sockaddr: Any) -> socket.socket:
+        sock = socket.socket(family, kind, proto)
+        try:
+            for option in self.socket_options or ():
+                sock.setsockopt(*option)
+            if self.timeout is not _DEFAULT_TIMEOUT:
+                sock.settimeout(self.timeout)
+            if self.source_address:
+                sock.bind(self.source_address)
+            sock.connect(sockaddr)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
+
+@functools.lru_cache(maxsize=32)
+def _pool_classes(policy: Policy) -> dict[str, type]:
+    """HTTP and HTTPS pool classes whose connections enforce ``policy``."""
+    http_conn = type("GuardedHTTPConnection", (_GuardedConnection, HTTPConnection), {})
+    https_conn = type("GuardedHTTPSConnection", (_GuardedConnection, HTTPSConnection), {})
+    http_conn.policy = https_conn.policy = policy  # type: ignore[attr-defined]
+    return {
+        "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+        "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+    }
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A requests adapter whose direct connections obey ``policy``.
+
+    Connections through a proxy (``--http-proxy``) go to the proxy, which the
+    operator chose; the caller checks their targets with
+    :meth:`Policy.check_resolved`.
+    """
+
+    def __init__(self, policy: Policy, **kwargs: Any) -> None:
+        self.policy = policy
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _pool_classes(self.policy)
