@@ -44,10 +44,12 @@ def run(
         # start-up: the process pool's children load the plugins before leasing.
         env.api.wait_idle(env, timeout=60 + 30 * opts.jobs * opts.size / 2**20, interval=0.1)
         jobs = verify_succeeded(env.api, base, ids)
-        pids = {j["result"]["pid"] for j in jobs}
+        # Listings are summaries: each job's result comes from GET /jobs/{id}.
+        results = [env.api.call("GET", f"/jobs/{job['id']}")["result"] for job in jobs]
+        pids = {result["pid"] for result in results}
         if pool == "process" and env.workers[0].popen.pid in pids:
             raise BenchError("a process-pool job ran in the worker process")
-        return job_clock(jobs), sum(j["result"]["cpu"] for j in jobs)
+        return job_clock(jobs), sum(result["cpu"] for result in results)
     finally:
         env.close()
         for note in env.notes:
