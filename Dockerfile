@@ -1,5 +1,8 @@
 # One image for both commands: taskframe-server (default) and taskframe-worker.
-# Not exercised by CI (no Docker engine on our machines); see README "Scaling out".
+# Not exercised by CI (no Docker engine on our machines); see README "Scaling out"
+# and "Security". The server listens on all interfaces inside the container, so
+# it needs tokens: mount a token file and set TASKFRAME_TOKEN_FILE (or set
+# TASKFRAME_TOKENS); without any it refuses to start. deploy/make-tokens makes them.
 FROM python:3.12-slim
 WORKDIR /app
 COPY setup.cfg pyproject.toml README.md ./
@@ -8,6 +11,7 @@ COPY plugins plugins
 COPY server server
 COPY worker worker
 COPY client client
+COPY deploy deploy
 RUN pip install --no-cache-dir ".[postgres]"
 RUN useradd --create-home taskframe
 USER taskframe

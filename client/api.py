@@ -172,6 +172,8 @@ class Client:
     ) -> Iterator[Job]:
         """``GET /jobs``: jobs newest first, fetched page by page as they are consumed.
 
+        They are summaries, without ``payload`` and ``result`` (use :meth:`get`).
+
         ``limit`` stops after that many jobs; ``page_size`` (1–1000) is the
         number fetched per request.
         """

@@ -43,12 +43,16 @@ _JOB_TIMES = ("run_at", "created_at", "started_at", "finished_at")
 
 @dataclass(frozen=True)
 class Job:
-    """A job as ``GET /jobs/{id}`` shows it."""
+    """A job as ``GET /jobs/{id}`` shows it.
+
+    Jobs from ``Client.list`` are the API's summaries: their ``payload`` and
+    ``result`` are None (not sent); ``Client.get`` has them.
+    """
 
     id: int
     type: str
     status: str
-    payload: dict[str, Any] = field(default_factory=dict)
+    payload: dict[str, Any] | None = None
     priority: int | None = None
     attempts: int = 0
     max_attempts: int | None = None

@@ -6,23 +6,60 @@ import falcon
 
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ID
+from taskframe.server.auth import ADMIN, CLIENT, OPEN, WORKER, Authenticator, TokenSet
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import install_error_handlers
 from taskframe.server.http_observer import HttpObserver
 from taskframe.server.openapi import build_openapi
 from taskframe.server.registry import WorkerRegistry
-from taskframe.server.resources import jobs, meta, observe, workers
+from taskframe.server.resources import dashboard, jobs, meta, observe, workers
 from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.scheduler import Scheduler
 
 # Ids beyond what the database holds are unknown jobs (404), not errors.
 JOB = f"/jobs/{{job_id:int(min=1, max={MAX_ID})}}"
 
+_CLIENT = frozenset({CLIENT})
+_WORKER = frozenset({WORKER})
+# Who may call what when tokens are configured (admin may call everything).
+# A route missing here is for admin only: closed until someone decides.
+ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
+    ("/jobs", "POST"): _CLIENT,
+    ("/jobs", "GET"): _CLIENT,
+    ("/jobs/batch", "POST"): _CLIENT,
+    (JOB, "GET"): _CLIENT,
+    (JOB + "/attempts", "GET"): _CLIENT,
+    (JOB + "/cancel", "POST"): _CLIENT,
+    (JOB + "/retry", "POST"): _CLIENT,
+    ("/lease", "POST"): _WORKER,
+    ("/next-job", "GET"): _WORKER,
+    ("/heartbeats", "POST"): _WORKER,
+    (JOB + "/heartbeat", "POST"): _WORKER,
+    (JOB + "/complete", "POST"): _WORKER,
+    (JOB + "/release", "POST"): _WORKER,
+    ("/job-types", "GET"): frozenset({CLIENT, WORKER}),
+    # The API's description: any valid token (it names the installed plugins).
+    ("/openapi.json", "GET"): frozenset({CLIENT, WORKER, ADMIN}),
+    ("/health", "GET"): OPEN,
+    # Observability: counts and workers, no job contents; read like the job list.
+    ("/stats", "GET"): _CLIENT,
+    ("/workers", "GET"): _CLIENT,
+    ("/metrics", "GET"): _CLIENT,
+    ("/plugins", "GET"): frozenset({CLIENT, WORKER}),
+    # The dashboard's page and files are open; the API calls it makes need a token.
+    ("/", "GET"): OPEN,
+    ("/dashboard/{name}", "GET"): OPEN,
+}
+
 
 def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
     metrics = scheduler.telemetry.metrics
     registry = WorkerRegistry(scheduler.store, config.worker_alive_window, scheduler.clock)
-    middleware = [HttpObserver(metrics, config.access_log)] if metrics is not None else []
+    middleware: list[object] = (
+        [HttpObserver(metrics, config.access_log)] if metrics is not None else []
+    )
+    # After the observer, so that refused requests are counted and logged too.
+    middleware.append(Authenticator(config.tokens or TokenSet(), ROUTE_ROLES))
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     install_error_handlers(app)
@@ -52,4 +89,8 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
         app.add_route("/metrics", observe.MetricsEndpoint(metrics))
     app.add_route("/stats", observe.Stats(scheduler.store, registry, scheduler.clock))
     app.add_route("/workers", observe.Workers(registry))
+
+    assets = dashboard.load_assets()
+    app.add_route("/", dashboard.DashboardPage(assets))
+    app.add_route(dashboard.PREFIX + "/{name}", dashboard.DashboardFile(assets))
     return app

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
+import secrets
 import signal
 import sys
 import threading
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from waitress.adjustments import Adjustments
 
 from taskframe.core.logs import (
     add_logging_options,
@@ -26,6 +30,7 @@ from taskframe.core.plugins import (
 )
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.app import create_app
+from taskframe.server.auth import WORKER, Principal, TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig
 from taskframe.server.events import EventDispatcher
 from taskframe.server.runtime import Housekeeper
@@ -34,6 +39,8 @@ from taskframe.server.serving import add_serving_options, create_server, max_wai
 from taskframe.server.storage import StoreUnavailable, open_store
 
 log = logging.getLogger("taskframe.server")
+
+PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port")
 
 
 def duration(text: str) -> float:
@@ -95,6 +102,47 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         "--access-log",
         flag_only=True,
         help="log every request at INFO (it is logged at DEBUG otherwise)",
+    )
+
+    security = parser.add_argument_group(
+        "security",
+        "Tokens also come from TASKFRAME_TOKENS: the same ROLES:TOKEN entries, separated by "
+        "';' or whitespace. Without any token every endpoint is open.",
+    )
+    add_option(
+        security,
+        "--token-file",
+        help="file of bearer tokens, one ROLES:TOKEN a line (roles: client, worker, admin; "
+        "worker[id,id] or worker[prefix*] binds a worker token to worker ids)",
+    )
+    add_option(
+        security,
+        "--insecure",
+        flag_only=True,
+        help="allow listening on a non-loopback address without tokens (anyone who can "
+        "reach the port may do anything)",
+    )
+    add_option(
+        security,
+        "--trusted-proxy",
+        help="address of the reverse proxy (e.g. nginx terminating TLS) whose forwarded "
+        "headers give the client's address and scheme; '*' trusts any peer",
+    )
+    add_option(
+        security,
+        "--trusted-proxy-count",
+        type=int,
+        default=1,
+        help="how many proxies in front of the server (the last N addresses of "
+        "X-Forwarded-For are theirs)",
+    )
+    add_option(
+        security,
+        "--trusted-proxy-headers",
+        default=" ".join(PROXY_HEADERS),
+        help="headers taken from the trusted proxy, space- or comma-separated: "
+        "x-forwarded-for, x-forwarded-proto, x-forwarded-host, x-forwarded-port, "
+        "or forwarded alone",
     )
 
     db = parser.add_argument_group("database")
@@ -187,8 +235,9 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
     return parser
 
 
-def config_from(options: argparse.Namespace) -> ServerConfig:
+def config_from(options: argparse.Namespace, tokens: TokenSet | None = None) -> ServerConfig:
     return ServerConfig(
+        tokens=tokens,
         lease_ttl=options.lease_ttl,
         default_timeout=options.default_timeout or None,
         backoff=BackoffPolicy(options.retry_backoff, options.retry_backoff_max),
@@ -201,6 +250,23 @@ def config_from(options: argparse.Namespace) -> ServerConfig:
         worker_window=options.worker_window or None,
         access_log=options.access_log,
     )
+
+
+def proxy_settings(options: argparse.Namespace) -> dict[str, Any]:
+    """waitress's trusted-proxy settings; ValueError when they make no sense."""
+    if not options.trusted_proxy:
+        return {}
+    headers = set(options.trusted_proxy_headers.replace(",", " ").lower().split())
+    settings = {
+        "trusted_proxy": options.trusted_proxy,
+        "trusted_proxy_count": options.trusted_proxy_count,
+        "trusted_proxy_headers": headers,
+    }
+    try:
+        Adjustments(**settings)
+    except ValueError as exc:
+        raise ValueError(f"--trusted-proxy-headers: {exc}") from None
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     if options.list_plugins:
         print(plugins.describe_text())
         return 0
+    try:
+        tokens = load_tokens(options.token_file, os.environ.get("TASKFRAME_TOKENS"))
+        proxy = proxy_settings(options)
+    except ValueError as exc:
+        print(f"taskframe-server: error: {exc}", file=sys.stderr)
+        return 2
+    if not tokens:
+        if not is_loopback(options.host) and not options.insecure:
+            print(
+                f"taskframe-server: error: refusing to listen on {options.host} without tokens "
+                "(give --token-file or TASKFRAME_TOKENS, or --insecure to run open)",
+                file=sys.stderr,
+            )
+            return 2
+        log.warning(
+            "no tokens configured: every endpoint is open to whoever reaches %s", options.host
+        )
+    else:
+        log.info("%d token(s) configured: %s", len(tokens), tokens.summary())
 
     try:
         store = open_store(
@@ -232,11 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     if options.migrate_only:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0
-    config = config_from(options)
+    config = config_from(options, tokens)
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
-    server = create_server(app, config, options)
+    server = create_server(app, config, options, **proxy)
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
@@ -317,8 +402,15 @@ def _run_standalone(
     serving = threading.Thread(target=server.run, name="waitress", daemon=True)
     serving.start()
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+    worker_id = options.worker_id or default_worker_id()
+    tokens = scheduler.config.tokens
+    if tokens:
+        # The in-process worker gets a token of its own, bound to its id, never written out.
+        token = secrets.token_urlsafe(32)
+        tokens.add(token, Principal(frozenset({WORKER}), (worker_id,), "the standalone worker"))
+        options.token = token
     urls = [f"http://{host}:{port}"]
-    config = WorkerConfig.from_options(options, urls, options.worker_id or default_worker_id())
+    config = WorkerConfig.from_options(options, urls, worker_id)
     worker = Worker(config, plugins)
 
     def on_signal(signum: int, frame: object) -> None:

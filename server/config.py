@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from taskframe.core.retry import BackoffPolicy
+
+if TYPE_CHECKING:
+    from taskframe.server.auth import TokenSet
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class ServerConfig:
     """Seconds a worker counts as alive after it was last seen (None: 3 lease TTLs)."""
     access_log: bool = False
     """Log every request at INFO (otherwise at DEBUG)."""
+    tokens: TokenSet | None = field(default=None, compare=False, repr=False)
+    """Bearer tokens with roles; None or empty: every endpoint is open."""
 
     @property
     def worker_alive_window(self) -> float:

@@ -13,6 +13,8 @@ from taskframe.core.executor import Executor
 
 ERROR_TEXT = {
     "400": "Malformed JSON",
+    "401": "No token, or a bad one (when the server has tokens)",
+    "403": "The token lacks the role this endpoint needs",
     "404": "Unknown job",
     "409": "Conflict: stale lease, finished job, or idempotency key reused",
     "413": "Body too large",
@@ -85,6 +87,8 @@ def build_openapi(executors: Mapping[str, Executor]) -> dict[str, Any]:
     )
     for name, schema in _schemas().items():
         spec.components.schema(name, schema=schema)
+    # Roles per endpoint: README "Security"; with no tokens configured, none is needed.
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for path, operations in ENDPOINTS.items():
         spec.path(path=path, operations=_operations(path, operations))
     return spec.to_dict()
@@ -97,6 +101,9 @@ def _operations(path: str, operations: dict[str, tuple]) -> dict[str, Any]:
             "summary": summary,
             "responses": {code: _json_response("OK", response)},
         }
+        if path != "/health":  # open to anyone
+            operation["security"] = [{"bearer": []}]
+            errors = f"401 403 {errors}"
         for error in errors.split():
             operation["responses"][error] = _json_response(ERROR_TEXT[error], "Error")
         if path == "/next-job":

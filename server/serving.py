@@ -107,7 +107,10 @@ def _channel_class(config: ServerConfig) -> type[HTTPChannel]:
     return type("Channel", (HTTPChannel,), {"parser_class": Parser})
 
 
-def create_server(app: Any, config: ServerConfig, options: argparse.Namespace) -> Any:
+def create_server(
+    app: Any, config: ServerConfig, options: argparse.Namespace, **settings: Any
+) -> Any:
+    """waitress with our limits; ``settings`` adds more (the trusted-proxy ones)."""
     _raise_file_limit(options.connection_limit)
     server = waitress.create_server(
         app,
@@ -121,6 +124,7 @@ def create_server(app: Any, config: ServerConfig, options: argparse.Namespace) -
         # Bodies past every route's limit are refused by waitress itself (+1: its test is >=).
         max_request_body_size=config.max_body_bytes * BULK_FACTOR + 1,
         ident="taskframe",
+        **settings,
     )
     server.channel_class = _channel_class(config)
     return server

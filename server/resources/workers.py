@@ -8,6 +8,7 @@ from typing import Any
 import falcon
 
 from taskframe.core import quick_load, schemas
+from taskframe.server.auth import require_worker_id
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError
 from taskframe.server.http_io import load_query, read_json
@@ -69,6 +70,7 @@ class Lease(WorkerResource):
         started = time.perf_counter()
         request = read_json(req, self.schema, self.limit, quick_load.quick_load_lease_request)
         worker_id = request["worker_id"]
+        require_worker_id(req, worker_id)
         types = self._types(request["types"])
         if self.registry is not None:
             self.registry.seen(worker_id, request.get("host"), types, request.get("slots"))
@@ -102,6 +104,7 @@ class NextJob(WorkerResource):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.schema)
+        require_worker_id(req, query["worker_id"])
         types = [t for t in query["types"].split(",") if t] if "types" in query else None
         rows, refused = self.scheduler.lease_or_busy(
             query["worker_id"], self._types(types), 1, query["wait"]
@@ -121,6 +124,7 @@ class Heartbeats(WorkerResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         request = read_json(req, self.schema, self.limit)
+        require_worker_id(req, request["worker_id"])
         if self.registry is not None:
             self.registry.seen(request["worker_id"])
         leases = [(item["job_id"], item["lease_id"]) for item in request["leases"]]
@@ -141,6 +145,7 @@ class JobHeartbeat(WorkerResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         request = read_json(req, self.schema, self.config.max_body_bytes)
+        require_worker_id(req, request["worker_id"])
         self.scheduler.get(job_id)  # 404 for an unknown job
         [(_, held, cancel)] = self.scheduler.heartbeat(
             request["worker_id"], [(job_id, request["lease_id"])]
@@ -161,6 +166,7 @@ class JobComplete(WorkerResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         request = read_json(req, self.schema, self.limit)
+        require_worker_id(req, request["worker_id"])
         [outcome] = self.scheduler.complete([_completion(request, job_id, request["worker_id"])])
         if outcome.code == 404:
             raise APIError(falcon.HTTP_404, "Not found", outcome.error)
@@ -176,6 +182,7 @@ class JobRelease(WorkerResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         request = read_json(req, self.schema, self.config.max_body_bytes)
+        require_worker_id(req, request["worker_id"])
         resp.media = job_json(
             self.scheduler.release(job_id, request["worker_id"], request["lease_id"])
         )

@@ -120,6 +120,8 @@ def test_submit_many_and_list_pages(client: Client) -> None:
     listed = list(client.list(status=held, type="sleep", page_size=3, limit=7))
     assert [j.id for j in listed] == batch.ids[::-1]
     assert all(isinstance(j, Job) and j.status == held for j in listed)
+    assert listed[0].payload is None  # listings are summaries; get() has the payload
+    assert client.get(listed[0].id).payload == {"duration": 0}
     assert len(list(client.list(status=held, limit=2))) == 2
     for job_id in batch.ids:
         client.cancel(job_id)

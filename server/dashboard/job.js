@@ -1,0 +1,125 @@
+// #/jobs/12 : one job with its payload, result, error, attempts and logs; cancel and retry.
+
+import { api } from "./api.js";
+import { between, errorBox, h, pretty, render, statusBadge, time } from "./dom.js";
+
+const CANCELLABLE = new Set(["scheduled", "queued", "running"]);
+const RETRYABLE = new Set(["failed", "cancelled"]);
+
+export function mountJob(root, id) {
+  const heading = h("h1", {}, `Job #${id}`);
+  const actions = h("div", { class: "actions" });
+  const message = h("div", { "aria-live": "polite" });
+  const details = h("div");
+  const attempts = h("section", { "aria-labelledby": "attempts-title" });
+  root.append(h("p", {}, h("a", { href: "#/jobs" }, "← All jobs")), heading, actions, message, details, attempts);
+  let job = null;
+
+  async function act(verb) {
+    try {
+      job = await api(`/jobs/${id}/${verb}`, { method: "POST" });
+      message.replaceChildren(h("p", { class: "ok-box" }, verb === "cancel" ? "Cancel requested." : "Queued again."));
+    } catch (err) {
+      message.replaceChildren(errorBox(err));
+    }
+    await refresh();
+  }
+
+  function renderActions() {
+    const status = job.status;
+    const cancellable = CANCELLABLE.has(status) && !job.cancel_requested;
+    render(actions, JSON.stringify([status, cancellable]), () => [
+      h(
+        "button",
+        { type: "button", class: "danger", disabled: !cancellable, onclick: () => act("cancel"), "aria-label": `Cancel job ${id}` },
+        "Cancel",
+      ),
+      h(
+        "button",
+        { type: "button", disabled: !RETRYABLE.has(status), onclick: () => act("retry"), "aria-label": `Retry job ${id}` },
+        "Retry",
+      ),
+    ]);
+  }
+
+  function renderDetails() {
+    const facts = [
+      ["Status", statusBadge(job.status), job.cancel_requested ? " (cancel requested)" : null],
+      ["Type", h("a", { href: `#/jobs?type=${encodeURIComponent(job.type)}` }, job.type)],
+      ["Priority", String(job.priority)],
+      ["Attempts", `${job.attempts} of ${job.max_attempts}`],
+      ["Timeout", job.timeout == null ? "none" : `${job.timeout} s`],
+      ["Created", time(job.created_at)],
+      ["Run at", time(job.run_at)],
+      ["Started", time(job.started_at)],
+      ["Finished", time(job.finished_at)],
+      ["Worker", job.worker_id ? h("code", {}, job.worker_id) : "—"],
+      ["Idempotency key", job.idempotency_key ? h("code", {}, job.idempotency_key) : "—"],
+    ];
+    const block = (title, value, cls) =>
+      h(
+        "section",
+        { "aria-label": title },
+        h("h2", {}, title),
+        value === null || value === undefined ? h("p", { class: "muted" }, "none") : h("pre", { class: cls }, typeof value === "string" ? value : pretty(value)),
+      );
+    render(details, JSON.stringify(job), () => [
+      h("dl", { class: "facts" }, facts.map(([term, ...value]) => [h("dt", {}, term), h("dd", {}, ...value)])),
+      job.status === "running"
+        ? h("p", { class: "running-note" }, `Attempt ${job.attempts} is running on `, h("code", {}, job.worker_id || "?"), " since ", time(job.started_at), ".")
+        : null,
+      block("Payload", job.payload, "payload"),
+      block("Result", job.result, "result"),
+      job.error ? block("Error", job.error, "error") : null,
+    ]);
+  }
+
+  function renderAttempts(list) {
+    render(attempts, JSON.stringify(list), () => [
+      h("h2", { id: "attempts-title" }, "Attempts"),
+      list.length
+        ? h(
+            "ol",
+            { class: "attempts" },
+            list.map((a) =>
+              h(
+                "li",
+                { class: "attempt" },
+                h(
+                  "p",
+                  { class: "attempt-head" },
+                  h("strong", {}, `Attempt ${a.attempt}`),
+                  " ",
+                  statusBadge(a.outcome),
+                  " on ",
+                  h("code", {}, a.worker_id || "?"),
+                  " · started ",
+                  time(a.started_at),
+                  " · took ",
+                  between(a.started_at, a.finished_at),
+                ),
+                a.error ? h("pre", { class: "error" }, a.error) : null,
+                "log" in a
+                  ? a.log
+                    ? h("details", { open: true }, h("summary", {}, "Log"), h("pre", { class: "log" }, a.log))
+                    : h("p", { class: "muted small" }, "No log lines.")
+                  : h("p", { class: "muted small" }, "Logs not available on this server."),
+              ),
+            ),
+          )
+        : h("p", { class: "muted" }, "No finished attempt yet."),
+    ]);
+  }
+
+  async function refresh() {
+    const [fresh, history] = await Promise.all([api(`/jobs/${id}`), api(`/jobs/${id}/attempts`)]);
+    job = fresh;
+    heading.textContent = `Job #${id} · ${job.type}`;
+    document.title = `Job #${id} · taskframe`;
+    renderActions();
+    renderDetails();
+    renderAttempts(history.attempts || []);
+  }
+
+  return { root, refresh, leave: () => (document.title = "taskframe") };
+}
