@@ -6,13 +6,17 @@ plainly valid message in a fraction of that and return exactly what the
 schema's ``load`` would. Anything they do not recognise as valid, they leave
 to the schema (they return None), which then names the offending fields.
 ``tests/unit/test_schemas.py`` checks both against each other.
+
+``text_checked=True`` tells them that no string in ``data`` holds a lone
+surrogate (the body could not encode one: ``json_rules.may_hold_surrogates``),
+which spares them walking payloads and results for such text.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from taskframe.core import schemas
+from taskframe.core import json_rules, schemas
 
 _NUMBER = (int, float)
 # run_at and notify_url take the schema's path (date and URL parsing).
@@ -25,7 +29,7 @@ def _is_number(value: object, low: float, high: float, low_inclusive: bool = Tru
     return (low <= value if low_inclusive else low < value) and value <= high
 
 
-def quick_load_submit(data: object) -> dict[str, Any] | None:
+def quick_load_submit(data: object, text_checked: bool = False) -> dict[str, Any] | None:
     """``SubmitJobSchema().load(data)`` for a plainly valid job (no ``run_at``), else None."""
     if type(data) is not dict or not data.keys() <= _SUBMIT_KEYS:
         return None
@@ -38,6 +42,7 @@ def quick_load_submit(data: object) -> dict[str, Any] | None:
         not _is_id_text(data.get("type"))
         or type(payload) is not dict
         or not all(type(name) is str for name in payload)
+        or (not text_checked and json_rules.surrogate_path(payload) is not None)
         or type(priority) is not int
         or not schemas.MIN_PRIORITY <= priority <= schemas.MAX_PRIORITY
         or type(max_attempts) is not int
@@ -60,14 +65,14 @@ def quick_load_submit(data: object) -> dict[str, Any] | None:
     return loaded
 
 
-def quick_load_batch(data: object) -> dict[str, Any] | None:
+def quick_load_batch(data: object, text_checked: bool = False) -> dict[str, Any] | None:
     """``BatchSubmitSchema().load(data)`` for a plainly valid batch, else None."""
     if type(data) is not dict or data.keys() != {"jobs"}:
         return None
     jobs = data["jobs"]
     if type(jobs) is not list or not 1 <= len(jobs) <= schemas.MAX_BATCH:
         return None
-    loaded = [quick_load_submit(job) for job in jobs]
+    loaded = [quick_load_submit(job, text_checked) for job in jobs]
     return None if None in loaded else {"jobs": loaded}
 
 
@@ -77,10 +82,19 @@ _OUTCOMES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _is_id_text(value: object) -> bool:
-    return type(value) is str and 1 <= len(value) <= 200 and "\x00" not in value
+    return (
+        type(value) is str
+        and 1 <= len(value) <= 200
+        and "\x00" not in value
+        and not json_rules.has_surrogate(value)
+    )
 
 
-def quick_load_lease_request(data: object) -> dict[str, Any] | None:
+def _is_text(value: object) -> bool:
+    return type(value) is str and "\x00" not in value and not json_rules.has_surrogate(value)
+
+
+def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[str, Any] | None:
     """``LeaseRequestSchema().load(data)`` for a plainly valid request, else None."""
     if type(data) is not dict or not data.keys() <= _LEASE_KEYS:
         return None
@@ -100,13 +114,18 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
         or not _is_id_text(data.get("worker_id"))
         or (
             types is not None
-            and (type(types) is not list or not all(type(t) is str for t in types))
+            and (
+                type(types) is not list
+                or len(types) > schemas.MAX_TYPES
+                or not all(_is_text(t) for t in types)
+            )
         )
         or type(maximum) is not int
         or not 0 <= maximum <= schemas.MAX_LEASE_BATCH
         or type(wait) not in (int, float)
         or not 0 <= wait <= schemas.MAX_WAIT
         or type(completions) is not list
+        or len(completions) > schemas.MAX_COMPLETIONS
     ):
         return None
     loaded = []
@@ -123,17 +142,22 @@ def quick_load_lease_request(data: object) -> dict[str, Any] | None:
             or not _is_id_text(item.get("lease_id"))
             or item.get("status") not in _OUTCOMES
             or (error is not None and (type(error) is not str or len(error) > 10000))
-            or (worker_id is not None and type(worker_id) is not str)
+            or (worker_id is not None and not _is_text(worker_id))
             or type(retryable) is not bool
             or (log is not None and (type(log) is not str or len(log) > schemas.MAX_ATTEMPT_LOG))
         ):
             return None
+        result = item.get("result")
+        if not text_checked:  # executor output: repaired, as the schema does, never refused
+            result = None if result is None else json_rules.encodable(result)
+            error = None if error is None else json_rules.encodable_text(error)
+            log = None if log is None else json_rules.encodable_text(log)
         loaded.append(
             {
                 "job_id": item["job_id"],
                 "lease_id": item["lease_id"],
                 "status": item["status"],
-                "result": item.get("result"),
+                "result": result,
                 "error": error,
                 "retryable": retryable,
                 "worker_id": worker_id,

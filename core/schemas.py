@@ -7,10 +7,12 @@ typo such as ``priorty`` is a 422 that names it instead of a silent default.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from taskframe.core import json_rules
 from taskframe.core.model import STATUSES
 
 MAX_PRIORITY = 10
@@ -19,6 +21,11 @@ DEFAULT_PRIORITY = 5
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_BATCH = 1000
 MAX_LEASE_BATCH = 500
+#: Entries per ``POST /heartbeats`` and completions per ``POST /lease``: one
+#: request holds the write lock for a few milliseconds at most.
+MAX_HEARTBEATS = 1000
+MAX_COMPLETIONS = 1000
+MAX_TYPES = 1000  # job types one lease request may name
 MAX_WAIT = 60.0
 #: Characters of an attempt's log kept (the worker keeps the tail): 64 KiB.
 MAX_ATTEMPT_LOG = 65536
@@ -28,13 +35,28 @@ MIN_RUN_AT = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_RUN_AT = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
+UNENCODABLE = "holds a lone surrogate (such as \\ud800), which UTF-8 cannot encode"
+
+
 def _no_nul(value: str) -> None:
     # PostgreSQL text cannot hold NUL, and no name or key needs one.
     if "\x00" in value:
         raise ValidationError("must not contain NUL characters")
 
 
-_id_text = validate.And(validate.Length(min=1, max=200), _no_nul)
+def _encodable(value: str) -> None:
+    # Stored, such text would fail every answer that contains it.
+    if json_rules.has_surrogate(value):
+        raise ValidationError(UNENCODABLE)
+
+
+def _encodable_json(value: Any) -> None:
+    path = json_rules.surrogate_path(value)
+    if path is not None:
+        raise ValidationError(f"text at {path or 'the top'} {UNENCODABLE}")
+
+
+_id_text = validate.And(validate.Length(min=1, max=200), _no_nul, _encodable)
 
 
 def _http_url(value: str) -> None:
@@ -53,11 +75,46 @@ def _http_url(value: str) -> None:
 _job_id = validate.Range(min=1, max=MAX_ID)
 
 
+def id_text_errors(value: str) -> list[str]:
+    """What is wrong with a name or key given outside a body (a header), if anything."""
+    try:
+        _id_text(value)
+    except ValidationError as exc:
+        return list(exc.messages)
+    return []
+
+
+class Text(fields.String):
+    """A name the database compares: lone surrogates and NUL are refused."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators.extend([_no_nul, _encodable])
+
+
+class ExecutorText(fields.String):
+    """Text an executor produced: lone surrogates become U+FFFD instead of a refusal.
+
+    A worker cannot fix its executor's output, and a refused completion
+    would block every other outcome and lease riding on the same request.
+    """
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        return json_rules.encodable_text(super()._deserialize(value, attr, data, **kwargs))
+
+
+class ExecutorJSON(fields.Raw):
+    """A JSON value an executor produced, repaired like :class:`ExecutorText`."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        return json_rules.encodable(value)
+
+
 class SubmitJobSchema(Schema):
     """``POST /jobs``: one job to submit."""
 
     type = fields.String(required=True, validate=_id_text)
-    payload = fields.Dict(keys=fields.String(), load_default=dict)
+    payload = fields.Dict(keys=fields.String(), load_default=dict, validate=_encodable_json)
     priority = fields.Integer(
         strict=True,
         load_default=DEFAULT_PRIORITY,
@@ -83,7 +140,7 @@ class SubmitJobSchema(Schema):
     )
     idempotency_key = fields.String(load_default=None, allow_none=True, validate=_id_text)
     notify_url = fields.String(
-        validate=validate.And(validate.Length(min=1, max=2000), _http_url),
+        validate=validate.And(validate.Length(min=1, max=2000), _http_url, _encodable),
         metadata={
             "description": "POST the job here, signed, when it finishes "
             "(the webhook plugin; the server needs --webhook-secret)"
@@ -123,10 +180,10 @@ class CompleteSchema(LeaseRefSchema):
     status = fields.String(
         required=True, validate=validate.OneOf(["succeeded", "failed", "cancelled"])
     )
-    result = fields.Raw(load_default=None, allow_none=True)
-    error = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=10000))
+    result = ExecutorJSON(load_default=None, allow_none=True)
+    error = ExecutorText(load_default=None, allow_none=True, validate=validate.Length(max=10000))
     retryable = fields.Boolean(load_default=True)
-    log = fields.String(
+    log = ExecutorText(
         load_default=None,
         allow_none=True,
         validate=validate.Length(max=MAX_ATTEMPT_LOG),
@@ -137,7 +194,7 @@ class CompleteSchema(LeaseRefSchema):
 class CompletionItemSchema(CompleteSchema):
     """One outcome inside a batched lease request."""
 
-    worker_id = fields.String(load_default=None)
+    worker_id = Text(load_default=None)
     job_id = fields.Integer(required=True, strict=True, validate=_job_id)
 
 
@@ -145,10 +202,17 @@ class LeaseRequestSchema(Schema):
     """``POST /lease``: report finished attempts and lease up to ``max`` jobs in one trip."""
 
     worker_id = fields.String(required=True, validate=_id_text)
-    types = fields.List(fields.String(), load_default=None, allow_none=True)
+    types = fields.List(
+        Text(), load_default=None, allow_none=True, validate=validate.Length(max=MAX_TYPES)
+    )
     max = fields.Integer(strict=True, load_default=1, validate=validate.Range(0, MAX_LEASE_BATCH))
     wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
-    completions = fields.List(fields.Nested(CompletionItemSchema), load_default=list)
+    completions = fields.List(
+        fields.Nested(CompletionItemSchema),
+        load_default=list,
+        validate=validate.Length(max=MAX_COMPLETIONS),
+        metadata={"description": f"at most {MAX_COMPLETIONS}"},
+    )
     request_id = fields.String(
         load_default=None,
         allow_none=True,
@@ -186,14 +250,19 @@ class HeartbeatBatchSchema(Schema):
     """``POST /heartbeats``: extend every lease a worker holds in one request."""
 
     worker_id = fields.String(required=True, validate=_id_text)
-    leases = fields.List(fields.Nested(HeartbeatItemSchema), required=True)
+    leases = fields.List(
+        fields.Nested(HeartbeatItemSchema),
+        required=True,
+        validate=validate.Length(max=MAX_HEARTBEATS),
+        metadata={"description": f"at most {MAX_HEARTBEATS}"},
+    )
 
 
 class ListJobsQuerySchema(Schema):
     """Query string of ``GET /jobs``."""
 
     status = fields.String(validate=validate.OneOf(STATUSES))
-    type = fields.String()
+    type = Text()
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
     cursor = fields.Integer(validate=validate.Range(min=0, max=MAX_ID))
     full = fields.Boolean(
@@ -255,7 +324,7 @@ class NextJobQuerySchema(Schema):
     """Query string of ``GET /next-job``."""
 
     worker_id = fields.String(required=True, validate=_id_text)
-    types = fields.String(metadata={"description": "comma-separated job types"})
+    types = Text(metadata={"description": "comma-separated job types"})
     wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
 
 

@@ -9,6 +9,7 @@ from taskframe.core.schemas import MAX_ID
 from taskframe.server.auth import ADMIN, CLIENT, OPEN, WORKER, Authenticator, TokenSet
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import install_error_handlers
+from taskframe.server.http_io import answer_handler
 from taskframe.server.http_observer import HttpObserver
 from taskframe.server.openapi import build_openapi
 from taskframe.server.registry import WorkerRegistry
@@ -62,6 +63,7 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     middleware.append(Authenticator(config.tokens or TokenSet(), ROUTE_ROLES))
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = answer_handler()
     install_error_handlers(app)
     executors = plugins.executors
     job_types = plugins.names()

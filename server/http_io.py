@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import falcon
 from marshmallow import Schema, ValidationError
 
+from taskframe.core import json_rules
+from taskframe.core.schemas import UNENCODABLE
 from taskframe.server.errors import APIError, validation_error
+
+log = logging.getLogger("taskframe.server")
+
+#: Answers nest at most this deep; only rows stored by older versions come near it.
+ANSWER_MAX_DEPTH = 200
 
 
 def read_json(
     req: falcon.Request,
     schema: Schema,
     limit: int,
-    quick_load: Callable[[Any], dict[str, Any] | None] | None = None,
+    quick_load: Callable[..., dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """The request body, parsed as JSON and loaded with ``schema``.
 
     415 for a non-JSON content type, 413 past ``limit`` bytes, 400 for
-    malformed JSON, 422 naming every invalid field. ``quick_load`` may load
-    a plainly valid body faster; when it returns None, ``schema`` decides.
+    malformed JSON (NaN and Infinity included) or nesting deeper than
+    ``json_rules.MAX_DEPTH``, 422 naming every invalid field, text that
+    UTF-8 cannot encode included. ``quick_load`` may load a plainly valid
+    body faster; when it returns None, ``schema`` decides.
     """
     media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
@@ -37,13 +47,25 @@ def read_json(
     if len(raw) > limit:
         raise _too_large(limit)
     try:
-        document = json.loads(raw)
-    except ValueError as exc:
-        raise APIError(
-            falcon.HTTP_400, "Malformed JSON", f"the body is not valid JSON: {exc}"
-        ) from None
-    loaded = quick_load(document) if quick_load else None
-    return loaded if loaded is not None else load(schema, document)
+        document = json_rules.parse(raw)
+    except json_rules.JSONRefused as exc:
+        raise APIError(falcon.HTTP_400, exc.title, exc.description) from None
+    suspect = json_rules.may_hold_surrogates(raw)
+    loaded = quick_load(document, text_checked=not suspect) if quick_load else None
+    if loaded is None:
+        loaded = load(schema, document)
+    if suspect:
+        # The schemas refuse such text field by field (and repair executor
+        # output); this catches any field they miss, before anything is written.
+        refuse_surrogates(loaded)
+    return loaded
+
+
+def refuse_surrogates(loaded: dict[str, Any]) -> None:
+    """422 naming the first field whose text UTF-8 cannot encode."""
+    path = json_rules.surrogate_path(loaded)
+    if path is not None:
+        raise validation_error({path or "_schema": [UNENCODABLE]})
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -57,7 +79,9 @@ def load(schema: Schema, data: Any) -> dict[str, Any]:
 
 def load_query(req: falcon.Request, schema: Schema) -> dict[str, Any]:
     """Query-string parameters loaded with ``schema`` (422 on bad values)."""
-    return load(schema, dict(req.params))
+    params = dict(req.params)
+    refuse_surrogates(params)
+    return load(schema, params)
 
 
 def _as_dict(messages: Any) -> dict[str, Any]:
@@ -68,3 +92,23 @@ def _too_large(limit: int) -> APIError:
     return APIError(
         falcon.HTTP_413, "Request body too large", f"the body is larger than {limit} bytes"
     )
+
+
+def answer_handler() -> falcon.media.JSONHandler:
+    """Falcon's JSON handler, writing answers with :func:`dump_answer`."""
+    return falcon.media.JSONHandler(dumps=dump_answer)
+
+
+def dump_answer(media: Any) -> bytes:
+    """``media`` as strict JSON in UTF-8, whatever it holds.
+
+    An answer is written after its request changed state (a job submitted,
+    leased, completed), so it must not fail: text UTF-8 cannot encode (rows
+    stored before the door refused it) is repaired rather than answered 500.
+    """
+    try:
+        return json.dumps(media, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, TypeError, RecursionError) as exc:
+        log.warning("repairing an answer JSON cannot hold as it is: %s", exc)
+        repaired = json_rules.encodable(media, max_depth=ANSWER_MAX_DEPTH)
+        return json.dumps(repaired, ensure_ascii=False, allow_nan=False).encode()

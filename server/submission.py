@@ -14,7 +14,7 @@ from taskframe.core.executor import Executor
 from taskframe.server.config import ServerConfig
 from taskframe.server.group_commit import GroupCommitter
 from taskframe.server.notify import ChangeNotifier
-from taskframe.server.storage import Row, Store, Transaction
+from taskframe.server.storage import Row, Store, StoreUnavailable, Transaction
 
 #: The plugins' ``taskframe_validate_job``: a job -> its problems by field (or None).
 JobCheck = Callable[[dict[str, Any]], "dict[str, Any] | None"]
@@ -49,6 +49,8 @@ class Intake:
 
     ``submit`` inserts a list all or nothing (``POST /jobs/batch``);
     ``submit_one`` shares one commit with concurrent single submissions.
+    Every job is prepared (serialised, hashed) before any transaction, so a
+    job that cannot be prepared fails its own request and no one else's.
     """
 
     def __init__(
@@ -62,7 +64,10 @@ class Intake:
         self.config = config
         self.notifier = notifier
         self.clock = clock
-        self._group_submit = GroupCommitter(self._insert_single_jobs)
+        self._group_submit = GroupCommitter(
+            self._insert_single_jobs,
+            shared_failure=lambda exc: isinstance(exc, StoreUnavailable),
+        )
 
     def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
         """Insert validated jobs in one transaction; return (row, created) for each.
@@ -71,31 +76,31 @@ class Intake:
         existing row comes back with created=False. The same key with a
         different request raises JobConflict, and nothing is written.
         """
-        [outcome] = self._insert_units([jobs])
+        now = self.clock()
+        [outcome] = self._insert_units([[self._new_job_params(job, now) for job in jobs]])
         if isinstance(outcome, JobConflict):
             raise outcome
         return outcome
 
     def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
         """Like ``submit([job])``, sharing one transaction with concurrent submissions."""
-        return self._group_submit(job)
+        return self._group_submit(self._new_job_params(job, self.clock()))
 
-    def _insert_single_jobs(self, jobs: list[dict[str, Any]]) -> list[Any]:
-        outcomes = self._insert_units([[job] for job in jobs])
+    def _insert_single_jobs(self, prepared: list[dict[str, Any]]) -> list[Any]:
+        outcomes = self._insert_units([[params] for params in prepared])
         return [o if isinstance(o, JobConflict) else o[0] for o in outcomes]
 
     def _insert_units(self, units: list[list[dict[str, Any]]]) -> list[Any]:
-        """Insert each unit (a list of jobs) all or nothing, in one transaction.
+        """Insert each unit (the prepared parameters of its jobs) all or nothing,
+        in one transaction.
 
         A unit whose idempotency key conflicts yields a JobConflict instead of
         its rows; the other units are committed.
         """
-        now = self.clock()
         outcomes: list[Any] = []
         created_any = False
         with self.store.transaction() as tx:
-            for unit in units:
-                params = [self._new_job_params(job, now) for job in unit]
+            for params in units:
                 if len(params) > 1 and all(p["idempotency_key"] is None for p in params):
                     outcomes.append([(row, True) for row in tx.insert_jobs(params)])
                     created_any = True
@@ -144,6 +149,7 @@ class Intake:
         return None
 
     def _new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        """The row of a new job, ready to insert: anything that can fail fails here."""
         if "run_at" in job:
             run_at = job["run_at"].timestamp()
         else:
@@ -157,7 +163,7 @@ class Intake:
             request_hash = hashlib.sha256(canonical.encode()).hexdigest()
         return {
             "type": job["type"],
-            "payload": json.dumps(job["payload"], separators=(",", ":")),
+            "payload": json.dumps(job["payload"], separators=(",", ":"), allow_nan=False),
             "priority": job["priority"],
             "max_attempts": job["max_attempts"],
             "timeout": timeout,

@@ -13,6 +13,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from taskframe.core import json_rules
 from taskframe.core.executor import Executor, ExecutorContext, PermanentError
 from taskframe.core.logs import Tally
 from taskframe.core.model import Status
@@ -59,7 +60,8 @@ class RunningJob:
         }
 
     def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
-        error = error[:MAX_ERROR_LENGTH] if error else error
+        # Error text quotes anything (remote bodies, file names): make it encodable.
+        error = json_rules.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
         ids = {"job_id": self.job_id, "lease_id": self.lease_id}
         outcome = {"status": status, "result": result, "error": error, "retryable": retryable}
         return {**ids, **outcome, "log": self.log}
@@ -105,8 +107,11 @@ class AttemptLogger(logging.Logger):
     def text(self) -> str | None:
         with self._lock:
             text = "".join(self._lines)
-        # PostgreSQL text cannot hold NUL; one long line keeps its end.
-        return text[-self.limit :].replace("\x00", "\ufffd") if text else None
+        # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate (a file name
+        # logged as os.fsdecode gave it); one long line keeps its end.
+        if not text:
+            return None
+        return json_rules.encodable_text(text[-self.limit :].replace("\x00", "\ufffd"))
 
 
 def execute(
@@ -198,10 +203,16 @@ def _run(
     except BaseException as exc:
         running.failure = exc
         return Status.FAILED.value, None, describe(exc), True
-    try:  # the server must get strict JSON (no NaN), or the whole batch would fail
+    # The server must get strict JSON within its depth limit, or it would
+    # refuse the whole request and every outcome riding on it.
+    try:
         json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
+    result = json_rules.encodable(result)  # lone surrogates become U+FFFD, tuples lists
+    if json_rules.depth_exceeds(result, json_rules.MAX_RESULT_DEPTH):
+        depth = json_rules.MAX_RESULT_DEPTH
+        return Status.FAILED.value, None, f"the result nests deeper than {depth} levels", False
     return Status.SUCCEEDED.value, result, None, True
 
 

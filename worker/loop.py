@@ -21,7 +21,7 @@ from typing import Any
 from taskframe.core.logs import Tally
 from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
-from taskframe.core.schemas import MAX_LEASE_BATCH
+from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH
 from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
 from taskframe.worker.config import WorkerConfig
 from taskframe.worker.jobs import RunningJob, describe
@@ -333,7 +333,7 @@ class Worker:
                 delay = min(delay, IDLE_HEARTBEAT_CHECK)
                 continue
             try:
-                answer = self.client.heartbeats(self.worker_id, leases)
+                answers = self._send_heartbeats(leases)
             except ApiError as exc:
                 delay = min(delay, streak.failure(exc))
                 continue
@@ -342,8 +342,16 @@ class Worker:
                     log.exception("heartbeat failed")
                 continue
             streak.success()
+            self._apply_heartbeats(leases, answers)
+
+    def _send_heartbeats(self, leases: list[dict]) -> list[dict]:
+        """``POST /heartbeats`` in requests within the server's limit; every answer."""
+        answers: list[dict] = []
+        for start in range(0, len(leases), MAX_HEARTBEATS):
+            answer = self.client.heartbeats(self.worker_id, leases[start : start + MAX_HEARTBEATS])
             self._note_ttl(answer.get("lease_ttl"))
-            self._apply_heartbeats(leases, answer.get("leases") or [])
+            answers += answer.get("leases") or []
+        return answers
 
     def _apply_heartbeats(self, sent: list[dict], answers: list[dict]) -> None:
         with self._cond:

@@ -37,6 +37,9 @@ class JobCollection:
         job = read_json(req, self.schema, self.limit, quick_load.quick_load_submit)
         header_key = req.get_header("Idempotency-Key")
         if header_key:
+            problems = schemas.id_text_errors(header_key)
+            if problems:
+                raise validation_error({"Idempotency-Key": problems})
             if job["idempotency_key"] not in (None, header_key):
                 raise validation_error(
                     {"idempotency_key": ["differs from the Idempotency-Key header"]}

@@ -196,6 +196,72 @@ def test_a_batch_with_one_bad_job_writes_none(url):
     assert list(body["errors"]["jobs"]) == ["1"], body
 
 
+# -- text that cannot be encoded, nesting, numbers, batch sizes -------------------------
+
+S = "\ud800"  # a lone surrogate; requests' json= writes it as the escape "\ud800"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("path", "document", "field"),
+    [
+        ("/jobs", {**SLEEP, "idempotency_key": "key" + S}, "idempotency_key"),
+        ("/jobs", {"type": "http", "payload": {"url": "http://x/", "json": [S]}}, "payload"),
+        ("/jobs/batch", {"jobs": [SLEEP, {**SLEEP, "idempotency_key": S}]}, "jobs"),
+        ("/lease", {"worker_id": "w" + S, "max": 1}, "worker_id"),
+        ("/heartbeats", {"worker_id": "w", "leases": [{"job_id": 1, "lease_id": S}]}, "leases"),
+    ],
+)
+def test_text_that_cannot_be_encoded_is_422_and_nothing_is_written(url, path, document, field):
+    """Bug: stored, such a job made its own submission, GET /jobs and every lease
+    answer 500 (UnicodeEncodeError) for as long as it was kept."""
+    body = assert_error(post_json(url, path, document), 422)
+    assert field in body["errors"], body
+
+
+@pytest.mark.timeout(60)
+def test_raw_surrogate_bytes_and_a_surrogate_key_header_are_422(url):
+    raw = b'{"type": "sleep", "payload": {"duration": 1}, "idempotency_key": "\xed\xa0\x80"}'
+    answer = requests.post(f"{url}/jobs", data=raw, headers=JSON, timeout=30)
+    assert "idempotency_key" in assert_error(answer, 422)["errors"]
+    answer = requests.post(
+        f"{url}/jobs", json=SLEEP, headers={"Idempotency-Key": "k" * 201}, timeout=30
+    )
+    assert "Idempotency-Key" in assert_error(answer, 422)["errors"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/batch", "/lease", "/heartbeats"])
+def test_deep_nesting_is_400_not_500(url, path):
+    """Bug: 100,000 nested arrays raised RecursionError (500); here as deep as fits."""
+    limit = MAX_BODY if path == "/jobs" else 16 * MAX_BODY
+    for depth in (limit // 2, 65):
+        body = b"[" * depth + b"]" * depth
+        answer = requests.post(f"{url}{path}", data=body, headers=JSON, timeout=30)
+        assert "64" in assert_error(answer, 400)["description"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_nan_and_infinity_are_400_naming_them(url, number):
+    """Bug: accepted inside an http job's json and echoed back, which is not JSON."""
+    body = '{"type": "http", "payload": {"url": "http://x/", "json": ' + number + "}}"
+    answer = requests.post(f"{url}/jobs", data=body, headers=JSON, timeout=30)
+    assert number in assert_error(answer, 400)["description"]
+
+
+@pytest.mark.timeout(60)
+def test_heartbeats_and_completions_past_the_limit_are_422(tmp_path, start_server):
+    """Bug: 250,000 heartbeats or 200,000 completions held the write lock for seconds."""
+    url = start_server(str(tmp_path / "limits.db")).url  # bodies larger than MAX_BODY
+    leases = [{"job_id": i + 1, "lease_id": "x"} for i in range(1001)]
+    answer = post_json(url, "/heartbeats", {"worker_id": "w", "leases": leases})
+    assert "leases" in assert_error(answer, 422)["errors"]
+    completions = [{**lease, "status": "succeeded"} for lease in leases]
+    answer = post_json(url, "/lease", {"worker_id": "w", "max": 0, "completions": completions})
+    assert "completions" in assert_error(answer, 422)["errors"]
+
+
 # -- unknown jobs and paths ------------------------------------------------------------
 
 LEASE_REF = {"worker_id": "w1", "lease_id": "no-such-lease"}

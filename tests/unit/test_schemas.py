@@ -7,13 +7,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from taskframe.core import quick_load, schemas
+from taskframe.core import json_rules, quick_load, schemas
 
 LEASE_SCHEMA = schemas.LeaseRequestSchema()
 SUBMIT_SCHEMA = schemas.SubmitJobSchema()
 BATCH_SCHEMA = schemas.BatchSubmitSchema()
 
-ids = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=20)
+# Valid text: no NUL in names, no lone surrogates anywhere (see the tests at the end).
+ids = st.text(
+    st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1, max_size=20
+)
+names = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=8)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
     lambda inner: (
@@ -37,7 +41,7 @@ completion = st.fixed_dictionaries(
 lease_request = st.fixed_dictionaries(
     {"worker_id": ids},
     optional={
-        "types": st.none() | st.lists(st.text(max_size=8), max_size=3),
+        "types": st.none() | st.lists(names, max_size=3),
         "max": st.integers(min_value=0, max_value=schemas.MAX_LEASE_BATCH),
         "wait": st.floats(min_value=0, max_value=schemas.MAX_WAIT) | st.integers(0, 60),
         "completions": st.lists(completion, max_size=4),
@@ -145,3 +149,166 @@ def test_quick_load_submit_leaves_run_at_to_the_schema():
     job = {"type": "sleep", "run_at": "2030-01-01T00:00:00Z"}
     assert quick_load.quick_load_submit(job) is None
     assert SUBMIT_SCHEMA.load(job)["run_at"].year == 2030
+
+
+# -- text UTF-8 cannot encode, and the batch limits: both loaders agree ---------------
+
+SURROGATE = "\ud800"
+# Any text, lone surrogates included (they reach the server through json.loads).
+any_text = st.text(st.characters() | st.sampled_from([SURROGATE, "\udfff"]), max_size=6)
+any_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
+    max_leaves=6,
+)
+any_lease_request = st.fixed_dictionaries(
+    {"worker_id": any_text},
+    optional={
+        "types": st.lists(any_text, max_size=2),
+        "request_id": any_text,
+        "completions": st.lists(
+            st.fixed_dictionaries(
+                {"job_id": st.integers(1, 9), "lease_id": any_text, "status": st.just("failed")},
+                optional={"result": any_json, "error": any_text, "worker_id": any_text},
+            ),
+            max_size=3,
+        ),
+    },
+)
+any_submission = st.fixed_dictionaries(
+    {"type": any_text},
+    optional={
+        "payload": st.dictionaries(any_text, any_json, max_size=3),
+        "idempotency_key": any_text,
+    },
+)
+
+
+def schema_or_none(schema, data):
+    try:
+        return schema.load(data)
+    except ValidationError:
+        return None
+
+
+@settings(max_examples=300)
+@given(any_lease_request)
+def test_quick_load_and_schema_agree_on_lease_requests_with_any_text(request):
+    """Surrogates in names are refused by both; in executor output, repaired by both."""
+    quick = quick_load.quick_load_lease_request(request)
+    loaded = schema_or_none(LEASE_SCHEMA, request)
+    if quick is not None:
+        assert quick == loaded
+    if loaded is not None:
+        assert json_rules.surrogate_path(loaded) is None, loaded
+
+
+@settings(max_examples=300)
+@given(any_submission)
+def test_quick_load_and_schema_agree_on_submissions_with_any_text(job):
+    quick = quick_load.quick_load_submit(job)
+    loaded = schema_or_none(SUBMIT_SCHEMA, job)
+    if quick is not None:
+        assert quick == loaded
+    if loaded is not None:
+        assert json_rules.surrogate_path(loaded) is None, loaded
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": "sleep" + SURROGATE}, "type"),
+        ({"type": "sleep", "idempotency_key": SURROGATE}, "idempotency_key"),
+        ({"type": "sleep", "payload": {"a": [1, "x" + SURROGATE]}}, "payload"),
+        ({"type": "sleep", "payload": {SURROGATE: 1}}, "payload"),
+    ],
+)
+def test_both_loaders_refuse_lone_surrogates_in_submissions(body, field):
+    assert quick_load.quick_load_submit(body) is None
+    assert quick_load.quick_load_batch({"jobs": [body]}) is None
+    with pytest.raises(ValidationError) as caught:
+        SUBMIT_SCHEMA.load(body)
+    assert field in caught.value.messages
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"worker_id": "w" + SURROGATE}, "worker_id"),
+        ({"worker_id": "w", "types": ["sleep", SURROGATE]}, "types"),
+        ({"worker_id": "w", "request_id": SURROGATE}, "request_id"),
+        (
+            {
+                "worker_id": "w",
+                "completions": [{"job_id": 1, "lease_id": SURROGATE, "status": "failed"}],
+            },
+            "completions",
+        ),
+    ],
+)
+def test_both_loaders_refuse_lone_surrogates_in_worker_names(body, field):
+    assert quick_load.quick_load_lease_request(body) is None
+    with pytest.raises(ValidationError) as caught:
+        LEASE_SCHEMA.load(body)
+    assert field in caught.value.messages
+
+
+def test_both_loaders_repair_executor_output_instead_of_refusing_it():
+    item = {
+        "job_id": 1,
+        "lease_id": "l1",
+        "status": "failed",
+        "error": f"OSError: bad name b{SURROGATE}d",
+        "result": {f"k{SURROGATE}": [f"v{SURROGATE}", 1.5, None]},
+        "log": f"WARNING skipped b{SURROGATE}d\n",
+    }
+    request = {"worker_id": "w", "completions": [item]}
+    quick = quick_load.quick_load_lease_request(request)
+    assert quick == LEASE_SCHEMA.load(request)
+    [loaded] = quick["completions"]
+    assert loaded["error"] == "OSError: bad name b\ufffdd"
+    assert loaded["result"] == {"k\ufffd": ["v\ufffd", 1.5, None]}
+    assert loaded["log"] == "WARNING skipped b\ufffdd\n"
+    single_item = {k: v for k, v in item.items() if k != "job_id"}
+    single = schemas.CompleteSchema().load({**single_item, "worker_id": "w"})
+    assert single["error"] == loaded["error"] and single["result"] == loaded["result"]
+    assert single["log"] == loaded["log"]
+
+
+def test_completions_past_the_limit_are_refused_by_both_loaders():
+    item = {"job_id": 1, "lease_id": "l1", "status": "succeeded"}
+    at_limit = {"worker_id": "w", "completions": [item] * schemas.MAX_COMPLETIONS}
+    assert quick_load.quick_load_lease_request(at_limit) == LEASE_SCHEMA.load(at_limit)
+    over = {"worker_id": "w", "completions": [item] * (schemas.MAX_COMPLETIONS + 1)}
+    assert quick_load.quick_load_lease_request(over) is None
+    with pytest.raises(ValidationError) as caught:
+        LEASE_SCHEMA.load(over)
+    assert set(caught.value.messages) == {"completions"}
+
+
+def test_heartbeats_past_the_limit_are_refused():
+    lease = {"job_id": 1, "lease_id": "l1"}
+    schema = schemas.HeartbeatBatchSchema()
+    assert (
+        len(schema.load({"worker_id": "w", "leases": [lease] * schemas.MAX_HEARTBEATS})["leases"])
+        == schemas.MAX_HEARTBEATS
+    )
+    with pytest.raises(ValidationError) as caught:
+        schema.load({"worker_id": "w", "leases": [lease] * (schemas.MAX_HEARTBEATS + 1)})
+    assert set(caught.value.messages) == {"leases"}
+
+
+def test_the_worker_never_sends_more_completions_than_the_server_takes():
+    from taskframe.worker import client
+
+    assert client.MAX_COMPLETIONS_PER_REQUEST <= schemas.MAX_COMPLETIONS
+
+
+def test_types_past_the_limit_are_refused_by_both_loaders():
+    at_limit = {"worker_id": "w", "types": ["t"] * schemas.MAX_TYPES}
+    assert quick_load.quick_load_lease_request(at_limit) == LEASE_SCHEMA.load(at_limit)
+    over = {"worker_id": "w", "types": ["t"] * (schemas.MAX_TYPES + 1)}
+    assert quick_load.quick_load_lease_request(over) is None
+    with pytest.raises(ValidationError) as caught:
+        LEASE_SCHEMA.load(over)
+    assert set(caught.value.messages) == {"types"}
