@@ -1,7 +1,7 @@
 # One image for both commands: taskframe-server (default) and taskframe-worker.
 # Not exercised by CI (no Docker engine on our machines); see README "Scaling out"
 # and "Security". The server listens on all interfaces inside the container, so
-# it needs tokens: mount a token file and set TASKFRAME_TOKEN_FILE (or set
+# it needs tokens: mount a token file and set TASKFRAME_TOKENS_FILE (or set
 # TASKFRAME_TOKENS); without any it refuses to start. deploy/make-tokens makes them.
 FROM python:3.12-slim
 WORKDIR /app

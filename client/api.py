@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -208,14 +209,14 @@ class Client:
         """``POST /jobs/{id}/retry``: a failed or cancelled job goes back to the queue."""
         return Job.from_json(self._call("POST", f"/jobs/{int(job_id)}/retry"))
 
-    def attempts(self, job_id: int) -> list[Attempt]:
+    def attempts(self, job_id: int) -> builtins.list[Attempt]:
         """``GET /jobs/{id}/attempts``: its finished attempts, oldest first."""
         answer = self._get(f"/jobs/{int(job_id)}/attempts")
         return [Attempt.from_json(item) for item in answer.get("attempts") or []]
 
     # -- the deployment --------------------------------------------------------
 
-    def job_types(self) -> list[JobType]:
+    def job_types(self) -> builtins.list[JobType]:
         """``GET /job-types``: the installed executors with their payload schemas."""
         answer = self._get("/job-types")
         return [JobType.from_json(item) for item in answer.get("job_types") or []]
@@ -224,7 +225,7 @@ class Client:
         """``GET /stats``: counts by status and type, and the types no live worker runs."""
         return Stats.from_json(self._get("/stats") or {})
 
-    def workers(self) -> list[WorkerInfo]:
+    def workers(self) -> builtins.list[WorkerInfo]:
         """``GET /workers``: the workers seen recently."""
         answer = self._get("/workers")
         items = answer.get("workers") if isinstance(answer, dict) else answer

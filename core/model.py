@@ -170,3 +170,15 @@ TRANSITIONS: dict[Status, frozenset[Status]] = _all_transitions()
 
 def can_transition(current: str, new: str) -> bool:
     return Status(new) in TRANSITIONS.get(Status(current), frozenset())
+
+
+def in_words(status: str, already: bool = False) -> str:
+    """``succeeded`` -> "has (already) succeeded", ``queued`` -> "is queued": for messages."""
+    if already:
+        return in_words(status).replace("has ", "has already ", 1)
+    finished = {
+        "succeeded": "has succeeded",
+        "failed": "has failed",
+        "cancelled": "has been cancelled",
+    }
+    return finished.get(str(status), f"is {status}")

@@ -89,7 +89,7 @@ class PluginSet:
         ]
 
         def check(job: dict[str, Any]) -> dict[str, Any] | None:
-            problems = None
+            problems: dict[str, Any] | None = None
             for function, takes_job, plugin in calls:
                 try:
                     found = function(job) if takes_job else function()
@@ -97,7 +97,7 @@ class PluginSet:
                     log.exception("plugin %r: taskframe_validate_job raised", plugin)
                     continue
                 if found:
-                    problems = {**(problems or {}), **found}
+                    problems = {**(problems or {}), **dict(found)}  # type: ignore[call-overload]
             return problems
 
         return check
@@ -205,7 +205,7 @@ def early_disabled_plugins(argv: Sequence[str] | None) -> list[str]:
     return disabled_plugins(known.disable_plugins)
 
 
-def create_plugin_manager(
+def load_plugins(
     extra_plugins: tuple[object, ...] = (),
     load_entry_points: bool = True,
     disabled: Iterable[str] | None = None,
@@ -242,6 +242,10 @@ def create_plugin_manager(
             _register(plugins, plugin, name)
     _collect_executors(plugins)
     return plugins
+
+
+#: The former name (it returns a :class:`PluginSet`, not a pluggy manager).
+create_plugin_manager = load_plugins
 
 
 def _register(plugins: PluginSet, plugin: object, name: str) -> bool:

@@ -26,6 +26,7 @@ _SUBMIT_KEYS = frozenset(schemas.SubmitJobSchema._declared_fields) - {"run_at", 
 def _is_number(value: object, low: float, high: float, low_inclusive: bool = True) -> bool:
     if type(value) not in _NUMBER:
         return False
+    assert isinstance(value, (int, float))  # for the type checker
     return (low <= value if low_inclusive else low < value) and value <= high
 
 
@@ -47,7 +48,7 @@ def quick_load_submit(data: object, text_checked: bool = False) -> dict[str, Any
         or not schemas.MIN_PRIORITY <= priority <= schemas.MAX_PRIORITY
         or type(max_attempts) is not int
         or not 1 <= max_attempts <= 100
-        or (timeout is not None and not _is_number(timeout, 0, 7 * 86400, low_inclusive=False))
+        or (timeout is not None and not _is_number(timeout, 0, 7 * 86400))
         or ("delay" in data and not _is_number(data["delay"], 0, 365 * 86400))
         or (key is not None and not _is_id_text(key))
     ):

@@ -127,8 +127,11 @@ class SubmitJobSchema(Schema):
     timeout = fields.Float(
         load_default=None,
         allow_none=True,
-        validate=validate.Range(min=0, min_inclusive=False, max=7 * 86400),
-        metadata={"description": "seconds one attempt may run; the server default when absent"},
+        validate=validate.Range(min=0, max=7 * 86400),
+        metadata={
+            "description": "seconds one attempt may run; 0: no limit; "
+            "absent or null: the server's --default-timeout"
+        },
     )
     delay = fields.Float(
         validate=validate.Range(min=0, max=365 * 86400),
@@ -306,6 +309,9 @@ class JobSchema(Schema):
     cancel_requested = fields.Boolean()
     notify_url = fields.String(allow_none=True)
     lease_id = fields.String(metadata={"description": "only in lease answers"})
+    lease_expires_at = fields.String(
+        allow_none=True, metadata={"description": "only in lease answers"}
+    )
 
 
 class ErrorSchema(Schema):

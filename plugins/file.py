@@ -3,7 +3,7 @@
 The worker's ``--file-root`` option (env ``TASKFRAME_FILE_ROOT``, default
 ``taskframe-files``) names the root. Payload: ``operation`` (write, append,
 read, delete, copy, move, checksum), ``path`` relative to the root, ``content``
-(text, at most 10 MiB as UTF-8; write and append only) and ``destination``
+(text, at most 500 KiB as UTF-8; write and append only) and ``destination``
 (copy and move only).
 
 Results (``path`` and ``destination`` are echoed as given):
@@ -51,7 +51,9 @@ from taskframe.plugins.file_sandbox import (
 
 OPERATIONS = ("write", "append", "read", "delete", "copy", "move", "checksum")
 DEFAULT_ROOT = "taskframe-files"
-MAX_CONTENT = 10 * 1024 * 1024
+#: Under half the server's default --max-body (1 MiB): a job carrying the
+#: largest content fits it even when JSON doubles every byte (quotes, newlines).
+MAX_CONTENT = 500 * 1024
 MAX_READ = 1024 * 1024
 _NEEDS_CONTENT = ("write", "append")
 _NEEDS_DESTINATION = ("copy", "move")
@@ -77,7 +79,7 @@ def _validate_path(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
-_path = [validate.Length(min=1, max=4096), _validate_path]
+_path: list[Callable[[Any], Any]] = [validate.Length(min=1, max=4096), _validate_path]
 
 
 class FilePayloadSchema(Schema):
@@ -93,7 +95,9 @@ class FilePayloadSchema(Schema):
     )
     content = fields.String(
         validate=_validate_content,
-        metadata={"description": "text to write or append (write, append), at most 10 MiB"},
+        metadata={
+            "description": "text to write or append (write, append), at most 500 KiB as UTF-8"
+        },
     )
     destination = fields.String(
         validate=_path,

@@ -302,11 +302,11 @@ def _follow(
             requests.Request(request.method, request.url, request.headers, data=request.data)
         )
         # The adapter itself: Session.send reads a redirect's whole body, even unfollowed.
-        response = session.get_adapter(prepared.url).send(
+        response = session.get_adapter(prepared.url or request.url).send(
             prepared,
             stream=True,
             timeout=timeout if left is None else min(timeout, left),
-            verify=session.verify,
+            verify=session.verify if session.verify is not None else True,
             proxies=session.proxies,
         )
         extract_cookies_to_jar(session.cookies, prepared, response.raw)

@@ -170,7 +170,7 @@ class Policy:
         except (OSError, UnicodeError):
             return  # the proxy will report the name as it sees it
         for *_, sockaddr in infos:
-            reason = self.refusal(host, sockaddr[0])
+            reason = self.refusal(host, str(sockaddr[0]))
             if reason:
                 raise TargetDenied(reason)
 
@@ -202,7 +202,7 @@ class _GuardedConnection:
         refused: list[str] = []
         error: OSError | None = None
         for family, kind, proto, _, sockaddr in infos:
-            reason = None if trusted else self.policy.refusal(host, sockaddr[0])
+            reason = None if trusted else self.policy.refusal(host, str(sockaddr[0]))
             if reason:
                 refused.append(reason)
                 continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
 from taskframe.core.plugins import PluginSet
@@ -56,7 +58,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
 def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
     metrics = scheduler.telemetry.metrics
     registry = WorkerRegistry(scheduler.store, config.worker_alive_window, scheduler.clock)
-    middleware: list[object] = (
+    middleware: list[Any] = (
         [HttpObserver(metrics, config.access_log)] if metrics is not None else []
     )
     # After the observer, so that refused requests are counted and logged too.

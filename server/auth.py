@@ -38,7 +38,7 @@ WORKER = "worker"
 ADMIN = "admin"
 ROLES = (CLIENT, WORKER, ADMIN)
 
-OPEN = frozenset()
+OPEN: frozenset[str] = frozenset()
 """Roles of a route anyone may call, token or not (``GET /health``, the dashboard page)."""
 
 MIN_TOKEN_LENGTH = 16
@@ -265,7 +265,7 @@ class Authenticator:
         principal = self.tokens.identify(token) if token else None
         req.context.principal = principal
         # (Falcon answers an unknown path 404 without calling this.)
-        needed = self.routes.get((req.uri_template, req.method), frozenset({ADMIN}))
+        needed = self.routes.get((req.uri_template or "", req.method), frozenset({ADMIN}))
         if needed == OPEN:
             return
         if principal is None:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
-import secrets
 import signal
+import socket
 import sys
-import threading
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -21,49 +19,43 @@ from taskframe.core.logs import (
     configure_logging,
     early_logging_options,
 )
-from taskframe.core.options import add_option
+from taskframe.core.options import (
+    ArgumentParser,
+    BadEnvironment,
+    add_option,
+    add_version_option,
+    duration,
+)
 from taskframe.core.plugins import (
     PluginSet,
     add_plugin_options,
-    create_plugin_manager,
     early_disabled_plugins,
+    load_plugins,
 )
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.app import create_app
-from taskframe.server.auth import WORKER, Principal, TokenSet, is_loopback, load_tokens
+from taskframe.server.auth import TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig
 from taskframe.server.events import EventDispatcher
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.serving import add_serving_options, create_server, max_waiting
-from taskframe.server.storage import StoreUnavailable, open_store
+from taskframe.server.standalone import add_standalone_options, run_standalone, wanted
+from taskframe.server.storage import StoreConfigError, StoreUnavailable, open_store
 
 log = logging.getLogger("taskframe.server")
 
 PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port")
 
 
-def duration(text: str) -> float:
-    """Seconds, or a number with a unit: ``90``, ``1.5s``, ``10m``, ``12h``, ``7d``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    factor = units.get(text[-1:], None)
-    number = text[:-1] if factor else text
-    try:
-        value = float(number) * (factor or 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds ≥ 0: {text!r}")
-    return value
-
-
-def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.ArgumentParser:
+    """The server's options; the worker's too when ``standalone`` (``--standalone`` given)."""
+    parser = ArgumentParser(
         prog="taskframe-server",
         description="Serve the taskframe API. Every option can also be set with the "
         "environment variable shown in brackets.",
     )
+    add_version_option(parser)
     net = parser.add_argument_group("server")
     add_option(net, "--host", default="127.0.0.1", help="interface to listen on")
     add_option(net, "--port", type=int, default=8000, help="TCP port (0 picks a free one)")
@@ -112,6 +104,8 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
     add_option(
         security,
         "--token-file",
+        # Not TASKFRAME_TOKEN_FILE: that is the worker's and the client's single token.
+        env="TASKFRAME_TOKENS_FILE",
         help="file of bearer tokens, one ROLES:TOKEN a line (roles: client, worker, admin; "
         "worker[id,id] or worker[prefix*] binds a worker token to worker ids)",
     )
@@ -225,13 +219,11 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         "--standalone",
         flag_only=True,
         help="also run a worker in this process, talking to this server over HTTP "
-        "(it takes the worker options below)",
+        "(`taskframe-server --standalone --help` lists the worker's options)",
     )
     plugins.manager.hook.taskframe_add_options(parser=parser, role="server")
-    # The one place the server knows the worker: --standalone composes the two.
-    from taskframe.worker.cli import add_worker_options
-
-    add_worker_options(parser, plugins, api_url=False, log_level=False)
+    if standalone:
+        add_standalone_options(parser, plugins)
     return parser
 
 
@@ -273,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early = early_logging_options(argv)  # before the plugins load and may log
     configure_logging(early.log_level, early.log_format)
-    plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
-    parser = build_parser(plugins)
+    plugins = load_plugins(disabled=early_disabled_plugins(argv))
+    try:
+        parser = build_parser(plugins, standalone=wanted(argv))
+    except BadEnvironment as exc:
+        print(f"taskframe-server: error: {exc}", file=sys.stderr)
+        return 2
     options = parser.parse_args(argv)
     check_logging_options(parser, options)
     configure_logging(options.log_level, options.log_format)
@@ -284,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     if options.list_plugins:
         print(plugins.describe_text())
         return 0
+    # Before anything is created (the SQLite file): is the port free? (--migrate-only
+    # does not listen: it runs beside the servers it upgrades the schema for.)
+    problem = None if options.migrate_only else port_problem(options.host, options.port)
+    if problem:
+        parser.error(problem)
     try:
         tokens = load_tokens(options.token_file, os.environ.get("TASKFRAME_TOKENS"))
         proxy = proxy_settings(options)
@@ -311,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
             synchronous=options.sqlite_synchronous,
         )
         version = store.migrate()
+    except StoreConfigError as exc:
+        parser.error(str(exc))
     except (StoreUnavailable, ValueError) as exc:
-        log.error("cannot use the database %s: %s", options.db, exc)
+        log.error("cannot use the database %s: %s", safe_db_location(options.db), exc)
         return 1
     if options.migrate_only:
         log.info("schema of %s is at version %d", store.backend, version)
@@ -321,13 +324,19 @@ def main(argv: list[str] | None = None) -> int:
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
-    server = create_server(app, config, options, **proxy)
+    try:
+        server = create_server(app, config, options, **proxy)
+    except OSError as exc:  # lost a race for the port since port_problem()
+        parser.error(f"--port {options.port}: cannot listen on {options.host}: {exc.strerror}")
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
     _banner(options.host, port, store.backend, options.db, plugins)
     if options.standalone:
-        return _run_standalone(server, port, plugins, options, housekeeper, scheduler)
+        return run_standalone(
+            *(server, options.host, port, plugins, options, config.tokens, _on_stop_signals),
+            lambda: _shut_down(server, scheduler, housekeeper),
+        )
 
     def stop(signum: int, frame: object) -> None:
         log.info("stopping")
@@ -343,6 +352,28 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _shut_down(server, scheduler, housekeeper)
     return 0
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, or None (port 0 is always fine)."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"--host {host}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As waitress binds: with SO_REUSEADDR, so a port in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return (
+                f"--port {port}: cannot listen on {host}: {exc.strerror} "
+                "(is another server running? choose another --port, or 0 for a free one)"
+            )
+    return None
 
 
 def _banner(host: str, port: int, backend: str, db: str, plugins: PluginSet) -> None:
@@ -381,48 +412,6 @@ def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> N
     if scheduler.events is not None:
         scheduler.events.stop()
     scheduler.telemetry.flush()
-
-
-def _run_standalone(
-    server: Any,
-    port: int,
-    plugins: PluginSet,
-    options: argparse.Namespace,
-    housekeeper: Housekeeper,
-    scheduler: Scheduler,
-) -> int:
-    """Serve in a thread; run a worker in the main thread against our own port.
-
-    The only place the server starts a worker: the worker still speaks HTTP.
-    """
-    from taskframe.worker.cli import default_worker_id
-    from taskframe.worker.config import WorkerConfig
-    from taskframe.worker.loop import Worker
-
-    serving = threading.Thread(target=server.run, name="waitress", daemon=True)
-    serving.start()
-    host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
-    worker_id = options.worker_id or default_worker_id()
-    tokens = scheduler.config.tokens
-    if tokens:
-        # The in-process worker gets a token of its own, bound to its id, never written out.
-        token = secrets.token_urlsafe(32)
-        tokens.add(token, Principal(frozenset({WORKER}), (worker_id,), "the standalone worker"))
-        options.token = token
-    urls = [f"http://{host}:{port}"]
-    config = WorkerConfig.from_options(options, urls, worker_id)
-    worker = Worker(config, plugins)
-
-    def on_signal(signum: int, frame: object) -> None:
-        worker.stop()
-        worker.interrupt_idle_poll()
-
-    _on_stop_signals(on_signal)
-    try:
-        worker.run()
-    finally:
-        _shut_down(server, scheduler, housekeeper)
-    return 0
 
 
 if __name__ == "__main__":

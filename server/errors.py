@@ -28,7 +28,7 @@ class APIError(falcon.HTTPError):
         self.errors = errors
 
     def to_dict(self, obj_type: type = dict) -> dict[str, Any]:
-        body = {"title": self.title}
+        body: dict[str, Any] = {"title": self.title}
         if self.description:
             body["description"] = self.description
         if self.errors:
@@ -49,7 +49,7 @@ def validation_error(errors: dict[str, Any], description: str | None = None) -> 
 def _render(resp: falcon.Response, error: APIError) -> None:
     resp.status = error.status
     resp.media = error.to_dict()
-    for name, value in (error.headers or {}).items():
+    for name, value in dict(error.headers or {}).items():  # type: ignore[arg-type]
         resp.set_header(name, value)
 
 
@@ -89,9 +89,18 @@ def _http_error(
     if isinstance(exc, APIError):
         _render(resp, exc)
         return
-    title = exc.title or exc.status
+    title = _sentence(str(exc.title or exc.status))
     description = exc.description or f"{req.method} {req.path}: {title}"
-    _render(resp, APIError(exc.status, title, description, headers=dict(exc.headers or {})))
+    headers = dict(exc.headers or {})  # type: ignore[arg-type]  # falcon's union of header forms
+    _render(resp, APIError(str(exc.status), title, description, headers=headers))
+
+
+def _sentence(title: str) -> str:
+    """Falcon's "404 Not Found" as the API's other titles: "Not found"."""
+    code, _, words = title.partition(" ")
+    if not code.isdigit() or not words:
+        return title
+    return words[:1].upper() + words[1:].lower()
 
 
 def install_error_handlers(app: falcon.App) -> None:

@@ -19,12 +19,17 @@ log = logging.getLogger("taskframe.server")
 #: Answers nest at most this deep; only rows stored by older versions come near it.
 ANSWER_MAX_DEPTH = 200
 
+#: The key of errors about the body as a whole (marshmallow says ``_schema``).
+BODY = "body"
+SCHEMA_KEY = "_schema"
+
 
 def read_json(
     req: falcon.Request,
     schema: Schema,
     limit: int,
     quick_load: Callable[..., dict[str, Any] | None] | None = None,
+    more_errors: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The request body, parsed as JSON and loaded with ``schema``.
 
@@ -32,7 +37,9 @@ def read_json(
     malformed JSON (NaN and Infinity included) or nesting deeper than
     ``json_rules.MAX_DEPTH``, 422 naming every invalid field, text that
     UTF-8 cannot encode included. ``quick_load`` may load a plainly valid
-    body faster; when it returns None, ``schema`` decides.
+    body faster; when it returns None, ``schema`` decides. When the schema
+    refuses a body, ``more_errors(body)`` may add the problems of the next
+    layer (a job's payload), so that one answer names them all.
     """
     media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
@@ -53,7 +60,7 @@ def read_json(
     suspect = json_rules.may_hold_surrogates(raw)
     loaded = quick_load(document, text_checked=not suspect) if quick_load else None
     if loaded is None:
-        loaded = load(schema, document)
+        loaded = load(schema, document, more_errors)
     if suspect:
         # The schemas refuse such text field by field (and repair executor
         # output); this catches any field they miss, before anything is written.
@@ -65,16 +72,23 @@ def refuse_surrogates(loaded: dict[str, Any]) -> None:
     """422 naming the first field whose text UTF-8 cannot encode."""
     path = json_rules.surrogate_path(loaded)
     if path is not None:
-        raise validation_error({path or "_schema": [UNENCODABLE]})
+        raise validation_error({path or BODY: [UNENCODABLE]})
 
 
-def load(schema: Schema, data: Any) -> dict[str, Any]:
+def load(
+    schema: Schema,
+    data: Any,
+    more_errors: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise validation_error({"_schema": ["expected a JSON object"]})
+        raise validation_error({BODY: ["expected a JSON object"]})
     try:
         return schema.load(data)
     except ValidationError as exc:
-        raise validation_error(_as_dict(exc.messages)) from None
+        errors = _as_dict(exc.messages)
+        if more_errors is not None:
+            errors = {**more_errors(data), **errors}  # the schema's word on a field wins
+        raise validation_error(errors) from None
 
 
 def load_query(req: falcon.Request, schema: Schema) -> dict[str, Any]:
@@ -85,7 +99,12 @@ def load_query(req: falcon.Request, schema: Schema) -> dict[str, Any]:
 
 
 def _as_dict(messages: Any) -> dict[str, Any]:
-    return messages if isinstance(messages, dict) else {"_schema": messages}
+    """marshmallow's messages, with its internal ``_schema`` key (the whole body) named ``body``."""
+    if not isinstance(messages, dict):
+        return {BODY: messages}
+    if SCHEMA_KEY in messages:
+        messages = {BODY if k == SCHEMA_KEY else k: v for k, v in messages.items()}
+    return messages
 
 
 def _too_large(limit: int) -> APIError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 
 class _Waiter:
@@ -75,11 +76,15 @@ class ChangeNotifier:
         with self._lock:
             self.closed = True
             self._generation += 1
-            for registry in (self._lease_waiters, self._job_waiters):
+            registries: tuple[dict[Any, dict[_Waiter, None]], ...] = (
+                self._lease_waiters,
+                self._job_waiters,
+            )
+            for registry in registries:
                 for key in list(registry):
                     self._wake(registry, key, len(registry[key]))
 
-    def _wake(self, registry: dict, key: object, count: int) -> int:
+    def _wake(self, registry: dict[Any, dict[_Waiter, None]], key: Any, count: int) -> int:
         group = registry[key]
         woken = 0
         while group and woken < count:

@@ -7,6 +7,7 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema
 
 from taskframe.core import schemas
 from taskframe.core.executor import Executor
@@ -77,6 +78,14 @@ ENDPOINTS: dict[str, dict[str, tuple]] = {
 }
 
 
+#: (path, method) -> the schema of its query string: the schemas the resources load it with.
+QUERIES: dict[tuple[str, str], type[Schema]] = {
+    ("/jobs", "get"): schemas.ListJobsQuerySchema,
+    ("/jobs/{job_id}", "get"): schemas.WaitQuerySchema,
+    ("/next-job", "get"): schemas.NextJobQuerySchema,
+}
+
+
 def build_openapi(executors: Mapping[str, Executor]) -> dict[str, Any]:
     spec = APISpec(
         title="taskframe",
@@ -89,8 +98,15 @@ def build_openapi(executors: Mapping[str, Executor]) -> dict[str, Any]:
         spec.components.schema(name, schema=schema)
     # Roles per endpoint: README "Security"; with no tokens configured, none is needed.
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    converter = spec.plugins[0].converter  # type: ignore[attr-defined]
     for path, operations in ENDPOINTS.items():
-        spec.path(path=path, operations=_operations(path, operations))
+        built = _operations(path, operations)
+        for method, operation in built.items():
+            query = QUERIES.get((path, method))
+            if query is not None:
+                parameters = converter.schema2parameters(query, location="query")
+                operation["parameters"] = [*operation.get("parameters", []), *parameters]
+        spec.path(path=path, operations=built)
     return spec.to_dict()
 
 

@@ -70,7 +70,7 @@ class WorkerRegistry:
             if prune:
                 self._pruned_at = now
                 self._written = {k: v for k, v in self._written.items() if now - v[0] < 3600}
-        params = {
+        params: dict[str, Any] = {
             "id": worker_id,
             "host": host,
             "types": json.dumps(types) if types is not None else None,

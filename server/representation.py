@@ -46,7 +46,8 @@ def job_summary(row: Row) -> dict[str, Any]:
         "status": row["status"],
         "attempts": row["attempts"],
         "max_attempts": row["max_attempts"],
-        "timeout": row["timeout"],
+        # One representation whatever the backend returned (300, 300.0); null: no limit.
+        "timeout": None if row["timeout"] is None else float(row["timeout"]),
         "run_at": iso(row["run_at"]),
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),

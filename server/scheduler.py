@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from taskframe.core import model
@@ -46,12 +47,24 @@ class Completion:
     log: str | None = None  # what the executor logged during the attempt
 
 
+class CompletionResult(str, Enum):
+    """What became of a reported attempt (the resource maps it to HTTP)."""
+
+    RECORDED = "recorded"  # or recorded already: a re-sent report
+    UNKNOWN_JOB = "unknown_job"
+    STALE_LEASE = "stale_lease"  # the lease expired, moved on, or is not the worker's
+
+
 @dataclass(frozen=True)
 class CompletionOutcome:
     job_id: int
-    code: int  # 200 recorded (or already recorded), 404 unknown job, 409 stale lease
+    result: CompletionResult
     job: Row | None = None
     error: str | None = None
+
+    @property
+    def recorded(self) -> bool:
+        return self.result is CompletionResult.RECORDED
 
 
 class _Quiet:
@@ -63,6 +76,15 @@ class _Quiet:
 
 
 class Scheduler:
+    """Every job state change, for the API resources and the housekeeper.
+
+    Clients submit, read, list, cancel and retry jobs; workers lease them,
+    renew their leases, complete or release them; the housekeeper promotes
+    due jobs, reaps expired leases and timeouts and prunes old jobs. Each
+    method is one store transaction (see the module docstring for fencing);
+    after its commit it wakes the long-polls the change concerns.
+    """
+
     def __init__(
         self,
         store: Store,
@@ -151,7 +173,7 @@ class Scheduler:
                         return row, False
                     self.notifier.wait_for_job(job_id, generation, remaining)
 
-    def list(
+    def list_jobs(
         self,
         status: str | None,
         job_type: str | None,
@@ -164,16 +186,10 @@ class Scheduler:
         A full page stops before its payloads and results pass the answer cap
         (always at least one job); the caller's cursor goes on from its last job.
         """
-        query = "list_jobs"
-        if status and job_type:
-            query = "list_jobs_by_status_and_type"
-        elif status:
-            query = "list_jobs_by_status"
-        elif job_type:
-            query = "list_jobs_by_type"
+        filters = [name for name, value in (("status", status), ("type", job_type)) if value]
         params = {"status": status, "type": job_type, "limit": limit, "cursor": cursor or NO_CURSOR}
         with self.store.reader() as tx:
-            rows = tx.all(query, params)
+            rows = tx.all(tx.filtered("list_jobs", filters), params)
             if not full:
                 return rows
             page: list[Row] = []
@@ -203,7 +219,9 @@ class Scheduler:
             try:
                 status = model.next_status(current["status"], Event.CANCEL)
             except model.IllegalTransition:
-                raise JobConflict(f"job {job_id} is already {current['status']}") from None
+                raise JobConflict(
+                    f"job {job_id} {model.in_words(current['status'], already=True)}"
+                ) from None
             query = "request_cancel" if status == Status.RUNNING else "cancel_queued"
             row = tx.one(query, params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
@@ -217,7 +235,11 @@ class Scheduler:
         return row
 
     def retry(self, job_id: int) -> Row:
-        """Put a failed or cancelled job back in the queue with fresh attempts."""
+        """Put a failed or cancelled job back in the queue with fresh attempts.
+
+        Attempts keep their numbers for the life of the job: the retry grants
+        as many attempts as the job was submitted with (``max_attempts`` grows).
+        """
         params = {"id": job_id, "now": self.clock()}
         with self.store.transaction() as tx:
             current = tx.one("get_job_for_update", params)
@@ -227,7 +249,8 @@ class Scheduler:
                 model.next_status(current["status"], Event.RETRY)
             except model.IllegalTransition:
                 raise JobConflict(
-                    f"job {job_id} is {current['status']}; only failed or cancelled jobs retry"
+                    f"job {job_id} {model.in_words(current['status'])}; "
+                    "only a failed or cancelled job can be retried"
                 ) from None
             row = tx.one("retry_job", params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
@@ -342,26 +365,31 @@ class Scheduler:
                 row = rows.get(item.job_id)
                 if row is None:
                     done[i] = CompletionOutcome(
-                        item.job_id, 404, error=f"job {item.job_id} not found"
+                        item.job_id,
+                        CompletionResult.UNKNOWN_JOB,
+                        error=f"job {item.job_id} does not exist",
                     )
                 elif row["lease_id"] != item.lease_id or row["worker_id"] != item.worker_id:
                     done[i] = _stale(item.job_id)
                 elif row["status"] != Status.RUNNING:
-                    done[i] = CompletionOutcome(item.job_id, 200, job=row)  # a re-sent completion
+                    # A re-sent completion: recorded already.
+                    done[i] = CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
                 elif item.status == Status.SUCCEEDED:
                     successes.append((i, item))
                 else:
                     others.append((i, item))
             done.update(self._succeed_all(tx, successes, now, history))
             for i, item in others:
-                done[i] = self._complete_one(tx, rows[item.job_id], item, now, history)
+                outcome = self._complete_one(tx, rows[item.job_id], item, now, history)
+                if outcome is not None:  # else it moved on meanwhile: answered as re-sent below
+                    done[i] = outcome
             for i, item in items:
                 if i not in done:  # the same attempt twice in one batch: the first counted
                     done[i] = self._resent(tx, item)
             tx.run_many("insert_attempt", history)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
-        self._ended([outcome.job for outcome in done.values() if outcome.code == 200])
+        self._ended([outcome.job for outcome in done.values() if outcome.recorded])
         self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
         if self.events is not None:
             rows = {o.job_id: o.job for o in done.values() if o.job is not None}
@@ -406,7 +434,7 @@ class Scheduler:
         for (i, item), row in zip(successes, rows, strict=True):
             if row is not None:
                 history.append(_attempt(row, Outcome.SUCCEEDED, now, None, item.log))
-                done[i] = CompletionOutcome(item.job_id, 200, job=row)
+                done[i] = CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
         return done
 
     def _complete_one(
@@ -434,12 +462,16 @@ class Scheduler:
             keep_lease=True,
             log=item.log,
         )
-        return None if updated is None else CompletionOutcome(item.job_id, 200, job=updated)
+        return (
+            None
+            if updated is None
+            else CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=updated)
+        )
 
     def _resent(self, tx: Transaction, item: Completion) -> CompletionOutcome:
         row = tx.one("get_job", {"id": item.job_id})
         if row is not None and row["lease_id"] == item.lease_id and row["status"] != Status.RUNNING:
-            return CompletionOutcome(item.job_id, 200, job=row)
+            return CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
         return _stale(item.job_id)
 
     def _after_attempt(
@@ -451,7 +483,7 @@ class Scheduler:
         )
         run_at = row["run_at"]
         if may_retry:
-            run_at = now + self.config.backoff.delay(row["attempts"], self.rng)
+            run_at = now + self.config.backoff.delay(_attempts_since_retry(row), self.rng)
         elif outcome == Outcome.RELEASED:
             run_at = now
         status = model.next_status(
@@ -465,11 +497,11 @@ class Scheduler:
 
     def _ended(self, rows: Iterable[Row | None]) -> None:
         """After a commit that ended attempts: wake whoever waits on what changed."""
-        rows = [row for row in rows if row is not None]
-        finished = [row["id"] for row in rows if row["status"] in model.FINISHED]
+        ended = [row for row in rows if row is not None]
+        finished = [row["id"] for row in ended if row["status"] in model.FINISHED]
         if finished:
             self.notifier.jobs_finished(finished)
-        self._announce(rows)
+        self._announce(ended)
 
     def heartbeat(
         self, worker_id: str, leases: list[tuple[int, str]]
@@ -660,7 +692,17 @@ class Scheduler:
 
 
 def _stale(job_id: int) -> CompletionOutcome:
-    return CompletionOutcome(job_id, 409, error="stale lease: this attempt was reaped or moved on")
+    return CompletionOutcome(
+        job_id,
+        CompletionResult.STALE_LEASE,
+        error="stale lease: this attempt was reaped or moved on",
+    )
+
+
+def _attempts_since_retry(row: Row) -> int:
+    """Attempts made since the last ``POST /jobs/{id}/retry`` (the backoff starts over)."""
+    grant = row.get("attempt_grant") or row["max_attempts"]
+    return max(1, row["attempts"] - (row["max_attempts"] - grant))
 
 
 def _attempt(

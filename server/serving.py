@@ -99,7 +99,7 @@ def _channel_class(config: ServerConfig) -> type[HTTPChannel]:
         def parse_header(self, header_plus: bytes) -> None:
             super().parse_header(header_plus)
             limit = body_limit(config, self.path or "")
-            if self.content_length > limit:
+            if self.content_length > limit:  # type: ignore[has-type]  # set by waitress
                 self.error = BodyTooLarge(f"the body is larger than {limit} bytes")
                 self.completed = True
                 self.content_length = 0  # the body is not read (nor spooled)

@@ -38,10 +38,22 @@ def _type_and_payload_errors(
         installed = ", ".join(sorted(executors)) or "none"
         return {"type": [f"unknown job type {job['type']!r}; installed types: {installed}"]}
     try:
-        executor.schema.load(job["payload"])
+        loaded = executor.schema.load(job["payload"])
     except ValidationError as exc:
         return {"payload": exc.messages}
+    # Store the payload as its schema loads it ("5" for a Float field is 5.0),
+    # when it stays plain JSON (a schema may load into objects: keep the raw one).
+    if isinstance(loaded, dict) and _plain_json(loaded):
+        job["payload"] = loaded
     return {}
+
+
+def _plain_json(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(type(k) is str and _plain_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain_json(v) for v in value)
+    return value is None or type(value) in (str, int, float, bool)
 
 
 class Intake:
@@ -119,13 +131,14 @@ class Intake:
         self, tx: Transaction, params: list[dict[str, Any]]
     ) -> list[tuple[Row, bool]] | JobConflict:
         """Insert jobs that may carry idempotency keys; (row, created) for each."""
-        results = []
+        results: list[tuple[Row, bool]] = []
         for job_params, row in zip(params, tx.returning_many("insert_job", params), strict=True):
             if row is not None:
                 results.append((row, True))
                 continue
             # The key exists: committed meanwhile by a concurrent submission.
             existing = tx.one("get_job_by_key", job_params)
+            assert existing is not None  # the insert skipped the row for its key
             if existing["request_hash"] != job_params["request_hash"]:
                 conflict = _key_used(job_params["idempotency_key"], existing["id"])
                 if len(params) > 1:
@@ -154,7 +167,11 @@ class Intake:
             run_at = job["run_at"].timestamp()
         else:
             run_at = now + job.get("delay", 0.0)
-        timeout = job.get("timeout") or self.config.default_timeout
+        timeout = job.get("timeout")
+        if timeout is None:
+            timeout = self.config.default_timeout
+        # 0 means no limit, for a job as for --default-timeout; stored as NULL.
+        timeout = timeout or None
         key = job.get("idempotency_key")
         request_hash = None
         if key is not None:

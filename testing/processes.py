@@ -22,10 +22,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class _Process:
+class ChildProcess:
     """A child process logging to a file; ``stop()`` always leaves nothing running."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
@@ -36,8 +37,20 @@ class _Process:
             env={**os.environ, **(env or {})},
         )
 
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            os.kill(self.popen.pid, signum)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.popen.wait(timeout=10)
 
     def output(self) -> str:
         """Everything the process logged so far."""
@@ -46,8 +59,10 @@ class _Process:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL: always leaves no process behind."""
         if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
+            self.signal(signal.SIGCONT)  # a SIGSTOPped process cannot exit otherwise
+            self.signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -57,7 +72,10 @@ class _Process:
         return self.popen.returncode
 
 
-class TaskframeServer(_Process):
+_Process = ChildProcess  # the former name
+
+
+class TaskframeServer(ChildProcess):
     """``taskframe-server`` on a free port and the given database, with small HTTP helpers."""
 
     def __init__(
@@ -131,7 +149,7 @@ class TaskframeServer(_Process):
         return self.wait(self.submit(job_type, payload, **fields)["id"], within)
 
 
-class TaskframeWorker(_Process):
+class TaskframeWorker(ChildProcess):
     """``taskframe-worker`` leasing from ``server``."""
 
     def __init__(

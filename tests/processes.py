@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
 
+from taskframe.testing.processes import FINISHED, ChildProcess, free_port
+
 BIN = Path(sys.executable).parent
 
+#: A server that reaps quickly and retries almost at once (integration and fault tests).
+SERVER_ARGS = (
+    "--lease-ttl", "2",
+    "--reap-interval", "0.2",
+    "--retry-backoff", "0.1",
+    "--retry-backoff-max", "0.5",
+)  # fmt: skip
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: A worker that notices cancellations and signals quickly.
+WORKER_ARGS = (
+    "--poll-interval", "1",
+    "--heartbeat-interval", "0.3",
+    "--shutdown-grace", "2",
+)  # fmt: skip
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, message: str = ""):
@@ -33,53 +40,8 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, message
         time.sleep(interval)
 
 
-class Process:
-    """One child process whose output goes to a log file; killed at cleanup."""
-
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
-        self.args = args
-        self.log_path = log_path
-        self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            args,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            os.kill(self.popen.pid, signum)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, wait, then SIGKILL: always leaves no process behind."""
-        if self.alive():
-            self.signal(signal.SIGCONT)  # a SIGSTOPped process cannot exit otherwise
-            self.signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
-        self.log.close()
-        return self.popen.returncode
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text(errors="replace")
+#: One child process whose output goes to a log file (the plugin authors' fixture class).
+Process = ChildProcess
 
 
 class Server(Process):
@@ -123,8 +85,6 @@ class Worker(Process):
 
 
 # -- small HTTP helpers for integration tests -------------------------------------
-
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def submit(url: str, job_type: str, payload: dict, **fields) -> dict:

@@ -23,7 +23,7 @@ from taskframe.core.logs import (
     configure_logging,
     early_logging_options,
 )
-from taskframe.core.options import add_option
+from taskframe.core.options import add_option, add_version_option
 from taskframe.core.plugins import (
     PluginSet,
     add_plugin_options,
@@ -169,6 +169,7 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
         description="Lease jobs from taskframe servers over HTTP and run them with the "
         "installed executor plugins.",
     )
+    add_version_option(parser)
     add_worker_options(parser, plugins)
     add_plugin_options(parser, listing=False)
     return parser
@@ -184,8 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(early.log_level, early.log_format)
         plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
         parser = build_parser(plugins)
-    except (ValueError, argparse.ArgumentTypeError) as exc:  # a bad TASKFRAME_* value
-        print(f"taskframe-worker: error: {exc} (in a TASKFRAME_* variable)", file=sys.stderr)
+    except ValueError as exc:  # a bad TASKFRAME_* value: the message names the variable
+        print(f"taskframe-worker: error: {exc}", file=sys.stderr)
         return 2
     options = parser.parse_args(argv)
     check_logging_options(parser, options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
 from taskframe.core import quick_load, schemas
@@ -34,7 +36,9 @@ class JobCollection:
         self.query_schema = schemas.ListJobsQuerySchema()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        job = read_json(req, self.schema, self.limit, quick_load.quick_load_submit)
+        job = read_json(
+            req, self.schema, self.limit, quick_load.quick_load_submit, self._payload_errors
+        )
         header_key = req.get_header("Idempotency-Key")
         if header_key:
             problems = schemas.id_text_errors(header_key)
@@ -53,10 +57,17 @@ class JobCollection:
         resp.location = f"/jobs/{row['id']}"
         resp.media = job_json(row)
 
+    def _payload_errors(self, body: dict[str, Any]) -> dict[str, Any]:
+        """With an invalid envelope, the type's and payload's problems too, where usable."""
+        job_type, payload = body.get("type"), body.get("payload", {})
+        if not isinstance(job_type, str) or not isinstance(payload, dict):
+            return {}
+        return job_errors({"type": job_type, "payload": payload}, self.executors)
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.query_schema)
         full = query["full"]
-        rows = self.scheduler.list(
+        rows = self.scheduler.list_jobs(
             query.get("status"), query.get("type"), query["limit"], query.get("cursor"), full
         )
         # A full page may stop short of the limit (the answer cap): go on from its last job.

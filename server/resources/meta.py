@@ -54,7 +54,7 @@ class JobTypes:
 
     def __init__(self, plugins: PluginSet) -> None:
         spec = APISpec("taskframe", "1", "3.0.3", plugins=[MarshmallowPlugin()])
-        converter = spec.plugins[0].converter
+        converter = spec.plugins[0].converter  # type: ignore[attr-defined]
         self.body = {
             "job_types": [
                 {

@@ -15,7 +15,12 @@ from taskframe.server.http_io import load_query, read_json
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.representation import job_json
 from taskframe.server.resources.jobs import retry_after
-from taskframe.server.scheduler import Completion, CompletionOutcome, Scheduler
+from taskframe.server.scheduler import (
+    Completion,
+    CompletionOutcome,
+    CompletionResult,
+    Scheduler,
+)
 
 
 def _completion(item: dict[str, Any], job_id: int, worker_id: str | None) -> Completion:
@@ -31,11 +36,19 @@ def _completion(item: dict[str, Any], job_id: int, worker_id: str | None) -> Com
     )
 
 
+#: Each completion's result as the HTTP status it would get on its own.
+HTTP_STATUS = {
+    CompletionResult.RECORDED: 200,
+    CompletionResult.UNKNOWN_JOB: 404,
+    CompletionResult.STALE_LEASE: 409,
+}
+
+
 def _outcome_json(outcome: CompletionOutcome) -> dict[str, Any]:
     return {
         "job_id": outcome.job_id,
-        "ok": outcome.code == 200,
-        "code": outcome.code,
+        "ok": outcome.recorded,
+        "code": HTTP_STATUS[outcome.result],
         "error": outcome.error,
     }
 
@@ -168,10 +181,11 @@ class JobComplete(WorkerResource):
         request = read_json(req, self.schema, self.limit)
         require_worker_id(req, request["worker_id"])
         [outcome] = self.scheduler.complete([_completion(request, job_id, request["worker_id"])])
-        if outcome.code == 404:
+        if outcome.result is CompletionResult.UNKNOWN_JOB:
             raise APIError(falcon.HTTP_404, "Not found", outcome.error)
-        if outcome.code == 409:
+        if outcome.result is CompletionResult.STALE_LEASE:
             raise APIError(falcon.HTTP_409, "Conflict", outcome.error)
+        assert outcome.job is not None  # a recorded completion carries its job
         resp.media = job_json(outcome.job)
 
 

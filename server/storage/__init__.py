@@ -6,19 +6,42 @@ for SQLite, ``postgresql://...`` for PostgreSQL.
 
 from __future__ import annotations
 
-from taskframe.server.storage.base import Row, Store, StoreUnavailable, Transaction
+from taskframe.server.storage.base import (
+    Row,
+    Store,
+    StoreConfigError,
+    StoreUnavailable,
+    Transaction,
+)
+
+POSTGRES_HINT = (
+    "--db: a postgresql:// URL needs the PostgreSQL driver: pip install 'taskframe[postgres]'"
+)
 
 
-def open_store(url: str, **options: object) -> Store:
-    """Open (but do not migrate) the store that ``url`` names."""
+def open_store(url: str, busy_timeout: float = 5.0, synchronous: str = "NORMAL") -> Store:
+    """Open (but do not migrate) the store that ``url`` names.
+
+    ``synchronous`` applies to SQLite only. Raises :class:`StoreConfigError`
+    for a setting that cannot work (missing driver, unknown setting).
+    """
     if url.startswith(("postgresql://", "postgres://")):
-        from taskframe.server.storage.postgres import PostgresStore
-
-        return PostgresStore(url, **options)
+        try:
+            from taskframe.server.storage.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreConfigError(f"{POSTGRES_HINT} ({exc})") from exc
+        return PostgresStore(url, busy_timeout=busy_timeout)
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
     from taskframe.server.storage.sqlite import SQLiteStore
 
-    return SQLiteStore(path, **options)
+    return SQLiteStore(path, busy_timeout=busy_timeout, synchronous=synchronous)
 
 
-__all__ = ["Row", "Store", "StoreUnavailable", "Transaction", "open_store"]
+__all__ = [
+    "Row",
+    "Store",
+    "StoreConfigError",
+    "StoreUnavailable",
+    "Transaction",
+    "open_store",
+]

@@ -8,7 +8,7 @@ backend live together in one ``.sql`` file beside its module. All job logic
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
 from importlib import resources
 from typing import Any, Protocol
@@ -21,6 +21,10 @@ class StoreUnavailable(Exception):
     """The database cannot answer now (locked, down, out of connections): retry later."""
 
 
+class StoreConfigError(ValueError):
+    """The store cannot work as configured (a missing driver, an unknown setting)."""
+
+
 class Transaction(Protocol):
     def one(self, query: str, params: Params | None = None) -> Row | None: ...
 
@@ -30,19 +34,30 @@ class Transaction(Protocol):
         """Execute a statement; return the number of rows it changed."""
         ...
 
-    def run_many(self, query: str, rows: list[Params]) -> None:
+    def run_many(self, query: str, rows: Sequence[Params]) -> None:
         """Execute a statement once per parameter set (one batched call)."""
         ...
 
-    def insert_jobs(self, rows: list[Params]) -> list[Row]:
+    def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
         """Insert jobs without idempotency keys in one batch; return their rows in order."""
         ...
 
-    def returning_many(self, query: str, rows: list[Params]) -> list[Row | None]:
+    def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         """Run a ``... RETURNING`` statement once per row, as one batch.
 
         One answer per row, in order: the returned row, or None where the
         statement touched nothing (a conflict skipped, a guard not met).
+        """
+        ...
+
+    def execute_script(self, sql: str) -> None:
+        """Run one statement that is not a named query (a migration step)."""
+        ...
+
+    def filtered(self, query: str, filters: Sequence[str]) -> str:
+        """The name of ``query`` with its ``<query>_where_<filter>`` fragments put in.
+
+        See :func:`with_filters`: the composed text is a named query too.
         """
         ...
 
@@ -83,6 +98,25 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+FILTERS_MARK = "/* filters */"
+
+
+def with_filters(queries: MutableMapping[str, str], query: str, filters: Sequence[str]) -> str:
+    """Compose ``query`` with the fragments ``<query>_where_<f>`` for each of ``filters``.
+
+    The fragments replace ``/* filters */`` in the query's text; the result is
+    registered in ``queries`` (once per combination) and its name returned. One
+    query and a fragment per filter, instead of a query per combination.
+    """
+    if not filters:
+        return query
+    name = "+".join((query, *filters))
+    if name not in queries:
+        fragments = " ".join(queries[f"{query}_where_{f}"] for f in filters)
+        queries[name] = queries[query].replace(FILTERS_MARK, fragments)
+    return name
+
+
 _QUERY_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
@@ -103,7 +137,7 @@ def migrations(queries: Mapping[str, str]) -> list[tuple[int, list[str]]]:
     return sorted(found)
 
 
-def apply_migrations(tx: Any, queries: Mapping[str, str], target: int | None) -> int:
+def apply_migrations(tx: Transaction, queries: Mapping[str, str], target: int | None) -> int:
     """Run the migrations past the recorded version (up to ``target``) in ``tx``."""
     tx.run("create_version_table")
     current = (tx.one("get_version") or {}).get("version") or 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,8 +32,10 @@ from taskframe.server.storage.base import (
     Params,
     Row,
     StoreUnavailable,
+    Transaction,
     apply_migrations,
     load_queries,
+    with_filters,
 )
 
 QUERIES = load_queries("postgres.sql")
@@ -63,7 +65,7 @@ class PostgresTransaction:
     def run(self, query: str, params: Params | None = None) -> int:
         return self._execute(query, params).rowcount
 
-    def run_many(self, query: str, rows: list[Params]) -> None:
+    def run_many(self, query: str, rows: Sequence[Params]) -> None:
         if rows:
             with self._connection.cursor() as cursor:
                 cursor.executemany(QUERIES[query], rows)
@@ -72,11 +74,14 @@ class PostgresTransaction:
         """Run one statement that is not a named query (a migration step)."""
         self._connection.execute(sql)
 
-    def insert_jobs(self, rows: list[Params]) -> list[Row]:
+    def filtered(self, query: str, filters: Sequence[str]) -> str:
+        return with_filters(QUERIES, query, filters)
+
+    def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
         # No key, no conflict: every row comes back, in order.
         return self.returning_many("insert_job", rows)  # type: ignore[return-value]
 
-    def returning_many(self, query: str, rows: list[Params]) -> list[Row | None]:
+    def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         if not rows:
             return []
         found: list[Row | None] = []
@@ -100,7 +105,6 @@ class PostgresStore:
         busy_timeout: float = 5.0,
         min_size: int = 1,
         max_size: int = 20,
-        **_: object,
     ) -> None:
         self.url = url
         self.busy_timeout = busy_timeout
@@ -165,7 +169,7 @@ class PostgresStore:
         with self.reader() as tx:
             tx.one("ping")
 
-    def notify_change(self, tx: PostgresTransaction) -> None:
+    def notify_change(self, tx: Transaction) -> None:
         """Queue a NOTIFY; PostgreSQL delivers it to the listeners at commit."""
         tx.run("notify_change", {"origin": self._origin})
 

@@ -78,6 +78,13 @@ CREATE INDEX workers_last_seen ON workers (last_seen);
 -- The webhook plugin's target (POST /jobs notify_url).
 ALTER TABLE jobs ADD COLUMN notify_url text;
 
+-- name: migration_6
+-- A retry grants the job as many attempts as it was submitted with, and
+-- attempts are numbered for the life of the job: max_attempts becomes
+-- attempts + attempt_grant on retry (attempt_grant, NULL until the first retry,
+-- keeps the submitted max_attempts).
+ALTER TABLE jobs ADD COLUMN attempt_grant INTEGER;
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -135,32 +142,19 @@ SELECT * FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 
 -- Listings are summaries: no payload, no result (their sizes instead).
 -- name: list_jobs
+-- A page, newest first. Filters (list_jobs_where_*, each ending in AND) are put
+-- in at the mark (see Transaction.filtered): the jobs_status_id and
+-- jobs_type_id indexes serve the query they make.
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs WHERE id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
+FROM jobs WHERE /* filters */ id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
 
--- name: list_jobs_by_status
-SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
-       length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs
-WHERE status = %(status)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
+-- name: list_jobs_where_status
+status = %(status)s AND
 
--- name: list_jobs_by_type
-SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
-       length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs
-WHERE type = %(type)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
-
--- name: list_jobs_by_status_and_type
-SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
-       length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs
-WHERE status = %(status)s AND type = %(type)s AND id < %(cursor)s
-ORDER BY id DESC LIMIT %(limit)s;
+-- name: list_jobs_where_type
+type = %(type)s AND
 
 -- name: lease_jobs
 -- SKIP LOCKED: concurrent leasers (any number of servers) take disjoint rows
@@ -264,7 +258,9 @@ UPDATE jobs SET cancel_requested = true WHERE id = %(id)s AND status = 'running'
 
 -- name: retry_job
 UPDATE jobs
-SET status = 'queued', attempts = 0, run_at = %(now)s, started_at = NULL, finished_at = NULL,
+SET status = 'queued', run_at = %(now)s, started_at = NULL, finished_at = NULL,
+    attempt_grant = COALESCE(attempt_grant, max_attempts),
+    max_attempts = attempts + COALESCE(attempt_grant, max_attempts),
     result = NULL, error = NULL, worker_id = NULL, lease_id = NULL, cancel_requested = false
 WHERE id = %(id)s AND status IN ('failed', 'cancelled')
 RETURNING *;

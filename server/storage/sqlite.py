@@ -18,15 +18,18 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from taskframe.server.storage.base import (
     Params,
     Row,
+    StoreConfigError,
     StoreUnavailable,
+    Transaction,
     apply_migrations,
     load_queries,
+    with_filters,
 )
 
 QUERIES = load_queries("sqlite.sql")
@@ -65,7 +68,7 @@ class SQLiteTransaction:
         cursor.fetchall()  # sqlite3 counts the rows of a RETURNING statement as they are read
         return cursor.rowcount
 
-    def run_many(self, query: str, rows: list[Params]) -> None:
+    def run_many(self, query: str, rows: Sequence[Params]) -> None:
         if rows:
             self._connection.executemany(QUERIES[query], [_adapt(row) for row in rows])
 
@@ -73,14 +76,17 @@ class SQLiteTransaction:
         """Run one statement that is not a named query (a migration step)."""
         self._connection.execute(sql)
 
-    def insert_jobs(self, rows: list[Params]) -> list[Row]:
+    def filtered(self, query: str, filters: Sequence[str]) -> str:
+        return with_filters(QUERIES, query, filters)
+
+    def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
         if not rows:
             return []
-        before = self.one("last_job_id")["id"]
+        before = (self.one("last_job_id") or {})["id"]
         self._connection.executemany(QUERIES["insert_jobs_without_keys"], rows)
         return self.all("jobs_inserted_after", {"id": before})
 
-    def returning_many(self, query: str, rows: list[Params]) -> list[Row | None]:
+    def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         sql = QUERIES[query]
         execute = self._connection.execute
         return [execute(sql, _adapt(row)).fetchone() for row in rows]
@@ -89,11 +95,12 @@ class SQLiteTransaction:
 class SQLiteStore:
     backend = "sqlite"
 
-    def __init__(
-        self, path: str, busy_timeout: float = 5.0, synchronous: str = "NORMAL", **_: object
-    ) -> None:
+    def __init__(self, path: str, busy_timeout: float = 5.0, synchronous: str = "NORMAL") -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-            raise ValueError(f"unknown SQLite synchronous setting {synchronous!r}")
+            raise StoreConfigError(
+                f"unknown SQLite synchronous setting {synchronous!r} "
+                "(--sqlite-synchronous: OFF, NORMAL, FULL or EXTRA)"
+            )
         self.path = path
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous.upper()
@@ -177,10 +184,9 @@ class SQLiteStore:
 
     def schema_version(self) -> int:
         with self.reader() as tx:
-            exists = tx._connection.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'taskframe_schema'"
-            ).fetchone()
-            return (tx.one("get_version") or {}).get("version") or 0 if exists else 0
+            if not (tx.one("version_table_exists") or {}).get("present"):
+                return 0
+            return (tx.one("get_version") or {}).get("version") or 0
 
     def migrate(self, target: int | None = None) -> int:
         # BEGIN IMMEDIATE serialises servers that start at once: the second one
@@ -192,7 +198,7 @@ class SQLiteStore:
         with self.reader() as tx:
             tx.one("ping")
 
-    def notify_change(self, tx: SQLiteTransaction) -> None:
+    def notify_change(self, tx: Transaction) -> None:
         """Nothing to send: other processes see the commit through data_version."""
 
     def watch_changes(self, on_change: Callable[[], None], active: Callable[[], bool]) -> None:

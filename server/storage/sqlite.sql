@@ -74,8 +74,18 @@ CREATE INDEX workers_last_seen ON workers (last_seen);
 -- The webhook plugin's target (POST /jobs notify_url).
 ALTER TABLE jobs ADD COLUMN notify_url TEXT;
 
+-- name: migration_6
+-- A retry grants the job as many attempts as it was submitted with, and
+-- attempts are numbered for the life of the job: max_attempts becomes
+-- attempts + attempt_grant on retry (attempt_grant, NULL until the first retry,
+-- keeps the submitted max_attempts).
+ALTER TABLE jobs ADD COLUMN attempt_grant INTEGER;
+
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
+
+-- name: version_table_exists
+SELECT count(*) AS present FROM sqlite_master WHERE name = 'taskframe_schema';
 
 -- name: get_version
 SELECT max(version) AS version FROM taskframe_schema;
@@ -125,33 +135,23 @@ SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- Listings are summaries: no payload, no result (their sizes instead).
 -- name: list_jobs
+-- A page, newest first. Filters (list_jobs_where_*, each ending in AND) are put
+-- in at the mark (see Transaction.filtered): the jobs_status_id and
+-- jobs_type_id indexes serve the query they make.
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs WHERE id < :cursor ORDER BY id DESC LIMIT :limit;
+FROM jobs WHERE /* filters */ id < :cursor ORDER BY id DESC LIMIT :limit;
+
+-- name: list_jobs_where_status
+status = :status AND
+
+-- name: list_jobs_where_type
+type = :type AND
 
 -- name: get_jobs_for_update
 -- One batch's rows, in id order (SQLite's write lock covers them all anyway).
 SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
-
--- name: list_jobs_by_status
-SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
-       length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs WHERE status = :status AND id < :cursor ORDER BY id DESC LIMIT :limit;
-
--- name: list_jobs_by_type
-SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
-       length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs WHERE type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;
-
--- name: list_jobs_by_status_and_type
-SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
-       started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
-       length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs
-WHERE status = :status AND type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit;
 
 -- name: lease_jobs
 -- Writers are serialised by BEGIN IMMEDIATE, so select-then-update is atomic.
@@ -241,7 +241,9 @@ UPDATE jobs SET cancel_requested = 1 WHERE id = :id AND status = 'running' RETUR
 
 -- name: retry_job
 UPDATE jobs
-SET status = 'queued', attempts = 0, run_at = :now, started_at = NULL, finished_at = NULL,
+SET status = 'queued', run_at = :now, started_at = NULL, finished_at = NULL,
+    attempt_grant = COALESCE(attempt_grant, max_attempts),
+    max_attempts = attempts + COALESCE(attempt_grant, max_attempts),
     result = NULL, error = NULL, worker_id = NULL, lease_id = NULL, cancel_requested = 0
 WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING *;

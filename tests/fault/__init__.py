@@ -13,27 +13,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from tests.processes import wait_until
+from tests.processes import SERVER_ARGS, WORKER_ARGS, wait_until
 
-#: Short server settings: leases die fast and retries come back fast.
-SERVER_ARGS = (
-    "--lease-ttl",
-    "2",
-    "--reap-interval",
-    "0.2",
-    "--retry-backoff",
-    "0.1",
-    "--retry-backoff-max",
-    "0.5",
-)
-#: Short worker settings, without --file-root (see :func:`worker_args`).
-WORKER_ARGS = ("--poll-interval", "1", "--heartbeat-interval", "0.3", "--shutdown-grace", "2")
+# The short server and worker settings (the worker's without --file-root: see worker_args).
+from tests.stub_http import QuietHandler, StubServer
+
 RUN_LOG = "runs.log"
 HTTP_TIMEOUT = 10.0
 
@@ -157,35 +146,29 @@ class Recorder:
         lock = threading.Lock()
         calls = self.calls
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 with lock:
                     calls[self.path.strip("/")] += 1
                 time.sleep(delay)
                 try:
-                    self.send_response(200)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
+                    self.reply(200, b"ok")
                 except OSError:
                     pass  # the calling worker was killed meanwhile
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._handler = Handler
+        self._server: StubServer | None = None
+        self.url = ""
 
     def job(self, tag: str, **fields: Any) -> dict[str, Any]:
         """An ``http`` job that records ``tag`` here when it runs."""
         return {"type": "http", "payload": {"url": f"{self.url}/{tag}", "timeout": 10}, **fields}
 
     def __enter__(self) -> Recorder:
-        self._thread.start()
+        self._server = StubServer(self._handler)
+        self.url = self._server.url
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._server is not None:
+            self._server.close()

@@ -6,17 +6,6 @@ Short settings keep them fast; nothing here asserts on speed, only on outcomes
 
 from __future__ import annotations
 
-#: A server that reaps quickly and retries almost at once.
-SERVER_ARGS = (
-    "--lease-ttl", "2",
-    "--reap-interval", "0.2",
-    "--retry-backoff", "0.1",
-    "--retry-backoff-max", "0.5",
-)  # fmt: skip
+from tests.processes import SERVER_ARGS, WORKER_ARGS
 
-#: A worker that notices cancellations and signals quickly.
-WORKER_ARGS = (
-    "--poll-interval", "1",
-    "--heartbeat-interval", "0.3",
-    "--shutdown-grace", "2",
-)  # fmt: skip
+__all__ = ["SERVER_ARGS", "WORKER_ARGS"]

@@ -158,6 +158,20 @@ def test_tokens_from_the_environment(start_server, tmp_path):
     assert answer.status_code == 200
 
 
+def test_the_servers_token_file_variable_is_not_the_workers(start_server, tmp_path, token_file):
+    # A host exporting both: the server's list of ROLES:TOKEN lines and the
+    # worker's single token. Each command must read its own.
+    worker_token = tmp_path / "worker-token"
+    worker_token.write_text(W1_TOKEN)
+    server = start_server(
+        str(tmp_path / "t.db"),
+        env={"TASKFRAME_TOKENS_FILE": str(token_file), "TASKFRAME_TOKEN_FILE": str(worker_token)},
+    )
+    assert requests.get(f"{server.url}/jobs", timeout=10).status_code == 401
+    answer = requests.get(f"{server.url}/jobs", headers=bearer(CLIENT_TOKEN), timeout=10)
+    assert answer.status_code == 200
+
+
 def test_a_standalone_server_with_tokens_gives_its_own_worker_one(start_server, tmp_path):
     server = start_server(
         str(tmp_path / "t.db"),

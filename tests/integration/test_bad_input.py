@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import requests
 
 from tests.integration import SERVER_ARGS, WORKER_ARGS
 from tests.processes import Server, get_job, submit, wait_for_job
+from tests.stub_http import QuietHandler, serve
 
 MAX_BODY = 2048
 SLEEP = {"type": "sleep", "payload": {"duration": 1}}
@@ -404,29 +403,17 @@ def test_nul_characters_are_refused_or_stored_never_a_500(db_url, start_server):
     assert answer.status_code in (200, 422), answer.text
 
 
-class _NulErrorHandler(http.server.BaseHTTPRequestHandler):
+class _NulErrorHandler(QuietHandler):
     """Answers every GET with a 500 whose body holds a NUL byte."""
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        body = b"broken\x00backend"
-        self.send_response(500)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
+        self.reply(500, b"broken\x00backend", {"Content-Type": "text/plain; charset=utf-8"})
 
 
 @pytest.fixture
 def nul_error_url() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NulErrorHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(_NulErrorHandler) as url:
+        yield f"{url}/"
 
 
 @pytest.mark.timeout(120)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import signal
 import sqlite3
 import subprocess
@@ -25,6 +24,7 @@ from tests.processes import (
     wait_for_job,
     wait_until,
 )
+from tests.stub_http import QuietHandler, serve
 
 
 def parse_time(text: str) -> datetime:
@@ -313,7 +313,7 @@ def test_cancelling_a_running_job_stops_it_promptly(server, start_worker):
 # -- graceful shutdown -------------------------------------------------------------------
 
 
-class _SlowHandler(http.server.BaseHTTPRequestHandler):
+class _SlowHandler(QuietHandler):
     """Says that a request arrived, then takes a while to answer 200."""
 
     arrived: threading.Event
@@ -322,14 +322,7 @@ class _SlowHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         self.arrived.set()
         time.sleep(self.delay)
-        body = b"slow but fine"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
+        self.reply(200, b"slow but fine")
 
 
 @pytest.fixture
@@ -337,11 +330,8 @@ def slow_endpoint():
     """(url, arrived): an HTTP endpoint that proves a job really started on a worker."""
     arrived = threading.Event()
     handler = type("Handler", (_SlowHandler,), {"arrived": arrived})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/slow", arrived
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(handler) as url:
+        yield f"{url}/slow", arrived
 
 
 @pytest.mark.timeout(60)

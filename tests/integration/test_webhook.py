@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
 from taskframe.plugins.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from tests.processes import submit, wait_for_job, wait_until
+from tests.stub_http import QuietHandler, StubServer
 
 SECRET = "webhook-test-secret"
 
@@ -24,26 +23,18 @@ class Receiver:
         self.fail_first = fail_first
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests.append((dict(self.headers), body))
                 failing = len(receiver.requests) <= receiver.fail_first
-                self.send_response(503 if failing else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.reply(503 if failing else 204)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = StubServer(Handler)
+        self.url = f"{self.server.url}/hook"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

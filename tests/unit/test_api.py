@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
@@ -24,7 +26,7 @@ def scheduler(sqlite_url: str):
 
 @pytest.fixture
 def client(scheduler: Scheduler) -> testing.TestClient:
-    return testing.TestClient(create_app(scheduler.config, scheduler, create_plugin_manager()))
+    return testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
 
 
 def count_jobs(client: testing.TestClient) -> int:
@@ -49,6 +51,27 @@ def test_submit_returns_201_location_and_the_job(client):
     assert client.simulate_get(f"/jobs/{job['id']}").json == job
 
 
+@pytest.mark.parametrize("extra", [{}, {"run_at": "2020-01-01T00:00:00Z"}])  # quick, full load
+def test_timeout_has_one_representation_and_0_means_no_limit(client, extra):
+    default = client.simulate_post("/jobs", json={**SLEEP, **extra})
+    unlimited = client.simulate_post("/jobs", json={**SLEEP, **extra, "timeout": 0})
+    assert unlimited.status_code == 201, unlimited.text
+    for answer in (default, client.simulate_get(f"/jobs/{default.json['id']}")):
+        assert type(answer.json["timeout"]) is float and answer.json["timeout"] == 300.0
+    for answer in (unlimited, client.simulate_get(f"/jobs/{unlimited.json['id']}")):
+        assert answer.json["timeout"] is None  # no limit, like --default-timeout 0
+    job = lease(client, max=2)["jobs"]
+    assert {j["id"]: j["timeout"] for j in job}[unlimited.json["id"]] is None
+
+
+def test_the_payload_is_stored_as_its_schema_loads_it(client):
+    answer = client.simulate_post("/jobs", json={"type": "sleep", "payload": {"duration": "5"}})
+    assert answer.status_code == 201, answer.text
+    assert answer.json["payload"] == {"duration": 5.0}
+    stored = client.simulate_get(f"/jobs/{answer.json['id']}").json["payload"]
+    assert type(stored["duration"]) is float
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -60,7 +83,7 @@ def test_submit_returns_201_location_and_the_job(client):
         ({**SLEEP, "priority": 11}, "priority"),
         ({**SLEEP, "priority": "5"}, "priority"),
         ({**SLEEP, "max_attempts": 0}, "max_attempts"),
-        ({**SLEEP, "timeout": 0}, "timeout"),
+        ({**SLEEP, "timeout": -1}, "timeout"),
         ({**SLEEP, "delay": 5, "run_at": "2030-01-01T00:00:00Z"}, "run_at"),
         ({**SLEEP, "run_at": "tomorrow"}, "run_at"),
         ({**SLEEP, "priorty": 3}, "priorty"),
@@ -104,8 +127,11 @@ def test_oversized_body_is_413(client):
     assert count_jobs(client) == 0
 
 
-def test_non_object_body_is_422(client):
-    assert client.simulate_post("/jobs", json=[1, 2]).status_code == 422
+def test_non_object_body_is_422_naming_the_body(client):
+    for path in ("/jobs", "/jobs/batch", "/lease"):
+        answer = client.simulate_post(path, json=[1, 2])
+        assert answer.status_code == 422
+        assert answer.json["errors"] == {"body": ["expected a JSON object"]}, path
 
 
 def test_unknown_job_is_404_everywhere(client):
@@ -114,12 +140,38 @@ def test_unknown_job_is_404_everywhere(client):
         ("GET", "/jobs/999/attempts"),
         ("POST", "/jobs/999/cancel"),
         ("POST", "/jobs/999/retry"),
+        ("GET", "/jobs/abc"),
+        ("GET", "/no-such-route"),
     ]:
         answer = client.simulate_request(method, path)
         assert answer.status_code == 404, path
-        assert answer.json["title"]
+        assert answer.json["title"] == "Not found", path
+        assert answer.json["description"]
     stale = {"worker_id": "w", "lease_id": "x", "status": "succeeded"}
     assert client.simulate_post("/jobs/999/complete", json=stale).status_code == 404
+
+
+def test_envelope_and_payload_errors_come_together(client):
+    body = {"type": "sleep", "payload": {"duration": -1}, "priorty": 3}
+    answer = client.simulate_post("/jobs", json=body)
+    assert answer.status_code == 422
+    assert set(answer.json["errors"]) == {"priorty", "payload"}
+    unknown = client.simulate_post("/jobs", json={"type": "nope", "priority": 0})
+    assert set(unknown.json["errors"]) == {"type", "priority"}
+    assert count_jobs(client) == 0
+
+
+def test_conflicts_say_what_state_the_job_is_in(client):
+    job_id = client.simulate_post("/jobs", json=SLEEP).json["id"]
+    retried = client.simulate_post(f"/jobs/{job_id}/retry")
+    assert retried.status_code == 409
+    assert retried.json["description"] == (
+        f"job {job_id} is queued; only a failed or cancelled job can be retried"
+    )
+    assert client.simulate_post(f"/jobs/{job_id}/cancel").status_code == 200
+    again = client.simulate_post(f"/jobs/{job_id}/cancel")
+    assert again.json["description"] == f"job {job_id} has already been cancelled"
+    assert client.simulate_delete("/jobs").json["title"] == "Method not allowed"
 
 
 def test_idempotency_key_in_body_or_header(client):
@@ -203,7 +255,7 @@ def test_failed_attempt_is_retried_then_failed(client, scheduler):
     job_id = client.simulate_post("/jobs", json={**SLEEP, "max_attempts": 2}).json["id"]
     for attempt in (1, 2):
         with scheduler.store.transaction() as tx:  # skip the backoff wait
-            tx._connection.execute("UPDATE jobs SET run_at = 0 WHERE id = ?", (job_id,))
+            tx.execute_script(f"UPDATE jobs SET run_at = 0 WHERE id = {int(job_id)}")
         scheduler.promote()  # as the housekeeper does when a job is due
         job = lease(client)["jobs"][0]
         assert job["attempts"] == attempt
@@ -376,7 +428,7 @@ def test_waits_past_the_cap_answer_at_once_with_retry_after(sqlite_url):
     store = open_store(sqlite_url)
     store.migrate()
     scheduler = Scheduler(store, ServerConfig(max_waiting=0))
-    client = testing.TestClient(create_app(scheduler.config, scheduler, create_plugin_manager()))
+    client = testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
     try:
         job_id = client.simulate_post("/jobs", json={**SLEEP, "delay": 3600}).json["id"]
         answer = client.simulate_post("/lease", json={"worker_id": "w1", "max": 1, "wait": 30})
@@ -387,3 +439,59 @@ def test_waits_past_the_cap_answer_at_once_with_retry_after(sqlite_url):
         assert idle.status_code == 204 and int(idle.headers["retry-after"]) >= 1
     finally:
         store.close()
+
+
+def test_the_largest_file_content_fits_the_default_body_limit(sqlite_url):
+    """The file executor's content limit agrees with the default --max-body (not 10 MiB)."""
+    from taskframe.plugins import file
+
+    store = open_store(sqlite_url)
+    store.migrate()
+    try:
+        scheduler = Scheduler(store, ServerConfig())  # the defaults, as taskframe-server's
+        client = testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+        content = '"\n' * (file.MAX_CONTENT // 2)  # every byte doubled by JSON escaping
+        payload = {"operation": "write", "path": "big.txt", "content": content}
+        answer = client.simulate_post("/jobs", json={"type": "file", "payload": payload})
+        assert answer.status_code == 201, answer.text[:200]
+        payload["content"] += "x"
+        answer = client.simulate_post("/jobs", json={"type": "file", "payload": payload})
+        assert answer.status_code == 422 and "content" in answer.json["errors"]["payload"]
+    finally:
+        store.close()
+
+
+def test_the_openapi_document_covers_every_route_and_query_parameter(client):
+    """The document and the app cannot drift apart: same routes, the query schemas, all fields."""
+    from falcon.inspect import inspect_routes
+
+    from taskframe.core import schemas
+
+    spec = client.simulate_get("/openapi.json").json
+    served = {
+        (re.sub(r"\{job_id[^}]*\}", "{job_id}", route.path), method.method.lower())
+        for route in inspect_routes(client.app)
+        for method in route.methods
+        if not method.internal and method.method not in ("OPTIONS",)
+    }
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    # The document itself, the Prometheus text, and the dashboard's page and files.
+    undocumented_on_purpose = {
+        ("/openapi.json", "get"),
+        ("/metrics", "get"),
+        ("/", "get"),
+        ("/dashboard/{name}", "get"),
+    }
+    assert served - undocumented_on_purpose == documented
+    for (path, method), query in {
+        ("/jobs", "get"): schemas.ListJobsQuerySchema,
+        ("/jobs/{job_id}", "get"): schemas.WaitQuerySchema,
+        ("/next-job", "get"): schemas.NextJobQuerySchema,
+    }.items():
+        parameters = spec["paths"][path][method]["parameters"]
+        in_query = {p["name"] for p in parameters if p["in"] == "query"}
+        assert in_query == set(query().fields), path
+    job_id = client.simulate_post("/jobs", json=SLEEP).json["id"]
+    leased = lease(client)["jobs"][0]
+    assert leased["id"] == job_id
+    assert set(leased) == set(spec["components"]["schemas"]["Job"]["properties"])  # lease_*

@@ -19,7 +19,7 @@ import pytest
 from taskframe.core.errors import JobConflict
 from taskframe.server.config import ServerConfig
 from taskframe.server.notify import ChangeNotifier
-from taskframe.server.scheduler import Completion, Scheduler
+from taskframe.server.scheduler import Completion, CompletionResult, Scheduler
 from taskframe.server.storage import Store, open_store
 from taskframe.server.storage.base import load_queries, migrations
 from tests.processes import wait_until
@@ -90,7 +90,10 @@ def test_concurrent_leasing_hands_out_every_job_exactly_once(store, open_stores)
             completions = [
                 Completion(row["id"], row["lease_id"], "succeeded", worker) for row in rows
             ]
-            assert all(outcome.code == 200 for outcome in scheduler.complete(completions))
+            assert all(
+                outcome.result is CompletionResult.RECORDED
+                for outcome in scheduler.complete(completions)
+            )
         return leased
 
     per_thread = run_threads(THREADS, lease_until_empty)
@@ -117,7 +120,7 @@ def test_concurrent_reapers_reap_each_attempt_once(store, open_stores):
     reaped = run_threads(4, lambda i: Scheduler(stores[i], config, clock=clock).reap())
     assert sum(reaped) == 100
     assert scheduler.reap() == 0
-    for row in scheduler.list(None, None, 200, None):
+    for row in scheduler.list_jobs(None, None, 200, None):
         assert row["status"] == "scheduled" and row["attempts"] == 1
         assert [a["outcome"] for a in scheduler.attempts(row["id"])] == ["lease_expired"]
 
@@ -138,7 +141,7 @@ def test_migrating_from_the_first_version_keeps_the_jobs(db_url, open_stores):
     assert store.migrate() == latest_version(store)
     assert store.schema_version() == latest_version(store)
     scheduler = Scheduler(store, ServerConfig())
-    ready, delayed = sorted(scheduler.list(None, None, 10, None), key=lambda row: row["id"])
+    ready, delayed = sorted(scheduler.list_jobs(None, None, 10, None), key=lambda row: row["id"])
     # migration 3: a job not due yet is 'scheduled', off the lease path.
     assert (ready["status"], delayed["status"]) == ("queued", "scheduled")
     leased = scheduler.lease("w1", ["sleep"], 5, wait=0)
@@ -147,7 +150,7 @@ def test_migrating_from_the_first_version_keeps_the_jobs(db_url, open_stores):
     [outcome] = scheduler.complete(
         [Completion(ready["id"], leased[0]["lease_id"], "succeeded", "w1")]
     )
-    assert outcome.code == 200
+    assert outcome.result is CompletionResult.RECORDED
     assert [a["outcome"] for a in scheduler.attempts(ready["id"])] == ["succeeded"]
     with raw_connection(db_url) as raw:
         versions = [r[0] for r in raw.execute("SELECT version FROM taskframe_schema").fetchall()]
@@ -315,9 +318,9 @@ def test_a_mixed_completion_batch_and_a_heartbeat_do_not_deadlock(postgres_url):
             heartbeat.execute(renew, [second["id"]])  # deadlock detected here, before
             heartbeat.commit()
         thread.join(timeout=30)
-        assert [(o.job_id, o.code) for o in answer["value"]] == [
-            (first["id"], 200),
-            (second["id"], 200),
+        assert [(o.job_id, o.result) for o in answer["value"]] == [
+            (first["id"], CompletionResult.RECORDED),
+            (second["id"], CompletionResult.RECORDED),
         ]
         assert scheduler.get(first["id"])["status"] == "failed"
         assert scheduler.get(second["id"])["status"] == "succeeded"

@@ -96,9 +96,7 @@ def test_a_bad_logging_variable_is_a_usage_error(variable, monkeypatch, capsys, 
     from taskframe.worker.cli import main
 
     monkeypatch.setenv(variable, "verbose")
-    with pytest.raises(SystemExit) as stopped:
-        main(["--api-url", "http://127.0.0.1:9"])
-    assert stopped.value.code == 2
+    assert main(["--api-url", "http://127.0.0.1:9"]) == 2  # refused while the options are built
     assert f"{variable}: invalid choice" in capsys.readouterr().err
 
 

@@ -12,7 +12,7 @@ import pytest
 from falcon import testing
 
 from taskframe.core import hookimpl
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.plugins import sleep, webhook
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
@@ -88,9 +88,7 @@ def recorder() -> Recorder:
 def events_scheduler(store, recorder):
     # The raiser first: pluggy calls later registrations first, so the recorder
     # runs after it and shows that the raise stopped nothing.
-    plugins = create_plugin_manager(
-        extra_plugins=(sleep, Raiser(), recorder), load_entry_points=False
-    )
+    plugins = load_plugins(extra_plugins=(sleep, Raiser(), recorder), load_entry_points=False)
     events = EventDispatcher.for_plugins(plugins)
     assert events is not None
     yield Scheduler(store, ServerConfig(), events=events)
@@ -98,7 +96,7 @@ def events_scheduler(store, recorder):
 
 
 def test_no_dispatcher_without_a_lifecycle_hook() -> None:
-    plugins = create_plugin_manager(extra_plugins=(sleep,), load_entry_points=False)
+    plugins = load_plugins(extra_plugins=(sleep,), load_entry_points=False)
     assert EventDispatcher.for_plugins(plugins) is None
 
 
@@ -149,14 +147,12 @@ def test_a_reaped_attempt_is_an_event(events_scheduler, recorder) -> None:
 
 def _running(payload: dict[str, Any]) -> RunningJob:
     leased = {"id": 7, "type": "sleep", "payload": payload, "attempts": 1, "lease_id": "l"}
-    plugins = create_plugin_manager(extra_plugins=(sleep,), load_entry_points=False)
+    plugins = load_plugins(extra_plugins=(sleep,), load_entry_points=False)
     return RunningJob(leased, plugins.executors["sleep"], None)
 
 
 def test_run_hooks_wrap_the_execution_and_cannot_change_it(recorder, caplog) -> None:
-    plugins = create_plugin_manager(
-        extra_plugins=(sleep, Raiser(), recorder), load_entry_points=False
-    )
+    plugins = load_plugins(extra_plugins=(sleep, Raiser(), recorder), load_entry_points=False)
     outcome = execute(_running({"duration": 0}), argparse.Namespace(), plugins)
     assert outcome == ("succeeded", {"slept": 0.0}, None, True)
     assert recorder.events == [("before", 7, 7), ("after", 7, "succeeded", {"slept": 0.0})]
@@ -165,7 +161,7 @@ def test_run_hooks_wrap_the_execution_and_cannot_change_it(recorder, caplog) -> 
 
 def _api(store, *plugins_and_options: Any) -> testing.TestClient:
     *extra, options = plugins_and_options
-    plugins = create_plugin_manager(extra_plugins=(sleep, webhook, *extra), load_entry_points=False)
+    plugins = load_plugins(extra_plugins=(sleep, webhook, *extra), load_entry_points=False)
     plugins.configure(options, "server")
     scheduler = Scheduler(store, ServerConfig())
     return testing.TestClient(create_app(scheduler.config, scheduler, plugins))

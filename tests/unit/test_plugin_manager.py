@@ -9,7 +9,7 @@ import pytest
 from marshmallow import Schema
 
 from taskframe.core import Executor, hookimpl
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.plugins import file, http, sleep
 
 
@@ -34,7 +34,7 @@ class _DuplicatePlugin:
 
 
 def test_entry_points_provide_the_builtin_executors() -> None:
-    plugins = create_plugin_manager()
+    plugins = load_plugins()
     assert {"sleep", "http", "file"} <= set(plugins.names())
     assert not {"sleep", "http", "file"} & set(plugins.failures)
     assert plugins.executors["sleep"].run is sleep.run
@@ -46,7 +46,7 @@ def test_entry_points_provide_the_builtin_executors() -> None:
 
 
 def test_a_raising_plugin_is_reported_and_the_others_load() -> None:
-    plugins = create_plugin_manager(
+    plugins = load_plugins(
         extra_plugins=(sleep, _BrokenPlugin(), http, file), load_entry_points=False
     )
     assert plugins.names() == ["file", "http", "sleep"]
@@ -55,9 +55,7 @@ def test_a_raising_plugin_is_reported_and_the_others_load() -> None:
 
 
 def test_a_duplicate_name_is_reported_and_the_first_stays() -> None:
-    plugins = create_plugin_manager(
-        extra_plugins=(sleep, _DuplicatePlugin(), http), load_entry_points=False
-    )
+    plugins = load_plugins(extra_plugins=(sleep, _DuplicatePlugin(), http), load_entry_points=False)
     assert plugins.names() == ["http", "sleep"]
     assert plugins.executors["sleep"].run is sleep.run
     assert list(plugins.failures) == ["duplicate"]
@@ -66,7 +64,7 @@ def test_a_duplicate_name_is_reported_and_the_first_stays() -> None:
 
 def _options(role: str, argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(exit_on_error=False)
-    create_plugin_manager().manager.hook.taskframe_add_options(parser=parser, role=role)
+    load_plugins().manager.hook.taskframe_add_options(parser=parser, role=role)
     return parser.parse_args(argv)
 
 
@@ -99,7 +97,7 @@ def test_an_installed_plugin_that_fails_to_import_is_reported_by_name(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
 
-    plugins = create_plugin_manager()
+    plugins = load_plugins()
 
     assert "ImportError: missing dependency" in plugins.failures["broken"]
     assert {"sleep", "http", "file"} <= set(plugins.executors)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 
 BUILTIN = {"sleep", "http", "file"}
 
@@ -62,7 +62,7 @@ def taskframe_register_executor(register):
     register(Executor(name="typo", schema=Payload(), run=run))
 """,
     )
-    plugins = create_plugin_manager()
+    plugins = load_plugins()
     assert plugins.failures["typo"] == (
         "unknown hook taskframe_register_executor (did you mean taskframe_register_executors?)"
     )
@@ -79,7 +79,7 @@ def taskframe_register_executors(register):
     register(Executor(name="unmarked", schema=Payload(), run=run))
 """,
     )
-    plugins = create_plugin_manager()
+    plugins = load_plugins()
     assert plugins.failures["unmarked"] == (
         "taskframe_register_executors is not marked with @hookimpl"
     )
@@ -88,7 +88,7 @@ def taskframe_register_executors(register):
 
 def test_a_plugin_with_no_hook_is_reported(install) -> None:
     install("empty", "def register_executors(register):\n    pass\n")
-    assert create_plugin_manager().failures["empty"] == "implements no taskframe_* hook"
+    assert load_plugins().failures["empty"] == "implements no taskframe_* hook"
 
 
 def test_a_schema_class_is_reported_and_the_plugins_other_executors_load(install) -> None:
@@ -102,7 +102,7 @@ def taskframe_register_executors(register):
     register.add(Executor(name="classy.ok", schema=Payload(), run=run))
 """,
     )
-    plugins = create_plugin_manager()
+    plugins = load_plugins()
     assert plugins.failures["classy"] == (
         "job type 'classy': schema is the class Payload, not an instance (write schema=Payload())"
     )
@@ -140,7 +140,7 @@ def taskframe_register_executors(register):
     register({registration})
 """,
     )
-    plugins = create_plugin_manager()
+    plugins = load_plugins()
     assert plugins.failures["odd"] == message
     assert "odd" not in plugins.executors and BUILTIN <= set(plugins.executors)
 
@@ -156,7 +156,7 @@ def taskframe_register_executors(register):
     register(Executor(name="nap", schema=Payload(), run=run))
 """,
     )
-    plugins = create_plugin_manager()
+    plugins = load_plugins()
     assert plugins.failures["clash"] == "job type 'sleep' is already registered by plugin 'sleep'"
     assert plugins.owners["sleep"] == "sleep" and plugins.owners["nap"] == "clash"
 
@@ -164,13 +164,13 @@ def taskframe_register_executors(register):
 def test_a_disabled_plugin_is_not_imported(install, monkeypatch) -> None:
     module = install("noisy", "raise RuntimeError('imported although disabled')\n")
     monkeypatch.setenv("TASKFRAME_DISABLE_PLUGINS", "noisy, http")
-    plugins = create_plugin_manager()
+    plugins = load_plugins()
     assert not {"noisy", "http"} & set(plugins.failures)
     assert module not in sys.modules
     assert "http" not in plugins.executors and "sleep" in plugins.executors
     assert plugins.describe()["disabled"] == ["http", "noisy"]
     # The explicit list wins over the variable.
-    assert "noisy" in create_plugin_manager(disabled=[]).failures
+    assert "noisy" in load_plugins(disabled=[]).failures
 
 
 def test_describe_lists_distribution_version_hooks_and_job_types(install) -> None:
@@ -189,7 +189,7 @@ def taskframe_job_finished(job):
         version="4.5.6",
     )
     install("broken", "raise ImportError('missing dependency')\n")
-    described = create_plugin_manager().describe()
+    described = load_plugins().describe()
     [good] = [plugin for plugin in described["plugins"] if plugin["name"] == "good"]
     assert good == {
         "name": "good",

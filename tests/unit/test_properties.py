@@ -34,7 +34,7 @@ from taskframe.core import model, schemas
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.cli import duration
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Completion, JobConflict, Scheduler
+from taskframe.server.scheduler import Completion, CompletionResult, JobConflict, Scheduler
 from taskframe.server.storage import Row, open_store
 from tests.conftest import POSTGRES_URL
 
@@ -188,7 +188,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     # -- helpers -------------------------------------------------------------
 
     def rows(self) -> dict[int, Row]:
-        rows = self.scheduler.list(None, None, 10_000, None, full=True)
+        rows = self.scheduler.list_jobs(None, None, 10_000, None, full=True)
         return {row["id"]: row for row in rows}
 
     def history(self, job_id: int) -> list[str]:
@@ -266,7 +266,10 @@ class SchedulerMachine(RuleBasedStateMachine):
             return
         retried = self.scheduler.retry(job_id)
         self.retried.add(job_id)
-        assert retried["status"] == model.QUEUED and retried["attempts"] == 0
+        # Attempts are numbered for the life of the job; the retry grants the submitted number.
+        grant = row.get("attempt_grant") or row["max_attempts"]
+        assert retried["status"] == model.QUEUED and retried["attempts"] == row["attempts"]
+        assert retried["max_attempts"] == row["attempts"] + grant
         assert retried["run_at"] == self.now and retried["lease_id"] is None
         assert not retried["cancel_requested"]
         self.assert_only_changed(before, self.rows(), job_id)
@@ -335,16 +338,16 @@ class SchedulerMachine(RuleBasedStateMachine):
         [outcome] = self.scheduler.complete([completion])
         after = self.rows()
         if not _current(row, lease_id) or intruder:
-            event(f"complete: refused or re-sent ({outcome.code})")
+            event(f"complete: refused or re-sent ({outcome.result.value})")
             # Stale (or someone else's): refused, or a re-sent report of a
             # recorded outcome; either way nothing changes.
-            assert outcome.code in (200, 409), outcome
-            if outcome.code == 200:
+            assert outcome.result is not CompletionResult.UNKNOWN_JOB, outcome
+            if outcome.result is CompletionResult.RECORDED:
                 assert row["lease_id"] == lease_id and not intruder
             assert after == before, "a stale completion changed something"
             assert self.history(job_id) == attempts_before
             return
-        assert outcome.code == 200, outcome
+        assert outcome.result is CompletionResult.RECORDED, outcome
         event(f"complete: current lease, {status}")
         new = after[job_id]
         if status == model.SUCCEEDED:

@@ -22,7 +22,13 @@ from taskframe.core import schemas
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.config import ServerConfig
 from taskframe.server.runtime import Housekeeper
-from taskframe.server.scheduler import Completion, JobConflict, JobNotFound, Scheduler
+from taskframe.server.scheduler import (
+    Completion,
+    CompletionResult,
+    JobConflict,
+    JobNotFound,
+    Scheduler,
+)
 from taskframe.server.storage import Row, Store, StoreUnavailable, open_store
 from taskframe.server.storage.base import load_queries, migrations
 from tests.processes import wait_until
@@ -137,7 +143,7 @@ def test_unknown_job_is_not_found(scheduler):
     with pytest.raises(JobNotFound):
         scheduler.attempts(12345)
     [outcome] = scheduler.complete([Completion(12345, "nope", "succeeded")])
-    assert outcome.code == 404
+    assert outcome.result is CompletionResult.UNKNOWN_JOB
 
 
 def test_same_idempotency_key_and_body_returns_the_existing_job(scheduler):
@@ -148,7 +154,7 @@ def test_same_idempotency_key_and_body_returns_the_existing_job(scheduler):
     results = scheduler.submit([job(idempotency_key="k2"), job(idempotency_key="k2")])
     assert [created for _, created in results] == [True, False]
     assert results[0][0]["id"] == results[1][0]["id"]
-    assert len(scheduler.list(None, None, 100, None)) == 2
+    assert len(scheduler.list_jobs(None, None, 100, None)) == 2
 
 
 def test_same_idempotency_key_with_another_body_conflicts_and_writes_nothing(scheduler):
@@ -156,7 +162,7 @@ def test_same_idempotency_key_with_another_body_conflicts_and_writes_nothing(sch
     with pytest.raises(JobConflict, match="order-1"):
         scheduler.submit([job(payload={"n": 1}), job(payload={"n": 2}, idempotency_key="order-1")])
     # The whole batch rolled back: the first job of it was not kept either.
-    assert len(scheduler.list(None, None, 100, None)) == 1
+    assert len(scheduler.list_jobs(None, None, 100, None)) == 1
 
 
 def test_a_large_batch_keeps_its_order_and_finds_existing_keys(scheduler):
@@ -294,7 +300,7 @@ def test_complete_succeeded(scheduler, clock):
     row = lease_one(scheduler)
     clock.advance(3)
     outcome = complete(scheduler, row, result={"ok": [1]})
-    assert outcome.code == 200
+    assert outcome.result is CompletionResult.RECORDED
     done = scheduler.get(row["id"])
     assert outcome.job == done
     assert done["status"] == "succeeded" and done["result"] == '{"ok": [1]}'
@@ -315,7 +321,7 @@ def leased(scheduler: Scheduler) -> Row:
 def test_failed_attempt_is_requeued_with_backoff(scheduler, clock, leased):
     clock.advance(1)
     outcome = complete(scheduler, leased, "failed", error="boom")
-    assert outcome.code == 200
+    assert outcome.result is CompletionResult.RECORDED
     row = scheduler.get(leased["id"])
     # Waiting out its backoff: scheduled, off the lease path until promoted.
     assert row["status"] == "scheduled" and row["attempts"] == 1 and row["error"] == "boom"
@@ -347,7 +353,7 @@ def test_failed_not_retryable_fails_at_once(scheduler, leased):
 
 
 def test_cancelled_completion(scheduler, leased):
-    assert complete(scheduler, leased, "cancelled").code == 200
+    assert complete(scheduler, leased, "cancelled").result is CompletionResult.RECORDED
     assert scheduler.get(leased["id"])["status"] == "cancelled"
     assert outcomes(scheduler, leased["id"]) == ["cancelled"]
 
@@ -358,17 +364,17 @@ def test_a_stale_lease_is_refused_and_changes_nothing(scheduler, leased):
     other_worker = Completion(leased["id"], leased["lease_id"], "succeeded", worker_id="w9")
     for completion in (stale, other_worker):
         [outcome] = scheduler.complete([completion])
-        assert outcome.code == 409 and "stale" in outcome.error
+        assert outcome.result is CompletionResult.STALE_LEASE and "stale" in outcome.error
     assert scheduler.get(leased["id"]) == before
     assert scheduler.attempts(leased["id"]) == []
 
 
 def test_a_duplicate_completion_is_accepted_and_changes_nothing(scheduler, clock, leased):
-    assert complete(scheduler, leased, result=1).code == 200
+    assert complete(scheduler, leased, result=1).result is CompletionResult.RECORDED
     done = scheduler.get(leased["id"])
     clock.advance(5)
     again = complete(scheduler, leased, "failed", error="late")
-    assert again.code == 200 and again.job == done
+    assert again.result is CompletionResult.RECORDED and again.job == done
     assert scheduler.get(leased["id"]) == done
     assert outcomes(scheduler, leased["id"]) == ["succeeded"]
 
@@ -376,7 +382,7 @@ def test_a_duplicate_completion_is_accepted_and_changes_nothing(scheduler, clock
 def test_a_completion_resent_after_a_retry_was_queued_changes_nothing(scheduler, leased):
     complete(scheduler, leased, "failed", error="once")
     queued = scheduler.get(leased["id"])
-    assert complete(scheduler, leased, "failed", error="twice").code == 200
+    assert complete(scheduler, leased, "failed", error="twice").result is CompletionResult.RECORDED
     assert scheduler.get(leased["id"]) == queued
 
 
@@ -390,11 +396,11 @@ def test_a_batch_of_completions_answers_in_request_order(scheduler):
         Completion(ids[1], rows[ids[1]]["lease_id"], "failed", "w1", retryable=False),
     ]
     answers = scheduler.complete(batch)
-    assert [(a.job_id, a.code) for a in answers] == [
-        (ids[2], 200),
-        (ids[0], 409),
-        (999_999, 404),
-        (ids[1], 200),
+    assert [(a.job_id, a.result) for a in answers] == [
+        (ids[2], CompletionResult.RECORDED),
+        (ids[0], CompletionResult.STALE_LEASE),
+        (999_999, CompletionResult.UNKNOWN_JOB),
+        (ids[1], CompletionResult.RECORDED),
     ]
     assert [scheduler.get(i)["status"] for i in ids] == ["running", "failed", "succeeded"]
 
@@ -480,7 +486,7 @@ def test_expired_leases_are_reaped_with_backoff_then_failed(scheduler, clock, le
     # The worker of a reaped attempt comes back: refused, nothing changes.
     for lease_id in lease_ids:
         [late] = scheduler.complete([Completion(job_id, lease_id, "succeeded", worker_id="w1")])
-        assert late.code == 409
+        assert late.result is CompletionResult.STALE_LEASE
     assert scheduler.get(job_id) == current
     assert scheduler.reap() == 0
 
@@ -489,7 +495,7 @@ def test_a_completion_after_the_reap_is_refused(scheduler, clock, leased):
     clock.advance(TTL + 1)
     assert scheduler.reap() == 1
     requeued = scheduler.get(leased["id"])
-    assert complete(scheduler, leased).code == 409
+    assert complete(scheduler, leased).result is CompletionResult.STALE_LEASE
     assert scheduler.heartbeat("w1", [(leased["id"], leased["lease_id"])])[0][1] is False
     assert scheduler.get(leased["id"]) == requeued
 
@@ -530,11 +536,11 @@ def test_cancel_queued_running_and_finished(scheduler, clock):
     assert requested["status"] == "running" and requested["cancel_requested"]
     row = scheduler.get(running["id"])
     # The worker stops and reports a failure: the job ends cancelled, not retried.
-    assert complete(scheduler, row, "failed", error="stopped").code == 200
+    assert complete(scheduler, row, "failed", error="stopped").result is CompletionResult.RECORDED
     assert scheduler.get(running["id"])["status"] == "cancelled"
     assert not scheduler.get(running["id"])["cancel_requested"]
     for job_id in (queued["id"], running["id"]):
-        with pytest.raises(JobConflict, match="already cancelled"):
+        with pytest.raises(JobConflict, match="has already been cancelled"):
             scheduler.cancel(job_id)
     with pytest.raises(JobNotFound):
         scheduler.cancel(999_999)
@@ -546,17 +552,47 @@ def test_retry_puts_a_failed_job_back_with_fresh_attempts(scheduler, clock):
     complete(scheduler, row, "failed", error="boom", result=None)
     clock.advance(10)
     retried = scheduler.retry(row["id"])
-    assert retried["status"] == "queued" and retried["attempts"] == 0
+    assert retried["status"] == "queued" and retried["attempts"] == 1
+    assert retried["max_attempts"] == 2  # one more attempt, as submitted
     assert retried["run_at"] == clock.now and retried["error"] is None
     assert retried["finished_at"] is None and retried["lease_id"] is None
     again = lease_one(scheduler)
-    assert again["id"] == row["id"] and again["attempts"] == 1
+    assert again["id"] == row["id"] and again["attempts"] == 2
     complete(scheduler, again)
     with pytest.raises(JobConflict, match="succeeded"):
         scheduler.retry(row["id"])
     with pytest.raises(JobNotFound):
         scheduler.retry(999_999)
     assert outcomes(scheduler, row["id"]) == ["failed", "succeeded"]
+
+
+def test_attempts_are_numbered_for_the_life_of_the_job(scheduler, clock):
+    """Each retry grants the submitted max_attempts again; numbers never restart at 1."""
+    job_id = submit(scheduler, max_attempts=2)["id"]
+    for expected_max in (2, 4, 6):
+        while True:
+            row = lease_one(scheduler)
+            complete(scheduler, row, "failed", error="boom")
+            after = scheduler.get(job_id)
+            if after["status"] == "failed":
+                break
+            clock.now = after["run_at"]
+        assert after["attempts"] == after["max_attempts"] == expected_max
+        if expected_max < 6:
+            scheduler.retry(job_id)
+    assert [a["attempt"] for a in scheduler.attempts(job_id)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_retry_after_a_cancel_grants_the_submitted_attempts(scheduler):
+    job_id = submit(scheduler, max_attempts=3)["id"]
+    lease_one(scheduler)
+    scheduler.cancel(job_id)
+    row = scheduler.get(job_id)
+    if row["status"] == "running":  # a running job is cancelled by its worker
+        complete(scheduler, row, "cancelled")
+    retried = scheduler.retry(job_id)
+    assert (retried["attempts"], retried["max_attempts"]) == (1, 4)
+    assert lease_one(scheduler)["attempts"] == 2
 
 
 def test_retry_a_cancelled_job(scheduler):
@@ -592,7 +628,7 @@ def test_prune_deletes_only_finished_jobs_past_retention(scheduler, clock, store
     assert scheduler.prune() == 0
     clock.advance(101)
     assert scheduler.prune() == len(old)  # in batches of prune_batch=2
-    remaining = {row["id"] for row in scheduler.list(None, None, 100, None)}
+    remaining = {row["id"] for row in scheduler.list_jobs(None, None, 100, None)}
     assert remaining == {queued, running["id"], recent}
     with store.reader() as tx:
         for job_id in old:
@@ -644,7 +680,7 @@ def test_list_filters_and_pages_with_a_cursor(scheduler):
     def pages(status: str | None, job_type: str | None, size: int) -> list[list[int]]:
         found, cursor = [], None
         while True:
-            page = [row["id"] for row in scheduler.list(status, job_type, size, cursor)]
+            page = [row["id"] for row in scheduler.list_jobs(status, job_type, size, cursor)]
             if not page:
                 return found
             found.append(page)
@@ -726,7 +762,7 @@ def test_a_lock_held_too_long_is_store_unavailable(db_url, config):
                 complete(scheduler, leased)
             assert time.monotonic() - started < 10
             other.execute("ROLLBACK")
-        assert complete(scheduler, leased).code == 200
+        assert complete(scheduler, leased).result is CompletionResult.RECORDED
     finally:
         store.close()
 
@@ -778,14 +814,16 @@ def test_only_the_worker_holding_the_lease_may_complete_renew_or_release_it(sche
     [outcome] = scheduler.complete(
         [Completion(job_id, lease_id, "succeeded", worker_id="w2", result={"forged": True})]
     )
-    assert outcome.code == 409
+    assert outcome.result is CompletionResult.STALE_LEASE
     [outcome] = scheduler.complete([Completion(job_id, lease_id, "failed")])  # no worker id
-    assert outcome.code == 409
+    assert outcome.result is CompletionResult.STALE_LEASE
     assert scheduler.heartbeat("w2", [(job_id, lease_id)]) == [(job_id, False, False)]
     with pytest.raises(JobConflict):
         scheduler.release(job_id, "w2", lease_id)
     assert scheduler.get(job_id) == leased
-    assert complete(scheduler, leased, result=1).code == 200  # the holder still can
+    assert (
+        complete(scheduler, leased, result=1).result is CompletionResult.RECORDED
+    )  # the holder still can
 
 
 # ------------------------------------------------------------- scheduled jobs
@@ -839,7 +877,7 @@ def test_a_result_past_the_cap_fails_the_attempt_for_good(store, clock):
     row = submit(scheduler, max_attempts=3)
     leased = lease_one(scheduler)
     outcome = complete(scheduler, leased, result={"blob": "x" * 2000})
-    assert outcome.code == 200
+    assert outcome.result is CompletionResult.RECORDED
     failed = scheduler.get(row["id"])
     assert failed["status"] == "failed" and failed["result"] is None
     assert "--max-result 1000" in failed["error"]
@@ -849,13 +887,13 @@ def test_a_result_past_the_cap_fails_the_attempt_for_good(store, clock):
 def test_listings_are_summaries_and_full_pages_stop_short_of_the_answer_cap(store, clock):
     scheduler = Scheduler(store, ServerConfig(max_answer_bytes=5000), clock=clock)
     ids = [submit(scheduler, payload={"blob": "x" * 2000})["id"] for _ in range(5)]
-    summaries = scheduler.list(None, None, 10, None)
+    summaries = scheduler.list_jobs(None, None, 10, None)
     assert [row["id"] for row in summaries] == ids[::-1]
     assert all("payload" not in row and "result" not in row for row in summaries)
     assert summaries[0]["payload_bytes"] > 2000
     seen, cursor = [], None
     while True:
-        page = scheduler.list(None, None, 10, cursor, full=True)
+        page = scheduler.list_jobs(None, None, 10, cursor, full=True)
         if not page:
             break
         assert len(page) <= 2  # 2 jobs of ~2.6 kB fit in 5000 bytes
