@@ -48,9 +48,15 @@ def test_bad_settings_are_refused(settings: dict, message: str) -> None:
         WorkerConfig(**{**base, **settings})
 
 
-def test_a_bad_pool_is_a_usage_error(monkeypatch, capsys) -> None:
-    monkeypatch.setenv("TASKFRAME_POOL", "fibers")  # argparse does not check defaults
+def test_a_bad_pool_from_the_environment_is_a_usage_error(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TASKFRAME_POOL", "fibers")
+    assert main(["--api-url", "http://127.0.0.1:9"]) == 2
+    assert "TASKFRAME_POOL: invalid choice 'fibers'" in capsys.readouterr().err
+
+
+def test_a_bad_pool_on_the_command_line_is_a_usage_error(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("TASKFRAME_POOL", raising=False)
     with pytest.raises(SystemExit) as exit_:
-        main(["--api-url", "http://127.0.0.1:9"])
+        main(["--api-url", "http://127.0.0.1:9", "--pool", "fibers"])
     assert exit_.value.code == 2
-    assert "pool must be one of thread, process, not 'fibers'" in capsys.readouterr().err
+    assert "--pool: invalid choice: 'fibers'" in capsys.readouterr().err
