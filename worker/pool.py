@@ -61,7 +61,7 @@ class ThreadSlot:
         pass
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context() -> Any:  # a ForkServerContext, or a SpawnContext: both make Processes
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
