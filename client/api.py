@@ -252,7 +252,7 @@ class Client:
 
     # -- queues, limits, schedules -------------------------------------------------
 
-    def queues(self) -> list[Queue]:
+    def queues(self) -> builtins.list[Queue]:
         """``GET /queues``: every queue with its jobs counted by status."""
         return [Queue.from_json(item) for item in self._get("/queues").get("queues") or []]
 
@@ -264,7 +264,7 @@ class Client:
         """``POST /queues/{name}/resume``."""
         return Queue.from_json(self._call("POST", f"/queues/{quote(name, safe='')}/resume"))
 
-    def limits(self) -> list[Limit]:
+    def limits(self) -> builtins.list[Limit]:
         """``GET /limits``."""
         return [Limit.from_json(item) for item in self._get("/limits").get("limits") or []]
 
@@ -289,13 +289,13 @@ class Client:
         paused: bool | None = None,
     ) -> Schedule:
         """``POST /schedules``: submit ``job`` (a ``POST /jobs`` body) at every fire time."""
-        body = {"name": name, "cron": cron, "job": job}
+        body: dict[str, Any] = {"name": name, "cron": cron, "job": job}
         for key, value in (("timezone", timezone), ("misfire", misfire), ("paused", paused)):
             if value is not None:
                 body[key] = value
         return Schedule.from_json(self._call("POST", "/schedules", body=body))
 
-    def schedules(self) -> list[Schedule]:
+    def schedules(self) -> builtins.list[Schedule]:
         """``GET /schedules``."""
         answer = self._get("/schedules")
         return [Schedule.from_json(item) for item in answer.get("schedules") or []]

@@ -40,11 +40,11 @@ def attach(tx: Transaction, row: Row, dependency_ids: list[int], now: float) -> 
     if not pending and not (failed and not run_anyway):
         return row  # queued or scheduled, as inserted
     model.next_status(None, Event.SUBMIT, blocked=True)  # waiting
-    waiting = tx.one("start_waiting", {"id": row["id"], "pending": len(pending)})
+    waiting = _changed(tx.one("start_waiting", {"id": row["id"], "pending": len(pending)}))
     if failed and not run_anyway:
         model.next_status(Status.WAITING, Event.DEPENDENCY_FAILED)  # cancelled
         error = _failure(failed[0], found[failed[0]])
-        return tx.one("dependency_failed", {"id": row["id"], "now": now, "error": error})
+        return _changed(tx.one("dependency_failed", {"id": row["id"], "now": now, "error": error}))
     return waiting
 
 
@@ -70,16 +70,24 @@ def resolve(tx: Transaction, finished: Iterable[Row | None], now: float) -> list
             if not ok:
                 model.next_status(Status.WAITING, Event.DEPENDENCY_FAILED)
                 error = _failure(done["id"], done["status"])
-                row = tx.one("dependency_failed", {"id": ref["id"], "now": now, "error": error})
-                changed.append(row)
-                frontier.append(row)
+                failed = tx.one("dependency_failed", {"id": ref["id"], "now": now, "error": error})
+                if failed is not None:  # None: not waiting any more (the row is locked)
+                    changed.append(failed)
+                    frontier.append(failed)
             elif dependant["deps_pending"] <= 0:
                 due = dependant["run_at"] <= now
                 status = model.next_status(Status.WAITING, Event.DEPENDENCIES_MET, due=due)
-                changed.append(
-                    tx.one("dependencies_met", {"id": ref["id"], "status": status.value})
-                )
+                ready = tx.one("dependencies_met", {"id": ref["id"], "status": status.value})
+                if ready is not None:
+                    changed.append(ready)
     return changed
+
+
+def _changed(row: Row | None) -> Row:
+    """The row a guarded update returned: this transaction inserted it, so it is there."""
+    if row is None:  # pragma: no cover - the job was inserted in this very transaction
+        raise RuntimeError("a job inserted in this transaction vanished")
+    return row
 
 
 def _failure(job_id: int, status: str) -> str:

@@ -76,7 +76,8 @@ def lease_routed(
     params = lease_params()
     free = {}
     for kind, name in in_play:
-        running = tx.one(f"count_running_by_{kind}", {"name": name})["count"]
+        counted = tx.one(f"count_running_by_{kind}", {"name": name})
+        running = counted["count"] if counted else 0
         free[kind, name] = max(0, controls.limits[kind, name] - running)
     picked: list[int] = []
     while len(picked) < limit:

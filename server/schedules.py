@@ -78,12 +78,12 @@ class Schedules:
         next_at = cron.next_fire(row["cron"], row["timezone"], self.scheduler.clock())
         params = {"name": name, "paused": 1 if paused else 0, "next_fire_at": next_at}
         with self.store.transaction() as tx:
-            row = tx.one("set_schedule_paused", params)
-        if row is None:
+            changed = tx.one("set_schedule_paused", params)
+        if changed is None:
             raise ScheduleNotFound(f"no schedule named {name!r}")
         if not paused:
             self.scheduler.due_timer.note(next_at)
-        return row
+        return changed
 
     def fire(self) -> int:
         """Submit the jobs of due schedules; return how many were created (the housekeeper)."""

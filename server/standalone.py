@@ -47,6 +47,7 @@ def run_standalone(
 ) -> int:
     """Serve in a thread; run a worker in the main thread against our own port."""
     from taskframe.worker.cli import default_worker_id
+    from taskframe.worker.config import WorkerConfig
     from taskframe.worker.loop import Worker
 
     serving = threading.Thread(target=server.run, name="waitress", daemon=True)
@@ -58,12 +59,8 @@ def run_standalone(
         token = secrets.token_urlsafe(32)
         tokens.add(token, Principal(frozenset({WORKER}), (worker_id,), "the standalone worker"))
         options.token = token
-    worker = Worker(
-        api_urls=[f"http://{host}:{port}"],
-        plugins=plugins,
-        options=options,
-        worker_id=worker_id,
-    )
+    config = WorkerConfig.from_options(options, [f"http://{host}:{port}"], worker_id)
+    worker = Worker(config, plugins)
 
     def on_signal(signum: int, frame: object) -> None:
         worker.stop()

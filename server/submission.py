@@ -115,9 +115,9 @@ class Intake:
         with self.store.transaction() as tx:
             for params in units:
                 if any("_depends_on" in p for p in params):
-                    outcome = self._insert_chain(tx, params)
-                    created_any = created_any or any(c for _, c in outcome)
-                    outcomes.append(outcome)
+                    chain = self._insert_chain(tx, params)
+                    created_any = created_any or any(c for _, c in chain)
+                    outcomes.append(chain)
                     continue
                 if len(params) > 1 and all(p["idempotency_key"] is None for p in params):
                     outcomes.append([(row, True) for row in tx.insert_jobs(params)])
@@ -146,8 +146,9 @@ class Intake:
                 for dep in params.pop("_depends_on", None) or ()
             ]
             params["depends_on"] = json.dumps(sorted(set(deps))) if deps else None
-            if self._key_conflict(tx, [params]):
-                raise self._key_conflict(tx, [params])
+            conflict = self._key_conflict(tx, [params])
+            if conflict is not None:
+                raise conflict
             outcome = self._insert_keyed(tx, [params])
             if isinstance(outcome, JobConflict):
                 raise outcome

@@ -30,13 +30,16 @@ from taskframe.core.plugins import (
     create_plugin_manager,
     early_disabled_plugins,
 )
-from taskframe.core.schemas import MAX_WAIT, is_queue_name
-from taskframe.worker.loop import (
+from taskframe.core.schemas import MAX_WAIT
+from taskframe.worker.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_SHUTDOWN_GRACE,
-    Worker,
+    MAX_CONCURRENCY,
+    POOLS,
+    WorkerConfig,
 )
+from taskframe.worker.loop import Worker
 
 log = logging.getLogger("taskframe.worker")
 
@@ -125,9 +128,19 @@ def add_worker_options(
     add_option(
         group,
         "--concurrency",
-        type=_number(int, 1, 500),
+        type=_number(int, 1, MAX_CONCURRENCY),
         default=DEFAULT_CONCURRENCY,
-        help="jobs run at once (threads); the worker leases only free slots",
+        help="jobs run at once (slots of the pool); the worker leases only free slots",
+    )
+    add_option(
+        group,
+        "--pool",
+        type=str.lower,
+        choices=POOLS,
+        default="thread",
+        help="where jobs run: threads of the worker (I/O-bound jobs), or one child process "
+        "per slot (CPU-bound jobs; a timed-out or cancelled job is killed, a crash fails "
+        "only its attempt)",
     )
     add_option(
         group,
@@ -170,7 +183,8 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a worker until SIGTERM/SIGINT; 0 after a graceful stop, 2 on bad usage."""
+    """Run a worker until SIGTERM/SIGINT; 0 after a graceful stop, 2 on bad usage,
+    1 when its process pool cannot start."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         # Logging first, so that plugin load errors are logged in the chosen format.
@@ -205,26 +219,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not plugins.executors:
         log.error("no executor plugin is installed; nothing to run")
         return 2
-    worker_id = options.worker_id or default_worker_id()
-    if len(worker_id) > 200:
+    if options.worker_id and len(options.worker_id) > 200:
         parser.error("--worker-id is longer than 200 characters")
-
-    for name in (options.queues or "").split(","):
-        if name.strip() and not is_queue_name(name.strip()):
-            parser.error(f"--queues: {name.strip()!r} is not a queue name")
     try:
-        worker = Worker(urls, plugins, options, worker_id, options.concurrency)
+        config = WorkerConfig.from_options(options, urls, options.worker_id or default_worker_id())
+        worker = Worker(config, plugins)
     except ValueError as exc:
         parser.error(str(exc))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("worker %s: %s received, stopping", worker_id, signal.Signals(signum).name)
+        log.info("worker %s: %s received, stopping", config.worker_id, signal.Signals(signum).name)
         worker.stop()
         worker.interrupt_idle_poll()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         worker.run()
+    except RuntimeError as exc:  # the process pool could not start
+        log.error("worker %s: %s", config.worker_id, exc)
+        return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,43 +1,35 @@
-"""The worker loop: lease jobs into free slots, run them in threads, report outcomes.
+"""The worker loop: lease jobs into free slots, run them in a pool, report outcomes.
 
 One thread (the caller of :meth:`Worker.run`) talks to ``POST /lease``: each
 request carries every pending outcome and asks for as many jobs as there are
 free slots, so a worker never holds a job it cannot start (priority stays
 strict across workers). With nothing running it long-polls; with jobs running
 it asks without waiting and blocks locally instead, so a finished job is
-reported at once. A heartbeat thread keeps the leases alive.
+reported at once. A heartbeat thread keeps the leases alive. One job thread
+per slot runs jobs in its slot of the pool (see :mod:`taskframe.worker.pool`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import queue
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from taskframe.core.logs import Tally
 from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
-from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH, MAX_WAIT
-from taskframe.worker.client import (
-    ApiClient,
-    ApiError,
-    FailureStreak,
-    Outbox,
-    Unavailable,
-    pair_answers,
-)
-from taskframe.worker.jobs import RunningJob, describe, execute
+from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH
+from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
+from taskframe.worker.config import WorkerConfig
+from taskframe.worker.jobs import RunningJob, describe
+from taskframe.worker.outbox import Outbox, pair_answers
+from taskframe.worker.pool import KILL_GRACE, ProcessSlot, ThreadSlot
 
 log = logging.getLogger("taskframe.worker")
 
-DEFAULT_CONCURRENCY = 8
-DEFAULT_POLL_INTERVAL = 10.0
-DEFAULT_SHUTDOWN_GRACE = 30.0
 #: Heartbeats go out at least this often (and at least three times per lease TTL).
 MAX_HEARTBEAT_INTERVAL = 2.0
 #: How often the heartbeat thread looks for leases while it has none.
@@ -57,57 +49,43 @@ class Worker:
     """Leases jobs of the installed types and runs up to ``concurrency`` at once.
 
     ``run()`` blocks until ``stop()`` (thread-safe) has been called and the
-    graceful shutdown is over. Settings not passed explicitly come from
-    ``options`` (the parsed ``taskframe-worker`` options), else the defaults.
+    graceful shutdown is over. Its settings are a :class:`WorkerConfig`.
     """
 
     def __init__(
         self,
-        api_urls: Sequence[str],
+        config: WorkerConfig,
         plugins: PluginSet,
-        options: argparse.Namespace,
-        worker_id: str,
-        concurrency: int | None = None,
         *,
-        poll_interval: float | None = None,
-        heartbeat_interval: float | None = None,
-        shutdown_grace: float | None = None,
         client: ApiClient | None = None,
     ) -> None:
-        def setting(value: float | None, name: str, default: float | None) -> Any:
-            return value if value is not None else _option(options, name, default)
-
+        self.config = config
+        # ``client``: anything with ApiClient's methods (tests drive the loop with a fake).
         self.client = client or ApiClient(
-            api_urls,
-            token=_option(options, "token", None),
-            ca_cert=_option(options, "ca_cert", None),
+            config.api_urls, token=config.token, ca_cert=config.ca_cert
         )
         self.plugins = plugins
-        self.options = options
-        self.worker_id = worker_id
+        self.options = config.options
+        self.worker_id = config.worker_id
         self.types = plugins.names()
-        only = _option(options, "job_types", None)
-        if only:  # --job-types: a worker dedicated to some types
-            wanted = {name.strip() for name in only.split(",") if name.strip()}
-            unknown = wanted - set(self.types)
+        if config.job_types:  # --job-types: a worker dedicated to some types
+            unknown = set(config.job_types) - set(self.types)
             if unknown:
                 raise ValueError(f"--job-types: not installed here: {', '.join(sorted(unknown))}")
-            self.types = sorted(wanted)
-        queues = _option(options, "queues", None)
+            self.types = sorted(config.job_types)
         #: --queues: lease only from these (None: every queue).
-        self.queues = None if not queues else [q.strip() for q in queues.split(",") if q.strip()]
+        self.queues = list(config.queues) if config.queues else None
         if not self.types:
             raise ValueError("no executor is installed: nothing to lease")
-        self.concurrency = max(1, int(setting(concurrency, "concurrency", DEFAULT_CONCURRENCY)))
-        poll = setting(poll_interval, "poll_interval", DEFAULT_POLL_INTERVAL)
-        self.poll_interval = min(max(0.0, float(poll)), MAX_WAIT)
-        self.heartbeat_interval = setting(heartbeat_interval, "heartbeat_interval", None)
-        self.shutdown_grace = float(
-            setting(shutdown_grace, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE)
-        )
+        self.concurrency = config.concurrency
+        self.poll_interval = config.poll_interval
+        self.heartbeat_interval = config.heartbeat_interval
+        self.shutdown_grace = config.shutdown_grace
         info = {"host": socket.gethostname()[:200] or None, "slots": self.concurrency}
-        self.outbox = Outbox(self.client, worker_id, self.types, info, self.queues)
+        self.outbox = Outbox(self.client, self.worker_id, self.types, info, self.queues)
         #: Jobs succeeded and failed, summed up at INFO every 10 s (each is a DEBUG line).
+        #: Counted here rather than in ``execute``: with ``--pool process`` that runs
+        #: in a child process.
         self.tally = Tally(log)
         #: Set once the worker's threads run (for embedders and tests).
         self.started = threading.Event()
@@ -144,16 +122,16 @@ class Worker:
         """Lease and run jobs until stopped, then shut down gracefully."""
         urls, types = ",".join(self.client.urls), ",".join(self.types)
         log.info(
-            "worker %s starting: urls=%s concurrency=%d types=%s",
-            self.worker_id,
-            urls,
-            self.concurrency,
-            types,
+            "worker %s starting: urls=%s concurrency=%d pool=%s types=%s",
+            *(self.worker_id, urls, self.concurrency, self.config.pool, types),
         )
+        slots = self._start_slots()
         # Daemon threads: a job that ignores cancellation must not keep the process alive.
         runners = [
-            threading.Thread(target=self._job_thread, name=f"taskframe-job-{n}", daemon=True)
-            for n in range(self.concurrency)
+            threading.Thread(
+                target=self._job_thread, args=(slot,), name=f"taskframe-job-{n}", daemon=True
+            )
+            for n, slot in enumerate(slots)
         ]
         heartbeat = threading.Thread(
             target=self._heartbeat_loop, name="taskframe-heartbeat", daemon=True
@@ -168,6 +146,10 @@ class Worker:
             self._done.set()
             for _ in runners:
                 self._jobs.put(None)
+            if self.config.pool == "process":  # let the slots stop their children
+                end = time.monotonic() + KILL_GRACE + 2.0
+                for runner in runners:
+                    runner.join(max(0.0, end - time.monotonic()))
             heartbeat.join(timeout=1.0)
             self.client.close()
             self.tally.flush()
@@ -251,13 +233,36 @@ class Worker:
 
     # -- running jobs ------------------------------------------------------
 
-    def _job_thread(self) -> None:
-        while (running := self._jobs.get()) is not None:
-            try:
-                outcome = execute(running, self.options, self.plugins, self.tally)
-            except BaseException as exc:  # a job thread must never die and lose its slot
-                outcome = (Outcome.FAILED.value, None, describe(exc), True)
-            self._finish(running, *outcome)
+    def _start_slots(self) -> list[ThreadSlot] | list[ProcessSlot]:
+        """One slot per job thread; with ``process``, their children started and ready."""
+        if self.config.pool == "thread":
+            return [ThreadSlot(self.options, self.plugins) for _ in range(self.concurrency)]
+        settings = (self.options, self.config.log_level, self.config.log_format)
+        slots = [ProcessSlot(*settings) for _ in range(self.concurrency)]
+        for slot in slots:  # all at once: they load the plugins in parallel
+            slot.start()
+        if not all([slot.ready() for slot in slots]):
+            for slot in slots:
+                slot.close()
+            raise RuntimeError("the job processes could not start (see the log above)")
+        return slots
+
+    def _job_thread(self, slot: ThreadSlot | ProcessSlot) -> None:
+        try:
+            while True:
+                if not slot.ready():  # a replacement child failed to start: try again
+                    if self._done.wait(1.0):
+                        return
+                    continue
+                if (running := self._jobs.get()) is None:
+                    return
+                try:
+                    outcome = slot.run(running)
+                except BaseException as exc:  # a job thread must never die and lose its slot
+                    outcome = (Outcome.FAILED.value, None, describe(exc), True)
+                self._finish(running, *outcome)
+        finally:
+            slot.close()
 
     def _finish(
         self, running: RunningJob, status: str, result: Any, error: str | None, retryable: bool
@@ -271,6 +276,7 @@ class Worker:
                     error = "cancelled on request" + (f" ({error})" if error else "")
                     log.info("job %s cancelled on request", running.job_id, extra=running.fields)
                 self.outbox.add(running.completion(status, result, error, retryable))
+                self.tally.add(f"jobs {status}")
             self._cond.notify_all()
 
     def _expire(self) -> None:
@@ -283,6 +289,7 @@ class Worker:
                 error = f"timed out after {running.job['timeout']:g} s"
                 log.info("job %s %s", running.job_id, error)
                 self.outbox.add(running.completion(Outcome.FAILED.value, None, error, True))
+                self.tally.add("jobs timed out")
 
     def _wait_time(self, cap: float) -> float:
         """``cap``, or less when a running job's deadline comes sooner."""
@@ -401,8 +408,3 @@ class Worker:
                 "%d outcome(s) unreported; they run again after their leases expire",
                 len(self.outbox),
             )
-
-
-def _option(options: argparse.Namespace, name: str, default: Any) -> Any:
-    value = getattr(options, name, None)
-    return default if value is None else value

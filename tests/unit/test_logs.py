@@ -101,7 +101,7 @@ def test_a_bad_logging_variable_is_a_usage_error(variable, monkeypatch, capsys, 
 
 
 def test_one_lease_request_carries_attempt_logs_up_to_its_budget():
-    from taskframe.worker.client import MAX_LOG_CHARS_PER_REQUEST, _log_budget
+    from taskframe.worker.outbox import MAX_LOG_CHARS_PER_REQUEST, _log_budget
 
     big = {"log": "x" * (MAX_LOG_CHARS_PER_REQUEST // 2)}
     items = [dict(big) for _ in range(5)] + [{"log": None}]

@@ -301,9 +301,9 @@ def test_heartbeats_past_the_limit_are_refused():
 
 
 def test_the_worker_never_sends_more_completions_than_the_server_takes():
-    from taskframe.worker import client
+    from taskframe.worker import outbox
 
-    assert client.MAX_COMPLETIONS_PER_REQUEST <= schemas.MAX_COMPLETIONS
+    assert outbox.MAX_COMPLETIONS_PER_REQUEST <= schemas.MAX_COMPLETIONS
 
 
 def test_types_past_the_limit_are_refused_by_both_loaders():

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from taskframe.core.retry import BackoffPolicy
-from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Outbox, Unavailable
+from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
+from taskframe.worker.outbox import Outbox
 from tests.fake_api import FakeServer, Reply, dead_url, fail_first, fake_servers, start
 
 pytestmark = pytest.mark.timeout(30)
