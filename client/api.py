@@ -6,7 +6,7 @@ import builtins
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from taskframe.client.errors import Unavailable, WaitTimeout
@@ -23,6 +23,9 @@ from taskframe.client.models import (
 )
 from taskframe.client.transport import Transport
 from taskframe.core.retry import BackoffPolicy
+
+if TYPE_CHECKING:
+    from taskframe.client.batch import BatchSubmitter
 
 T = TypeVar("T")
 
@@ -139,6 +142,18 @@ class Client:
             ids.extend(answer["ids"])
             created += answer["created"]
         return Batch(ids=ids, created=created)
+
+    def batch(self, max_size: int = MAX_BATCH, linger: float = 0.005) -> BatchSubmitter:
+        """A batching submitter: ``with client.batch() as b: future = b.submit(...)``.
+
+        Jobs go out in ``POST /jobs/batch`` requests of up to ``max_size``,
+        ``linger`` seconds after the first one queued at the latest; each
+        future gives the job's id once the server has committed it. See
+        :mod:`taskframe.client.batch`.
+        """
+        from taskframe.client.batch import BatchSubmitter
+
+        return BatchSubmitter(self, max_size=max_size, linger=linger)
 
     def get(self, job_id: int) -> Job:
         """``GET /jobs/{id}``."""
