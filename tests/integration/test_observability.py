@@ -8,6 +8,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from taskframe.testing.distributions import write_distribution
 from tests.integration import SERVER_ARGS, WORKER_ARGS
 from tests.processes import attempts_of, free_port, submit, wait_for_job, wait_until
 
@@ -140,10 +141,9 @@ def test_json_logs_of_server_and_worker_carry_the_job_fields(
 @pytest.mark.timeout(60)
 def test_plugin_failure_and_banner_are_logged_once(start_server, sqlite_url, tmp_path):
     # A plugin that fails to import, declared by an installed distribution's entry point.
-    dist = tmp_path / "site" / "broken_plugin-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[taskframe]\nbroken = no_such_module_here\n")
+    write_distribution(
+        tmp_path / "site", "broken-plugin", {"broken": "no_such_module_here"}, version="1.0"
+    )
     env = {"PYTHONPATH": str(tmp_path / "site")}
     server = start_server(sqlite_url, *SERVER_ARGS, env=env)
     assert requests.get(f"{server.url}/health", timeout=5).json()["plugin_failures"]["broken"]

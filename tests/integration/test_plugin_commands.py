@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from taskframe.testing.distributions import write_distribution
 from tests.processes import BIN, wait_until
 
 
@@ -26,13 +27,13 @@ def plugin_path(tmp_path: Path) -> dict[str, str]:
         ),
         "bomb": "raise RuntimeError('imported')\n",
     }.items():
-        dist_info = tmp_path / f"taskframe_{name}-2.0.dist-info"
-        dist_info.mkdir()
-        (dist_info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: taskframe-{name}\nVersion: 2.0\n"
+        write_distribution(
+            tmp_path,
+            f"taskframe-{name}",
+            {name: f"tf_cmd_{name}"},
+            version="2.0",
+            modules={f"tf_cmd_{name}": source},
         )
-        (dist_info / "entry_points.txt").write_text(f"[taskframe]\n{name} = tf_cmd_{name}\n")
-        (tmp_path / f"tf_cmd_{name}.py").write_text(source)
     return {**os.environ, "PYTHONPATH": str(tmp_path)}
 
 

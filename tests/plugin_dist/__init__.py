@@ -11,17 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from taskframe.testing.distributions import write_distribution
+
 HERE = Path(__file__).parent
 
 
 def install(folder: Path) -> str:
-    dist_info = folder / "taskframe_test_executors-0.1.dist-info"
-    dist_info.mkdir(parents=True, exist_ok=True)
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: taskframe-test-executors\nVersion: 0.1\n"
-    )
-    (dist_info / "entry_points.txt").write_text(
-        "[taskframe]\ntest_executors = taskframe_test_executors\n"
+    write_distribution(
+        folder, "taskframe-test-executors", {"test_executors": "taskframe_test_executors"}
     )
     paths = [str(folder), str(HERE), os.environ.get("PYTHONPATH", "")]
     return os.pathsep.join(p for p in paths if p)

@@ -11,6 +11,7 @@ from marshmallow import Schema
 from taskframe.core import Executor, hookimpl
 from taskframe.core.plugins import load_plugins
 from taskframe.plugins import file, http, sleep
+from taskframe.testing.distributions import write_distribution
 
 
 class _BrokenPlugin:
@@ -86,14 +87,11 @@ def test_an_installed_plugin_that_fails_to_import_is_reported_by_name(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A real installed distribution (dist-info on sys.path) whose entry point is broken.
-    dist_info = tmp_path / "taskframe_broken-0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: taskframe-broken\nVersion: 0.1\n"
-    )
-    (dist_info / "entry_points.txt").write_text("[taskframe]\nbroken = taskframe_broken_plugin\n")
-    (tmp_path / "taskframe_broken_plugin.py").write_text(
-        "raise ImportError('missing dependency')\n"
+    write_distribution(
+        tmp_path,
+        "taskframe-broken",
+        {"broken": "taskframe_broken_plugin"},
+        modules={"taskframe_broken_plugin": "raise ImportError('missing dependency')\n"},
     )
     monkeypatch.syspath_prepend(str(tmp_path))
 

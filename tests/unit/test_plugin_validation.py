@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from taskframe.core.plugins import load_plugins
+from taskframe.testing.distributions import write_distribution
 
 BUILTIN = {"sleep", "http", "file"}
 
@@ -25,13 +26,13 @@ def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def install(name: str, source: str, version: str = "1.2.3") -> str:
         module = f"tf_test_plugin_{name}"
-        dist_info = tmp_path / f"taskframe_{name}-{version}.dist-info"
-        dist_info.mkdir()
-        (dist_info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: taskframe-{name}\nVersion: {version}\n"
+        write_distribution(
+            tmp_path,
+            f"taskframe-{name}",
+            {name: module},
+            version=version,
+            modules={module: textwrap.dedent(source)},
         )
-        (dist_info / "entry_points.txt").write_text(f"[taskframe]\n{name} = {module}\n")
-        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
         installed.append(module)
         return module
 
