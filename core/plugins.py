@@ -244,10 +244,6 @@ def load_plugins(
     return plugins
 
 
-#: The former name (it returns a :class:`PluginSet`, not a pluggy manager).
-create_plugin_manager = load_plugins
-
-
 def _register(plugins: PluginSet, plugin: object, name: str) -> bool:
     """Register ``plugin`` if its hooks are right; otherwise record why not."""
     problems = _hook_problems(plugin)

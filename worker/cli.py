@@ -27,8 +27,8 @@ from taskframe.core.options import add_option, add_version_option
 from taskframe.core.plugins import (
     PluginSet,
     add_plugin_options,
-    create_plugin_manager,
     early_disabled_plugins,
+    load_plugins,
 )
 from taskframe.core.schemas import MAX_WAIT
 from taskframe.worker.config import (
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Logging first, so that plugin load errors are logged in the chosen format.
         early = early_logging_options(argv)
         configure_logging(early.log_level, early.log_format)
-        plugins = create_plugin_manager(disabled=early_disabled_plugins(argv))
+        plugins = load_plugins(disabled=early_disabled_plugins(argv))
         parser = build_parser(plugins)
     except ValueError as exc:  # a bad TASKFRAME_* value: the message names the variable
         print(f"taskframe-worker: error: {exc}", file=sys.stderr)

@@ -28,7 +28,7 @@ from typing import Any
 
 from taskframe.core.logs import configure_logging
 from taskframe.core.model import Status
-from taskframe.core.plugins import PluginSet, create_plugin_manager, disabled_plugins
+from taskframe.core.plugins import PluginSet, disabled_plugins, load_plugins
 from taskframe.worker.jobs import Outcome, RunningJob, execute
 
 log = logging.getLogger("taskframe.worker")
@@ -218,9 +218,7 @@ def child_main(
     _exit_with_worker(lifeline)
     configure_logging(log_level, log_format)
     # The same plugins as the worker's: its --disable-plugins, its options.
-    plugins = create_plugin_manager(
-        disabled=disabled_plugins(getattr(options, "disable_plugins", None))
-    )
+    plugins = load_plugins(disabled=disabled_plugins(getattr(options, "disable_plugins", None)))
     plugins.configure(options, "worker")
     conn.send("ready")
     while True:

@@ -14,7 +14,7 @@ import pytest
 from falcon import testing
 
 from taskframe.core import json_rules, schemas
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
@@ -35,7 +35,7 @@ def scheduler(sqlite_url: str):
 
 @pytest.fixture
 def client(scheduler: Scheduler) -> testing.TestClient:
-    return testing.TestClient(create_app(scheduler.config, scheduler, create_plugin_manager()))
+    return testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
 
 
 def count_jobs(client: testing.TestClient) -> int:

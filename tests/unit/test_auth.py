@@ -7,7 +7,7 @@ import re
 import pytest
 from falcon import inspect, testing
 
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.server.app import ROUTE_ROLES, create_app
 from taskframe.server.auth import (
     ADMIN,
@@ -154,7 +154,7 @@ def make_client(scheduler: Scheduler, token_text: str = TOKEN_LINES) -> testing.
     tokens = TokenSet()
     tokens.add_lines(token_text.splitlines(), "tokens")
     config = ServerConfig(tokens=tokens)
-    return testing.TestClient(create_app(config, scheduler, create_plugin_manager()))
+    return testing.TestClient(create_app(config, scheduler, load_plugins()))
 
 
 @pytest.fixture
@@ -289,7 +289,7 @@ def test_health_tells_an_anonymous_caller_only_the_status(client):
 
 
 def test_without_tokens_everything_is_open(scheduler):
-    client = testing.TestClient(create_app(scheduler.config, scheduler, create_plugin_manager()))
+    client = testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
     assert client.simulate_post("/jobs", json=SLEEP).status_code == 201
     assert client.simulate_post("/lease", json={"worker_id": "w9"}).status_code == 200
     assert "job_types" in client.simulate_get("/health").json

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.resources.dashboard import ASSETS
@@ -25,7 +25,7 @@ def client(sqlite_url: str):
     store = open_store(sqlite_url)
     store.migrate()
     scheduler = Scheduler(store, ServerConfig())
-    yield testing.TestClient(create_app(scheduler.config, scheduler, create_plugin_manager()))
+    yield testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
     store.close()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from falcon import testing
 
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.flow import Flow
@@ -46,7 +46,7 @@ def test_a_full_limit_passes_over_its_jobs_without_blocking_the_rest(store):
 
 def test_next_job_takes_queues_and_a_paused_queue_gives_nothing(store):
     scheduler = Scheduler(store, ServerConfig())
-    client = testing.TestClient(create_app(ServerConfig(), scheduler, create_plugin_manager()))
+    client = testing.TestClient(create_app(ServerConfig(), scheduler, load_plugins()))
     [(a, _), (b, _)] = scheduler.submit([job("a"), job("b")])
     Flow(scheduler).set_paused("b", True)
     assert client.simulate_get("/next-job?worker_id=w&queues=b").status_code == 204

@@ -8,7 +8,7 @@ import pytest
 from falcon import testing
 
 from taskframe.core import cron
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
@@ -86,7 +86,7 @@ def clock() -> Clock:
 @pytest.fixture
 def client(store, clock) -> testing.TestClient:
     scheduler = Scheduler(store, ServerConfig(), clock=clock)
-    return testing.TestClient(create_app(ServerConfig(), scheduler, create_plugin_manager()))
+    return testing.TestClient(create_app(ServerConfig(), scheduler, load_plugins()))
 
 
 def schedule(client, job: dict | None = None, **fields) -> dict:

@@ -6,13 +6,13 @@ import dataclasses
 
 import pytest
 
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.worker.cli import build_parser, main
 from taskframe.worker.config import WorkerConfig
 
 
 def parse(argv: list[str]) -> WorkerConfig:
-    options = build_parser(create_plugin_manager()).parse_args(argv)
+    options = build_parser(load_plugins()).parse_args(argv)
     return WorkerConfig.from_options(options, ["http://a:1"], "w1")
 
 

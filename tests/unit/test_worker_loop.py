@@ -22,7 +22,7 @@ from marshmallow import Schema, fields
 
 from taskframe.client.errors import Unavailable
 from taskframe.core import Executor, ExecutorContext, hookimpl
-from taskframe.core.plugins import PluginSet, create_plugin_manager
+from taskframe.core.plugins import PluginSet, load_plugins
 from taskframe.plugins import sleep
 from taskframe.worker.config import WorkerConfig
 from taskframe.worker.loop import Worker
@@ -135,7 +135,7 @@ def gates() -> Gates:
 
 @pytest.fixture
 def plugins(gates: Gates) -> PluginSet:
-    return create_plugin_manager(extra_plugins=(sleep, gates), load_entry_points=False)
+    return load_plugins(extra_plugins=(sleep, gates), load_entry_points=False)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from taskframe.core import json_rules, schemas
 from taskframe.core.executor import Executor
-from taskframe.core.plugins import create_plugin_manager
+from taskframe.core.plugins import load_plugins
 from taskframe.worker.config import WorkerConfig
 from taskframe.worker.jobs import RunningJob, execute
 from taskframe.worker.loop import Worker
@@ -95,7 +95,7 @@ def test_heartbeats_are_sent_within_the_servers_limit(sqlite_url, start_server):
     """A worker may hold more leases than one POST /heartbeats may carry (its slots
     plus the outcomes not yet delivered): it sends them in several requests."""
     server = start_server(sqlite_url)
-    worker = Worker(WorkerConfig((server.url,), "w1"), create_plugin_manager())
+    worker = Worker(WorkerConfig((server.url,), "w1"), load_plugins())
     count = 2 * schemas.MAX_HEARTBEATS + 5
     leases = [{"job_id": i + 1, "lease_id": f"l{i}"} for i in range(count)]
     try:
