@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.integration import SERVER_ARGS, WORKER_ARGS
-from tests.processes import get_job, submit, wait_for_job
+from tests.processes import get_job, submit, wait_for_job, wait_until
 
 LATER = {"duration": 0}
 
@@ -139,7 +139,11 @@ def test_a_worker_refused_every_wait_still_runs_jobs(start_server, start_worker,
     """It pauses as told (retry_after) between polls, and still finds the job."""
     server = start_server(sqlite_url, "--max-waiting", "0")
     worker = start_worker([server.url], "--poll-interval", "5")
-    time.sleep(3)
+    # Its first lease (refused a wait, answered at once) makes it known to the server.
+    wait_until(
+        lambda: requests.get(f"{server.url}/workers", timeout=5).json()["workers"],
+        message="the worker's first lease",
+    )
     job = submit(server.url, "sleep", LATER)
     wait_for_job(server.url, job["id"], "succeeded", timeout=30)
     assert worker.alive()
