@@ -3,15 +3,19 @@ errors by kind, the bearer token, a private CA."""
 
 from __future__ import annotations
 
+import base64
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from taskframe.client.errors import (
+    BadRequest,
     Forbidden,
     NotFound,
     TaskframeError,
@@ -21,7 +25,16 @@ from taskframe.client.errors import (
 )
 from taskframe.client.transport import Transport, read_token_file
 from taskframe.core.retry import BackoffPolicy
-from tests.fake_api import FakeServer, dead_url, fail_first, fake_servers, start
+from tests.fake_api import (
+    FakeServer,
+    ForwardingProxy,
+    dead_url,
+    fail_first,
+    fake_servers,
+    start,
+)
+from tests.processes import wait_until
+from tests.stub_http import QuietHandler, serve
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -29,6 +42,21 @@ pytestmark = pytest.mark.timeout(30)
 @pytest.fixture
 def servers() -> Iterator[list[FakeServer]]:
     yield from fake_servers()
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ForwardingProxy]:
+    """A forwarding proxy, with every proxy variable of the environment removed."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    started = ForwardingProxy()
+    yield started
+    started.close()
+
+
+def echo_path(path: str, body: object) -> tuple[int, object]:
+    return 200, {"path": path}
 
 
 def test_requests_rotate_over_urls(servers: list[FakeServer]) -> None:
@@ -156,3 +184,135 @@ def test_https_with_a_private_ca_is_trusted_only_when_given(
     with pytest.raises(Unavailable, match="TLS error"):
         Transport([server.url]).call("GET", "/health")  # the system CAs do not know it
     assert len(server.requests) == 1
+
+
+# -- connections: kept alive, replaced when closed, timeouts -------------------------------
+
+
+def test_each_thread_keeps_one_connection_and_close_closes_them(servers: list[FakeServer]) -> None:
+    server = start(servers)
+    transport = Transport([server.url])
+    for _ in range(3):
+        transport.call("GET", "/health")
+    other = threading.Thread(target=transport.call, args=("GET", "/health"))
+    other.start()
+    other.join()
+    assert len(set(server.peers)) == 2  # one connection per thread, kept alive
+    transport.close()
+    wait_until(lambda: server.closed == 2, timeout=5, message="both connections closed")
+    assert transport.call("GET", "/health") == {"status": "ok"}  # on a new connection
+    assert len(set(server.peers)) == 3
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced(servers: list[FakeServer]) -> None:
+    server = start(servers, idle_timeout=0.2)  # waitress drops idle connections after 60 s
+    transport = Transport([server.url])
+    assert transport.call("POST", "/lease", body={"completions": []})
+    wait_until(lambda: server.closed == 1, timeout=5, message="the idle connection closed")
+    assert transport.call("POST", "/lease", body={"completions": []})  # no error, no resend
+    assert len(server.requests) == 2 and len(set(server.peers)) == 2
+
+
+def test_connection_close_answers_make_the_next_call_reconnect(servers: list[FakeServer]) -> None:
+    server = start(servers, keep_alive=False)
+    transport = Transport([server.url])
+    for _ in range(3):
+        assert transport.call("GET", "/health") == {"status": "ok"}
+    assert len(set(server.peers)) == 3
+
+
+def test_a_slow_answer_times_out_unless_the_call_waits_longer(servers: list[FakeServer]) -> None:
+    def slow(path: str, body: object) -> tuple[int, object]:
+        time.sleep(0.5)
+        return 200, {"status": "ok"}
+
+    server = start(servers, slow)
+    transport = Transport([server.url], read_timeout=0.1)
+    with pytest.raises(Unavailable, match=r"timed out \(waiting for the answer, 0.1 s\)"):
+        transport.call("GET", "/health")
+    # A long poll passes its own read timeout.
+    assert transport.call("GET", "/health", read_timeout=5) == {"status": "ok"}
+
+
+# -- what goes on the wire ---------------------------------------------------------------
+
+
+def test_the_url_path_prefix_and_the_query_reach_the_server(servers: list[FakeServer]) -> None:
+    server = start(servers, echo_path)
+    params = {"limit": 5, "status": None, "type": ["a", "b c"], "wait": "1.500"}
+    answer = Transport([server.url + "/taskframe/"]).call("GET", "/jobs", params=params)
+    assert answer == {"path": "/taskframe/jobs?limit=5&type=a&type=b+c&wait=1.500"}
+    # The same bytes as requests sent (it leaves None out, repeats a list's key).
+    sent_by_requests = requests.Request("GET", f"{server.url}/taskframe/jobs", params=params)
+    assert answer["path"] == sent_by_requests.prepare().path_url
+
+
+def test_a_body_that_is_not_json_is_refused_before_sending(servers: list[FakeServer]) -> None:
+    server = start(servers)
+    with pytest.raises(TaskframeError, match="not valid JSON") as raised:
+        Transport([server.url]).call("POST", "/jobs", body={"duration": float("nan")})
+    assert not isinstance(raised.value, Unavailable)
+    assert server.requests == []
+
+
+def test_a_redirect_is_not_followed_but_named() -> None:
+    class Redirect(QuietHandler):
+        def do_POST(self) -> None:
+            self.reply(301, b"<html>moved</html>", {"Location": "https://elsewhere/jobs"})
+
+    with serve(Redirect) as url:
+        with pytest.raises(BadRequest, match="redirected to https://elsewhere/jobs") as raised:
+            Transport([url]).call("POST", "/jobs", body={})
+    assert raised.value.status == 301
+
+
+def test_bad_urls_and_proxies_are_refused_when_the_transport_is_made(
+    proxy: ForwardingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for url in ("localhost:8000", "http://h:port", "http://user:pw@h", "http://h/?q=1"):
+        with pytest.raises(ValueError):
+            Transport([url])
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
+    Transport(["http://127.0.0.1:8000"])  # the https proxy is not needed
+    with pytest.raises(ValueError, match="only http:// proxies"):
+        Transport(["https://127.0.0.1:8000"])
+
+
+# -- proxies from the environment --------------------------------------------------------
+
+
+def test_http_goes_through_HTTP_PROXY_unless_NO_PROXY_names_the_host(
+    servers: list[FakeServer], proxy: ForwardingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start(servers, echo_path)
+    credentials = proxy.url.replace("http://", "http://proxy-user:p%40ss@")
+    monkeypatch.setenv("HTTP_PROXY", credentials)
+    transport = Transport([server.url], token="t")
+    answer = transport.call("POST", "/lease", body={"completions": []}, params={"x": 1})
+    assert answer == {"path": "/lease?x=1"}
+    assert proxy.lines == [f"POST {server.url}/lease?x=1 HTTP/1.1"]
+    assert proxy.authorizations == ["Basic " + base64.b64encode(b"proxy-user:p@ss").decode()]
+    assert server.headers[0]["Authorization"] == "Bearer t"
+    assert "Proxy-Authorization" not in server.headers[0]
+
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert Transport([server.url]).call("GET", "/health") == {"path": "/health"}
+    assert len(proxy.lines) == 1 and len(server.requests) == 2
+
+
+def test_https_goes_through_HTTPS_PROXY_in_a_tunnel(
+    servers: list[FakeServer],
+    proxy: ForwardingProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    ca, cert, key = make_ca_and_cert(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = start(servers, tls=context)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    transport = Transport([server.url], ca_cert=str(ca))
+    assert transport.call("GET", "/health") == {"status": "ok"}
+    assert transport.call("GET", "/health") == {"status": "ok"}  # the same tunnel
+    address = server.url.removeprefix("https://")
+    assert proxy.lines == [f"CONNECT {address} HTTP/1.0"]
