@@ -20,8 +20,8 @@ log = logging.getLogger("taskframe.jobs")
 
 #: A batch submission logs one summary line at INFO; its jobs one by one at DEBUG.
 BATCH_SUMMARY_OVER = 1
-#: Leases and successes, the hot path, are logged per job at DEBUG and summed up
-#: at INFO at most this often (with the next such event).
+#: Single submissions, leases and successes, the hot path, are logged per job at
+#: DEBUG and summed up at INFO at most this often (with the next such event).
 SUMMARY_EVERY = 10.0
 #: Where a failed attempt's job goes when it will be tried again (scheduled: after a backoff).
 _REQUEUED = frozenset({model.QUEUED, model.SCHEDULED})
@@ -62,22 +62,19 @@ class Telemetry:
             counter = self.metrics.submitted
             for row in rows:
                 self._child(counter, row["type"]).inc()
-        if len(rows) > BATCH_SUMMARY_OVER:
-            if log.isEnabledFor(logging.INFO):
-                types = sorted({row["type"] for row in rows})
-                ids = [rows[0]["id"], rows[-1]["id"]]
-                log.info(
-                    "%d jobs submitted (ids %d..%d, types %s)",
-                    *(len(rows), ids[0], ids[1], ", ".join(types)),
-                    extra={"count": len(rows), "job_ids": ids},
-                )
-            level = logging.DEBUG
-        else:
-            level = logging.INFO
-        if log.isEnabledFor(level):
+        if len(rows) > BATCH_SUMMARY_OVER and log.isEnabledFor(logging.INFO):
+            types = sorted({row["type"] for row in rows})
+            ids = [rows[0]["id"], rows[-1]["id"]]
+            log.info(
+                "%d jobs submitted (ids %d..%d, types %s)",
+                *(len(rows), ids[0], ids[1], ", ".join(types)),
+                extra={"count": len(rows), "job_ids": ids},
+            )
+        elif rows:
+            self._tally.add("jobs submitted", len(rows))
+        if log.isEnabledFor(logging.DEBUG):
             for row in rows:
-                log.log(
-                    level,
+                log.debug(
                     "job %d submitted (type %s, priority %d)",
                     *(row["id"], row["type"], row["priority"]),
                     extra={"job_id": row["id"], "type": row["type"]},

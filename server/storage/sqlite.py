@@ -107,6 +107,10 @@ class SQLiteStore:
         self._local = threading.local()
         self._closed = threading.Event()
         self._write_lock = threading.Lock()
+        # One connection for every write transaction of this process (they are
+        # serialised by _write_lock anyway): its PRAGMA data_version then moves
+        # only for commits made by other processes, which is what _watch needs.
+        self._writer: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -159,9 +163,15 @@ class SQLiteStore:
         finally:
             self._write_lock.release()
 
+    def _writer_connection(self) -> sqlite3.Connection:
+        """The write connection (call with _write_lock held)."""
+        if self._writer is None:
+            self._writer = self._connect()
+        return self._writer
+
     @contextmanager
     def _begin_immediate(self) -> Iterator[SQLiteTransaction]:
-        connection = self._connection()
+        connection = self._writer_connection()
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -207,24 +217,40 @@ class SQLiteStore:
         ).start()
 
     def _watch(self, on_change: Callable[[], None], active: Callable[[], bool]) -> None:
-        # PRAGMA data_version changes whenever another connection commits: a
-        # cheap check that lets long-polls here see submissions made elsewhere.
-        connection = self._connect()
+        # PRAGMA data_version on the write connection moves only when another
+        # process commits (never for this process's own commits, whose waiters
+        # are woken directly): a cheap check that lets long-polls here see
+        # submissions made through other servers.
         last = None
         while not self._closed.is_set():
-            try:
-                version = connection.execute("PRAGMA data_version").fetchone()["data_version"]
-            except sqlite3.OperationalError:
-                version = last
-            if last is not None and version != last:
-                on_change()
-            last = version
+            version = self._foreign_version()
+            if version is not None:
+                if last is not None and version != last:
+                    on_change()
+                last = version
             # Poll fast only while a long-poll waits; idle servers barely wake.
             self._closed.wait(CHANGE_POLL_INTERVAL if active() else IDLE_POLL_INTERVAL)
-        connection.close()
+
+    def _foreign_version(self) -> int | None:
+        """data_version of the write connection; None if our writers kept it busy meanwhile."""
+        if not self._write_lock.acquire(timeout=CHANGE_POLL_INTERVAL):
+            return None  # looked at next time: a foreign commit moves it until then
+        try:
+            if self._closed.is_set():
+                return None
+            row = self._writer_connection().execute("PRAGMA data_version").fetchone()
+            return int(row["data_version"])
+        except (sqlite3.OperationalError, StoreUnavailable):
+            return None
+        finally:
+            self._write_lock.release()
 
     def close(self) -> None:
         self._closed.set()
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         connection = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()

@@ -326,3 +326,24 @@ def test_a_mixed_completion_batch_and_a_heartbeat_do_not_deadlock(postgres_url):
         assert scheduler.get(second["id"])["status"] == "succeeded"
     finally:
         store.close()
+
+
+@pytest.mark.timeout(30)
+def test_the_sqlite_watcher_sees_other_processes_commits_not_its_own(sqlite_url):
+    # Waiters are woken directly for this process's commits: the watcher waking
+    # them all again for each commit cost every long-poll a write transaction.
+    ours, theirs = open_store(sqlite_url), open_store(sqlite_url)
+    ours.migrate()
+    changes: list[float] = []
+    try:
+        ours.watch_changes(lambda: changes.append(time.monotonic()), lambda: True)
+        scheduler = Scheduler(ours, ServerConfig())
+        for _ in range(20):  # the watcher polls every 5 ms meanwhile
+            scheduler.submit([job()])
+            time.sleep(0.01)
+        assert changes == []
+        Scheduler(theirs, ServerConfig()).submit([job()])
+        wait_until(lambda: changes, 5, 0.01, "the watcher to see the other store's commit")
+    finally:
+        ours.close()
+        theirs.close()
