@@ -1,5 +1,5 @@
 """The client's HTTP transport against real tiny HTTP(S) servers: rotation, failover,
-errors by kind, the bearer token, a private CA."""
+errors by kind, the bearer token, a private CA, kept-alive connections, proxies."""
 
 from __future__ import annotations
 
