@@ -212,7 +212,13 @@ def w2_timeline(env: Env, rounds: int) -> dict[str, float]:
         if job["status"] != "succeeded":
             raise RuntimeError(f"job {job['id']} is {job['status']}")
         started, finished = parse_time(job["started_at"]), parse_time(job["finished_at"])
-        return posted - start, started - start, finished - started, answered - finished, answered - start
+        return (
+            posted - start,
+            started - start,
+            finished - started,
+            answered - finished,
+            answered - start,
+        )
 
     for _ in range(20):  # the worker's start-up, then warm
         one()
