@@ -131,8 +131,9 @@ class Transport:
         """Send one request, trying each URL once; return the JSON answer (None for 204).
 
         Raises :class:`Unavailable` when no URL answered usefully and another
-        :class:`TaskframeError` when a server refused the request with a 4xx
-        (or the request cannot be sent at all, e.g. a body with NaN).
+        :class:`TaskframeError` when a server refused the request with a 4xx,
+        answered a redirect (not followed), or the request cannot be sent at
+        all (e.g. a body with NaN).
         """
         payload = self._payload(method, path, body)
         request_headers = self._headers(body is not None, headers)
