@@ -12,10 +12,13 @@ Prints, measured in one run on this machine:
 - **W2 timeline** (``--w2 N``): one idle worker with one slot, submit and
   ``GET ?wait=``; the median of each leg, by the server's timestamps, and the
   CPU each process spent per round trip.
+- **W1 CPU per job** (``--w1 N``): N no-op jobs queued first, then 2 workers
+  of 64 slots run them: jobs/s and the CPU per job of the server and of the
+  workers (their start-up included), the budget two cores have to share.
 
 Nothing is asserted; the figures explain the benchmarks' ceilings.
 
-    .venv/bin/python bench/floors.py [--requests 3000] [--w2 300]
+    .venv/bin/python bench/floors.py [--requests 3000] [--w2 300] [--w1 5000]
 """
 
 from __future__ import annotations
@@ -236,10 +239,35 @@ def w2_timeline(env: Env, rounds: int) -> dict[str, float]:
     return medians
 
 
+def w1_cpu(workdir: Path, jobs: int) -> dict[str, float]:
+    """Jobs/s and CPU µs per job (server, workers) for ``jobs`` queued no-op jobs."""
+    env = Env("sqlite", workdir, "floors-w1", [], [])
+    try:
+        for start in range(0, jobs, 1000):
+            env.api.batch([NOOP] * min(1000, jobs - start))
+        server_before = cpu_seconds(env.server.popen.pid)
+        start = time.perf_counter()
+        env.start_workers(2, 64)
+        while env.api.call("GET", "/stats")["by_status"].get("succeeded", 0) < jobs:
+            env.check_alive()
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        server = cpu_seconds(env.server.popen.pid) - server_before
+        workers = sum(cpu_seconds(worker.popen.pid) for worker in env.workers)
+    finally:
+        env.close()
+    return {
+        "jobs/s from worker start": jobs / elapsed,
+        "server CPU us/job": server / jobs * 1e6,
+        "workers CPU us/job": workers / jobs * 1e6,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000, help="POSTs per loop")
     parser.add_argument("--w2", type=int, default=300, help="W2 round trips (0: skip)")
+    parser.add_argument("--w1", type=int, default=5000, help="W1 no-op jobs (0: skip)")
     opts = parser.parse_args(argv)
     workdir = new_workdir()
     envs: list[Env] = []
@@ -262,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"W2 {name}", "ms (median)" if "CPU" not in name else "ms", value))
     env.close()
     envs.clear()
+    if opts.w1:
+        for unit, value in w1_cpu(workdir, opts.w1).items():
+            rows.append(("W1, 2 workers x 64 slots, no-op jobs", unit, value))
 
     load = os.getloadavg()[0]
     print(f"\nwhere the time goes, sqlite, {os.cpu_count()} cores, load {load:.1f}")
