@@ -29,9 +29,9 @@ import http.client
 import io
 import json
 import os
+import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,18 +107,20 @@ def bare_floor(workdir: Path, count: int) -> tuple[float, float, float]:
         proc.wait_exit()
 
 
-def per_call(fn: Callable[[], Any], count: int) -> float:
-    """CPU µs per call of ``fn`` (best of three rounds)."""
+def per_call(
+    fn: Callable[[], Any], count: int, clock: Callable[[], float] = time.process_time
+) -> float:
+    """µs per call of ``fn`` by ``clock`` (CPU time unless told), best of three rounds."""
     best = float("inf")
     for _ in range(3):
-        start = time.process_time()
+        start = clock()
         for _ in range(count):
             fn()
-        best = min(best, (time.process_time() - start) / count * 1e6)
+        best = min(best, (clock() - start) / count * 1e6)
     return best
 
 
-def app_alone(count: int) -> float:
+def app_alone(workdir: Path, count: int) -> float:
     """CPU µs per POST /jobs through the real app, called as WSGI (no waitress)."""
     from taskframe.core.plugins import load_plugins
     from taskframe.server.app import create_app
@@ -126,8 +128,7 @@ def app_alone(count: int) -> float:
     from taskframe.server.scheduler import Scheduler
     from taskframe.server.storage import open_store
 
-    folder = tempfile.mkdtemp(prefix="taskframe-floors-")
-    store = open_store(f"sqlite:///{folder}/app.db")
+    store = open_store(f"sqlite:///{workdir}/app.db")
     store.migrate()
     scheduler = Scheduler(store, ServerConfig())
     app = create_app(scheduler.config, scheduler, load_plugins())
@@ -163,14 +164,13 @@ def app_alone(count: int) -> float:
         store.close()
 
 
-def sqlite_alone(count: int) -> float:
+def sqlite_alone(workdir: Path, count: int) -> float:
     """CPU+IO µs (wall) per BEGIN IMMEDIATE + insert_job + COMMIT on a migrated file."""
     from taskframe.server.storage import open_store
     from taskframe.server.storage.sqlite import QUERIES
 
-    folder = tempfile.mkdtemp(prefix="taskframe-floors-")
-    open_store(f"sqlite:///{folder}/alone.db").migrate()
-    db = sqlite3.connect(f"{folder}/alone.db", isolation_level=None)
+    open_store(f"sqlite:///{workdir}/alone.db").migrate()
+    db = sqlite3.connect(f"{workdir}/alone.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     now = time.time()
@@ -186,14 +186,10 @@ def sqlite_alone(count: int) -> float:
         db.execute(QUERIES["insert_job"], params).fetchone()
         db.execute("COMMIT")
 
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(count):
-            insert()
-        best = min(best, (time.perf_counter() - start) / count * 1e6)
-    db.close()
-    return best
+    try:
+        return per_call(insert, count, clock=time.perf_counter)  # the commit waits on I/O
+    finally:
+        db.close()
 
 
 def w2_timeline(env: Env, rounds: int) -> dict[str, float]:
@@ -283,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     rate, server, client = post_loop(env.port, env.server.popen.pid, opts.requests)
     rows += [("taskframe POST /jobs, one per request", "requests/s", rate)]
     rows += [("", "server CPU us/request", server), ("", "client CPU us/request", client)]
-    rows += [("in process: the app alone (WSGI call)", "CPU us/POST /jobs", app_alone(1000))]
-    rows += [("in process: SQLite alone (begin, insert, commit)", "us/job", sqlite_alone(1000))]
+    rows += [
+        ("in process: the app alone (WSGI call)", "CPU us/POST /jobs", app_alone(workdir, 1000))
+    ]
+    rows += [
+        ("in process: SQLite alone (begin, insert, commit)", "us/job", sqlite_alone(workdir, 1000))
+    ]
     if opts.w2:
         for name, value in w2_timeline(env, opts.w2).items():
             rows.append((f"W2 {name}", "ms (median)" if "CPU" not in name else "ms", value))
@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwhere the time goes, sqlite, {os.cpu_count()} cores, load {load:.1f}")
     for what, unit, value in rows:
         print(f"{what:52s} {unit:24s} {value:10,.1f}")
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -104,7 +104,6 @@ class Transport:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.token = token
-        self.ca_cert = ca_cert
         self.user_agent = user_agent
         # Loading the system's CA store takes milliseconds: only when there is an https URL.
         https = any(route.https for route in self._routes)
