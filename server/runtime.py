@@ -31,18 +31,22 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="housekeeper", daemon=True)
         self._promoter = threading.Thread(target=self._promote, name="promoter", daemon=True)
+        self._cascader = threading.Thread(target=self._cascade, name="cascader", daemon=True)
 
     def start(self) -> None:
         notifier = self.scheduler.notifier
         self.scheduler.store.watch_changes(notifier.changed, notifier.has_waiters)
         self._thread.start()
         self._promoter.start()
+        self._cascader.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.scheduler.due_timer.stop()
+        self.scheduler.cascade_wanted.set()
         self._thread.join(timeout=5)
         self._promoter.join(timeout=5)
+        self._cascader.join(timeout=5)
 
     def _promote(self) -> None:
         """Promote due jobs and fire due schedules, then sleep until the next is due.
@@ -74,9 +78,27 @@ class Housekeeper:
                 log.exception("promoting failed; will try again")
             scheduler.due_timer.sleep_until(alarm)
 
+    def _cascade(self) -> None:
+        """Resolve the dependants that finishing jobs left over, as soon as they are left
+        (by this process) or within a reap interval (by another, or before a crash)."""
+        scheduler = self.scheduler
+        while not self._stop.is_set():
+            scheduler.cascade_wanted.wait(scheduler.config.reap_interval)
+            scheduler.cascade_wanted.clear()
+            try:
+                moved = scheduler.cascade(self._stop)
+                if moved:
+                    log.info("resolved %d dependant(s) of finished jobs", moved)
+            except StoreUnavailable as exc:
+                log.warning("resolving dependants skipped: %s", exc)
+            except Exception:
+                log.exception("resolving dependants failed; will try again")
+
     def _run(self) -> None:
         interval = self.scheduler.config.reap_interval
-        since_prune = PRUNE_EVERY  # prune once at start
+        # A short retention is kept to within about itself, never pruned more than once a minute.
+        prune_every = min(PRUNE_EVERY, max(self.scheduler.config.retention, interval))
+        since_prune = prune_every  # prune once at start
         reaped_at = None  # monotonic time of the last reap that reached the database
         grace_until = 0.0
         while not self._stop.wait(interval):
@@ -92,7 +114,7 @@ class Housekeeper:
                 if reaped:
                     log.info("reaped %d expired attempt(s)", reaped)
                 since_prune += interval
-                if since_prune >= PRUNE_EVERY:
+                if since_prune >= prune_every:
                     since_prune = 0.0
                     pruned = self.scheduler.prune()
                     if pruned:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -32,6 +33,8 @@ from taskframe.server.telemetry import Telemetry
 
 NO_CURSOR = 2**62
 REAP_BATCH = 200
+#: Seconds the housekeeper pauses between two cascade chunks (other writers go first).
+CASCADE_PAUSE = 0.002
 # Bytes a job's JSON takes in a listing beside its payload and result.
 JOB_OVERHEAD = 600
 
@@ -108,6 +111,8 @@ class Scheduler:
         self.events = events
         #: Seen at the last lease: some limit is set (a finished job may free a slot).
         self.limited = False
+        #: Set when dependants were left to the housekeeper (see dependencies.cascade).
+        self.cascade_wanted = threading.Event()
         #: Logs and counts every committed change (server/telemetry.py; no database work).
         self.telemetry = telemetry or Telemetry(Metrics(store, clock))
 
@@ -240,7 +245,7 @@ class Scheduler:
             row = tx.one(query, params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
-            moved = dependencies.resolve(tx, [row], params["now"])
+            moved = self._resolve(tx, [row], params["now"])
             self.store.notify_change(tx)  # wakes waiters on other servers
         if row["status"] in model.FINISHED:
             self.notifier.jobs_finished([job_id])
@@ -268,6 +273,10 @@ class Scheduler:
                     f"job {job_id} {model.in_words(current['status'])}; "
                     "only a failed or cancelled job can be retried"
                 ) from None
+            if current["has_dependants"] and tx.one("cascade_pending", params):
+                raise JobConflict(
+                    f"job {job_id}'s dependants are still being cancelled; try again shortly"
+                )
             row = tx.one("retry_job", params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
@@ -429,7 +438,7 @@ class Scheduler:
                 if i not in done:  # the same attempt twice in one batch: the first counted
                     done[i] = self._resent(tx, item)
             tx.run_many("insert_attempt", history)
-            moved = dependencies.resolve(tx, [o.job for o in done.values() if o.recorded], now)
+            moved = self._resolve(tx, [o.job for o in done.values() if o.recorded], now)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self._ended([outcome.job for outcome in done.values() if outcome.recorded])
@@ -549,8 +558,18 @@ class Scheduler:
                 self.notifier.work_ready(Counter(row["type"] for row in ended))
         self._announce(ended)
 
-    def _dependants_moved(self, rows: list[Row]) -> None:
-        """After a commit that readied or cancelled dependants: wake waiters, tell plugins."""
+    def _resolve(
+        self, tx: Transaction, finished: Iterable[Row | None], now: float
+    ) -> dependencies.Resolution:
+        """Resolve the dependants of ``finished`` jobs, a chunk now and the rest later."""
+        return dependencies.resolve(tx, finished, now, self.config.cascade_batch)
+
+    def _dependants_moved(self, resolution: dependencies.Resolution) -> None:
+        """After a commit that readied or cancelled dependants: wake waiters, tell plugins,
+        and the housekeeper when some are left to it."""
+        if resolution.pending:
+            self.cascade_wanted.set()
+        rows = resolution.changed
         if not rows:
             return
         self._ended(rows)
@@ -609,7 +628,7 @@ class Scheduler:
             tx.run_many("insert_attempt", history)
             if updated is None:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
-            moved = dependencies.resolve(tx, [updated], now)
+            moved = self._resolve(tx, [updated], now)
             self.store.notify_change(tx)
         self._ended([updated])
         self.telemetry.attempts_ended(history, [updated], now)
@@ -655,7 +674,7 @@ class Scheduler:
                 )
             tx.run_many("insert_attempt", history)
             reaped = sum(row is not None for row in ended)
-            moved = dependencies.resolve(tx, ended, now)
+            moved = self._resolve(tx, ended, now)
             if reaped:
                 self.store.notify_change(tx)
         self._ended(ended)
@@ -683,6 +702,26 @@ class Scheduler:
             if len(rows) < self.config.promote_batch:
                 return promoted
 
+    def cascade(self, stop: threading.Event | None = None) -> int:
+        """Resolve the dependants left to the housekeeper, one chunk per transaction.
+
+        Returns how many dependants moved. Each chunk commits on its own, so other
+        requests interleave; a crash loses nothing (the markers are in the database).
+        """
+        moved = 0
+        while stop is None or not stop.is_set():
+            with self.store.transaction() as tx:
+                resolution = dependencies.cascade(tx, self.clock(), self.config.cascade_batch)
+                if resolution is not None and resolution.changed:
+                    self.store.notify_change(tx)
+            if resolution is None:
+                return moved
+            resolution.pending = False  # this loop goes on by itself
+            self._dependants_moved(resolution)
+            moved += len(resolution.changed)
+            time.sleep(CASCADE_PAUSE)  # let waiting writers of this process in first
+        return moved
+
     def next_due(self) -> float | None:
         """When the earliest scheduled job becomes due (None: no job is scheduled)."""
         with self.store.reader() as tx:
@@ -701,6 +740,10 @@ class Scheduler:
                 ids = [row["id"] for row in rows]
                 if ids:
                     tx.run("delete_attempts", {"ids": ids})
+                    # Dependency rows go with their jobs, both ways: a later job
+                    # must never inherit them (ids are not reused either, migration 8).
+                    tx.run("delete_dependencies", {"ids": ids})
+                    tx.run("delete_dependants", {"ids": ids})
                     tx.run("delete_jobs", {"ids": ids})
             pruned += len(ids)
             if len(ids) < self.config.prune_batch:

@@ -120,6 +120,43 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_due ON schedules (next_fire_at);
 
+-- name: migration_8
+-- Job ids are never reused (issue 18). The identity column already never
+-- gives an id twice (GENERATED ALWAYS refuses explicit ids, NO CYCLE stops at
+-- the end of bigint), and its sequence is moved past every id the dependency
+-- and attempt tables name, should any be ahead of it.
+-- Dependency rows become edges still to resolve: resolution deletes each one
+-- as it counts it, so a waiting job's deps_pending is the number of its edges.
+-- Edges already resolved (their dependency finished) or left behind by
+-- pruning are dropped. dependency_cascades marks finished jobs whose
+-- dependants are still being resolved, a chunk per transaction (the housekeeper).
+ALTER TABLE jobs ALTER COLUMN id SET NO CYCLE;
+SELECT setval(pg_get_serial_sequence('jobs', 'id'), seen)
+FROM (
+    SELECT greatest(
+        (SELECT max(id) FROM jobs),
+        (SELECT max(depends_on) FROM job_dependencies),
+        (SELECT max(job_id) FROM job_dependencies),
+        (SELECT max(job_id) FROM job_attempts)
+    ) AS seen
+) AS ids
+WHERE seen > coalesce(pg_sequence_last_value(pg_get_serial_sequence('jobs', 'id')::regclass), 0);
+DELETE FROM job_dependencies
+WHERE NOT EXISTS (
+    SELECT 1 FROM jobs AS dependency
+    WHERE dependency.id = job_dependencies.depends_on
+      AND dependency.status NOT IN ('succeeded', 'failed', 'cancelled')
+) OR NOT EXISTS (
+    SELECT 1 FROM jobs AS dependant
+    WHERE dependant.id = job_dependencies.job_id
+      AND dependant.depends_on::jsonb @> to_jsonb(job_dependencies.depends_on)
+);
+CREATE INDEX job_dependencies_job ON job_dependencies (job_id);
+UPDATE jobs SET deps_pending = (
+    SELECT count(*) FROM job_dependencies WHERE job_dependencies.job_id = jobs.id
+) WHERE status = 'waiting';
+CREATE TABLE dependency_cascades (job_id bigint PRIMARY KEY);
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -304,9 +341,11 @@ WHERE id = %(id)s AND status IN ('failed', 'cancelled')
 RETURNING *;
 
 -- name: prunable_jobs
--- SKIP LOCKED: servers pruning at once delete disjoint batches.
+-- SKIP LOCKED: servers pruning at once delete disjoint batches. Not a job
+-- whose dependants are still being resolved (dependency_cascades).
 SELECT id FROM jobs
 WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(before)s
+  AND id NOT IN (SELECT job_id FROM dependency_cascades)
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
@@ -316,6 +355,14 @@ DELETE FROM job_attempts WHERE job_id = ANY(%(ids)s::bigint[]);
 
 -- name: delete_jobs
 DELETE FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: delete_dependencies
+-- Edges where a pruned job is the dependency (none unless a cascade was cut short)...
+DELETE FROM job_dependencies WHERE depends_on = ANY(%(ids)s::bigint[]);
+
+-- name: delete_dependants
+-- ... and where it is the dependant (cancelled while its dependencies still ran).
+DELETE FROM job_dependencies WHERE job_id = ANY(%(ids)s::bigint[]);
 
 -- name: count_by_status
 SELECT status, count(*) AS count FROM jobs GROUP BY status;
@@ -446,17 +493,59 @@ ON CONFLICT DO NOTHING;
 -- name: start_waiting
 UPDATE jobs SET status = 'waiting', deps_pending = %(pending)s WHERE id = %(id)s RETURNING *;
 
--- name: waiting_dependants
-SELECT job_id AS id FROM job_dependencies WHERE depends_on = %(id)s ORDER BY job_id;
+-- name: take_dependants
+-- A chunk of a finished job's dependants, in id order. Each edge is deleted as
+-- it is counted: a job that finishes again (retried) resolves nothing twice.
+-- The finished job's row is locked by its caller: no one else takes its edges.
+DELETE FROM job_dependencies
+WHERE depends_on = %(id)s AND job_id IN (
+    SELECT job_id FROM job_dependencies WHERE depends_on = %(id)s
+    ORDER BY job_id LIMIT %(limit)s
+)
+RETURNING job_id;
 
--- name: dependency_done
--- One dependency fewer to wait for; the row (locked, re-read) tells whether it was the last.
-UPDATE jobs SET deps_pending = deps_pending - 1
-WHERE id = %(id)s AND status = 'waiting'
+-- name: lock_dependants
+-- In id order, like every multi-row writer: no deadlocks.
+SELECT id FROM jobs WHERE id = ANY(%(ids)s::bigint[]) AND status = 'waiting'
+ORDER BY id FOR UPDATE;
+
+-- name: resolve_dependants
+-- One dependency fewer for each waiting job of the chunk, set-based. A failed
+-- dependency cancels the dependants that do not run anyway; the last one
+-- makes a dependant ready (queued, or scheduled when its run_at is later).
+UPDATE jobs
+SET deps_pending = deps_pending - 1,
+    status = CASE
+        WHEN %(failed)s AND on_dependency_failure IS DISTINCT FROM 'run' THEN 'cancelled'
+        WHEN deps_pending > 1 THEN 'waiting'
+        WHEN run_at <= %(now)s THEN 'queued'
+        ELSE 'scheduled'
+    END,
+    finished_at = CASE
+        WHEN %(failed)s AND on_dependency_failure IS DISTINCT FROM 'run' THEN %(now)s
+        ELSE finished_at
+    END,
+    error = CASE
+        WHEN %(failed)s AND on_dependency_failure IS DISTINCT FROM 'run' THEN %(error)s
+        ELSE error
+    END
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'waiting'
 RETURNING *;
 
--- name: dependencies_met
-UPDATE jobs SET status = %(status)s WHERE id = %(id)s AND status = 'waiting' RETURNING *;
+-- name: start_cascade
+-- The rest of this job's dependants is left to the housekeeper (durably).
+INSERT INTO dependency_cascades (job_id) VALUES (%(id)s) ON CONFLICT DO NOTHING;
+
+-- name: next_cascades
+-- SKIP LOCKED: servers cascading at once take different jobs.
+SELECT job_id FROM dependency_cascades ORDER BY job_id LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: end_cascade
+DELETE FROM dependency_cascades WHERE job_id = %(id)s;
+
+-- name: cascade_pending
+SELECT job_id FROM dependency_cascades WHERE job_id = %(id)s;
 
 -- name: dependency_failed
 UPDATE jobs SET status = 'cancelled', finished_at = %(now)s, error = %(error)s
