@@ -497,10 +497,13 @@ UPDATE jobs SET status = 'waiting', deps_pending = %(pending)s WHERE id = %(id)s
 -- A chunk of a finished job's dependants, in id order. Each edge is deleted as
 -- it is counted: a job that finishes again (retried) resolves nothing twice.
 -- The finished job's row is locked by its caller: no one else takes its edges.
+-- A key range (up to the chunk's last id), not IN (...): an index range scan.
 DELETE FROM job_dependencies
-WHERE depends_on = %(id)s AND job_id IN (
-    SELECT job_id FROM job_dependencies WHERE depends_on = %(id)s
-    ORDER BY job_id LIMIT %(limit)s
+WHERE depends_on = %(id)s AND job_id <= (
+    SELECT max(job_id) FROM (
+        SELECT job_id FROM job_dependencies WHERE depends_on = %(id)s
+        ORDER BY job_id LIMIT %(limit)s
+    ) AS chunk
 )
 RETURNING job_id;
 

@@ -516,9 +516,13 @@ UPDATE jobs SET status = 'waiting', deps_pending = :pending WHERE id = :id RETUR
 -- name: take_dependants
 -- A chunk of a finished job's dependants, in id order. Each edge is deleted as
 -- it is counted: a job that finishes again (retried) resolves nothing twice.
+-- A key range (up to the chunk's last id), not IN (...): an index range scan.
 DELETE FROM job_dependencies
-WHERE depends_on = :id AND job_id IN (
-    SELECT job_id FROM job_dependencies WHERE depends_on = :id ORDER BY job_id LIMIT :limit
+WHERE depends_on = :id AND job_id <= (
+    SELECT max(job_id) FROM (
+        SELECT job_id FROM job_dependencies WHERE depends_on = :id
+        ORDER BY job_id LIMIT :limit
+    ) AS chunk
 )
 RETURNING job_id;
 
