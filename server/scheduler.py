@@ -138,11 +138,13 @@ class Scheduler:
                 self.events.submitted([row])
         return row, created
 
-    def announce(self, rows: Iterable[Row]) -> None:
-        """After a commit that created ``rows`` (a schedule's jobs): wake their workers."""
+    def announce(self, rows: list[Row]) -> None:
+        """After a commit that created ``rows`` (a schedule's jobs): wake their workers,
+        count and log them like any submission."""
         self._announce(rows)
+        self.telemetry.submitted(rows)
         if self.events is not None:
-            self.events.submitted(list(rows))
+            self.events.submitted(rows)
 
     def _announce(self, rows: Iterable[Row]) -> None:
         """Wake one lease waiter per new ready job; set the alarm for scheduled ones."""

@@ -185,3 +185,14 @@ def test_a_schedule_name_is_taken_once(client):
     job = {"type": "sleep", "payload": {"duration": 0}}
     body = {"name": "s", "cron": "0 * * * *", "job": job}
     assert client.simulate_post("/schedules", json=body).status_code == 409
+
+
+def test_jobs_fired_by_a_schedule_are_counted_as_submitted(store, client, clock):
+    schedule(client)
+    scheduler = Scheduler(store, ServerConfig(), clock=clock)
+    metrics = scheduler.telemetry.metrics
+    assert metrics is not None
+    clock.now = at("2026-03-29T01:00:00+00:00")
+    assert Schedules(scheduler).fire() == 1
+    sample = metrics.registry.get_sample_value("taskframe_jobs_submitted_total", {"type": "sleep"})
+    assert sample == 1.0
