@@ -70,6 +70,8 @@ class Job:
     #: Ids of the jobs this one waits for (``waiting`` until they finished).
     depends_on: list[int] = field(default_factory=list)
     on_dependency_failure: str | None = None
+    #: Where the server POSTs the job when it finishes (the webhook plugin).
+    notify_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -196,3 +196,22 @@ def test_jobs_fired_by_a_schedule_are_counted_as_submitted(store, client, clock)
     assert Schedules(scheduler).fire() == 1
     sample = metrics.registry.get_sample_value("taskframe_jobs_submitted_total", {"type": "sleep"})
     assert sample == 1.0
+
+
+def test_a_client_cannot_claim_a_schedules_future_key(store, client, clock):
+    schedule(client)
+    key = "schedule:s:2026-03-29T01:00:00Z"
+    forged = {"type": "sleep", "payload": {"duration": 99}, "idempotency_key": key}
+    answer = client.simulate_post("/jobs", json=forged)
+    assert answer.status_code == 422, answer.text
+    assert "idempotency_key" in answer.json["errors"]
+    answer = client.simulate_post("/jobs/batch", json={"jobs": [forged]})
+    assert answer.status_code == 422, answer.text
+    plain = {"type": "sleep", "payload": {"duration": 99}}
+    answer = client.simulate_post("/jobs", json=plain, headers={"Idempotency-Key": key})
+    assert answer.status_code == 422, answer.text
+    assert "Idempotency-Key" in answer.json["errors"]
+    clock.now = at("2026-03-29T01:00:00+00:00")
+    assert Schedules(Scheduler(store, ServerConfig(), clock=clock)).fire() == 1
+    [fired] = jobs(client)
+    assert fired["idempotency_key"] == key and fired["payload"] == {"duration": 0}
