@@ -69,6 +69,13 @@ class Metrics:
             registry=r,
         )
         self.leased = Counter("taskframe_jobs_leased", "Attempts started", ["type"], registry=r)
+        self.fires_dropped = Counter(
+            "taskframe_schedule_fires_dropped",
+            "Fire times of schedules that gave no job: firing was late (misfire policy "
+            "latest: only the latest fired) or too late (skip)",
+            ["policy"],
+            registry=r,
+        )
         self.run_seconds = Histogram(
             "taskframe_job_run_seconds",
             "Run time of attempts that ended (lease to outcome)",

@@ -14,6 +14,7 @@ Pausing stops firing; resuming starts again from the next time after now.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from taskframe.core import cron
@@ -22,8 +23,31 @@ from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import Row
 
 MISFIRE_GRACE = 60.0
-FIRE_BATCH = 100
+#: Due schedules fired per transaction (their jobs inserted in one batch).
+FIRE_BATCH = 500
 NEXT_SHOWN = 5
+#: Missed fire times walked one by one; past that, the rest is counted from the mean period.
+DROP_WALK = 64
+#: Bytes a schedule's job may take as JSON: it is copied into a job at every fire time.
+MAX_JOB_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Fire times of one schedule dropped at once (counted in metrics and logged)."""
+
+    count: int
+    policy: str  # latest: the latest missed time fired instead; skip: too late, none fired
+    first: float  # the first time dropped
+    estimated: bool = False  # a long outage: the count past DROP_WALK is from the period
+
+
+@dataclass(frozen=True)
+class DueTimes:
+    fire: float | None  # the time whose job is submitted now (None: skipped)
+    latest: float  # the latest fire time passed
+    next: float  # the next one to come
+    dropped: Drop
 
 
 class ScheduleNotFound(Exception):
@@ -34,6 +58,7 @@ class Schedules:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.store = scheduler.store
+        self._times = cron.FireTimes()  # used by fire() only: the housekeeper's thread
 
     def create(self, spec: dict[str, Any]) -> Row:
         """Add a validated schedule; JobConflict when the name is taken."""
@@ -48,7 +73,14 @@ class Schedules:
             "next_fire_at": cron.next_fire(spec["cron"], spec["timezone"], now),
             "created_at": now,
         }
+        limit = self.scheduler.config.max_schedules
         with self.store.transaction() as tx:
+            tx.all("lock_schedules")
+            if (tx.one("count_schedules") or {"count": 0})["count"] >= limit:
+                raise JobConflict(
+                    f"this server keeps at most {limit} schedules (--max-schedules {limit}); "
+                    "delete one first"
+                )
             row = tx.one("insert_schedule", params)
             if row is None:
                 raise JobConflict(f"a schedule named {spec['name']!r} exists already")
@@ -86,39 +118,76 @@ class Schedules:
         return changed
 
     def fire(self) -> int:
-        """Submit the jobs of due schedules; return how many were created (the housekeeper)."""
+        """Submit the jobs of due schedules, a batch per transaction; return how many were
+        created (the housekeeper). Fire times dropped by the misfire policy are counted."""
         now = self.scheduler.clock()
         due = self.next_due()
         if due is None or due > now:
             return 0  # a read, not a write lock, when nothing is due
+        created = 0
+        while True:
+            rows, seen = self._fire_batch(now)
+            created += len(rows)
+            if seen < FIRE_BATCH:
+                return created
+
+    def _fire_batch(self, now: float) -> tuple[list[Row], int]:
+        """Fire up to FIRE_BATCH due schedules in one transaction: (jobs created, schedules seen)."""
         intake = self.scheduler.intake
-        created: list[Row] = []
+        drops: dict[str, Drop] = {}
         with self.store.transaction() as tx:
-            for row in tx.all("due_schedules", {"now": now, "limit": FIRE_BATCH}):
-                latest = cron.latest_fire(row["cron"], row["timezone"], row["next_fire_at"], now)
-                late = now - latest > MISFIRE_GRACE
-                if not (row["misfire"] == "skip" and late):
+            due = tx.all("due_schedules", {"now": now, "limit": FIRE_BATCH})
+            jobs, advances = [], []
+            for row in due:
+                times = self._due_times(row, now)
+                if times.fire is not None:
                     job = json.loads(row["job"])
-                    job["idempotency_key"] = f"schedule:{row['name']}:{cron.iso(latest)}"
+                    job["idempotency_key"] = f"schedule:{row['name']}:{cron.iso(times.fire)}"
                     params = intake.new_job_params(job, now)
-                    params["run_at"] = min(latest, now)
-                    [inserted] = tx.returning_many("insert_job", [params])
-                    if inserted is not None:  # None: this time fired already
-                        created.append(inserted)
-                tx.run(
-                    "advance_schedule",
+                    params["run_at"] = min(times.fire, now)
+                    jobs.append(params)
+                if times.dropped.count:
+                    drops[row["name"]] = times.dropped
+                advances.append(
                     {
                         "name": row["name"],
                         "previous": row["next_fire_at"],
-                        "next_fire_at": cron.next_fire(row["cron"], row["timezone"], now),
-                        "last_fire_at": latest,
-                    },
+                        "next_fire_at": times.next,
+                        "last_fire_at": times.latest,
+                    }
                 )
+            # One batched insert (a time fired already by another server: None).
+            created = [r for r in tx.returning_many("insert_job", jobs) if r is not None]
+            tx.run_many("advance_schedule", advances)
             if created:
                 self.store.notify_change(tx)
         if created:
             self.scheduler.announce(created)
-        return len(created)
+        if drops:
+            self.scheduler.telemetry.fire_times_dropped(drops)
+        return created, len(due)
+
+    def _due_times(self, row: Row, now: float) -> DueTimes:
+        """What a due schedule does now: which time fires, how many are dropped, the next."""
+        expression, zone, first = row["cron"], row["timezone"], row["next_fire_at"]
+        # The common case costs one step: the time after the due one is still to come.
+        passed, latest = 1, first
+        following = self._times.next_fire(expression, zone, first)
+        while following <= now and passed < DROP_WALK:
+            passed, latest = passed + 1, following
+            following = self._times.next_fire(expression, zone, following)
+        estimated = following <= now
+        if estimated:  # down for long: the times past the walk are counted by their period
+            period = (latest - first) / (passed - 1)
+            walked, latest = latest, cron.latest_fire(expression, zone, first, now)
+            passed += round((latest - walked) / period)
+            following = self._times.next_fire(expression, zone, now)
+        policy = row["misfire"]
+        if policy == "skip" and now - latest > MISFIRE_GRACE:
+            drop = Drop(passed, policy, first, estimated)  # too late: none fires
+            return DueTimes(None, latest, following, drop)
+        # The latest time fires; the earlier ones are dropped.
+        return DueTimes(latest, latest, following, Drop(passed - 1, policy, first, estimated))
 
     def next_due(self) -> float | None:
         with self.store.reader() as tx:

@@ -563,6 +563,13 @@ SELECT id FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 
 -- ---------------------------------------------------------- schedules (issue 13)
 
+-- name: lock_schedules
+-- Servers adding schedules at once count one after the other (the --max-schedules bound).
+SELECT pg_advisory_xact_lock(29798, 2);
+
+-- name: count_schedules
+SELECT count(*) AS count FROM schedules;
+
 -- name: insert_schedule
 INSERT INTO schedules (name, cron, timezone, job, misfire, paused, next_fire_at, created_at)
 VALUES (%(name)s, %(cron)s, %(timezone)s, %(job)s, %(misfire)s, %(paused)s::int::boolean,

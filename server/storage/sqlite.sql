@@ -575,6 +575,13 @@ SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- ---------------------------------------------------------- schedules (issue 13)
 
+-- name: lock_schedules
+-- Writers are serialised already: counting and inserting is atomic.
+SELECT 0 AS locked WHERE 0;
+
+-- name: count_schedules
+SELECT count(*) AS count FROM schedules;
+
 -- name: insert_schedule
 INSERT INTO schedules (name, cron, timezone, job, misfire, paused, next_fire_at, created_at)
 VALUES (:name, :cron, :timezone, :job, :misfire, :paused,
