@@ -242,7 +242,9 @@ def test_the_number_of_schedules_is_bounded(store, clock):
     for n in range(3):
         schedule(client, name=f"s{n}")
     job = {"type": "sleep", "payload": {"duration": 0}}
-    answer = client.simulate_post("/schedules", json={"name": "s3", "cron": "0 * * * *", "job": job})
+    answer = client.simulate_post(
+        "/schedules", json={"name": "s3", "cron": "0 * * * *", "job": job}
+    )
     assert answer.status_code == 409, answer.text
     assert "--max-schedules 3" in answer.json["description"]
     assert client.simulate_delete("/schedules/s0").status_code == 204

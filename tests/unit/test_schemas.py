@@ -159,8 +159,12 @@ def _strategy(name: str, field) -> st.SearchStrategy:
         values = st.sampled_from(list(choices[0].choices))
     elif isinstance(field, fields.String) and patterns:
         values = st.from_regex(patterns[0].regex, fullmatch=True)
-    elif isinstance(field, fields.String) and any(getattr(v, "__name__", "") == "_http_url" for v in checks):
-        values = st.from_regex(r"https?://[a-z]{1,10}\.example(:[1-9][0-9]{0,3})?/[a-z]{0,8}", fullmatch=True)
+    elif isinstance(field, fields.String) and any(
+        getattr(v, "__name__", "") == "_http_url" for v in checks
+    ):
+        values = st.from_regex(
+            r"https?://[a-z]{1,10}\.example(:[1-9][0-9]{0,3})?/[a-z]{0,8}", fullmatch=True
+        )
     elif isinstance(field, fields.String):
         values = ids.filter(lambda key: not schemas.reserved_key(key))
     else:
