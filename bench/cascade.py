@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(1.0)  # the poster warm
     poster.recording.set()
     start = time.perf_counter()
-    env.api.call("POST", f"/jobs/{root}/cancel")
+    env.api.call("POST", f"/jobs/{root}/cancel", timeout=1800)
     cancel_took = time.perf_counter() - start
     while env.api.call("GET", f"/jobs/{last}")["status"] != "cancelled":
         env.check_alive()

@@ -132,7 +132,10 @@ class Schedules:
                 return created
 
     def _fire_batch(self, now: float) -> tuple[list[Row], int]:
-        """Fire up to FIRE_BATCH due schedules in one transaction: (jobs created, schedules seen)."""
+        """Fire up to FIRE_BATCH due schedules in one transaction.
+
+        Returns (the jobs created, how many schedules were due).
+        """
         intake = self.scheduler.intake
         drops: dict[str, Drop] = {}
         with self.store.transaction() as tx:

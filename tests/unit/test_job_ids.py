@@ -171,8 +171,8 @@ def _v7_rows(db_url: str) -> None:
 def _index_names(db_url: str) -> set[str]:
     with raw_connection(db_url) as raw:
         if db_url.startswith("postgresql://"):
-            query = "SELECT indexname FROM pg_indexes WHERE tablename = 'jobs' AND indexname <> 'jobs_pkey'"
-            query += " AND schemaname = current_schema()"
+            query = "SELECT indexname FROM pg_indexes WHERE tablename = 'jobs' "
+            query += "AND indexname <> 'jobs_pkey' AND schemaname = current_schema()"
         else:
             query = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' "
             query += "AND name NOT LIKE 'sqlite_autoindex%'"
