@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 
+from taskframe.server import counts
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.schedules import Schedules
 from taskframe.server.storage import StoreUnavailable
@@ -99,6 +100,7 @@ class Housekeeper:
         # A short retention is kept to within about itself, never pruned more than once a minute.
         prune_every = min(PRUNE_EVERY, max(self.scheduler.config.retention, interval))
         since_prune = prune_every  # prune once at start
+        since_tidy = 0.0
         reaped_at = None  # monotonic time of the last reap that reached the database
         grace_until = 0.0
         while not self._stop.wait(interval):
@@ -111,6 +113,11 @@ class Housekeeper:
             try:
                 reaped = self.scheduler.reap(expire_leases=now >= grace_until)
                 reaped_at = time.monotonic()
+                self.scheduler.database.record()  # anonymous /health answers from this
+                since_tidy += interval  # counts gone to zero are forgotten once a minute
+                tidy = since_tidy >= PRUNE_EVERY
+                counts.fold(self.scheduler.store, drop_empty=tidy)
+                since_tidy = 0.0 if tidy else since_tidy
                 if reaped:
                     log.info("reaped %d expired attempt(s)", reaped)
                 since_prune += interval
@@ -120,6 +127,7 @@ class Housekeeper:
                     if pruned:
                         log.info("pruned %d finished job(s) past retention", pruned)
             except StoreUnavailable as exc:
+                self.scheduler.database.record(str(exc))
                 log.warning("housekeeping skipped: %s", exc)
             except Exception:
                 log.exception("housekeeping failed; will try again")

@@ -25,6 +25,7 @@ from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.core.model import Event, Outcome, Status
 from taskframe.server import dependencies, routing
 from taskframe.server.config import ServerConfig
+from taskframe.server.counts import DatabaseState
 from taskframe.server.metrics import Metrics
 from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots
 from taskframe.server.storage import Row, Store, Transaction
@@ -111,6 +112,8 @@ class Scheduler:
         self.events = events
         #: Seen at the last lease: some limit is set (a finished job may free a slot).
         self.limited = False
+        #: Whether the database answered lately (anonymous /health tells it, reading nothing).
+        self.database = DatabaseState(store, stale_after=max(10.0, 5 * config.reap_interval))
         #: Set when dependants were left to the housekeeper (see dependencies.cascade).
         self.cascade_wanted = threading.Event()
         #: Logs and counts every committed change (server/telemetry.py; no database work).

@@ -157,6 +157,55 @@ UPDATE jobs SET deps_pending = (
 ) WHERE status = 'waiting';
 CREATE TABLE dependency_cascades (job_id bigint PRIMARY KEY);
 
+-- name: migration_9
+-- Observability without scanning jobs (issue 18): the number of jobs by type,
+-- queue, status and priority. Many servers change jobs at once here, so a
+-- trigger does not update shared count rows (every transaction would queue on
+-- the same hot rows, and two updating them in different orders would
+-- deadlock): it appends delta rows, which conflict with nothing, and the
+-- housekeeper folds them into job_counts. Readers add both up in one snapshot.
+-- jobs_queued_age gives the oldest ready job of each type and priority.
+CREATE TABLE job_counts (
+    type text NOT NULL,
+    queue text NOT NULL,
+    status text NOT NULL,
+    priority integer NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (type, queue, status, priority)
+);
+CREATE TABLE job_count_deltas (
+    type text NOT NULL,
+    queue text NOT NULL,
+    status text NOT NULL,
+    priority integer NOT NULL,
+    delta integer NOT NULL
+);
+INSERT INTO job_counts (type, queue, status, priority, count)
+SELECT type, queue, status, priority, count(*) FROM jobs GROUP BY type, queue, status, priority;
+CREATE FUNCTION taskframe_count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO job_count_deltas VALUES (NEW.type, NEW.queue, NEW.status, NEW.priority, 1);
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO job_count_deltas VALUES (OLD.type, OLD.queue, OLD.status, OLD.priority, -1);
+    ELSE
+        INSERT INTO job_count_deltas VALUES
+            (OLD.type, OLD.queue, OLD.status, OLD.priority, -1),
+            (NEW.type, NEW.queue, NEW.status, NEW.priority, 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER job_counts_insert AFTER INSERT ON jobs
+FOR EACH ROW EXECUTE FUNCTION taskframe_count_jobs();
+CREATE TRIGGER job_counts_update AFTER UPDATE OF status, type, queue, priority ON jobs
+FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.type IS DISTINCT FROM NEW.type
+    OR OLD.queue IS DISTINCT FROM NEW.queue OR OLD.priority IS DISTINCT FROM NEW.priority)
+EXECUTE FUNCTION taskframe_count_jobs();
+CREATE TRIGGER job_counts_delete AFTER DELETE ON jobs
+FOR EACH ROW EXECUTE FUNCTION taskframe_count_jobs();
+CREATE INDEX jobs_queued_age ON jobs (type, priority, run_at) WHERE status = 'queued';
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -363,6 +412,41 @@ DELETE FROM job_dependencies WHERE depends_on = ANY(%(ids)s::bigint[]);
 -- name: delete_dependants
 -- ... and where it is the dependant (cancelled while its dependencies still ran).
 DELETE FROM job_dependencies WHERE job_id = ANY(%(ids)s::bigint[]);
+
+-- name: job_counts
+-- Jobs by type, queue, status and priority: the folded counts plus the deltas
+-- not folded yet, in one snapshot (a small table and a short one: no scan of jobs).
+SELECT type, queue, status, priority, sum(count) AS count FROM (
+    SELECT type, queue, status, priority, count FROM job_counts
+    UNION ALL
+    SELECT type, queue, status, priority, delta FROM job_count_deltas
+) AS counted
+GROUP BY type, queue, status, priority
+HAVING sum(count) <> 0;
+
+-- name: oldest_ready
+-- The oldest ready job of one type and priority: one step into jobs_queued_age.
+SELECT min(run_at) AS run_at FROM jobs
+WHERE status = 'queued' AND type = %(type)s AND priority = %(priority)s AND run_at <= %(now)s;
+
+-- name: fold_job_counts
+-- The housekeeper: deltas into job_counts, in key order. One server at a time
+-- (the others skip); deltas committed meanwhile wait for the next fold.
+WITH folding AS (
+    SELECT pg_try_advisory_xact_lock(29798, 3) AS mine
+), folded AS (
+    DELETE FROM job_count_deltas WHERE (SELECT mine FROM folding)
+    RETURNING type, queue, status, priority, delta
+)
+INSERT INTO job_counts (type, queue, status, priority, count)
+SELECT type, queue, status, priority, sum(delta) FROM folded
+GROUP BY type, queue, status, priority
+ORDER BY type, queue, status, priority
+ON CONFLICT (type, queue, status, priority)
+DO UPDATE SET count = job_counts.count + excluded.count;
+
+-- name: drop_empty_counts
+DELETE FROM job_counts WHERE count = 0 AND pg_try_advisory_xact_lock(29798, 3);
 
 -- name: count_by_status
 SELECT status, count(*) AS count FROM jobs GROUP BY status;

@@ -202,6 +202,46 @@ UPDATE jobs SET deps_pending = (
 ) WHERE status = 'waiting';
 CREATE TABLE dependency_cascades (job_id INTEGER PRIMARY KEY);
 
+-- name: migration_9
+-- Observability without scanning jobs (issue 18): job_counts holds the number
+-- of jobs by type, queue, status and priority, kept by triggers in the very
+-- transaction of each change (SQLite has one writer at a time: no contention).
+-- jobs_queued_age gives the oldest ready job of each type and priority.
+CREATE TABLE job_counts (
+    type TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (type, queue, status, priority)
+) WITHOUT ROWID;
+INSERT INTO job_counts (type, queue, status, priority, count)
+SELECT type, queue, status, priority, count(*) FROM jobs GROUP BY type, queue, status, priority;
+CREATE TRIGGER job_counts_insert AFTER INSERT ON jobs
+BEGIN
+    INSERT INTO job_counts (type, queue, status, priority, count)
+    VALUES (NEW.type, NEW.queue, NEW.status, NEW.priority, 1)
+    ON CONFLICT (type, queue, status, priority) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER job_counts_update AFTER UPDATE OF status, type, queue, priority ON jobs
+WHEN OLD.status IS NOT NEW.status OR OLD.type IS NOT NEW.type
+  OR OLD.queue IS NOT NEW.queue OR OLD.priority IS NOT NEW.priority
+BEGIN
+    UPDATE job_counts SET count = count - 1
+    WHERE type = OLD.type AND queue = OLD.queue AND status = OLD.status
+      AND priority = OLD.priority;
+    INSERT INTO job_counts (type, queue, status, priority, count)
+    VALUES (NEW.type, NEW.queue, NEW.status, NEW.priority, 1)
+    ON CONFLICT (type, queue, status, priority) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER job_counts_delete AFTER DELETE ON jobs
+BEGIN
+    UPDATE job_counts SET count = count - 1
+    WHERE type = OLD.type AND queue = OLD.queue AND status = OLD.status
+      AND priority = OLD.priority;
+END;
+CREATE INDEX jobs_queued_age ON jobs (type, priority, run_at) WHERE status = 'queued';
+
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
 
@@ -391,6 +431,22 @@ DELETE FROM job_attempts WHERE job_id IN (SELECT value FROM json_each(:ids));
 
 -- name: delete_jobs
 DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: job_counts
+-- Jobs by type, queue, status and priority (a small table: no scan of jobs).
+SELECT type, queue, status, priority, count FROM job_counts WHERE count <> 0;
+
+-- name: oldest_ready
+-- The oldest ready job of one type and priority: one step into jobs_queued_age.
+SELECT min(run_at) AS run_at FROM jobs INDEXED BY jobs_queued_age
+WHERE status = 'queued' AND type = :type AND priority = :priority AND run_at <= :now;
+
+-- name: fold_job_counts
+-- Triggers keep job_counts exact as it is: nothing to fold (PostgreSQL has deltas).
+SELECT 0 AS folded WHERE 0;
+
+-- name: drop_empty_counts
+DELETE FROM job_counts WHERE count = 0;
 
 -- name: count_by_status
 SELECT status, count(*) AS count FROM jobs GROUP BY status;

@@ -1,0 +1,115 @@
+"""Job counts without scanning the jobs table, and the database state /health reports.
+
+The counts (``job_counts``, migration 9) are kept in the transaction of every
+change: by triggers that update the counts on SQLite (one writer at a time),
+and by triggers that append delta rows on PostgreSQL, folded here by the
+housekeeper (see the migration for why). Reading them costs the same with
+ten jobs or ten million. The oldest ready job of each type and priority is one
+step into an index (``jobs_queued_age``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from taskframe.core import model
+from taskframe.server.storage import Row, Store, StoreUnavailable, Transaction
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Jobs counted by (type, queue, status, priority), as one snapshot read them."""
+
+    rows: list[Row]
+
+    def by_status(self) -> dict[str, int]:
+        found = dict.fromkeys(model.STATUSES, 0)
+        for row in self.rows:
+            found[row["status"]] = found.get(row["status"], 0) + row["count"]
+        return found
+
+    def by(self, key: str) -> dict[str, dict[str, int]]:
+        """{type or queue: {status: count}} (every status present, zeros included)."""
+        found: dict[str, dict[str, int]] = {}
+        for row in self.rows:
+            counts = found.setdefault(row[key], dict.fromkeys(model.STATUSES, 0))
+            counts[row["status"]] = counts.get(row["status"], 0) + row["count"]
+        return dict(sorted(found.items()))
+
+    def ready(self) -> dict[tuple[str, int], int]:
+        """{(type, priority): queued jobs} for the groups that have some."""
+        found: dict[tuple[str, int], int] = {}
+        for row in self.rows:
+            if row["status"] == model.QUEUED and row["count"] > 0:
+                key = (row["type"], int(row["priority"]))
+                found[key] = found.get(key, 0) + row["count"]
+        return found
+
+
+def read(tx: Transaction) -> Counts:
+    return Counts([{**row, "count": int(row["count"])} for row in tx.all("job_counts")])
+
+
+def ready_jobs(store: Store, now: float) -> list[dict[str, Any]]:
+    """Ready jobs by type and priority with the oldest run_at: what the old scan gave."""
+    with store.reader() as tx:
+        ready = read(tx).ready()
+        found = []
+        for (job_type, priority), count in sorted(ready.items()):
+            params = {"type": job_type, "priority": priority, "now": now}
+            oldest = (tx.one("oldest_ready", params) or {}).get("run_at")
+            if oldest is not None:
+                group = {"type": job_type, "priority": priority, "count": count}
+                found.append({**group, "oldest_run_at": oldest})
+    return found
+
+
+def fold(store: Store, drop_empty: bool = False) -> None:
+    """Fold the counts' deltas (PostgreSQL); ``drop_empty``: forget counts that reached zero."""
+    with store.transaction() as tx:
+        tx.run("fold_job_counts")
+        if drop_empty:
+            tx.run("drop_empty_counts")
+
+
+class DatabaseState:
+    """Whether the database answered lately, as the housekeeper and full /health saw it.
+
+    Anonymous ``GET /health`` answers from this: it reads nothing from the
+    database, however often it is called.
+    """
+
+    def __init__(
+        self, store: Store, stale_after: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self.stale_after = stale_after
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._seen: float | None = None
+        self._error: str | None = None
+
+    def record(self, error: str | None = None) -> None:
+        with self._lock:
+            self._seen, self._error = self.clock(), error
+
+    def current(self) -> str | None:
+        """None when the database answered (lately), else why not.
+
+        Known for ``stale_after`` seconds; only before the first record, or when
+        no housekeeper ran for that long, is the database pinged (once).
+        """
+        with self._lock:
+            if self._seen is not None and self.clock() - self._seen <= self.stale_after:
+                return self._error
+        try:
+            self.store.ping()
+        except StoreUnavailable as exc:
+            self.record(str(exc))
+            return str(exc)
+        self.record()
+        return None
