@@ -26,46 +26,34 @@ class Counts:
 
     rows: list[Row]
 
-    def by_status(self) -> dict[str, int]:
-        found = dict.fromkeys(model.STATUSES, 0)
-        for row in self.rows:
-            found[row["status"]] = found.get(row["status"], 0) + row["count"]
-        return found
-
-    def by(self, key: str) -> dict[str, dict[str, int]]:
-        """{type or queue: {status: count}} (every status present, zeros included)."""
-        found: dict[str, dict[str, int]] = {}
-        for row in self.rows:
-            counts = found.setdefault(row[key], dict.fromkeys(model.STATUSES, 0))
-            counts[row["status"]] = counts.get(row["status"], 0) + row["count"]
-        return dict(sorted(found.items()))
-
-    def ready(self) -> dict[tuple[str, int], int]:
-        """{(type, priority): queued jobs} for the groups that have some."""
-        found: dict[tuple[str, int], int] = {}
-        for row in self.rows:
-            if row["status"] == model.QUEUED and row["count"] > 0:
-                key = (row["type"], int(row["priority"]))
-                found[key] = found.get(key, 0) + row["count"]
-        return found
-
 
 def read(tx: Transaction) -> Counts:
+    """Every count (tests compare them with a GROUP BY over the jobs)."""
     return Counts([{**row, "count": int(row["count"])} for row in tx.all("job_counts")])
 
 
-def ready_jobs(store: Store, now: float) -> list[dict[str, Any]]:
-    """Ready jobs by type and priority with the oldest run_at: what the old scan gave."""
-    with store.reader() as tx:
-        ready = read(tx).ready()
-        found = []
-        for (job_type, priority), count in sorted(ready.items()):
-            params = {"type": job_type, "priority": priority, "now": now}
-            oldest = (tx.one("oldest_ready", params) or {}).get("run_at")
-            if oldest is not None:
-                group = {"type": job_type, "priority": priority, "count": count}
-                found.append({**group, "oldest_run_at": oldest})
+def by(tx: Transaction, key: str) -> dict[str, dict[str, int]]:
+    """{type or queue: {status: jobs}}, every status present (zeros included)."""
+    found: dict[str, dict[str, int]] = {}
+    for row in tx.all(f"counts_by_{key}"):
+        counted = found.setdefault(row["name"], dict.fromkeys(model.STATUSES, 0))
+        counted[row["status"]] = int(row["count"])
+    return dict(sorted(found.items()))
+
+
+def by_status(per_type: dict[str, dict[str, int]]) -> dict[str, int]:
+    found = dict.fromkeys(model.STATUSES, 0)
+    for counted in per_type.values():
+        for status, count in counted.items():
+            found[status] = found.get(status, 0) + count
     return found
+
+
+def ready_jobs(store: Store, now: float) -> list[dict[str, Any]]:
+    """Ready jobs by type and priority with the oldest run_at (counts and an index)."""
+    with store.reader() as tx:
+        rows = tx.all("ready_by_type_and_priority", {"now": now})
+    return [{**row, "count": int(row["count"])} for row in rows if row["oldest_run_at"] is not None]
 
 
 def fold(store: Store, drop_empty: bool = False) -> None:

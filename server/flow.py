@@ -21,7 +21,7 @@ class Flow:
         """Every queue that holds a job or was paused, with its counts by status
         (from job_counts: no scan of the jobs table)."""
         with self.store.reader() as tx:
-            by_queue = counts.read(tx).by("queue")
+            by_queue = counts.by(tx, "queue")
             states = {row["name"]: bool(row["paused"]) for row in tx.all("list_queue_states")}
         names = sorted(set(by_queue) | set(states))
         found = {name: by_queue.get(name) or dict.fromkeys(STATUSES, 0) for name in names}

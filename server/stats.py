@@ -38,13 +38,13 @@ def stuck_warnings(store: Store, registry: WorkerRegistry, now: float) -> list[s
 
 def queue_stats(store: Store, registry: WorkerRegistry, now: float) -> dict[str, Any]:
     with store.reader() as tx:
-        counted = counts.read(tx)
+        by_type = counts.by(tx, "type")
     ready = ready_jobs(store, now)
     workers = registry.workers()
     oldest = min((row["oldest_run_at"] for row in ready), default=None)
     return {
-        "by_status": counted.by_status(),
-        "by_type": counted.by("type"),
+        "by_status": counts.by_status(by_type),
+        "by_type": by_type,
         "oldest_ready_age": None if oldest is None else round(max(0.0, now - oldest), 3),
         "stuck_types": list(stuck_types(ready, workers)),
         "workers_alive": sum(worker.alive for worker in workers),

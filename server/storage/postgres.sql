@@ -424,10 +424,21 @@ SELECT type, queue, status, priority, sum(count) AS count FROM (
 GROUP BY type, queue, status, priority
 HAVING sum(count) <> 0;
 
--- name: oldest_ready
--- The oldest ready job of one type and priority: one step into jobs_queued_age.
-SELECT min(run_at) AS run_at FROM jobs
-WHERE status = 'queued' AND type = %(type)s AND priority = %(priority)s AND run_at <= %(now)s;
+-- name: counts_by_type
+SELECT type AS name, status, sum(count) AS count FROM (
+    SELECT type, status, count FROM job_counts
+    UNION ALL
+    SELECT type, status, delta FROM job_count_deltas
+) AS counted
+GROUP BY type, status HAVING sum(count) <> 0;
+
+-- name: counts_by_queue
+SELECT queue AS name, status, sum(count) AS count FROM (
+    SELECT queue, status, count FROM job_counts
+    UNION ALL
+    SELECT queue, status, delta FROM job_count_deltas
+) AS counted
+GROUP BY queue, status HAVING sum(count) <> 0;
 
 -- name: fold_job_counts
 -- The housekeeper: deltas into job_counts, in key order. One server at a time
@@ -455,10 +466,21 @@ SELECT status, count(*) AS count FROM jobs GROUP BY status;
 SELECT type, status, count(*) AS count FROM jobs GROUP BY type, status;
 
 -- name: ready_by_type_and_priority
--- Queue depth and the oldest ready job, read at scrape time so that servers agree.
-SELECT type, priority, count(*) AS count, min(run_at) AS oldest_run_at FROM jobs
-WHERE status = 'queued' AND run_at <= %(now)s
-GROUP BY type, priority;
+-- Queue depth and the oldest ready job, read at scrape time so that servers agree:
+-- the depth from the counts, the oldest one step into jobs_queued_age per group.
+SELECT ready.type, ready.priority, ready.count, (
+    SELECT min(run_at) FROM jobs
+    WHERE status = 'queued' AND type = ready.type AND priority = ready.priority
+      AND run_at <= %(now)s
+) AS oldest_run_at
+FROM (
+    SELECT type, priority, sum(count) AS count FROM (
+        SELECT type, priority, count FROM job_counts WHERE status = 'queued'
+        UNION ALL
+        SELECT type, priority, delta FROM job_count_deltas WHERE status = 'queued'
+    ) AS queued
+    GROUP BY type, priority HAVING sum(count) > 0
+) AS ready;
 
 -- name: upsert_worker
 -- A heartbeat knows only the id: the other fields keep what the last lease said.
@@ -471,9 +493,14 @@ SET host = coalesce(excluded.host, workers.host),
     last_seen = excluded.last_seen;
 
 -- name: list_workers
-SELECT w.id, w.host, w.types, w.slots, w.last_seen,
-       (SELECT count(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) AS running
-FROM workers w WHERE w.last_seen >= %(since)s ORDER BY w.id;
+-- The running jobs are counted once for all workers (not once per worker).
+SELECT w.id, w.host, w.types, w.slots, w.last_seen, coalesce(r.running, 0) AS running
+FROM workers w
+LEFT JOIN (
+    SELECT worker_id, count(*) AS running FROM jobs
+    WHERE status = 'running' GROUP BY worker_id
+) AS r ON r.worker_id = w.id
+WHERE w.last_seen >= %(since)s ORDER BY w.id;
 
 -- name: prune_workers
 DELETE FROM workers WHERE last_seen < %(before)s;

@@ -32,8 +32,8 @@ from hypothesis.stateful import (
 
 from taskframe.core import model, schemas
 from taskframe.core.retry import BackoffPolicy
-from taskframe.server.cli import duration
 from taskframe.server import counts
+from taskframe.server.cli import duration
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Completion, CompletionResult, JobConflict, Scheduler
 from taskframe.server.storage import Row, open_store
