@@ -14,6 +14,7 @@ Pausing stops firing; resuming starts again from the next time after now.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +132,7 @@ class Schedules:
             if seen < FIRE_BATCH:
                 return created
 
-    def _fire_batch(self, now: float) -> tuple[list[Row], int]:
+    def _fire_batch(self, now: float) -> tuple[Sequence[Row], int]:
         """Fire up to FIRE_BATCH due schedules in one transaction.
 
         Returns (the jobs created, how many schedules were due).
