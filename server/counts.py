@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,18 @@ class Counts:
     """Jobs counted by (type, queue, status, priority), as one snapshot read them."""
 
     rows: list[Row]
+
+
+def moved(tx: Transaction, rows: Iterable[Row], source: str, target: str) -> None:
+    """Count ``rows`` moved from ``source`` to ``target`` in ``tx``: one statement per
+    (type, queue, priority). The hot path's two moves (queued to running, running to
+    succeeded) are counted this way; the triggers skip them (migration 9)."""
+    groups = Counter((row["type"], row["queue"], row["priority"]) for row in rows)
+    moves = [
+        {"type": t, "queue": q, "priority": p, "source": source, "target": target, "n": n}
+        for (t, q, p), n in groups.items()
+    ]
+    tx.run_many("count_moves", moves)
 
 
 def read(tx: Transaction) -> Counts:

@@ -23,7 +23,7 @@ from typing import Any
 from taskframe.core import model
 from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.core.model import Event, Outcome, Status
-from taskframe.server import dependencies, routing
+from taskframe.server import counts, dependencies, routing
 from taskframe.server.config import ServerConfig
 from taskframe.server.counts import DatabaseState
 from taskframe.server.metrics import Metrics
@@ -397,6 +397,7 @@ class Scheduler:
                 rows = tx.all("lease_jobs", params)
             else:
                 rows = routing.lease_routed(tx, lease_params, types, queues, controls, limit)
+            counts.moved(tx, rows, Status.QUEUED.value, Status.RUNNING.value)  # not by the triggers
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
         if rows:
             self.telemetry.leased(worker_id, rows)
@@ -489,6 +490,7 @@ class Scheduler:
         ]
         done = {}
         rows = tx.returning_many("succeed_attempt", params)
+        counts.moved(tx, [r for r in rows if r], Status.RUNNING.value, Status.SUCCEEDED.value)
         for (i, item), row in zip(successes, rows, strict=True):
             if row is not None:
                 history.append(_attempt(row, Outcome.SUCCEEDED, now, None, item.log))

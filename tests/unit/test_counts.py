@@ -9,6 +9,7 @@ dependencies resolved in chunks, pruning, schedules and the counts' folding.
 from __future__ import annotations
 
 import random
+import re
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +25,7 @@ from taskframe.server.auth import TokenSet
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Completion, Scheduler
 from taskframe.server.schedules import Schedules
+from taskframe.server.storage.base import load_queries
 from tests.unit.test_properties import counted_jobs, grouped_jobs
 from tests.unit.test_scheduler import Clock
 
@@ -39,6 +41,7 @@ OPERATIONS = (
     "cascade",
     "fold",
     "fire",
+    "route",
 )
 
 
@@ -124,6 +127,16 @@ class Driver:
             self.schedules.create(spec)
         self.clock.advance(rng.choice([1.0, 3.0]))
         self.schedules.fire()
+
+    def route(self, rng: random.Random) -> None:
+        """A paused queue or a limit: the leases that follow take the routed path."""
+        with self.store.transaction() as tx:
+            if rng.random() < 0.5:
+                params = {"name": rng.choice(["a", "b"]), "paused": rng.randint(0, 1)}
+                tx.run("set_queue_paused", params)
+            else:
+                params = {"kind": "type", "name": "http", "max_running": rng.randint(0, 3)}
+                tx.run("set_limit", params)
 
     def _exists(self, job_id: int) -> bool:
         with self.store.reader() as tx:
@@ -234,3 +247,34 @@ def test_anonymous_health_reads_nothing_from_the_database(store):
     assert full.status_code == 200 and full.json["status"] == "ok"
     assert "ping" in counting.calls
     assert client.simulate_get("/health").status_code == 200
+
+
+# -- what the triggers leave to the statements -------------------------------------------
+
+QUERIES = {backend: load_queries(f"{backend}.sql") for backend in ("sqlite", "postgres")}
+
+
+def _set_clause(sql: str) -> str:
+    """What an UPDATE of jobs assigns (comments left out)."""
+    code = re.sub(r"--[^\n]*", "", sql)
+    after = re.split(r"\bUPDATE jobs\s+SET\b", code, maxsplit=1)[1]
+    return re.split(r"\bWHERE\b|\bFROM\b|\bRETURNING\b", after)[0]
+
+
+@pytest.mark.parametrize("backend", sorted(QUERIES))
+def test_the_moves_the_triggers_skip_are_the_ones_the_scheduler_counts(backend):
+    """The update trigger skips queued -> running and running -> succeeded: only the
+    lease and the success set those statuses, and the scheduler counts them
+    (counts.moved). No statement changes a job's type, queue or priority."""
+    updates = {
+        name: _set_clause(sql)
+        for name, sql in QUERIES[backend].items()
+        if re.search(r"\bUPDATE jobs\s+SET\b", sql) and not name.startswith("migration_")
+    }
+    setting = {
+        status: {name for name, clause in updates.items() if f"status = '{status}'" in clause}
+        for status in ("running", "succeeded")
+    }
+    assert setting == {"running": {"lease_jobs", "lease_picked"}, "succeeded": {"succeed_attempt"}}
+    for name, clause in updates.items():
+        assert not re.search(r"(?<![_.\w])(type|queue|priority)\s*=", clause), name

@@ -158,6 +158,7 @@ def store_rows(store) -> list[Row]:
                 return rows
             cursor = page[-1]["id"]
 
+
 T0 = 1_700_000_000.0
 TTL = 10.0
 TIMEOUT = 15.0
