@@ -20,6 +20,7 @@ from typing import Any
 
 from taskframe.core import cron
 from taskframe.core.errors import JobConflict
+from taskframe.server import counts
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import Row
 
@@ -162,6 +163,7 @@ class Schedules:
                 )
             # One batched insert (a time fired already by another server: None).
             created = [r for r in tx.returning_many("insert_job", jobs) if r is not None]
+            counts.added(tx, created)
             tx.run_many("advance_schedule", advances)
             if created:
                 self.store.notify_change(tx)

@@ -159,11 +159,12 @@ CREATE TABLE dependency_cascades (job_id bigint PRIMARY KEY);
 
 -- name: migration_9
 -- Observability without scanning jobs (issue 18): the number of jobs by type,
--- queue, status and priority. Many servers change jobs at once here, so a
--- trigger does not update shared count rows (every transaction would queue on
--- the same hot rows, and two updating them in different orders would
--- deadlock): it appends delta rows, which conflict with nothing, and the
--- housekeeper folds them into job_counts. Readers add both up in one snapshot.
+-- queue, status and priority, kept in the transaction of each change. Many
+-- servers change jobs at once here, so no change updates shared count rows
+-- (every transaction would queue on the same hot rows, and two updating them
+-- in different orders would deadlock): each appends delta rows, which conflict
+-- with nothing, and the housekeeper folds them into job_counts. Readers add
+-- both up in one snapshot.
 -- jobs_queued_age gives the oldest ready job of each type and priority.
 CREATE TABLE job_counts (
     type text NOT NULL,
@@ -184,9 +185,7 @@ INSERT INTO job_counts (type, queue, status, priority, count)
 SELECT type, queue, status, priority, count(*) FROM jobs GROUP BY type, queue, status, priority;
 CREATE FUNCTION taskframe_count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO job_count_deltas VALUES (NEW.type, NEW.queue, NEW.status, NEW.priority, 1);
-    ELSIF TG_OP = 'DELETE' THEN
+    IF TG_OP = 'DELETE' THEN
         INSERT INTO job_count_deltas VALUES (OLD.type, OLD.queue, OLD.status, OLD.priority, -1);
     ELSE
         INSERT INTO job_count_deltas VALUES
@@ -196,11 +195,10 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER job_counts_insert AFTER INSERT ON jobs
-FOR EACH ROW EXECUTE FUNCTION taskframe_count_jobs();
--- The two moves of every job's hot path, queued to running (the lease) and
--- running to succeeded (the completion), are counted by those statements'
--- callers, one count_moves per batch (server/counts.py: moved), not per row here.
+-- Inserts are counted by their callers (count_adds), as are the two moves of
+-- every job's hot path, queued to running (the lease) and running to succeeded
+-- (the completion), one count_moves per batch (server/counts.py): a delta row per
+-- group, not per job. The triggers count every other change.
 -- No statement changes a job's type, queue or priority (tests/unit/test_counts.py).
 CREATE TRIGGER job_counts_update AFTER UPDATE OF status ON jobs
 FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
@@ -428,6 +426,11 @@ SELECT type, queue, status, priority, sum(count) AS count FROM (
 ) AS counted
 GROUP BY type, queue, status, priority
 HAVING sum(count) <> 0;
+
+-- name: count_adds
+-- Jobs inserted (no trigger counts inserts), one delta row per group of jobs.
+INSERT INTO job_count_deltas (type, queue, status, priority, delta)
+VALUES (%(type)s, %(queue)s, %(status)s, %(priority)s, %(n)s);
 
 -- name: count_moves
 -- The hot path's moves (the triggers skip them), one statement per group of jobs.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -278,3 +279,23 @@ def test_the_moves_the_triggers_skip_are_the_ones_the_scheduler_counts(backend):
     assert setting == {"running": {"lease_jobs", "lease_picked"}, "succeeded": {"succeed_attempt"}}
     for name, clause in updates.items():
         assert not re.search(r"(?<![_.\w])(type|queue|priority)\s*=", clause), name
+
+
+def test_every_insert_of_a_job_is_counted_by_its_caller():
+    """No trigger counts inserts: only insert_job and insert_jobs_without_keys insert
+    jobs, and every module that runs them counts what they inserted (counts.added)."""
+    for backend, queries in QUERIES.items():
+        inserting = {
+            name
+            for name, sql in queries.items()
+            if re.search(r"\bINSERT INTO jobs\b", re.sub(r"--[^\n]*", "", sql))
+            and not name.startswith("migration_")
+        }
+        assert inserting <= {"insert_job", "insert_jobs_without_keys"}, backend
+    server = Path(counts.__file__).parent
+    for path in sorted(server.rglob("*.py")):
+        if path.parent.name == "storage":
+            continue  # insert_jobs itself: its callers count
+        text = path.read_text("utf-8")
+        if '"insert_job"' in text or ".insert_jobs(" in text:
+            assert "counts.added(" in text, f"{path.name} inserts jobs without counting them"
