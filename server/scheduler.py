@@ -10,6 +10,7 @@ anyone who does not hold the lease) changes nothing.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import secrets
 import time
@@ -25,10 +26,12 @@ from taskframe.core.model import Event, Outcome, Status
 from taskframe.server import dependencies, routing
 from taskframe.server.config import ServerConfig
 from taskframe.server.metrics import Metrics
-from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots
+from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots, WorkKey
 from taskframe.server.storage import Row, Store, Transaction
 from taskframe.server.submission import Intake
 from taskframe.server.telemetry import Telemetry
+
+log = logging.getLogger("taskframe.server")
 
 NO_CURSOR = 2**62
 REAP_BATCH = 200
@@ -141,10 +144,10 @@ class Scheduler:
 
     def _announce(self, rows: Iterable[Row]) -> None:
         """Wake one lease waiter per new ready job; set the alarm for scheduled ones."""
-        ready: Counter[str] = Counter()
+        ready: Counter[WorkKey] = Counter()
         for row in rows:
             if row["status"] == Status.QUEUED:
-                ready[row["type"]] += 1
+                ready[_work_key(row)] += 1
             elif row["status"] == Status.SCHEDULED:
                 self.due_timer.note(row["run_at"])
         if ready:
@@ -287,9 +290,12 @@ class Scheduler:
         request_id: str | None = None,
         resent: bool = False,
         queues: list[str] | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> list[Row]:
         """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one."""
-        return self.lease_or_busy(worker_id, types, limit, wait, request_id, resent, queues)[0]
+        return self.lease_or_busy(worker_id, types, limit, wait, request_id, resent, queues, gone)[
+            0
+        ]
 
     def lease_or_busy(
         self,
@@ -300,6 +306,7 @@ class Scheduler:
         request_id: str | None = None,
         resent: bool = False,
         queues: list[str] | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> tuple[list[Row], bool]:
         """(leased jobs, whether a wait was refused because too many requests wait).
 
@@ -307,7 +314,13 @@ class Scheduler:
         beside it, so that the same request ``resent`` after a lost answer
         gets those jobs back instead of leaving them to expire (and leasing
         more). Only a resend looks: the ordinary lease pays nothing for it.
+
+        ``gone`` tells whether the requesting client has hung up: then nothing
+        is leased, and a long poll ends within a second. (What was leased
+        before it hung up is the caller's to release: :meth:`release_undelivered`.)
         """
+        if gone is not None and gone():
+            return [], False
         if request_id and resent:
             params = {"worker_id": worker_id, "lease_request": request_id}
             with self.store.reader() as tx:
@@ -325,7 +338,7 @@ class Scheduler:
         with self.wait_slots.slot() as may_wait:
             if not may_wait:
                 return [], True
-            return self._long_poll(worker_id, types, limit, wait, request_id, queues), False
+            return self._long_poll(worker_id, types, limit, wait, request_id, queues, gone), False
 
     def _long_poll(
         self,
@@ -335,21 +348,24 @@ class Scheduler:
         wait: float,
         request_id: str | None,
         queues: list[str] | None,
+        gone: Callable[[], bool] | None,
     ) -> list[Row]:
         deadline = time.monotonic() + wait
         woken = False
         with self.notifier.waiting():
             while True:
                 generation = self.notifier.generation
+                if gone is not None and gone():
+                    return []  # nobody would read the answer: lease nothing
                 jobs = self._lease_now(worker_id, types, limit, request_id, queues)
                 remaining = deadline - time.monotonic()
                 if jobs or remaining <= 0 or self.notifier.closed:
                     if woken and len(jobs) == limit:
                         # Woken (maybe by another process's change, of unknown size)
                         # and the batch is full: there may be more, pass the wake-up on.
-                        self.notifier.work_ready({types[0]: 1})
+                        self.notifier.work_ready({_work_key(jobs[-1]): 1})
                     return jobs
-                woken = self.notifier.wait_for_work(types, generation, remaining)
+                woken = self.notifier.wait_for_work(types, generation, remaining, queues, gone)
 
     def _lease_now(
         self,
@@ -546,7 +562,7 @@ class Scheduler:
         if finished:
             self.notifier.jobs_finished(finished)
             if self.limited:  # a slot under a limit may be free: let its waiters look
-                self.notifier.work_ready(Counter(row["type"] for row in ended))
+                self.notifier.work_ready(Counter(_work_key(row) for row in ended))
         self._announce(ended)
 
     def _dependants_moved(self, rows: list[Row]) -> None:
@@ -618,6 +634,24 @@ class Scheduler:
             self.events.attempts_finished([(updated, history[0])])
         return updated
 
+    def release_undelivered(self, worker_id: str, rows: list[Row]) -> int:
+        """Give back jobs leased for an answer that cannot be delivered (the worker hung
+        up while its request waited): not counted as attempts. Returns how many."""
+        released = 0
+        for row in rows:
+            try:
+                self.release(row["id"], worker_id, row["lease_id"])
+                released += 1
+            except (JobConflict, JobNotFound):
+                pass  # moved on meanwhile (cancelled, say): nothing to give back
+        if released:
+            log.info(
+                "worker %s hung up before its lease answer: %d job(s) released unstarted",
+                worker_id,
+                released,
+            )
+        return released
+
     # ------------------------------------------------------------ housekeeping
 
     def reap(self, expire_leases: bool = True) -> int:
@@ -678,7 +712,7 @@ class Scheduler:
                 if rows:
                     self.store.notify_change(tx)
             if rows:
-                self.notifier.work_ready(Counter(row["type"] for row in rows))
+                self.notifier.work_ready(Counter(_work_key(row) for row in rows))
             promoted += len(rows)
             if len(rows) < self.config.promote_batch:
                 return promoted
@@ -749,6 +783,11 @@ class Scheduler:
         if updated is not None:
             history.append(_attempt(row, outcome, now, error, log))
         return updated
+
+
+def _work_key(row: Row) -> WorkKey:
+    """What a ready job needs of a lease waiter: its type, and its queue (None: unknown)."""
+    return row["type"], row.get("queue")
 
 
 def _stale(job_id: int) -> CompletionOutcome:
