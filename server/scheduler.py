@@ -65,6 +65,9 @@ class CompletionOutcome:
     result: CompletionResult
     job: Row | None = None
     error: str | None = None
+    already: bool = False
+    """Recorded by an earlier report of the same attempt: this one is a resend, and
+    changes nothing (``job`` is the job as it is now)."""
 
     @property
     def recorded(self) -> bool:
@@ -428,10 +431,10 @@ class Scheduler:
                         error=f"job {item.job_id} does not exist",
                     )
                 elif row["lease_id"] != item.lease_id or row["worker_id"] != item.worker_id:
-                    done[i] = _stale(item.job_id)
+                    # Stale, or a resend of an outcome recorded before the job moved on.
+                    done[i] = _already(row) if _reported(tx, item) else _stale(item.job_id)
                 elif row["status"] != Status.RUNNING:
-                    # A re-sent completion: recorded already.
-                    done[i] = CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
+                    done[i] = _already(row)  # a re-sent completion: recorded already
                 elif item.status == Status.SUCCEEDED:
                     successes.append((i, item))
                 else:
@@ -445,10 +448,13 @@ class Scheduler:
                 if i not in done:  # the same attempt twice in one batch: the first counted
                     done[i] = self._resent(tx, item)
             tx.run_many("insert_attempt", history)
-            moved = dependencies.resolve(tx, [o.job for o in done.values() if o.recorded], now)
+            # Only outcomes recorded now move dependants on: a resend of one recorded
+            # before must not count the dependency as done a second time.
+            ended = [o.job for o in done.values() if o.recorded and not o.already]
+            moved = dependencies.resolve(tx, ended, now)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
-        self._ended([outcome.job for outcome in done.values() if outcome.recorded])
+        self._ended(ended)
         self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
         self._dependants_moved(moved)
         if self.events is not None:
@@ -531,7 +537,7 @@ class Scheduler:
     def _resent(self, tx: Transaction, item: Completion) -> CompletionOutcome:
         row = tx.one("get_job", {"id": item.job_id})
         if row is not None and row["lease_id"] == item.lease_id and row["status"] != Status.RUNNING:
-            return CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
+            return _already(row)
         return _stale(item.job_id)
 
     def _after_attempt(
@@ -788,6 +794,23 @@ class Scheduler:
 def _work_key(row: Row) -> WorkKey:
     """What a ready job needs of a lease waiter: its type, and its queue (None: unknown)."""
     return row["type"], row.get("queue")
+
+
+#: Attempt outcomes that only a worker's report records.
+_REPORTED = frozenset({Outcome.SUCCEEDED.value, Outcome.FAILED.value, Outcome.CANCELLED.value})
+
+
+def _reported(tx: Transaction, item: Completion) -> bool:
+    """Whether the attempt under ``item``'s lease ended with a report of its worker
+    (the job has moved on since, so the row no longer shows that lease)."""
+    for attempt in tx.all("list_attempts", {"job_id": item.job_id}):
+        if attempt["lease_id"] == item.lease_id and attempt["worker_id"] == item.worker_id:
+            return attempt["outcome"] in _REPORTED
+    return False
+
+
+def _already(row: Row) -> CompletionOutcome:
+    return CompletionOutcome(row["id"], CompletionResult.RECORDED, job=row, already=True)
 
 
 def _stale(job_id: int) -> CompletionOutcome:

@@ -140,7 +140,7 @@ class ProcessSlot:
             ready = wait([self._conn, self._process.sentinel], timeout=CANCEL_CHECK)
             if self._conn in ready:
                 try:
-                    *outcome, running.log = self._conn.recv()
+                    *outcome, running.log, running.result_bytes = self._conn.recv()
                     return tuple(outcome)  # type: ignore[return-value]
                 except (EOFError, OSError):
                     pass  # died while answering: the sentinel tells how
@@ -243,10 +243,10 @@ def _run_one(
     executor = plugins.executors.get(job_type)
     if executor is None:  # installed in the worker but failed to load here
         error = f"job type {job.get('type')!r} is not available in the job process"
-        return Status.FAILED.value, None, error, True, None
+        return Status.FAILED.value, None, error, True, None, 0
     running = RunningJob(job, executor, deadline, cancel_event=cancel)
     outcome = execute(running, options, plugins)  # its before/after hooks run here too
-    return (*outcome, running.log)
+    return (*outcome, running.log, running.result_bytes)
 
 
 def _exit_with_worker(lifeline: Connection) -> None:

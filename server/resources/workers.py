@@ -46,12 +46,15 @@ HTTP_STATUS = {
 
 
 def _outcome_json(outcome: CompletionOutcome) -> dict[str, Any]:
-    return {
+    answer = {
         "job_id": outcome.job_id,
         "ok": outcome.recorded,
         "code": HTTP_STATUS[outcome.result],
         "error": outcome.error,
     }
+    if outcome.already:  # a resend: the worker says so rather than "recorded"
+        answer["already_recorded"] = True
+    return answer
 
 
 def client_gone(req: falcon.Request) -> Callable[[], bool] | None:

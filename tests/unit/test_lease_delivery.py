@@ -161,3 +161,74 @@ def test_a_lease_answer_says_how_long_each_lease_lasts_and_what_the_server_takes
     assert 0 <= answer["answered_after"] < 5
     assert answer["max_result"] == 5000
     assert answer["max_body"] == 16 << 20  # the /lease body limit (16 × --max-body)
+
+
+# -- resent completions (issue 24.3) -------------------------------------------------
+
+
+def test_a_resend_of_an_outcome_recorded_before_the_job_moved_on_is_already_recorded(
+    client, scheduler
+):
+    """The first report was recorded (a retryable failure) but its answer was lost;
+    the job was leased again meanwhile. Before: the resend got 409 "stale lease"."""
+    job_id = client.simulate_post("/jobs", json={**SLEEP, "max_attempts": 3}).json["id"]
+    first = client.simulate_post("/lease", json={"worker_id": "w1", "max": 1}).json["jobs"][0]
+    report = {
+        "job_id": job_id,
+        "lease_id": first["lease_id"],
+        "status": "failed",
+        "error": "boom",
+        "retryable": True,
+    }
+    answer = client.simulate_post("/lease", json={"worker_id": "w1", "completions": [report]})
+    assert answer.json["completions"][0]["ok"] is True
+    assert "already_recorded" not in answer.json["completions"][0]
+    scheduler.clock = lambda: time.time() + 3600  # past the retry's backoff
+    scheduler.promote()
+    second = client.simulate_post("/lease", json={"worker_id": "w2", "max": 1}).json["jobs"]
+    assert [j["id"] for j in second] == [job_id]
+    before = client.simulate_get(f"/jobs/{job_id}").json
+    again = client.simulate_post("/lease", json={"worker_id": "w1", "completions": [report]})
+    [outcome] = again.json["completions"]
+    assert outcome == {
+        "job_id": job_id,
+        "ok": True,
+        "code": 200,
+        "error": None,
+        "already_recorded": True,
+    }
+    assert client.simulate_get(f"/jobs/{job_id}").json == before
+    single = {k: v for k, v in report.items() if k != "job_id"}
+    alone = client.simulate_post(f"/jobs/{job_id}/complete", json={**single, "worker_id": "w1"})
+    assert alone.status_code == 200, alone.text
+    # Someone else with that lease id, or a report of an attempt that was reaped: stale.
+    intruder = {**single, "worker_id": "w3"}
+    refused = client.simulate_post(f"/jobs/{job_id}/complete", json=intruder)
+    assert refused.status_code == 409
+
+
+def test_a_late_report_of_a_reaped_attempt_is_still_stale(client, scheduler):
+    job_id = client.simulate_post("/jobs", json={**SLEEP, "max_attempts": 3}).json["id"]
+    first = client.simulate_post("/lease", json={"worker_id": "w1", "max": 1}).json["jobs"][0]
+    scheduler.clock = lambda: time.time() + 3600
+    assert scheduler.reap() == 1
+    report = {"job_id": job_id, "lease_id": first["lease_id"], "status": "succeeded"}
+    answer = client.simulate_post("/lease", json={"worker_id": "w1", "completions": [report]})
+    [outcome] = answer.json["completions"]
+    assert outcome["ok"] is False and outcome["code"] == 409
+    assert "already_recorded" not in outcome
+
+
+def test_a_resent_success_does_not_count_a_dependency_twice(client):
+    """A dependant of two jobs: a resend of the first's success counted it done again,
+    and the dependant became ready while the second had not run."""
+    first, second = (client.simulate_post("/jobs", json=SLEEP).json["id"] for _ in range(2))
+    after_both = client.simulate_post("/jobs", json={**SLEEP, "depends_on": [first, second]}).json[
+        "id"
+    ]
+    leased = client.simulate_post("/lease", json={"worker_id": "w1", "max": 1}).json["jobs"]
+    assert [j["id"] for j in leased] == [first]
+    report = {"job_id": first, "lease_id": leased[0]["lease_id"], "status": "succeeded"}
+    for _ in range(2):  # the report, then the same report re-sent
+        client.simulate_post("/lease", json={"worker_id": "w1", "completions": [report]})
+        assert client.simulate_get(f"/jobs/{after_both}").json["status"] == "waiting"

@@ -1,0 +1,87 @@
+"""A worker against what would wedge or flood it, and wake-ups by queue (issue 18,
+items 4, 5 and 15): real server and worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from taskframe.client.errors import ApiError
+from taskframe.worker.client import ApiClient
+from tests import plugin_dist
+from tests.integration import SERVER_ARGS, WORKER_ARGS
+from tests.processes import attempts_of, submit, wait_for_job
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_body_over_the_limit_is_answered_413_not_reset(sqlite_url, start_server):
+    """waitress answers 413 from Content-Length and closes without reading the body;
+    the client, still sending, used to see only a connection reset (and retry)."""
+    server = start_server(sqlite_url, *SERVER_ARGS, "--max-body", "65536")
+    client = ApiClient([server.url])
+    completion = {"job_id": 1, "lease_id": "l" * 32, "status": "succeeded", "error": None}
+    huge = [{**completion, "result": "a" * (4 << 20), "retryable": True, "log": None}]
+    with pytest.raises(ApiError) as refused:
+        client.lease("w1", ["sleep"], 0, 0.0, huge)
+    assert refused.value.status == 413
+    assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+def test_a_result_too_large_to_send_fails_its_attempt_and_the_worker_goes_on(
+    sqlite_url, start_server, start_worker, tmp_path
+):
+    """Before: the worker resent the completion forever (a reset each time) and never
+    leased again."""
+    # POST /lease takes 16 × 50,000 bytes: the 900 KB result (under --max-result) cannot go.
+    server = start_server(sqlite_url, *SERVER_ARGS, "--max-body", "50000")
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "big.txt").write_text("b" * 900_000)
+    start_worker([server.url], *WORKER_ARGS, "--file-root", str(root))
+    big = submit(server.url, "file", {"operation": "read", "path": "big.txt"})
+    after = submit(server.url, "sleep", {"duration": 0})
+    done = wait_for_job(server.url, big["id"])
+    assert done["status"] == "failed" and done["attempts"] == 1, done
+    assert "more than the server takes in one request (800000 bytes)" in done["error"]
+    assert wait_for_job(server.url, after["id"])["status"] == "succeeded"
+
+
+def test_a_job_in_a_queue_starts_at_once_while_an_idle_worker_serves_another_queue(
+    sqlite_url, start_server, start_worker
+):
+    """Before: the wake-up for a job in queue a went to the worker of queue b (parked
+    first), and the job waited for a's next poll (here 30 s)."""
+    server = start_server(sqlite_url, *SERVER_ARGS)
+    polls = ("--poll-interval", "30", "--concurrency", "1")
+    start_worker([server.url], *WORKER_ARGS, *polls, "--queues", "b", "--worker-id", "b")
+    probe_b = submit(server.url, "sleep", {"duration": 0}, queue="b")
+    assert wait_for_job(server.url, probe_b["id"])["worker_id"] == "b"  # b now waits
+    start_worker([server.url], *WORKER_ARGS, *polls, "--queues", "a", "--worker-id", "a")
+    probe_a = submit(server.url, "sleep", {"duration": 0}, queue="a")
+    assert wait_for_job(server.url, probe_a["id"])["worker_id"] == "a"  # a waits behind b
+    for _ in range(3):
+        job = submit(server.url, "sleep", {"duration": 0}, queue="a")
+        # Well under the 30 s poll: only a wake-up can start it in time.
+        done = wait_for_job(server.url, job["id"], timeout=10)
+        assert done["status"] == "succeeded" and done["worker_id"] == "a"
+
+
+def test_a_job_writing_megabytes_of_output_does_not_flood_the_worker_log(
+    sqlite_url, start_server, start_worker, tmp_path
+):
+    """Before: the stored log was capped at 64 KiB but the worker's own log took it all."""
+    env = {"PYTHONPATH": plugin_dist.install(tmp_path / "site")}
+    server = start_server(sqlite_url, *SERVER_ARGS, env=env)
+    worker = start_worker([server.url], *WORKER_ARGS, env=env)
+    job = submit(server.url, "chatter", {"megabytes": 20})
+    assert wait_for_job(server.url, job["id"])["status"] == "succeeded"
+    [attempt] = attempts_of(server.url, job["id"])
+    assert 60_000 < len(attempt["log"]) <= 65_536  # the stored log: its last 64 KiB
+    log = Path(worker.log_path)
+    assert log.stat().st_size < 1 << 20, f"the worker log has {log.stat().st_size} bytes"
+    text = worker.output()
+    assert f"job {job['id']} wrote more than 64 KiB of output" in text
+    assert "bytes of its output were left out of this log" in text
