@@ -30,22 +30,28 @@ def test_a_body_over_the_limit_is_answered_413_not_reset(sqlite_url, start_serve
     assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("server_args", "error"),
+    [
+        ((), "more than the server keeps (--max-result 1048576)"),
+        (("--max-result", str(64 << 20)), "more than the server takes in one request"),
+    ],
+    ids=["past-max-result", "past-the-body-limit"],
+)
 def test_a_result_too_large_to_send_fails_its_attempt_and_the_worker_goes_on(
-    sqlite_url, start_server, start_worker, tmp_path
+    sqlite_url, start_server, start_worker, tmp_path, server_args, error
 ):
-    """Before: the worker resent the completion forever (a reset each time) and never
-    leased again."""
-    # POST /lease takes 16 × 50,000 bytes: the 900 KB result (under --max-result) cannot go.
-    server = start_server(sqlite_url, *SERVER_ARGS, "--max-body", "50000")
-    root = tmp_path / "files"
-    root.mkdir()
-    (root / "big.txt").write_text("b" * 900_000)
-    start_worker([server.url], *WORKER_ARGS, "--file-root", str(root))
-    big = submit(server.url, "file", {"operation": "read", "path": "big.txt"})
-    after = submit(server.url, "sleep", {"duration": 0})
+    """A 20 MB result, over the 16 MiB body limit of POST /lease. Before: the worker
+    saw a connection reset instead of the 413, resent the completion forever and
+    never leased again."""
+    env = {"PYTHONPATH": plugin_dist.install(tmp_path / "site")}
+    server = start_server(sqlite_url, *SERVER_ARGS, *server_args, env=env)
+    start_worker([server.url], *WORKER_ARGS, "--concurrency", "1", env=env)
+    big = submit(server.url, "blob", {"megabytes": 20})
     done = wait_for_job(server.url, big["id"])
     assert done["status"] == "failed" and done["attempts"] == 1, done
-    assert "more than the server takes in one request (800000 bytes)" in done["error"]
+    assert error in done["error"]
+    after = submit(server.url, "sleep", {"duration": 0})
     assert wait_for_job(server.url, after["id"])["status"] == "succeeded"
 
 
