@@ -1,8 +1,12 @@
-"""A worker against what would wedge or flood it, and wake-ups by queue (issue 18,
-items 4, 5 and 15): real server and worker processes."""
+"""A worker against what would wedge or flood it, wake-ups by queue (issue 18, items
+4, 5 and 15), and the server's read-ahead that sees a client hang up: real server
+and worker processes."""
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -91,3 +95,34 @@ def test_a_job_writing_megabytes_of_output_does_not_flood_the_worker_log(
     text = worker.output()
     assert f"job {job['id']} wrote more than 64 KiB of output" in text
     assert "bytes of its output were left out of this log" in text
+
+
+def test_requests_pipelined_behind_a_long_poll_are_answered_in_order(sqlite_url, start_server):
+    """The server reads ahead while a request runs (to see a client hang up): a request
+    pipelined behind a long poll, body and all, is still answered after it, in order."""
+    server = start_server(sqlite_url, *SERVER_ARGS)
+
+    def post(path: str, body: dict) -> bytes:
+        data = json.dumps(body).encode()
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        return head.encode() + f"Content-Length: {len(data)}\r\n\r\n".encode() + data
+
+    requests_ = (
+        post("/lease", {"worker_id": "w1", "max": 1, "wait": 1})
+        + post("/jobs", {"type": "sleep", "payload": {"duration": 0}})
+        + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(requests_)
+        received = b""
+        while chunk := sock.recv(65536):  # until the server closes, after the last answer
+            received += chunk
+    answers = []
+    while received:  # each answer: status line, headers, Content-Length bytes of JSON
+        head, _, rest = received.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head, re.IGNORECASE)[1])
+        answers.append((head.split()[1], json.loads(rest[:length])))
+        received = rest[length:]
+    assert [status for status, _ in answers] == [b"200", b"201", b"200"], answers
+    assert answers[0][1]["jobs"] == []  # the lease ran first: the job came after it
+    assert answers[1][1]["status"] == "queued" and answers[2][1]["status"] == "ok"
