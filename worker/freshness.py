@@ -20,11 +20,16 @@ is still held.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+
+from taskframe.client.errors import ApiError
+
+log = logging.getLogger("taskframe.worker")
 
 #: The worker's clock for these durations: CLOCK_BOOTTIME keeps counting while the
 #: machine sleeps (CLOCK_MONOTONIC may not), so a suspended worker knows it was away.
@@ -85,3 +90,57 @@ class Delivery:
         if self.delay > min(CONFIRM_AFTER, self.ttl / 4):
             return Verdict.CONFIRM
         return Verdict.START
+
+
+def screen(
+    jobs: list[dict[str, Any]],
+    delivery: Delivery,
+    heartbeats: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    give_back: Callable[[dict[str, Any]], bool],
+) -> list[dict[str, Any]]:
+    """The ``jobs`` of one lease answer that may start.
+
+    Late ones are given back (``give_back(job)``: False when no server answered,
+    then the rest are left to expire); delayed ones start only if
+    ``heartbeats(leases)`` (answers ``{"job_id", "ok"}`` per lease) finds their
+    leases still held.
+    """
+    verdicts = {job["id"]: delivery.verdict(job) for job in jobs}
+    for job in jobs:
+        if verdicts[job["id"]] is Verdict.LATE:
+            log.warning(
+                "job %s: its lease answer came %.1f s late (at most %.1f s of the lease "
+                "left): giving it back unstarted",
+                *(job["id"], delivery.delay, max(0.0, delivery.left(job))),
+            )
+            if not give_back(job):
+                break
+    unsure = [job for job in jobs if verdicts[job["id"]] is Verdict.CONFIRM]
+    held = _confirm(unsure, delivery, heartbeats) if unsure else set()
+    return [job for job in jobs if verdicts[job["id"]] is Verdict.START or job["id"] in held]
+
+
+def _confirm(
+    jobs: list[dict[str, Any]],
+    delivery: Delivery,
+    heartbeats: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+) -> set[int]:
+    """Ids of ``jobs`` whose leases a heartbeat (which renews them) finds still held."""
+    leases = [{"job_id": job["id"], "lease_id": job["lease_id"]} for job in jobs]
+    sent = clock()
+    try:
+        answers = heartbeats(leases)
+    except ApiError as exc:
+        log.warning("cannot confirm %d delayed lease(s), not starting them: %s", len(jobs), exc)
+        return set()
+    if clock() - sent > (1 - LATE_SHARE) * delivery.ttl:
+        answers = []  # so slow that the renewed leases may be gone again
+    by_id = {answer.get("job_id"): answer for answer in answers}
+    held = {job["id"] for job in jobs if by_id.get(job["id"], {}).get("ok")}
+    for job in jobs:
+        if job["id"] not in held:
+            log.warning(
+                "job %s: its lease answer came %.1f s late and the lease is gone: not started",
+                *(job["id"], delivery.delay),
+            )
+    return held

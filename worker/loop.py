@@ -25,7 +25,6 @@ from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH
 from taskframe.worker import freshness
 from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
 from taskframe.worker.config import WorkerConfig
-from taskframe.worker.freshness import Verdict
 from taskframe.worker.jobs import RunningJob, describe
 from taskframe.worker.outbox import Outbox, pair_answers
 from taskframe.worker.pool import KILL_GRACE, ProcessSlot, ThreadSlot
@@ -198,8 +197,9 @@ class Worker:
                 self._pause(float(answer["retry_after"]), until_stop=True)
             queue_empty = len(jobs) < free
             if jobs and self._lease_ttl:
+                # A late answer's jobs may have been run elsewhere meanwhile: see freshness.py.
                 delivery = freshness.Delivery.of(answer, elapsed, wait, self._lease_ttl)
-                jobs = self._fresh(jobs, delivery)
+                jobs = freshness.screen(jobs, delivery, self._send_heartbeats, self._release)
             self._start(jobs)
 
     def _exchange(self, free: int, wait: float, idle: bool) -> dict[str, Any]:
@@ -217,45 +217,6 @@ class Worker:
         except ApiError as exc:
             log.info("could not ask what the abandoned lease request got: %s", exc)
             return []
-
-    def _fresh(
-        self, jobs: list[dict[str, Any]], delivery: freshness.Delivery
-    ) -> list[dict[str, Any]]:
-        """The jobs whose leases are surely still held (see :mod:`.freshness`); the others
-        are given back, or dropped when a heartbeat says their lease is gone."""
-        verdicts = {job["id"]: delivery.verdict(job) for job in jobs}
-        late = [job for job in jobs if verdicts[job["id"]] is Verdict.LATE]
-        unsure = [job for job in jobs if verdicts[job["id"]] is Verdict.CONFIRM]
-        for job in late:
-            log.warning(
-                "job %s: its lease answer came %.1f s late (at most %.1f s of the lease "
-                "left): giving it back unstarted",
-                *(job["id"], delivery.delay, max(0.0, delivery.left(job))),
-            )
-            if not self._release(job):
-                break
-        held = self._confirm(unsure, delivery) if unsure else set()
-        return [job for job in jobs if verdicts[job["id"]] is Verdict.START or job["id"] in held]
-
-    def _confirm(self, jobs: list[dict[str, Any]], delivery: freshness.Delivery) -> set[int]:
-        """Ids of ``jobs`` whose leases a heartbeat (which renews them) finds still held."""
-        leases = [{"job_id": job["id"], "lease_id": job["lease_id"]} for job in jobs]
-        sent = freshness.clock()
-        try:
-            answers = self._send_heartbeats(leases)
-        except ApiError as exc:
-            log.warning("cannot confirm %d delayed lease(s), not starting them: %s", len(jobs), exc)
-            return set()
-        if freshness.clock() - sent > (1 - freshness.LATE_SHARE) * delivery.ttl:
-            answers = []  # so slow that the renewed leases may be gone again
-        held = {lease["job_id"] for lease, a in pair_answers(leases, answers) if a.get("ok")}
-        for job in jobs:
-            if job["id"] not in held:
-                log.warning(
-                    "job %s: its lease answer came %.1f s late and the lease is gone: not started",
-                    *(job["id"], delivery.delay),
-                )
-        return held
 
     def _start(self, jobs: list[dict[str, Any]]) -> None:
         """Hand leased jobs to the job threads; give back any this worker cannot run."""

@@ -235,3 +235,31 @@ def test_an_outcome_the_server_had_recorded_already_is_logged_as_such(servers, c
     lines = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert ("INFO", "the failed outcome of job 4 was already recorded") in lines
     assert not [line for line in lines if "refused" in line[1] or line[0] == "WARNING"]
+
+
+# -- a stopping worker's abandoned long poll (issue 18.3) ------------------------------
+
+
+class Interrupted(BaseException):
+    """What the worker's signal handler raises to abandon a long poll."""
+
+
+def test_a_stopping_worker_asks_again_for_what_its_abandoned_request_got():
+    calls: list[dict[str, Any]] = []
+    leased = {"id": 9, "lease_id": "l9", "type": "sleep"}
+
+    class Client:
+        def lease(self, worker_id, types, max_jobs, wait, completions, request_id=None,
+                  resent=False, info=None) -> dict[str, Any]:  # fmt: skip
+            calls.append({"max": max_jobs, "wait": wait, "id": request_id, "resent": resent})
+            if len(calls) == 1:
+                raise Interrupted  # the server leased job 9 to it meanwhile
+            return {"jobs": [leased] if resent else [], "completions": []}
+
+    outbox = Outbox(Client(), "w1", ["sleep"])
+    with pytest.raises(Interrupted):
+        outbox.exchange(4, 30.0)
+    assert outbox.reclaim()["jobs"] == [leased]
+    first, again = calls
+    assert again == {"max": 0, "wait": 0.0, "id": first["id"], "resent": True}
+    assert outbox.reclaim() == {}  # answered: nothing more to ask
