@@ -306,7 +306,11 @@ def page_venv(folder: Path) -> Path:
     }
     for name, module in commands.items():
         script = venv / "bin" / name
-        script.write_text(f"#!{python}\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
+        # As pip writes them: the guard matters to multiprocessing's spawn and forkserver.
+        script.write_text(
+            f"#!{python}\nimport sys\nfrom {module} import main\n\n"
+            "if __name__ == '__main__':\n    sys.exit(main())\n"
+        )
         script.chmod(0o755)
     pip = venv / "bin" / "pip"
     pip.write_text(f'#!/bin/sh\nexec "{python}" -m pip "$@"\n')
@@ -448,8 +452,11 @@ class PageRun:
             check_answer(output, shown, f"{block.where}: `{statement.strip()}`")
 
     def server_log(self) -> str:
-        logs = sorted(self.folder.glob(".server-*.log"))
-        return f"--- server log:\n{logs[-1].read_text()[-3000:]}" if logs else ""
+        """The tails of what the server and the background processes logged."""
+        return "".join(
+            f"--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}\n"
+            for _, log in self.background
+        )
 
     def close(self) -> None:
         for process, _ in reversed(self.background):
