@@ -11,7 +11,8 @@ Generated pages are added in memory (nothing is written under ``docs/``):
 
 Placeholders in hand-written pages, ``<!-- generated: NAME -->``, are replaced by
 ``lifecycle-diagram`` / ``lifecycle-table`` (from ``core/model.py``'s ``next_status``),
-``metrics-table`` (a real scrape of ``GET /metrics``) and ``version``.
+``metrics-table`` (a real scrape of ``GET /metrics``), ``job-type-payloads``
+(``GET /job-types``) and ``version``.
 The Grafana dashboard in ``deploy/`` is checked against the metric names.
 """
 
@@ -40,6 +41,7 @@ PLACEHOLDERS = {
     "lifecycle-diagram": pages.lifecycle_diagram,
     "lifecycle-table": pages.lifecycle_table,
     "metrics-table": pages.metrics_table,
+    "job-type-payloads": pages.job_type_payloads,
     "version": lambda: version("taskframe"),
 }
 PLACEHOLDER = re.compile(r"<!-- generated: ([a-z-]+) -->")

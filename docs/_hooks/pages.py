@@ -470,3 +470,16 @@ def metrics_table() -> str:
 
 def openapi_json() -> str:
     return json.dumps(sources.openapi_document(), indent=2) + "\n"
+
+
+def job_type_payloads() -> str:
+    """Each built-in job type's payload fields, from ``GET /job-types``."""
+    with sources.live_app() as client:
+        types = client.simulate_get("/job-types").json["job_types"]
+    out = []
+    for job_type in types:
+        out.append(f"### `{job_type['name']}` payload\n\n")
+        if job_type.get("description"):
+            out.append(f"{job_type['description']}\n\n")
+        out.append(_schema_table(job_type["payload_schema"]))
+    return "".join(out)
