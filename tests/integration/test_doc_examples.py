@@ -28,7 +28,8 @@ in the command's JSON output.
 
 Every page runs in a virtualenv of its own that sees this one's packages, so a
 ``pip install`` in an example installs there and never into the test
-environment (build dependencies come from a wheelhouse filled once).
+environment (it builds with a recent setuptools installed once, without build
+isolation, and no package index).
 """
 
 from __future__ import annotations
@@ -273,11 +274,12 @@ def check_answer(output: str, shown: str, where: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """setuptools and wheel for the examples' ``pip install`` (build isolation), fetched once."""
-    folder = tmp_path_factory.mktemp("wheelhouse")
+def build_tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A recent setuptools, installed once, that the examples' ``pip install`` builds with
+    (no build isolation: an isolated build would fetch and install setuptools each time)."""
+    folder = tmp_path_factory.mktemp("build-tools")
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "-d", str(folder), "setuptools>=64", "wheel"],
+        [sys.executable, "-m", "pip", "install", "-q", "--target", str(folder), "setuptools>=70.1"],
         check=True,
         timeout=300,
         capture_output=True,
@@ -285,7 +287,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def page_venv(folder: Path) -> Path:
+def page_venv(folder: Path, build_tools: Path) -> Path:
     """A virtualenv that sees this environment's packages (through a .pth) and installs into
     its own site-packages; the commands are scripts like pip's, on its Python."""
     venv = folder / ".venv"
@@ -298,7 +300,9 @@ def page_venv(folder: Path) -> Path:
         text=True,
     ).stdout.strip()
     ours = sysconfig.get_paths()["purelib"]
-    Path(purelib, "_taskframe_docs_test.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    Path(purelib, "_taskframe_docs_test.pth").write_text(
+        f"{build_tools}\nimport site; site.addsitedir({ours!r})\n"
+    )
     commands = {
         "taskframe": "taskframe.client.cli",
         "taskframe-server": "taskframe.server.cli",
@@ -323,7 +327,6 @@ class PageRun:
     page: Path
     folder: Path
     venv: Path
-    wheelhouse: Path
     port: int = field(default_factory=free_port)
     ports: dict[str, int] = field(default_factory=dict)
     server: subprocess.Popen | None = None
@@ -342,8 +345,9 @@ class PageRun:
             VIRTUAL_ENV=str(self.venv),
             TASKFRAME_URL=self.url,
             TASKFRAME_PORT=str(self.port),
+            # Examples install local folders only; builds use the page's setuptools.
             PIP_NO_INDEX="1",
-            PIP_FIND_LINKS=str(self.wheelhouse),
+            PIP_NO_BUILD_ISOLATION="0",  # pip reads "0" as: do not isolate
             PIP_DISABLE_PIP_VERSION_CHECK="1",
         )
         return env
@@ -488,7 +492,7 @@ def _page_id(page: Path) -> str:
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("page", pages(), ids=_page_id)
-def test_examples_run_as_written(page: Path, tmp_path: Path, wheelhouse: Path) -> None:
+def test_examples_run_as_written(page: Path, tmp_path: Path, build_tools: Path) -> None:
     found = blocks(page)
     runnable = [b for b in found if b.kind and b.marker not in SKIP_MARKERS]
     if not runnable:
@@ -498,7 +502,7 @@ def test_examples_run_as_written(page: Path, tmp_path: Path, wheelhouse: Path) -
     # Repository paths the docs use (deploy/make-tokens, examples/...), as in a checkout.
     for name in ("deploy", "examples"):
         (folder / name).symlink_to(ROOT / name)
-    run = PageRun(page, folder, page_venv(folder), wheelhouse)
+    run = PageRun(page, folder, page_venv(folder, build_tools))
     try:
         for block in found:
             if block.kind and block.marker not in SKIP_MARKERS:
