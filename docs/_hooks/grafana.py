@@ -11,34 +11,106 @@ import json
 from pathlib import Path
 
 TYPE = 'type=~"$type"'
+WINDOW = "[$__rate_interval]"
+
+
+def rate(metric: str, by: str, selector: str = TYPE) -> str:
+    return f"sum by ({by}) (rate({metric}{{{selector}}}{WINDOW}))"
+
+
+def quantile(q: float, histogram: str, by: str = "type", selector: str = TYPE) -> str:
+    inner = f"rate({histogram}_bucket{{{selector}}}{WINDOW})"
+    return f"histogram_quantile({q}, sum by (le{', ' + by if by else ''}) ({inner}))"
+
+
+# (title, unit, [(PromQL, legend)], panel type)
 PANELS = [
-    # (title, unit, [(PromQL, legend)], kind)
-    ("Jobs submitted per second", "ops", [(f"sum by (type) (rate(taskframe_jobs_submitted_total{{{TYPE}}}[$__rate_interval]))", "{{type}}")], "timeseries"),
-    ("Jobs finished per second", "ops", [(f"sum by (type, outcome) (rate(taskframe_jobs_finished_total{{{TYPE}}}[$__rate_interval]))", "{{type}} {{outcome}}")], "timeseries"),
-    ("Ready jobs (queued and due)", "short", [(f"sum by (type) (max by (type, priority) (taskframe_queue_depth{{{TYPE}}}))", "{{type}}")], "timeseries"),
-    ("Oldest ready job", "s", [(f"max by (type) (taskframe_oldest_ready_job_age_seconds{{{TYPE}}})", "{{type}}")], "timeseries"),
-    ("Attempts started, retried and reaped per second", "ops", [
-        (f"sum by (type) (rate(taskframe_jobs_leased_total{{{TYPE}}}[$__rate_interval]))", "leased {{type}}"),
-        (f"sum by (type) (rate(taskframe_attempts_retried_total{{{TYPE}}}[$__rate_interval]))", "retried {{type}}"),
-        (f"sum by (type, reason) (rate(taskframe_attempts_reaped_total{{{TYPE}}}[$__rate_interval]))", "reaped {{type}} {{reason}}"),
-    ], "timeseries"),
-    ("Run time (p50, p95)", "s", [
-        (f"histogram_quantile(0.5, sum by (le, type) (rate(taskframe_job_run_seconds_bucket{{{TYPE}}}[$__rate_interval])))", "p50 {{type}}"),
-        (f"histogram_quantile(0.95, sum by (le, type) (rate(taskframe_job_run_seconds_bucket{{{TYPE}}}[$__rate_interval])))", "p95 {{type}}"),
-    ], "timeseries"),
-    ("Wait from ready to leased (p50, p95)", "s", [
-        (f"histogram_quantile(0.5, sum by (le, type) (rate(taskframe_job_wait_seconds_bucket{{{TYPE}}}[$__rate_interval])))", "p50 {{type}}"),
-        (f"histogram_quantile(0.95, sum by (le, type) (rate(taskframe_job_wait_seconds_bucket{{{TYPE}}}[$__rate_interval])))", "p95 {{type}}"),
-    ], "timeseries"),
-    ("Lease requests per second", "ops", [("sum by (result) (rate(taskframe_lease_requests_total[$__rate_interval]))", "{{result}}")], "timeseries"),
-    ("Lease request latency (p50, p99, long-polls included)", "s", [
-        ("histogram_quantile(0.5, sum by (le) (rate(taskframe_lease_request_seconds_bucket[$__rate_interval])))", "p50"),
-        ("histogram_quantile(0.99, sum by (le) (rate(taskframe_lease_request_seconds_bucket[$__rate_interval])))", "p99"),
-    ], "timeseries"),
-    ("HTTP requests per second", "reqps", [("sum by (route, status) (rate(taskframe_http_requests_total[$__rate_interval]))", "{{route}} {{status}}")], "timeseries"),
-    ("HTTP 5xx per second", "reqps", [('sum by (route) (rate(taskframe_http_requests_total{status=~"5.."}[$__rate_interval]))', "{{route}}")], "timeseries"),
-    ("Database up (per server)", "short", [("min by (instance) (taskframe_database_up)", "{{instance}}")], "stat"),
-]  # fmt: skip
+    (
+        "Jobs submitted per second",
+        "ops",
+        [(rate("taskframe_jobs_submitted_total", "type"), "{{type}}")],
+        "timeseries",
+    ),
+    (
+        "Jobs finished per second",
+        "ops",
+        [(rate("taskframe_jobs_finished_total", "type, outcome"), "{{type}} {{outcome}}")],
+        "timeseries",
+    ),
+    (
+        "Ready jobs (queued and due)",
+        "short",
+        [(f"sum by (type) (taskframe_queue_depth{{{TYPE}}})", "{{type}}")],
+        "timeseries",
+    ),
+    (
+        "Oldest ready job",
+        "s",
+        [(f"max by (type) (taskframe_oldest_ready_job_age_seconds{{{TYPE}}})", "{{type}}")],
+        "timeseries",
+    ),
+    (
+        "Attempts started, retried and reaped per second",
+        "ops",
+        [
+            (rate("taskframe_jobs_leased_total", "type"), "leased {{type}}"),
+            (rate("taskframe_attempts_retried_total", "type"), "retried {{type}}"),
+            (rate("taskframe_attempts_reaped_total", "type, reason"), "reaped {{type}} {{reason}}"),
+        ],
+        "timeseries",
+    ),
+    (
+        "Run time (p50, p95)",
+        "s",
+        [
+            (quantile(0.5, "taskframe_job_run_seconds"), "p50 {{type}}"),
+            (quantile(0.95, "taskframe_job_run_seconds"), "p95 {{type}}"),
+        ],
+        "timeseries",
+    ),
+    (
+        "Wait from ready to leased (p50, p95)",
+        "s",
+        [
+            (quantile(0.5, "taskframe_job_wait_seconds"), "p50 {{type}}"),
+            (quantile(0.95, "taskframe_job_wait_seconds"), "p95 {{type}}"),
+        ],
+        "timeseries",
+    ),
+    (
+        "Lease requests per second",
+        "ops",
+        [(rate("taskframe_lease_requests_total", "result", ""), "{{result}}")],
+        "timeseries",
+    ),
+    (
+        "Lease request latency (p50, p99, long-polls included)",
+        "s",
+        [
+            (quantile(0.5, "taskframe_lease_request_seconds", "", ""), "p50"),
+            (quantile(0.99, "taskframe_lease_request_seconds", "", ""), "p99"),
+        ],
+        "timeseries",
+    ),
+    (
+        "HTTP requests per second",
+        "reqps",
+        [(rate("taskframe_http_requests_total", "route, status", ""), "{{route}} {{status}}")],
+        "timeseries",
+    ),
+    (
+        "HTTP 5xx per second",
+        "reqps",
+        [(rate("taskframe_http_requests_total", "route", 'status=~"5.."'), "{{route}}")],
+        "timeseries",
+    ),
+    (
+        "Database up (per server)",
+        "short",
+        [("min by (instance) (taskframe_database_up)", "{{instance}}")],
+        "stat",
+    ),
+]
 
 
 def dashboard() -> dict:
@@ -57,7 +129,12 @@ def dashboard() -> dict:
                 if kind == "timeseries"
                 else {},
                 "targets": [
-                    {"refId": chr(ord("A") + n), "expr": expr, "legendFormat": legend, "datasource": datasource}
+                    {
+                        "refId": chr(ord("A") + n),
+                        "expr": expr,
+                        "legendFormat": legend,
+                        "datasource": datasource,
+                    }
                     for n, (expr, legend) in enumerate(queries)
                 ],
             }

@@ -142,7 +142,9 @@ def _describe(description: str | None, schema: dict) -> str:
         parts.append("one of " + ", ".join(f"`{json.dumps(v)}`" for v in schema["enum"]))
     low, high = schema.get("minimum"), schema.get("maximum")
     if low is not None or high is not None:
-        parts.append(f"{_num(low) if low is not None else '…'} to {_num(high) if high is not None else '…'}")
+        parts.append(
+            f"{_num(low) if low is not None else '…'} to {_num(high) if high is not None else '…'}"
+        )
     if "maxLength" in schema or "minLength" in schema:
         parts.append(f"length {schema.get('minLength', 0)} to {schema.get('maxLength', '…')}")
     if "maxItems" in schema:
@@ -209,7 +211,9 @@ def _options(parser: argparse.ArgumentParser) -> list[tuple[str, list[dict[str, 
             )
         if rows:
             title = group.title or "general"
-            groups.append(("general" if title in ("options", "optional arguments") else title, rows))
+            groups.append(
+                ("general" if title in ("options", "optional arguments") else title, rows)
+            )
     return groups
 
 
@@ -308,14 +312,19 @@ def cli_page() -> str:
         optional = [
             a
             for a in sub._actions
-            if a.option_strings and a.help != argparse.SUPPRESS and a.dest != "help"
+            if a.option_strings
+            and a.help != argparse.SUPPRESS
+            and a.dest != "help"
             and a.dest not in ("url", "token", "token_file", "ca_cert", "json")
         ]
         if positional or optional:
             out.append("| argument | meaning |\n|---|---|\n")
             for action in positional:
-                choices = f" (one of {', '.join(map(str, action.choices))})" if action.choices else ""
-                out.append(f"| `{action.metavar or action.dest}` | {cell((action.help or '') + choices)} |\n")
+                choices = (
+                    f" (one of {', '.join(map(str, action.choices))})" if action.choices else ""
+                )
+                name = action.metavar or action.dest
+                out.append(f"| `{name}` | {cell((action.help or '') + choices)} |\n")
             for action in optional:
                 flag = ", ".join(action.option_strings)
                 meta = f" {_metavar(action)}" if _metavar(action) else ""

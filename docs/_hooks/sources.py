@@ -148,7 +148,9 @@ def metric_families() -> list[dict[str, Any]]:
         if labels is None:
             labels = sorted({key for sample in family.samples for key in sample.labels})
         name = family.name + ("_total" if family.type == "counter" else "")
-        found.append({"name": name, "type": family.type, "labels": labels, "help": family.documentation})
+        found.append(
+            {"name": name, "type": family.type, "labels": labels, "help": family.documentation}
+        )
     return found
 
 

@@ -35,7 +35,9 @@ class _Explorer:
         content_type, data = self.assets[name]
         resp.set_headers(SECURITY_HEADERS)
         resp.etag = self.etags[name]
-        if req.if_none_match and any(str(tag) in (self.etags[name], "*") for tag in req.if_none_match):
+        if req.if_none_match and any(
+            str(tag) in (self.etags[name], "*") for tag in req.if_none_match
+        ):
             resp.status = falcon.HTTP_304
             return
         resp.content_type = content_type

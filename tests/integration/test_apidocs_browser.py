@@ -61,15 +61,17 @@ def test_the_explorer_asks_for_a_token_renders_the_api_and_tries_it(
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on(
         "console",
-        lambda message: errors.append(message.text)
-        if message.type == "error" and "401" not in message.text
-        else None,
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and "401" not in message.text
+            else None
+        ),
     )
     page.on(
         "request",
-        lambda request: None
-        if request.url.startswith((server.url, "data:"))
-        else elsewhere.append(request.url),
+        lambda request: (
+            None if request.url.startswith((server.url, "data:")) else elsewhere.append(request.url)
+        ),
     )
     page.goto(server.url + "/docs")
 
@@ -91,7 +93,9 @@ def test_the_explorer_asks_for_a_token_renders_the_api_and_tries_it(
         stats.get_by_role("button", name="Execute").click()
     assert answer.value.status == 200
     assert answer.value.request.headers.get("authorization") == f"Bearer {CLIENT_TOKEN}"
-    expect(stats.locator(".live-responses-table td.response-col_status:not(.col_header)").first).to_contain_text("200")
+    expect(
+        stats.locator(".live-responses-table td.response-col_status:not(.col_header)").first
+    ).to_contain_text("200")
     page.screenshot(path=str(tmp_path / "explorer-tried.png"), full_page=False)
     print(f"API explorer screenshots in {tmp_path}")
 

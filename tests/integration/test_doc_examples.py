@@ -67,7 +67,9 @@ _MARKER = re.compile(r"^\s*<!--\s*example:\s*(?P<kind>[a-z]+)(?P<why>[^>]*)-->\s
 _TITLE = re.compile(r'title="(?P<path>[^"]+)"')
 _SNIPPET = re.compile(r'^(?P<indent>\s*)--8<--\s+"(?P<path>[^"]+)"\s*$')
 _HOST_PORT = re.compile(r'(?P<host>localhost|127\.0\.0\.1)(?P<sep>:|", )(?P<port>\d{4,5})\b')
-_PAIR = re.compile(r'"(?P<key>[A-Za-z_][\w-]*)":\s*(?P<value>"(?:[^"\\]|\\.)*"|true|false|null|-?\d+(?:\.\d+)?)')
+_PAIR = re.compile(
+    r'"(?P<key>[A-Za-z_][\w-]*)":\s*(?P<value>"(?:[^"\\]|\\.)*"|true|false|null|-?\d+(?:\.\d+)?)'
+)
 _TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]")
 
 
@@ -134,7 +136,9 @@ def blocks(page: Path) -> list[Block]:
         start = index + 1
         index += 1
         while index < len(lines) and lines[index].strip() != close:
-            body.append(lines[index][len(indent) :] if lines[index].startswith(indent) else lines[index])
+            body.append(
+                lines[index][len(indent) :] if lines[index].startswith(indent) else lines[index]
+            )
             index += 1
         title = _TITLE.search(info)
         found.append(
@@ -265,7 +269,7 @@ def check_answer(output: str, shown: str, where: str) -> None:
     for key, value in expected_pairs(shown):
         seen = list(_values(actual, key))
         assert any(_matches(got, value) for got in seen), (
-            f"{where}: the doc shows \"{key}\": {json.dumps(value)}, the answer has "
+            f'{where}: the doc shows "{key}": {json.dumps(value)}, the answer has '
             f"{json.dumps(seen) if seen else 'no such key'}:\n{output}"
         )
 
@@ -444,7 +448,8 @@ class PageRun:
             )
         except subprocess.TimeoutExpired as exc:
             raise AssertionError(
-                f"{block.where}: still running after {BLOCK_TIMEOUT:.0f} s:\n{exc.stdout}\n{exc.stderr}"
+                f"{block.where}: still running after {BLOCK_TIMEOUT:.0f} s:\n"
+                f"{exc.stdout}\n{exc.stderr}"
             ) from None
         self.log.append(f"--- {block.where}\n{done.stdout}{done.stderr}")
         assert done.returncode == 0, (
@@ -509,15 +514,19 @@ def test_examples_run_as_written(page: Path, tmp_path: Path, build_tools: Path) 
                 run.run(block)
     finally:
         run.close()
-    skipped = [f"{b.where} ({b.marker}{': ' + b.why if b.why else ''})" for b in found if b.kind and b.marker in SKIP_MARKERS]
+    skipped = [
+        f"{b.where} ({b.marker}{': ' + b.why if b.why else ''})"
+        for b in found
+        if b.kind and b.marker in SKIP_MARKERS
+    ]
     print(f"{_page_id(page)}: {len(runnable)} blocks run; not run: {', '.join(skipped) or 'none'}")
 
 
 def test_the_statement_splitter_keeps_multi_line_commands_whole() -> None:
     text = (
         "curl -s -X POST localhost:8000/jobs -H 'Content-Type: application/json' \\\n"
-        "     -d '{\"type\": \"sleep\",\n"
-        "          \"payload\": {\"duration\": 0}}'\n"
+        '     -d \'{"type": "sleep",\n'
+        '          "payload": {"duration": 0}}\'\n'
         '# {"id": 1, "status": "queued", ...}\n'
         "\n"
         "# a comment\n"
@@ -529,7 +538,9 @@ def test_the_statement_splitter_keeps_multi_line_commands_whole() -> None:
 
 
 def test_the_answer_check_is_loose_but_can_fail() -> None:
-    shown = '{"id": 5, ..., "status": "cancelled", "error": "cancelled on request (...)", "slept": 2.1}'
+    shown = (
+        '{"id": 5, ..., "status": "cancelled", "error": "cancelled on request (...)", "slept": 2.1}'
+    )
     answer = {"id": 5, "status": "cancelled", "error": "cancelled on request (SleepCancelled: x)"}
     check_answer(json.dumps(answer), shown, "here")
     with pytest.raises(AssertionError, match='"status": "cancelled"'):

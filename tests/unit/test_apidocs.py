@@ -47,7 +47,9 @@ def test_every_file_the_page_loads_is_served_from_this_server(client):
     page = client.simulate_get("/docs").text
     loaded = re.findall(r'(?:src|href)="([^"]+)"', page)
     assets = [url for url in loaded if url.startswith("/docs/")]
-    assert {"/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/explorer.js"} <= set(assets)
+    assert {"/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/explorer.js"} <= set(
+        assets
+    )
     for url in assets:
         answer = client.simulate_get(url)
         assert answer.status_code == 200, url

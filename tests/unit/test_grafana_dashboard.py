@@ -45,11 +45,15 @@ def test_every_metric_the_dashboard_queries_is_exported(sqlite_url):
     assert len(queried) >= 10, "the dashboard should cover the metrics"
     assert queried <= exported, f"not exported: {sorted(queried - exported)}"
     # Counters that exist but that no one would see are a gap too.
-    families = {name.removesuffix("_bucket") for name in exported if not name.endswith(("_sum", "_count"))}
+    families = {
+        name.removesuffix("_bucket") for name in exported if not name.endswith(("_sum", "_count"))
+    }
     assert families - {name.removesuffix("_bucket") for name in queried} == set()
 
 
 def test_the_dashboard_is_importable_json():
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["panels"] and all(panel["targets"] for panel in dashboard["panels"])
-    assert {panel["id"] for panel in dashboard["panels"]} == set(range(1, len(dashboard["panels"]) + 1))
+    assert {panel["id"] for panel in dashboard["panels"]} == set(
+        range(1, len(dashboard["panels"]) + 1)
+    )

@@ -23,7 +23,11 @@ def test_the_installed_version_is_setup_cfgs():
 
 @pytest.mark.parametrize(
     ("main", "prog"),
-    [(server_main, "taskframe-server"), (worker_main, "taskframe-worker"), (client_main, "taskframe")],
+    [
+        (server_main, "taskframe-server"),
+        (worker_main, "taskframe-worker"),
+        (client_main, "taskframe"),
+    ],
 )
 def test_every_command_prints_it(main, prog, capsys):
     with pytest.raises(SystemExit) as exit:
