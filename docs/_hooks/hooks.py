@@ -72,6 +72,18 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     return PLACEHOLDER.sub(replace, markdown)
 
 
+# Docstrings use Sphinx's roles (``:class:`~a.b.C```), which mkdocstrings leaves as text.
+SPHINX_ROLE = re.compile(r":(?:class|meth|func|mod|attr|exc|data|obj):<code>(~?)([^<]*)</code>")
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    def code(match: re.Match) -> str:
+        name = match[2].rsplit(".", 1)[-1] if match[1] else match[2]
+        return f"<code>{name}</code>"
+
+    return SPHINX_ROLE.sub(code, html)
+
+
 def check_grafana_dashboard(path: Path) -> None:
     """Every taskframe_* series the dashboard queries is one the server exports."""
     text = path.read_text()
