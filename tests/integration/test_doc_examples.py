@@ -21,7 +21,8 @@ HTML comment on the line before the block (invisible on the rendered page):
 
 A block with ``title="path"`` is a file: it is written to that path. A line
 ``--8<-- "path"`` in a block is replaced by that file of the repository, as
-the docs build does. An answer shown after a command as a ``# {...}`` comment
+the docs build does (write such a block's fence as ``{.python title="..."}``:
+ruff formats Markdown's ``python`` blocks and would mangle the line). An answer shown after a command as a ``# {...}`` comment
 is checked loosely: each ``"key": value`` pair in it (strings, integers,
 booleans, null; not floats or times; ``...`` stands for any text) must occur
 in the command's JSON output.
@@ -38,6 +39,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +63,7 @@ FOLDERS = ("getting-started", "tutorials", "how-to")
 SKIP_MARKERS = {"skip", "postgres", "nginx", "docker"}
 MARKERS = SKIP_MARKERS | {"server", "background"}
 BLOCK_TIMEOUT = 60.0
+IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache", "build", "dist")
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)\s*(?P<info>[^`]*)$")
 _MARKER = re.compile(r"^\s*<!--\s*example:\s*(?P<kind>[a-z]+)(?P<why>[^>]*)-->\s*$")
@@ -414,6 +417,8 @@ class PageRun:
     def run(self, block: Block) -> None:
         if block.kind == "file":
             target = self.folder / block.title
+            if not target.resolve().is_relative_to(self.folder.resolve()):
+                raise AssertionError(f"{block.where}: {block.title} is outside the page's folder")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.text)
             return
@@ -504,9 +509,10 @@ def test_examples_run_as_written(page: Path, tmp_path: Path, build_tools: Path) 
         pytest.skip(f"{_page_id(page)} has no runnable example")
     folder = tmp_path / "work"
     folder.mkdir()
-    # Repository paths the docs use (deploy/make-tokens, examples/...), as in a checkout.
+    # Repository paths the docs use (deploy/make-tokens, examples/...), as in a checkout:
+    # copies, so that nothing an example writes or installs can change the repository.
     for name in ("deploy", "examples"):
-        (folder / name).symlink_to(ROOT / name)
+        shutil.copytree(ROOT / name, folder / name, symlinks=True, ignore=IGNORED)
     run = PageRun(page, folder, page_venv(folder, build_tools))
     try:
         for block in found:
