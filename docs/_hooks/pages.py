@@ -17,7 +17,9 @@ _ENV = re.compile(r"\s*\[env (?P<env>[A-Z0-9_]+)(?:, default (?P<default>.*))?\]
 
 def cell(text: Any) -> str:
     """Text fit for one Markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ").strip()
+    text = str(text).replace("|", "\\|").replace("\n", " ").strip()
+    # Help texts say <hostname>: text, not an HTML tag (backticked code stays as it is).
+    return re.sub(r"<(?=[a-z])", "&lt;", text) if "`" not in text else text
 
 
 # -- HTTP API -----------------------------------------------------------------------------
