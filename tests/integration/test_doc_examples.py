@@ -22,10 +22,10 @@ HTML comment on the line before the block (invisible on the rendered page):
 A block with ``title="path"`` is a file: it is written to that path. A line
 ``--8<-- "path"`` in a block is replaced by that file of the repository, as
 the docs build does (write such a block's fence as ``{.python title="..."}``:
-ruff formats Markdown's ``python`` blocks and would mangle the line). An answer shown after a command as a ``# {...}`` comment
-is checked loosely: each ``"key": value`` pair in it (strings, integers,
-booleans, null; not floats or times; ``...`` stands for any text) must occur
-in the command's JSON output.
+ruff formats Markdown's ``python`` blocks and would mangle the line). An answer
+shown after a command as a ``# {...}`` comment is checked loosely: each
+``"key": value`` pair in it (strings, integers, booleans, null; not floats or
+times; ``...`` stands for any text) must occur in the command's JSON output.
 
 Every page runs in a virtualenv of its own that sees this one's packages, so a
 ``pip install`` in an example installs there and never into the test
