@@ -23,6 +23,12 @@ import pluggy
 from taskframe.core import hookspecs
 from taskframe.core.executor import Executor, ExecutorRegistry
 from taskframe.core.options import add_option
+from taskframe.core.task_modules import (
+    TasksModuleError as TasksModuleError,
+    entry_point_plugins,
+    module_names,
+    tasks_plugins,
+)
 
 ENTRY_POINT_GROUP = "taskframe"
 DISABLE_VARIABLE = "TASKFRAME_DISABLE_PLUGINS"
@@ -188,6 +194,13 @@ def add_plugin_options(parser: argparse.ArgumentParser, listing: bool = True) ->
         default="",
         help="comma-separated plugin (entry point) names not to load, not even import",
     )
+    add_option(
+        group,
+        "--tasks",
+        metavar="MODULE[,MODULE]",
+        help="import these modules and run their @task functions as job types "
+        "(the current directory is on the import path: --tasks tasks finds ./tasks.py)",
+    )
     if listing:
         group.add_argument(
             "--list-plugins",
@@ -205,12 +218,25 @@ def early_disabled_plugins(argv: Sequence[str] | None) -> list[str]:
     return disabled_plugins(known.disable_plugins)
 
 
+def early_tasks(argv: Sequence[str] | None) -> list[str]:
+    """``--tasks`` (or ``TASKFRAME_TASKS``), read before the plugins load."""
+    early = argparse.ArgumentParser(add_help=False)
+    add_plugin_options(early, listing=False)
+    known, _ = early.parse_known_args(argv)
+    return module_names(known.tasks)
+
+
 def load_plugins(
     extra_plugins: tuple[object, ...] = (),
     load_entry_points: bool = True,
     disabled: Iterable[str] | None = None,
+    tasks: Iterable[str] = (),
 ) -> PluginSet:
     """Load the ``taskframe`` entry points (plus ``extra_plugins``) and their executors.
+
+    ``tasks`` names modules of ``@task`` functions to load as plugins (see
+    :mod:`taskframe.core.task_modules`); one that cannot be imported raises
+    :class:`TasksModuleError`, whose message is one line naming it.
 
     Plugins named in ``disabled`` (default: ``TASKFRAME_DISABLE_PLUGINS``)
     are not even imported. A plugin that fails to import, implements an
@@ -233,9 +259,12 @@ def load_plugins(
             except Exception as exc:  # a broken plugin must not stop the others
                 plugins.fail(entry_point.name, exc)
                 continue
-            if _register(plugins, plugin, entry_point.name) and entry_point.dist is not None:
-                dist = entry_point.dist
-                plugins.distributions[entry_point.name] = (dist.metadata["Name"], dist.version)
+            # A module of @task functions is a plugin too (its tasks are registered).
+            for one, name in entry_point_plugins(plugin, entry_point.name):
+                if _register(plugins, one, name) and entry_point.dist is not None:
+                    dist = entry_point.dist
+                    plugins.distributions[name] = (dist.metadata["Name"], dist.version)
+    extra_plugins = (*extra_plugins, *tasks_plugins(tasks))
     for plugin in extra_plugins:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         if not manager.is_blocked(name):
