@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,8 @@ class RunningJob:
     #: The latest ``context.progress()``: (fraction, message), and its version numbers:
     #: the heartbeat sends it until the server has acknowledged that version.
     progress: tuple[float, str | None] | None = None
+    #: Told of each progress() too (a job process forwards it to the worker).
+    progress_sink: Callable[[float, str | None], None] | None = None
     _progress_version: int = 0
     _progress_sending: int = 0
     _progress_acked: int = 0
@@ -89,6 +92,11 @@ class RunningJob:
         """``context.progress()`` of the job: kept until the next heartbeat sends it."""
         self.progress = (fraction, message)
         self._progress_version += 1
+        if self.progress_sink is not None:
+            self.progress_sink(fraction, message)
+
+    def has_progress_news(self) -> bool:
+        return self.progress is not None and self._progress_version != self._progress_acked
 
     def heartbeat_item(self) -> dict[str, Any]:
         """This lease in ``POST /heartbeats``, with its progress if not acknowledged yet."""
