@@ -12,12 +12,14 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from types import TracebackType
 from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import ValidationError
 
 from taskframe.core import json_rules
+from taskframe.core import task as _task_module
 from taskframe.core.executor import MAX_RETRY_AFTER, Executor, ExecutorContext, Retry
 from taskframe.core.logs import Tally
 from taskframe.core.model import Status
@@ -197,6 +199,12 @@ def execute(
             *(running.job_id, fields["type"], fields["attempt"], took),
             extra=fields,
         )
+    elif isinstance(running.failure, Retry):  # asked for: no traceback in the log
+        log.info(
+            "job %s (%s, attempt %s) asks to be retried: %s",
+            *(running.job_id, fields["type"], fields["attempt"], error),
+            extra=fields,
+        )
     else:  # with the executor's traceback when it raised
         log.warning(
             "job %s (%s, attempt %s) failed in %.3f s: %s",
@@ -293,13 +301,35 @@ def traceback_text(exc: BaseException, limit: int = MAX_TRACEBACK) -> str:
     """The exception's traceback as Python prints it: the last ``limit`` characters,
     with text UTF-8 cannot encode and NUL (PostgreSQL) replaced by U+FFFD."""
     try:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        text = "".join(traceback.format_exception(type(exc), exc, _own_frames_cut(exc)))
     except Exception:  # an exception whose str() raises
         text = f"{type(exc).__name__} (its traceback could not be formatted)"
     if len(text) > limit:
         head = f"[the traceback's first {len(text) - limit} characters are cut]\n"
         text = head + text[-(limit - len(head)) :]
     return json_rules.encodable_text(text.replace("\x00", "\ufffd"))
+
+
+#: taskframe's frames between the worker and the executor (not worth showing).
+_WRAPPERS = frozenset(
+    {__file__, run_awaitable.__code__.co_filename, inspect.getfile(_task_module)}
+)
+
+
+def _own_frames_cut(exc: BaseException) -> TracebackType | None:
+    """The traceback from the first frame after taskframe's own wrappers (the executor's)."""
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    last = max(
+        (i for i, f in enumerate(frames) if f.tb_frame.f_code.co_filename in _WRAPPERS),
+        default=-1,
+    )
+    if last + 1 < len(frames):
+        return frames[last + 1]
+    return frames[last] if frames else None  # raised by a wrapper itself (NotJSON)
 
 
 def describe(exc: BaseException) -> str:
