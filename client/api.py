@@ -22,8 +22,8 @@ from taskframe.client.models import (
     TaskJob,
     WorkerInfo,
 )
-from taskframe.client.typed import is_task, task_payload
 from taskframe.client.transport import Transport
+from taskframe.client.typed import is_task, task_payload
 from taskframe.core.retry import BackoffPolicy
 
 if TYPE_CHECKING:

@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("cancel", "cancel a job").add_argument("id", type=int)
     command("retry", "queue a failed or cancelled job again").add_argument("id", type=int)
-    command("attempts", "show a job's attempts (their logs and tracebacks)").add_argument("id", type=int)
+    command("attempts", "show a job's attempts (their logs and tracebacks)").add_argument(
+        "id", type=int
+    )
     command("types", "list the installed job types")
     command("stats", "counts of jobs by status and type")
     command("workers", "list the workers seen recently")

@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+
+    from typing_extensions import Self
 
 #: Statuses after which a job does not change (unless retried).
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
@@ -77,7 +80,7 @@ class Job:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls: type[J], data: dict[str, Any]) -> J:
+    def from_json(cls, data: dict[str, Any]) -> Self:
         return _build(cls, data, _JOB_TIMES)
 
     @property
@@ -88,9 +91,6 @@ class Job:
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
-
-
-J = TypeVar("J", bound=Job)
 
 
 @dataclass(frozen=True)

@@ -285,7 +285,7 @@ def payload_schema(function: Callable[..., Any], owner: str | None = None) -> Sc
     Raises :class:`HintError` naming the function and the parameter when a
     parameter cannot come from a JSON payload.
     """
-    owner = owner or getattr(function, "__qualname__", repr(function))
+    owner = owner or str(getattr(function, "__qualname__", repr(function)))
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError) as exc:

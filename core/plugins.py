@@ -25,6 +25,8 @@ from taskframe.core.executor import Executor, ExecutorRegistry
 from taskframe.core.options import add_option
 from taskframe.core.task_modules import (
     TasksModuleError as TasksModuleError,
+)
+from taskframe.core.task_modules import (
     entry_point_plugins,
     module_names,
     tasks_plugins,

@@ -163,7 +163,9 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
             or (worker_id is not None and not _is_text(worker_id))
             or type(retryable) is not bool
             or (log is not None and (type(log) is not str or len(log) > schemas.MAX_ATTEMPT_LOG))
-            or (trace is not None and (type(trace) is not str or len(trace) > schemas.MAX_TRACEBACK))
+            or (
+                trace is not None and (type(trace) is not str or len(trace) > schemas.MAX_TRACEBACK)
+            )
             or (retry_after is not None and not _is_number(retry_after, 0, schemas.MAX_RETRY_AFTER))
         ):
             return None

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextvars
 import inspect
 import math
-import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
@@ -267,7 +266,7 @@ def _defaults(
 
 def _seconds(value: Any, high: float) -> bool:
     return (
-        isinstance(value, numbers.Real)
+        isinstance(value, int | float)
         and not isinstance(value, bool)
         and math.isfinite(value)
         and 0 <= value <= high
@@ -282,7 +281,7 @@ def _backoff(
         return None
     if isinstance(backoff, BackoffPolicy):
         return backoff.delay
-    if isinstance(backoff, numbers.Real) and not isinstance(backoff, bool):
+    if isinstance(backoff, int | float) and not isinstance(backoff, bool):
         if not _seconds(backoff, MAX_RETRY_AFTER):
             raise ValueError(f"{owner}: backoff must be 0 to {MAX_RETRY_AFTER:g} seconds")
         fixed = float(backoff)

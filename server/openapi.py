@@ -121,7 +121,8 @@ QUERIES: dict[tuple[str, str], type[Schema]] = {
 def payload_json_schema(executor: Executor) -> dict[str, Any]:
     """The JSON schema of a job type's payload, nested objects written inline
     (``GET /job-types`` stands alone: no ``$ref`` into a document)."""
-    spec = APISpec("taskframe", "1", "3.0.3", plugins=[MarshmallowPlugin(lambda schema: None)])
+    inline: Any = lambda schema: None  # noqa: E731 - apispec: None writes nested schemas inline
+    spec = APISpec("taskframe", "1", "3.0.3", plugins=[MarshmallowPlugin(inline)])
     converter = spec.plugins[0].converter  # type: ignore[attr-defined]
     try:
         found: dict[str, Any] = converter.schema2jsonschema(executor.schema)

@@ -62,9 +62,7 @@ def run_task(task: Executor, /, **arguments: Any) -> Any:
     if run.succeeded:
         return run.result
     last = run.attempts[-1] if run.attempts else None
-    job = Job(
-        id=0, type=task.name, status=run.status, attempts=len(run.attempts), error=run.error
-    )
+    job = Job(id=0, type=task.name, status=run.status, attempts=len(run.attempts), error=run.error)
     raise JobFailed(job, last.traceback if last else None)
 
 

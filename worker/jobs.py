@@ -12,8 +12,8 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from types import TracebackType
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from marshmallow import ValidationError
@@ -311,9 +311,7 @@ def traceback_text(exc: BaseException, limit: int = MAX_TRACEBACK) -> str:
 
 
 #: taskframe's frames between the worker and the executor (not worth showing).
-_WRAPPERS = frozenset(
-    {__file__, run_awaitable.__code__.co_filename, inspect.getfile(_task_module)}
-)
+_WRAPPERS = frozenset({__file__, run_awaitable.__code__.co_filename, inspect.getfile(_task_module)})
 
 
 def _own_frames_cut(exc: BaseException) -> TracebackType | None:

@@ -23,8 +23,8 @@ import os
 import signal
 import threading
 import time
-from multiprocessing.connection import Connection, wait
 from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from taskframe.core.logs import configure_logging
