@@ -36,6 +36,10 @@ completion = st.fixed_dictionaries(
         "error": st.none() | st.text(max_size=30),
         "retryable": st.booleans(),
         "worker_id": st.none() | ids,
+        "traceback": st.none() | st.text(max_size=30),
+        "retry_after": st.none()
+        | st.floats(0, schemas.MAX_RETRY_AFTER)
+        | st.integers(0, int(schemas.MAX_RETRY_AFTER)),
     },
 )
 lease_request = st.fixed_dictionaries(
