@@ -20,8 +20,8 @@ from typing import Any
 import marshmallow
 import pluggy
 
-from taskframe.core import hookspecs
-from taskframe.core.executor import Executor, ExecutorRegistry
+from taskframe.core import hookspecs, schemas
+from taskframe.core.executor import DEFAULT_FIELDS, Executor, ExecutorRegistry
 from taskframe.core.options import add_option
 from taskframe.core.task_modules import (
     TasksModuleError as TasksModuleError,
@@ -366,4 +366,18 @@ def executor_problem(executor: object) -> str | None:
         return f"job type {name!r}: schema must be a marshmallow Schema instance, not {schema!r}"
     if not callable(executor.run):
         return f"job type {name!r}: run must be callable, not {executor.run!r}"
+    return _defaults_problem(name, executor.defaults)
+
+
+def _defaults_problem(name: str, defaults: Any) -> str | None:
+    """Why a type's submission defaults would make jobs the API refuses, or None."""
+    try:
+        schemas.SubmitJobSchema().load({"type": name, **dict(defaults)})
+    except marshmallow.ValidationError as exc:
+        return f"job type {name!r}: bad defaults: {exc.messages}"
+    except (TypeError, ValueError) as exc:
+        return f"job type {name!r}: defaults must be a mapping: {exc}"
+    unknown = set(defaults) - set(DEFAULT_FIELDS)
+    if unknown:
+        return f"job type {name!r}: defaults may give {', '.join(DEFAULT_FIELDS)} only"
     return None

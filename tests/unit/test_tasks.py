@@ -316,3 +316,24 @@ def test_an_entry_point_module_of_tasks_registers_its_tasks():
         + "@hookimpl\ndef taskframe_configure():\n    pass\n",
     )
     assert [name for _, name in entry_point_plugins(both, "mixed")] == ["mixed", "mixed.tasks"]
+
+
+def test_a_plugins_executor_with_bad_defaults_is_refused():
+    from marshmallow import Schema
+
+    from taskframe.core import Executor
+    from taskframe.core.plugins import executor_problem
+
+    def run(payload: dict, context: ExecutorContext) -> None:
+        pass
+
+    assert "bad defaults" in executor_problem(
+        Executor("x", Schema(), run, defaults={"priority": 0})
+    )
+    assert "defaults may give" in executor_problem(
+        Executor("x", Schema(), run, defaults={"delay": 1})
+    )
+    assert (
+        executor_problem(Executor("x", Schema(), run, defaults={"queue": "q", "timeout": 3}))
+        is None
+    )
