@@ -61,7 +61,7 @@ log = logging.getLogger("taskframe.webhook")
 #: Seconds between two looks at the outbox when nothing woke the claimer.
 POLL = 1.0
 #: Seconds a claim outlives the attempt's own deadline.
-CLAIM_MARGIN = 30.0
+CLAIM_MARGIN = 10.0
 FIRST_DELAY = 1.0
 MAX_DELAY = 300.0
 #: Seconds a stopping server waits for deliveries in flight before giving them back.
