@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import textwrap
 import time
+from pathlib import Path
 
 from taskframe.core.webhooks import Delivery, DeliveryOutcome, OutboxSettings
 from taskframe.plugins.http_guard import Policy, parse_rules
@@ -98,3 +100,25 @@ def test_a_denied_address_is_refused_before_anything_is_sent():
     result = _notifier().deliver(Delivery("d", 1, "http://169.254.169.254/latest", "{}", 1))
     assert result.outcome is DeliveryOutcome.REFUSED
     assert "--webhook-deny (169.254.0.0/16)" in result.detail
+
+
+def test_the_readmes_receiver_code_accepts_a_delivery_and_refuses_replays():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### The `webhook` plugin", 1)[1]
+    code = textwrap.dedent(section.split("```python\n", 1)[1].split("```", 1)[0])
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    check = namespace["check"]
+    timestamp = str(int(time.time()))
+    headers = {
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(SECRET, timestamp, BODY),
+        DELIVERY_HEADER: "d1",
+    }
+    seen: set[str] = set()
+    assert check(SECRET.encode(), BODY, headers, seen) == "new"
+    assert check(SECRET.encode(), BODY, headers, seen) == "duplicate"
+    assert check(SECRET.encode(), BODY + b"x", headers, set()) == "refuse"
+    old = str(int(time.time()) - 301)
+    replay = {**headers, TIMESTAMP_HEADER: old, SIGNATURE_HEADER: sign(SECRET, old, BODY)}
+    assert check(SECRET.encode(), BODY, replay, set()) == "refuse"
