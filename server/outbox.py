@@ -94,6 +94,7 @@ class Outbox:
         self.store = store
         self.sender = sender
         self.settings = sender.settings
+        self._per_origin = max(1, sender.settings.per_origin)
         self.clock = clock
         self._cond = threading.Condition()
         self._woken = False
@@ -103,6 +104,8 @@ class Outbox:
         self._origins: Counter[str] = Counter()
         self._queue: queue.SimpleQueue[Row | None] = queue.SimpleQueue()
         self._outcomes: MetricCounter | None = None
+        self._claimer = threading.Thread(target=self._claim_loop, name="webhook-outbox")
+        self._claimer.daemon = True
 
     @classmethod
     def for_plugins(cls, store: Store, plugins: PluginSet) -> Outbox | None:
@@ -125,7 +128,7 @@ class Outbox:
             )
             metrics.registry.register(_PendingCollector(self.store))
         self.sender.start(None if server_port is None else int(server_port))  # waitress: text
-        threading.Thread(target=self._claim_loop, name="webhook-outbox", daemon=True).start()
+        self._claimer.start()
         for number in range(self.settings.senders):
             threading.Thread(target=self._send_loop, name=f"webhook-{number}", daemon=True).start()
 
@@ -146,6 +149,8 @@ class Outbox:
             unfinished = list(self._in_flight.values())
         for _ in range(self.settings.senders):
             self._queue.put(None)
+        if self._claimer.is_alive():  # it may be in a transaction: let it end first
+            self._claimer.join(timeout=5)
         if unfinished:
             try:
                 self._give_back(unfinished)
@@ -177,10 +182,6 @@ class Outbox:
         with self._cond:
             busy = [name for name, count in self._origins.items() if count >= self._per_origin]
             return self.settings.senders - len(self._in_flight), busy
-
-    @property
-    def _per_origin(self) -> int:
-        return max(1, self.settings.per_origin)
 
     def _claim_round(self) -> float:
         """Claim and start what may be sent now; return the seconds until the next look."""
