@@ -39,6 +39,7 @@ from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig
 from taskframe.server.events import EventDispatcher
+from taskframe.server.outbox import Outbox
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.serving import add_serving_options, create_server, max_waiting
@@ -323,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0
     config = config_from(options, tokens)
+    outbox = Outbox.for_plugins(store, plugins)  # before the events: it listens to them
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
@@ -333,11 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
+    if outbox is not None:
+        outbox.start(scheduler.telemetry.metrics, port)
     _banner(options.host, port, store.backend, options.db, plugins)
     if options.standalone:
         return run_standalone(
             *(server, options.host, port, plugins, options, config.tokens, _on_stop_signals),
-            lambda: _shut_down(server, scheduler, housekeeper),
+            lambda: _shut_down(server, scheduler, housekeeper, outbox),
         )
 
     def stop(signum: int, frame: object) -> None:
@@ -352,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.run()
     finally:
-        _shut_down(server, scheduler, housekeeper)
+        _shut_down(server, scheduler, housekeeper, outbox)
     return 0
 
 
@@ -407,10 +411,14 @@ def _on_stop_signals(handler: Any) -> None:
         signal.signal(signum, handler)
 
 
-def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> None:
+def _shut_down(
+    server: Any, scheduler: Scheduler, housekeeper: Housekeeper, outbox: Outbox | None
+) -> None:
     scheduler.notifier.close()
     housekeeper.stop()
     server.close()
+    if outbox is not None:
+        outbox.stop()
     if scheduler.events is not None:
         scheduler.events.stop()
     scheduler.telemetry.flush()
