@@ -260,7 +260,7 @@ def _estimate(completion: dict[str, Any], result_bytes: int) -> int:
     """Bytes ``completion`` may take in a JSON body: its result as measured, and its
     text escaped at worst (\\n: 2 bytes; a non-ASCII character as \\uXXXX: 6)."""
     size = 200 + result_bytes
-    for key in ("log", "error"):
+    for key in ("log", "error", "traceback"):
         text = completion.get(key)
         if text:
             size += len(text) * (2 if text.isascii() else 6)
@@ -283,6 +283,7 @@ def _too_large(item: dict[str, Any], size: int, max_body: int) -> dict[str, Any]
     plain = _plain_failure(item, error)
     if _estimate(plain, 0) > max_body - BODY_RESERVE:
         plain["log"] = None  # (only with a --max-body far below a log's 64 KiB)
+        plain.pop("traceback", None)
     return plain
 
 
