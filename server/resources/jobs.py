@@ -12,7 +12,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.dependencies import MissingDependencies
 from taskframe.server.errors import validation_error
 from taskframe.server.http_io import load_query, read_json
-from taskframe.server.representation import attempt_json, job_json, job_summary
+from taskframe.server.representation import attempt_json, job_answer, job_summary
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.submission import JobCheck, job_errors
 
@@ -64,7 +64,7 @@ class JobCollection:
             row, created = self.scheduler.submit_one(job)
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.location = f"/jobs/{row['id']}"
-        resp.media = job_json(row)
+        resp.media = job_answer(row)
 
     def _payload_errors(self, body: dict[str, Any]) -> dict[str, Any]:
         """With an invalid envelope, the type's and payload's problems too, where usable."""
@@ -82,7 +82,7 @@ class JobCollection:
         # A full page may stop short of the limit (the answer cap): go on from its last job.
         more = len(rows) == query["limit"] or (full and rows)
         next_cursor = rows[-1]["id"] if more else None
-        shown = job_json if full else job_summary
+        shown = job_answer if full else job_summary
         resp.media = {"jobs": [shown(row) for row in rows], "next_cursor": next_cursor}
 
 
@@ -153,7 +153,7 @@ class JobItem:
         if refused:
             # Too many requests wait already: the job as it is, and when to ask again.
             resp.set_header("Retry-After", str(retry_after(self.scheduler)))
-        resp.media = job_json(row)
+        resp.media = job_answer(row)
 
 
 class JobAttempts:
@@ -172,7 +172,7 @@ class JobCancel:
         self.scheduler = scheduler
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        resp.media = job_json(self.scheduler.cancel(job_id))
+        resp.media = job_answer(self.scheduler.cancel(job_id))
 
 
 class JobRetry:
@@ -180,4 +180,4 @@ class JobRetry:
         self.scheduler = scheduler
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        resp.media = job_json(self.scheduler.retry(job_id))
+        resp.media = job_answer(self.scheduler.retry(job_id))
