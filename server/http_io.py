@@ -93,9 +93,12 @@ def load(
         raise validation_error(errors) from None
 
 
-def load_query(req: falcon.Request, schema: Schema) -> dict[str, Any]:
-    """Query-string parameters loaded with ``schema`` (422 on bad values)."""
+def load_query(req: falcon.Request, schema: Schema, only: str | None = None) -> dict[str, Any]:
+    """Query-string parameters loaded with ``schema`` (422 on bad values); with
+    ``only``, that parameter alone (the others are ignored)."""
     params = dict(req.params)
+    if only is not None:
+        params = {only: params[only]} if only in params else {}
     refuse_surrogates(params)
     return load(schema, params)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import falcon
 
-from taskframe.core import quick_load, schemas
+from taskframe.core import model, quick_load, schemas
 from taskframe.core.executor import Executor
 from taskframe.server.config import ServerConfig
 from taskframe.server.dependencies import MissingDependencies
@@ -20,7 +20,12 @@ WAIT_QUERY = schemas.WaitQuerySchema()
 
 
 class JobCollection:
-    """``POST /jobs`` submits one job; ``GET /jobs`` lists them, newest first."""
+    """``POST /jobs[?wait=S]`` submits one job; ``GET /jobs`` lists them, newest first.
+
+    With ``wait``, the answer comes once the job finished (or after S seconds,
+    with the job as it is then), as ``GET /jobs/{id}?wait=S`` would answer:
+    one request from submission to result.
+    """
 
     def __init__(
         self,
@@ -37,6 +42,8 @@ class JobCollection:
         self.query_schema = schemas.ListJobsQuerySchema()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # Only ``wait`` is read from the query (other parameters were always ignored).
+        wait = load_query(req, WAIT_QUERY, only="wait")["wait"] if req.query_string else 0.0
         job = read_json(
             req, self.schema, self.limit, quick_load.quick_load_submit, self._payload_errors
         )
@@ -64,6 +71,11 @@ class JobCollection:
             row, created = self.scheduler.submit_one(job)
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.location = f"/jobs/{row['id']}"
+        if wait > 0 and row["status"] not in model.FINISHED:
+            # Committed already: the job is the client's whatever the wait brings.
+            row, refused = self.scheduler.wait_for_job(row["id"], wait)
+            if refused:
+                resp.set_header("Retry-After", str(retry_after(self.scheduler)))
         resp.media = job_answer(row)
 
     def _payload_errors(self, body: dict[str, Any]) -> dict[str, Any]:
