@@ -15,11 +15,14 @@ What waitress does that Granian does not is done in WSGI middleware here:
   takes ``X-Forwarded-*`` from ``--trusted-proxy`` only and drops them from
   anyone else.
 
-Other options map to Granian's settings: ``--connection-limit`` is its
-backpressure (connections served at once; more wait in the backlog),
-``--channel-timeout`` its header read timeout, ``--max-header-size`` its
-HTTP/1 buffer. Granian keeps an idle keep-alive connection open (in Rust,
-without a thread) rather than closing it after ``--channel-timeout``.
+Other options map to Granian's settings: ``--threads`` are the Python
+threads calling the app, ``--connection-limit`` its backpressure
+(connections served at once; more wait in the backlog),
+``--channel-timeout`` its header read timeout (an idle keep-alive or
+half-sent request is closed after it, to the second; waitress checks every
+30 s), ``--max-header-size`` its HTTP/1 buffer (431 past it), ``--backlog``
+its listen backlog. A stop answers the long polls (the CLI closes the
+notifier first), then Granian finishes the requests in progress.
 """
 
 from __future__ import annotations
