@@ -18,6 +18,7 @@ Prints, on SQLite:
 - **W2**: one worker with one slot, submit → result with ``POST /jobs?wait=30``
   (then ``GET /jobs/{id}?wait=30`` if the job is not finished: what an older
   server, which ignores the wait, needs), median and p99 ms and requests per job;
+- **W1** (``--w1 N``): bench/floors.py's CPU per no-op job, on ``--server``;
 - **bare Falcon** (``--bare``): a one-route app on waitress and on Granian,
   requests/s and server CPU per request (the HTTP servers' floors).
 
@@ -159,6 +160,38 @@ def bare(workdir: Path, server: str, count: int) -> tuple[float, float, float]:
         proc.wait_exit()
 
 
+def w1(workdir: Path, jobs: int, server_args: list[str]) -> dict[str, float]:
+    """bench/floors.py's W1 CPU per job, on the server ``server_args`` choose."""
+    env = Env("sqlite", workdir, "w1", server_args, [])
+    try:
+        for start in range(0, jobs, 1000):
+            env.api.batch([NOOP] * min(1000, jobs - start))
+        server_before = cpu_seconds(env.server.popen.pid)
+        start = time.perf_counter()
+        env.start_workers(2, 64)
+        while env.api.call("GET", "/stats")["by_status"].get("succeeded", 0) < jobs:
+            env.check_alive()
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        server = cpu_seconds(env.server.popen.pid) - server_before
+        workers = sum(cpu_seconds(worker.popen.pid) for worker in env.workers)
+    finally:
+        env.close()
+    return {
+        "jobs/s from worker start": jobs / elapsed,
+        "server CPU us/job": server / jobs * 1e6,
+        "workers CPU us/job": workers / jobs * 1e6,
+    }
+
+
+def _has_granian() -> bool:
+    try:
+        import granian  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def w1_profile(workdir: Path, jobs: int, server_args: list[str], top: int) -> list[str]:
     """W1 with no-op jobs (2 workers x 64 slots) under py-spy: the server's top frames."""
     env = Env("sqlite", workdir, "profile", server_args, [])
@@ -227,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="POSTs per loop")
     parser.add_argument("--lease-jobs", type=int, default=3000, help="jobs leased, 10 a request")
     parser.add_argument("--w2", type=int, default=200, help="W2 round trips (0: skip)")
+    parser.add_argument("--w1", type=int, default=0, help="W1 no-op jobs for CPU/job (0: skip)")
     parser.add_argument("--bare", action="store_true", help="also the bare Falcon floors")
     parser.add_argument(
         "--profile-w1", type=int, default=0, help="only: W1 of N no-op jobs under py-spy"
@@ -259,8 +293,12 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(("W2 submit -> result, 1 worker x 1 slot", name, value))
         finally:
             env.close()
+        if opts.w1:
+            for unit, value in w1(workdir, opts.w1, server_args).items():
+                rows.append(("W1, 2 workers x 64 slots, no-op jobs", unit, value))
         if opts.bare:
-            for kind in ("waitress", "granian"):
+            kinds = ["waitress"] + (["granian"] if _has_granian() else [])
+            for kind in kinds:
                 rate, server, _ = bare(workdir, kind, opts.requests)
                 rows += [(f"bare Falcon on {kind}", "requests/s", rate)]
                 rows += [("", "server CPU us/request", server)]

@@ -31,6 +31,7 @@ import argparse
 import io
 import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -57,8 +58,8 @@ def problem() -> str | None:
         from granian._granian import WSGIWorker  # noqa: F401  # the embedding API
     except ImportError as exc:
         return f"--server granian needs Granian ({exc}): pip install 'taskframe[granian]'"
-    major, minor = (int(part) for part in granian.__version__.split(".")[:2])
-    if major != 2 or minor < 8:
+    version = re.match(r"(\d+)\.(\d+)", granian.__version__)
+    if version is None or int(version[1]) != 2 or int(version[2]) < 8:
         return f"--server granian needs {SUPPORTED}, not granian {granian.__version__}"
     return None
 
