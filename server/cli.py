@@ -28,8 +28,10 @@ from taskframe.core.options import (
 )
 from taskframe.core.plugins import (
     PluginSet,
+    TasksModuleError,
     add_plugin_options,
     early_disabled_plugins,
+    early_tasks,
     load_plugins,
 )
 from taskframe.core.retry import BackoffPolicy
@@ -274,10 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early = early_logging_options(argv)  # before the plugins load and may log
     configure_logging(early.log_level, early.log_format)
-    plugins = load_plugins(disabled=early_disabled_plugins(argv))
     try:
+        plugins = load_plugins(disabled=early_disabled_plugins(argv), tasks=early_tasks(argv))
         parser = build_parser(plugins, standalone=wanted(argv))
-    except BadEnvironment as exc:
+    except (BadEnvironment, TasksModuleError) as exc:
         print(f"taskframe-server: error: {exc}", file=sys.stderr)
         return 2
     options = parser.parse_args(argv)

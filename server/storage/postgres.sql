@@ -120,6 +120,12 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_due ON schedules (next_fire_at);
 
+-- name: migration_11
+-- Tasks (issue 20): a failed attempt's traceback, and a running job's progress
+-- (JSON: fraction, message, the attempt that reported it, when).
+ALTER TABLE job_attempts ADD COLUMN traceback text;
+ALTER TABLE jobs ADD COLUMN progress text;
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -264,9 +270,9 @@ RETURNING *;
 
 -- name: insert_attempt
 INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
-                          outcome, error, log)
+                          outcome, error, log, traceback)
 VALUES (%(job_id)s, %(attempt)s, %(worker_id)s, %(lease_id)s, %(started_at)s,
-        %(finished_at)s, %(outcome)s, %(error)s, %(log)s);
+        %(finished_at)s, %(outcome)s, %(error)s, %(log)s, %(traceback)s);
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = %(job_id)s ORDER BY id;
@@ -276,6 +282,13 @@ UPDATE jobs SET lease_expires_at = %(lease_expires_at)s
 WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
   AND status = 'running'
 RETURNING id, cancel_requested;
+
+-- name: set_progress
+-- Fenced like a heartbeat. The attempt is the row's, so an old attempt's progress is known.
+UPDATE jobs
+SET progress = (CAST(%(progress)s AS jsonb) || jsonb_build_object('attempt', attempts))::text
+WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
+  AND status = 'running';
 
 -- name: expired_attempts
 -- Rows a completion is changing right now are skipped: the next reap sees them.

@@ -116,6 +116,12 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_due ON schedules (next_fire_at);
 
+-- name: migration_11
+-- Tasks (issue 20): a failed attempt's traceback, and a running job's progress
+-- (JSON: fraction, message, the attempt that reported it, when).
+ALTER TABLE job_attempts ADD COLUMN traceback TEXT;
+ALTER TABLE jobs ADD COLUMN progress TEXT;
+
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
 
@@ -250,9 +256,9 @@ RETURNING *;
 
 -- name: insert_attempt
 INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
-                          outcome, error, log)
+                          outcome, error, log, traceback)
 VALUES (:job_id, :attempt, :worker_id, :lease_id, :started_at,
-        :finished_at, :outcome, :error, :log);
+        :finished_at, :outcome, :error, :log, :traceback);
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = :job_id ORDER BY id;
@@ -261,6 +267,11 @@ SELECT * FROM job_attempts WHERE job_id = :job_id ORDER BY id;
 UPDATE jobs SET lease_expires_at = :lease_expires_at
 WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running'
 RETURNING id, cancel_requested;
+
+-- name: set_progress
+-- Fenced like a heartbeat; the attempt is the row's, so an old attempt's progress is known.
+UPDATE jobs SET progress = json_set(:progress, '$.attempt', attempts)
+WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running';
 
 -- name: expired_attempts
 SELECT * FROM jobs
