@@ -21,7 +21,7 @@ from taskframe.client.api import DEFAULT_URL, Client
 from taskframe.client.errors import TaskframeError, Unavailable, ValidationError, WaitTimeout
 from taskframe.client.models import Job
 from taskframe.client.transport import read_token_file
-from taskframe.core.options import add_option
+from taskframe.core.options import add_option, add_version_option
 
 #: How often the progress line of ``--wait`` is refreshed on a terminal
 #: (workers send a job's progress every half second).
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskframe", description="Submit, inspect and steer taskframe jobs."
     )
+    add_version_option(parser)
     add_option(parser, "--url", default=DEFAULT_URL, help="server URL (several: comma-separated)")
     add_option(parser, "--token", help="bearer token (a client or admin token)")
     add_option(parser, "--token-file", help="file holding the token, instead of --token")

@@ -66,6 +66,11 @@ class PluginSet:
             known = self._implemented[hook] = bool(getattr(self.manager.hook, hook).get_hookimpls())
         return known
 
+    def register(self, plugin: object, name: str) -> None:
+        """Register a hook object after loading (the server's own listeners)."""
+        self.manager.register(plugin, name=name)
+        self._implemented.clear()
+
     def call_each(self, hook: str, skip: Iterable[str] = (), **kwargs: Any) -> set[str]:
         """Call every implementation of ``hook`` except the plugins in ``skip``.
 

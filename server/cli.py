@@ -40,6 +40,7 @@ from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig
 from taskframe.server.events import EventDispatcher
+from taskframe.server.outbox import Outbox
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.serving import add_serving_options, create_server, max_waiting
@@ -336,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0
     config = config_from(options, tokens)
+    outbox = Outbox.for_plugins(store, plugins)  # before the events: it listens to them
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
@@ -349,11 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
+    if outbox is not None:
+        outbox.start(scheduler.telemetry.metrics, port)
     if options.standalone:
         _banner(options.host, port, store.backend, options.db, plugins)
         return run_standalone(
             *(server, options.host, port, plugins, options, config.tokens, _on_stop_signals),
-            lambda: _shut_down(server, scheduler, housekeeper),
+            lambda: _shut_down(server, scheduler, housekeeper, outbox),
         )
 
     def stop(signum: int, frame: object) -> None:
@@ -372,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # stopped before serving began
         pass
     finally:
-        _shut_down(server, scheduler, housekeeper)
+        _shut_down(server, scheduler, housekeeper, outbox)
     return 0
 
 
@@ -427,10 +431,14 @@ def _on_stop_signals(handler: Any) -> None:
         signal.signal(signum, handler)
 
 
-def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> None:
+def _shut_down(
+    server: Any, scheduler: Scheduler, housekeeper: Housekeeper, outbox: Outbox | None
+) -> None:
     scheduler.notifier.close()
     housekeeper.stop()
     server.close()
+    if outbox is not None:
+        outbox.stop()
     if scheduler.events is not None:
         scheduler.events.stop()
     scheduler.telemetry.flush()
