@@ -14,7 +14,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError
 from taskframe.server.http_io import load_query, read_json
 from taskframe.server.registry import WorkerRegistry
-from taskframe.server.representation import job_json
+from taskframe.server.representation import job_answer
 from taskframe.server.resources.jobs import retry_after
 from taskframe.server.scheduler import (
     Completion,
@@ -73,7 +73,7 @@ def leased_json(scheduler: Scheduler, rows: list) -> list[dict[str, Any]]:
     in the server's clock, which the worker compares with its own durations).
     """
     now = scheduler.clock()
-    jobs = [job_json(row, with_lease=True) for row in rows]
+    jobs = [job_answer(row, with_lease=True) for row in rows]
     for job, row in zip(jobs, rows, strict=True):
         job["expires_in"] = round(row["lease_expires_at"] - now, 3)
     if any(row.get("depends_on") for row in rows):
@@ -241,7 +241,7 @@ class JobComplete(WorkerResource):
         if outcome.result is CompletionResult.STALE_LEASE:
             raise APIError(falcon.HTTP_409, "Conflict", outcome.error)
         assert outcome.job is not None  # a recorded completion carries its job
-        resp.media = job_json(outcome.job)
+        resp.media = job_answer(outcome.job)
 
 
 class JobRelease(WorkerResource):
@@ -252,6 +252,6 @@ class JobRelease(WorkerResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         request = read_json(req, self.schema, self.config.max_body_bytes)
         require_worker_id(req, request["worker_id"])
-        resp.media = job_json(
+        resp.media = job_answer(
             self.scheduler.release(job_id, request["worker_id"], request["lease_id"])
         )
