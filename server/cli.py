@@ -1,4 +1,4 @@
-"""``taskframe-server``: serve the API with waitress (optionally with a worker)."""
+"""``taskframe-server``: serve the API with waitress or Granian (optionally with a worker)."""
 
 from __future__ import annotations
 
@@ -28,15 +28,19 @@ from taskframe.core.options import (
 )
 from taskframe.core.plugins import (
     PluginSet,
+    TasksModuleError,
     add_plugin_options,
     early_disabled_plugins,
+    early_tasks,
     load_plugins,
 )
 from taskframe.core.retry import BackoffPolicy
+from taskframe.server import serving_granian
 from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig
 from taskframe.server.events import EventDispatcher
+from taskframe.server.outbox import Outbox
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.serving import add_serving_options, create_server, max_waiting
@@ -65,6 +69,14 @@ def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.Argum
         type=int,
         default=32,
         help="request threads; each long-poll holds one while it waits (see --max-waiting)",
+    )
+    add_option(
+        net,
+        "--server",
+        default="waitress",
+        choices=("waitress", "granian"),
+        help="the HTTP server: waitress, or Granian (a Rust server; pip install "
+        "'taskframe[granian]')",
     )
     add_option(
         net,
@@ -273,10 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early = early_logging_options(argv)  # before the plugins load and may log
     configure_logging(early.log_level, early.log_format)
-    plugins = load_plugins(disabled=early_disabled_plugins(argv))
     try:
+        plugins = load_plugins(disabled=early_disabled_plugins(argv), tasks=early_tasks(argv))
         parser = build_parser(plugins, standalone=wanted(argv))
-    except BadEnvironment as exc:
+    except (BadEnvironment, TasksModuleError) as exc:
         print(f"taskframe-server: error: {exc}", file=sys.stderr)
         return 2
     options = parser.parse_args(argv)
@@ -293,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     problem = None if options.migrate_only else port_problem(options.host, options.port)
     if problem:
         parser.error(problem)
+    if options.server == "granian" and not options.migrate_only:
+        unusable = serving_granian.problem()
+        if unusable:
+            parser.error(unusable)
     try:
         tokens = load_tokens(options.token_file, os.environ.get("TASKFRAME_TOKENS"))
         proxy = proxy_settings(options)
@@ -329,21 +345,27 @@ def main(argv: list[str] | None = None) -> int:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0
     config = config_from(options, tokens)
+    outbox = Outbox.for_plugins(store, plugins)  # before the events: it listens to them
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
     try:
-        server = create_server(app, config, options, **proxy)
+        if options.server == "granian":
+            server = serving_granian.create_server(app, config, options, proxy)
+        else:
+            server = create_server(app, config, options, **proxy)
     except OSError as exc:  # lost a race for the port since port_problem()
         parser.error(f"--port {options.port}: cannot listen on {options.host}: {exc.strerror}")
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
-    _banner(options.host, port, store.backend, options.db, plugins)
+    if outbox is not None:
+        outbox.start(scheduler.telemetry.metrics, port)
     if options.standalone:
+        _banner(options.host, port, store.backend, options.db, plugins)
         return run_standalone(
             *(server, options.host, port, plugins, options, config.tokens, _on_stop_signals),
-            lambda: _shut_down(server, scheduler, housekeeper),
+            lambda: _shut_down(server, scheduler, housekeeper, outbox),
         )
 
     def stop(signum: int, frame: object) -> None:
@@ -356,9 +378,13 @@ def main(argv: list[str] | None = None) -> int:
 
     _on_stop_signals(stop)
     try:
+        # After the handlers: a stop signal right after the banner is a clean stop too.
+        _banner(options.host, port, store.backend, options.db, plugins)
         server.run()
+    except KeyboardInterrupt:  # stopped before serving began
+        pass
     finally:
-        _shut_down(server, scheduler, housekeeper)
+        _shut_down(server, scheduler, housekeeper, outbox)
     return 0
 
 
@@ -413,10 +439,14 @@ def _on_stop_signals(handler: Any) -> None:
         signal.signal(signum, handler)
 
 
-def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> None:
+def _shut_down(
+    server: Any, scheduler: Scheduler, housekeeper: Housekeeper, outbox: Outbox | None
+) -> None:
     scheduler.notifier.close()
     housekeeper.stop()
     server.close()
+    if outbox is not None:
+        outbox.stop()
     if scheduler.events is not None:
         scheduler.events.stop()
     scheduler.telemetry.flush()

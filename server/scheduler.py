@@ -9,13 +9,15 @@ anyone who does not hold the lease) changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import random
 import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -27,10 +29,12 @@ from taskframe.server import counts, dependencies, routing
 from taskframe.server.config import ServerConfig
 from taskframe.server.counts import DatabaseState
 from taskframe.server.metrics import Metrics
-from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots
+from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots, WorkKey
 from taskframe.server.storage import Row, Store, Transaction
 from taskframe.server.submission import Intake
 from taskframe.server.telemetry import Telemetry
+
+log = logging.getLogger("taskframe.server")
 
 NO_CURSOR = 2**62
 REAP_BATCH = 200
@@ -50,6 +54,8 @@ class Completion:
     error: str | None = None
     retryable: bool = True
     log: str | None = None  # what the executor logged during the attempt
+    traceback: str | None = None  # where the executor raised, if it did
+    retry_after: float | None = None  # seconds to the next attempt, instead of the backoff
 
 
 class CompletionResult(str, Enum):
@@ -66,6 +72,9 @@ class CompletionOutcome:
     result: CompletionResult
     job: Row | None = None
     error: str | None = None
+    already: bool = False
+    """Recorded by an earlier report of the same attempt: this one is a resend, and
+    changes nothing (``job`` is the job as it is now)."""
 
     @property
     def recorded(self) -> bool:
@@ -151,10 +160,10 @@ class Scheduler:
 
     def _announce(self, rows: Iterable[Row]) -> None:
         """Wake one lease waiter per new ready job; set the alarm for scheduled ones."""
-        ready: Counter[str] = Counter()
+        ready: Counter[WorkKey] = Counter()
         for row in rows:
             if row["status"] == Status.QUEUED:
-                ready[row["type"]] += 1
+                ready[_work_key(row)] += 1
             elif row["status"] == Status.SCHEDULED:
                 self.due_timer.note(row["run_at"])
         if ready:
@@ -301,9 +310,12 @@ class Scheduler:
         request_id: str | None = None,
         resent: bool = False,
         queues: list[str] | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> list[Row]:
         """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one."""
-        return self.lease_or_busy(worker_id, types, limit, wait, request_id, resent, queues)[0]
+        return self.lease_or_busy(worker_id, types, limit, wait, request_id, resent, queues, gone)[
+            0
+        ]
 
     def lease_or_busy(
         self,
@@ -314,6 +326,7 @@ class Scheduler:
         request_id: str | None = None,
         resent: bool = False,
         queues: list[str] | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> tuple[list[Row], bool]:
         """(leased jobs, whether a wait was refused because too many requests wait).
 
@@ -321,7 +334,13 @@ class Scheduler:
         beside it, so that the same request ``resent`` after a lost answer
         gets those jobs back instead of leaving them to expire (and leasing
         more). Only a resend looks: the ordinary lease pays nothing for it.
+
+        ``gone`` tells whether the requesting client has hung up: then nothing
+        is leased, and a long poll ends within a second. (What was leased
+        before it hung up is the caller's to release: :meth:`release_undelivered`.)
         """
+        if gone is not None and gone():
+            return [], False
         if request_id and resent:
             params = {"worker_id": worker_id, "lease_request": request_id}
             with self.store.reader() as tx:
@@ -339,7 +358,7 @@ class Scheduler:
         with self.wait_slots.slot() as may_wait:
             if not may_wait:
                 return [], True
-            return self._long_poll(worker_id, types, limit, wait, request_id, queues), False
+            return self._long_poll(worker_id, types, limit, wait, request_id, queues, gone), False
 
     def _long_poll(
         self,
@@ -349,21 +368,24 @@ class Scheduler:
         wait: float,
         request_id: str | None,
         queues: list[str] | None,
+        gone: Callable[[], bool] | None,
     ) -> list[Row]:
         deadline = time.monotonic() + wait
         woken = False
         with self.notifier.waiting():
             while True:
                 generation = self.notifier.generation
+                if gone is not None and gone():
+                    return []  # nobody would read the answer: lease nothing
                 jobs = self._lease_now(worker_id, types, limit, request_id, queues)
                 remaining = deadline - time.monotonic()
                 if jobs or remaining <= 0 or self.notifier.closed:
                     if woken and len(jobs) == limit:
                         # Woken (maybe by another process's change, of unknown size)
                         # and the batch is full: there may be more, pass the wake-up on.
-                        self.notifier.work_ready({types[0]: 1})
+                        self.notifier.work_ready({_work_key(jobs[-1]): 1})
                     return jobs
-                woken = self.notifier.wait_for_work(types, generation, remaining)
+                woken = self.notifier.wait_for_work(types, generation, remaining, queues, gone)
 
     def _lease_now(
         self,
@@ -427,10 +449,10 @@ class Scheduler:
                         error=f"job {item.job_id} does not exist",
                     )
                 elif row["lease_id"] != item.lease_id or row["worker_id"] != item.worker_id:
-                    done[i] = _stale(item.job_id)
+                    # Stale, or a resend of an outcome recorded before the job moved on.
+                    done[i] = _already(row) if _reported(tx, item) else _stale(item.job_id)
                 elif row["status"] != Status.RUNNING:
-                    # A re-sent completion: recorded already.
-                    done[i] = CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
+                    done[i] = _already(row)  # a re-sent completion: recorded already
                 elif item.status == Status.SUCCEEDED:
                     successes.append((i, item))
                 else:
@@ -444,10 +466,13 @@ class Scheduler:
                 if i not in done:  # the same attempt twice in one batch: the first counted
                     done[i] = self._resent(tx, item)
             tx.run_many("insert_attempt", history)
-            moved = self._resolve(tx, [o.job for o in done.values() if o.recorded], now)
+            # Only outcomes recorded now move dependants on (a resend of one recorded
+            # before finds its edges consumed anyway: dependencies.py).
+            ended = [o.job for o in done.values() if o.recorded and not o.already]
+            moved = self._resolve(tx, ended, now)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
-        self._ended([outcome.job for outcome in done.values() if outcome.recorded])
+        self._ended(ended)
         self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
         self._dependants_moved(moved)
         if self.events is not None:
@@ -466,8 +491,8 @@ class Scheduler:
             f"the result is {size} bytes, more than the server keeps "
             f"(--max-result {self.config.max_result_bytes})"
         )
-        return Completion(
-            item.job_id, item.lease_id, Status.FAILED, item.worker_id, None, error, False, item.log
+        return dataclasses.replace(
+            item, status=Status.FAILED, result=None, error=error, retryable=False
         )
 
     def _succeed_all(
@@ -506,7 +531,7 @@ class Scheduler:
             # Errors quote remote bodies, which may hold NUL; PostgreSQL text cannot.
             error = error.replace("\x00", "\ufffd")
         reported = Outcome.CANCELLED if item.status == Status.CANCELLED else Outcome.FAILED
-        status, run_at = self._after_attempt(row, reported, now, item.retryable)
+        status, run_at = self._after_attempt(row, reported, now, item.retryable, item.retry_after)
         outcome = Outcome.CANCELLED if status == Status.CANCELLED else reported
         updated = self._end_attempt(
             tx,
@@ -521,6 +546,7 @@ class Scheduler:
             result=result,
             keep_lease=True,
             log=item.log,
+            traceback=item.traceback,
         )
         return (
             None
@@ -531,18 +557,28 @@ class Scheduler:
     def _resent(self, tx: Transaction, item: Completion) -> CompletionOutcome:
         row = tx.one("get_job", {"id": item.job_id})
         if row is not None and row["lease_id"] == item.lease_id and row["status"] != Status.RUNNING:
-            return CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
+            return _already(row)
         return _stale(item.job_id)
 
     def _after_attempt(
-        self, row: Row, outcome: Outcome, now: float, retryable: bool = True
+        self,
+        row: Row,
+        outcome: Outcome,
+        now: float,
+        retryable: bool = True,
+        retry_after: float | None = None,
     ) -> tuple[Status, float]:
-        """The job's next status and run_at once its running attempt ends with ``outcome``."""
+        """The job's next status and run_at once its running attempt ends with ``outcome``.
+
+        ``retry_after``: the executor's own delay (``Retry(after=...)``, its backoff).
+        """
         may_retry = outcome in model.FAILURES and model.may_retry(
             row["attempts"], row["max_attempts"], retryable
         )
         run_at = row["run_at"]
-        if may_retry:
+        if may_retry and retry_after is not None:
+            run_at = now + retry_after
+        elif may_retry:
             run_at = now + self.config.backoff.delay(_attempts_since_retry(row), self.rng)
         elif outcome == Outcome.RELEASED:
             run_at = now
@@ -562,7 +598,7 @@ class Scheduler:
         if finished:
             self.notifier.jobs_finished(finished)
             if self.limited:  # a slot under a limit may be free: let its waiters look
-                self.notifier.work_ready(Counter(row["type"] for row in ended))
+                self.notifier.work_ready(Counter(_work_key(row) for row in ended))
         self._announce(ended)
 
     def _resolve(
@@ -586,10 +622,18 @@ class Scheduler:
                     self.events.job_finished(row)
 
     def heartbeat(
-        self, worker_id: str, leases: list[tuple[int, str]]
+        self,
+        worker_id: str,
+        leases: list[tuple[int, str]],
+        progress: Mapping[tuple[int, str], dict[str, Any]] | None = None,
     ) -> list[tuple[int, bool, bool]]:
-        """Extend leases; return (job_id, still held, cancel requested) for each."""
-        expires = self.clock() + self.config.lease_ttl
+        """Extend leases; return (job_id, still held, cancel requested) for each.
+
+        ``progress``: by (job id, lease id), what the job reported (fraction, message),
+        stored with the job in the same transaction, fenced like the lease.
+        """
+        now = self.clock()
+        expires = now + self.config.lease_ttl
         # Rows are locked in id order, as every multi-row writer does: no deadlocks.
         ordered = sorted(set(leases))
         params = [
@@ -598,6 +642,8 @@ class Scheduler:
         ]
         with self.store.transaction() as tx:
             rows = tx.returning_many("extend_lease", params)
+            if progress:
+                tx.run_many("set_progress", _progress_params(worker_id, progress, now))
         answers = {
             key: (row is not None, bool(row and row["cancel_requested"]))
             for key, row in zip(ordered, rows, strict=True)
@@ -643,6 +689,24 @@ class Scheduler:
         if self.events is not None:
             self.events.attempts_finished([(updated, history[0])])
         return updated
+
+    def release_undelivered(self, worker_id: str, rows: list[Row]) -> int:
+        """Give back jobs leased for an answer that cannot be delivered (the worker hung
+        up while its request waited): not counted as attempts. Returns how many."""
+        released = 0
+        for row in rows:
+            try:
+                self.release(row["id"], worker_id, row["lease_id"])
+                released += 1
+            except (JobConflict, JobNotFound):
+                pass  # moved on meanwhile (cancelled, say): nothing to give back
+        if released:
+            log.info(
+                "worker %s hung up before its lease answer: %d job(s) released unstarted",
+                worker_id,
+                released,
+            )
+        return released
 
     # ------------------------------------------------------------ housekeeping
 
@@ -704,7 +768,7 @@ class Scheduler:
                 if rows:
                     self.store.notify_change(tx)
             if rows:
-                self.notifier.work_ready(Counter(row["type"] for row in rows))
+                self.notifier.work_ready(Counter(_work_key(row) for row in rows))
             promoted += len(rows)
             if len(rows) < self.config.promote_batch:
                 return promoted
@@ -772,6 +836,7 @@ class Scheduler:
         keep_lease: bool = False,
         refund: bool = False,
         log: str | None = None,
+        traceback: str | None = None,
     ) -> Row | None:
         """Close the running attempt in ``row`` and move the job to ``status``.
 
@@ -797,8 +862,30 @@ class Scheduler:
             },
         )
         if updated is not None:
-            history.append(_attempt(row, outcome, now, error, log))
+            history.append(_attempt(row, outcome, now, error, log, traceback))
         return updated
+
+
+def _work_key(row: Row) -> WorkKey:
+    """What a ready job needs of a lease waiter: its type, and its queue (None: unknown)."""
+    return row["type"], row.get("queue")
+
+
+#: Attempt outcomes that only a worker's report records.
+_REPORTED = frozenset({Outcome.SUCCEEDED.value, Outcome.FAILED.value, Outcome.CANCELLED.value})
+
+
+def _reported(tx: Transaction, item: Completion) -> bool:
+    """Whether the attempt under ``item``'s lease ended with a report of its worker
+    (the job has moved on since, so the row no longer shows that lease)."""
+    for attempt in tx.all("list_attempts", {"job_id": item.job_id}):
+        if attempt["lease_id"] == item.lease_id and attempt["worker_id"] == item.worker_id:
+            return attempt["outcome"] in _REPORTED
+    return False
+
+
+def _already(row: Row) -> CompletionOutcome:
+    return CompletionOutcome(row["id"], CompletionResult.RECORDED, job=row, already=True)
 
 
 def _stale(job_id: int) -> CompletionOutcome:
@@ -815,12 +902,36 @@ def _attempts_since_retry(row: Row) -> int:
     return max(1, row["attempts"] - (row["max_attempts"] - grant))
 
 
+def _progress_params(
+    worker_id: str, progress: Mapping[tuple[int, str], dict[str, Any]], now: float
+) -> list[dict[str, Any]]:
+    """``set_progress`` rows, in id order as every multi-row writer locks them."""
+    return [
+        {
+            "id": job_id,
+            "lease_id": lease_id,
+            "worker_id": worker_id,
+            "progress": json.dumps(
+                {"fraction": item["fraction"], "message": item.get("message"), "updated_at": now}
+            ),
+        }
+        for (job_id, lease_id), item in sorted(progress.items())
+    ]
+
+
 def _attempt(
-    row: Row, outcome: Outcome, now: float, error: str | None, log: str | None = None
+    row: Row,
+    outcome: Outcome,
+    now: float,
+    error: str | None,
+    log: str | None = None,
+    traceback: str | None = None,
 ) -> dict[str, Any]:
     """The history row of the attempt that ``row`` (as leased) was running."""
     if log is not None and "\x00" in log:  # PostgreSQL text cannot hold NUL
         log = log.replace("\x00", "\ufffd")
+    if traceback is not None and "\x00" in traceback:
+        traceback = traceback.replace("\x00", "\ufffd")
     return {
         "job_id": row["id"],
         "attempt": row["attempts"],
@@ -831,4 +942,5 @@ def _attempt(
         "outcome": outcome.value,
         "error": error,
         "log": log,
+        "traceback": traceback,
     }

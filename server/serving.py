@@ -124,6 +124,10 @@ def create_server(
         # Bodies past every route's limit are refused by waitress itself (+1: its test is >=).
         max_request_body_size=config.max_body_bytes * BULK_FACTOR + 1,
         ident="taskframe",
+        # Read on while a request runs, so that a client hanging up is seen (EOF): a
+        # long poll then ends, and a lease answer nobody reads is released (resources/
+        # workers.py). One pipelined request at most is read ahead of the running one.
+        channel_request_lookahead=1,
         **settings,
     )
     server.channel_class = _channel_class(config)

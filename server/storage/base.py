@@ -127,33 +127,6 @@ def load_queries(filename: str) -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-_LEADING_COMMENTS = re.compile(r"\A(?:\s*--[^\n]*\n)*\s*")
-_TRIGGER_BLOCK = re.compile(r"CREATE\s+TRIGGER\b.*\bBEGIN\b", re.IGNORECASE | re.DOTALL)
-_BLOCK_END = re.compile(r"\bEND\s*\Z", re.IGNORECASE)
-
-
-def split_statements(sql: str) -> list[str]:
-    """A migration's statements: split on ``;``, except inside a ``$$`` body
-    (PostgreSQL functions) or a trigger's ``BEGIN ... END`` (SQLite; its last
-    inner statement must not end with ``END`` itself, as a ``CASE`` would)."""
-    statements: list[str] = []
-    current: list[str] = []
-    for piece in sql.split(";"):
-        current.append(piece)
-        text = ";".join(current).strip()
-        if text.count("$$") % 2:
-            continue
-        body = _LEADING_COMMENTS.sub("", text)
-        if _TRIGGER_BLOCK.match(body) and not _BLOCK_END.search(body):
-            continue
-        if text:
-            statements.append(text)
-        current = []
-    if current and ";".join(current).strip():
-        statements.append(";".join(current).strip())
-    return statements
-
-
 def migrations(queries: Mapping[str, str]) -> list[tuple[int, list[str]]]:
     """The ``migration_N`` sections in order, each split into statements."""
     found = []
@@ -161,6 +134,30 @@ def migrations(queries: Mapping[str, str]) -> list[tuple[int, list[str]]]:
         if name.startswith("migration_"):
             found.append((int(name.removeprefix("migration_")), split_statements(sql)))
     return sorted(found)
+
+
+_TRIGGER_BODY = re.compile(r"\bCREATE\s+TRIGGER\b.*\bBEGIN\b", re.IGNORECASE | re.DOTALL)
+_BODY_END = re.compile(r"\bEND\s*$", re.IGNORECASE)
+
+
+def split_statements(sql: str) -> list[str]:
+    """``sql`` split on ``;``, keeping whole the bodies that hold semicolons of their
+    own: a ``$$``-quoted function body (PostgreSQL) and a trigger's ``BEGIN ... END``
+    (SQLite)."""
+    statements: list[str] = []
+    current = ""
+    for piece in sql.split(";"):
+        current = f"{current};{piece}" if current else piece
+        if current.count("$$") % 2 or (
+            _TRIGGER_BODY.search(current) and not _BODY_END.search(current)
+        ):
+            continue  # inside a body: the semicolon belongs to it
+        if current.strip():
+            statements.append(current.strip())
+        current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements
 
 
 def apply_migrations(tx: Transaction, queries: Mapping[str, str], target: int | None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Completion, Scheduler
 from taskframe.server.schedules import Schedules
 from taskframe.server.storage.base import load_queries
+from tests.conftest import POSTGRES_URL
 from tests.unit.test_properties import counted_jobs, grouped_jobs
 from tests.unit.test_scheduler import Clock
 
@@ -153,7 +155,33 @@ class Driver:
                 raise
 
 
-@pytest.mark.timeout(600)
+@contextmanager
+def fresh_store(db_url: str):
+    """A store of its own for one example (a new file, or a new PostgreSQL schema)."""
+    from taskframe.server.storage import open_store
+
+    name = uuid.uuid4().hex[:12]
+    if db_url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA tf_ex_{name}")
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        url = f"{POSTGRES_URL}{separator}options=-csearch_path%3Dtf_ex_{name}"
+    else:
+        url = f"{db_url}.{name}"
+    store = open_store(url)
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.close()
+        if db_url.startswith("postgresql://"):
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA tf_ex_{name} CASCADE")
+
+
+@pytest.mark.timeout(900)
 @settings(
     max_examples=25,
     deadline=None,
@@ -163,12 +191,13 @@ class Driver:
     operations=st.lists(st.sampled_from(OPERATIONS), min_size=5, max_size=40),
     seed=st.integers(0, 2**32),
 )
-def test_counts_agree_with_the_jobs_after_any_operations(store, operations, seed):
+def test_counts_agree_with_the_jobs_after_any_operations(db_url, operations, seed):
     rng = random.Random(seed)
-    driver = Driver(store, Clock())
-    for operation in operations:
-        driver.run(operation, rng)
-        assert counted_jobs(store) == grouped_jobs(store), operation
+    with fresh_store(db_url) as store:
+        driver = Driver(store, Clock())
+        for operation in operations:
+            driver.run(operation, rng)
+            assert counted_jobs(store) == grouped_jobs(store), operation
 
 
 def test_migration_9_counts_the_jobs_already_there(db_url):
