@@ -81,9 +81,20 @@ class FireTimes:
 
     def __init__(self) -> None:
         self._walks: dict[str, croniter] = {}
+        # Schedules of one expression fall due together: each time is walked once.
+        self._known: dict[tuple[str, str, float], float] = {}
 
     def next_fire(self, expression: str, tz_name: str, after: float) -> float:
         """The first fire time strictly after ``after``, as :func:`next_fire` gives it."""
+        known = self._known.get((expression, tz_name, after))
+        if known is not None:
+            return known
+        if len(self._known) >= self.MAX_CACHED:
+            self._known.clear()
+        found = self._known[expression, tz_name, after] = self._walk(expression, tz_name, after)
+        return found
+
+    def _walk(self, expression: str, tz_name: str, after: float) -> float:
         tz = zone(tz_name)
         walk = self._walks.get(expression)
         if walk is None:

@@ -60,7 +60,9 @@ class Schedules:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.store = scheduler.store
-        self._times = cron.FireTimes()  # used by fire() only: the housekeeper's thread
+        # Used by fire() only (the housekeeper's thread): fire times, prepared job rows.
+        self._times = cron.FireTimes()
+        self._prepared: dict[tuple[str, str], dict[str, Any]] = {}
 
     def create(self, spec: dict[str, Any]) -> Row:
         """Add a validated schedule; JobConflict when the name is taken."""
@@ -138,7 +140,6 @@ class Schedules:
 
         Returns (the jobs created, how many schedules were due).
         """
-        intake = self.scheduler.intake
         drops: dict[str, Drop] = {}
         with self.store.transaction() as tx:
             due = tx.all("due_schedules", {"now": now, "limit": FIRE_BATCH})
@@ -146,11 +147,9 @@ class Schedules:
             for row in due:
                 times = self._due_times(row, now)
                 if times.fire is not None:
-                    job = json.loads(row["job"])
-                    job["idempotency_key"] = f"schedule:{row['name']}:{cron.iso(times.fire)}"
-                    params = intake.new_job_params(job, now)
-                    params["run_at"] = min(times.fire, now)
-                    jobs.append(params)
+                    key = f"schedule:{row['name']}:{cron.iso(times.fire)}"
+                    params = {**self._job_params(row, now), "idempotency_key": key}
+                    jobs.append({**params, "run_at": min(times.fire, now), "created_at": now})
                 if times.dropped.count:
                     drops[row["name"]] = times.dropped
                 advances.append(
@@ -172,6 +171,20 @@ class Schedules:
         if drops:
             self.scheduler.telemetry.fire_times_dropped(drops)
         return created, len(due)
+
+    def _job_params(self, row: Row, now: float) -> dict[str, Any]:
+        """A schedule's job as a row to insert (its key, run_at and created_at aside):
+        prepared once per schedule and job, not at every fire time."""
+        cache_key = (row["name"], row["job"])
+        params = self._prepared.get(cache_key)
+        if params is None:
+            if len(self._prepared) >= 2 * max(1, self.scheduler.config.max_schedules):
+                self._prepared.clear()
+            job = json.loads(row["job"])
+            # The request hash leaves the key out: the same for every fire time.
+            job["idempotency_key"] = f"schedule:{row['name']}"
+            params = self._prepared[cache_key] = self.scheduler.intake.new_job_params(job, now)
+        return params
 
     def _due_times(self, row: Row, now: float) -> DueTimes:
         """What a due schedule does now: which time fires, how many are dropped, the next."""

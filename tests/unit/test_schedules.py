@@ -6,6 +6,8 @@ from datetime import datetime
 
 import pytest
 from falcon import testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taskframe.core import cron
 from taskframe.core.plugins import load_plugins
@@ -297,3 +299,21 @@ def test_after_a_long_outage_the_dropped_times_are_counted_too(store, clock):
     assert schedules.fire() == 1
     assert dropped(scheduler, "latest") == 3369
     assert dropped(scheduler, "skip") == 1
+
+
+SHARED_TIMES = cron.FireTimes()  # one for every example: its caches are exercised too
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    expression=st.sampled_from(
+        ["* * * * * *", "*/7 * * * *", "30 2 * * *", "0 */3 * * 1-5", "15 10 1 * * 30"]
+    ),
+    zone=st.sampled_from(["UTC", "Europe/Paris", "America/New_York"]),
+    after=st.floats(1.7e9, 1.8e9) | st.integers(1_700_000_000, 1_800_000_000).map(float),
+)
+def test_fire_times_of_the_housekeeper_are_those_of_next_fire(expression, zone, after):
+    """cron.FireTimes (parsed once, results kept) gives what cron.next_fire gives."""
+    assert SHARED_TIMES.next_fire(expression, zone, after) == cron.next_fire(
+        expression, zone, after
+    )
