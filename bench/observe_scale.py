@@ -9,8 +9,10 @@ HTTP what the dashboard's overview and the monitoring read: ``/stats``,
 ``/schedules``, ``/jobs?status=running``, ``/job-types``, ``/metrics``.
 
 The mix: 95 % succeeded, 3 % failed, 1.5 % cancelled, 0.4 % queued and the
-rest scheduled, waiting or running, over 3 types, 5 queues and 10
-priorities; 10 live workers.
+rest scheduled or waiting, over 3 types, 5 queues and 10 priorities; 10 live
+workers running 8 jobs each at 10M jobs (running jobs are bounded by the
+workers' slots, not by history: /workers and /jobs?status=running cost what
+those jobs cost).
 
 Run with the Python of the code to measure (old code: an old environment's).
 
@@ -44,11 +46,13 @@ COLUMNS = """
     type, payload, priority, status, attempts, max_attempts, run_at, created_at,
     started_at, finished_at, worker_id, queue
 """
-STATUS = """CASE
+# Running jobs are as many as the workers' slots (10 x 8 at 10M jobs), not a share of history.
+RUNNING = "n % 120000 = 2999"
+STATUS = f"""CASE
     WHEN n % 1000 < 950 THEN 'succeeded' WHEN n % 1000 < 980 THEN 'failed'
     WHEN n % 1000 < 995 THEN 'cancelled' WHEN n % 1000 < 999 THEN 'queued'
     WHEN n % 3000 = 999 THEN 'scheduled' WHEN n % 3000 = 1999 THEN 'waiting'
-    ELSE 'running' END"""
+    WHEN {RUNNING} THEN 'running' ELSE 'queued' END"""
 FINISHED = "n % 1000 < 995"
 
 
@@ -71,9 +75,9 @@ def select_rows(first: int, last: int, now: float, postgres: bool) -> str:
     return f"""
 SELECT {pick("n % 3", ["sleep", "http", "file"])}, '{{"duration":0}}',
        1 + {div("n", 11)} % 10, {STATUS}, 1, 3, {run_at}, {run_at},
-       CASE WHEN {FINISHED} OR n % 3000 = 2999 THEN {run_at} + 1 END,
+       CASE WHEN {FINISHED} OR {RUNNING} THEN {run_at} + 1 END,
        CASE WHEN {FINISHED} THEN {run_at} + 2 END,
-       CASE WHEN n % 3000 = 2999 THEN 'w' || (n % 10) END,
+       CASE WHEN {RUNNING} THEN 'w' || (n % 10) END,
        {pick(f"{div('n', 7)} % 5", ["default", "reports", "mail", "batch", "urgent"])}
 FROM {source}"""
 
