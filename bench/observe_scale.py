@@ -65,7 +65,7 @@ def pick(index: str, names: list[str]) -> str:
 def select_rows(first: int, last: int, now: float, postgres: bool) -> str:
     """SELECT of jobs first..last (n), every column a function of n."""
     div = (lambda a, b: f"div({a}, {b})") if postgres else (lambda a, b: f"({a} / {b})")
-    run_at = f"({now} - 864000.0 + n * 0.0001)"
+    run_at = f"({now} - 86400.0 + n * 0.0001)"  # a day old at most: within any retention
     source = (
         f"generate_series({first}, {last}) AS n"
         if postgres
@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         token = secrets.token_hex(16)
         os.environ["TASKFRAME_TOKENS"] = f"admin:{token}"
         port = free_port()
-        args = [str(BIN / "taskframe-server"), "--port", str(port), "--db", url]
+        # --retention 0: no pruning while the reads are timed (the jobs must stay).
+        args = [str(BIN / "taskframe-server"), "--port", str(port), "--db", url, "--retention", "0"]
         server = Proc(args, workdir / "observe-server.log")
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
         auth = {"Authorization": f"Bearer {token}"}
         session = requests.Session()
+        held = session.get(base + "/stats", headers=auth, timeout=600).json()["by_status"]
+        if sum(held.values()) != opts.jobs:
+            raise RuntimeError(f"the server sees {sum(held.values())} jobs, not {opts.jobs}")
         print(f"\nobservability reads, {opts.db.split(':')[0]}, {opts.jobs:,} jobs (ms)")
         print(f"{'GET':40s} {'median':>9s} {'p90':>9s} {'max':>9s} {'n':>4s}")
         for path, headers in (
