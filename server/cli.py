@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         # Long-polls answer now rather than hold waitress's exit for 5 s.
         scheduler.notifier.close()
         # waitress must not be closed from a signal handler while it sits in
-        # select(): its run() closes itself on KeyboardInterrupt.
+        # poll(): its run() closes itself on KeyboardInterrupt.
         raise KeyboardInterrupt
 
     _on_stop_signals(stop)
