@@ -11,9 +11,12 @@ slot of ``--connection-limit``) for ever. ``--header-timeout`` is a total
 deadline instead: the request line and headers must be complete within it,
 counted from the connection's accept (its first request) or from the first
 byte of a later one; a body must then keep up an average of
-:data:`MIN_BODY_RATE` once that much time passed again. A connection that
-misses it is closed (with a 408 if part of a request arrived). Between
-requests, an idle keep-alive connection is bounded by ``channel_timeout``.
+:data:`MIN_BODY_RATE` once that much time passed again. While the server is
+full (at ``--connection-limit``, new clients waiting), the headers get
+:data:`FULL_HEADER_TIMEOUT` at most, so trickling connections make room
+within a second. A connection that misses its deadline is closed (with a
+408 if part of a request arrived). Between requests, an idle keep-alive
+connection is bounded by ``channel_timeout``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ log = logging.getLogger("taskframe.server")
 
 #: Bytes per second a request body must average, after a grace of ``--header-timeout``.
 MIN_BODY_RATE = 1024
+#: Seconds a connection gets for its headers while the server is at ``--connection-limit``:
+#: new clients wait for a slot, and a client that has one sends its headers in milliseconds.
+FULL_HEADER_TIMEOUT = 1.0
 #: Closed connections are logged summed, at most once per this many seconds.
 LOG_EVERY = 60.0
 
@@ -103,38 +109,38 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
 
     class Channel(HTTPChannel):
         parser_class = Parser
-        #: Monotonic time by which the current request's headers must be in (None: idle).
-        header_deadline: float | None = None
+        #: When the clock of the current request's headers started (None: not in headers).
+        header_started: float | None = None
         #: When the current request's headers were complete (None: not in a body).
         body_started: float | None = None
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             if header_timeout:  # the first request is due from the accept on
-                self.header_deadline = time.monotonic() + header_timeout
+                self.header_started = time.monotonic()
 
         def received(self, data: bytes) -> bool:
             if not header_timeout:
                 return bool(super().received(data))
-            if self.request is None and self.header_deadline is None:
-                self.header_deadline = time.monotonic() + header_timeout
+            if self.request is None and self.header_started is None:
+                self.header_started = time.monotonic()
             result = super().received(data)
             request = self.request
             if request is None:  # nothing half-received: idle, or a request is served
-                self.header_deadline = self.body_started = None
+                self.header_started = self.body_started = None
             elif request.headers_finished and self.body_started is None:
-                self.header_deadline = None
+                self.header_started = None
                 self.body_started = time.monotonic()
             return bool(result)
 
         def readable(self) -> bool:
             # Called for every connection on each turn of waitress's loop (at least once a second).
-            waiting = self.header_deadline is not None or self.body_started is not None
+            waiting = self.header_started is not None or self.body_started is not None
             if waiting and not (self.will_close or self.close_when_flushed):
                 now = time.monotonic()
                 if self.requests:  # a request is served: the clock runs only while we read
-                    if self.header_deadline is not None:
-                        self.header_deadline = now + header_timeout
+                    if self.header_started is not None:
+                        self.header_started = now
                     if self.body_started is not None:
                         self.body_started = now
                 elif self._late(now):
@@ -143,8 +149,11 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
             return bool(super().readable())
 
         def _late(self, now: float) -> bool:
-            if self.header_deadline is not None:
-                return now > self.header_deadline
+            if self.header_started is not None:
+                allowed = header_timeout
+                if self.server.in_connection_overflow:  # others wait for a slot
+                    allowed = min(allowed, FULL_HEADER_TIMEOUT)
+                return now - self.header_started > allowed
             request = self.request
             if self.body_started is None or request is None:
                 return False
@@ -158,8 +167,9 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
             else:
                 body = _error_body(
                     "Request timeout",
-                    f"the request was not received within --header-timeout "
-                    f"({header_timeout:g} s; a body must then average {MIN_BODY_RATE} bytes/s)",
+                    f"the request was not received in time: --header-timeout is "
+                    f"{header_timeout:g} s ({FULL_HEADER_TIMEOUT:g} s while the server is full) "
+                    f"for the headers, then a body must average {MIN_BODY_RATE} bytes/s",
                 )
                 head = (
                     "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
@@ -172,7 +182,7 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
                 self.close_when_flushed = True
                 request.close()
                 self.request = None
-            self.header_deadline = self.body_started = None
+            self.header_started = self.body_started = None
             timeouts.closed(header_timeout)
 
     return Channel
