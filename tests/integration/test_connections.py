@@ -152,3 +152,47 @@ def test_connections_trickling_their_request_do_not_lock_others_out(tmp_path, st
     assert server.alive()
     assert "did not send their request in time (--header-timeout 2s)" in server.output()
     answers(server.url)
+
+
+def read_answer(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sends until it closes the connection (or ``timeout`` passes)."""
+    sock.settimeout(timeout)
+    raw = b""
+    try:
+        while chunk := sock.recv(65536):
+            raw += chunk
+    except TimeoutError:
+        pass
+    except ConnectionResetError:  # it closed with our unread bytes pending: raw is what came
+        pass
+    return raw
+
+
+@pytest.mark.timeout(90)
+def test_a_chunked_body_is_refused_once_it_passes_the_limit_not_at_the_end(tmp_path, start_server):
+    limit = 65536
+    server = start_server(str(tmp_path / "jobs.db"), "--max-body", str(limit))
+    head = (
+        b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"x" * 4096
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        sent = 0
+        while sent <= limit + 8192:  # a little over the limit, far below 16 x --max-body
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+        # No more is sent: main waits for the rest of a body up to 16 x --max-body.
+        answer = read_answer(sock, timeout=20)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert b'"title": "Request body too large"' in rest and b"65536 bytes" in rest
+    # A chunked body within the limit is read as before.
+    jobs = requests.post(
+        f"{server.url}/jobs",
+        data=iter([b'{"type": "sleep", ', b'"payload": {"duration": 0}}']),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert jobs.status_code == 201, jobs.text
