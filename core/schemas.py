@@ -468,7 +468,7 @@ class WaitQuerySchema(Schema):
 
 
 class NextJobQuerySchema(Schema):
-    """Query string of ``GET /next-job``."""
+    """Query string of ``POST /next-job``."""
 
     worker_id = fields.String(required=True, validate=_id_text)
     types = Text(metadata={"description": "comma-separated job types"})

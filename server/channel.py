@@ -109,6 +109,11 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
 
     class Channel(HTTPChannel):
         parser_class = Parser
+        # waitress's attributes (it has no type hints).
+        request: Any
+        requests: list[Any]
+        will_close: bool
+        close_when_flushed: bool
         #: When the clock of the current request's headers started (None: not in headers).
         header_started: float | None = None
         #: When the current request's headers were complete (None: not in a body).

@@ -240,7 +240,7 @@ def test_stale_completion_gets_409_and_changes_nothing(server):
     job = submit(url, "sleep", {"duration": 1})
     lease = {"worker_id": "fake-worker", "wait": 5}
 
-    first = requests.get(f"{url}/next-job", params=lease, timeout=30)
+    first = requests.post(f"{url}/next-job", params=lease, timeout=30)
     assert first.status_code == 200, first.text
     first = first.json()
     assert first["id"] == job["id"] and first["lease_id"]
@@ -249,7 +249,7 @@ def test_stale_completion_gets_409_and_changes_nothing(server):
     wait_for_job(url, job["id"], {"scheduled", "queued"}, timeout=20)
 
     def lease_again():
-        answer = requests.get(f"{url}/next-job", params={**lease, "wait": 1}, timeout=30)
+        answer = requests.post(f"{url}/next-job", params={**lease, "wait": 1}, timeout=30)
         return answer.json() if answer.status_code == 200 else None
 
     second = wait_until(lease_again, 20, message="the job leased again")
