@@ -80,7 +80,9 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
 
 def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
     metrics = scheduler.telemetry.metrics
-    registry = WorkerRegistry(scheduler.store, config.worker_alive_window, scheduler.clock)
+    registry = WorkerRegistry(
+        scheduler.store, config.worker_alive_window, scheduler.clock, plugins.names()
+    )
     middleware: list[Any] = (
         [HttpObserver(metrics, config.access_log)] if metrics is not None else []
     )
