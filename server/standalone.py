@@ -59,7 +59,8 @@ def run_standalone(
         token = secrets.token_urlsafe(32)
         tokens.add(token, Principal(frozenset({WORKER}), (worker_id,), "the standalone worker"))
         options.token = token
-    config = WorkerConfig.from_options(options, [f"http://{host}:{port}"], worker_id)
+    options.api_url = f"http://{host}:{port}"  # executors see it (the http one refuses it)
+    config = WorkerConfig.from_options(options, [options.api_url], worker_id)
     worker = Worker(config, plugins)
 
     def on_signal(signum: int, frame: object) -> None:
