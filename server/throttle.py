@@ -13,6 +13,7 @@ attacker's thousands of requests cost a few log lines.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -28,6 +29,7 @@ LOG_PERIOD = 60.0
 MAX_TRACKED = 10000
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every request that carries a token
 def client_key(address: str | None) -> str:
     """The address a limit applies to: IPv4 as is, IPv6 by its /64."""
     if not address:
