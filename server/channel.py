@@ -76,6 +76,37 @@ class _TimeoutLog:
             self.since = now
 
 
+class LimitLogFilter(logging.Filter):
+    """waitress logs each time the server reaches ``--connection-limit`` and leaves it.
+
+    Under a flood that is every second or so; this lets one such pair through
+    per :data:`LOG_EVERY` and counts the rest into the next one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.since: float | None = None
+        self.dropped = 0
+        self.reached_logged = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("total open connections reached"):
+            now = time.monotonic()
+            if self.since is not None and now - self.since < LOG_EVERY:
+                self.dropped += 1
+                self.reached_logged = False
+                return False
+            if self.dropped:
+                record.msg = f"{message} (and {self.dropped} more times since the last such line)"
+            self.since, self.dropped, self.reached_logged = now, 0, True
+            return True
+        if message.startswith("total open connections dropped below"):
+            logged, self.reached_logged = self.reached_logged, False
+            return logged
+        return True
+
+
 def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
     """A waitress channel class; ``body_limit(path)`` gives a route's largest body.
 

@@ -23,7 +23,7 @@ from typing import Any
 import waitress
 
 from taskframe.core.options import add_option, duration
-from taskframe.server.channel import channel_class
+from taskframe.server.channel import LimitLogFilter, channel_class
 from taskframe.server.config import ServerConfig
 
 log = logging.getLogger("taskframe.server")
@@ -118,6 +118,9 @@ def create_server(
     server.channel_class = channel_class(
         lambda path: body_limit(config, path), options.header_timeout
     )
+    waitress_log = logging.getLogger("waitress")
+    if not any(isinstance(f, LimitLogFilter) for f in waitress_log.filters):
+        waitress_log.addFilter(LimitLogFilter())
     return server
 
 
