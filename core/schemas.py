@@ -517,6 +517,12 @@ class JobSchema(Schema):
     lease_expires_at = fields.String(
         allow_none=True, metadata={"description": "only in lease answers"}
     )
+    expires_in = fields.Float(
+        metadata={
+            "description": "only in lease answers: seconds the lease had left when the "
+            "answer was made (a duration, so no clock is compared)"
+        }
+    )
     dependencies = fields.Dict(
         metadata={
             "description": "only in lease answers: {dependency id: its result} "
@@ -532,7 +538,7 @@ class ErrorSchema(Schema):
 
 
 class WaitQuerySchema(Schema):
-    """``?wait=S`` on ``GET /jobs/{id}``: long-poll until the job finished."""
+    """``?wait=S`` on ``GET /jobs/{id}`` and ``POST /jobs``: long-poll until the job finished."""
 
     wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
 
@@ -575,6 +581,9 @@ class LeaseOutcomeSchema(Schema):
     ok = fields.Boolean()
     code = fields.Integer()
     error = fields.String(allow_none=True)
+    already_recorded = fields.Boolean(
+        metadata={"description": "ok: this outcome had been recorded before (a resend)"}
+    )
 
 
 class LeaseAnswerSchema(Schema):
@@ -585,6 +594,11 @@ class LeaseAnswerSchema(Schema):
         allow_none=True,
         metadata={"description": "the wait was refused (too many waiting): pause this long"},
     )
+    answered_after = fields.Float(
+        metadata={"description": "seconds between the request's arrival and this answer"}
+    )
+    max_result = fields.Integer(metadata={"description": "largest result kept, in bytes"})
+    max_body = fields.Integer(metadata={"description": "largest POST /lease body, in bytes"})
 
 
 class HeartbeatStateSchema(Schema):

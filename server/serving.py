@@ -62,7 +62,8 @@ def add_serving_options(group: Any) -> None:
         default=10.0,
         help="seconds a connection has to send a request's line and headers, counted from "
         "its accept or the request's first byte (then its body must average 1 KiB/s); "
-        "slower ones are closed, so trickling clients cannot hold --connection-limit (0: off)",
+        "slower ones are closed, so trickling clients cannot hold --connection-limit (0: off; "
+        "waitress only: under --server granian, --channel-timeout is the headers' deadline)",
     )
     add_option(
         group,
@@ -113,6 +114,10 @@ def create_server(
         ident="taskframe",
         # select() fails past file descriptor 1024, ending the server; poll() has no such limit.
         asyncore_use_poll=True,
+        # Read on while a request runs, so that a client hanging up is seen (EOF): a
+        # long poll then ends, and a lease answer nobody reads is released (resources/
+        # workers.py). One pipelined request at most is read ahead of the running one.
+        channel_request_lookahead=1,
         **settings,
     )
     server.channel_class = channel_class(

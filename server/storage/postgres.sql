@@ -288,7 +288,7 @@ WITH due AS MATERIALIZED (
 UPDATE jobs SET status = 'queued'
 FROM due
 WHERE jobs.id = due.id AND jobs.status = 'scheduled'
-RETURNING jobs.id, jobs.type;
+RETURNING jobs.id, jobs.type, jobs.queue;
 
 -- name: succeed_attempt
 -- The common completion in one statement; anything else takes the general path.

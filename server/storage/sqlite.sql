@@ -269,7 +269,7 @@ WHERE id IN (
     ORDER BY run_at
     LIMIT :limit
 )
-RETURNING id, type;
+RETURNING id, type, queue;
 
 -- name: succeed_attempt
 -- The common completion in one statement; anything else takes the general path.
