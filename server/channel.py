@@ -149,6 +149,8 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
         header_started: float | None = None
         #: When the current request's headers were complete (None: not in a body).
         body_started: float | None = None
+        #: A body was refused 413: what follows on this connection is not read.
+        body_refused = False
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -157,10 +159,10 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
 
         def received(self, data: bytes) -> bool:
             if not header_timeout:
-                return bool(super().received(data))
+                return self._refused_if_too_large(super().received(data))
             if self.request is None and self.header_started is None:
                 self.header_started = time.monotonic()
-            result = super().received(data)
+            result = self._refused_if_too_large(super().received(data))
             request = self.request
             if request is None:  # nothing half-received: idle, or a request is served
                 self.header_started = self.body_started = None
@@ -169,8 +171,17 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
                 self.body_started = time.monotonic()
             return bool(result)
 
+        def _refused_if_too_large(self, result: Any) -> bool:
+            # The rest of a refused body would be read as requests (waitress reads on
+            # while one runs): stop reading; the 413 is sent and the connection closed.
+            if any(isinstance(r.error, BodyTooLarge) for r in self.requests[-2:]):
+                self.body_refused = True
+            return bool(result)
+
         def readable(self) -> bool:
             # Called for every connection on each turn of waitress's loop (at least once a second).
+            if self.body_refused:
+                return False
             waiting = self.header_started is not None or self.body_started is not None
             if waiting and not (self.will_close or self.close_when_flushed):
                 now = time.monotonic()
