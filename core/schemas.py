@@ -406,7 +406,11 @@ class LeaseRequestSchema(Schema):
 
     worker_id = fields.String(required=True, validate=_id_text)
     types = fields.List(
-        Text(), load_default=None, allow_none=True, validate=validate.Length(max=MAX_TYPES)
+        fields.String(validate=_id_text),  # as a job's type
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_TYPES),
+        metadata={"description": f"at most {MAX_TYPES}, each 1 to 200 characters"},
     )
     queues = fields.List(
         fields.String(validate=_queue_name),
@@ -571,7 +575,7 @@ class WaitQuerySchema(Schema):
 
 
 class NextJobQuerySchema(Schema):
-    """Query string of ``GET /next-job``."""
+    """Query string of ``POST /next-job``."""
 
     worker_id = fields.String(required=True, validate=_id_text)
     types = Text(metadata={"description": "comma-separated job types"})
@@ -692,6 +696,9 @@ class WorkerSchema(Schema):
 
 class WorkerListSchema(Schema):
     workers = fields.List(fields.Nested(WorkerSchema))
+    truncated = fields.Boolean(
+        metadata={"description": "more workers were seen than are listed (1000, the latest)"}
+    )
 
 
 class PluginSchema(Schema):

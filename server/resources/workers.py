@@ -156,11 +156,15 @@ class Lease(WorkerResource):
 
 
 class NextJob(WorkerResource):
-    """``GET /next-job?worker_id=W[&types=a,b][&wait=S]``: lease one job, or 204."""
+    """``POST /next-job?worker_id=W[&types=a,b][&wait=S]``: lease one job, or 204.
+
+    A POST with its parameters in the query string and no body (for curl):
+    leasing changes state, so no GET (an ``<img>`` on any page could lease).
+    """
 
     schema = schemas.NextJobQuerySchema()
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.schema)
         require_worker_id(req, query["worker_id"])
         types = [t for t in query["types"].split(",") if t] if "types" in query else None

@@ -562,14 +562,15 @@ SET host = coalesce(excluded.host, workers.host),
     last_seen = excluded.last_seen;
 
 -- name: list_workers
--- The running jobs are counted once for all workers (not once per worker).
+-- The most recently seen first, at most %(limit)s of them (a bound on /workers and /health);
+-- their running jobs counted once for all of them (not once per worker).
 SELECT w.id, w.host, w.types, w.slots, w.last_seen, coalesce(r.running, 0) AS running
-FROM workers w
+FROM (SELECT * FROM workers WHERE last_seen >= %(since)s ORDER BY last_seen DESC LIMIT %(limit)s) w
 LEFT JOIN (
     SELECT worker_id, count(*) AS running FROM jobs
     WHERE status = 'running' GROUP BY worker_id
 ) AS r ON r.worker_id = w.id
-WHERE w.last_seen >= %(since)s ORDER BY w.id;
+ORDER BY w.id;
 
 -- name: prune_workers
 DELETE FROM workers WHERE last_seen < %(before)s;

@@ -309,7 +309,7 @@ def lease_one(client: testing.TestClient, token: str, worker_id: str) -> dict:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/lease"), ("GET", "/next-job?worker_id={w}"), ("POST", "/heartbeats")],
+    [("POST", "/lease"), ("POST", "/next-job?worker_id={w}"), ("POST", "/heartbeats")],
 )
 def test_a_bound_worker_cannot_lease_or_heartbeat_as_another(client, method, path):
     body = {"worker_id": "w2", "leases": []} if path == "/heartbeats" else {"worker_id": "w2"}

@@ -139,7 +139,7 @@ def test_a_client_gone_before_the_lease_gets_nothing(client):
         if path == "/lease":
             answer = client.simulate_post(path, json={"worker_id": "w1", "max": 1}, extras=extras)
         else:
-            answer = client.simulate_get(path, extras=extras)
+            answer = client.simulate_post(path, extras=extras)
         assert answer.status_code in (200, 204)
     assert client.simulate_get(f"/jobs/{job_id}").json["attempts"] == 0
 
