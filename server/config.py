@@ -37,7 +37,7 @@ class ServerConfig:
     """Scheduled jobs made ready per transaction by the housekeeper."""
     max_schedules: int = 1000
     """Schedules the database may hold (POST /schedules past it: 409)."""
-    cascade_batch: int = 1000
+    cascade_batch: int = 500
     """Dependants resolved per transaction when a job finishes (the rest: the housekeeper)."""
     worker_window: float | None = None
     """Seconds a worker counts as alive after it was last seen (None: 3 lease TTLs)."""
