@@ -55,6 +55,14 @@ def sqlite_url(tmp_path: Path) -> str:
     return str(tmp_path / "taskframe.db")
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, made once: tests copy it instead of migrating again."""
+    from tests.api_server import migrate_template
+
+    return migrate_template(tmp_path_factory.mktemp("template") / "migrated.db")
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest) -> str:
     """Each test using this runs once per backend."""
