@@ -63,6 +63,14 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return migrate_template(tmp_path_factory.mktemp("template") / "migrated.db")
 
 
+@pytest.fixture
+def migrated_sqlite_url(sqlite_url: str, sqlite_template: Path) -> str:
+    """``sqlite_url``, already migrated (a copy of the template: no migration per test)."""
+    from tests.api_server import migrated_copy
+
+    return str(migrated_copy(sqlite_template, Path(sqlite_url)))
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest) -> str:
     """Each test using this runs once per backend."""
@@ -72,11 +80,13 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(db_url: str):
+def store(db_url: str, request: pytest.FixtureRequest):
     from taskframe.server.storage import open_store
 
+    if not db_url.startswith(("postgresql://", "postgres://")):
+        request.getfixturevalue("migrated_sqlite_url")  # SQLite: the template's copy
     opened = open_store(db_url)
-    opened.migrate()
+    opened.migrate()  # a no-op on the copy
     yield opened
     opened.close()
 

@@ -54,7 +54,12 @@ def test_submit_sends_every_field_and_returns_the_typed_job(client: Client) -> N
         queue="reports",
     )
     assert (job.type, job.payload, job.priority) == ("sleep", {"duration": 0.5}, 7)
-    assert (job.max_attempts, job.timeout, job.queue, job.idempotency_key) == (2, 9, "reports", "key-1")
+    assert (job.max_attempts, job.timeout, job.queue, job.idempotency_key) == (
+        2,
+        9,
+        "reports",
+        "key-1",
+    )
     assert job.status == "scheduled" and not job.finished and not job.succeeded
     # Times are aware datetimes (UTC); the server keeps milliseconds.
     assert job.run_at is not None and job.run_at.tzinfo is not None
@@ -91,9 +96,7 @@ def test_a_bad_payload_is_a_validation_error_naming_the_field(client: Client) ->
         client.submit("sleep", {"duration": -1})
     error = raised.value
     assert error.status == 422 and error.url is not None and error.url.endswith("/jobs")
-    assert error.field_messages() == [
-        ("payload.duration", "must be between 0 and 86400.0 seconds")
-    ]
+    assert error.field_messages() == [("payload.duration", "must be between 0 and 86400.0 seconds")]
     assert "payload" in str(error)
 
 
@@ -204,7 +207,12 @@ def test_wait_returns_a_failed_job_with_its_error(client: Client, api: Mounted) 
     job = client.submit("sleep", {"duration": 0}, max_attempts=1)
     run_as_worker(api.url, "failed", error="boom")
     done = client.wait(job.id, timeout=5)
-    assert (done.status, done.error, done.finished, done.succeeded) == ("failed", "boom", True, False)
+    assert (done.status, done.error, done.finished, done.succeeded) == (
+        "failed",
+        "boom",
+        True,
+        False,
+    )
 
 
 def test_wait_gives_up_with_the_jobs_last_state(client: Client, api: Mounted) -> None:
@@ -304,7 +312,12 @@ def test_job_types_stats_workers_and_health(client: Client, api: Mounted) -> Non
 
     run_as_worker(api.url, worker_id="w-7")
     [worker] = client.workers()
-    assert (worker.id, worker.host, worker.types, worker.alive) == ("w-7", "test-host", ["sleep"], True)
+    assert (worker.id, worker.host, worker.types, worker.alive) == (
+        "w-7",
+        "test-host",
+        ["sleep"],
+        True,
+    )
     assert worker.last_seen is not None and worker.last_seen.tzinfo is not None
     assert client.stats().workers_alive == 1
 
