@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.pg_schemas import SchemaPool
 from tests.processes import Server, Worker
 
 POSTGRES_URL = os.environ.get(
@@ -71,12 +72,31 @@ def migrated_sqlite_url(sqlite_url: str, sqlite_template: Path) -> str:
     return str(migrated_copy(sqlite_template, Path(sqlite_url)))
 
 
+@pytest.fixture(scope="session")
+def postgres_schemas() -> Iterator[SchemaPool]:
+    """Migrated PostgreSQL schemas, emptied after each test and handed out again."""
+    _postgres_or_skip()
+    pool = SchemaPool(POSTGRES_URL)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """Each test using this runs once per backend."""
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test using this runs once per backend.
+
+    On PostgreSQL, a test that uses ``store`` (which migrates at once) gets a
+    migrated schema from the pool; the others a fresh, empty one.
+    """
     if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
+        yield request.getfixturevalue("sqlite_url")
+    elif "store" not in request.fixturenames:
+        yield request.getfixturevalue("postgres_url")
+    else:
+        pool: SchemaPool = request.getfixturevalue("postgres_schemas")
+        schema = pool.take()
+        yield pool.url(schema)
+        pool.give_back(schema)
 
 
 @pytest.fixture

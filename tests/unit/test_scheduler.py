@@ -921,6 +921,8 @@ def test_a_new_job_wakes_one_long_poll_not_all(store, config):
     submit(scheduler)
     # Woken synchronously by the submission: one waiter, the other three sleep on.
     assert waiting.lease_waiters() == 3
+    wait_until(lambda: got, 10, 0.01, "the woken long poll to answer")
+    waiting.close()  # the three others answer now rather than at the end of their wait
     for thread in threads:
         thread.join(timeout=10)
     assert sorted(len(rows) for rows in got) == [0, 0, 0, 1]
