@@ -20,10 +20,21 @@ from tests.fault import (
     wait_all_finished,
     worker_args,
 )
+from tests.processes import Worker, wait_until
 
 ROUNDS = 5  # one worker killed per round
 FILE_JOBS_PER_ROUND = 60  # 300 instant jobs recorded in the run log
 SLOW_JOBS_PER_ROUND = 20  # 100 jobs of 0.3 s recorded by the Recorder: kills hit them in flight
+
+
+def worker_id(worker: Worker) -> str:
+    return worker.args[worker.args.index("--worker-id") + 1]
+
+
+def workers_holding_jobs(http, url: str, workers: list[Worker]) -> list[Worker]:
+    """The workers (of ``workers``) that hold a running job now."""
+    holders = {job["worker_id"] for job in all_jobs(http, url, "running")}
+    return [worker for worker in workers if worker_id(worker) in holders]
 
 
 @pytest.mark.fault
@@ -54,11 +65,18 @@ def test_killed_workers_lose_no_job(db_url, start_server, start_worker, http, tm
                 payload = job["payload"]
                 tag = payload["content"].strip() if job["type"] == "file" else payload["url"]
                 tag_of[job_id] = tag.rsplit("/", 1)[-1]
-            time.sleep(rng.uniform(0.3, 1.2))
-            victim = rng.choice(workers)
+            time.sleep(rng.uniform(0.3, 1.2))  # a kill at a random moment: the point
+            # ...of a worker that holds a job then (a kill of an idle one proves nothing).
+            holding = wait_until(
+                lambda: workers_holding_jobs(http, server.url, workers),
+                timeout=30,
+                interval=0.02,
+                message=f"a worker to hold a running job (seed {seed})",
+            )
+            victim = rng.choice(holding)
             victim.signal(signal.SIGKILL)
             victim.popen.wait(timeout=10)
-            kills.append(victim.args[victim.args.index("--worker-id") + 1])
+            kills.append(worker_id(victim))
             workers.remove(victim)
             workers.append(new_worker())
 

@@ -223,10 +223,8 @@ def test_cancel_a_queued_and_a_running_job_and_retry(taskframe, client, api: Mou
     ran = taskframe("cancel", str(queued.id))
     assert (ran.code, ran.out) == (0, f"job {queued.id}: cancelled\n")
     again = taskframe("cancel", str(queued.id))
-    assert (
-        again.code == 1
-        and again.err == f"error: Conflict: job {queued.id} has already been cancelled\n"
-    )
+    assert again.code == 1
+    assert again.err == f"error: Conflict: job {queued.id} has already been cancelled\n"
     retried = taskframe("retry", str(queued.id))
     assert (retried.code, retried.out) == (0, f"job {queued.id}: queued\n")
 
