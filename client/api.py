@@ -6,10 +6,10 @@ import builtins
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import quote
 
-from taskframe.client.errors import Unavailable, WaitTimeout
+from taskframe.client.errors import JobFailed, Unavailable, WaitTimeout
 from taskframe.client.models import (
     Attempt,
     Batch,
@@ -19,9 +19,11 @@ from taskframe.client.models import (
     Queue,
     Schedule,
     Stats,
+    TaskJob,
     WorkerInfo,
 )
 from taskframe.client.transport import Transport
+from taskframe.client.typed import is_task, task_payload
 from taskframe.core.retry import BackoffPolicy
 
 if TYPE_CHECKING:
@@ -83,7 +85,7 @@ class Client:
 
     def submit(
         self,
-        type: str,
+        type: Any,
         payload: dict[str, Any] | None = None,
         *,
         priority: int | None = None,
@@ -104,7 +106,18 @@ class Client:
         ``depends_on``: ids of jobs that must succeed first (the job is
         ``waiting`` until then); ``on_dependency_failure="run"`` runs it anyway.
         Extra keyword arguments are sent as they are (fields of newer servers).
+
+        ``type`` may be a task (``client.submit(add, x=1, y=2)``): the extra
+        keyword arguments (and ``payload``) are then its arguments, checked
+        with the task's schema before anything is sent (a
+        :class:`~taskframe.client.errors.ValidationError` as for a 422), and
+        the answer is a :class:`TaskJob`, whose ``client.wait(job)`` gives the
+        result. An argument named like an option above goes in ``payload``.
         """
+        kind: builtins.type[Job] = Job
+        if is_task(type):
+            payload, fields, kind = task_payload(type, payload, fields), {}, TaskJob
+            type = type.name
         body = job_body(
             type,
             payload,
@@ -121,7 +134,7 @@ class Client:
         )
         call = lambda: self._call("POST", "/jobs", body=body)  # noqa: E731
         answer = self._retrying(call) if idempotency_key else call()
-        return Job.from_json(answer)
+        return kind.from_json(answer)
 
     def submit_many(self, jobs: Iterable[dict[str, Any]]) -> Batch:
         """``POST /jobs/batch``: submit jobs given as API bodies (``{"type", "payload", ...}``).
@@ -159,21 +172,53 @@ class Client:
         """``GET /jobs/{id}``."""
         return Job.from_json(self._get(f"/jobs/{int(job_id)}"))
 
+    @overload
     def wait(
         self,
-        job_id: int,
+        job_id: TaskJob,
         timeout: float | None = None,
         *,
         poll: float = MAX_LONG_POLL,
         on_update: Callable[[Job], None] | None = None,
-    ) -> Job:
+    ) -> Any: ...
+
+    @overload
+    def wait(
+        self,
+        job_id: int | Job,
+        timeout: float | None = None,
+        *,
+        poll: float = MAX_LONG_POLL,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job: ...
+
+    def wait(
+        self,
+        job_id: int | Job,
+        timeout: float | None = None,
+        *,
+        poll: float = MAX_LONG_POLL,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Any:
         """Wait until the job finished (succeeded, failed or cancelled) and return it.
 
         Long-polls ``GET /jobs/{id}?wait=S`` with S up to ``poll`` seconds, so
         the answer comes as soon as the job finishes. ``on_update`` is called
         with the job after each poll (for progress displays). Raises
         :class:`WaitTimeout` (a ``TimeoutError``) after ``timeout`` seconds.
+
+        Given the :class:`TaskJob` of ``submit(task, ...)``, it returns the
+        job's result instead, and raises :class:`JobFailed` (with the error and
+        the last attempt's traceback) when the job failed or was cancelled.
         """
+        if isinstance(job_id, TaskJob):
+            job = self.wait(job_id.id, timeout, poll=poll, on_update=on_update)
+            if job.succeeded:
+                return job.result
+            attempts = self.attempts(job.id)
+            raise JobFailed(job, attempts[-1].traceback if attempts else None)
+        if isinstance(job_id, Job):
+            job_id = job_id.id
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = min(max(poll, 0.0), MAX_LONG_POLL)
         # A progress display learns the current state at once, not after a long poll.

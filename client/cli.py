@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,10 +22,11 @@ from taskframe.client.api import DEFAULT_URL, Client
 from taskframe.client.errors import TaskframeError, Unavailable, ValidationError, WaitTimeout
 from taskframe.client.models import Job
 from taskframe.client.transport import CertificateFileError, read_token_file
-from taskframe.core.options import add_option
+from taskframe.core.options import add_option, add_version_option
 
-#: How often the progress line of ``--wait`` is refreshed on a terminal.
-TTY_REFRESH = 1.0
+#: How often the progress line of ``--wait`` is refreshed on a terminal
+#: (workers send a job's progress every half second).
+TTY_REFRESH = 0.5
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskframe", description="Submit, inspect and steer taskframe jobs."
     )
+    add_version_option(parser)
     add_option(parser, "--url", default=DEFAULT_URL, help="server URL (several: comma-separated)")
     add_option(parser, "--token", help="bearer token (a client or admin token)")
     add_option(parser, "--token-file", help="file holding the token, instead of --token")
@@ -84,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("cancel", "cancel a job").add_argument("id", type=int)
     command("retry", "queue a failed or cancelled job again").add_argument("id", type=int)
-    command("attempts", "show a job's attempts (and their logs)").add_argument("id", type=int)
+    command("attempts", "show a job's attempts (their logs and tracebacks)").add_argument(
+        "id", type=int
+    )
     command("types", "list the installed job types")
     command("stats", "counts of jobs by status and type")
     command("workers", "list the workers seen recently")
@@ -435,6 +440,8 @@ def wait_and_report(
     else:
         reason = f": {job.error}" if job.error else ""
         print(f"job {job.id} {job.status} after {job.attempts} attempt(s){reason}", file=sys.stderr)
+        if job.status == "failed":
+            print(f"(its tracebacks: taskframe attempts {job.id})", file=sys.stderr)
     return EXIT_OK if job.succeeded else EXIT_ERROR
 
 
@@ -456,7 +463,14 @@ class Progress:
     def update(self, job: Job) -> None:
         elapsed = time.monotonic() - self.began
         line = f"job {job.id}: {job.status} ({elapsed:.1f} s, attempt {job.attempts})"
+        bar = render.progress_text(job.progress) if job.status == "running" else None
+        if job.status == "succeeded" and job.progress:
+            bar = render.progress_bar(1.0)  # the last report may predate the end
+        if self.tty and bar:  # what the job reported with current_job().progress()
+            line = f"job {job.id}: {job.status} {bar} ({elapsed:.1f} s, attempt {job.attempts})"
         if self.tty:
+            # One screen line, or \r could not rewrite it (a long progress message).
+            line = line[: max(20, shutil.get_terminal_size().columns - 1)]
             self.stream.write("\r" + line.ljust(self.width))
             self.width = len(line)
         elif job.status != self.last_status:

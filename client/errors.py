@@ -75,6 +75,24 @@ class WaitTimeout(TaskframeError, TimeoutError):
         self.job = job
 
 
+class JobFailed(TaskframeError):
+    """The job waited for failed or was cancelled (``client.wait`` of a task's job).
+
+    ``job`` is the finished job, ``error`` its error, ``traceback`` the last
+    attempt's traceback as the worker captured it (None when it did not raise).
+    """
+
+    def __init__(self, job: Any, traceback: str | None = None) -> None:
+        error = job.error or job.status
+        message = f"job {job.id} ({job.type}) {job.status} after {job.attempts} attempt(s): {error}"
+        if traceback:
+            message += "\n\nremote traceback (the last attempt):\n" + traceback.rstrip()
+        super().__init__(message, title=f"job {job.status}", description=error)
+        self.job = job
+        self.error = job.error
+        self.traceback = traceback
+
+
 _BY_STATUS: dict[int, type[TaskframeError]] = {
     400: BadRequest,
     401: Unauthorized,

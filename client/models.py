@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+
+    from typing_extensions import Self
 
 #: Statuses after which a job does not change (unless retried).
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
@@ -70,11 +73,14 @@ class Job:
     #: Ids of the jobs this one waits for (``waiting`` until they finished).
     depends_on: list[int] = field(default_factory=list)
     on_dependency_failure: str | None = None
+    #: What the running (or last) attempt reported with ``current_job().progress()``:
+    #: ``{"fraction", "message", "attempt", "updated_at"}``, or None.
+    progress: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Job:
+    def from_json(cls, data: dict[str, Any]) -> Self:
         return _build(cls, data, _JOB_TIMES)
 
     @property
@@ -85,6 +91,12 @@ class Job:
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+
+@dataclass(frozen=True)
+class TaskJob(Job):
+    """A job submitted as a task (``client.submit(add, x=1)``): ``client.wait(job)``
+    gives its result, or raises :class:`~taskframe.client.errors.JobFailed`."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,8 @@ class Attempt:
     error: str | None = None
     #: What the executor wrote to ``context.logger`` during the attempt (capped by the server).
     log: str | None = field(default=None, repr=False)
+    #: Where the executor raised, when it did (its last 16 KiB).
+    traceback: str | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -70,6 +70,7 @@ def job_block(job: Job) -> str:
         ("payload", compact(job.payload)),
         ("result", None if job.result is None else compact(job.result)),
         ("error", job.error),
+        ("progress", progress_text(job.progress)),
     ]
     fields += list(job.extra.items())
     return key_values(fields)
@@ -109,12 +110,33 @@ def attempts_text(attempts: Sequence[Attempt]) -> str:
         (a.attempt, a.outcome, a.worker_id, a.started_at, a.finished_at, a.error) for a in attempts
     ]
     text = table(headers, rows)
-    # Each attempt's own log (what the executor wrote) below the table, as written.
+    # Each attempt's own log (what the executor wrote) and traceback below the table.
     for attempt in attempts:
         if attempt.log:
             lines = "\n".join("  " + line for line in attempt.log.splitlines())
             text += f"\n\nlog of attempt {attempt.attempt}:\n{lines}"
+        if attempt.traceback:
+            lines = "\n".join("  " + line for line in attempt.traceback.splitlines())
+            text += f"\n\ntraceback of attempt {attempt.attempt}:\n{lines}"
     return text
+
+
+BAR_WIDTH = 20
+
+
+def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    """``[#########-----------]  45%`` (ASCII: any terminal's encoding shows it)."""
+    fraction = min(1.0, max(0.0, fraction))
+    filled = round(fraction * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {fraction * 100:3.0f}%"
+
+
+def progress_text(progress: dict[str, Any] | None) -> str | None:
+    """A job's ``progress`` as a bar and its message, or None without one."""
+    if not progress or not isinstance(progress.get("fraction"), int | float):
+        return None
+    message = progress.get("message")
+    return progress_bar(progress["fraction"]) + (f" {message}" if message else "")
 
 
 def types_table(types: Iterable[JobType]) -> str:

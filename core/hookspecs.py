@@ -2,7 +2,8 @@
 
 Groups: registration and configuration (called at start), submission checks
 (server, on the request), lifecycle (server, after the change is committed,
-from a background thread) and execution (worker, around each run).
+from a background thread), webhook delivery (server) and execution (worker,
+around each run).
 
 A hook implementation that raises during the lifecycle or execution hooks is
 logged with the plugin's name and never changes the job.
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import pluggy
 
 from taskframe.core.executor import ExecutorContext, ExecutorRegistry
+from taskframe.core.webhooks import WebhookSender
 
 hookspec = pluggy.HookspecMarker("taskframe")
 
@@ -114,6 +116,25 @@ def taskframe_job_finished(job: dict[str, Any]) -> None:
     event does not call it.
 
     :param job: the job as ``GET /jobs/{id}`` shows it.
+    """
+
+
+# -- webhook delivery (server) -----------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def taskframe_webhook_sender() -> WebhookSender | None:
+    """The sender of ``notify_url`` webhooks, or None; the first answer counts.
+
+    A job with a ``notify_url`` that finishes gets a row in the server's
+    outbox, a table written in the transaction that finished it. Every server
+    claims due rows (servers sharing a database take disjoint ones), and calls
+    ``sender.deliver(delivery)`` on its own threads, at most
+    ``sender.settings.per_origin`` at once per receiver; it retries with
+    backoff and drops a delivery (logged and counted) past
+    ``settings.attempts`` or ``settings.max_age``. Delivery is at least once,
+    across restarts. The built-in ``webhook`` plugin answers when the server
+    has a ``--webhook-secret``. See :mod:`taskframe.core.webhooks`.
     """
 
 

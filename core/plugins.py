@@ -20,9 +20,17 @@ from typing import Any
 import marshmallow
 import pluggy
 
-from taskframe.core import hookspecs
-from taskframe.core.executor import Executor, ExecutorRegistry
+from taskframe.core import hookspecs, schemas
+from taskframe.core.executor import DEFAULT_FIELDS, Executor, ExecutorRegistry
 from taskframe.core.options import add_option
+from taskframe.core.task_modules import (
+    TasksModuleError as TasksModuleError,
+)
+from taskframe.core.task_modules import (
+    entry_point_plugins,
+    module_names,
+    tasks_plugins,
+)
 
 ENTRY_POINT_GROUP = "taskframe"
 DISABLE_VARIABLE = "TASKFRAME_DISABLE_PLUGINS"
@@ -57,6 +65,11 @@ class PluginSet:
         if known is None:
             known = self._implemented[hook] = bool(getattr(self.manager.hook, hook).get_hookimpls())
         return known
+
+    def register(self, plugin: object, name: str) -> None:
+        """Register a hook object after loading (the server's own listeners)."""
+        self.manager.register(plugin, name=name)
+        self._implemented.clear()
 
     def call_each(self, hook: str, skip: Iterable[str] = (), **kwargs: Any) -> set[str]:
         """Call every implementation of ``hook`` except the plugins in ``skip``.
@@ -188,6 +201,13 @@ def add_plugin_options(parser: argparse.ArgumentParser, listing: bool = True) ->
         default="",
         help="comma-separated plugin (entry point) names not to load, not even import",
     )
+    add_option(
+        group,
+        "--tasks",
+        metavar="MODULE[,MODULE]",
+        help="import these modules and run their @task functions as job types "
+        "(the current directory is on the import path: --tasks tasks finds ./tasks.py)",
+    )
     if listing:
         group.add_argument(
             "--list-plugins",
@@ -205,12 +225,25 @@ def early_disabled_plugins(argv: Sequence[str] | None) -> list[str]:
     return disabled_plugins(known.disable_plugins)
 
 
+def early_tasks(argv: Sequence[str] | None) -> list[str]:
+    """``--tasks`` (or ``TASKFRAME_TASKS``), read before the plugins load."""
+    early = argparse.ArgumentParser(add_help=False)
+    add_plugin_options(early, listing=False)
+    known, _ = early.parse_known_args(argv)
+    return module_names(known.tasks)
+
+
 def load_plugins(
     extra_plugins: tuple[object, ...] = (),
     load_entry_points: bool = True,
     disabled: Iterable[str] | None = None,
+    tasks: Iterable[str] = (),
 ) -> PluginSet:
     """Load the ``taskframe`` entry points (plus ``extra_plugins``) and their executors.
+
+    ``tasks`` names modules of ``@task`` functions to load as plugins (see
+    :mod:`taskframe.core.task_modules`); one that cannot be imported raises
+    :class:`TasksModuleError`, whose message is one line naming it.
 
     Plugins named in ``disabled`` (default: ``TASKFRAME_DISABLE_PLUGINS``)
     are not even imported. A plugin that fails to import, implements an
@@ -233,9 +266,12 @@ def load_plugins(
             except Exception as exc:  # a broken plugin must not stop the others
                 plugins.fail(entry_point.name, exc)
                 continue
-            if _register(plugins, plugin, entry_point.name) and entry_point.dist is not None:
-                dist = entry_point.dist
-                plugins.distributions[entry_point.name] = (dist.metadata["Name"], dist.version)
+            # A module of @task functions is a plugin too (its tasks are registered).
+            for one, name in entry_point_plugins(plugin, entry_point.name):
+                if _register(plugins, one, name) and entry_point.dist is not None:
+                    dist = entry_point.dist
+                    plugins.distributions[name] = (dist.metadata["Name"], dist.version)
+    extra_plugins = (*extra_plugins, *tasks_plugins(tasks))
     for plugin in extra_plugins:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         if not manager.is_blocked(name):
@@ -335,4 +371,18 @@ def executor_problem(executor: object) -> str | None:
         return f"job type {name!r}: schema must be a marshmallow Schema instance, not {schema!r}"
     if not callable(executor.run):
         return f"job type {name!r}: run must be callable, not {executor.run!r}"
+    return _defaults_problem(name, executor.defaults)
+
+
+def _defaults_problem(name: str, defaults: Any) -> str | None:
+    """Why a type's submission defaults would make jobs the API refuses, or None."""
+    try:
+        schemas.SubmitJobSchema().load({"type": name, **dict(defaults)})
+    except marshmallow.ValidationError as exc:
+        return f"job type {name!r}: bad defaults: {exc.messages}"
+    except (TypeError, ValueError) as exc:
+        return f"job type {name!r}: defaults must be a mapping: {exc}"
+    unknown = set(defaults) - set(DEFAULT_FIELDS)
+    if unknown:
+        return f"job type {name!r}: defaults may give {', '.join(DEFAULT_FIELDS)} only"
     return None

@@ -64,12 +64,13 @@ def quick_load_submit(data: object, text_checked: bool = False) -> dict[str, Any
     loaded = {
         "type": data["type"],
         "payload": payload,
-        "priority": priority,
-        "max_attempts": max_attempts,
         "timeout": None if timeout is None else float(timeout),
         "idempotency_key": key,
-        "queue": queue,
     }
+    # Omitted ones stay omitted: the job type's defaults apply (server/submission.py).
+    for name, value in (("priority", priority), ("max_attempts", max_attempts), ("queue", queue)):
+        if name in data:
+            loaded[name] = value
     if "delay" in data:
         loaded["delay"] = float(data["delay"])
     return loaded
@@ -151,6 +152,8 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
         worker_id = item.get("worker_id")
         retryable = item.get("retryable", True)
         log = item.get("log")
+        trace = item.get("traceback")
+        retry_after = item.get("retry_after")
         if (
             type(item.get("job_id")) is not int
             or not 1 <= item["job_id"] <= schemas.MAX_ID
@@ -160,6 +163,10 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
             or (worker_id is not None and not _is_text(worker_id))
             or type(retryable) is not bool
             or (log is not None and (type(log) is not str or len(log) > schemas.MAX_ATTEMPT_LOG))
+            or (
+                trace is not None and (type(trace) is not str or len(trace) > schemas.MAX_TRACEBACK)
+            )
+            or (retry_after is not None and not _is_number(retry_after, 0, schemas.MAX_RETRY_AFTER))
         ):
             return None
         result = item.get("result")
@@ -167,6 +174,7 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
             result = None if result is None else json_rules.encodable(result)
             error = None if error is None else json_rules.encodable_text(error)
             log = None if log is None else json_rules.encodable_text(log)
+            trace = None if trace is None else json_rules.encodable_text(trace)
         loaded.append(
             {
                 "job_id": item["job_id"],
@@ -177,6 +185,8 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
                 "retryable": retryable,
                 "worker_id": worker_id,
                 "log": log,
+                "traceback": trace,
+                "retry_after": None if retry_after is None else float(retry_after),
             }
         )
     return {

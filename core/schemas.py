@@ -30,6 +30,12 @@ MAX_TYPES = 1000  # job types one lease request may name
 MAX_WAIT = 60.0
 #: Characters of an attempt's log kept (the worker keeps the tail): 64 KiB.
 MAX_ATTEMPT_LOG = 65536
+#: Characters of a failed attempt's traceback kept (the worker keeps the tail): 16 KiB.
+MAX_TRACEBACK = 16384
+#: The longest delay before the next attempt an executor may ask for (a week).
+MAX_RETRY_AFTER = 7 * 86400.0
+#: Characters of a job's progress message kept.
+MAX_PROGRESS_MESSAGE = 200
 
 MAX_ID = 2**63 - 1  # the largest id a database integer column holds
 MIN_RUN_AT = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -137,14 +143,20 @@ class SubmitJobSchema(Schema):
 
     type = fields.String(required=True, validate=_id_text)
     payload = fields.Dict(keys=fields.String(), load_default=dict, validate=_encodable_json)
+    # priority, max_attempts and queue have no load_default: an omitted one takes the
+    # job type's default, else the API's (server/submission.py, apply_defaults).
     priority = fields.Integer(
         strict=True,
-        load_default=DEFAULT_PRIORITY,
         validate=validate.Range(MIN_PRIORITY, MAX_PRIORITY),
-        metadata={"description": "1 (lowest) to 10 (highest)"},
+        metadata={
+            "description": "1 (lowest) to 10 (highest); default: the type's, else "
+            f"{DEFAULT_PRIORITY}"
+        },
     )
     max_attempts = fields.Integer(
-        strict=True, load_default=DEFAULT_MAX_ATTEMPTS, validate=validate.Range(1, 100)
+        strict=True,
+        validate=validate.Range(1, 100),
+        metadata={"description": f"default: the type's, else {DEFAULT_MAX_ATTEMPTS}"},
     )
     timeout = fields.Float(
         load_default=None,
@@ -152,7 +164,7 @@ class SubmitJobSchema(Schema):
         validate=validate.Range(min=0, max=7 * 86400),
         metadata={
             "description": "seconds one attempt may run; 0: no limit; "
-            "absent or null: the server's --default-timeout"
+            "absent or null: the type's timeout, else the server's --default-timeout"
         },
     )
     delay = fields.Float(
@@ -173,9 +185,11 @@ class SubmitJobSchema(Schema):
     )
 
     queue = fields.String(
-        load_default=DEFAULT_QUEUE,
         validate=_queue_name,
-        metadata={"description": f"the queue the job waits in ({_QUEUE_RULE})"},
+        metadata={
+            "description": f"the queue the job waits in ({_QUEUE_RULE}); default: the "
+            f"type's, else {DEFAULT_QUEUE}"
+        },
     )
     depends_on = fields.List(
         DependencyRef(metadata={"description": 'a job id (integer), or "$N" in a batch'}),
@@ -290,6 +304,15 @@ class LimitListSchema(Schema):
     limits = fields.List(fields.Nested(LimitSchema))
 
 
+class ProgressSchema(Schema):
+    """How far a running job got, as its executor reported it."""
+
+    fraction = fields.Float(required=True, allow_nan=False, validate=validate.Range(0, 1))
+    message = ExecutorText(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_PROGRESS_MESSAGE)
+    )
+
+
 class LeaseRefSchema(Schema):
     worker_id = fields.String(required=True, validate=_id_text)
     lease_id = fields.String(required=True, validate=_id_text)
@@ -297,6 +320,11 @@ class LeaseRefSchema(Schema):
 
 class HeartbeatSchema(LeaseRefSchema):
     """``POST /jobs/{id}/heartbeat``."""
+
+    progress = fields.Nested(
+        ProgressSchema,
+        metadata={"description": "the job's progress, when it changed since the last heartbeat"},
+    )
 
 
 class ReleaseSchema(LeaseRefSchema):
@@ -317,6 +345,21 @@ class CompleteSchema(LeaseRefSchema):
         allow_none=True,
         validate=validate.Length(max=MAX_ATTEMPT_LOG),
         metadata={"description": "what the executor logged during the attempt (its tail)"},
+    )
+    traceback = ExecutorText(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_TRACEBACK),
+        metadata={"description": "a failed attempt's traceback (its last 16 KiB)"},
+    )
+    retry_after = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0, MAX_RETRY_AFTER),
+        metadata={
+            "description": "seconds until the next attempt, if the job is retried "
+            "(instead of the server's backoff)"
+        },
     )
 
 
@@ -379,6 +422,10 @@ class LeaseRequestSchema(Schema):
 class HeartbeatItemSchema(Schema):
     job_id = fields.Integer(required=True, strict=True, validate=_job_id)
     lease_id = fields.String(required=True, validate=_id_text)
+    progress = fields.Nested(
+        ProgressSchema,
+        metadata={"description": "the job's progress, when it changed since the last heartbeat"},
+    )
 
 
 class HeartbeatBatchSchema(Schema):
@@ -417,6 +464,17 @@ class AttemptSchema(Schema):
         allow_none=True,
         metadata={"description": "what the executor logged during the attempt (last 64 KiB)"},
     )
+    traceback = fields.String(
+        allow_none=True,
+        metadata={"description": "where the executor raised, when it did (last 16 KiB)"},
+    )
+
+
+class JobProgressSchema(Schema):
+    fraction = fields.Float()
+    message = fields.String(allow_none=True)
+    attempt = fields.Integer(metadata={"description": "the attempt that reported it"})
+    updated_at = fields.String(metadata={"format": "date-time"})
 
 
 class JobSchema(Schema):
@@ -443,6 +501,14 @@ class JobSchema(Schema):
     queue = fields.String()
     depends_on = fields.List(fields.Integer())
     on_dependency_failure = fields.String(allow_none=True)
+    progress = fields.Nested(
+        JobProgressSchema,
+        allow_none=True,
+        metadata={
+            "description": "how far the job got, as its executor last reported "
+            "(current_job().progress): null until it reports"
+        },
+    )
     lease_id = fields.String(metadata={"description": "only in lease answers"})
     lease_expires_at = fields.String(
         allow_none=True, metadata={"description": "only in lease answers"}
@@ -532,6 +598,12 @@ class JobTypeSchema(Schema):
     name = fields.String()
     description = fields.String()
     payload_schema = fields.Dict()
+    defaults = fields.Dict(
+        metadata={
+            "description": "queue, priority, max_attempts and timeout of the type, used "
+            "when a submission omits them"
+        }
+    )
 
 
 class JobTypesSchema(Schema):

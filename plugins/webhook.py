@@ -3,22 +3,28 @@
 A job submitted with ``"notify_url": "https://..."`` gets, once it is
 ``succeeded``, ``failed`` or ``cancelled``, a ``POST`` of
 ``{"event": "job.finished", "job": {...}}`` (the job as ``GET /jobs/{id}``
-shows it). Headers: ``X-Taskframe-Signature: sha256=<hex>``, the HMAC-SHA256
-of the exact body with the server's ``--webhook-secret``;
-``X-Taskframe-Delivery``, an id that stays the same across retries (delivery
-is at least once: receivers drop duplicates by it); ``X-Taskframe-Job``.
+showed it when it finished). Headers:
 
-A 2xx answer is a delivery. Connection errors, timeouts, 408, 429 and 5xx are
-retried with exponential backoff (1 s doubling, at most 5 min apart) up to
-``--webhook-attempts`` times; any other answer, and a target refused by the
-``--webhook-allow`` / ``--webhook-deny`` rules (the ``http`` executor's rules
-and syntax, checked on the address actually connected to), ends the delivery
-with an error in the log. Redirects are not followed.
+- ``X-Taskframe-Timestamp``: when this attempt was sent, in Unix seconds;
+- ``X-Taskframe-Signature: sha256=<hex>``: the HMAC-SHA256, keyed with the
+  server's ``--webhook-secret``, of the timestamp, a ``.`` and the exact body
+  (:func:`sign`). A receiver checks it and refuses a timestamp too far from
+  its clock (:func:`verify`), so a captured request cannot be replayed later;
+- ``X-Taskframe-Delivery``: an id that stays the same across the attempts of
+  one delivery (delivery is at least once: receivers drop duplicates by it,
+  which also stops a replay within the timestamp's tolerance);
+- ``X-Taskframe-Job``: the job's id.
 
-Deliveries run on the server's own threads, after the job's change is
-committed: they never block the scheduler or a request. Pending deliveries
-live in memory: a server that stops while some are pending (a receiver that
-is down) drops them.
+Pending deliveries are the server's: it keeps them in its database (the
+outbox, ``server/outbox.py``), so a server that stops or crashes loses none,
+and it claims, limits per receiver, retries and gives up. This plugin
+contributes the sending (``taskframe_webhook_sender``): a 2xx answer is a
+delivery; no answer within ``--webhook-timeout`` (the whole attempt), a
+connection error, 408, 429 and 5xx are retried; any other answer, and a
+target refused by the ``--webhook-allow`` / ``--webhook-deny`` rules (the
+``http`` executor's, checked on the address actually connected to) or this
+server's own API, end the delivery with an error in the log. Redirects are
+not followed; a 2xx answer is not read, of any other at most 1 KiB.
 
 Without ``--webhook-secret`` webhooks are off, and a job with a
 ``notify_url`` is refused at submission (422) rather than never notified.
@@ -28,16 +34,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import heapq
 import hmac
 import ipaddress
-import itertools
-import json
-import logging
-import threading
 import time
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,33 +44,58 @@ import pluggy
 import requests
 
 from taskframe.core import add_option, hookimpl
+from taskframe.core.webhooks import Delivery, DeliveryOutcome, DeliveryResult, OutboxSettings
 from taskframe.plugins.http_guard import (
     DEFAULT_DENY,
-    GuardedAdapter,
     Policy,
     TargetDenied,
     normalise_host,
     parse_rules,
 )
-
-log = logging.getLogger("taskframe.webhook")
+from taskframe.plugins.webhook_http import Answer, DeadlinePassed, Watchdog, post
 
 SIGNATURE_HEADER = "X-Taskframe-Signature"
+TIMESTAMP_HEADER = "X-Taskframe-Timestamp"
 DELIVERY_HEADER = "X-Taskframe-Delivery"
+JOB_HEADER = "X-Taskframe-Job"
+#: Seconds a receiver accepts between a request's timestamp and its own clock.
+TOLERANCE = 300.0
 RETRYABLE_STATUS = frozenset({408, 429})
-FIRST_DELAY = 1.0
-MAX_DELAY = 300.0
-SENDERS = 4
+_DEFAULTS = OutboxSettings()
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of
+    ``timestamp``, ``.`` and ``body``, keyed with ``secret``."""
+    message = timestamp.encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def verify(secret: str, body: bytes, header: str | None) -> bool:
-    """What a receiver does: compare the header with the body's signature in constant time."""
-    return header is not None and hmac.compare_digest(sign(secret, body), header)
+def verify(
+    secret: str,
+    body: bytes,
+    signature: str | None,
+    timestamp: str | None,
+    *,
+    tolerance: float = TOLERANCE,
+    now: float | None = None,
+) -> bool:
+    """What a receiver does: the signature is this body's at this timestamp (compared
+    in constant time), and the timestamp is within ``tolerance`` seconds of ``now``."""
+    if signature is None or timestamp is None:
+        return False
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - sent) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def event_body(job_json: str) -> bytes:
+    """The POSTed body around the job's JSON text, the same bytes at every attempt."""
+    return b'{"event":"job.finished","job":' + job_json.encode() + b"}"
 
 
 # -- the plugin's hooks (module level: always loaded) --------------------------------
@@ -100,11 +124,36 @@ def taskframe_add_options(parser: argparse.ArgumentParser, role: str) -> None:
         group,
         "--webhook-attempts",
         type=int,
-        default=10,
-        help="delivery attempts per webhook before giving up",
+        default=_DEFAULTS.attempts,
+        help="delivery attempts per webhook before it is dropped (logged and counted)",
     )
     add_option(
-        group, "--webhook-timeout", type=float, default=10.0, help="seconds per delivery attempt"
+        group,
+        "--webhook-timeout",
+        type=float,
+        default=_DEFAULTS.timeout,
+        help="seconds one delivery attempt may take in all: connect, send and answer",
+    )
+    add_option(
+        group,
+        "--webhook-max-age",
+        type=float,
+        default=_DEFAULTS.max_age,
+        help="seconds after the job finished past which an undelivered webhook is dropped",
+    )
+    add_option(
+        group,
+        "--webhook-senders",
+        type=int,
+        default=_DEFAULTS.senders,
+        help="webhook deliveries in flight at once per server",
+    )
+    add_option(
+        group,
+        "--webhook-per-host",
+        type=int,
+        default=_DEFAULTS.per_origin,
+        help="webhook deliveries in flight at once to one receiver (scheme, host, port)",
     )
 
 
@@ -112,7 +161,7 @@ def taskframe_add_options(parser: argparse.ArgumentParser, role: str) -> None:
 def taskframe_configure(
     options: argparse.Namespace, role: str, manager: pluggy.PluginManager
 ) -> None:
-    """Register the notifier when the server has a secret; otherwise refuse notify_url."""
+    """Register the sender when the server has a secret; otherwise refuse notify_url."""
     if role != "server":
         return
     secret = getattr(options, "webhook_secret", None)
@@ -127,10 +176,14 @@ def taskframe_configure(
         raise SystemExit(
             f"taskframe-server: error: --webhook-allow/--webhook-deny: {exc}"
         ) from None
-    notifier = WebhookNotifier(
-        secret, policy, attempts=options.webhook_attempts, timeout=options.webhook_timeout
+    settings = OutboxSettings(
+        attempts=max(1, options.webhook_attempts),
+        timeout=max(0.1, options.webhook_timeout),
+        max_age=getattr(options, "webhook_max_age", _DEFAULTS.max_age),
+        senders=max(1, getattr(options, "webhook_senders", _DEFAULTS.senders)),
+        per_origin=max(1, getattr(options, "webhook_per_host", _DEFAULTS.per_origin)),
     )
-    manager.register(notifier, name="webhook.notifier")
+    manager.register(WebhookNotifier(secret, policy, settings), name="webhook.notifier")
 
 
 class WebhooksOff:
@@ -148,32 +201,20 @@ class WebhooksOff:
         return None
 
 
-@dataclass(order=True)
-class _Delivery:
-    due: float
-    seq: int
-    url: str = field(compare=False)
-    body: bytes = field(compare=False)
-    job_id: int = field(compare=False)
-    delivery_id: str = field(compare=False)
-    attempt: int = field(default=0, compare=False)
+def _for_webhooks(reason: str) -> str:
+    """The guard speaks of the worker's option; here the server's applies."""
+    return reason.replace("worker's --http-deny", "server's --webhook-deny")
 
 
 class WebhookNotifier:
-    """Validates notify_url at submission and delivers finished jobs to it."""
+    """Validates notify_url at submission and sends the server's webhook deliveries."""
 
-    def __init__(
-        self, secret: str, policy: Policy, *, attempts: int = 10, timeout: float = 10.0
-    ) -> None:
+    def __init__(self, secret: str, policy: Policy, settings: OutboxSettings = _DEFAULTS) -> None:
         self.secret = secret
         self.policy = policy
-        self.attempts = max(1, attempts)
-        self.timeout = timeout
-        self._pending: list[_Delivery] = []
-        self._seq = itertools.count()
-        self._cond = threading.Condition()
-        self._started = False
-        self._local = threading.local()
+        self.settings = settings
+        self.server_port: int | None = None
+        self._watchdog = Watchdog()
 
     # -- hooks --------------------------------------------------------------------
 
@@ -186,11 +227,8 @@ class WebhookNotifier:
         return {"notify_url": [reason]} if reason else None
 
     @hookimpl
-    def taskframe_job_finished(self, job: dict[str, Any]) -> None:
-        url = job.get("notify_url")
-        if url:
-            body = json.dumps({"event": "job.finished", "job": job}, separators=(",", ":"))
-            self.enqueue(url, body.encode(), job["id"])
+    def taskframe_webhook_sender(self) -> WebhookNotifier:
+        return self
 
     # -- submission check ---------------------------------------------------------
 
@@ -206,110 +244,64 @@ class WebhookNotifier:
                 return None
             ipaddress.ip_address(host)
         except TargetDenied as exc:
-            return str(exc).replace("worker's --http-deny", "server's --webhook-deny")
+            return _for_webhooks(str(exc))
         except ValueError:
             return None  # a host name: checked when connecting
         reason = self.policy.refusal(host, host)
-        return reason.replace("worker's --http-deny", "server's --webhook-deny") if reason else None
+        return _for_webhooks(reason) if reason else None
 
-    # -- delivery -----------------------------------------------------------------
+    # -- delivery (called by the server's outbox) ---------------------------------------
 
-    def enqueue(self, url: str, body: bytes, job_id: int) -> None:
-        delivery = _Delivery(time.monotonic(), next(self._seq), url, body, job_id, uuid.uuid4().hex)
-        with self._cond:
-            if not self._started:
-                self._started = True
-                for number in range(SENDERS):
-                    threading.Thread(
-                        target=self._send_loop, name=f"webhook-{number}", daemon=True
-                    ).start()
-            heapq.heappush(self._pending, delivery)
-            self._cond.notify()
+    def start(self, server_port: int | None) -> None:
+        self.server_port = server_port
 
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._pending)
-
-    def _send_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending or self._pending[0].due > time.monotonic():
-                    wait = self._pending[0].due - time.monotonic() if self._pending else None
-                    self._cond.wait(wait)
-                delivery = heapq.heappop(self._pending)
-            try:
-                retry = self._attempt(delivery)
-            except Exception:  # the thread must live on
-                log.exception("webhook for job %s failed", delivery.job_id)
-                retry = False
-            if retry:
-                self._reschedule(delivery)
-
-    def _reschedule(self, delivery: _Delivery) -> None:
-        if delivery.attempt >= self.attempts:
-            log.error(
-                "webhook for job %s to %s given up after %d attempts",
-                delivery.job_id,
-                delivery.url,
-                delivery.attempt,
-            )
-            return
-        delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (delivery.attempt - 1))
-        delivery.due = time.monotonic() + delay
-        with self._cond:
-            heapq.heappush(self._pending, delivery)
-            self._cond.notify()
-
-    def _attempt(self, delivery: _Delivery) -> bool:
-        """One POST; True when it should be retried."""
-        delivery.attempt += 1
+    def deliver(self, delivery: Delivery) -> DeliveryResult:
+        """One signed POST within ``settings.timeout`` seconds; never raises for the receiver."""
+        body = event_body(delivery.job_json)
+        timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "taskframe-webhook",
-            SIGNATURE_HEADER: sign(self.secret, delivery.body),
-            DELIVERY_HEADER: delivery.delivery_id,
-            "X-Taskframe-Job": str(delivery.job_id),
+            "Accept-Encoding": "identity",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(self.secret, timestamp, body),
+            DELIVERY_HEADER: delivery.id,
+            JOB_HEADER: str(delivery.job_id),
         }
         try:
-            answer = self._session().post(
+            answer = post(
                 delivery.url,
-                data=delivery.body,
-                headers=headers,
-                timeout=self.timeout,
-                allow_redirects=False,
+                body,
+                headers,
+                policy=self.policy,
+                timeout=self.settings.timeout,
+                watchdog=self._watchdog,
+                server_port=self.server_port,
             )
-            answer.close()
         except TargetDenied as exc:
-            log.error("webhook for job %s refused: %s", delivery.job_id, exc)
-            return False
+            return DeliveryResult(DeliveryOutcome.REFUSED, f"refused: {_for_webhooks(str(exc))}")
+        except DeadlinePassed as exc:
+            return DeliveryResult(DeliveryOutcome.RETRY, str(exc))
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+            UnicodeError,
+        ) as exc:
+            return DeliveryResult(DeliveryOutcome.REFUSED, f"{type(exc).__name__}: {exc}")
         except requests.RequestException as exc:
-            log.warning(
-                "webhook for job %s: attempt %d: %s", delivery.job_id, delivery.attempt, exc
-            )
-            return True
-        if 200 <= answer.status_code < 300:
-            log.debug("webhook for job %s delivered to %s", delivery.job_id, delivery.url)
-            return False
-        retry = answer.status_code >= 500 or answer.status_code in RETRYABLE_STATUS
-        level = logging.WARNING if retry else logging.ERROR
-        log.log(
-            level,
-            "webhook for job %s: attempt %d: %s answered %d",
-            delivery.job_id,
-            delivery.attempt,
-            delivery.url,
-            answer.status_code,
-        )
-        return retry
+            return DeliveryResult(DeliveryOutcome.RETRY, f"{type(exc).__name__}: {exc}")
+        return _judge(delivery.url, answer)
 
-    def _session(self) -> requests.Session:
-        """One session per sender thread (requests sessions are not thread-safe)."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # no .netrc, no proxy variables
-            adapter = GuardedAdapter(self.policy)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-        return session
+
+def _judge(url: str, answer: Answer) -> DeliveryResult:
+    status = answer.status
+    if 200 <= status < 300:
+        return DeliveryResult(DeliveryOutcome.DELIVERED, str(status))
+    detail = f"{url} answered {status}"
+    if 300 <= status < 400:
+        detail += " (redirects are not followed)"
+    if answer.start:
+        detail += f": {answer.start[:200].decode('utf-8', 'replace')!r}"
+    retry = status >= 500 or status in RETRYABLE_STATUS
+    return DeliveryResult(DeliveryOutcome.RETRY if retry else DeliveryOutcome.REFUSED, detail)

@@ -16,7 +16,7 @@ from taskframe.server.http_io import answer_handler
 from taskframe.server.http_observer import HttpObserver
 from taskframe.server.openapi import build_openapi
 from taskframe.server.registry import WorkerRegistry
-from taskframe.server.resources import dashboard, jobs, meta, observe, workers
+from taskframe.server.resources import apidocs, dashboard, jobs, meta, observe, workers
 from taskframe.server.resources import flow as flow_resources
 from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.resources import schedules as schedule_resources
@@ -72,6 +72,9 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     # The dashboard's page and files are open; the API calls it makes need a token.
     ("/", "GET"): OPEN,
     ("/dashboard/{name}", "GET"): OPEN,
+    # The API explorer likewise: its page fetches /openapi.json with the user's token.
+    ("/docs", "GET"): OPEN,
+    ("/docs/{name}", "GET"): OPEN,
 }
 
 
@@ -132,4 +135,7 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     assets = dashboard.load_assets()
     app.add_route("/", dashboard.DashboardPage(assets))
     app.add_route(dashboard.PREFIX + "/{name}", dashboard.DashboardFile(assets))
+    explorer = apidocs.load_explorer()
+    app.add_route(apidocs.PREFIX, apidocs.ExplorerPage(explorer))
+    app.add_route(apidocs.PREFIX + "/{name}", apidocs.ExplorerFile(explorer))
     return app

@@ -28,8 +28,10 @@ from taskframe.core.options import (
 )
 from taskframe.core.plugins import (
     PluginSet,
+    TasksModuleError,
     add_plugin_options,
     early_disabled_plugins,
+    early_tasks,
     load_plugins,
 )
 from taskframe.core.retry import BackoffPolicy
@@ -37,6 +39,7 @@ from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig
 from taskframe.server.events import EventDispatcher
+from taskframe.server.outbox import Outbox
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.serving import add_serving_options, create_server, max_waiting
@@ -265,10 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early = early_logging_options(argv)  # before the plugins load and may log
     configure_logging(early.log_level, early.log_format)
-    plugins = load_plugins(disabled=early_disabled_plugins(argv))
     try:
+        plugins = load_plugins(disabled=early_disabled_plugins(argv), tasks=early_tasks(argv))
         parser = build_parser(plugins, standalone=wanted(argv))
-    except BadEnvironment as exc:
+    except (BadEnvironment, TasksModuleError) as exc:
         print(f"taskframe-server: error: {exc}", file=sys.stderr)
         return 2
     options = parser.parse_args(argv)
@@ -321,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0
     config = config_from(options, tokens)
+    outbox = Outbox.for_plugins(store, plugins)  # before the events: it listens to them
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
@@ -331,11 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     port = server.effective_port  # type: ignore[union-attr]
     housekeeper = Housekeeper(scheduler)
     housekeeper.start()
+    if outbox is not None:
+        outbox.start(scheduler.telemetry.metrics, port)
     _banner(options.host, port, store.backend, options.db, plugins)
     if options.standalone:
         return run_standalone(
             *(server, options.host, port, plugins, options, config.tokens, _on_stop_signals),
-            lambda: _shut_down(server, scheduler, housekeeper),
+            lambda: _shut_down(server, scheduler, housekeeper, outbox),
         )
 
     def stop(signum: int, frame: object) -> None:
@@ -350,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.run()
     finally:
-        _shut_down(server, scheduler, housekeeper)
+        _shut_down(server, scheduler, housekeeper, outbox)
     return 0
 
 
@@ -405,10 +411,14 @@ def _on_stop_signals(handler: Any) -> None:
         signal.signal(signum, handler)
 
 
-def _shut_down(server: Any, scheduler: Scheduler, housekeeper: Housekeeper) -> None:
+def _shut_down(
+    server: Any, scheduler: Scheduler, housekeeper: Housekeeper, outbox: Outbox | None
+) -> None:
     scheduler.notifier.close()
     housekeeper.stop()
     server.close()
+    if outbox is not None:
+        outbox.stop()
     if scheduler.events is not None:
         scheduler.events.stop()
     scheduler.telemetry.flush()

@@ -118,6 +118,21 @@ QUERIES: dict[tuple[str, str], type[Schema]] = {
 }
 
 
+def payload_json_schema(executor: Executor) -> dict[str, Any]:
+    """The JSON schema of a job type's payload, nested objects written inline
+    (``GET /job-types`` stands alone: no ``$ref`` into a document)."""
+    inline: Any = lambda schema: None  # noqa: E731 - apispec: None writes nested schemas inline
+    spec = APISpec("taskframe", "1", "3.0.3", plugins=[MarshmallowPlugin(inline)])
+    converter = spec.plugins[0].converter  # type: ignore[attr-defined]
+    try:
+        found: dict[str, Any] = converter.schema2jsonschema(executor.schema)
+    except RecursionError:  # a type that contains itself cannot be written inline
+        found = {"type": "object"}
+    if executor.description:
+        found = {**found, "description": executor.description}
+    return found
+
+
 def build_openapi(executors: Mapping[str, Executor]) -> dict[str, Any]:
     spec = APISpec(
         title="taskframe",
@@ -128,6 +143,9 @@ def build_openapi(executors: Mapping[str, Executor]) -> dict[str, Any]:
     )
     for name, schema in _schemas().items():
         spec.components.schema(name, schema=schema)
+    # Each job type's payload, described by its docstring (tasks) or its description.
+    for name, executor in sorted(executors.items()):
+        spec.components.schema(f"Payload.{name}", component=payload_json_schema(executor))
     # Roles per endpoint: README "Security"; with no tokens configured, none is needed.
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     converter = spec.plugins[0].converter  # type: ignore[attr-defined]

@@ -31,11 +31,28 @@ def job_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
     job = job_summary(row)
     job["payload"] = json.loads(row["payload"])
     job["result"] = None if row["result"] is None else json.loads(row["result"])
+    job["progress"] = progress_json(row)
     if with_lease:
         job["lease_id"] = row["lease_id"]
         job["lease_expires_at"] = iso(row["lease_expires_at"])
         job["dependencies"] = {}  # the results of depends_on, filled in by the lease
     return job
+
+
+#: Statuses whose progress is shown: the attempt reporting it runs, or was the last one.
+_PROGRESS_SHOWN = frozenset({"running", "succeeded", "failed", "cancelled"})
+
+
+def progress_json(row: Row) -> dict[str, Any] | None:
+    """What the current (or last) attempt reported with ``progress()``, or None."""
+    text = row.get("progress")
+    if not text or row["status"] not in _PROGRESS_SHOWN:
+        return None
+    progress = json.loads(text)
+    if progress.get("attempt") != row["attempts"]:
+        return None  # an earlier attempt's
+    progress["updated_at"] = iso(progress.get("updated_at"))
+    return progress
 
 
 def job_summary(row: Row) -> dict[str, Any]:
@@ -74,6 +91,7 @@ def attempt_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
         "outcome": row["outcome"],
         "error": row["error"],
         "log": row.get("log"),
+        "traceback": row.get("traceback"),
     }
     if with_lease:
         attempt["lease_id"] = row["lease_id"]

@@ -9,12 +9,13 @@ anyone who does not hold the lease) changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -46,6 +47,8 @@ class Completion:
     error: str | None = None
     retryable: bool = True
     log: str | None = None  # what the executor logged during the attempt
+    traceback: str | None = None  # where the executor raised, if it did
+    retry_after: float | None = None  # seconds to the next attempt, instead of the backoff
 
 
 class CompletionResult(str, Enum):
@@ -451,8 +454,8 @@ class Scheduler:
             f"the result is {size} bytes, more than the server keeps "
             f"(--max-result {self.config.max_result_bytes})"
         )
-        return Completion(
-            item.job_id, item.lease_id, Status.FAILED, item.worker_id, None, error, False, item.log
+        return dataclasses.replace(
+            item, status=Status.FAILED, result=None, error=error, retryable=False
         )
 
     def _succeed_all(
@@ -490,7 +493,7 @@ class Scheduler:
             # Errors quote remote bodies, which may hold NUL; PostgreSQL text cannot.
             error = error.replace("\x00", "\ufffd")
         reported = Outcome.CANCELLED if item.status == Status.CANCELLED else Outcome.FAILED
-        status, run_at = self._after_attempt(row, reported, now, item.retryable)
+        status, run_at = self._after_attempt(row, reported, now, item.retryable, item.retry_after)
         outcome = Outcome.CANCELLED if status == Status.CANCELLED else reported
         updated = self._end_attempt(
             tx,
@@ -505,6 +508,7 @@ class Scheduler:
             result=result,
             keep_lease=True,
             log=item.log,
+            traceback=item.traceback,
         )
         return (
             None
@@ -519,14 +523,24 @@ class Scheduler:
         return _stale(item.job_id)
 
     def _after_attempt(
-        self, row: Row, outcome: Outcome, now: float, retryable: bool = True
+        self,
+        row: Row,
+        outcome: Outcome,
+        now: float,
+        retryable: bool = True,
+        retry_after: float | None = None,
     ) -> tuple[Status, float]:
-        """The job's next status and run_at once its running attempt ends with ``outcome``."""
+        """The job's next status and run_at once its running attempt ends with ``outcome``.
+
+        ``retry_after``: the executor's own delay (``Retry(after=...)``, its backoff).
+        """
         may_retry = outcome in model.FAILURES and model.may_retry(
             row["attempts"], row["max_attempts"], retryable
         )
         run_at = row["run_at"]
-        if may_retry:
+        if may_retry and retry_after is not None:
+            run_at = now + retry_after
+        elif may_retry:
             run_at = now + self.config.backoff.delay(_attempts_since_retry(row), self.rng)
         elif outcome == Outcome.RELEASED:
             run_at = now
@@ -560,10 +574,18 @@ class Scheduler:
                     self.events.job_finished(row)
 
     def heartbeat(
-        self, worker_id: str, leases: list[tuple[int, str]]
+        self,
+        worker_id: str,
+        leases: list[tuple[int, str]],
+        progress: Mapping[tuple[int, str], dict[str, Any]] | None = None,
     ) -> list[tuple[int, bool, bool]]:
-        """Extend leases; return (job_id, still held, cancel requested) for each."""
-        expires = self.clock() + self.config.lease_ttl
+        """Extend leases; return (job_id, still held, cancel requested) for each.
+
+        ``progress``: by (job id, lease id), what the job reported (fraction, message),
+        stored with the job in the same transaction, fenced like the lease.
+        """
+        now = self.clock()
+        expires = now + self.config.lease_ttl
         # Rows are locked in id order, as every multi-row writer does: no deadlocks.
         ordered = sorted(set(leases))
         params = [
@@ -572,6 +594,8 @@ class Scheduler:
         ]
         with self.store.transaction() as tx:
             rows = tx.returning_many("extend_lease", params)
+            if progress:
+                tx.run_many("set_progress", _progress_params(worker_id, progress, now))
         answers = {
             key: (row is not None, bool(row and row["cancel_requested"]))
             for key, row in zip(ordered, rows, strict=True)
@@ -722,6 +746,7 @@ class Scheduler:
         keep_lease: bool = False,
         refund: bool = False,
         log: str | None = None,
+        traceback: str | None = None,
     ) -> Row | None:
         """Close the running attempt in ``row`` and move the job to ``status``.
 
@@ -747,7 +772,7 @@ class Scheduler:
             },
         )
         if updated is not None:
-            history.append(_attempt(row, outcome, now, error, log))
+            history.append(_attempt(row, outcome, now, error, log, traceback))
         return updated
 
 
@@ -765,12 +790,36 @@ def _attempts_since_retry(row: Row) -> int:
     return max(1, row["attempts"] - (row["max_attempts"] - grant))
 
 
+def _progress_params(
+    worker_id: str, progress: Mapping[tuple[int, str], dict[str, Any]], now: float
+) -> list[dict[str, Any]]:
+    """``set_progress`` rows, in id order as every multi-row writer locks them."""
+    return [
+        {
+            "id": job_id,
+            "lease_id": lease_id,
+            "worker_id": worker_id,
+            "progress": json.dumps(
+                {"fraction": item["fraction"], "message": item.get("message"), "updated_at": now}
+            ),
+        }
+        for (job_id, lease_id), item in sorted(progress.items())
+    ]
+
+
 def _attempt(
-    row: Row, outcome: Outcome, now: float, error: str | None, log: str | None = None
+    row: Row,
+    outcome: Outcome,
+    now: float,
+    error: str | None,
+    log: str | None = None,
+    traceback: str | None = None,
 ) -> dict[str, Any]:
     """The history row of the attempt that ``row`` (as leased) was running."""
     if log is not None and "\x00" in log:  # PostgreSQL text cannot hold NUL
         log = log.replace("\x00", "\ufffd")
+    if traceback is not None and "\x00" in traceback:
+        traceback = traceback.replace("\x00", "\ufffd")
     return {
         "job_id": row["id"],
         "attempt": row["attempts"],
@@ -781,4 +830,5 @@ def _attempt(
         "outcome": outcome.value,
         "error": error,
         "log": log,
+        "traceback": traceback,
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 from taskframe.core.options import env_name
 from taskframe.core.plugins import PluginSet
-from taskframe.server.auth import WORKER, Principal, TokenSet
+from taskframe.server.auth import CLIENT, WORKER, Principal, TokenSet
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -54,12 +54,18 @@ def run_standalone(
     serving.start()
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     worker_id = options.worker_id or default_worker_id()
+    url = f"http://{host}:{port}"
+    options.api_url = url  # where jobs submit follow-up jobs (current_job().client)
     if tokens:
         # The in-process worker gets a token of its own, bound to its id, never written out.
         token = secrets.token_urlsafe(32)
         tokens.add(token, Principal(frozenset({WORKER}), (worker_id,), "the standalone worker"))
         options.token = token
-    config = WorkerConfig.from_options(options, [f"http://{host}:{port}"], worker_id)
+        # Its jobs' follow-up client gets one with the client role (submit, read).
+        client_token = secrets.token_urlsafe(32)
+        tokens.add(client_token, Principal(frozenset({CLIENT}), None, "the standalone jobs"))
+        options.client_token = client_token
+    config = WorkerConfig.from_options(options, [url], worker_id)
     worker = Worker(config, plugins)
 
     def on_signal(signum: int, frame: object) -> None:

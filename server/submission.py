@@ -11,6 +11,7 @@ from marshmallow import ValidationError
 
 from taskframe.core.errors import JobConflict
 from taskframe.core.executor import Executor
+from taskframe.core.schemas import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE
 from taskframe.server import dependencies
 from taskframe.server.config import ServerConfig
 from taskframe.server.group_commit import GroupCommitter
@@ -24,11 +25,36 @@ JobCheck = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 def job_errors(
     job: dict[str, Any], executors: Mapping[str, Executor], check: JobCheck | None = None
 ) -> dict[str, Any]:
-    """The problems of one (envelope-valid) job: unknown type, invalid payload, a plugin's."""
+    """The problems of one (envelope-valid) job: unknown type, invalid payload, a plugin's.
+
+    Fields the job omits get their defaults first (see :func:`apply_defaults`).
+    """
+    apply_defaults(job, executors.get(job["type"]))
     problems = check(job) if check is not None else None
     if problems:
         return {**problems, **_type_and_payload_errors(job, executors)}
     return _type_and_payload_errors(job, executors)
+
+
+_API_DEFAULTS = (
+    ("priority", DEFAULT_PRIORITY),
+    ("max_attempts", DEFAULT_MAX_ATTEMPTS),
+    ("queue", DEFAULT_QUEUE),
+)
+
+
+def apply_defaults(job: dict[str, Any], executor: Executor | None) -> None:
+    """The job type's defaults (``@task(queue=...)``), else the API's, for omitted fields.
+
+    A ``timeout`` omitted or null takes the type's; without one, the server's
+    ``--default-timeout`` applies later.
+    """
+    defaults = executor.defaults if executor is not None else {}
+    for name, fallback in _API_DEFAULTS:
+        if name not in job:
+            job[name] = defaults.get(name, fallback)
+    if job.get("timeout") is None and defaults.get("timeout") is not None:
+        job["timeout"] = defaults["timeout"]
 
 
 def _type_and_payload_errors(
@@ -198,6 +224,7 @@ class Intake:
 
     def _new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
         """The row of a new job, ready to insert: anything that can fail fails here."""
+        apply_defaults(job, None)  # a caller that skipped job_errors (tests, embedders)
         if "run_at" in job:
             run_at = job["run_at"].timestamp()
         else:

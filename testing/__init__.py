@@ -1,11 +1,23 @@
-"""taskframe.testing: run a plugin's jobs through real taskframe processes in tests.
+"""taskframe.testing: run tasks and plugins' jobs in tests.
 
-Loaded by pytest through the ``pytest11`` entry point (``taskframe.testing.fixtures``);
-see the README's "Writing a plugin" section.
+``run_task(add, x=1)`` runs a task in this process the way a worker would
+(see :mod:`taskframe.testing.tasks`). The pytest fixtures (loaded through the
+``pytest11`` entry point, :mod:`taskframe.testing.fixtures`) start real
+taskframe processes; see the README's "Writing a plugin" and "Your first task".
 """
 
 from __future__ import annotations
 
 from taskframe.testing.processes import FINISHED, TaskframeServer, TaskframeWorker, free_port
+from taskframe.testing.tasks import AttemptRun, TaskRun, run_job, run_task
 
-__all__ = ["FINISHED", "TaskframeServer", "TaskframeWorker", "free_port"]
+__all__ = [
+    "FINISHED",
+    "AttemptRun",
+    "TaskRun",
+    "TaskframeServer",
+    "TaskframeWorker",
+    "free_port",
+    "run_job",
+    "run_task",
+]

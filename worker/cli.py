@@ -26,8 +26,10 @@ from taskframe.core.logs import (
 from taskframe.core.options import add_option, add_version_option
 from taskframe.core.plugins import (
     PluginSet,
+    TasksModuleError,
     add_plugin_options,
     early_disabled_plugins,
+    early_tasks,
     load_plugins,
 )
 from taskframe.core.schemas import MAX_WAIT
@@ -108,6 +110,12 @@ def add_worker_options(
         )
         add_option(
             group,
+            "--client-token",
+            help="bearer token of the client that jobs submit follow-up jobs with "
+            "(current_job().client; it needs the client role); default: --token",
+        )
+        add_option(
+            group,
             "--ca-cert",
             help="CA certificate (PEM) that https servers are verified against, "
             "for a private CA (default: the system's CAs)",
@@ -164,10 +172,24 @@ def add_worker_options(
         help="seconds running jobs get to finish after SIGTERM/SIGINT before they are "
         "cancelled and released (a second signal ends the wait)",
     )
+    if api_url:  # the command, not a standalone server
+        add_option(
+            group,
+            "--reload",
+            flag_only=True,
+            help="restart the worker (gracefully) when a --tasks module changes, for "
+            "development (needs watchfiles: pip install 'taskframe[reload]')",
+        )
     if log_level:
         add_logging_options(group)
     if plugins is not None:
         plugins.manager.hook.taskframe_add_options(parser=parser, role="worker")
+
+
+def _reload_wanted(argv: Sequence[str]) -> bool:
+    early = argparse.ArgumentParser(add_help=False)
+    add_option(early, "--reload", flag_only=True, help="")
+    return bool(early.parse_known_args(argv)[0].reload)
 
 
 def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
@@ -190,9 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Logging first, so that plugin load errors are logged in the chosen format.
         early = early_logging_options(argv)
         configure_logging(early.log_level, early.log_format)
-        plugins = load_plugins(disabled=early_disabled_plugins(argv))
+        if _reload_wanted(argv):  # a supervisor: it never imports the tasks itself
+            from taskframe.worker.reload import run_reloading
+
+            return run_reloading(argv, early_tasks(argv))
+        plugins = load_plugins(disabled=early_disabled_plugins(argv), tasks=early_tasks(argv))
         parser = build_parser(plugins)
-    except ValueError as exc:  # a bad TASKFRAME_* value: the message names the variable
+    except (ValueError, TasksModuleError) as exc:  # a bad TASKFRAME_* value, a bad module
         print(f"taskframe-worker: error: {exc}", file=sys.stderr)
         return 2
     options = parser.parse_args(argv)

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
+import math
 import threading
 import time
+import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from marshmallow import ValidationError
 
 from taskframe.core import json_rules
-from taskframe.core.executor import Executor, ExecutorContext, PermanentError
+from taskframe.core import task as _task_module
+from taskframe.core.executor import MAX_RETRY_AFTER, Executor, ExecutorContext, Retry
 from taskframe.core.logs import Tally
 from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
-from taskframe.core.schemas import MAX_ATTEMPT_LOG
+from taskframe.core.schemas import MAX_ATTEMPT_LOG, MAX_TRACEBACK
+from taskframe.worker.aio import run_awaitable
+from taskframe.worker.follow_up import client_factory
 
 log = logging.getLogger("taskframe.worker")
 
@@ -38,6 +46,16 @@ class RunningJob:
     cancel_requested: bool = False
     log: str | None = None  # what the executor logged (the tail), sent with the outcome
     failure: BaseException | None = None  # the executor's exception, until it is logged
+    traceback: str | None = None  # of the executor's exception, sent with the outcome
+    retry_after: float | None = None  # seconds to the next attempt (Retry, the type's backoff)
+    #: The latest ``context.progress()``: (fraction, message), and its version numbers:
+    #: the heartbeat sends it until the server has acknowledged that version.
+    progress: tuple[float, str | None] | None = None
+    #: Told of each progress() too (a job process forwards it to the worker).
+    progress_sink: Callable[[float, str | None], None] | None = None
+    _progress_version: int = 0
+    _progress_sending: int = 0
+    _progress_acked: int = 0
 
     @property
     def job_id(self) -> int:
@@ -64,7 +82,36 @@ class RunningJob:
         error = json_rules.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
         ids = {"job_id": self.job_id, "lease_id": self.lease_id}
         outcome = {"status": status, "result": result, "error": error, "retryable": retryable}
-        return {**ids, **outcome, "log": self.log}
+        completion = {**ids, **outcome, "log": self.log}
+        # Only when there is one: a success stays the message the quick path knows.
+        if self.traceback is not None and status != "succeeded":
+            completion["traceback"] = self.traceback
+        if self.retry_after is not None and status != "succeeded":
+            completion["retry_after"] = self.retry_after
+        return completion
+
+    def set_progress(self, fraction: float, message: str | None) -> None:
+        """``context.progress()`` of the job: kept until the next heartbeat sends it."""
+        self.progress = (fraction, message)
+        self._progress_version += 1
+        if self.progress_sink is not None:
+            self.progress_sink(fraction, message)
+
+    def has_progress_news(self) -> bool:
+        return self.progress is not None and self._progress_version != self._progress_acked
+
+    def heartbeat_item(self) -> dict[str, Any]:
+        """This lease in ``POST /heartbeats``, with its progress if not acknowledged yet."""
+        item: dict[str, Any] = {"job_id": self.job_id, "lease_id": self.lease_id}
+        version, progress = self._progress_version, self.progress
+        if progress is not None and version != self._progress_acked:
+            item["progress"] = {"fraction": progress[0], "message": progress[1]}
+            self._progress_sending = version
+        return item
+
+    def progress_acked(self) -> None:
+        """The server answered the heartbeat that carried the progress."""
+        self._progress_acked = self._progress_sending
 
 
 _LINE_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
@@ -152,6 +199,12 @@ def execute(
             *(running.job_id, fields["type"], fields["attempt"], took),
             extra=fields,
         )
+    elif isinstance(running.failure, Retry):  # asked for: no traceback in the log
+        log.info(
+            "job %s (%s, attempt %s) asks to be retried: %s",
+            *(running.job_id, fields["type"], fields["attempt"], error),
+            extra=fields,
+        )
     else:  # with the executor's traceback when it raised
         log.warning(
             "job %s (%s, attempt %s) failed in %.3f s: %s",
@@ -182,6 +235,8 @@ def _execute(
         logger=logger,
         options=options,
         dependency_results={int(k): v for k, v in (job.get("dependencies") or {}).items()},
+        on_progress=running.set_progress,
+        client_factory=client_factory(options),
     )
     if plugins is None:
         return _run(executor, payload, context, running)
@@ -198,12 +253,15 @@ def _run(
 ) -> Outcome:
     try:
         result = executor.run(payload, context)
-    except PermanentError as exc:
-        running.failure = exc
-        return Status.FAILED.value, None, describe(exc), False
+        if inspect.isawaitable(result):  # an ``async def`` run
+            result = run_awaitable(result, context)
     except BaseException as exc:
         running.failure = exc
-        return Status.FAILED.value, None, describe(exc), True
+        running.traceback = traceback_text(exc)
+        retryable = _retryable(executor, exc)
+        if retryable:
+            running.retry_after = _retry_after(executor, exc, context.attempt)
+        return Status.FAILED.value, None, describe(exc), retryable
     # The server must get strict JSON within its depth limit, or it would
     # refuse the whole request and every outcome riding on it.
     try:
@@ -215,6 +273,61 @@ def _run(
         depth = json_rules.MAX_RESULT_DEPTH
         return Status.FAILED.value, None, f"the result nests deeper than {depth} levels", False
     return Status.SUCCEEDED.value, result, None, True
+
+
+def _retryable(executor: Executor, exc: BaseException) -> bool:
+    try:
+        return executor.retryable(exc)
+    except Exception:  # an Executor built by hand with a bad retry_on
+        log.exception("job type %s: retry_on could not be applied", executor.name)
+        return True
+
+
+def _retry_after(executor: Executor, exc: BaseException, attempt: int) -> float | None:
+    """The delay the executor asks for: Retry(after=...), else its backoff, else None."""
+    if isinstance(exc, Retry):
+        return exc.after
+    if executor.backoff is None:
+        return None
+    try:
+        delay = float(executor.backoff(attempt))
+    except Exception:
+        log.exception("job type %s: its backoff raised; the server's applies", executor.name)
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, delay)) if math.isfinite(delay) else None
+
+
+def traceback_text(exc: BaseException, limit: int = MAX_TRACEBACK) -> str:
+    """The exception's traceback as Python prints it: the last ``limit`` characters,
+    with text UTF-8 cannot encode and NUL (PostgreSQL) replaced by U+FFFD."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, _own_frames_cut(exc)))
+    except Exception:  # an exception whose str() raises
+        text = f"{type(exc).__name__} (its traceback could not be formatted)"
+    if len(text) > limit:
+        head = f"[the traceback's first {len(text) - limit} characters are cut]\n"
+        text = head + text[-(limit - len(head)) :]
+    return json_rules.encodable_text(text.replace("\x00", "\ufffd"))
+
+
+#: taskframe's frames between the worker and the executor (not worth showing).
+_WRAPPERS = frozenset({__file__, run_awaitable.__code__.co_filename, inspect.getfile(_task_module)})
+
+
+def _own_frames_cut(exc: BaseException) -> TracebackType | None:
+    """The traceback from the first frame after taskframe's own wrappers (the executor's)."""
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    last = max(
+        (i for i, f in enumerate(frames) if f.tb_frame.f_code.co_filename in _WRAPPERS),
+        default=-1,
+    )
+    if last + 1 < len(frames):
+        return frames[last + 1]
+    return frames[last] if frames else None  # raised by a wrapper itself (NotJSON)
 
 
 def describe(exc: BaseException) -> str:

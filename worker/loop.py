@@ -27,6 +27,7 @@ from taskframe.worker.config import WorkerConfig
 from taskframe.worker.jobs import RunningJob, describe
 from taskframe.worker.outbox import Outbox, pair_answers
 from taskframe.worker.pool import KILL_GRACE, ProcessSlot, ThreadSlot
+from taskframe.worker.progress import ProgressSender
 
 log = logging.getLogger("taskframe.worker")
 
@@ -138,6 +139,8 @@ class Worker:
         )
         for thread in [*runners, heartbeat]:
             thread.start()
+        progress = ProgressSender(self.client, self.worker_id, self._running_jobs)
+        progress.start()
         self.started.set()
         try:
             self._lease_loop()
@@ -151,6 +154,7 @@ class Worker:
                 for runner in runners:
                     runner.join(max(0.0, end - time.monotonic()))
             heartbeat.join(timeout=1.0)
+            progress.stop()
             self.client.close()
             self.tally.flush()
             log.info("worker %s stopped", self.worker_id)
@@ -309,6 +313,10 @@ class Worker:
                 self._expire()
 
     # -- heartbeats --------------------------------------------------------
+
+    def _running_jobs(self) -> list[RunningJob]:
+        with self._cond:
+            return list(self._active.values())
 
     def _heartbeat_every(self) -> float:
         if self.heartbeat_interval:

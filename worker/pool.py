@@ -23,12 +23,14 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from taskframe.core.logs import configure_logging
 from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet, disabled_plugins, load_plugins
+from taskframe.core.task_modules import module_names
 from taskframe.worker.jobs import Outcome, RunningJob, execute
 
 log = logging.getLogger("taskframe.worker")
@@ -39,6 +41,10 @@ KILL_GRACE = 0.5
 CANCEL_CHECK = 0.05
 #: Seconds a new child gets to load the plugins and say it is ready.
 START_TIMEOUT = 60.0
+#: A child's message carrying a job's progress() (outcomes start with a status).
+PROGRESS = "progress"
+#: A child forwards a job's progress at most this often (the rest waits for the next).
+PROGRESS_INTERVAL = 0.2
 
 
 class ThreadSlot:
@@ -140,11 +146,16 @@ class ProcessSlot:
             ready = wait([self._conn, self._process.sentinel], timeout=CANCEL_CHECK)
             if self._conn in ready:
                 try:
-                    *outcome, running.log = self._conn.recv()
-                    return tuple(outcome)  # type: ignore[return-value]
+                    message = self._conn.recv()
                 except (EOFError, OSError):
-                    pass  # died while answering: the sentinel tells how
-            if ready:
+                    message = None  # died while answering: the sentinel tells how
+                if message is None:
+                    return Status.FAILED.value, None, self._died(), True
+                if message[0] != PROGRESS:
+                    *outcome, running.log, running.traceback, running.retry_after = message
+                    return tuple(outcome)  # type: ignore[return-value]
+                running.set_progress(*message[1:])
+            elif ready:
                 return Status.FAILED.value, None, self._died(), True
             if running.cancel_event.is_set():
                 now = time.monotonic()
@@ -218,7 +229,10 @@ def child_main(
     _exit_with_worker(lifeline)
     configure_logging(log_level, log_format)
     # The same plugins as the worker's: its --disable-plugins, its options.
-    plugins = load_plugins(disabled=disabled_plugins(getattr(options, "disable_plugins", None)))
+    plugins = load_plugins(
+        disabled=disabled_plugins(getattr(options, "disable_plugins", None)),
+        tasks=module_names(getattr(options, "tasks", None)),
+    )
     plugins.configure(options, "worker")
     conn.send("ready")
     while True:
@@ -229,7 +243,10 @@ def child_main(
         if message is None:
             return
         job, job_type, deadline = message
-        conn.send(_run_one(plugins, job_type, job, deadline, cancel, options))
+        forward = _ProgressForwarder(conn)
+        outcome = _run_one(plugins, job_type, job, deadline, cancel, options, forward)
+        forward.flush()
+        conn.send(outcome)
 
 
 def _run_one(
@@ -239,14 +256,36 @@ def _run_one(
     deadline: float | None,
     cancel: Any,
     options: argparse.Namespace,
+    forward: Callable[[float, str | None], None] | None = None,
 ) -> tuple[Any, ...]:
     executor = plugins.executors.get(job_type)
     if executor is None:  # installed in the worker but failed to load here
         error = f"job type {job.get('type')!r} is not available in the job process"
-        return Status.FAILED.value, None, error, True, None
-    running = RunningJob(job, executor, deadline, cancel_event=cancel)
+        return Status.FAILED.value, None, error, True, None, None, None
+    running = RunningJob(job, executor, deadline, cancel_event=cancel, progress_sink=forward)
     outcome = execute(running, options, plugins)  # its before/after hooks run here too
-    return (*outcome, running.log)
+    return (*outcome, running.log, running.traceback, running.retry_after)
+
+
+class _ProgressForwarder:
+    """Sends a job's progress() to the worker, at most every PROGRESS_INTERVAL seconds;
+    the latest one held back goes before the outcome (:meth:`flush`)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.sent_at = 0.0
+        self.pending: tuple[float, str | None] | None = None
+
+    def __call__(self, fraction: float, message: str | None) -> None:
+        self.pending = (fraction, message)
+        if time.monotonic() - self.sent_at >= PROGRESS_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            self.conn.send((PROGRESS, *self.pending))
+            self.pending = None
+            self.sent_at = time.monotonic()
 
 
 def _exit_with_worker(lifeline: Connection) -> None:

@@ -76,6 +76,7 @@ export function mountJob(root, id) {
       job.status === "running"
         ? h("p", { class: "running-note" }, `Attempt ${job.attempts} is running on `, h("code", {}, job.worker_id || "?"), " since ", time(job.started_at), ".")
         : null,
+      progressBlock(job),
       block("Payload", job.payload, "payload"),
       block("Result", job.result, "result"),
       job.error ? block("Error", job.error, "error") : null,
@@ -107,6 +108,9 @@ export function mountJob(root, id) {
                   between(a.started_at, a.finished_at),
                 ),
                 a.error ? h("pre", { class: "error" }, a.error) : null,
+                a.traceback
+                  ? h("details", { open: true, class: "traceback" }, h("summary", {}, "Traceback"), h("pre", { class: "traceback" }, a.traceback))
+                  : null,
                 "log" in a
                   ? a.log
                     ? h("details", { open: true }, h("summary", {}, "Log"), h("pre", { class: "log" }, a.log))
@@ -117,6 +121,21 @@ export function mountJob(root, id) {
           )
         : h("p", { class: "muted" }, "No finished attempt yet."),
     ]);
+  }
+
+  // What the running (or last) attempt reported with current_job().progress().
+  function progressBlock(job) {
+    const progress = job.progress;
+    if (!progress || typeof progress.fraction !== "number") return null;
+    const fraction = job.status === "succeeded" ? 1 : progress.fraction;
+    const percent = Math.round(fraction * 100);
+    return h(
+      "section",
+      { "aria-label": "Progress", class: "progress" },
+      h("h2", {}, "Progress"),
+      h("progress", { max: "1", value: String(fraction), "aria-label": `${percent}% done` }),
+      h("span", { class: "progress-text" }, ` ${percent}%`, progress.message ? ` · ${progress.message}` : ""),
+    );
   }
 
   async function refresh() {

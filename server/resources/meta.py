@@ -7,10 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import falcon
-from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin
 
 from taskframe.core.plugins import PluginSet
+from taskframe.server.openapi import payload_json_schema
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.stats import stuck_warnings
 from taskframe.server.storage import Store, StoreUnavailable
@@ -53,14 +52,13 @@ class JobTypes:
     """``GET /job-types``: each installed executor with its payload's JSON schema."""
 
     def __init__(self, plugins: PluginSet) -> None:
-        spec = APISpec("taskframe", "1", "3.0.3", plugins=[MarshmallowPlugin()])
-        converter = spec.plugins[0].converter  # type: ignore[attr-defined]
         self.body = {
             "job_types": [
                 {
                     "name": executor.name,
                     "description": executor.description,
-                    "payload_schema": converter.schema2jsonschema(executor.schema),
+                    "payload_schema": payload_json_schema(executor),
+                    "defaults": dict(executor.defaults),
                 }
                 for executor in sorted(plugins.executors.values(), key=lambda e: e.name)
             ]

@@ -33,6 +33,8 @@ def _completion(item: dict[str, Any], job_id: int, worker_id: str | None) -> Com
         error=item["error"],
         retryable=item["retryable"],
         log=item.get("log"),
+        traceback=item.get("traceback"),
+        retry_after=item.get("retry_after"),
     )
 
 
@@ -154,7 +156,12 @@ class Heartbeats(WorkerResource):
         if self.registry is not None:
             self.registry.seen(request["worker_id"])
         leases = [(item["job_id"], item["lease_id"]) for item in request["leases"]]
-        answers = self.scheduler.heartbeat(request["worker_id"], leases)
+        progress = {
+            (item["job_id"], item["lease_id"]): item["progress"]
+            for item in request["leases"]
+            if item.get("progress")
+        }
+        answers = self.scheduler.heartbeat(request["worker_id"], leases, progress)
         resp.media = {
             "leases": [
                 {"job_id": job_id, "ok": held, "cancel_requested": cancel}
@@ -173,9 +180,9 @@ class JobHeartbeat(WorkerResource):
         request = read_json(req, self.schema, self.config.max_body_bytes)
         require_worker_id(req, request["worker_id"])
         self.scheduler.get(job_id)  # 404 for an unknown job
-        [(_, held, cancel)] = self.scheduler.heartbeat(
-            request["worker_id"], [(job_id, request["lease_id"])]
-        )
+        lease = (job_id, request["lease_id"])
+        progress = {lease: request["progress"]} if request.get("progress") else None
+        [(_, held, cancel)] = self.scheduler.heartbeat(request["worker_id"], [lease], progress)
         if not held:
             raise APIError(falcon.HTTP_409, "Conflict", "stale lease: the attempt moved on")
         resp.media = {

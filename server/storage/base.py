@@ -132,9 +132,32 @@ def migrations(queries: Mapping[str, str]) -> list[tuple[int, list[str]]]:
     found = []
     for name, sql in queries.items():
         if name.startswith("migration_"):
-            statements = [s.strip() for s in sql.split(";") if s.strip()]
-            found.append((int(name.removeprefix("migration_")), statements))
+            found.append((int(name.removeprefix("migration_")), split_statements(sql)))
     return sorted(found)
+
+
+_TRIGGER_BODY = re.compile(r"\bCREATE\s+TRIGGER\b.*\bBEGIN\b", re.IGNORECASE | re.DOTALL)
+_BODY_END = re.compile(r"\bEND\s*$", re.IGNORECASE)
+
+
+def split_statements(sql: str) -> list[str]:
+    """``sql`` split on ``;``, keeping whole the bodies that hold semicolons of their
+    own: a ``$$``-quoted function body (PostgreSQL) and a trigger's ``BEGIN ... END``
+    (SQLite)."""
+    statements: list[str] = []
+    current = ""
+    for piece in sql.split(";"):
+        current = f"{current};{piece}" if current else piece
+        if current.count("$$") % 2 or (
+            _TRIGGER_BODY.search(current) and not _BODY_END.search(current)
+        ):
+            continue  # inside a body: the semicolon belongs to it
+        if current.strip():
+            statements.append(current.strip())
+        current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements
 
 
 def apply_migrations(tx: Transaction, queries: Mapping[str, str], target: int | None) -> int:

@@ -120,6 +120,54 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_due ON schedules (next_fire_at);
 
+-- name: migration_10
+-- The webhook outbox (issue 18, server/outbox.py): one row per finished job with a
+-- notify_url, written by a trigger in the transaction that finished the job, whatever
+-- statement finished it, so that a crash after that commit loses no delivery.
+-- next_attempt_at: when the row is due, or, while a server holds it (claim set), when
+-- that claim lapses. origin and body are filled in when the row is first claimed.
+-- The trigger function keeps the search_path it was created with (the schema of jobs).
+CREATE TABLE webhook_outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id bigint NOT NULL,
+    url text NOT NULL,
+    status text NOT NULL,
+    finished_at double precision,
+    delivery_id text NOT NULL,
+    created_at double precision NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at double precision NOT NULL,
+    claim text,
+    origin text,
+    body text,
+    last_error text
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at);
+CREATE FUNCTION taskframe_webhook_outbox() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO webhook_outbox (job_id, url, status, finished_at, delivery_id, created_at,
+                                next_attempt_at)
+    VALUES (NEW.id, NEW.notify_url, NEW.status, NEW.finished_at,
+            md5(random()::text || clock_timestamp()::text),
+            coalesce(NEW.finished_at, extract(epoch FROM clock_timestamp())),
+            coalesce(NEW.finished_at, extract(epoch FROM clock_timestamp())));
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER webhook_outbox_on_finish AFTER UPDATE OF status ON jobs
+FOR EACH ROW
+WHEN (NEW.notify_url IS NOT NULL
+      AND NEW.status IN ('succeeded', 'failed', 'cancelled')
+      AND OLD.status NOT IN ('succeeded', 'failed', 'cancelled'))
+EXECUTE FUNCTION taskframe_webhook_outbox();
+
+-- name: migration_11
+-- Tasks (issue 20): a failed attempt's traceback, and a running job's progress
+-- (JSON: fraction, message, the attempt that reported it, when).
+ALTER TABLE job_attempts ADD COLUMN traceback text;
+ALTER TABLE jobs ADD COLUMN progress text;
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -264,9 +312,9 @@ RETURNING *;
 
 -- name: insert_attempt
 INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
-                          outcome, error, log)
+                          outcome, error, log, traceback)
 VALUES (%(job_id)s, %(attempt)s, %(worker_id)s, %(lease_id)s, %(started_at)s,
-        %(finished_at)s, %(outcome)s, %(error)s, %(log)s);
+        %(finished_at)s, %(outcome)s, %(error)s, %(log)s, %(traceback)s);
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = %(job_id)s ORDER BY id;
@@ -276,6 +324,13 @@ UPDATE jobs SET lease_expires_at = %(lease_expires_at)s
 WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
   AND status = 'running'
 RETURNING id, cancel_requested;
+
+-- name: set_progress
+-- Fenced like a heartbeat. The attempt is the row's, so an old attempt's progress is known.
+UPDATE jobs
+SET progress = (CAST(%(progress)s AS jsonb) || jsonb_build_object('attempt', attempts))::text
+WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
+  AND status = 'running';
 
 -- name: expired_attempts
 -- Rows a completion is changing right now are skipped: the next reap sees them.
@@ -507,3 +562,44 @@ FOR UPDATE SKIP LOCKED;
 -- name: advance_schedule
 UPDATE schedules SET next_fire_at = %(next_fire_at)s, last_fire_at = %(last_fire_at)s
 WHERE name = %(name)s AND next_fire_at = %(previous)s;
+
+-- ------------------------------------------------------ webhook outbox (issue 18)
+
+-- name: outbox_next_due
+-- When the next delivery this server may start is due (a claimed row: when its claim
+-- lapses). Rows of receivers at their limit here (busy) wait for a sender to finish.
+SELECT next_attempt_at FROM webhook_outbox
+WHERE origin IS NULL OR origin <> ALL(%(busy)s::text[])
+ORDER BY next_attempt_at
+LIMIT 1;
+
+-- name: outbox_claim
+-- Servers claiming at once skip each other's rows (SKIP LOCKED) and take disjoint ones.
+-- A claim lasts until claimed_until.
+UPDATE webhook_outbox SET claim = %(claim)s, next_attempt_at = %(claimed_until)s
+WHERE id IN (
+    SELECT id FROM webhook_outbox
+    WHERE next_attempt_at <= %(now)s
+      AND (origin IS NULL OR origin <> ALL(%(busy)s::text[]))
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: outbox_fill
+UPDATE webhook_outbox SET origin = %(origin)s, body = %(body)s
+WHERE id = %(id)s AND claim = %(claim)s;
+
+-- name: outbox_reschedule
+-- A failed attempt (or a claim given back unsent): due again at next_attempt_at.
+UPDATE webhook_outbox
+SET claim = NULL, attempts = %(attempts)s, next_attempt_at = %(next_attempt_at)s,
+    last_error = %(error)s
+WHERE id = %(id)s AND claim = %(claim)s;
+
+-- name: outbox_delete
+DELETE FROM webhook_outbox WHERE id = %(id)s AND claim = %(claim)s;
+
+-- name: outbox_pending
+SELECT count(*) AS count FROM webhook_outbox;

@@ -116,6 +116,46 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_due ON schedules (next_fire_at);
 
+-- name: migration_10
+-- The webhook outbox (issue 18, server/outbox.py): one row per finished job with a
+-- notify_url, written by a trigger in the transaction that finished the job, whatever
+-- statement finished it, so that a crash after that commit loses no delivery.
+-- next_attempt_at: when the row is due, or, while a server holds it (claim set), when
+-- that claim lapses. origin and body are filled in when the row is first claimed.
+CREATE TABLE webhook_outbox (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    status TEXT NOT NULL,
+    finished_at REAL,
+    delivery_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    claim TEXT,
+    origin TEXT,
+    body TEXT,
+    last_error TEXT
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at);
+CREATE TRIGGER webhook_outbox_on_finish AFTER UPDATE OF status ON jobs
+WHEN NEW.notify_url IS NOT NULL
+    AND NEW.status IN ('succeeded', 'failed', 'cancelled')
+    AND OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
+BEGIN
+    INSERT INTO webhook_outbox (job_id, url, status, finished_at, delivery_id, created_at,
+                                next_attempt_at)
+    VALUES (NEW.id, NEW.notify_url, NEW.status, NEW.finished_at, lower(hex(randomblob(16))),
+            coalesce(NEW.finished_at, (julianday('now') - 2440587.5) * 86400.0),
+            coalesce(NEW.finished_at, (julianday('now') - 2440587.5) * 86400.0));
+END;
+
+-- name: migration_11
+-- Tasks (issue 20): a failed attempt's traceback, and a running job's progress
+-- (JSON: fraction, message, the attempt that reported it, when).
+ALTER TABLE job_attempts ADD COLUMN traceback TEXT;
+ALTER TABLE jobs ADD COLUMN progress TEXT;
+
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
 
@@ -250,9 +290,9 @@ RETURNING *;
 
 -- name: insert_attempt
 INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
-                          outcome, error, log)
+                          outcome, error, log, traceback)
 VALUES (:job_id, :attempt, :worker_id, :lease_id, :started_at,
-        :finished_at, :outcome, :error, :log);
+        :finished_at, :outcome, :error, :log, :traceback);
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = :job_id ORDER BY id;
@@ -261,6 +301,11 @@ SELECT * FROM job_attempts WHERE job_id = :job_id ORDER BY id;
 UPDATE jobs SET lease_expires_at = :lease_expires_at
 WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running'
 RETURNING id, cancel_requested;
+
+-- name: set_progress
+-- Fenced like a heartbeat; the attempt is the row's, so an old attempt's progress is known.
+UPDATE jobs SET progress = json_set(:progress, '$.attempt', attempts)
+WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running';
 
 -- name: expired_attempts
 SELECT * FROM jobs
@@ -477,3 +522,42 @@ LIMIT :limit;
 -- name: advance_schedule
 UPDATE schedules SET next_fire_at = :next_fire_at, last_fire_at = :last_fire_at
 WHERE name = :name AND next_fire_at = :previous;
+
+-- ------------------------------------------------------ webhook outbox (issue 18)
+
+-- name: outbox_next_due
+-- When the next delivery this server may start is due (a claimed row: when its claim
+-- lapses). Rows of receivers at their limit here (:busy) wait for a sender to finish.
+SELECT next_attempt_at FROM webhook_outbox INDEXED BY webhook_outbox_due
+WHERE origin IS NULL OR origin NOT IN (SELECT value FROM json_each(:busy))
+ORDER BY next_attempt_at
+LIMIT 1;
+
+-- name: outbox_claim
+-- Writers are serialised by BEGIN IMMEDIATE, so select-then-update is atomic: servers
+-- sharing the database claim disjoint rows. A claim lasts until :claimed_until.
+UPDATE webhook_outbox SET claim = :claim, next_attempt_at = :claimed_until
+WHERE id IN (
+    SELECT id FROM webhook_outbox INDEXED BY webhook_outbox_due
+    WHERE next_attempt_at <= :now
+      AND (origin IS NULL OR origin NOT IN (SELECT value FROM json_each(:busy)))
+    ORDER BY next_attempt_at
+    LIMIT :limit
+)
+RETURNING *;
+
+-- name: outbox_fill
+UPDATE webhook_outbox SET origin = :origin, body = :body WHERE id = :id AND claim = :claim;
+
+-- name: outbox_reschedule
+-- A failed attempt (or a claim given back unsent): due again at :next_attempt_at.
+UPDATE webhook_outbox
+SET claim = NULL, attempts = :attempts, next_attempt_at = :next_attempt_at,
+    last_error = :error
+WHERE id = :id AND claim = :claim;
+
+-- name: outbox_delete
+DELETE FROM webhook_outbox WHERE id = :id AND claim = :claim;
+
+-- name: outbox_pending
+SELECT count(*) AS count FROM webhook_outbox;

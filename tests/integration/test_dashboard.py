@@ -418,3 +418,37 @@ def test_queues_schedules_and_dependencies_are_shown(browser, start_server, tmp_
     expect(page.locator(".facts")).to_contain_text("reports")
     shots("job-dependency", page)
     assert page.errors == []
+
+
+def test_a_tasks_docstring_progress_and_traceback_are_shown(
+    browser, start_server, start_worker, tmp_path, shots
+):
+    from playwright.sync_api import expect
+
+    module = "tests.integration.task_modules.demo_tasks"
+    server = start_server(str(tmp_path / "tasks.db"), "--tasks", module)
+    start_worker([server.url], "--tasks", module, "--worker-id", "dash-worker")
+    expect.set_options(timeout=WAIT_MS)
+    page = open_page(browser, server.url + "/#/submit")
+    # The form describes the task with its docstring.
+    page.get_by_label("Job type").select_option("halfway")
+    expect(page.get_by_text("Report half progress, then wait for the flag file.")).to_be_visible()
+
+    flag = tmp_path / "flag"
+    running = submit(server.url, "halfway", {"flag": str(flag)})["id"]
+    page.goto(f"{server.url}/#/jobs/{running}")
+    progress = page.get_by_role("region", name="Progress")
+    expect(progress).to_contain_text("50% · half way")
+    expect(progress.locator("progress")).to_have_attribute("value", "0.5")
+    shots("task-progress", page)
+    flag.touch()
+    expect(page.locator(".facts .badge")).to_have_text("succeeded")
+
+    failed = submit(server.url, "permanent", {})["id"]
+    page.goto(f"{server.url}/#/jobs/{failed}")
+    expect(page.locator(".facts .badge")).to_have_text("failed")
+    traceback = page.locator(".attempt pre.traceback")
+    expect(traceback).to_contain_text("raise PermanentError")
+    assert traceback.inner_text() == attempts_of(server.url, failed)[0]["traceback"]
+    shots("task-traceback", page)
+    assert page.errors == []

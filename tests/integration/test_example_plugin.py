@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.processes import submit, wait_for_job
 
@@ -77,3 +78,35 @@ def test_the_examples_own_tests_pass_on_the_shipped_fixtures(example_installed):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert " passed" in run.stdout and "failed" not in run.stdout
+
+
+@pytest.mark.timeout(600)
+def test_a_tasks_module_published_by_entry_point_runs(
+    example_installed, sqlite_url, start_server, start_worker
+):
+    server = start_server(sqlite_url, env=example_installed)
+    start_worker([server.url], env=example_installed)
+    job = submit(server.url, "whisper", {"text": "QUIET", "times": 2})
+    done = wait_for_job(server.url, job["id"])
+    assert done["status"] == "succeeded", done
+    assert done["result"] == "quiet... quiet..."
+    types = {
+        t["name"]: t
+        for t in requests.get(f"{server.url}/job-types", timeout=30).json()["job_types"]
+    }
+    assert types["whisper"]["description"] == "Lower-case a text `times` times."
+    assert types["whisper"]["defaults"] == {"max_attempts": 2}
+
+
+@pytest.mark.timeout(600)
+def test_a_type_defined_both_ways_is_a_clash(example_installed, sqlite_url, start_server):
+    # The same module by entry point and by --tasks: its job types twice.
+    server = start_server(
+        sqlite_url, "--tasks", "taskframe_example_plugin.tasks", env=example_installed
+    )
+    failures = requests.get(f"{server.url}/health", timeout=30).json()["plugin_failures"]
+    assert failures == {
+        "taskframe_example_plugin.tasks": "job type 'whisper' is already registered by "
+        "plugin 'whisper'"
+    }
+    assert "FAILED taskframe_example_plugin.tasks" in server.output()

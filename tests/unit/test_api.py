@@ -475,12 +475,14 @@ def test_the_openapi_document_covers_every_route_and_query_parameter(client):
         if not method.internal and method.method not in ("OPTIONS",)
     }
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
-    # The document itself, the Prometheus text, and the dashboard's page and files.
+    # The document itself, the Prometheus text, the dashboard's and the API explorer's pages.
     undocumented_on_purpose = {
         ("/openapi.json", "get"),
         ("/metrics", "get"),
         ("/", "get"),
         ("/dashboard/{name}", "get"),
+        ("/docs", "get"),
+        ("/docs/{name}", "get"),
     }
     assert served - undocumented_on_purpose == documented
     for (path, method), query in {

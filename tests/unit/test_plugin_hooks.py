@@ -227,8 +227,8 @@ def test_get_plugins_and_health_report_failures(store) -> None:
     described = client.simulate_get("/plugins").json
     names = {plugin["name"]: plugin for plugin in described["plugins"]}
     assert names["webhook.notifier"]["hooks"] == [
-        "taskframe_job_finished",
         "taskframe_validate_job",
+        "taskframe_webhook_sender",
     ]
     assert names["taskframe.plugins.sleep"]["job_types"] == ["sleep"]
     assert described["failures"] == [

@@ -36,6 +36,10 @@ completion = st.fixed_dictionaries(
         "error": st.none() | st.text(max_size=30),
         "retryable": st.booleans(),
         "worker_id": st.none() | ids,
+        "traceback": st.none() | st.text(max_size=30),
+        "retry_after": st.none()
+        | st.floats(0, schemas.MAX_RETRY_AFTER)
+        | st.integers(0, int(schemas.MAX_RETRY_AFTER)),
     },
 )
 lease_request = st.fixed_dictionaries(
@@ -96,8 +100,14 @@ def test_submit_rejects_unknown_fields():
 
 
 def test_submit_defaults():
+    # priority, max_attempts and queue stay omitted: the job type's defaults come first.
     loaded = schemas.SubmitJobSchema().load({"type": "sleep"})
-    assert loaded["priority"] == 5 and loaded["max_attempts"] == 3 and loaded["payload"] == {}
+    assert "priority" not in loaded and "max_attempts" not in loaded and "queue" not in loaded
+    assert loaded["payload"] == {}
+    from taskframe.server.submission import apply_defaults
+
+    apply_defaults(loaded, None)
+    assert loaded["priority"] == 5 and loaded["max_attempts"] == 3 and loaded["queue"] == "default"
 
 
 numbers = st.integers(-5, 10**6) | st.floats(-1, 1e6, allow_nan=False)

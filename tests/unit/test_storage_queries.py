@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from taskframe.server import scheduler as scheduler_module
-from taskframe.server.storage.base import load_queries, with_filters
+from taskframe.server.storage.base import load_queries, migrations, with_filters
 
 SERVER = Path(scheduler_module.__file__).parent
 BACKEND_MODULES = {"sqlite.py", "postgres.py"}  # may use queries of their own backend only
@@ -61,3 +61,28 @@ def test_list_filters_compose_into_one_where_clause(backend, filters):
     for name in ("status", "type"):
         assert (f"{name} = " in where) == (name in filters)
     assert "/* filters */" not in sql or not filters
+
+
+def test_migrations_split_on_semicolons_but_keep_trigger_and_function_bodies_whole():
+    from taskframe.server.storage.base import split_statements
+
+    sql = """CREATE TABLE t (a int);
+CREATE TRIGGER x AFTER UPDATE ON t BEGIN
+    INSERT INTO u VALUES (1);
+    INSERT INTO u VALUES (2);
+END;
+CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO u VALUES (NEW.a);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER y AFTER UPDATE ON t FOR EACH ROW EXECUTE FUNCTION f();
+"""
+    statements = split_statements(sql)
+    assert [s.split()[1] for s in statements] == ["TABLE", "TRIGGER", "FUNCTION", "TRIGGER"]
+    assert statements[1].endswith("VALUES (2);\nEND")
+    assert statements[2].endswith("RETURN NULL;\nEND\n$$")
+    for backend in sorted(QUERIES):
+        [(_, migration)] = [m for m in migrations(QUERIES[backend]) if m[0] == 10]
+        assert any("CREATE TRIGGER webhook_outbox_on_finish" in s for s in migration)
