@@ -93,14 +93,16 @@ class ApiServer:
         self._thread = threading.Thread(target=self._serve, name="api-server", daemon=True)
         self._thread.start()
 
-    def mount(self, db: Path, config: ServerConfig | None = None) -> Mounted:
+    def mount(
+        self, db: Path, config: ServerConfig | None = None, plugins: PluginSet | None = None
+    ) -> Mounted:
         """A fresh app over the (migrated) SQLite file ``db``; the previous one is closed."""
         self.unmount()
         config = config or ServerConfig()
         store = open_store(str(db))
         store.migrate()  # a no-op on a migrated copy
         scheduler = Scheduler(store, config)
-        self._app = create_app(config, scheduler, default_plugins())
+        self._app = create_app(config, scheduler, plugins or default_plugins())
         self._mounted = Mounted(self.url, store, scheduler)
         return self._mounted
 
@@ -158,6 +160,7 @@ def run_as_worker(
     result: Any = None,
     error: str | None = None,
     log: str | None = None,
+    traceback: str | None = None,
     worker_id: str = "w1",
     types: tuple[str, ...] = ("sleep",),
 ) -> dict[str, Any]:
@@ -168,6 +171,8 @@ def run_as_worker(
     job = lease_as_worker(url, worker_id, types)
     outcome = {"worker_id": worker_id, "lease_id": job["lease_id"], "status": status}
     outcome.update(result=result, error=error, log=log)
+    if traceback is not None:
+        outcome["traceback"] = traceback
     answer = requests.post(f"{url}/jobs/{job['id']}/complete", json=outcome, timeout=10)
     assert answer.status_code == 200, answer.text
     return job

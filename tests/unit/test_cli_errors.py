@@ -251,3 +251,20 @@ def test_progress_in_a_log_is_one_line_per_status() -> None:
         "job 7: running",
         "job 7: succeeded",
     ]
+
+
+def test_progress_on_a_terminal_shows_the_jobs_progress_bar_within_the_width(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    terminal = Terminal()
+    progress = Progress(7, terminal)
+    running = {"fraction": 0.5, "message": "half of the images " + "x" * 50}
+    progress.update(Job(id=7, type="t", status="running", attempts=1, progress=running))
+    progress.update(Job(id=7, type="t", status="succeeded", attempts=1, progress={"fraction": 0.9}))
+    progress.end()
+    shown = [part.rstrip() for part in terminal.getvalue().strip().split("\r")]
+    assert shown[0].startswith("job 7: running [##########----------]  50% half of the")
+    assert len(shown[0]) == 59  # cut to one screen line, or \r could not rewrite it
+    # Succeeded: a full bar, whatever the last report said.
+    assert shown[1].startswith("job 7: succeeded [####################] 100% (")

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import types
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from taskframe.client import (
     Client,
     Conflict,
+    JobFailed,
     NotFound,
     TaskframeError,
     Unavailable,
@@ -23,9 +26,12 @@ from taskframe.client import (
     WaitTimeout,
 )
 from taskframe.client.api import job_body
-from taskframe.client.models import Job
+from taskframe.client.models import Job, TaskJob
+from taskframe.core.plugins import load_plugins
 from taskframe.core.retry import BackoffPolicy
-from tests.api_server import Mounted, lease_as_worker, run_as_worker
+from taskframe.core.task import task
+from taskframe.core.task_modules import TasksPlugin
+from tests.api_server import ApiServer, Mounted, lease_as_worker, migrated_copy, run_as_worker
 from tests.fake_api import dead_url
 from tests.processes import wait_until
 
@@ -422,3 +428,57 @@ def test_close_ends_the_connections_and_a_later_call_opens_new_ones(
     client.close()
     assert connection.sock is None
     assert client.health()["status"] == "ok"
+
+
+# -- tasks: typed submission and results ------------------------------------------
+
+
+@task(max_attempts=1)
+def add(x: int, y: int = 1) -> int:
+    """Add two numbers."""
+    return x + y
+
+
+@pytest.fixture
+def with_add(api_server: ApiServer, sqlite_template: Path, tmp_path: Path) -> Iterator[Mounted]:
+    """An app that has the ``add`` task installed (as ``--tasks`` would install it)."""
+    module = types.ModuleType("client_test_tasks")
+    plugins = load_plugins(extra_plugins=(TasksPlugin(module, [add]),), disabled=[])
+    db = migrated_copy(sqlite_template, tmp_path / "tasks.db")
+    yield api_server.mount(db, plugins=plugins)
+    api_server.unmount()
+
+
+def test_a_task_is_submitted_with_its_arguments_and_waited_for_its_result(
+    with_add: Mounted,
+) -> None:
+    with Client(with_add.url) as client:
+        job = client.submit(add, x=2)
+        assert isinstance(job, TaskJob) and job.type == "add"
+        # The server filled in the default argument, and the task's default max_attempts.
+        assert (job.payload, job.max_attempts) == ({"x": 2, "y": 1}, 1)
+        run_as_worker(with_add.url, result=3, types=("add",))
+        assert client.wait(job, timeout=10) == 3  # the result, not the job
+
+
+def test_a_tasks_arguments_are_checked_before_anything_is_sent(with_add: Mounted) -> None:
+    with Client(with_add.url) as client, pytest.raises(ValidationError) as raised:
+        client.submit(add, x="two")
+    assert [name for name, _ in raised.value.field_messages()] == ["payload.x"]
+    assert with_add.requests == []
+
+
+def test_a_failed_tasks_wait_raises_with_the_remote_traceback(with_add: Mounted) -> None:
+    with Client(with_add.url) as client:
+        job = client.submit(add, x=1)
+        trace = 'Traceback (most recent call last):\n  File "t.py"\nValueError: bad'
+        run_as_worker(
+            with_add.url, "failed", error="ValueError: bad", traceback=trace, types=("add",)
+        )
+        with pytest.raises(JobFailed) as raised:
+            client.wait(job, timeout=10)
+    failed = raised.value
+    assert (failed.error, failed.job.status) == ("ValueError: bad", "failed")
+    assert failed.traceback == trace
+    assert str(failed).startswith(f"job {job.id} (add) failed after 1 attempt(s): ValueError: bad")
+    assert "remote traceback (the last attempt):" in str(failed)
