@@ -97,6 +97,7 @@ class Client:
         queue: str | None = None,
         depends_on: Iterable[int] | None = None,
         on_dependency_failure: str | None = None,
+        wait: float | None = None,
         **fields: Any,
     ) -> Job:
         """``POST /jobs``: submit one job and return it.
@@ -105,6 +106,9 @@ class Client:
         (it returns the existing job), so it is retried on connection errors.
         ``depends_on``: ids of jobs that must succeed first (the job is
         ``waiting`` until then); ``on_dependency_failure="run"`` runs it anyway.
+        ``wait``: the server answers once the job finished, or after this many
+        seconds (up to 60) with the job as it is then (``POST /jobs?wait=S``;
+        see ``job.finished``, and :meth:`run` to wait for good).
         Extra keyword arguments are sent as they are (fields of newer servers).
 
         ``type`` may be a task (``client.submit(add, x=1, y=2)``): the extra
@@ -132,9 +136,38 @@ class Client:
             on_dependency_failure=on_dependency_failure,
             **fields,
         )
-        call = lambda: self._call("POST", "/jobs", body=body)  # noqa: E731
+        options: dict[str, Any] = {}
+        if wait is not None and wait > 0:
+            wait = min(wait, MAX_LONG_POLL)
+            options["params"] = {"wait": f"{wait:.3f}"}
+            options["read_timeout"] = wait + LONG_POLL_MARGIN + self.timeout
+        call = lambda: self._call("POST", "/jobs", body=body, **options)  # noqa: E731
         answer = self._retrying(call) if idempotency_key else call()
         return kind.from_json(answer)
+
+    def run(
+        self,
+        type: Any,
+        payload: dict[str, Any] | None = None,
+        *,
+        wait_timeout: float | None = None,
+        **options: Any,
+    ) -> Job:
+        """Submit a job and return it once it finished (succeeded, failed or cancelled).
+
+        One request when it finishes within a minute (``POST /jobs?wait=S``),
+        long polls after that. ``type`` and ``options`` are :meth:`submit`'s
+        (a task too: its arguments go in ``options``). Raises
+        :class:`WaitTimeout` after ``wait_timeout`` seconds.
+        """
+        deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+        first = MAX_LONG_POLL if wait_timeout is None else min(wait_timeout, MAX_LONG_POLL)
+        job = self.submit(type, payload, wait=first, **options)
+        if job.finished:
+            return job
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        finished = self.wait(job.id, timeout=left)
+        return builtins.type(job).from_json(finished.raw)  # a task's job stays a TaskJob
 
     def submit_many(self, jobs: Iterable[dict[str, Any]]) -> Batch:
         """``POST /jobs/batch``: submit jobs given as API bodies (``{"type", "payload", ...}``).

@@ -187,6 +187,7 @@ def error_line(exc: TaskframeError, url: str) -> str:
 
 def cmd_submit(client: Client, options: argparse.Namespace) -> int:
     payload = read_payload(options.payload)
+    began = time.monotonic()
     job = client.submit(
         options.type,
         payload,
@@ -197,6 +198,9 @@ def cmd_submit(client: Client, options: argparse.Namespace) -> int:
         queue=options.queue,
         depends_on=options.depends_on,
         on_dependency_failure=options.on_dependency_failure,
+        # One request for a short job: the server answers once it finished
+        # (a long one shows its progress after this).
+        wait=TTY_REFRESH if options.wait else None,
     )
     if not options.wait:
         if options.json:
@@ -206,7 +210,12 @@ def cmd_submit(client: Client, options: argparse.Namespace) -> int:
         return EXIT_OK
     if not options.json:
         print(f"job {job.id} submitted ({job.type})", file=sys.stderr)
-    return wait_and_report(client, job.id, options, timeout=None)
+    if not job.finished:
+        return wait_and_report(client, job.id, options, timeout=None)
+    progress = Progress(job.id, sys.stderr, began)
+    progress.update(job)
+    progress.end()
+    return report(job, options)
 
 
 def cmd_get(client: Client, options: argparse.Namespace) -> int:
@@ -433,6 +442,11 @@ def wait_and_report(
         progress.end()
         raise
     progress.end()
+    return report(job, options)
+
+
+def report(job: Job, options: argparse.Namespace) -> int:
+    """Print a finished job's result (its error on stderr); 1 unless it succeeded."""
     if options.json:
         emit_json(job.raw)
     elif job.succeeded:
@@ -452,11 +466,11 @@ class Progress:
     plain line is written at each change of status (logs stay readable).
     """
 
-    def __init__(self, job_id: int, stream: TextIO) -> None:
+    def __init__(self, job_id: int, stream: TextIO, began: float | None = None) -> None:
         self.job_id = job_id
         self.stream = stream
         self.tty = stream.isatty()
-        self.began = time.monotonic()
+        self.began = time.monotonic() if began is None else began
         self.last_status: str | None = None
         self.width = 0
 

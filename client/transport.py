@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import http.client
 import itertools
-import json
 import logging
 import select
 import socket
@@ -32,6 +31,7 @@ from urllib.request import (  # type: ignore[attr-defined]  # the second: not in
 )
 
 from taskframe.client.errors import TaskframeError, Unavailable, error_class
+from taskframe.core import json_codec
 from taskframe.core.retry import BackoffPolicy
 
 log = logging.getLogger("taskframe.client")
@@ -168,7 +168,7 @@ class Transport:
             if status == 204 or not data:
                 return None
             try:
-                return json.loads(data)
+                return json_codec.loads(data)
             except ValueError:
                 last = Unavailable(f"{url}: HTTP {status} with a body that is not JSON", status)
                 continue
@@ -209,7 +209,7 @@ class Transport:
             # An empty body still says Content-Length: 0 (as requests did for all but GET/HEAD).
             return None if method in ("GET", "HEAD") else b""
         try:
-            return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+            return json_codec.dumps(body)
         except ValueError as exc:  # NaN or infinity: not JSON; nothing was sent
             raise TaskframeError(f"{method} {path}: the body is not valid JSON: {exc}") from exc
 
@@ -395,7 +395,7 @@ def _error(response: http.client.HTTPResponse, data: bytes, url: str) -> Taskfra
     title = description = None
     errors: dict[str, Any] | None = None
     try:
-        body = json.loads(data)
+        body = json_codec.loads(data)
     except ValueError:
         body = None
     if 300 <= status < 400:  # not followed: a POST must not turn into a GET elsewhere

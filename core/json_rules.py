@@ -18,6 +18,8 @@ import math
 import re
 from typing import Any
 
+from taskframe.core import json_codec
+
 #: The deepest nesting of objects and arrays a request body may have.
 MAX_DEPTH = 64
 #: The deepest result a worker may report: it travels three levels down in
@@ -42,6 +44,26 @@ class JSONRefused(ValueError):
 
 def parse(raw: bytes | str) -> Any:
     """``raw`` as JSON, refusing NaN, infinities and nesting deeper than :data:`MAX_DEPTH`."""
+    return parse_checked(raw)[0]
+
+
+def parse_checked(raw: bytes | str) -> tuple[Any, bool]:
+    """(:func:`parse` of ``raw``, whether its text is known free of lone surrogates).
+
+    orjson reads the ordinary body (and refuses lone surrogates); what it
+    refuses or might read differently goes to the standard library's decoder,
+    which names the problem or reads what orjson cannot.
+    """
+    try:
+        document = json_codec.fast_loads(raw)
+    except ValueError:
+        return _parse_slowly(raw), False
+    if _may_nest_deeper(raw) and depth_exceeds(document, MAX_DEPTH):
+        raise _too_deep()
+    return document, True
+
+
+def _parse_slowly(raw: bytes | str) -> Any:
     try:
         if not isinstance(raw, str):  # as json.loads decodes bytes
             raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
@@ -227,8 +249,10 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def _may_nest_deeper(text: str) -> bool:
+def _may_nest_deeper(text: bytes | str) -> bool:
     # Fewer brackets than the limit cannot nest past it: most bodies skip the walk.
+    if isinstance(text, bytes):
+        return text.count(b"[") + text.count(b"{") > MAX_DEPTH
     return text.count("[") + text.count("{") > MAX_DEPTH
 
 

@@ -528,7 +528,7 @@ class ErrorSchema(Schema):
 
 
 class WaitQuerySchema(Schema):
-    """``?wait=S`` on ``GET /jobs/{id}``: long-poll until the job finished."""
+    """``?wait=S`` on ``GET /jobs/{id}`` and ``POST /jobs``: long-poll until the job finished."""
 
     wait = fields.Float(load_default=0.0, validate=validate.Range(0, MAX_WAIT))
 

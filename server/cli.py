@@ -1,4 +1,4 @@
-"""``taskframe-server``: serve the API with waitress (optionally with a worker)."""
+"""``taskframe-server``: serve the API with waitress or Granian (optionally with a worker)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from taskframe.core.plugins import (
     load_plugins,
 )
 from taskframe.core.retry import BackoffPolicy
+from taskframe.server import serving_granian
 from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig
@@ -68,6 +69,14 @@ def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.Argum
         type=int,
         default=32,
         help="request threads; each long-poll holds one while it waits (see --max-waiting)",
+    )
+    add_option(
+        net,
+        "--server",
+        default="waitress",
+        choices=("waitress", "granian"),
+        help="the HTTP server: waitress, or Granian (a Rust server; pip install "
+        "'taskframe[granian]')",
     )
     add_option(
         net,
@@ -288,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     problem = None if options.migrate_only else port_problem(options.host, options.port)
     if problem:
         parser.error(problem)
+    if options.server == "granian" and not options.migrate_only:
+        unusable = serving_granian.problem()
+        if unusable:
+            parser.error(unusable)
     try:
         tokens = load_tokens(options.token_file, os.environ.get("TASKFRAME_TOKENS"))
         proxy = proxy_settings(options)
@@ -329,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins)
     try:
-        server = create_server(app, config, options, **proxy)
+        if options.server == "granian":
+            server = serving_granian.create_server(app, config, options, proxy)
+        else:
+            server = create_server(app, config, options, **proxy)
     except OSError as exc:  # lost a race for the port since port_problem()
         parser.error(f"--port {options.port}: cannot listen on {options.host}: {exc.strerror}")
     port = server.effective_port  # type: ignore[union-attr]
@@ -337,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     housekeeper.start()
     if outbox is not None:
         outbox.start(scheduler.telemetry.metrics, port)
-    _banner(options.host, port, store.backend, options.db, plugins)
     if options.standalone:
+        _banner(options.host, port, store.backend, options.db, plugins)
         return run_standalone(
             *(server, options.host, port, plugins, options, config.tokens, _on_stop_signals),
             lambda: _shut_down(server, scheduler, housekeeper, outbox),
@@ -354,7 +370,11 @@ def main(argv: list[str] | None = None) -> int:
 
     _on_stop_signals(stop)
     try:
+        # After the handlers: a stop signal right after the banner is a clean stop too.
+        _banner(options.host, port, store.backend, options.db, plugins)
         server.run()
+    except KeyboardInterrupt:  # stopped before serving began
+        pass
     finally:
         _shut_down(server, scheduler, housekeeper, outbox)
     return 0

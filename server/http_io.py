@@ -8,11 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import falcon
+import orjson
 from marshmallow import Schema, ValidationError
 
 from taskframe.core import json_rules
 from taskframe.core.schemas import UNENCODABLE
 from taskframe.server.errors import APIError, validation_error
+from taskframe.server.representation import StoredJSON
 
 log = logging.getLogger("taskframe.server")
 
@@ -54,10 +56,10 @@ def read_json(
     if len(raw) > limit:
         raise _too_large(limit)
     try:
-        document = json_rules.parse(raw)
+        document, clean = json_rules.parse_checked(raw)
     except json_rules.JSONRefused as exc:
         raise APIError(falcon.HTTP_400, exc.title, exc.description) from None
-    suspect = json_rules.may_hold_surrogates(raw)
+    suspect = not clean and json_rules.may_hold_surrogates(raw)
     loaded = quick_load(document, text_checked=not suspect) if quick_load else None
     if loaded is None:
         loaded = load(schema, document, more_errors)
@@ -91,9 +93,12 @@ def load(
         raise validation_error(errors) from None
 
 
-def load_query(req: falcon.Request, schema: Schema) -> dict[str, Any]:
-    """Query-string parameters loaded with ``schema`` (422 on bad values)."""
+def load_query(req: falcon.Request, schema: Schema, only: str | None = None) -> dict[str, Any]:
+    """Query-string parameters loaded with ``schema`` (422 on bad values); with
+    ``only``, that parameter alone (the others are ignored)."""
     params = dict(req.params)
+    if only is not None:
+        params = {only: params[only]} if only in params else {}
     refuse_surrogates(params)
     return load(schema, params)
 
@@ -114,20 +119,54 @@ def _too_large(limit: int) -> APIError:
 
 
 def answer_handler() -> falcon.media.JSONHandler:
-    """Falcon's JSON handler, writing answers with :func:`dump_answer`."""
-    return falcon.media.JSONHandler(dumps=dump_answer)
+    """Falcon's JSON handler: answers written with :func:`dump_answer`, bodies read
+    by the API's rules (the resources read theirs with :func:`read_json`)."""
+    return falcon.media.JSONHandler(dumps=dump_answer, loads=json_rules.parse)
 
 
 def dump_answer(media: Any) -> bytes:
     """``media`` as strict JSON in UTF-8, whatever it holds.
 
-    An answer is written after its request changed state (a job submitted,
-    leased, completed), so it must not fail: text UTF-8 cannot encode (rows
-    stored before the door refused it) is repaired rather than answered 500.
+    Stored JSON text (:class:`StoredJSON`) is spliced in as it is. An answer
+    is written after its request changed state (a job submitted, leased,
+    completed), so it must not fail: what orjson refuses (integers past 64
+    bits, keys that are not strings, lone surrogates, very deep nesting) is
+    written by the standard library, and text UTF-8 cannot encode is
+    repaired rather than answered 500.
     """
+    try:
+        return orjson.dumps(media, default=_splice)
+    except TypeError:  # orjson.JSONEncodeError is one
+        pass
+    media = _expand(media)
     try:
         return json.dumps(media, ensure_ascii=False, allow_nan=False).encode()
     except (ValueError, TypeError, RecursionError) as exc:
         log.warning("repairing an answer JSON cannot hold as it is: %s", exc)
         repaired = json_rules.encodable(media, max_depth=ANSWER_MAX_DEPTH)
         return json.dumps(repaired, ensure_ascii=False, allow_nan=False).encode()
+
+
+def _splice(value: Any) -> orjson.Fragment:
+    if type(value) is StoredJSON:
+        return orjson.Fragment(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _expand(value: Any) -> Any:
+    """``value`` with every :class:`StoredJSON` in it decoded (copies, no recursion)."""
+    root = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        parent, slot = stack.pop()
+        item = parent[slot]
+        kind = type(item)
+        if kind is StoredJSON:
+            parent[slot] = item.value()
+        elif kind is dict:
+            parent[slot] = copy = dict(item)
+            stack.extend((copy, key) for key in copy)
+        elif kind is list or kind is tuple:
+            parent[slot] = array = list(item)
+            stack.extend((array, index) for index in range(len(array)))
+    return root[0]

@@ -28,7 +28,13 @@ JOB_ID = {"in": "path", "name": "job_id", "required": True, "schema": {"type": "
 # path -> method -> (summary, request schema or None, 2xx code, response schema, error codes)
 ENDPOINTS: dict[str, dict[str, tuple]] = {
     "/jobs": {
-        "post": ("Submit a job", "SubmitJob", "201", "Job", "400 413 415 409 422 503"),
+        "post": (
+            "Submit a job (wait=S: answer once it finished)",
+            "SubmitJob",
+            "201",
+            "Job",
+            "400 413 415 409 422 503",
+        ),
         "get": ("List jobs, newest first", None, "200", "JobList", "422 503"),
     },
     "/jobs/batch": {
@@ -113,6 +119,7 @@ PATH_PARAMETERS = {
 #: (path, method) -> the schema of its query string: the schemas the resources load it with.
 QUERIES: dict[tuple[str, str], type[Schema]] = {
     ("/jobs", "get"): schemas.ListJobsQuerySchema,
+    ("/jobs", "post"): schemas.WaitQuerySchema,
     ("/jobs/{job_id}", "get"): schemas.WaitQuerySchema,
     ("/next-job", "get"): schemas.NextJobQuerySchema,
 }

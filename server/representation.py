@@ -5,10 +5,53 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from taskframe.core import json_rules
 from taskframe.server.storage import Row
+
+# What json.dumps may have written that strict JSON readers refuse: an escaped
+# lone surrogate (a pair is fine) and NaN or infinities. Text with none of
+# these (nearly every row) goes into answers as it is; a false alarm (the
+# words in a string) only costs a decode.
+_NOT_STRICT = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|NaN|Infinity"
+)
+
+
+class StoredJSON:
+    """JSON text as the database holds it, written into an answer without decoding it.
+
+    Payloads and results are stored as the text ``json.dumps`` wrote; decoding
+    them only to encode them again was a tenth of the lease answer's cost.
+    ``server.http_io.dump_answer`` splices :attr:`text` in.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def value(self) -> Any:
+        return json.loads(self.text)
+
+    def __repr__(self) -> str:
+        return f"StoredJSON({self.text!r})"
+
+
+def stored_json(text: str | None) -> Any:
+    """Stored JSON text for an answer: spliced when strict, else decoded and repaired."""
+    if text is None:
+        return None
+    if _NOT_STRICT.search(text) is None:
+        return StoredJSON(text)
+    # Rows written before the door refused such text: U+FFFD and null instead.
+    return json_rules.encodable(json.loads(text))
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -26,11 +69,27 @@ def _iso_second(second: int) -> str:
 
 
 def job_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
-    """A job as the API shows it. Lease ids are secrets: only ``with_lease``
-    (the lease answer, to the worker that holds the lease) shows them."""
+    """A job as the API shows it, payload and result decoded (for plugins' hooks).
+
+    Lease ids are secrets: only ``with_lease`` (the lease answer, to the
+    worker that holds the lease) shows them.
+    """
+    return _job(row, with_lease, _decoded)
+
+
+def job_answer(row: Row, with_lease: bool = False) -> dict[str, Any]:
+    """:func:`job_json` for an HTTP answer: payload and result spliced in as stored."""
+    return _job(row, with_lease, stored_json)
+
+
+def _decoded(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _job(row: Row, with_lease: bool, value: Callable[[str | None], Any]) -> dict[str, Any]:
     job = job_summary(row)
-    job["payload"] = json.loads(row["payload"])
-    job["result"] = None if row["result"] is None else json.loads(row["result"])
+    job["payload"] = value(row["payload"])
+    job["result"] = value(row["result"])
     job["progress"] = progress_json(row)
     if with_lease:
         job["lease_id"] = row["lease_id"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from taskframe.core import json_codec
 from taskframe.core.errors import JobConflict
 from taskframe.core.executor import Executor
 from taskframe.core.schemas import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE
@@ -242,7 +243,8 @@ class Intake:
             request_hash = hashlib.sha256(canonical.encode()).hexdigest()
         return {
             "type": job["type"],
-            "payload": json.dumps(job["payload"], separators=(",", ":"), allow_nan=False),
+            # Canonical compact JSON: answers splice this text in as it is.
+            "payload": json_codec.dumps(job["payload"]).decode(),
             "priority": job["priority"],
             "max_attempts": job["max_attempts"],
             "timeout": timeout,

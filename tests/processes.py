@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,10 @@ SERVER_ARGS = (
     "--retry-backoff", "0.1",
     "--retry-backoff-max", "0.5",
 )  # fmt: skip
+
+#: The HTTP server the test servers run on: TASKFRAME_TEST_SERVER=granian runs the
+#: integration tests against Granian (.ci/run does, for the files of the HTTP layer).
+TEST_SERVER = os.environ.get("TASKFRAME_TEST_SERVER", "").strip() or "waitress"
 
 #: A worker that notices cancellations and signals quickly.
 WORKER_ARGS = (
@@ -59,6 +64,8 @@ class Server(Process):
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = db
         command = [str(BIN / "taskframe-server"), *args]
+        if TEST_SERVER != "waitress":
+            command[1:1] = ["--server", TEST_SERVER]
         if via_env:
             kw["env"] = {**kw.get("env", {}), "TASKFRAME_PORT": str(self.port), "TASKFRAME_DB": db}
         else:

@@ -6,13 +6,13 @@ from typing import Any
 
 import falcon
 
-from taskframe.core import quick_load, schemas
+from taskframe.core import model, quick_load, schemas
 from taskframe.core.executor import Executor
 from taskframe.server.config import ServerConfig
 from taskframe.server.dependencies import MissingDependencies
 from taskframe.server.errors import validation_error
 from taskframe.server.http_io import load_query, read_json
-from taskframe.server.representation import attempt_json, job_json, job_summary
+from taskframe.server.representation import attempt_json, job_answer, job_summary
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.submission import JobCheck, job_errors
 
@@ -20,7 +20,12 @@ WAIT_QUERY = schemas.WaitQuerySchema()
 
 
 class JobCollection:
-    """``POST /jobs`` submits one job; ``GET /jobs`` lists them, newest first."""
+    """``POST /jobs[?wait=S]`` submits one job; ``GET /jobs`` lists them, newest first.
+
+    With ``wait``, the answer comes once the job finished (or after S seconds,
+    with the job as it is then), as ``GET /jobs/{id}?wait=S`` would answer:
+    one request from submission to result.
+    """
 
     def __init__(
         self,
@@ -37,6 +42,8 @@ class JobCollection:
         self.query_schema = schemas.ListJobsQuerySchema()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # Only ``wait`` is read from the query (other parameters were always ignored).
+        wait = load_query(req, WAIT_QUERY, only="wait")["wait"] if req.query_string else 0.0
         job = read_json(
             req, self.schema, self.limit, quick_load.quick_load_submit, self._payload_errors
         )
@@ -64,7 +71,12 @@ class JobCollection:
             row, created = self.scheduler.submit_one(job)
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.location = f"/jobs/{row['id']}"
-        resp.media = job_json(row)
+        if wait > 0 and row["status"] not in model.FINISHED:
+            # Committed already: the job is the client's whatever the wait brings.
+            row, refused = self.scheduler.wait_for_job(row["id"], wait)
+            if refused:
+                resp.set_header("Retry-After", str(retry_after(self.scheduler)))
+        resp.media = job_answer(row)
 
     def _payload_errors(self, body: dict[str, Any]) -> dict[str, Any]:
         """With an invalid envelope, the type's and payload's problems too, where usable."""
@@ -82,7 +94,7 @@ class JobCollection:
         # A full page may stop short of the limit (the answer cap): go on from its last job.
         more = len(rows) == query["limit"] or (full and rows)
         next_cursor = rows[-1]["id"] if more else None
-        shown = job_json if full else job_summary
+        shown = job_answer if full else job_summary
         resp.media = {"jobs": [shown(row) for row in rows], "next_cursor": next_cursor}
 
 
@@ -153,7 +165,7 @@ class JobItem:
         if refused:
             # Too many requests wait already: the job as it is, and when to ask again.
             resp.set_header("Retry-After", str(retry_after(self.scheduler)))
-        resp.media = job_json(row)
+        resp.media = job_answer(row)
 
 
 class JobAttempts:
@@ -172,7 +184,7 @@ class JobCancel:
         self.scheduler = scheduler
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        resp.media = job_json(self.scheduler.cancel(job_id))
+        resp.media = job_answer(self.scheduler.cancel(job_id))
 
 
 class JobRetry:
@@ -180,4 +192,4 @@ class JobRetry:
         self.scheduler = scheduler
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        resp.media = job_json(self.scheduler.retry(job_id))
+        resp.media = job_answer(self.scheduler.retry(job_id))

@@ -13,7 +13,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError
 from taskframe.server.http_io import load_query, read_json
 from taskframe.server.registry import WorkerRegistry
-from taskframe.server.representation import job_json
+from taskframe.server.representation import job_answer
 from taskframe.server.resources.jobs import retry_after
 from taskframe.server.scheduler import (
     Completion,
@@ -57,7 +57,7 @@ def _outcome_json(outcome: CompletionOutcome) -> dict[str, Any]:
 
 def leased_json(scheduler: Scheduler, rows: list) -> list[dict[str, Any]]:
     """Leased jobs; those with dependencies carry their results (``dependencies``)."""
-    jobs = [job_json(row, with_lease=True) for row in rows]
+    jobs = [job_answer(row, with_lease=True) for row in rows]
     if any(row.get("depends_on") for row in rows):
         found = scheduler.dependency_results(rows)
         for job in jobs:
@@ -206,7 +206,7 @@ class JobComplete(WorkerResource):
         if outcome.result is CompletionResult.STALE_LEASE:
             raise APIError(falcon.HTTP_409, "Conflict", outcome.error)
         assert outcome.job is not None  # a recorded completion carries its job
-        resp.media = job_json(outcome.job)
+        resp.media = job_answer(outcome.job)
 
 
 class JobRelease(WorkerResource):
@@ -217,6 +217,6 @@ class JobRelease(WorkerResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         request = read_json(req, self.schema, self.config.max_body_bytes)
         require_worker_id(req, request["worker_id"])
-        resp.media = job_json(
+        resp.media = job_answer(
             self.scheduler.release(job_id, request["worker_id"], request["lease_id"])
         )
