@@ -7,6 +7,7 @@ code, with the server's state checked through the API.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -66,11 +67,21 @@ def client(api: Mounted) -> Iterator[Client]:
         yield opened
 
 
-def finish_when_waited_for(api: Mounted, status: str = "succeeded", **outcome) -> threading.Thread:
-    """A worker thread: once a client long-polls the job, lease and report it."""
+def finish_when_waited_for(
+    api: Mounted, status: str = "succeeded", *, polled: bool = False, **outcome
+) -> threading.Thread:
+    """A worker thread: once a client long-polls the job, lease and report it.
+
+    ``polled``: only once the client polls ``GET /jobs/1`` (the job outlived the
+    wait of ``POST /jobs?wait=``), not during the submission's own wait.
+    """
+
+    def waited_for() -> bool:
+        polling = any(path.startswith("/jobs/1?wait=") for path in api.paths())
+        return api.scheduler.notifier.has_waiters() and (polling or not polled)
 
     def work() -> None:
-        wait_until(api.scheduler.notifier.has_waiters, 10, 0.01, "a client's long poll")
+        wait_until(waited_for, 10, 0.01, "a client's long poll")
         run_as_worker(api.url, status, **outcome)
 
     thread = threading.Thread(target=work, daemon=True)
@@ -132,13 +143,27 @@ class _Stdin:
         return self.text
 
 
-def test_submit_wait_prints_the_result_and_progress(taskframe, api: Mounted) -> None:
+def test_submit_wait_of_a_short_job_is_one_request(taskframe, api: Mounted) -> None:
     worker = finish_when_waited_for(api, result={"slept": 0, "note": "é"})
     ran = taskframe("submit", "sleep", "--payload", '{"duration": 0}', "--wait")
     worker.join(10)
     assert ran.code == 0, ran.err
     assert json.loads(ran.out) == {"slept": 0, "note": "é"}
     assert "é" in ran.out  # printed as text, not as an escape
+    # Finished within the submission's own wait: no polling after it.
+    [submission] = [path for path in api.paths("POST") if path.split("?")[0] == "/jobs"]
+    assert submission.startswith("/jobs?wait=") and api.paths() == []  # no GET after it
+    err = ran.err.splitlines()
+    assert err[0] == "job 1 submitted (sleep)"
+    assert len(err) == 2 and re.fullmatch(r"job 1: succeeded \(\d+\.\d s, attempt 1\)", err[1])
+
+
+def test_submit_wait_of_a_longer_job_shows_each_status(taskframe, api: Mounted) -> None:
+    worker = finish_when_waited_for(api, result={"slept": 0}, polled=True)
+    ran = taskframe("submit", "sleep", "--payload", '{"duration": 0}', "--wait")
+    worker.join(10)
+    assert ran.code == 0, ran.err
+    assert json.loads(ran.out) == {"slept": 0}
     # Not a terminal: a plain line per status seen, on stderr.
     err = ran.err.splitlines()
     assert err[0] == "job 1 submitted (sleep)"
