@@ -208,6 +208,33 @@ def test_wait_long_polls_until_a_worker_finishes_the_job(client: Client, api: Mo
     assert all("wait=" in p for p in polls[1:])
 
 
+def test_run_submits_and_waits_in_one_request_when_the_job_is_short(
+    client: Client, api: Mounted
+) -> None:
+    def worker() -> None:  # finishes the job while the submission waits for it
+        wait_until(api.scheduler.notifier.has_waiters, 10, 0.01, "the submission's wait")
+        run_as_worker(api.url, result={"slept": 0})
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        done = client.run("sleep", {"duration": 0}, wait_timeout=20)
+    finally:
+        thread.join(10)
+    assert done.succeeded and done.result == {"slept": 0}
+    [submission] = [path for path in api.paths("POST") if path.split("?")[0] == "/jobs"]
+    assert submission.startswith("/jobs?wait=") and api.paths() == []  # nothing polled
+
+
+def test_run_goes_on_waiting_past_the_submission_and_gives_up_in_time(
+    client: Client, api: Mounted
+) -> None:
+    with pytest.raises(WaitTimeout) as raised:
+        client.run("sleep", {"duration": 0}, delay=LATER, wait_timeout=0.3)
+    assert raised.value.job.status == "scheduled"
+    assert [path.split("?")[0] for path in api.paths("POST")] == ["/jobs"]
+
+
 def test_wait_returns_a_failed_job_with_its_error(client: Client, api: Mounted) -> None:
     job = client.submit("sleep", {"duration": 0}, max_attempts=1)
     run_as_worker(api.url, "failed", error="boom")
