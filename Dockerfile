@@ -11,6 +11,7 @@ COPY plugins plugins
 COPY server server
 COPY worker worker
 COPY client client
+COPY testing testing
 COPY deploy deploy
 RUN pip install --no-cache-dir ".[postgres]"
 RUN useradd --create-home taskframe

@@ -251,7 +251,13 @@ class Transport:
             connection.sock.settimeout(read_timeout)
             if route.proxy_auth and not route.https:
                 headers = {**headers, "Proxy-Authorization": route.proxy_auth}
-            connection.request(method, route.target(target), payload, headers)
+            try:
+                connection.request(method, route.target(target), payload, headers)
+            except ConnectionError:
+                # The server may have answered before reading the whole body (a 413
+                # from Content-Length) and closed: its answer may be here to read.
+                # If not, reading fails too and that failure is reported.
+                pass
             response = connection.getresponse()
             return response, response.read()
         except http.client.InvalidURL:  # the request is wrong, not the network

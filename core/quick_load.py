@@ -129,7 +129,7 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
             and (
                 type(types) is not list
                 or len(types) > schemas.MAX_TYPES
-                or not all(_is_text(t) for t in types)
+                or not all(_is_id_text(t) for t in types)
             )
         )
         or (

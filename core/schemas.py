@@ -375,7 +375,11 @@ class LeaseRequestSchema(Schema):
 
     worker_id = fields.String(required=True, validate=_id_text)
     types = fields.List(
-        Text(), load_default=None, allow_none=True, validate=validate.Length(max=MAX_TYPES)
+        fields.String(validate=_id_text),  # as a job's type
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_TYPES),
+        metadata={"description": f"at most {MAX_TYPES}, each 1 to 200 characters"},
     )
     queues = fields.List(
         fields.String(validate=_queue_name),
@@ -513,6 +517,12 @@ class JobSchema(Schema):
     lease_expires_at = fields.String(
         allow_none=True, metadata={"description": "only in lease answers"}
     )
+    expires_in = fields.Float(
+        metadata={
+            "description": "only in lease answers: seconds the lease had left when the "
+            "answer was made (a duration, so no clock is compared)"
+        }
+    )
     dependencies = fields.Dict(
         metadata={
             "description": "only in lease answers: {dependency id: its result} "
@@ -534,7 +544,7 @@ class WaitQuerySchema(Schema):
 
 
 class NextJobQuerySchema(Schema):
-    """Query string of ``GET /next-job``."""
+    """Query string of ``POST /next-job``."""
 
     worker_id = fields.String(required=True, validate=_id_text)
     types = Text(metadata={"description": "comma-separated job types"})
@@ -571,6 +581,9 @@ class LeaseOutcomeSchema(Schema):
     ok = fields.Boolean()
     code = fields.Integer()
     error = fields.String(allow_none=True)
+    already_recorded = fields.Boolean(
+        metadata={"description": "ok: this outcome had been recorded before (a resend)"}
+    )
 
 
 class LeaseAnswerSchema(Schema):
@@ -581,6 +594,11 @@ class LeaseAnswerSchema(Schema):
         allow_none=True,
         metadata={"description": "the wait was refused (too many waiting): pause this long"},
     )
+    answered_after = fields.Float(
+        metadata={"description": "seconds between the request's arrival and this answer"}
+    )
+    max_result = fields.Integer(metadata={"description": "largest result kept, in bytes"})
+    max_body = fields.Integer(metadata={"description": "largest POST /lease body, in bytes"})
 
 
 class HeartbeatStateSchema(Schema):
@@ -647,6 +665,9 @@ class WorkerSchema(Schema):
 
 class WorkerListSchema(Schema):
     workers = fields.List(fields.Nested(WorkerSchema))
+    truncated = fields.Boolean(
+        metadata={"description": "more workers were seen than are listed (1000, the latest)"}
+    )
 
 
 class PluginSchema(Schema):

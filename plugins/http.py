@@ -53,6 +53,7 @@ from taskframe.plugins.http_guard import (
     Rules,
     TargetDenied,
     parse_rules,
+    server_targets,
 )
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -210,6 +211,7 @@ def run(payload: dict[str, Any], context: ExecutorContext) -> dict[str, Any]:
     policy = Policy(
         allow=parse_rules(getattr(options, "http_allow", None)),
         deny=parse_rules(getattr(options, "http_deny", DEFAULT_DENY)),
+        servers=server_targets(getattr(options, "api_url", None)),
     )
     start = time.monotonic()
     try:
@@ -422,7 +424,8 @@ def taskframe_add_options(parser: argparse.ArgumentParser, role: str) -> None:
         help="hosts (*.example.com for subdomains), addresses and CIDR networks the http "
         "executor must not connect to, checked against the address connected to and at "
         "every redirect; comma-separated; @default and @strict (adds loopback and private "
-        "ranges) name profiles; '' denies nothing",
+        "ranges) name profiles; '' denies nothing. The worker's own --api-url servers are "
+        "refused whatever this says, unless --http-allow names them",
     )
     add_option(
         group,

@@ -12,6 +12,15 @@ is what is connected to (no second lookup, no DNS-rebinding window), and
 obfuscated literals such as ``2130706433`` or ``0x7f.0.0.1`` are judged by the
 address they resolve to. Redirects open new connections and are checked the
 same way, before anything is sent.
+
+IPv6 forms of an IPv4 address (mapped ``::ffff:a.b.c.d``, compatible
+``::a.b.c.d``, NAT64 ``64:ff9b::a.b.c.d``) are judged as that IPv4 address
+too, so that ``[64:ff9b::7f00:1]`` is loopback to the rules. And whatever the
+rules, a job may not call the worker's own server (its ``--api-url``: the
+host and port, the addresses they resolve to, and every loopback address on
+that port when the server is local): a job could otherwise use the API as
+the worker, without a token when the server has none. ``--http-allow``
+naming the server's host or address lifts that.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -35,6 +45,11 @@ from taskframe.core import PermanentError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: RFC 6052's well-known NAT64 prefix: the last 32 bits are an IPv4 address.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: Deprecated IPv4-compatible IPv6 addresses (::a.b.c.d; :: and ::1 are not).
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_PORTS = {"http": 80, "https": 443}
 
 #: Link-local networks (where cloud metadata services listen) and AWS's IPv6 metadata address.
 DEFAULT_DENY = "169.254.0.0/16,fe80::/10,fd00:ec2::254"
@@ -67,10 +82,8 @@ class Rules:
         return None
 
     def match_address(self, address: Address) -> str | None:
-        """The network containing ``address`` (or its IPv4 form, if mapped), if any."""
-        candidates: list[Address] = [address]
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            candidates.append(address.ipv4_mapped)
+        """The network containing ``address`` or its IPv4 form (:func:`as_ipv4`), if any."""
+        candidates = {address, as_ipv4(address)}
         for network in self.networks:
             if any(candidate in network for candidate in candidates):
                 return str(network)
@@ -129,12 +142,60 @@ def normalise_host(host: str) -> str:
     return host.strip().strip("[]").rstrip(".").lower()
 
 
+def as_ipv4(address: Address) -> Address:
+    """The IPv4 address an IPv6 address embeds (mapped, compatible, NAT64), else itself."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in NAT64:
+        return embedded
+    if address in IPV4_COMPATIBLE and int(address) > 1:  # :: and ::1 are IPv6's own
+        return embedded
+    return address
+
+
+@functools.lru_cache(maxsize=32)
+def server_targets(api_urls: str | None) -> tuple[tuple[str, int], ...]:
+    """(host, port) of each of the worker's ``--api-url`` URLs (comma-separated)."""
+    found = []
+    for url in (api_urls or "").split(","):
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port or _PORTS.get(parts.scheme.lower())
+        except ValueError:
+            continue
+        if parts.hostname and port:
+            found.append((normalise_host(parts.hostname), port))
+    return tuple(dict.fromkeys(found))
+
+
+@functools.lru_cache(maxsize=64)
+def _addresses(host: str) -> frozenset[Address]:
+    """What a server host name resolves to (looked up once: it is the worker's own server)."""
+    literal = _literal(host)
+    if literal is not None:
+        return frozenset({as_ipv4(literal)})
+    try:
+        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return frozenset()
+    return frozenset(as_ipv4(ipaddress.ip_address(str(i[4][0]).split("%")[0])) for i in infos)
+
+
+def _local(address: Address) -> bool:
+    return address.is_loopback or address.is_unspecified
+
+
 @dataclass(frozen=True)
 class Policy:
     """The ``--http-allow`` and ``--http-deny`` rules of one worker."""
 
     allow: Rules = Rules()
     deny: Rules = parse_rules(DEFAULT_DENY)
+    servers: tuple[tuple[str, int], ...] = ()
+    """The worker's own server(s): (host, port) of each ``--api-url``."""
 
     def check_name(self, host: str) -> bool:
         """Refuse a denied host name; True when the name is explicitly allowed."""
@@ -146,16 +207,39 @@ class Policy:
             raise TargetDenied(f"host {host!r} is denied by the worker's --http-deny ({rule})")
         return False
 
-    def refusal(self, host: str, address: str) -> str | None:
-        """Why connecting to ``address`` (resolved from ``host``) is refused, or None."""
+    def refusal(self, host: str, address: str, port: int | None = None) -> str | None:
+        """Why connecting to ``address`` (resolved from ``host``) on ``port`` is refused."""
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 scope id
         if self.allow.match_address(ip):
             return None
+        server = self.own_server(host, ip, port)
+        if server is not None:
+            return (
+                f"{host}:{port} is the worker's own server ({server}, its --api-url); "
+                "--http-allow naming it lifts this"
+            )
         rule = self.deny.match_address(ip)
         if rule is None:
             return None
         shown = "" if _literal(host) == ip else f"{host!r} resolves to "
         return f"{shown}{ip}, denied by the worker's --http-deny ({rule})"
+
+    def own_server(self, host: str, address: Address, port: int | None) -> str | None:
+        """The ``host:port`` of the worker's server that this target reaches, if any."""
+        if port is None:
+            return None
+        target = as_ipv4(address)
+        for server_host, server_port in self.servers:
+            if server_port != port:
+                continue
+            known = _addresses(server_host)
+            if (
+                normalise_host(host) == server_host
+                or target in known
+                or (_local(target) and any(_local(a) for a in known))
+            ):
+                return f"{server_host}:{server_port}"
+        return None
 
     def check_resolved(self, host: str, port: int) -> None:
         """For proxied requests: refuse when any address ``host`` resolves to is denied.
@@ -170,7 +254,7 @@ class Policy:
         except (OSError, UnicodeError):
             return  # the proxy will report the name as it sees it
         for *_, sockaddr in infos:
-            reason = self.refusal(host, str(sockaddr[0]))
+            reason = self.refusal(host, str(sockaddr[0]), port)
             if reason:
                 raise TargetDenied(reason)
 
@@ -190,7 +274,11 @@ class _GuardedConnection:
         host = normalise_host(self._dns_host)
         trusted = self.policy.check_name(host)
         literal = _literal(host)
-        reason = None if trusted or literal is None else self.policy.refusal(host, str(literal))
+        reason = (
+            None
+            if trusted or literal is None
+            else self.policy.refusal(host, str(literal), self.port)
+        )
         if reason:  # judged before any lookup, even where the address family is unsupported
             raise TargetDenied(reason)
         try:
@@ -202,7 +290,7 @@ class _GuardedConnection:
         refused: list[str] = []
         error: OSError | None = None
         for family, kind, proto, _, sockaddr in infos:
-            reason = None if trusted else self.policy.refusal(host, str(sockaddr[0]))
+            reason = None if trusted else self.policy.refusal(host, str(sockaddr[0]), self.port)
             if reason:
                 refused.append(reason)
                 continue

@@ -9,12 +9,14 @@ import falcon
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ID
 from taskframe.server.auth import ADMIN, CLIENT, OPEN, WORKER, Authenticator, TokenSet
+from taskframe.server.auth import log as auth_log
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import install_error_handlers
 from taskframe.server.flow import Flow
 from taskframe.server.http_io import answer_handler
 from taskframe.server.http_observer import HttpObserver
 from taskframe.server.openapi import build_openapi
+from taskframe.server.origin import OriginGuard
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.resources import apidocs, dashboard, jobs, meta, observe, workers
 from taskframe.server.resources import flow as flow_resources
@@ -22,6 +24,7 @@ from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.resources import schedules as schedule_resources
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.schedules import Schedules
+from taskframe.server.throttle import AuthThrottle, RefusalLog
 
 # Ids beyond what the database holds are unknown jobs (404), not errors.
 JOB = f"/jobs/{{job_id:int(min=1, max={MAX_ID})}}"
@@ -40,7 +43,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     (JOB + "/cancel", "POST"): _CLIENT,
     (JOB + "/retry", "POST"): _CLIENT,
     ("/lease", "POST"): _WORKER,
-    ("/next-job", "GET"): _WORKER,
+    ("/next-job", "POST"): _WORKER,
     ("/heartbeats", "POST"): _WORKER,
     (JOB + "/heartbeat", "POST"): _WORKER,
     (JOB + "/complete", "POST"): _WORKER,
@@ -80,12 +83,20 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
 
 def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
     metrics = scheduler.telemetry.metrics
-    registry = WorkerRegistry(scheduler.store, config.worker_alive_window, scheduler.clock)
+    registry = WorkerRegistry(
+        scheduler.store, config.worker_alive_window, scheduler.clock, plugins.names()
+    )
     middleware: list[Any] = (
         [HttpObserver(metrics, config.access_log)] if metrics is not None else []
     )
     # After the observer, so that refused requests are counted and logged too.
-    middleware.append(Authenticator(config.tokens or TokenSet(), ROUTE_ROLES))
+    tokens = config.tokens or TokenSet()
+    refusals = RefusalLog(auth_log)
+    # Host names matter only without tokens (a rebound page has no token to send).
+    middleware.append(OriginGuard(None if tokens else config.allowed_hosts, refusals))
+    limit = config.max_auth_failures
+    throttle = AuthThrottle(limit) if limit > 0 else None
+    middleware.append(Authenticator(tokens, ROUTE_ROLES, throttle, refusals))
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = answer_handler()

@@ -30,6 +30,7 @@ from typing import Any
 import falcon
 
 from taskframe.server.errors import APIError
+from taskframe.server.throttle import AuthThrottle, RefusalLog
 
 log = logging.getLogger("taskframe.server.auth")
 
@@ -245,11 +246,20 @@ class Authenticator:
     ``routes`` maps (URI template, method) to the roles allowed; a route not in
     the table is for admin tokens only, so a route added without a decision is
     closed, not open. With no tokens at all, everyone may do everything.
+    ``throttle`` limits the bad tokens one client address may send.
     """
 
-    def __init__(self, tokens: TokenSet, routes: dict[tuple[str, str], frozenset[str]]) -> None:
+    def __init__(
+        self,
+        tokens: TokenSet,
+        routes: dict[tuple[str, str], frozenset[str]],
+        throttle: AuthThrottle | None = None,
+        refusals: RefusalLog | None = None,
+    ) -> None:
         self.tokens = tokens
         self.routes = routes
+        self.throttle = throttle
+        self.refusals = refusals or RefusalLog(log)
 
     @property
     def enabled(self) -> bool:
@@ -262,14 +272,35 @@ class Authenticator:
             req.context.principal = EVERYONE
             return
         token = bearer_token(req)
+        if token is not None and self.throttle is not None:
+            # Before the token is looked at: a right guess gets the same answer.
+            wait = self.throttle.retry_after(req.remote_addr)
+            if wait is not None:
+                req.context.principal = None
+                self.refusals.refused(req, "throttled (429)")
+                raise APIError(
+                    falcon.HTTP_429,
+                    "Too many requests",
+                    f"too many bad tokens from {req.remote_addr} (more than "
+                    f"{self.throttle.max_failures - 1} in {self.throttle.window:g} s); "
+                    f"retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
         principal = self.tokens.identify(token) if token else None
         req.context.principal = principal
+        if token is not None and principal is None and self.throttle is not None:
+            if self.throttle.failed(req.remote_addr):
+                log.warning(
+                    "throttling %s: %d bad tokens within %gs; its requests with a token "
+                    "are answered 429 until fewer are that recent",
+                    *(req.remote_addr, self.throttle.max_failures, self.throttle.window),
+                )
         # (Falcon answers an unknown path 404 without calling this.)
         needed = self.routes.get((req.uri_template or "", req.method), frozenset({ADMIN}))
         if needed == OPEN:
             return
         if principal is None:
-            self._refuse(req, "no token" if token is None else "a bad token")
+            self._refuse(req, "no token" if token is None else "bad token")
             if token is None:
                 raise _unauthorized(
                     "this server needs a token: send the header 'Authorization: Bearer TOKEN'",
@@ -277,7 +308,9 @@ class Authenticator:
                 )
             raise _unauthorized("the token is not valid on this server", invalid=True)
         if not principal.may(needed):
-            self._refuse(req, f"roles {_names(principal.roles)}, needs {_names(needed)}")
+            self._refuse(
+                req, "wrong role", f" (roles {_names(principal.roles)}, needs {_names(needed)})"
+            )
             raise APIError(
                 falcon.HTTP_403,
                 "Forbidden",
@@ -297,9 +330,8 @@ class Authenticator:
         ):
             resp.media = {key: resp.media.get(key) for key in HEALTH_PUBLIC_FIELDS}
 
-    def _refuse(self, req: falcon.Request, why: str) -> None:
-        # The client address and scheme are right behind a proxy given --trusted-proxy.
-        log.info("refused %s %s from %s: %s", req.method, req.url, req.remote_addr, why)
+    def _refuse(self, req: falcon.Request, why: str, detail: str = "") -> None:
+        self.refusals.refused(req, why, detail)
 
 
 def _names(roles: Iterable[str], sep: str = ", ") -> str:

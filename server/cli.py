@@ -40,12 +40,14 @@ from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig
 from taskframe.server.events import EventDispatcher
+from taskframe.server.origin import AllowedHosts, guard_options, parse_allowed_hosts
 from taskframe.server.outbox import Outbox
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.serving import add_serving_options, create_server, max_waiting
 from taskframe.server.standalone import add_standalone_options, run_standalone, wanted
 from taskframe.server.storage import StoreConfigError, StoreUnavailable, open_store
+from taskframe.server.throttle import throttle_options
 
 log = logging.getLogger("taskframe.server")
 
@@ -150,6 +152,8 @@ def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.Argum
         "x-forwarded-for, x-forwarded-proto, x-forwarded-host, x-forwarded-port, "
         "or forwarded alone",
     )
+    guard_options(security)
+    throttle_options(security)
 
     db = parser.add_argument_group("database")
     add_option(
@@ -253,6 +257,8 @@ def config_from(options: argparse.Namespace, tokens: TokenSet | None = None) -> 
         max_answer_bytes=options.max_answer,
         worker_window=options.worker_window or None,
         access_log=options.access_log,
+        allowed_hosts=AllowedHosts.build(options.host, parse_allowed_hosts(options.allowed_host)),
+        max_auth_failures=max(0, options.max_auth_failures),
     )
 
 
@@ -365,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         # Long-polls answer now rather than hold waitress's exit for 5 s.
         scheduler.notifier.close()
         # waitress must not be closed from a signal handler while it sits in
-        # select(): its run() closes itself on KeyboardInterrupt.
+        # poll(): its run() closes itself on KeyboardInterrupt.
         raise KeyboardInterrupt
 
     _on_stop_signals(stop)

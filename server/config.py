@@ -9,6 +9,7 @@ from taskframe.core.retry import BackoffPolicy
 
 if TYPE_CHECKING:
     from taskframe.server.auth import TokenSet
+    from taskframe.server.origin import AllowedHosts
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class ServerConfig:
     """Log every request at INFO (otherwise at DEBUG)."""
     tokens: TokenSet | None = field(default=None, compare=False, repr=False)
     """Bearer tokens with roles; None or empty: every endpoint is open."""
+    allowed_hosts: AllowedHosts | None = field(default=None, compare=False, repr=False)
+    """Without tokens, the ``Host`` names answered (IP addresses always are); None: any."""
+    max_auth_failures: int = 20
+    """Bad tokens one client address may send per minute before it gets 429 (0: no limit)."""
 
     @property
     def worker_alive_window(self) -> float:

@@ -3,34 +3,55 @@
 Waiters note the generation, check the database, then wait for a wake-up; a
 change made meanwhile moves the generation, so they check again at once
 instead of sleeping through it. Wake-ups are targeted: ``work_ready`` wakes as
-many lease waiters (serving those job types) as there are new ready jobs, and
-``jobs_finished`` only the clients waiting on those jobs. A change made by
-another process, whose details we do not know, wakes every job waiter and one
-lease waiter per set of job types; a waiter that then leases a full batch
-passes the wake-up on (see the scheduler).
+many lease waiters (serving that job type in that queue) as there are new
+ready jobs, and ``jobs_finished`` only the clients waiting on those jobs. A
+change made by another process, whose details we do not know, wakes every job
+waiter and one lease waiter per kind (set of types and queues); a waiter that
+then leases a full batch passes the wake-up on (see the scheduler).
+
+A lease waiter may say how to tell that its client has gone (``gone``: the
+connection was closed): such a waiter stops waiting within
+:data:`GONE_CHECK` seconds, and a wake-up never counts it as woken, so the
+work goes to a live waiter instead of an answer nobody reads.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+#: How often a waiting request looks whether its client has gone.
+GONE_CHECK = 0.5
+#: The queues a lease waiter serves: a set of names, or None for every queue.
+Queues = frozenset[str] | None
+#: What lease waiters are grouped by: the job types and the queues they serve.
+LeaseKey = tuple[frozenset[str], Queues]
+#: ``work_ready`` counts: ready jobs by (type, queue); a None queue matches every waiter.
+WorkKey = tuple[str, str | None]
+
 
 class _Waiter:
-    __slots__ = ("event",)
+    __slots__ = ("event", "gone")
 
-    def __init__(self) -> None:
+    def __init__(self, gone: Callable[[], bool] | None = None) -> None:
         self.event = threading.Event()
+        self.gone = gone
+
+
+def _serves(key: LeaseKey, job_type: str, queue: str | None) -> bool:
+    types, queues = key
+    return job_type in types and (queues is None or queue is None or queue in queues)
 
 
 class ChangeNotifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._generation = 0
-        # Lease waiters by the job types they serve; dicts keep arrival order (FIFO).
-        self._lease_waiters: dict[frozenset[str], dict[_Waiter, None]] = {}
+        # Lease waiters by the job types and queues they serve; dicts keep arrival order (FIFO).
+        self._lease_waiters: dict[LeaseKey, dict[_Waiter, None]] = {}
         self._job_waiters: dict[int, dict[_Waiter, None]] = {}
         self._waiting = 0
         self.closed = False
@@ -41,16 +62,17 @@ class ChangeNotifier:
 
     # -- telling -------------------------------------------------------------
 
-    def work_ready(self, counts: Mapping[str, int]) -> None:
-        """``counts[type]`` jobs of that type became ready: wake that many lease waiters."""
+    def work_ready(self, counts: Mapping[WorkKey, int]) -> None:
+        """``counts[type, queue]`` jobs became ready there: wake that many lease waiters
+        that serve them (a None queue: any queue)."""
         with self._lock:
             self._generation += 1
-            for job_type, count in counts.items():
-                for types in list(self._lease_waiters):
+            for (job_type, queue), count in counts.items():
+                for key in list(self._lease_waiters):
                     if count <= 0:
                         break
-                    if job_type in types:
-                        count -= self._wake(self._lease_waiters, types, count)
+                    if _serves(key, job_type, queue):
+                        count -= self._wake(self._lease_waiters, key, count)
 
     def jobs_finished(self, job_ids: Iterable[int]) -> None:
         """Wake the clients waiting on these jobs."""
@@ -85,13 +107,16 @@ class ChangeNotifier:
                     self._wake(registry, key, len(registry[key]))
 
     def _wake(self, registry: dict[Any, dict[_Waiter, None]], key: Any, count: int) -> int:
+        """Wake up to ``count`` waiters of ``key``, oldest first; those whose client
+        has gone are woken too (to leave) but not counted."""
         group = registry[key]
         woken = 0
         while group and woken < count:
             waiter = next(iter(group))
             del group[waiter]
             waiter.event.set()
-            woken += 1
+            if waiter.gone is None or not waiter.gone():
+                woken += 1
         if not group:
             del registry[key]
         return woken
@@ -117,22 +142,46 @@ class ChangeNotifier:
             with self._lock:
                 self._waiting -= 1
 
-    def wait_for_work(self, types: Iterable[str], generation: int, timeout: float) -> bool:
-        """Sleep until woken for work of one of ``types``, or ``timeout``; False on timeout."""
-        return self._wait(self._lease_waiters, frozenset(types), generation, timeout)
+    def wait_for_work(
+        self,
+        types: Iterable[str],
+        generation: int,
+        timeout: float,
+        queues: Iterable[str] | None = None,
+        gone: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Sleep until woken for work of one of ``types`` in one of ``queues`` (None:
+        any), or ``timeout``, or the client has ``gone``; False unless woken."""
+        key = (frozenset(types), None if queues is None else frozenset(queues))
+        return self._wait(self._lease_waiters, key, generation, timeout, gone)
 
     def wait_for_job(self, job_id: int, generation: int, timeout: float) -> bool:
         """Sleep until ``job_id`` may have finished, or ``timeout``; False on timeout."""
         return self._wait(self._job_waiters, job_id, generation, timeout)
 
-    def _wait(self, registry: dict, key: object, generation: int, timeout: float) -> bool:
-        waiter = _Waiter()
+    def _wait(
+        self,
+        registry: dict,
+        key: object,
+        generation: int,
+        timeout: float,
+        gone: Callable[[], bool] | None = None,
+    ) -> bool:
+        waiter = _Waiter(gone)
         with self._lock:
             if self._generation != generation or self.closed:
                 return True  # something changed since the caller looked: look again
             registry.setdefault(key, {})[waiter] = None
         try:
-            return waiter.event.wait(timeout)
+            if gone is None:
+                return waiter.event.wait(timeout)
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                if waiter.event.wait(min(left, GONE_CHECK)):
+                    return not gone()
+                if gone():
+                    return False
+            return False
         finally:
             with self._lock:
                 group = registry.get(key)

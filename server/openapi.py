@@ -15,11 +15,14 @@ from taskframe.core.executor import Executor
 ERROR_TEXT = {
     "400": "Malformed JSON",
     "401": "No token, or a bad one (when the server has tokens)",
-    "403": "The token lacks the role this endpoint needs",
+    "403": "The token lacks the role this endpoint needs, or a browser sent the request "
+    "from another site",
     "404": "Unknown job (or queue limit, schedule)",
     "409": "Conflict: stale lease, finished job, or idempotency key reused",
     "413": "Body too large",
     "415": "Body is not JSON",
+    "421": "The Host is not one of this server's names (no tokens configured; --allowed-host)",
+    "429": "Too many bad tokens from this address; see Retry-After",
     "422": "Validation failed; `errors` names each field",
     "503": "Database unavailable; retry",
 }
@@ -57,7 +60,9 @@ ENDPOINTS: dict[str, dict[str, tuple]] = {
     "/jobs/{job_id}/release": {
         "post": ("Give a lease back unspent", "Release", "200", "Job", "400 404 409 415 422"),
     },
-    "/next-job": {"get": ("Lease one job (204 when none)", None, "200", "Job", "422 503")},
+    "/next-job": {
+        "post": ("Lease one job (204 when none); no body", None, "200", "Job", "415 422 503")
+    },
     "/lease": {
         "post": (
             "Report outcomes and lease jobs",
@@ -121,7 +126,7 @@ QUERIES: dict[tuple[str, str], type[Schema]] = {
     ("/jobs", "get"): schemas.ListJobsQuerySchema,
     ("/jobs", "post"): schemas.WaitQuerySchema,
     ("/jobs/{job_id}", "get"): schemas.WaitQuerySchema,
-    ("/next-job", "get"): schemas.NextJobQuerySchema,
+    ("/next-job", "post"): schemas.NextJobQuerySchema,
 }
 
 
@@ -175,7 +180,10 @@ def _operations(path: str, operations: dict[str, tuple]) -> dict[str, Any]:
         if path != "/health":  # open to anyone
             operation["security"] = [{"bearer": []}]
             errors = f"401 403 {errors}"
-        for error in errors.split():
+        if method != "get":  # a body that is not JSON, on any route (server/origin.py)
+            errors = f"403 415 {errors}"
+        # A bad Host without tokens; a token from an address throttled for bad ones.
+        for error in sorted({*errors.split(), "421", "429"}):
             operation["responses"][error] = _json_response(ERROR_TEXT[error], "Error")
         if path == "/next-job":
             operation["responses"]["204"] = {"description": "No job ready"}

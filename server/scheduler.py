@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import secrets
 import time
@@ -26,10 +27,12 @@ from taskframe.core.model import Event, Outcome, Status
 from taskframe.server import dependencies, routing
 from taskframe.server.config import ServerConfig
 from taskframe.server.metrics import Metrics
-from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots
+from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots, WorkKey
 from taskframe.server.storage import Row, Store, Transaction
 from taskframe.server.submission import Intake
 from taskframe.server.telemetry import Telemetry
+
+log = logging.getLogger("taskframe.server")
 
 NO_CURSOR = 2**62
 REAP_BATCH = 200
@@ -65,6 +68,9 @@ class CompletionOutcome:
     result: CompletionResult
     job: Row | None = None
     error: str | None = None
+    already: bool = False
+    """Recorded by an earlier report of the same attempt: this one is a resend, and
+    changes nothing (``job`` is the job as it is now)."""
 
     @property
     def recorded(self) -> bool:
@@ -144,10 +150,10 @@ class Scheduler:
 
     def _announce(self, rows: Iterable[Row]) -> None:
         """Wake one lease waiter per new ready job; set the alarm for scheduled ones."""
-        ready: Counter[str] = Counter()
+        ready: Counter[WorkKey] = Counter()
         for row in rows:
             if row["status"] == Status.QUEUED:
-                ready[row["type"]] += 1
+                ready[_work_key(row)] += 1
             elif row["status"] == Status.SCHEDULED:
                 self.due_timer.note(row["run_at"])
         if ready:
@@ -290,9 +296,12 @@ class Scheduler:
         request_id: str | None = None,
         resent: bool = False,
         queues: list[str] | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> list[Row]:
         """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one."""
-        return self.lease_or_busy(worker_id, types, limit, wait, request_id, resent, queues)[0]
+        return self.lease_or_busy(worker_id, types, limit, wait, request_id, resent, queues, gone)[
+            0
+        ]
 
     def lease_or_busy(
         self,
@@ -303,6 +312,7 @@ class Scheduler:
         request_id: str | None = None,
         resent: bool = False,
         queues: list[str] | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> tuple[list[Row], bool]:
         """(leased jobs, whether a wait was refused because too many requests wait).
 
@@ -310,7 +320,13 @@ class Scheduler:
         beside it, so that the same request ``resent`` after a lost answer
         gets those jobs back instead of leaving them to expire (and leasing
         more). Only a resend looks: the ordinary lease pays nothing for it.
+
+        ``gone`` tells whether the requesting client has hung up: then nothing
+        is leased, and a long poll ends within a second. (What was leased
+        before it hung up is the caller's to release: :meth:`release_undelivered`.)
         """
+        if gone is not None and gone():
+            return [], False
         if request_id and resent:
             params = {"worker_id": worker_id, "lease_request": request_id}
             with self.store.reader() as tx:
@@ -328,7 +344,7 @@ class Scheduler:
         with self.wait_slots.slot() as may_wait:
             if not may_wait:
                 return [], True
-            return self._long_poll(worker_id, types, limit, wait, request_id, queues), False
+            return self._long_poll(worker_id, types, limit, wait, request_id, queues, gone), False
 
     def _long_poll(
         self,
@@ -338,21 +354,24 @@ class Scheduler:
         wait: float,
         request_id: str | None,
         queues: list[str] | None,
+        gone: Callable[[], bool] | None,
     ) -> list[Row]:
         deadline = time.monotonic() + wait
         woken = False
         with self.notifier.waiting():
             while True:
                 generation = self.notifier.generation
+                if gone is not None and gone():
+                    return []  # nobody would read the answer: lease nothing
                 jobs = self._lease_now(worker_id, types, limit, request_id, queues)
                 remaining = deadline - time.monotonic()
                 if jobs or remaining <= 0 or self.notifier.closed:
                     if woken and len(jobs) == limit:
                         # Woken (maybe by another process's change, of unknown size)
                         # and the batch is full: there may be more, pass the wake-up on.
-                        self.notifier.work_ready({types[0]: 1})
+                        self.notifier.work_ready({_work_key(jobs[-1]): 1})
                     return jobs
-                woken = self.notifier.wait_for_work(types, generation, remaining)
+                woken = self.notifier.wait_for_work(types, generation, remaining, queues, gone)
 
     def _lease_now(
         self,
@@ -415,10 +434,10 @@ class Scheduler:
                         error=f"job {item.job_id} does not exist",
                     )
                 elif row["lease_id"] != item.lease_id or row["worker_id"] != item.worker_id:
-                    done[i] = _stale(item.job_id)
+                    # Stale, or a resend of an outcome recorded before the job moved on.
+                    done[i] = _already(row) if _reported(tx, item) else _stale(item.job_id)
                 elif row["status"] != Status.RUNNING:
-                    # A re-sent completion: recorded already.
-                    done[i] = CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
+                    done[i] = _already(row)  # a re-sent completion: recorded already
                 elif item.status == Status.SUCCEEDED:
                     successes.append((i, item))
                 else:
@@ -432,10 +451,13 @@ class Scheduler:
                 if i not in done:  # the same attempt twice in one batch: the first counted
                     done[i] = self._resent(tx, item)
             tx.run_many("insert_attempt", history)
-            moved = dependencies.resolve(tx, [o.job for o in done.values() if o.recorded], now)
+            # Only outcomes recorded now move dependants on: a resend of one recorded
+            # before must not count the dependency as done a second time.
+            ended = [o.job for o in done.values() if o.recorded and not o.already]
+            moved = dependencies.resolve(tx, ended, now)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
-        self._ended([outcome.job for outcome in done.values() if outcome.recorded])
+        self._ended(ended)
         self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
         self._dependants_moved(moved)
         if self.events is not None:
@@ -519,7 +541,7 @@ class Scheduler:
     def _resent(self, tx: Transaction, item: Completion) -> CompletionOutcome:
         row = tx.one("get_job", {"id": item.job_id})
         if row is not None and row["lease_id"] == item.lease_id and row["status"] != Status.RUNNING:
-            return CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
+            return _already(row)
         return _stale(item.job_id)
 
     def _after_attempt(
@@ -560,7 +582,7 @@ class Scheduler:
         if finished:
             self.notifier.jobs_finished(finished)
             if self.limited:  # a slot under a limit may be free: let its waiters look
-                self.notifier.work_ready(Counter(row["type"] for row in ended))
+                self.notifier.work_ready(Counter(_work_key(row) for row in ended))
         self._announce(ended)
 
     def _dependants_moved(self, rows: list[Row]) -> None:
@@ -642,6 +664,24 @@ class Scheduler:
             self.events.attempts_finished([(updated, history[0])])
         return updated
 
+    def release_undelivered(self, worker_id: str, rows: list[Row]) -> int:
+        """Give back jobs leased for an answer that cannot be delivered (the worker hung
+        up while its request waited): not counted as attempts. Returns how many."""
+        released = 0
+        for row in rows:
+            try:
+                self.release(row["id"], worker_id, row["lease_id"])
+                released += 1
+            except (JobConflict, JobNotFound):
+                pass  # moved on meanwhile (cancelled, say): nothing to give back
+        if released:
+            log.info(
+                "worker %s hung up before its lease answer: %d job(s) released unstarted",
+                worker_id,
+                released,
+            )
+        return released
+
     # ------------------------------------------------------------ housekeeping
 
     def reap(self, expire_leases: bool = True) -> int:
@@ -702,7 +742,7 @@ class Scheduler:
                 if rows:
                     self.store.notify_change(tx)
             if rows:
-                self.notifier.work_ready(Counter(row["type"] for row in rows))
+                self.notifier.work_ready(Counter(_work_key(row) for row in rows))
             promoted += len(rows)
             if len(rows) < self.config.promote_batch:
                 return promoted
@@ -774,6 +814,28 @@ class Scheduler:
         if updated is not None:
             history.append(_attempt(row, outcome, now, error, log, traceback))
         return updated
+
+
+def _work_key(row: Row) -> WorkKey:
+    """What a ready job needs of a lease waiter: its type, and its queue (None: unknown)."""
+    return row["type"], row.get("queue")
+
+
+#: Attempt outcomes that only a worker's report records.
+_REPORTED = frozenset({Outcome.SUCCEEDED.value, Outcome.FAILED.value, Outcome.CANCELLED.value})
+
+
+def _reported(tx: Transaction, item: Completion) -> bool:
+    """Whether the attempt under ``item``'s lease ended with a report of its worker
+    (the job has moved on since, so the row no longer shows that lease)."""
+    for attempt in tx.all("list_attempts", {"job_id": item.job_id}):
+        if attempt["lease_id"] == item.lease_id and attempt["worker_id"] == item.worker_id:
+            return attempt["outcome"] in _REPORTED
+    return False
+
+
+def _already(row: Row) -> CompletionOutcome:
+    return CompletionOutcome(row["id"], CompletionResult.RECORDED, job=row, already=True)
 
 
 def _stale(job_id: int) -> CompletionOutcome:

@@ -1,26 +1,29 @@
-"""waitress, set up to serve hundreds of workers: its limits as flags, body limits before reading.
+"""waitress, set up to serve hundreds of workers: its limits as flags.
 
-waitress reads a whole request body (spooling it to a temporary file past
-a few hundred KiB) before the application sees it. So the body limits are
-enforced where waitress parses the headers: a declared ``Content-Length``
-over the route's limit is answered 413 at once, and the body is never read.
+Which knob bounds what:
+
+- ``--connection-limit``: open connections; past it new ones wait in the
+  kernel's ``--backlog`` until one closes. waitress waits on its sockets
+  with ``poll()``, so the limit is not capped by ``select()``'s 1024.
+- ``--header-timeout``: how long a connection may take to send a request's
+  line and headers (then its body must keep a minimum rate): slow clients
+  give their slot back within it, however they trickle (see ``channel.py``).
+- ``--channel-timeout``: how long a connection may sit idle between requests.
+- ``--max-header-size`` and ``--max-body``: how much a request may send.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import resource
 from typing import Any
 
 import waitress
-from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser
-from waitress.utilities import RequestEntityTooLarge
 
-from taskframe.core.options import add_option
+from taskframe.core.options import add_option, duration
+from taskframe.server.channel import LimitLogFilter, channel_class
 from taskframe.server.config import ServerConfig
 
 log = logging.getLogger("taskframe.server")
@@ -50,7 +53,17 @@ def add_serving_options(group: Any) -> None:
         "--channel-timeout",
         type=int,
         default=60,
-        help="seconds an idle connection (no request in progress) is kept open",
+        help="seconds an idle connection (between requests) is kept open",
+    )
+    add_option(
+        group,
+        "--header-timeout",
+        type=duration,
+        default=10.0,
+        help="seconds a connection has to send a request's line and headers, counted from "
+        "its accept or the request's first byte (then its body must average 1 KiB/s); "
+        "slower ones are closed, so trickling clients cannot hold --connection-limit (0: off; "
+        "waitress only: under --server granian, --channel-timeout is the headers' deadline)",
     )
     add_option(
         group,
@@ -82,31 +95,6 @@ def max_waiting(options: argparse.Namespace) -> int:
     return max(1, options.threads // 4)
 
 
-class BodyTooLarge(RequestEntityTooLarge):
-    """waitress's 413, in the API's error shape."""
-
-    def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
-        body = json.dumps({"title": "Request body too large", "description": self.body})
-        return (
-            f"{self.code} {self.reason}",
-            [("Content-Type", "application/json")],
-            body.encode(),
-        )
-
-
-def _channel_class(config: ServerConfig) -> type[HTTPChannel]:
-    class Parser(HTTPRequestParser):
-        def parse_header(self, header_plus: bytes) -> None:
-            super().parse_header(header_plus)
-            limit = body_limit(config, self.path or "")
-            if self.content_length > limit:  # type: ignore[has-type]  # set by waitress
-                self.error = BodyTooLarge(f"the body is larger than {limit} bytes")
-                self.completed = True
-                self.content_length = 0  # the body is not read (nor spooled)
-
-    return type("Channel", (HTTPChannel,), {"parser_class": Parser})
-
-
 def create_server(
     app: Any, config: ServerConfig, options: argparse.Namespace, **settings: Any
 ) -> Any:
@@ -124,9 +112,20 @@ def create_server(
         # Bodies past every route's limit are refused by waitress itself (+1: its test is >=).
         max_request_body_size=config.max_body_bytes * BULK_FACTOR + 1,
         ident="taskframe",
+        # select() fails past file descriptor 1024, ending the server; poll() has no such limit.
+        asyncore_use_poll=True,
+        # Read on while a request runs, so that a client hanging up is seen (EOF): a
+        # long poll then ends, and a lease answer nobody reads is released (resources/
+        # workers.py). One pipelined request at most is read ahead of the running one.
+        channel_request_lookahead=1,
         **settings,
     )
-    server.channel_class = _channel_class(config)
+    server.channel_class = channel_class(
+        lambda path: body_limit(config, path), options.header_timeout
+    )
+    waitress_log = logging.getLogger("waitress")
+    if not any(isinstance(f, LimitLogFilter) for f in waitress_log.filters):
+        waitress_log.addFilter(LimitLogFilter())
     return server
 
 

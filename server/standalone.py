@@ -55,7 +55,8 @@ def run_standalone(
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     worker_id = options.worker_id or default_worker_id()
     url = f"http://{host}:{port}"
-    options.api_url = url  # where jobs submit follow-up jobs (current_job().client)
+    # Where jobs submit follow-up jobs (current_job().client); the http executor refuses it.
+    options.api_url = url
     if tokens:
         # The in-process worker gets a token of its own, bound to its id, never written out.
         token = secrets.token_urlsafe(32)

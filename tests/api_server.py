@@ -24,7 +24,7 @@ from taskframe.core.plugins import PluginSet, load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
-from taskframe.server.serving import create_server
+from taskframe.server.serving import add_serving_options, create_server
 from taskframe.server.storage import Store, open_store
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -76,15 +76,11 @@ class ApiServer:
     """waitress on 127.0.0.1 and a free port, serving whichever app is mounted."""
 
     def __init__(self, threads: int = 8) -> None:
-        options = argparse.Namespace(
-            host="127.0.0.1",
-            port=0,
-            threads=threads,
-            connection_limit=100,
-            channel_timeout=60,
-            backlog=64,
-            max_header_size=65536,
-        )
+        # taskframe-server's own serving defaults, on a free port of 127.0.0.1.
+        parser = argparse.ArgumentParser()
+        add_serving_options(parser)
+        options = parser.parse_args([])
+        options.host, options.port, options.threads = "127.0.0.1", 0, threads
         self._mounted: Mounted | None = None
         self._app: WSGIApp | None = None
         self.server = create_server(self._dispatch, ServerConfig(), options)

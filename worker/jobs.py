@@ -31,6 +31,9 @@ from taskframe.worker.follow_up import client_factory
 log = logging.getLogger("taskframe.worker")
 
 MAX_ERROR_LENGTH = 4000
+#: Bytes of one attempt's output written to the worker's own log at most; past it one
+#: line says so (the attempt's stored log keeps its last 64 KiB whatever it writes).
+MAX_WORKER_LOG_PER_ATTEMPT = 64 << 10
 #: (status, result, error, retryable), as reported to the server.
 Outcome = tuple[str, Any, "str | None", bool]
 
@@ -45,6 +48,7 @@ class RunningJob:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     cancel_requested: bool = False
     log: str | None = None  # what the executor logged (the tail), sent with the outcome
+    result_bytes: int = 0  # the size of the result's JSON, as the server measures it
     failure: BaseException | None = None  # the executor's exception, until it is logged
     traceback: str | None = None  # of the executor's exception, sent with the outcome
     retry_after: float | None = None  # seconds to the next attempt (Retry, the type's backoff)
@@ -122,20 +126,30 @@ class AttemptLogger(logging.Logger):
 
     Its records carry the job's fields (for JSON lines), are kept (the last
     ``limit`` characters, read by :meth:`text`) and propagate to
-    ``taskframe.job.<type>`` like any logger's. One per attempt, so that
+    ``taskframe.job.<type>`` like any logger's, up to ``passed_on`` bytes per
+    attempt: a job printing 100 MB must not fill the worker's disk (see
+    :meth:`finish`). One per attempt, so that
     concurrent jobs of one type never capture each other's lines; not
     registered with ``logging.getLogger``, which keeps its loggers forever.
     Capturing in :meth:`handle` rather than in a Handler keeps it cheap.
     """
 
-    def __init__(self, running: RunningJob, limit: int = MAX_ATTEMPT_LOG) -> None:
+    def __init__(
+        self,
+        running: RunningJob,
+        limit: int = MAX_ATTEMPT_LOG,
+        passed_on: int = MAX_WORKER_LOG_PER_ATTEMPT,
+    ) -> None:
         parent = logging.getLogger(f"taskframe.job.{running.executor.name}")
         super().__init__(parent.name)
         self.parent = parent
         self.fields = running.fields
         self.limit = limit
+        self.passed_on = passed_on
         self._lines: deque[str] = deque()
         self._size = 0
+        self._written = 0  # bytes passed on to the worker's log
+        self._held_back = 0  # bytes not passed on
         self._lock = threading.Lock()
 
     def handle(self, record: logging.LogRecord) -> None:
@@ -149,7 +163,30 @@ class AttemptLogger(logging.Logger):
             self._size += len(line)
             while self._size > self.limit and len(self._lines) > 1:
                 self._size -= len(self._lines.popleft())
-        super().handle(record)
+            passed = self._written + len(line) <= self.passed_on
+            first_held = not passed and not self._held_back
+            if passed:
+                self._written += len(line)
+            else:
+                self._held_back += len(line)
+        if passed:
+            super().handle(record)
+        elif first_held:
+            log.warning(
+                "job %s wrote more than %d KiB of output: the rest of this attempt's output "
+                "is left out of this log (its stored log keeps the last %d KiB)",
+                *(self.fields["job_id"], self.passed_on >> 10, self.limit >> 10),
+                extra=self.fields,
+            )
+
+    def finish(self) -> None:
+        """The attempt is over: say how much of its output this log left out."""
+        if self._held_back:
+            log.warning(
+                "job %s: %d bytes of its output were left out of this log",
+                *(self.fields["job_id"], self._held_back),
+                extra=self.fields,
+            )
 
     def text(self) -> str | None:
         with self._lock:
@@ -189,6 +226,7 @@ def execute(
         outcome = _execute(running, options, plugins if wanted else None, logger)
     finally:
         running.log = logger.text()
+        logger.finish()
     took = time.monotonic() - started
     status, _, error, _ = outcome
     if tally is not None:
@@ -265,7 +303,7 @@ def _run(
     # The server must get strict JSON within its depth limit, or it would
     # refuse the whole request and every outcome riding on it.
     try:
-        json.dumps(result, allow_nan=False)
+        running.result_bytes = len(json.dumps(result, allow_nan=False))
     except (TypeError, ValueError, RecursionError) as exc:
         return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
     result = json_rules.encodable(result)  # lone surrogates become U+FFFD, tuples lists

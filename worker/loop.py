@@ -22,6 +22,7 @@ from taskframe.core.logs import Tally
 from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH
+from taskframe.worker import freshness
 from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
 from taskframe.worker.config import WorkerConfig
 from taskframe.worker.jobs import RunningJob, describe
@@ -98,6 +99,7 @@ class Worker:
         self._idle_poll = False  # the main thread waits in a long poll with nothing running
         self._force = False
         self._lease_ttl: float | None = None
+        self._max_result: int | None = None  # bytes of a result the server keeps
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
         self._done = threading.Event()
 
@@ -178,22 +180,30 @@ class Worker:
                     continue
             free = max(free, 0)
             wait = 0.0 if running else self.poll_interval
+            sent = freshness.clock()
             try:
                 answer = self._exchange(free, wait, idle=not running)
             except ApiError as exc:
                 self._pause(streak.failure(exc), until_stop=True)
                 continue
             except _LongPollInterrupted:
-                # Stopping while idle. Should the server have leased a job to
-                # the abandoned answer, it runs again once that lease expires.
+                # Stopping while idle: the connection is closed, so the server
+                # leases nothing more to the abandoned request; ask under its
+                # id for what it leased before it saw that, and give it back.
+                self._start(self._reclaim())
                 return
+            elapsed = freshness.clock() - sent
             streak.success()
-            self._note_ttl(answer.get("lease_ttl"))
+            self._note_limits(answer)
             jobs = answer.get("jobs") or []
             if not jobs and not running and answer.get("retry_after"):
                 # The server has as many long-polls as it allows: ask again later.
                 self._pause(float(answer["retry_after"]), until_stop=True)
             queue_empty = len(jobs) < free
+            if jobs and self._lease_ttl:
+                # A late answer's jobs may have been run elsewhere meanwhile: see freshness.py.
+                delivery = freshness.Delivery.of(answer, elapsed, wait, self._lease_ttl)
+                jobs = freshness.screen(jobs, delivery, self._send_heartbeats, self._release)
             self._start(jobs)
 
     def _exchange(self, free: int, wait: float, idle: bool) -> dict[str, Any]:
@@ -203,6 +213,14 @@ class Worker:
             return self.outbox.exchange(free, wait)
         finally:
             self._idle_poll = False
+
+    def _reclaim(self) -> list[dict[str, Any]]:
+        """The jobs leased to an abandoned request, asked for again under its id."""
+        try:
+            return self.outbox.reclaim().get("jobs") or []
+        except ApiError as exc:
+            log.info("could not ask what the abandoned lease request got: %s", exc)
+            return []
 
     def _start(self, jobs: list[dict[str, Any]]) -> None:
         """Hand leased jobs to the job threads; give back any this worker cannot run."""
@@ -271,6 +289,15 @@ class Worker:
     def _finish(
         self, running: RunningJob, status: str, result: Any, error: str | None, retryable: bool
     ) -> None:
+        limit = self._max_result
+        if status == Outcome.SUCCEEDED.value and limit and running.result_bytes > limit:
+            # The server would fail it anyway; sending it would only cost the request.
+            status, result, retryable = Outcome.FAILED.value, None, False
+            error = (
+                f"the result is {running.result_bytes} bytes, more than the server keeps "
+                f"(--max-result {limit})"
+            )
+            log.warning("job %s: %s", running.job_id, error, extra=running.fields)
         with self._cond:
             self._busy -= 1
             if self._active.get(running.lease_id) is running:  # not timed out, lost or released
@@ -279,7 +306,8 @@ class Worker:
                     status, result, retryable = Outcome.CANCELLED.value, None, False
                     error = "cancelled on request" + (f" ({error})" if error else "")
                     log.info("job %s cancelled on request", running.job_id, extra=running.fields)
-                self.outbox.add(running.completion(status, result, error, retryable))
+                completion = running.completion(status, result, error, retryable)
+                self.outbox.add(completion, running.result_bytes if result is not None else 0)
                 self.tally.add(f"jobs {status}")
             self._cond.notify_all()
 
@@ -327,6 +355,15 @@ class Worker:
     def _note_ttl(self, ttl: Any) -> None:
         if isinstance(ttl, int | float) and ttl > 0:
             self._lease_ttl = float(ttl)
+
+    def _note_limits(self, answer: dict[str, Any]) -> None:
+        """What the server announced: its lease TTL and the sizes it takes."""
+        self._note_ttl(answer.get("lease_ttl"))
+        max_result, max_body = answer.get("max_result"), answer.get("max_body")
+        if isinstance(max_result, int) and max_result > 0:
+            self._max_result = max_result
+        if isinstance(max_body, int) and max_body > 0:
+            self.outbox.max_body = max_body
 
     def _heartbeat_loop(self) -> None:
         streak = FailureStreak("heartbeats")

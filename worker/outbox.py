@@ -26,9 +26,10 @@ __all__ = ["LeaseClient", "Outbox", "pair_answers"]
 
 #: Completions sent in one request at most (keeps bodies well under size limits).
 MAX_COMPLETIONS_PER_REQUEST = 500
-#: Characters of attempt logs sent in one request at most (each log is up to 64 KiB):
-#: even escaped as \uXXXX in JSON, they stay under the server's 16 MiB body limit.
-MAX_LOG_CHARS_PER_REQUEST = 2 << 20
+#: The largest ``POST /lease`` body until the server says (its default: 16 × 1 MiB).
+DEFAULT_MAX_BODY = 16 << 20
+#: Bytes of a request body left for what is not a completion (ids, types, info).
+BODY_RESERVE = 64 << 10
 # Per-completion codes that mean "not ours any more": drop it, never resend.
 _GONE = frozenset({404, 409})
 
@@ -72,14 +73,19 @@ class Outbox:
         self.types = types
         self.info = info
         self.queues = queues  # None: every queue
+        #: The largest body the server takes on ``POST /lease`` (its lease answers say).
+        self.max_body = DEFAULT_MAX_BODY
         self._items: list[dict[str, Any]] = []
+        self._sizes: dict[int, int] = {}  # by id() of an item: its estimated bytes in a body
         self._lock = threading.Lock()
         self._request_id: str | None = None
         self._resent = False  # the request under _request_id may have leased jobs already
 
-    def add(self, completion: dict[str, Any]) -> None:
+    def add(self, completion: dict[str, Any], result_bytes: int = 0) -> None:
+        """Queue ``completion``; ``result_bytes``: its result's JSON size, when known."""
         with self._lock:
             self._items.append(completion)
+            self._sizes[id(completion)] = _estimate(completion, result_bytes)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -96,8 +102,7 @@ class Outbox:
         when a 4xx refuses a batch, its completions are retried one by one so
         that one bad outcome cannot block the others.
         """
-        with self._lock:
-            sent = _log_budget(self._items[:MAX_COMPLETIONS_PER_REQUEST])
+        sent = self._next_batch()
         # Kept until an answer arrives: a request whose answer was lost is
         # re-sent with the same id and gets back the jobs it had leased.
         self._request_id = self._request_id or secrets.token_hex(8)
@@ -114,6 +119,40 @@ class Outbox:
         self._request_id, self._resent = None, False
         self._settle(sent, answer.get("completions") or [])
         return answer
+
+    def reclaim(self) -> dict[str, Any]:
+        """After a lease request was abandoned unanswered (the worker stops): send it
+        again under its id, leasing nothing new; the answer holds the jobs the
+        abandoned request had leased, if any."""
+        if self._request_id is None:
+            return {}
+        self._resent = True
+        return self.exchange(0, 0.0)
+
+    def _next_batch(self) -> list[dict[str, Any]]:
+        """The first items that fit one request body; an item too large to fit alone
+        is replaced by a failure that says so (it could never be delivered)."""
+        budget = self.max_body - BODY_RESERVE
+        with self._lock:
+            batch: list[dict[str, Any]] = []
+            total = 0
+            for item in self._items[:MAX_COMPLETIONS_PER_REQUEST]:
+                size = self._sizes.get(id(item), 0)
+                if size > budget:
+                    item = self._replace(item, _too_large(item, size, self.max_body))
+                    size = self._sizes[id(item)]
+                if batch and total + size > budget:
+                    break
+                batch.append(item)
+                total += size
+            return batch
+
+    def _replace(self, item: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        """Put ``new`` where ``item`` was, if it still is (under the lock)."""
+        if self._sizes.pop(id(item), None) is not None:  # sizes are kept for items held
+            self._items = [new if x is item else x for x in self._items]
+            self._sizes[id(new)] = _estimate(new, 0)
+        return new
 
     def flush(self, timeout: float, streak: FailureStreak | None = None) -> bool:
         """Report everything pending (leasing nothing) for up to ``timeout`` seconds.
@@ -163,6 +202,12 @@ class Outbox:
         for item, answer in pair_answers(sent, answers):
             code = answer.get("code")
             if answer.get("ok"):
+                if answer.get("already_recorded"):
+                    # A resend (its first answer was lost, say to a server crash).
+                    log.info(
+                        "the %s outcome of job %s was already recorded",
+                        *(item["status"], item["job_id"]),
+                    )
                 done.append(item)
             elif code in _GONE or (isinstance(code, int) and 400 <= code < 500):
                 log.warning(
@@ -176,9 +221,12 @@ class Outbox:
         gone = {id(item) for item in items}
         with self._lock:
             self._items = [item for item in self._items if id(item) not in gone]
+            for key in gone:
+                self._sizes.pop(key, None)
 
     def _isolate(self, sent: list[dict[str, Any]]) -> None:
-        """Send refused completions alone; one still refused becomes a plain failure.
+        """Send refused completions alone; one still refused becomes a plain failure
+        that says why (a 413: too large), and one refused even so is dropped.
 
         An empty request first checks that the completions are the problem at
         all: if it is refused too (a bad worker id, say), nothing is dropped.
@@ -188,32 +236,55 @@ class Outbox:
         except ApiError:
             return
         for item in sent:
-            plain = {**item, "status": Outcome.FAILED.value, "result": None, "retryable": False}
-            plain["error"] = "the server refused this attempt's outcome (see the worker log)"
-            for attempt in (item, plain):
+            attempt = item
+            while True:
                 try:
                     answer = self._lease(0, 0.0, [attempt])
                 except Unavailable:
                     return  # the rest stays for the next round trip
                 except ApiError as exc:
                     log.error("server refused the outcome of job %s: %s", item["job_id"], exc)
-                    continue
+                    if attempt is item:
+                        attempt = _plain_failure(item, f"the server refused it: {exc}")
+                        continue
+                    self._remove([item])
+                    break
                 with self._lock:  # no-op unless the plain failure got through
-                    self._items = [attempt if x is item else x for x in self._items]
+                    if attempt is not item:
+                        self._replace(item, attempt)
                 self._settle([attempt], answer.get("completions") or [])
                 break
-            else:
-                self._remove([item])
 
 
-def _log_budget(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The first items whose logs fit in one request (at least one item)."""
-    total = 0
-    for count, item in enumerate(items):
-        total += len(item.get("log") or "")
-        if total > MAX_LOG_CHARS_PER_REQUEST and count:
-            return items[:count]
-    return items
+def _estimate(completion: dict[str, Any], result_bytes: int) -> int:
+    """Bytes ``completion`` may take in a JSON body: its result as measured, and its
+    text escaped at worst (\\n: 2 bytes; a non-ASCII character as \\uXXXX: 6)."""
+    size = 200 + result_bytes
+    for key in ("log", "error", "traceback"):
+        text = completion.get(key)
+        if text:
+            size += len(text) * (2 if text.isascii() else 6)
+    return size
+
+
+def _plain_failure(item: dict[str, Any], error: str) -> dict[str, Any]:
+    """``item`` as a failure without its result: what the server can always take."""
+    plain = {**item, "status": Outcome.FAILED.value, "result": None, "retryable": False}
+    plain["error"] = error[:4000]
+    return plain
+
+
+def _too_large(item: dict[str, Any], size: int, max_body: int) -> dict[str, Any]:
+    error = (
+        f"the outcome is about {size} bytes, more than the server takes in one request "
+        f"({max_body} bytes)"
+    )
+    log.warning("job %s: %s; reporting it failed without its result", item["job_id"], error)
+    plain = _plain_failure(item, error)
+    if _estimate(plain, 0) > max_body - BODY_RESERVE:
+        plain["log"] = None  # (only with a --max-body far below a log's 64 KiB)
+        plain.pop("traceback", None)
+    return plain
 
 
 def pair_answers(

@@ -152,7 +152,8 @@ class ProcessSlot:
                 if message is None:
                     return Status.FAILED.value, None, self._died(), True
                 if message[0] != PROGRESS:
-                    *outcome, running.log, running.traceback, running.retry_after = message
+                    *outcome, running.log, running.traceback, running.retry_after = message[:-1]
+                    running.result_bytes = message[-1]
                     return tuple(outcome)  # type: ignore[return-value]
                 running.set_progress(*message[1:])
             elif ready:
@@ -261,10 +262,10 @@ def _run_one(
     executor = plugins.executors.get(job_type)
     if executor is None:  # installed in the worker but failed to load here
         error = f"job type {job.get('type')!r} is not available in the job process"
-        return Status.FAILED.value, None, error, True, None, None, None
+        return Status.FAILED.value, None, error, True, None, None, None, 0
     running = RunningJob(job, executor, deadline, cancel_event=cancel, progress_sink=forward)
     outcome = execute(running, options, plugins)  # its before/after hooks run here too
-    return (*outcome, running.log, running.traceback, running.retry_after)
+    return (*outcome, running.log, running.traceback, running.retry_after, running.result_bytes)
 
 
 class _ProgressForwarder:

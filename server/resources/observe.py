@@ -44,7 +44,9 @@ class Workers:
         self.registry = registry
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        workers, truncated = self.registry.listing()
         resp.media = {
+            "truncated": truncated,
             "workers": [
                 {
                     "id": worker.id,
@@ -55,6 +57,6 @@ class Workers:
                     "last_seen": iso(worker.last_seen),
                     "alive": worker.alive,
                 }
-                for worker in self.registry.workers()
-            ]
+                for worker in workers
+            ],
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -47,17 +48,34 @@ HTTP_STATUS = {
 
 
 def _outcome_json(outcome: CompletionOutcome) -> dict[str, Any]:
-    return {
+    answer = {
         "job_id": outcome.job_id,
         "ok": outcome.recorded,
         "code": HTTP_STATUS[outcome.result],
         "error": outcome.error,
     }
+    if outcome.already:  # a resend: the worker says so rather than "recorded"
+        answer["already_recorded"] = True
+    return answer
+
+
+def client_gone(req: falcon.Request) -> Callable[[], bool] | None:
+    """Whether the client hung up, as waitress tells with ``channel_request_lookahead``
+    (see serving.py); None under another server: nothing is checked."""
+    gone = req.env.get("waitress.client_disconnected")
+    return gone if callable(gone) else None
 
 
 def leased_json(scheduler: Scheduler, rows: list) -> list[dict[str, Any]]:
-    """Leased jobs; those with dependencies carry their results (``dependencies``)."""
+    """Leased jobs; those with dependencies carry their results (``dependencies``).
+
+    Each says how long its lease has left (``expires_in``, seconds: a duration
+    in the server's clock, which the worker compares with its own durations).
+    """
+    now = scheduler.clock()
     jobs = [job_answer(row, with_lease=True) for row in rows]
+    for job, row in zip(jobs, rows, strict=True):
+        job["expires_in"] = round(row["lease_expires_at"] - now, 3)
     if any(row.get("depends_on") for row in rows):
         found = scheduler.dependency_results(rows)
         for job in jobs:
@@ -103,6 +121,7 @@ class Lease(WorkerResource):
         outcomes = self.scheduler.complete(
             [_completion(c, c["job_id"], worker_id) for c in request["completions"]]
         )
+        gone = client_gone(req)
         rows, refused = self.scheduler.lease_or_busy(
             worker_id,
             types,
@@ -111,7 +130,13 @@ class Lease(WorkerResource):
             request_id=request["request_id"],
             resent=request["resent"],
             queues=request.get("queues"),
+            gone=gone,
         )
+        if rows and gone is not None and gone():
+            # The worker hung up (stopped, killed) while it waited: nobody reads this
+            # answer, so its jobs go back now instead of expiring one lease TTL later.
+            self.scheduler.release_undelivered(worker_id, rows)
+            rows = []
         self.scheduler.telemetry.lease_request(time.perf_counter() - started, len(rows))
         if self.registry is not None and request["wait"]:
             self.registry.seen(worker_id)  # the end of a long poll counts as seen too
@@ -121,22 +146,36 @@ class Lease(WorkerResource):
             "lease_ttl": self.config.lease_ttl,
             # Too many requests wait already: come back after this pause.
             "retry_after": retry_after(self.scheduler) if refused else None,
+            # Seconds from the request's arrival to this answer: the worker tells by
+            # it how long the answer took to reach it (a stalled worker, say).
+            "answered_after": round(time.perf_counter() - started, 4),
+            # What the server takes, so that the worker checks it before sending.
+            "max_result": self.config.max_result_bytes,
+            "max_body": self.limit,
         }
 
 
 class NextJob(WorkerResource):
-    """``GET /next-job?worker_id=W[&types=a,b][&wait=S]``: lease one job, or 204."""
+    """``POST /next-job?worker_id=W[&types=a,b][&wait=S]``: lease one job, or 204.
+
+    A POST with its parameters in the query string and no body (for curl):
+    leasing changes state, so no GET (an ``<img>`` on any page could lease).
+    """
 
     schema = schemas.NextJobQuerySchema()
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.schema)
         require_worker_id(req, query["worker_id"])
         types = [t for t in query["types"].split(",") if t] if "types" in query else None
         queues = [q for q in query["queues"].split(",") if q] if "queues" in query else None
+        gone = client_gone(req)
         rows, refused = self.scheduler.lease_or_busy(
-            query["worker_id"], self._types(types), 1, query["wait"], queues=queues
+            query["worker_id"], self._types(types), 1, query["wait"], queues=queues, gone=gone
         )
+        if rows and gone is not None and gone():
+            self.scheduler.release_undelivered(query["worker_id"], rows)
+            rows = []
         if not rows:
             resp.status = falcon.HTTP_204
             if refused:

@@ -288,7 +288,7 @@ WITH due AS MATERIALIZED (
 UPDATE jobs SET status = 'queued'
 FROM due
 WHERE jobs.id = due.id AND jobs.status = 'scheduled'
-RETURNING jobs.id, jobs.type;
+RETURNING jobs.id, jobs.type, jobs.queue;
 
 -- name: succeed_attempt
 -- The common completion in one statement; anything else takes the general path.
@@ -395,9 +395,11 @@ SET host = coalesce(excluded.host, workers.host),
     last_seen = excluded.last_seen;
 
 -- name: list_workers
+-- The most recently seen first, at most %(limit)s of them (a bound on /workers and /health).
 SELECT w.id, w.host, w.types, w.slots, w.last_seen,
        (SELECT count(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) AS running
-FROM workers w WHERE w.last_seen >= %(since)s ORDER BY w.id;
+FROM (SELECT * FROM workers WHERE last_seen >= %(since)s ORDER BY last_seen DESC LIMIT %(limit)s) w
+ORDER BY w.id;
 
 -- name: prune_workers
 DELETE FROM workers WHERE last_seen < %(before)s;

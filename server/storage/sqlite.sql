@@ -269,7 +269,7 @@ WHERE id IN (
     ORDER BY run_at
     LIMIT :limit
 )
-RETURNING id, type;
+RETURNING id, type, queue;
 
 -- name: succeed_attempt
 -- The common completion in one statement; anything else takes the general path.
@@ -364,9 +364,11 @@ SET host = coalesce(excluded.host, workers.host),
     last_seen = excluded.last_seen;
 
 -- name: list_workers
+-- The most recently seen first, at most :limit of them (a bound on /workers and /health).
 SELECT w.id, w.host, w.types, w.slots, w.last_seen,
        (SELECT count(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) AS running
-FROM workers w WHERE w.last_seen >= :since ORDER BY w.id;
+FROM (SELECT * FROM workers WHERE last_seen >= :since ORDER BY last_seen DESC LIMIT :limit) w
+ORDER BY w.id;
 
 -- name: prune_workers
 DELETE FROM workers WHERE last_seen < :before;

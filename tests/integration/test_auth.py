@@ -99,7 +99,7 @@ def test_roles_and_bound_workers_on_a_real_server(start_server, tmp_path, token_
     assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
     assert requests.post(f"{url}/jobs", json=job, headers=bearer("x" * 20)).status_code == 401
     # A rogue caller with a client token cannot lease.
-    rogue = requests.get(
+    rogue = requests.post(
         f"{url}/next-job", params={"worker_id": "rogue"}, headers=bearer(CLIENT_TOKEN)
     )
     assert rogue.status_code == 403
@@ -222,7 +222,12 @@ def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     folder = tmp_path_factory.mktemp("auth-routes")
     tokens = folder / "tokens"
     tokens.write_text(f"{TOKEN_FILE}worker:{UNBOUND_WORKER_TOKEN}\n")
-    server = Server(str(folder / "t.db"), folder / "server.log", "--token-file", str(tokens))
+    # One bad token per route: more than the throttle allows one address by default.
+    server = Server(
+        str(folder / "t.db"),
+        folder / "server.log",
+        *("--token-file", str(tokens), "--max-auth-failures", "1000"),
+    )
     try:
         yield server.wait_ready()
     finally:
@@ -258,3 +263,27 @@ def test_every_route_of_a_real_server_checks_the_token_and_role(guarded_server, 
             assert status not in (401, 403) and status < 500, (role, status)
         else:
             assert status == 403, (role, status)
+
+
+def test_bad_tokens_are_throttled_per_address_and_logged_summed(start_server, tmp_path, token_file):
+    server = start_server(str(tmp_path / "t.db"), "--token-file", str(token_file))
+    url = server.url
+    statuses = []
+    with requests.Session() as session:
+        for n in range(200):
+            guess = bearer(f"guess-{n:04d}-0123456789abcdef")
+            statuses.append(session.get(f"{url}/jobs", headers=guess, timeout=10).status_code)
+        # Throttled: a right token from the same address gets 429 too (a guess learns nothing).
+        right = session.get(f"{url}/jobs", headers=bearer(CLIENT_TOKEN), timeout=10)
+    assert statuses[:20] == [401] * 20
+    assert set(statuses[20:]) == {429}
+    assert right.status_code == 429
+    assert 1 <= int(right.headers["Retry-After"]) <= 60
+    assert right.json()["title"] == "Too many requests"
+    assert "bad tokens from 127.0.0.1" in right.json()["description"]
+    # Anonymous /health still answers (health checks share addresses with clients).
+    assert requests.get(f"{url}/health", timeout=10).status_code == 200
+    log = server.output()
+    refusals = [line for line in log.splitlines() if "refused GET" in line]
+    assert len(refusals) <= 3, refusals  # the first bad token, the first 429: not 200 lines
+    assert "throttling 127.0.0.1: 20 bad tokens" in log

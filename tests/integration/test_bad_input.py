@@ -338,7 +338,8 @@ def test_bad_query_strings_are_422(url):
         ("/next-job", {}, "worker_id"),
         ("/next-job", {"worker_id": "w", "wait": 3600}, "wait"),
     ]:
-        body = assert_error(requests.get(url + path, params=params, timeout=30), 422)
+        call = requests.post if path == "/next-job" else requests.get
+        body = assert_error(call(url + path, params=params, timeout=30), 422)
         assert field in body["errors"], (path, params, body)
 
 
@@ -379,13 +380,13 @@ def test_nul_characters_are_refused_or_stored_never_a_500(db_url, start_server):
     answer = post_json(server.url, "/jobs", {**SLEEP, "idempotency_key": "key\x00nul"})
     assert answer.status_code in (201, 422), answer.text
 
-    answer = requests.get(
+    answer = requests.post(
         f"{server.url}/next-job", params={"worker_id": "worker\x00nul"}, timeout=30
     )
     assert answer.status_code in (200, 204, 422), answer.text
 
     job = submit(server.url, "sleep", {"duration": 1})
-    leased = requests.get(f"{server.url}/next-job", params={"worker_id": "w1"}, timeout=30)
+    leased = requests.post(f"{server.url}/next-job", params={"worker_id": "w1"}, timeout=30)
     assert leased.status_code == 200, leased.text
     lease_id = leased.json()["lease_id"]
     assert leased.json()["id"] == job["id"]

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -39,6 +40,22 @@ def server(start_server, sqlite_url):
     return start_server(sqlite_url, *SERVER_ARGS)
 
 
+class _SiteHandler(QuietHandler):
+    """A web site for http jobs (a job may not call the worker's own server)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.path == "/health":
+            self.reply(200, b'{"status": "ok"}', {"Content-Type": "application/json"})
+        else:
+            self.reply(404, b"not found")
+
+
+@pytest.fixture
+def site() -> Iterator[str]:
+    with serve(_SiteHandler) as url:
+        yield url
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> Path:
     root = tmp_path / "files"
@@ -62,11 +79,11 @@ def wait_running(url: str, job_id: int, worker: Worker) -> dict:
 
 
 @pytest.mark.timeout(90)
-def test_sleep_http_and_file_jobs_succeed_through_a_worker(server, start_worker, files):
+def test_sleep_http_and_file_jobs_succeed_through_a_worker(server, start_worker, files, site):
     start_worker([server.url], *WORKER_ARGS, "--file-root", str(files))
 
     sleep = submit(server.url, "sleep", {"duration": 0.2})
-    http = submit(server.url, "http", {"url": f"{server.url}/health"})
+    http = submit(server.url, "http", {"url": f"{site}/health"})
     content = "hello taskframe\nsecond line\n"
     write = submit(
         server.url, "file", {"operation": "write", "path": "notes/a.txt", "content": content}
@@ -185,9 +202,9 @@ def test_refused_connection_is_retried_then_the_job_fails(server, start_worker):
 
 
 @pytest.mark.timeout(60)
-def test_http_404_fails_at_once_without_retry(server, start_worker):
+def test_http_404_fails_at_once_without_retry(server, start_worker, site):
     start_worker([server.url], *WORKER_ARGS)
-    job = submit(server.url, "http", {"url": f"{server.url}/no-such-page"}, max_attempts=3)
+    job = submit(server.url, "http", {"url": f"{site}/no-such-page"}, max_attempts=3)
 
     done = wait_for_job(server.url, job["id"])
     assert done["status"] == "failed", done
@@ -248,7 +265,7 @@ def test_stale_completion_gets_409_and_changes_nothing(server):
     job = submit(url, "sleep", {"duration": 1})
     lease = {"worker_id": "fake-worker", "wait": 5}
 
-    first = requests.get(f"{url}/next-job", params=lease, timeout=30)
+    first = requests.post(f"{url}/next-job", params=lease, timeout=30)
     assert first.status_code == 200, first.text
     first = first.json()
     assert first["id"] == job["id"] and first["lease_id"]
@@ -257,7 +274,7 @@ def test_stale_completion_gets_409_and_changes_nothing(server):
     wait_for_job(url, job["id"], {"scheduled", "queued"}, timeout=20)
 
     def lease_again():
-        answer = requests.get(f"{url}/next-job", params={**lease, "wait": 1}, timeout=30)
+        answer = requests.post(f"{url}/next-job", params={**lease, "wait": 1}, timeout=30)
         return answer.json() if answer.status_code == 200 else None
 
     second = wait_until(lease_again, 20, message="the job leased again")

@@ -55,7 +55,7 @@ def _chunked(data: bytes, size: int = 4096) -> bytes:
 
 def test_a_chunked_body_is_limited_like_a_declared_one(start_server, sqlite_url, server_kind):
     server = start_server(sqlite_url, "--server", server_kind, "--max-body", "10000")
-    head = "POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = "POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     head += "Transfer-Encoding: chunked\r\n"
     fits = json.dumps({**SLEEP, "idempotency_key": "k" * 100}).encode()
     status, body = _raw(server.port, head, _chunked(fits))
@@ -68,7 +68,7 @@ def test_a_chunked_body_is_limited_like_a_declared_one(start_server, sqlite_url,
 
 def test_a_declared_body_over_the_limit_is_refused_unread(start_server, sqlite_url, server_kind):
     server = start_server(sqlite_url, "--server", server_kind, "--max-body", "10000")
-    head = "POST /lease HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = "POST /lease HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     status, body = _raw(server.port, head + "Content-Length: 160001\r\n")  # no body sent
     assert status == 413 and "160000 bytes" in json.loads(body)["description"]
 

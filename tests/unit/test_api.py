@@ -194,11 +194,11 @@ def test_priority_then_fifo_through_next_job(client):
         ids[client.simulate_post("/jobs", json={**SLEEP, "priority": priority}).json["id"]] = name
     order = []
     for _ in range(4):
-        answer = client.simulate_get("/next-job", params={"worker_id": "w1", "types": "sleep"})
+        answer = client.simulate_post("/next-job", params={"worker_id": "w1", "types": "sleep"})
         assert answer.status_code == 200
         order.append(ids[answer.json["id"]])
     assert order == ["high1", "high2", "mid", "low"]
-    assert client.simulate_get("/next-job", params={"worker_id": "w1"}).status_code == 204
+    assert client.simulate_post("/next-job", params={"worker_id": "w1"}).status_code == 204
 
 
 def test_lease_only_requested_types(client):
@@ -435,7 +435,7 @@ def test_waits_past_the_cap_answer_at_once_with_retry_after(migrated_sqlite_url)
         assert answer.json["jobs"] == [] and answer.json["retry_after"] >= 1
         waited = client.simulate_get(f"/jobs/{job_id}?wait=30")
         assert waited.json["status"] == "scheduled" and int(waited.headers["retry-after"]) >= 1
-        idle = client.simulate_get("/next-job?worker_id=w1&wait=30")
+        idle = client.simulate_post("/next-job?worker_id=w1&wait=30")
         assert idle.status_code == 204 and int(idle.headers["retry-after"]) >= 1
     finally:
         store.close()
@@ -488,7 +488,7 @@ def test_the_openapi_document_covers_every_route_and_query_parameter(client):
     for (path, method), query in {
         ("/jobs", "get"): schemas.ListJobsQuerySchema,
         ("/jobs/{job_id}", "get"): schemas.WaitQuerySchema,
-        ("/next-job", "get"): schemas.NextJobQuerySchema,
+        ("/next-job", "post"): schemas.NextJobQuerySchema,
     }.items():
         parameters = spec["paths"][path][method]["parameters"]
         in_query = {p["name"] for p in parameters if p["in"] == "query"}

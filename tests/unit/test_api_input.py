@@ -141,7 +141,7 @@ def test_nul_in_names_the_database_compares_is_422(client):
     assert "completions" in assert_error(answer, 422)["errors"]
     answer = client.simulate_get("/jobs", query_string="type=sleep%00")
     assert "type" in assert_error(answer, 422)["errors"]
-    answer = client.simulate_get("/next-job", query_string="worker_id=w&types=sleep%00")
+    answer = client.simulate_post("/next-job", query_string="worker_id=w&types=sleep%00")
     assert "types" in assert_error(answer, 422)["errors"]
 
 

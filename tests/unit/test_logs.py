@@ -101,10 +101,17 @@ def test_a_bad_logging_variable_is_a_usage_error(variable, monkeypatch, capsys, 
 
 
 def test_one_lease_request_carries_attempt_logs_up_to_its_budget():
-    from taskframe.worker.outbox import MAX_LOG_CHARS_PER_REQUEST, _log_budget
+    from taskframe.worker.outbox import BODY_RESERVE, Outbox
 
-    big = {"log": "x" * (MAX_LOG_CHARS_PER_REQUEST // 2)}
-    items = [dict(big) for _ in range(5)] + [{"log": None}]
-    assert len(_log_budget(items)) == 2  # the rest goes with the next request
-    assert len(_log_budget([{"log": "x" * (MAX_LOG_CHARS_PER_REQUEST + 1)}])) == 1
-    assert len(_log_budget([{"log": None}] * 7)) == 7
+    outbox = Outbox(None, "w1", ["sleep"])  # type: ignore[arg-type]  # (never sends here)
+    outbox.max_body = BODY_RESERVE + 600_000
+    item = {"job_id": 1, "lease_id": "l", "status": "succeeded", "result": None, "error": None}
+    for n in range(5):  # ~64 KiB of ASCII log each: about 2 × 64 KiB once escaped
+        outbox.add({**item, "job_id": n, "log": "x\n" * 32_000})
+    outbox.add({**item, "job_id": 9, "log": None})
+    first = outbox._next_batch()
+    assert [i["job_id"] for i in first] == [0, 1, 2, 3]  # 128,200 bytes each at most
+    outbox.add({**item, "job_id": 10, "log": "\u00e9" * 64_000})  # 6 bytes a character
+    outbox._remove(first)
+    assert [i["job_id"] for i in outbox._next_batch()] == [4, 9, 10]
+    assert [i["job_id"] for i in Outbox(None, "w", [])._next_batch()] == []  # type: ignore[arg-type]

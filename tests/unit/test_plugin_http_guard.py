@@ -4,6 +4,7 @@ environment ignored, capped headers. Real local HTTP servers, no mocks."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import shutil
 import ssl
@@ -16,7 +17,7 @@ import pytest
 
 from taskframe.core import ExecutorContext, PermanentError
 from taskframe.plugins import http
-from taskframe.plugins.http_guard import DEFAULT_DENY, TargetDenied, parse_rules
+from taskframe.plugins.http_guard import DEFAULT_DENY, TargetDenied, as_ipv4, parse_rules
 from tests.recorder import HEADER_COUNT, Recorder, recording_servers
 
 
@@ -120,6 +121,75 @@ def test_ipv4_mapped_ipv6_addresses_are_judged_as_ipv4(target: Recorder) -> None
     with pytest.raises(TargetDenied, match="127.0.0.0/8"):
         _run({"url": f"http://[::ffff:127.0.0.1]:{_port(target)}/ok"}, http_deny="127.0.0.0/8")
     assert target.requests == []
+
+
+@pytest.mark.parametrize(
+    ("address", "ipv4"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.1"),  # mapped
+        ("::127.0.0.1", "127.0.0.1"),  # compatible
+        ("::a9fe:a9fe", "169.254.169.254"),
+        ("64:ff9b::7f00:1", "127.0.0.1"),  # NAT64
+        ("64:ff9b::169.254.169.254", "169.254.169.254"),
+        ("::1", "::1"),  # IPv6's own loopback, not 0.0.0.1
+        ("::", "::"),
+        ("2001:db8::7f00:1", "2001:db8::7f00:1"),
+        ("10.0.0.1", "10.0.0.1"),
+    ],
+)
+def test_ipv6_forms_of_an_ipv4_address_are_normalised(address: str, ipv4: str) -> None:
+    assert as_ipv4(ipaddress.ip_address(address)) == ipaddress.ip_address(ipv4)
+
+
+@pytest.mark.parametrize(
+    "host", ["[64:ff9b::a9fe:a9fe]", "[::169.254.169.254]", "[::ffff:169.254.169.254]"]
+)
+def test_metadata_addresses_in_ipv6_forms_are_denied_by_default(host: str) -> None:
+    with pytest.raises(TargetDenied, match=r"169\.254\.0\.0/16"):
+        _run({"url": f"http://{host}/latest/meta-data/", "timeout": 2})
+
+
+def test_nat64_and_compatible_forms_of_loopback_are_denied_by_strict() -> None:
+    for host in ("[64:ff9b::7f00:1]", "[::127.0.0.1]"):
+        with pytest.raises(TargetDenied, match=r"127\.0\.0\.0/8"):
+            _run({"url": f"http://{host}:8000/", "timeout": 2}, http_deny="@strict")
+
+
+# -- the worker's own server -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.0.0.2", "[::1]", "0.0.0.0"])
+def test_the_workers_own_server_is_refused_by_default(
+    serve: Callable[..., Recorder], host: str
+) -> None:
+    server = serve()  # stands for taskframe-server
+    port = _port(server)
+    with pytest.raises(TargetDenied, match=f"the worker's own server \\(127.0.0.1:{port}"):
+        _run(
+            {"url": f"http://{host}:{port}/queues/default/pause", "method": "POST"},
+            api_url=f"http://127.0.0.1:{port}",
+        )
+    assert server.requests == []
+
+
+def test_other_ports_of_the_servers_host_and_allowed_servers_are_reached(
+    serve: Callable[..., Recorder],
+) -> None:
+    server, other = serve(), serve()
+    api = f"http://localhost:{_port(server)},http://127.0.0.1:{_port(server) + 1}"
+    assert _run({"url": f"{other.url}/ok"}, api_url=api)["status_code"] == 200
+    allowed = _run({"url": f"{server.url}/ok"}, api_url=api, http_allow="127.0.0.1")
+    assert allowed["status_code"] == 200 and len(server.requests) == 1
+
+
+def test_a_redirect_to_the_workers_own_server_is_not_followed(
+    serve: Callable[..., Recorder],
+) -> None:
+    server, front = serve(), serve()
+    to = f"http://localhost:{_port(server)}/queues/default/pause"
+    with pytest.raises(TargetDenied, match="own server"):
+        _run({"url": f"{front.url}/redirect?status=307&to={to}"}, api_url=server.url)
+    assert server.requests == []
 
 
 @pytest.mark.parametrize(

@@ -334,7 +334,19 @@ class SchedulerMachine(RuleBasedStateMachine):
             # recorded outcome; either way nothing changes.
             assert outcome.result is not CompletionResult.UNKNOWN_JOB, outcome
             if outcome.result is CompletionResult.RECORDED:
-                assert row["lease_id"] == lease_id and not intruder
+                # Only a resend of that lease's own report: its worker's, recorded
+                # before (the row may show a newer attempt since).
+                assert outcome.already and not intruder
+                reported = {
+                    a["outcome"]
+                    for a in self.scheduler.attempts(job_id)
+                    if a["lease_id"] == lease_id and a["worker_id"] == worker
+                }
+                assert row["lease_id"] == lease_id or reported & {
+                    model.SUCCEEDED,
+                    model.FAILED,
+                    model.CANCELLED,
+                }, reported
             assert after == before, "a stale completion changed something"
             assert self.history(job_id) == attempts_before
             return

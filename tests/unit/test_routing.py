@@ -49,9 +49,9 @@ def test_next_job_takes_queues_and_a_paused_queue_gives_nothing(store):
     client = testing.TestClient(create_app(ServerConfig(), scheduler, load_plugins()))
     [(a, _), (b, _)] = scheduler.submit([job("a"), job("b")])
     Flow(scheduler).set_paused("b", True)
-    assert client.simulate_get("/next-job?worker_id=w&queues=b").status_code == 204
-    answer = client.simulate_get("/next-job?worker_id=w&queues=a,b")
+    assert client.simulate_post("/next-job?worker_id=w&queues=b").status_code == 204
+    answer = client.simulate_post("/next-job?worker_id=w&queues=a,b")
     assert answer.json["id"] == a["id"] and answer.json["queue"] == "a"
-    assert client.simulate_get("/next-job?worker_id=w").status_code == 204
+    assert client.simulate_post("/next-job?worker_id=w").status_code == 204
     Flow(scheduler).set_paused("b", False)
-    assert client.simulate_get("/next-job?worker_id=w").json["id"] == b["id"]
+    assert client.simulate_post("/next-job?worker_id=w").json["id"] == b["id"]

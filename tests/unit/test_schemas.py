@@ -45,7 +45,7 @@ completion = st.fixed_dictionaries(
 lease_request = st.fixed_dictionaries(
     {"worker_id": ids},
     optional={
-        "types": st.none() | st.lists(names, max_size=3),
+        "types": st.none() | st.lists(ids, max_size=3),  # a type name is an id (1-200)
         "max": st.integers(min_value=0, max_value=schemas.MAX_LEASE_BATCH),
         "wait": st.floats(min_value=0, max_value=schemas.MAX_WAIT) | st.integers(0, 60),
         "completions": st.lists(completion, max_size=4),
