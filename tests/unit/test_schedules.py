@@ -8,11 +8,11 @@ import pytest
 from falcon import testing
 
 from taskframe.core import cron
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.schedules import MISFIRE_GRACE, Schedules
+from tests.api_server import default_plugins
 
 
 def at(text: str) -> float:
@@ -86,7 +86,7 @@ def clock() -> Clock:
 @pytest.fixture
 def client(store, clock) -> testing.TestClient:
     scheduler = Scheduler(store, ServerConfig(), clock=clock)
-    return testing.TestClient(create_app(ServerConfig(), scheduler, load_plugins()))
+    return testing.TestClient(create_app(ServerConfig(), scheduler, default_plugins()))
 
 
 def schedule(client, job: dict | None = None, **fields) -> dict:
