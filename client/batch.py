@@ -109,12 +109,11 @@ class BatchSubmitter:
     def _send(self, chunk: list[tuple[dict[str, Any], Future[int]]]) -> None:
         try:
             batch = self.client.submit_many([body for body, _ in chunk])
-        except ValidationError as exc:
-            if len(chunk) == 1:
-                chunk[0][1].set_exception(exc)
-            else:
-                for body, future in chunk:  # only the bad job's future fails
-                    self._send_alone(body, future)
+        except ValidationError:
+            # Only the bad job's future fails, with the error of POST /jobs (its own
+            # fields), even alone in its batch: the batch's names it "jobs.0.payload.x".
+            for body, future in chunk:
+                self._send_alone(body, future)
             return
         except BaseException as exc:  # every future must be answered, whatever happened
             for _, future in chunk:

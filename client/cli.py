@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -20,7 +21,7 @@ from taskframe.client import render
 from taskframe.client.api import DEFAULT_URL, Client
 from taskframe.client.errors import TaskframeError, Unavailable, ValidationError, WaitTimeout
 from taskframe.client.models import Job
-from taskframe.client.transport import read_token_file
+from taskframe.client.transport import CertificateFileError, read_token_file
 from taskframe.core.options import add_option, add_version_option
 
 #: How often the progress line of ``--wait`` is refreshed on a terminal
@@ -164,6 +165,8 @@ def make_client(options: argparse.Namespace) -> Client:
         raise UsageError(f"--ca-cert: {options.ca_cert} is not a file")
     try:
         return Client(options.url, token=token, ca_cert=options.ca_cert)
+    except CertificateFileError as exc:
+        raise UsageError(f"--ca-cert: {exc}") from None
     except ValueError as exc:
         raise UsageError(f"--url: {exc}") from None
 
@@ -392,12 +395,24 @@ def read_payload(text: str) -> dict[str, Any]:
         except OSError as exc:
             raise UsageError(f"--payload: cannot read {source}: {exc.strerror or exc}") from None
     try:
-        payload = json.loads(text)
+        payload = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except ValueError as exc:
         raise UsageError(f"--payload: {source} is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise UsageError(f'--payload: {source} must hold a JSON object, like {{"a": 1}}')
     return payload
+
+
+def _not_json(constant: str) -> float:
+    """Python reads NaN and Infinity, JSON has no such values (nor has the API)."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 def show(options: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:

@@ -61,6 +61,10 @@ class _Route:
         return self.prefix + path
 
 
+class CertificateFileError(ValueError):
+    """The CA bundle given (``ca_cert``) cannot be loaded."""
+
+
 class _Failure(Exception):
     """The exchange with one URL failed on the way (no usable answer); ``reason`` says how."""
 
@@ -353,7 +357,7 @@ def _tls_context(ca_cert: str | None) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=ca_cert)
     except OSError as exc:  # ssl.SSLError too: not a PEM bundle
-        raise ValueError(f"cannot load the CA certificates in {ca_cert}: {exc}") from None
+        raise CertificateFileError(f"cannot load the CA certificates in {ca_cert}: {exc}") from None
 
 
 def _with_query(path: str, params: dict[str, Any] | None) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.pg_schemas import SchemaPool
 from tests.processes import Server, Worker
 
 POSTGRES_URL = os.environ.get(
@@ -55,20 +56,57 @@ def sqlite_url(tmp_path: Path) -> str:
     return str(tmp_path / "taskframe.db")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """Each test using this runs once per backend."""
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, made once: tests copy it instead of migrating again."""
+    from tests.api_server import migrate_template
+
+    return migrate_template(tmp_path_factory.mktemp("template") / "migrated.db")
 
 
 @pytest.fixture
-def store(db_url: str):
+def migrated_sqlite_url(sqlite_url: str, sqlite_template: Path) -> str:
+    """``sqlite_url``, already migrated (a copy of the template: no migration per test)."""
+    from tests.api_server import migrated_copy
+
+    return str(migrated_copy(sqlite_template, Path(sqlite_url)))
+
+
+@pytest.fixture(scope="session")
+def postgres_schemas() -> Iterator[SchemaPool]:
+    """Migrated PostgreSQL schemas, emptied after each test and handed out again."""
+    _postgres_or_skip()
+    pool = SchemaPool(POSTGRES_URL)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test using this runs once per backend.
+
+    On PostgreSQL, a test that uses ``store`` (which migrates at once) gets a
+    migrated schema from the pool; the others a fresh, empty one.
+    """
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+    elif "store" not in request.fixturenames:
+        yield request.getfixturevalue("postgres_url")
+    else:
+        pool: SchemaPool = request.getfixturevalue("postgres_schemas")
+        schema = pool.take()
+        yield pool.url(schema)
+        pool.give_back(schema)
+
+
+@pytest.fixture
+def store(db_url: str, request: pytest.FixtureRequest):
     from taskframe.server.storage import open_store
 
+    if not db_url.startswith(("postgresql://", "postgres://")):
+        request.getfixturevalue("migrated_sqlite_url")  # SQLite: the template's copy
     opened = open_store(db_url)
-    opened.migrate()
+    opened.migrate()  # a no-op on the copy
     yield opened
     opened.close()
 

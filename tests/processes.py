@@ -132,3 +132,39 @@ def wait_for_job(
         return wait_until(reached, timeout, interval, message=f"job {job_id} in {set(statuses)}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last seen: {last}") from None
+
+
+def wait_for_start(worker: Process, job_id: int, timeout: float = 30.0) -> None:
+    """Wait until ``worker`` (run with ``--log-level DEBUG``) has started the job.
+
+    More than ``running`` tells: that status is the server's lease, whose answer
+    may still be on its way to the worker (or held up by a fault under test).
+    """
+    wait_until(
+        lambda: f"job {job_id} started (" in worker.output(),
+        timeout,
+        message=f"the worker to start job {job_id} (is its --log-level DEBUG?)",
+    )
+
+
+def wait_long_polling(url: str, probe_type: str = "file", timeout: float = 30.0) -> None:
+    """Wait until a long poll (a worker's lease) is pending on the server at ``url``.
+
+    The server must run with ``--max-waiting 1``: a probe asking to wait (for
+    ``probe_type``, which no job of the test has) is refused at once, with a
+    ``retry_after``, exactly while that one wait slot is taken. The probe waits
+    a millisecond when the slot is free, so it seldom turns the worker away (a
+    worker turned away pauses, and this wait lasts that much longer).
+    """
+
+    def slot_taken() -> bool:
+        answer = requests.post(
+            f"{url}/lease",
+            json={"worker_id": "long-poll-probe", "types": [probe_type], "max": 1, "wait": 0.001},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["jobs"] == [], "the probe leased a job"
+        return answer.json()["retry_after"] is not None
+
+    wait_until(slot_taken, timeout, message=f"a long poll to be pending on {url}")

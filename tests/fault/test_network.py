@@ -17,7 +17,10 @@ from tests.fault import (
     worker_args,
 )
 from tests.fault.tcp_proxy import BLACKHOLE, PASS, RESET, TcpProxy
-from tests.processes import wait_until
+from tests.processes import wait_for_start, wait_until
+
+#: Workers log each job's start at DEBUG: tests wait for it (wait_for_start).
+DEBUG = ("--log-level", "DEBUG")
 
 
 @pytest.fixture
@@ -56,13 +59,22 @@ def test_short_resets_do_not_cost_the_lease(
     # delays on a loaded machine: the point is that heartbeats resume in time.
     server = start_server(sqlite_url, *server_args(lease_ttl="3"))
     proxy = proxy_to(server.port)
-    worker = start_worker([proxy.url], *worker_args(tmp_path / "files", "behind-proxy"))
+    worker = start_worker([proxy.url], *worker_args(tmp_path / "files", "behind-proxy"), *DEBUG)
     job = submit(http, server.url, sleep_job(3))
     _wait_running(http, server.url, job["id"], "behind-proxy")
-    time.sleep(0.5)
+    wait_for_start(worker, job["id"])  # the lease answer came through the proxy
     resets_before = proxy.resets
+    log = worker.output
     proxy.set_mode(RESET)
-    time.sleep(1.0)
+    began = time.monotonic()
+    # An outage of a second (well within the lease), and at least until the worker
+    # noticed it: on a slow machine that may take longer than the second.
+    wait_until(
+        lambda: proxy.resets > resets_before and "failed, retrying with backoff" in log(),
+        timeout=20,
+        message="the outage to hit the worker's connections and the worker to notice",
+    )
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - began)))  # the outage's length: the point
     proxy.set_mode(PASS)
     assert proxy.resets > resets_before, "the outage hit no connection"
 
@@ -86,11 +98,12 @@ def test_blackhole_longer_than_the_lease(
     server = start_server(sqlite_url, *server_args())  # lease TTL 2 s
     proxy = proxy_to(server.port)
     file_root = tmp_path / "files"
-    cut_off = start_worker([proxy.url], *worker_args(file_root, "cut-off"))
+    cut_off = start_worker([proxy.url], *worker_args(file_root, "cut-off"), *DEBUG)
     job = submit(http, server.url, sleep_job(2, max_attempts=5))
     job_id = job["id"]
     _wait_running(http, server.url, job_id, "cut-off")
-    time.sleep(0.3)
+    # Cut off only once the worker has the job in hand (its lease answer passed).
+    wait_for_start(cut_off, job_id)
     proxy.set_mode(BLACKHOLE)
     try:
         # Silence: the lease expires, and a worker that still reaches the
@@ -137,13 +150,15 @@ def test_an_outcome_held_up_on_its_way_keeps_its_lease(
     """
     server = start_server(sqlite_url, *server_args())  # lease TTL 2 s
     proxy = proxy_to(server.port)
-    worker = start_worker([proxy.url], *worker_args(tmp_path / "files", "held-up"))
-    job_id = submit(http, server.url, sleep_job(0.5))["id"]
+    worker = start_worker([proxy.url], *worker_args(tmp_path / "files", "held-up"), *DEBUG)
+    job_id = submit(http, server.url, sleep_job(1.5))["id"]
     _wait_running(http, server.url, job_id, "held-up")
+    # Held up only once the worker has the job in hand (its lease answer passed).
+    wait_for_start(worker, job_id)
     # The lease loop's requests (which carry the outcome) stall for twice the
     # lease TTL; the heartbeat thread's requests pass all along.
     proxy.set_mode(BLACKHOLE, paths=("/lease",))
-    time.sleep(4.0)
+    time.sleep(4.0)  # the hold-up's length: the point of the test
     proxy.set_mode(PASS)
     done = http.get(f"{server.url}/jobs/{job_id}", params={"wait": 30}).json()
     assert done["status"] == "succeeded", done

@@ -29,7 +29,7 @@ from tests.fault import (
     wait_all_finished,
     worker_args,
 )
-from tests.processes import Server
+from tests.processes import Server, wait_until
 
 KILLS = 2
 
@@ -85,6 +85,32 @@ def _kill_and_restart(server: Server, start_server, *args: str) -> tuple[Server,
     return start_server(server.db, *args, port=server.port), killed_at, restarted_at
 
 
+def _wait_for_jobs_in_flight(http, url: str, submitter: Submitter, recorder: Recorder) -> list:
+    """Wait until this server acknowledged submissions and a slow (recorder) job runs,
+    its call arrived; return the running jobs. Killed then, it is in flight."""
+    acknowledged = len(submitter.acknowledged)
+
+    def in_flight() -> list | None:
+        if len(submitter.acknowledged) <= acknowledged:
+            return None
+        running = all_jobs(http, url, "running")
+        started = [job for job in running if recorder.calls[tag_of(job) or ""]]
+        return running if started else None
+
+    return wait_until(in_flight, 30, 0.02, "a slow job in flight, submissions acknowledged")
+
+
+def _wait_for_acknowledgements(submitter: Submitter, count: int = 3) -> None:
+    """Wait until ``count`` more submissions were acknowledged (by the restarted server)."""
+    target = len(submitter.acknowledged) + count
+    wait_until(
+        lambda: len(submitter.acknowledged) >= target,
+        30,
+        0.02,
+        f"{count} submissions acknowledged after the restart (refused: {submitter.refused})",
+    )
+
+
 def _check_every_acknowledged_job_succeeded(http, url, submitter, ran, context):
     jobs = {job["id"]: job for job in all_jobs(http, url)}
     assert submitter.acknowledged, f"no submission was acknowledged {context}"
@@ -122,11 +148,12 @@ def test_separate_server_killed_and_restarted(db_url, start_server, start_worker
         submitter.start()
         in_flight: dict[int, tuple[float, float]] = {}  # running at a kill -> (killed, restarted)
         for _ in range(KILLS):
-            time.sleep(1.0)
-            running = [job["id"] for job in all_jobs(http, server.url, "running")]
+            running = [
+                job["id"] for job in _wait_for_jobs_in_flight(http, server.url, submitter, recorder)
+            ]
             server, killed_at, restarted_at = _kill_and_restart(server, start_server, *args)
             in_flight.update((job_id, (killed_at, restarted_at)) for job_id in running)
-        time.sleep(0.5)
+        _wait_for_acknowledgements(submitter)
         submitter.stop()
         context = f"(submissions refused: {dict(submitter.refused)})"
         wait_all_finished(http, server.url, context)
@@ -168,9 +195,9 @@ def test_standalone_server_killed_and_restarted(db_url, start_server, http, tmp_
         )
         submitter.start()
         for n in range(1, KILLS + 1):
-            time.sleep(1.0)
+            _wait_for_jobs_in_flight(http, server.url, submitter, recorder)
             server, _, _ = _kill_and_restart(server, start_server, *standalone(n))
-        time.sleep(0.5)
+        _wait_for_acknowledgements(submitter)
         submitter.stop()
         context = f"(submissions refused: {dict(submitter.refused)})"
         # The killed worker's leases expire (TTL 2 s) and its jobs run again.

@@ -20,11 +20,22 @@ from tests.fault import (
     wait_all_finished,
     worker_args,
 )
-from tests.processes import wait_until
+from tests.processes import Worker, wait_until
 
 ROUNDS = 5  # one worker killed per round
 FILE_JOBS_PER_ROUND = 60  # 300 instant jobs recorded in the run log
 SLOW_JOBS_PER_ROUND = 20  # 100 jobs of 0.3 s recorded by the Recorder: kills hit them in flight
+
+
+def worker_id(worker: Worker) -> str:
+    return worker.args[worker.args.index("--worker-id") + 1]
+
+
+def workers_holding_slow_jobs(http, url: str, workers: list[Worker]) -> list[Worker]:
+    """The workers (of ``workers``) that run a slow (recorder) job now."""
+    running = all_jobs(http, url, "running")
+    holders = {job["worker_id"] for job in running if job["type"] == "http"}
+    return [worker for worker in workers if worker_id(worker) in holders]
 
 
 @pytest.mark.fault
@@ -64,10 +75,14 @@ def test_killed_workers_lose_no_job(db_url, start_server, start_worker, http, tm
             # A worker running a slow job at a random moment while they run: killing
             # an idle worker no longer costs an attempt (its waiting lease request
             # gets nothing), so a kill must hit one in flight to prove something.
-            time.sleep(rng.uniform(0.1, 0.5))
-            running = all_jobs(http, server.url, "running")
-            busy = {job["worker_id"] for job in running if job["type"] == "http"}
-            victim = rng.choice([w for w in workers if worker_id(w) in busy] or workers)
+            time.sleep(rng.uniform(0.1, 0.5))  # the random moment: the point
+            holding = wait_until(
+                lambda: workers_holding_slow_jobs(http, server.url, workers),
+                timeout=30,
+                interval=0.02,
+                message=f"a worker to run a slow job (seed {seed})",
+            )
+            victim = rng.choice(holding)
             victim.signal(signal.SIGKILL)
             victim.popen.wait(timeout=10)
             kills.append(worker_id(victim))
@@ -102,7 +117,3 @@ def test_killed_workers_lose_no_job(db_url, start_server, start_worker, http, tm
     # The kills hit jobs in flight (else this test proved nothing).
     assert lease_expired >= 1, f"no kill interrupted a job {context}"
     print(f"{lease_expired} attempts lost with their worker, {duplicated} jobs ran twice {context}")
-
-
-def worker_id(worker) -> str:
-    return worker.args[worker.args.index("--worker-id") + 1]

@@ -18,11 +18,14 @@ import requests
 from tests.integration import SERVER_ARGS, WORKER_ARGS
 from tests.processes import (
     BIN,
+    Worker,
     attempts_of,
     free_port,
     get_job,
     submit,
     wait_for_job,
+    wait_for_start,
+    wait_long_polling,
     wait_until,
 )
 from tests.stub_http import QuietHandler, serve
@@ -60,10 +63,15 @@ def files(tmp_path: Path) -> Path:
     return root
 
 
-def wait_running(url: str, job_id: int, settle: float = 0.5) -> dict:
-    """Wait until the job is leased, then a little more so that its worker has started it."""
+#: Workers log each job's start at DEBUG: wait_running waits for that line.
+DEBUG = ("--log-level", "DEBUG")
+
+
+def wait_running(url: str, job_id: int, worker: Worker) -> dict:
+    """Wait until ``worker`` (run with ``DEBUG``) has started the job, not only until
+    the server leased it; return the job."""
     job = wait_for_job(url, job_id, "running")
-    time.sleep(settle)
+    wait_for_start(worker, job_id)
     return job
 
 
@@ -231,9 +239,9 @@ def test_job_past_its_timeout_fails_after_its_attempts(server, start_worker):
 
 @pytest.mark.timeout(90)
 def test_worker_killed_mid_job_loses_nothing(server, start_worker):
-    worker_a = start_worker([server.url], *WORKER_ARGS, "--worker-id", "worker-A")
+    worker_a = start_worker([server.url], *WORKER_ARGS, *DEBUG, "--worker-id", "worker-A")
     job = submit(server.url, "sleep", {"duration": 3})
-    running = wait_running(server.url, job["id"])
+    running = wait_running(server.url, job["id"], worker_a)
     assert running["worker_id"] == "worker-A"
 
     worker_a.kill()
@@ -307,9 +315,9 @@ def test_stale_completion_gets_409_and_changes_nothing(server):
 
 @pytest.mark.timeout(60)
 def test_cancelling_a_running_job_stops_it_promptly(server, start_worker):
-    start_worker([server.url], *WORKER_ARGS, "--concurrency", "1")
+    worker = start_worker([server.url], *WORKER_ARGS, *DEBUG, "--concurrency", "1")
     job = submit(server.url, "sleep", {"duration": 30})
-    wait_running(server.url, job["id"])
+    wait_running(server.url, job["id"], worker)
 
     answer = requests.post(f"{server.url}/jobs/{job['id']}/cancel", timeout=30)
     assert answer.status_code == 200, answer.text
@@ -369,10 +377,10 @@ def test_sigterm_lets_a_short_job_finish(server, start_worker, slow_endpoint):
 @pytest.mark.timeout(90)
 def test_sigterm_releases_a_long_job_to_another_worker(server, start_worker):
     worker_a = start_worker(
-        [server.url], *WORKER_ARGS, "--worker-id", "worker-A", "--shutdown-grace", "1"
+        [server.url], *WORKER_ARGS, *DEBUG, "--worker-id", "worker-A", "--shutdown-grace", "1"
     )
     job = submit(server.url, "sleep", {"duration": 4})
-    wait_running(server.url, job["id"])
+    wait_running(server.url, job["id"], worker_a)
 
     worker_a.signal(signal.SIGTERM)
     assert worker_a.popen.wait(timeout=15) == 0, worker_a.output()
@@ -394,13 +402,14 @@ def test_sigterm_releases_a_long_job_to_another_worker(server, start_worker):
 
 
 @pytest.mark.timeout(90)
-def test_idle_worker_exits_promptly_on_sigterm(server, start_worker):
+def test_idle_worker_exits_promptly_on_sigterm(sqlite_url, start_server, start_worker):
     """Bug: an idle worker sits in its long poll and exits only when the poll ends
     (up to --poll-interval, at most 60 s), although it has nothing to finish."""
+    server = start_server(sqlite_url, *SERVER_ARGS, "--max-waiting", "1")  # see below
     worker = start_worker([server.url], "--poll-interval", "20", "--heartbeat-interval", "0.3")
     job = submit(server.url, "sleep", {"duration": 0})
     assert wait_for_job(server.url, job["id"])["status"] == "succeeded"
-    time.sleep(1)  # idle, in a 20 s long poll
+    wait_long_polling(server.url)  # idle, in a 20 s long poll
 
     worker.signal(signal.SIGTERM)
     try:
@@ -420,13 +429,18 @@ def test_worker_keeps_its_result_while_the_server_is_down(start_server, start_wo
     # A long lease: the result must arrive by delivery, not be reaped and re-run.
     args = (*SERVER_ARGS, "--lease-ttl", "60")
     first = start_server(sqlite_url, *args, port=port)
-    worker = start_worker([first.url], *WORKER_ARGS)
+    worker = start_worker([first.url], *WORKER_ARGS, *DEBUG)
     job = submit(first.url, "sleep", {"duration": 2})
-    wait_running(first.url, job["id"], settle=0.3)
+    wait_running(first.url, job["id"], worker)
 
     first.stop()  # SIGTERM (its exit code: see test_server_exits_0_on_sigterm)
     assert not first.alive()
-    time.sleep(3)  # the job ends meanwhile; its outcome has nowhere to go
+    # The job ends meanwhile; its outcome has nowhere to go.
+    wait_until(
+        lambda: f"job {job['id']} (sleep, attempt 1) succeeded in" in worker.output(),
+        timeout=30,
+        message="the job to end on the worker (its log at DEBUG says so)",
+    )
     assert worker.alive()
     restarted_at = time.time()
     second = start_server(sqlite_url, *args, port=port)

@@ -1,17 +1,21 @@
 """The author's kit: examples/taskframe-example-plugin installed with pip, run for real.
 
-The session fixture installs the example (editable, with this interpreter's
-pip) as a user would; the tests run its job through real server and worker
-processes, and run the example's own test suite, which uses the pytest
-fixtures taskframe ships (``taskframe.testing``).
+The session fixture installs the example with this interpreter's pip as a
+user would, but into a folder of its own (``pip install --target``), never
+into the developer's environment: the server and worker processes, and the
+example's own test suite (which uses the pytest fixtures taskframe ships,
+``taskframe.testing``), find it through ``PYTHONPATH``. The fixture checks
+that the environment's site-packages is as it was before.
 """
 
 from __future__ import annotations
 
-import importlib
+import os
+import shutil
 import subprocess
 import sys
-from importlib import metadata
+import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,30 +26,40 @@ from tests.processes import submit, wait_for_job
 EXAMPLE = Path(__file__).parents[2] / "examples" / "taskframe-example-plugin"
 
 
+def with_path(folder: Path) -> dict[str, str]:
+    """The environment variables that put ``folder`` first on the processes' path."""
+    paths = [str(folder), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
 @pytest.fixture(scope="session")
-def example_installed() -> None:
-    try:
-        found = metadata.distribution("taskframe-example-plugin")
-        # An install from before the example gained its tasks entry point: again.
-        if "whisper" not in {e.name for e in found.entry_points}:
-            raise metadata.PackageNotFoundError("taskframe-example-plugin")
-    except metadata.PackageNotFoundError:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(EXAMPLE)],
-            check=True,
-            timeout=600,
-        )
-        # Its entry point is now visible to this process too, but the editable
-        # install's .pth file is read only at start: make its module importable
-        # here, so that later in-process plugin loading finds it like a restart would.
-        sys.path.append(str(EXAMPLE / "src"))
-        importlib.invalidate_caches()
+def example_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The example installed by pip into a folder of its own; yields the environment
+    (``PYTHONPATH``) under which processes load it."""
+    site_packages = Path(sysconfig.get_paths()["purelib"])
+    before = sorted(os.listdir(site_packages))
+    folder = tmp_path_factory.mktemp("example")
+    # A copy: building the example writes (egg-info, build/) into its source tree.
+    source = folder / "source"
+    shutil.copytree(
+        EXAMPLE, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__")
+    )
+    target = folder / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
+        + ["--target", str(target), str(source)],
+        check=True,
+        timeout=600,
+    )
+    yield with_path(target)
+    after = sorted(os.listdir(site_packages))
+    assert after == before, f"the environment changed: {set(after) ^ set(before)}"
 
 
 @pytest.mark.timeout(600)
 def test_the_example_job_runs_end_to_end(example_installed, sqlite_url, start_server, start_worker):
-    server = start_server(sqlite_url)
-    start_worker([server.url], "--shout-suffix", "!!")
+    server = start_server(sqlite_url, env=example_installed)
+    start_worker([server.url], "--shout-suffix", "!!", env=example_installed)
     job = submit(server.url, "shout", {"text": "plugins", "times": 2})
     done = wait_for_job(server.url, job["id"])
     assert done["status"] == "succeeded", done
@@ -60,6 +74,7 @@ def test_the_examples_own_tests_pass_on_the_shipped_fixtures(example_installed):
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, **example_installed, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert " passed" in run.stdout and "failed" not in run.stdout
@@ -69,8 +84,8 @@ def test_the_examples_own_tests_pass_on_the_shipped_fixtures(example_installed):
 def test_a_tasks_module_published_by_entry_point_runs(
     example_installed, sqlite_url, start_server, start_worker
 ):
-    server = start_server(sqlite_url)
-    start_worker([server.url])
+    server = start_server(sqlite_url, env=example_installed)
+    start_worker([server.url], env=example_installed)
     job = submit(server.url, "whisper", {"text": "QUIET", "times": 2})
     done = wait_for_job(server.url, job["id"])
     assert done["status"] == "succeeded", done
@@ -86,7 +101,9 @@ def test_a_tasks_module_published_by_entry_point_runs(
 @pytest.mark.timeout(600)
 def test_a_type_defined_both_ways_is_a_clash(example_installed, sqlite_url, start_server):
     # The same module by entry point and by --tasks: its job types twice.
-    server = start_server(sqlite_url, "--tasks", "taskframe_example_plugin.tasks")
+    server = start_server(
+        sqlite_url, "--tasks", "taskframe_example_plugin.tasks", env=example_installed
+    )
     failures = requests.get(f"{server.url}/health", timeout=30).json()["plugin_failures"]
     assert failures == {
         "taskframe_example_plugin.tasks": "job type 'whisper' is already registered by "

@@ -14,7 +14,15 @@ import pytest
 import requests
 
 from tests.integration import SERVER_ARGS, WORKER_ARGS
-from tests.processes import FINISHED, attempts_of, get_job, submit, wait_for_job, wait_until
+from tests.processes import (
+    FINISHED,
+    attempts_of,
+    get_job,
+    submit,
+    wait_for_job,
+    wait_long_polling,
+    wait_until,
+)
 
 JOBS = 300
 
@@ -101,7 +109,7 @@ def test_job_submitted_to_one_server_wakes_a_worker_polling_another(
     db_url, start_server, start_worker
 ):
     server_a = start_server(db_url, *SERVER_ARGS)
-    server_b = start_server(db_url, *SERVER_ARGS)
+    server_b = start_server(db_url, *SERVER_ARGS, "--max-waiting", "1")  # wait_long_polling
     # A long poll interval: only a cross-server wake-up can hand the job over quickly.
     worker = start_worker(
         [server_b.url],
@@ -111,7 +119,7 @@ def test_job_submitted_to_one_server_wakes_a_worker_polling_another(
     )  # fmt: skip
     warm_up = submit(server_b.url, "sleep", {"duration": 0})
     assert wait_for_job(server_b.url, warm_up["id"], timeout=30)["status"] == "succeeded"
-    time.sleep(1)  # the worker is back in its 20 s long poll on B
+    wait_long_polling(server_b.url)  # the worker is back in its 20 s long poll on B
 
     job = submit(server_a.url, "sleep", {"duration": 0})
     submitted = time.monotonic()

@@ -7,18 +7,18 @@ import re
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
+from tests.api_server import default_plugins
 
 SLEEP = {"type": "sleep", "payload": {"duration": 0}}
 
 
 @pytest.fixture
-def scheduler(sqlite_url: str):
-    store = open_store(sqlite_url)
+def scheduler(migrated_sqlite_url: str):
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     yield Scheduler(store, ServerConfig(max_body_bytes=4096))
     store.close()
@@ -26,7 +26,7 @@ def scheduler(sqlite_url: str):
 
 @pytest.fixture
 def client(scheduler: Scheduler) -> testing.TestClient:
-    return testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+    return testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
 
 
 def count_jobs(client: testing.TestClient) -> int:
@@ -363,9 +363,9 @@ def test_job_types_health_and_openapi(client):
     assert {"/jobs", "/lease", "/next-job", "/jobs/{job_id}/complete"} <= set(spec["paths"])
 
 
-def test_reaping_leases_can_wait_out_a_grace_period(sqlite_url):
+def test_reaping_leases_can_wait_out_a_grace_period(migrated_sqlite_url):
     now = [1000.0]
-    store = open_store(sqlite_url)
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     config = ServerConfig(lease_ttl=5, default_timeout=60)
     scheduler = Scheduler(store, config, clock=lambda: now[0])
@@ -424,11 +424,11 @@ def test_a_delayed_job_shows_scheduled_and_can_be_cancelled(client):
     assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
 
 
-def test_waits_past_the_cap_answer_at_once_with_retry_after(sqlite_url):
-    store = open_store(sqlite_url)
+def test_waits_past_the_cap_answer_at_once_with_retry_after(migrated_sqlite_url):
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     scheduler = Scheduler(store, ServerConfig(max_waiting=0))
-    client = testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+    client = testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
     try:
         job_id = client.simulate_post("/jobs", json={**SLEEP, "delay": 3600}).json["id"]
         answer = client.simulate_post("/lease", json={"worker_id": "w1", "max": 1, "wait": 30})
@@ -441,15 +441,15 @@ def test_waits_past_the_cap_answer_at_once_with_retry_after(sqlite_url):
         store.close()
 
 
-def test_the_largest_file_content_fits_the_default_body_limit(sqlite_url):
+def test_the_largest_file_content_fits_the_default_body_limit(migrated_sqlite_url):
     """The file executor's content limit agrees with the default --max-body (not 10 MiB)."""
     from taskframe.plugins import file
 
-    store = open_store(sqlite_url)
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     try:
         scheduler = Scheduler(store, ServerConfig())  # the defaults, as taskframe-server's
-        client = testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+        client = testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
         content = '"\n' * (file.MAX_CONTENT // 2)  # every byte doubled by JSON escaping
         payload = {"operation": "write", "path": "big.txt", "content": content}
         answer = client.simulate_post("/jobs", json={"type": "file", "payload": payload})

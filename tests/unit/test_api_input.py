@@ -14,11 +14,11 @@ import pytest
 from falcon import testing
 
 from taskframe.core import json_rules, schemas
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
+from tests.api_server import default_plugins
 
 SLEEP = {"type": "sleep", "payload": {"duration": 0}}
 S = "\ud800"  # a lone surrogate: json.loads makes one of "\ud800"
@@ -26,8 +26,8 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-def scheduler(sqlite_url: str):
-    store = open_store(sqlite_url)
+def scheduler(migrated_sqlite_url: str):
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     yield Scheduler(store, ServerConfig(max_body_bytes=1 << 20))
     store.close()
@@ -35,7 +35,7 @@ def scheduler(sqlite_url: str):
 
 @pytest.fixture
 def client(scheduler: Scheduler) -> testing.TestClient:
-    return testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+    return testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
 
 
 def count_jobs(client: testing.TestClient) -> int:

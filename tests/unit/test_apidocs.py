@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.auth import load_tokens
 from taskframe.server.config import ServerConfig
 from taskframe.server.resources.apidocs import ASSETS
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
+from tests.api_server import default_plugins
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_TOKEN = "explorer-client-0123456789abcdef"
@@ -26,7 +26,7 @@ def make_client(sqlite_url: str, **config) -> testing.TestClient:
     store = open_store(sqlite_url)
     store.migrate()
     scheduler = Scheduler(store, ServerConfig(**config))
-    return testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+    return testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
 
 
 @pytest.fixture

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from falcon import inspect, testing
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import ROUTE_ROLES, create_app
 from taskframe.server.auth import (
     ADMIN,
@@ -23,6 +24,7 @@ from taskframe.server.auth import (
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
+from tests.api_server import default_plugins, migrated_copy
 
 CLIENT_TOKEN = "client-token-0123456789"
 WORKER_TOKEN = "worker-token-0123456789"
@@ -143,23 +145,39 @@ def test_loopback(host, loopback):
 
 
 @pytest.fixture
-def scheduler(sqlite_url: str):
-    store = open_store(sqlite_url)
+def scheduler(migrated_sqlite_url: str):
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     yield Scheduler(store, ServerConfig())
     store.close()
 
 
-def make_client(scheduler: Scheduler, token_text: str = TOKEN_LINES) -> testing.TestClient:
+def make_client(
+    scheduler: Scheduler, token_text: str = TOKEN_LINES, **settings
+) -> testing.TestClient:
     tokens = TokenSet()
     tokens.add_lines(token_text.splitlines(), "tokens")
-    config = ServerConfig(tokens=tokens)
-    return testing.TestClient(create_app(config, scheduler, load_plugins()))
+    config = ServerConfig(tokens=tokens, **settings)
+    return testing.TestClient(create_app(config, scheduler, default_plugins()))
 
 
 @pytest.fixture
 def client(scheduler: Scheduler) -> testing.TestClient:
     return make_client(scheduler)
+
+
+@pytest.fixture(scope="module")
+def refusing_client(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[testing.TestClient]:
+    """One app for the module's refusal tests: a refused request changes nothing, so
+    the ~190 of them need no database (nor app) of their own. Its bad-token throttle
+    is off: their ~130 bad tokens from one address would trip it (as one app each,
+    they sent one or two); tests/unit/test_throttle.py tests it."""
+    db = migrated_copy(sqlite_template, tmp_path_factory.mktemp("auth") / "refusing.db")
+    store = open_store(str(db))
+    yield make_client(Scheduler(store, ServerConfig()), max_auth_failures=0)
+    store.close()
 
 
 def concrete(template: str) -> str:
@@ -204,9 +222,9 @@ def test_every_route_of_the_app_is_in_the_role_table(client):
 
 
 @pytest.mark.parametrize(("route", "roles"), PROTECTED, ids=ROUTE_IDS)
-def test_no_token_is_401_with_a_bearer_challenge(client, route, roles):
+def test_no_token_is_401_with_a_bearer_challenge(refusing_client, route, roles):
     path, method = route
-    answer = call(client, method, path, None)
+    answer = call(refusing_client, method, path, None)
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"].startswith("Bearer")
     assert set(answer.json) == {"title", "description"}
@@ -217,10 +235,10 @@ def test_no_token_is_401_with_a_bearer_challenge(client, route, roles):
 @pytest.mark.parametrize(
     "header", [f"Bearer {CLIENT_TOKEN}x", "Bearer", f"Basic {CLIENT_TOKEN}", CLIENT_TOKEN]
 )
-def test_a_bad_token_is_401(client, route, roles, header):
+def test_a_bad_token_is_401(refusing_client, route, roles, header):
     path, method = route
-    call(client, method, path, None)  # skips a route this app lacks
-    answer = client.simulate_request(
+    call(refusing_client, method, path, None)  # skips a route this app lacks
+    answer = refusing_client.simulate_request(
         method, concrete(path), headers={"Authorization": header}, json={}
     )
     assert answer.status_code == 401
@@ -243,9 +261,9 @@ RIGHT = [
 
 
 @pytest.mark.parametrize(("route", "role"), WRONG)
-def test_the_wrong_role_is_403(client, route, role):
+def test_the_wrong_role_is_403(refusing_client, route, role):
     path, method = route
-    answer = call(client, method, path, BY_ROLE[role])
+    answer = call(refusing_client, method, path, BY_ROLE[role])
     assert answer.status_code == 403, answer.text
     assert set(answer.json) == {"title", "description"}
     assert "needs the role" in answer.json["description"]
@@ -266,9 +284,9 @@ def test_the_right_role_gets_through(client, route, role):
     sorted(key for key, roles in ROUTE_ROLES.items() if roles == OPEN),
     ids=lambda route: f"{route[1]} {route[0]}",
 )
-def test_open_routes_need_no_token(client, route):
+def test_open_routes_need_no_token(refusing_client, route):
     path, method = route
-    answer = call(client, method, path, None)  # an unknown file is a 404, not a 401
+    answer = call(refusing_client, method, path, None)  # an unknown file is a 404, not a 401
     assert answer.status_code not in (401, 403), answer.text
 
 
@@ -288,7 +306,7 @@ def test_health_tells_an_anonymous_caller_only_the_status(client):
 
 
 def test_without_tokens_everything_is_open(scheduler):
-    client = testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+    client = testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
     assert client.simulate_post("/jobs", json=SLEEP).status_code == 201
     assert client.simulate_post("/lease", json={"worker_id": "w9"}).status_code == 200
     assert "job_types" in client.simulate_get("/health").json

@@ -231,7 +231,7 @@ def test_postgres_connections_recover_after_being_dropped(postgres_url):
         server_a = watching_scheduler(store_a)
         server_b = Scheduler(store_b, ServerConfig())
         server_a.get(server_b.submit([job()])[0][0]["id"])  # both pools hold a connection
-        time.sleep(0.3)  # the listener is connected
+        [listener] = wait_until(lambda: listeners(postgres_url, name), 10, 0.02, "LISTEN")
         with raw_connection(postgres_url) as raw:
             killed = raw.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -242,9 +242,14 @@ def test_postgres_connections_recover_after_being_dropped(postgres_url):
         # The pools replace the broken connections; the listener reconnects.
         assert server_b.lease("w1", ["sleep"], 1, wait=0)
         assert server_a.get(1)["status"] == "running"
-        time.sleep(1.0)
+        wait_until(
+            lambda: set(listeners(postgres_url, name)) - {listener},
+            10,
+            0.02,
+            "the listener to connect again",
+        )
         thread, answer = call_in_thread(lambda: server_a.lease("w1", ["sleep"], 1, wait=10))
-        time.sleep(0.5)
+        wait_until(server_a.notifier.has_waiters, 10, 0.01, "the long poll to wait")
         [(row, _)] = server_b.submit([job()])
         thread.join(timeout=15)
         assert [r["id"] for r in answer["value"]] == [row["id"]]
@@ -252,6 +257,17 @@ def test_postgres_connections_recover_after_being_dropped(postgres_url):
     finally:
         store_a.close()
         store_b.close()
+
+
+def listeners(postgres_url: str, application_name: str) -> list[int]:
+    """The backends (pids) of ``application_name`` that sit in LISTEN."""
+    with raw_connection(postgres_url) as raw:
+        rows = raw.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+            " AND query LIKE 'LISTEN%%'",
+            [application_name],
+        ).fetchall()
+    return [pid for (pid,) in rows]
 
 
 @pytest.mark.timeout(90)

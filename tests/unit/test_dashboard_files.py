@@ -10,22 +10,22 @@ from pathlib import Path
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.resources.dashboard import ASSETS
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
+from tests.api_server import default_plugins
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def client(sqlite_url: str):
-    store = open_store(sqlite_url)
+def client(migrated_sqlite_url: str):
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     scheduler = Scheduler(store, ServerConfig())
-    yield testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+    yield testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
     store.close()
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from falcon import testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
+from tests.api_server import default_plugins
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana-dashboard.json"
 
@@ -23,7 +23,7 @@ def exported_series(sqlite_url: str) -> set[str]:
     store.migrate()
     try:
         scheduler = Scheduler(store, ServerConfig())
-        client = testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+        client = testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
         client.simulate_post("/jobs", json={"type": "sleep", "payload": {"duration": 0}})
         text = client.simulate_get("/metrics").text
     finally:

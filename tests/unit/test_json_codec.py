@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskframe.core import json_codec, json_rules
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.http_io import dump_answer
 from taskframe.server.representation import StoredJSON, stored_json
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
+from tests.api_server import default_plugins
 
 SURROGATES = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])
 text = st.text(st.characters() | SURROGATES, max_size=8)
@@ -149,11 +149,11 @@ def test_an_answer_orjson_cannot_write_still_holds_the_spliced_text():
 
 
 @pytest.fixture
-def client(sqlite_url: str):
-    store = open_store(sqlite_url)
+def client(migrated_sqlite_url: str):
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     scheduler = Scheduler(store, ServerConfig())
-    yield testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+    yield testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
     store.close()
 
 

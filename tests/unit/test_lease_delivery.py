@@ -9,19 +9,19 @@ import time
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.notify import ChangeNotifier
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
+from tests.api_server import default_plugins
 
 SLEEP = {"type": "sleep", "payload": {"duration": 0}}
 
 
 @pytest.fixture
-def scheduler(sqlite_url: str):
-    store = open_store(sqlite_url)
+def scheduler(migrated_sqlite_url: str):
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     yield Scheduler(store, ServerConfig(lease_ttl=30, max_result_bytes=5000))
     store.close()
@@ -29,7 +29,7 @@ def scheduler(sqlite_url: str):
 
 @pytest.fixture
 def client(scheduler: Scheduler) -> testing.TestClient:
-    return testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+    return testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
 
 
 def waiter(notifier: ChangeNotifier, types, queues=None, gone=None, timeout=5.0):

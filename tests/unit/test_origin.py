@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import ROUTE_ROLES, create_app
 from taskframe.server.auth import TokenSet
 from taskframe.server.config import ServerConfig
 from taskframe.server.origin import AllowedHosts, parse_allowed_hosts, split_host
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
+from tests.api_server import default_plugins
 
 SLEEP = {"type": "sleep", "payload": {"duration": 0}}
 ADMIN_TOKEN = "admin-token-0123456789ab"
@@ -19,8 +19,8 @@ HOST = {"Host": "127.0.0.1:8000"}
 
 
 @pytest.fixture
-def scheduler(sqlite_url: str):
-    store = open_store(sqlite_url)
+def scheduler(migrated_sqlite_url: str):
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     yield Scheduler(store, ServerConfig())
     store.close()
@@ -34,7 +34,7 @@ def make_client(scheduler: Scheduler, tokens: str = "", allowed: str = "") -> te
         tokens=token_set,
         allowed_hosts=AllowedHosts.build("127.0.0.1", parse_allowed_hosts(allowed)),
     )
-    return testing.TestClient(create_app(config, scheduler, load_plugins()), headers=HOST)
+    return testing.TestClient(create_app(config, scheduler, default_plugins()), headers=HOST)
 
 
 @pytest.fixture

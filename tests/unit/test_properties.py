@@ -14,7 +14,6 @@ import math
 import random
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,7 @@ from taskframe.server.cli import duration
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Completion, CompletionResult, JobConflict, Scheduler
 from taskframe.server.storage import Row, open_store
-from tests.conftest import POSTGRES_URL
+from tests.pg_schemas import SchemaPool
 
 # ------------------------------------------------------------------ backoff
 
@@ -189,14 +188,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="taskframe-props-"))
         self.schema = None
-        if self.backend == "postgres":
-            import psycopg
-
-            self.schema = f"tf_props_{uuid.uuid4().hex[:12]}"
-            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-                conn.execute(f"CREATE SCHEMA {self.schema}")
-            separator = "&" if "?" in POSTGRES_URL else "?"
-            url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{self.schema}"
+        if self.backend == "postgres":  # a migrated schema, as good as new, from the pool
+            self.schema = self.schemas.take()
+            url = self.schemas.url(self.schema)
         else:
             url = str(self.folder / "jobs.db")
         self.store = open_store(url)
@@ -216,10 +210,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.store.close()
         shutil.rmtree(self.folder, ignore_errors=True)
         if self.schema:
-            import psycopg
-
-            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {self.schema} CASCADE")
+            self.schemas.give_back(self.schema)
 
     # -- helpers -------------------------------------------------------------
 
@@ -526,12 +517,14 @@ TestSchedulerStateMachine = SchedulerMachine.TestCase
 
 class PostgresSchedulerMachine(SchedulerMachine):
     backend = "postgres"
+    schemas: SchemaPool
 
 
 @pytest.mark.postgres
 @pytest.mark.timeout(600)
-def test_scheduler_state_machine_on_postgres(postgres_url):
-    """The same machine over PostgreSQL (each example in a fresh schema of its own)."""
+def test_scheduler_state_machine_on_postgres(postgres_schemas: SchemaPool):
+    """The same machine over PostgreSQL (each example in a schema of its own, as migrated)."""
+    PostgresSchedulerMachine.schemas = postgres_schemas
     run_state_machine_as_test(
         PostgresSchedulerMachine,
         settings=settings(

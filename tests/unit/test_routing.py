@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from falcon import testing
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.flow import Flow
 from taskframe.server.scheduler import Completion, Scheduler
+from tests.api_server import default_plugins
 
 
 def job(queue: str = "default", priority: int = 5, job_type: str = "sleep") -> dict:
@@ -46,7 +46,7 @@ def test_a_full_limit_passes_over_its_jobs_without_blocking_the_rest(store):
 
 def test_next_job_takes_queues_and_a_paused_queue_gives_nothing(store):
     scheduler = Scheduler(store, ServerConfig())
-    client = testing.TestClient(create_app(ServerConfig(), scheduler, load_plugins()))
+    client = testing.TestClient(create_app(ServerConfig(), scheduler, default_plugins()))
     [(a, _), (b, _)] = scheduler.submit([job("a"), job("b")])
     Flow(scheduler).set_paused("b", True)
     assert client.simulate_post("/next-job?worker_id=w&queues=b").status_code == 204

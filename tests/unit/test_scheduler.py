@@ -770,7 +770,8 @@ def test_a_lock_held_too_long_is_store_unavailable(db_url, config):
 @pytest.mark.postgres
 def test_an_unreachable_postgres_is_store_unavailable():
     pytest.importorskip("psycopg")
-    store = open_store("postgresql://postgres@127.0.0.1:1/test", busy_timeout=0.5)
+    # Refused at once: a short wait for a connection is enough (one per call below).
+    store = open_store("postgresql://postgres@127.0.0.1:1/test", busy_timeout=0.1)
     try:
         for call in (store.ping, store.schema_version, store.migrate):
             with pytest.raises(StoreUnavailable):
@@ -921,6 +922,8 @@ def test_a_new_job_wakes_one_long_poll_not_all(store, config):
     submit(scheduler)
     # Woken synchronously by the submission: one waiter, the other three sleep on.
     assert waiting.lease_waiters() == 3
+    wait_until(lambda: got, 10, 0.01, "the woken long poll to answer")
+    waiting.close()  # the three others answer now rather than at the end of their wait
     for thread in threads:
         thread.join(timeout=10)
     assert sorted(len(rows) for rows in got) == [0, 0, 0, 1]

@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskframe.core import cron
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.schedules import MISFIRE_GRACE, Schedules
+from tests.api_server import default_plugins
 
 
 def at(text: str) -> float:
@@ -88,7 +88,7 @@ def clock() -> Clock:
 @pytest.fixture
 def client(store, clock) -> testing.TestClient:
     scheduler = Scheduler(store, ServerConfig(), clock=clock)
-    return testing.TestClient(create_app(ServerConfig(), scheduler, load_plugins()))
+    return testing.TestClient(create_app(ServerConfig(), scheduler, default_plugins()))
 
 
 def schedule(client, job: dict | None = None, **fields) -> dict:

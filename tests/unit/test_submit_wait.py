@@ -7,11 +7,11 @@ import threading
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
+from tests.api_server import default_plugins
 
 SLEEP = {"type": "sleep", "payload": {"duration": 0}}
 
@@ -20,7 +20,7 @@ def _client(sqlite_url: str, **config) -> tuple[testing.TestClient, Scheduler]:
     store = open_store(sqlite_url)
     store.migrate()
     scheduler = Scheduler(store, ServerConfig(**config))
-    return testing.TestClient(create_app(scheduler.config, scheduler, load_plugins())), scheduler
+    return testing.TestClient(create_app(scheduler.config, scheduler, default_plugins())), scheduler
 
 
 @pytest.fixture

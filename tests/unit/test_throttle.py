@@ -8,7 +8,6 @@ import falcon
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server.app import create_app
 from taskframe.server.auth import CLIENT, Authenticator, TokenSet
 from taskframe.server.config import ServerConfig
@@ -16,6 +15,7 @@ from taskframe.server.errors import install_error_handlers
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
 from taskframe.server.throttle import AuthThrottle, RefusalLog, client_key
+from tests.api_server import default_plugins
 
 GOOD = "client-token-0123456789"
 BAD = {"Authorization": "Bearer guess-0123456789abcdef"}
@@ -118,8 +118,8 @@ def test_past_the_limit_an_address_gets_429_even_with_a_good_token():
 
 
 @pytest.fixture
-def scheduler(sqlite_url: str):
-    store = open_store(sqlite_url)
+def scheduler(migrated_sqlite_url: str):
+    store = open_store(migrated_sqlite_url)
     store.migrate()
     yield Scheduler(store, ServerConfig())
     store.close()
@@ -129,7 +129,7 @@ def test_the_app_throttles_after_max_auth_failures(scheduler):
     tokens = TokenSet()
     tokens.add_env(f"client:{GOOD}")
     config = ServerConfig(tokens=tokens, max_auth_failures=5)
-    client = testing.TestClient(create_app(config, scheduler, load_plugins()))
+    client = testing.TestClient(create_app(config, scheduler, default_plugins()))
     statuses = [client.simulate_get("/jobs", headers=BAD).status_code for _ in range(7)]
     assert statuses == [401] * 5 + [429] * 2
     # A bad token on an open route counts too (/health tells a valid token more).
@@ -141,5 +141,5 @@ def test_max_auth_failures_0_turns_the_throttle_off(scheduler):
     tokens = TokenSet()
     tokens.add_env(f"client:{GOOD}")
     config = ServerConfig(tokens=tokens, max_auth_failures=0)
-    client = testing.TestClient(create_app(config, scheduler, load_plugins()))
+    client = testing.TestClient(create_app(config, scheduler, default_plugins()))
     assert {client.simulate_get("/jobs", headers=BAD).status_code for _ in range(50)} == {401}

@@ -116,10 +116,9 @@ class Gates:
 
     def block(self, payload: dict[str, Any], context: ExecutorContext) -> str:
         self.started.release()
-        while not self.gate.is_set():
+        while not self.gate.wait(0.005):  # until the gate opens, watching for a cancel
             if payload.get("honour_cancel", True) and context.cancel_event.is_set():
                 raise RuntimeError("stopped on cancel")
-            time.sleep(0.005)
         return "opened"
 
     @hookimpl

@@ -91,11 +91,10 @@ def test_a_result_json_cannot_write_fails_the_job_without_retry():
 
 
 @pytest.mark.timeout(60)
-def test_heartbeats_are_sent_within_the_servers_limit(sqlite_url, start_server):
+def test_heartbeats_are_sent_within_the_servers_limit(api):
     """A worker may hold more leases than one POST /heartbeats may carry (its slots
     plus the outcomes not yet delivered): it sends them in several requests."""
-    server = start_server(sqlite_url)
-    worker = Worker(WorkerConfig((server.url,), "w1"), load_plugins())
+    worker = Worker(WorkerConfig((api.url,), "w1"), load_plugins())
     count = 2 * schemas.MAX_HEARTBEATS + 5
     leases = [{"job_id": i + 1, "lease_id": f"l{i}"} for i in range(count)]
     try:
@@ -104,3 +103,5 @@ def test_heartbeats_are_sent_within_the_servers_limit(sqlite_url, start_server):
         worker.client.close()
     assert [a["job_id"] for a in answers] == [lease["job_id"] for lease in leases]
     assert not any(a["ok"] for a in answers)  # none of these leases exists
+    # Each request within the server's limit (it answered them all): three of them.
+    assert api.paths("POST") == ["/heartbeats"] * 3

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from falcon import testing
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server import registry as registry_module
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.scheduler import Scheduler
+from tests.api_server import default_plugins
 
 # ``store``: conftest's, a fresh SQLite file and a fresh PostgreSQL schema.
 
@@ -18,7 +18,7 @@ from taskframe.server.scheduler import Scheduler
 @pytest.fixture
 def client(store) -> testing.TestClient:
     scheduler = Scheduler(store, ServerConfig())
-    return testing.TestClient(create_app(scheduler.config, scheduler, load_plugins()))
+    return testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
 
 
 @pytest.mark.parametrize(
