@@ -20,7 +20,6 @@ from falcon import testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskframe.core.plugins import load_plugins
 from taskframe.server import counts
 from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet
@@ -28,6 +27,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Completion, Scheduler
 from taskframe.server.schedules import Schedules
 from taskframe.server.storage.base import load_queries
+from tests.api_server import default_plugins
 from tests.conftest import POSTGRES_URL
 from tests.unit.test_properties import counted_jobs, grouped_jobs
 from tests.unit.test_scheduler import Clock
@@ -259,7 +259,7 @@ def test_anonymous_health_reads_nothing_from_the_database(store):
     tokens.add_lines([f"client:{CLIENT_TOKEN}"], "tokens")
     config = ServerConfig(tokens=tokens)
     scheduler = Scheduler(counting, config)  # type: ignore[arg-type]
-    client = testing.TestClient(create_app(config, scheduler, load_plugins()))
+    client = testing.TestClient(create_app(config, scheduler, default_plugins()))
     scheduler.submit([job(random.Random(1))] * 3)
     scheduler.database.record()  # what the housekeeper does after each reap
     counting.calls.clear()

@@ -240,7 +240,7 @@ def dropped(scheduler: Scheduler, policy: str) -> float:
 def test_the_number_of_schedules_is_bounded(store, clock):
     app_config = ServerConfig(max_schedules=3)
     scheduler = Scheduler(store, app_config, clock=clock)
-    client = testing.TestClient(create_app(app_config, scheduler, load_plugins()))
+    client = testing.TestClient(create_app(app_config, scheduler, default_plugins()))
     for n in range(3):
         schedule(client, name=f"s{n}")
     job = {"type": "sleep", "payload": {"duration": 0}}
