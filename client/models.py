@@ -73,6 +73,8 @@ class Job:
     #: Ids of the jobs this one waits for (``waiting`` until they finished).
     depends_on: list[int] = field(default_factory=list)
     on_dependency_failure: str | None = None
+    #: Where the server POSTs the job when it finishes (the webhook plugin).
+    notify_url: str | None = None
     #: What the running (or last) attempt reported with ``current_job().progress()``:
     #: ``{"fraction", "message", "attempt", "updated_at"}``, or None.
     progress: dict[str, Any] | None = None

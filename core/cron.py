@@ -69,6 +69,47 @@ def next_fire(expression: str, tz_name: str, after: float) -> float:
     raise CronError(f"{expression!r} does not fire")
 
 
+class FireTimes:
+    """``next_fire`` for many schedules at once, each expression parsed once.
+
+    Parsing a cron expression costs more than stepping it: a housekeeper
+    firing a thousand schedules a second keeps one walker per expression and
+    moves it. Not thread-safe: one per thread (the firing housekeeper's).
+    """
+
+    MAX_CACHED = 4096
+
+    def __init__(self) -> None:
+        self._walks: dict[str, croniter] = {}
+        # Schedules of one expression fall due together: each time is walked once.
+        self._known: dict[tuple[str, str, float], float] = {}
+
+    def next_fire(self, expression: str, tz_name: str, after: float) -> float:
+        """The first fire time strictly after ``after``, as :func:`next_fire` gives it."""
+        known = self._known.get((expression, tz_name, after))
+        if known is not None:
+            return known
+        if len(self._known) >= self.MAX_CACHED:
+            self._known.clear()
+        found = self._known[expression, tz_name, after] = self._walk(expression, tz_name, after)
+        return found
+
+    def _walk(self, expression: str, tz_name: str, after: float) -> float:
+        tz = zone(tz_name)
+        walk = self._walks.get(expression)
+        if walk is None:
+            if len(self._walks) >= self.MAX_CACHED:
+                self._walks.clear()
+            walk = self._walks[expression] = croniter(expression, _wall(after, tz))
+        else:
+            walk.set_current(_wall(after, tz), force=True)
+        for _ in range(MAX_STEPS):
+            instant = _instant(walk.get_next(datetime), tz)
+            if instant > after:
+                return instant
+        raise CronError(f"{expression!r} does not fire")
+
+
 def next_fires(expression: str, tz_name: str, after: float, count: int) -> list[float]:
     times: list[float] = []
     for _ in range(count):

@@ -19,14 +19,14 @@ from typing import Any
 from taskframe.core import json_rules, schemas
 
 _NUMBER = (int, float)
-# run_at and notify_url take the schema's path (date and URL parsing).
-# So do dependencies (ids and batch references).
-_SUBMIT_KEYS = frozenset(schemas.SubmitJobSchema._declared_fields) - {
-    "run_at",
-    "notify_url",
-    "depends_on",
-    "on_dependency_failure",
-}
+#: The fields of ``SubmitJobSchema`` this loader checks and copies itself, named
+#: one by one: a job with any other field (run_at, notify_url, dependencies, or a
+#: field added to the schema later) takes the schema's path, so nothing is dropped.
+SUBMIT_FIELDS = frozenset(
+    {"type", "payload", "priority", "max_attempts", "timeout", "delay", "idempotency_key", "queue"}
+)
+if not SUBMIT_FIELDS <= frozenset(schemas.SubmitJobSchema._declared_fields):  # pragma: no cover
+    raise ImportError("quick_load.SUBMIT_FIELDS names a field SubmitJobSchema does not have")
 
 
 def _is_number(value: object, low: float, high: float, low_inclusive: bool = True) -> bool:
@@ -38,7 +38,7 @@ def _is_number(value: object, low: float, high: float, low_inclusive: bool = Tru
 
 def quick_load_submit(data: object, text_checked: bool = False) -> dict[str, Any] | None:
     """``SubmitJobSchema().load(data)`` for a plainly valid job (no ``run_at``), else None."""
-    if type(data) is not dict or not data.keys() <= _SUBMIT_KEYS:
+    if type(data) is not dict or not data.keys() <= SUBMIT_FIELDS:
         return None
     payload = data.get("payload", {})
     priority = data.get("priority", schemas.DEFAULT_PRIORITY)
@@ -58,7 +58,7 @@ def quick_load_submit(data: object, text_checked: bool = False) -> dict[str, Any
         or not 1 <= max_attempts <= 100
         or (timeout is not None and not _is_number(timeout, 0, 7 * 86400))
         or ("delay" in data and not _is_number(data["delay"], 0, 365 * 86400))
-        or (key is not None and not _is_id_text(key))
+        or (key is not None and (not _is_id_text(key) or schemas.reserved_key(key)))
     ):
         return None
     loaded = {

@@ -103,6 +103,32 @@ class DependencyRef(fields.Raw):
         raise ValidationError('a job id, or "$N" for the N-th job earlier in the batch')
 
 
+#: Idempotency keys the server gives the jobs of schedules (schedule:<name>:<time>):
+#: a client may not use them, or it could take a schedule's future jobs.
+RESERVED_KEY_PREFIX = "schedule:"
+
+
+def reserved_key(key: str) -> bool:
+    return key.startswith(RESERVED_KEY_PREFIX)
+
+
+def _client_key(value: str) -> None:
+    if reserved_key(value):
+        raise ValidationError(
+            f"keys starting with {RESERVED_KEY_PREFIX!r} are reserved for schedules' jobs"
+        )
+
+
+def idempotency_key_errors(value: str) -> list[str]:
+    """What is wrong with a client's idempotency key (the header's), if anything."""
+    problems = id_text_errors(value)
+    try:
+        _client_key(value)
+    except ValidationError as exc:
+        problems += list(exc.messages)
+    return problems
+
+
 def id_text_errors(value: str) -> list[str]:
     """What is wrong with a name or key given outside a body (a header), if anything."""
     try:
@@ -175,7 +201,12 @@ class SubmitJobSchema(Schema):
         validate=validate.Range(MIN_RUN_AT, MAX_RUN_AT),
         metadata={"description": "hold the job back until then"},
     )
-    idempotency_key = fields.String(load_default=None, allow_none=True, validate=_id_text)
+    idempotency_key = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.And(_id_text, _client_key),
+        metadata={"description": f"not starting with {RESERVED_KEY_PREFIX!r} (schedules' own)"},
+    )
     notify_url = fields.String(
         validate=validate.And(validate.Length(min=1, max=2000), _http_url, _encodable),
         metadata={

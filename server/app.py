@@ -134,7 +134,10 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     app.add_route("/schedules/{name}/pause", schedule_resources.SchedulePause(schedules))
     app.add_route("/schedules/{name}/resume", schedule_resources.ScheduleResume(schedules))
 
-    app.add_route("/health", meta.Health(scheduler.store, plugins, registry, scheduler.clock))
+    health = meta.Health(
+        scheduler.store, plugins, registry, scheduler.clock, scheduler.database, bool(config.tokens)
+    )
+    app.add_route("/health", health)
     app.add_route("/job-types", meta.JobTypes(plugins))
     app.add_route("/plugins", plugin_info.Plugins(plugins))
     app.add_route("/openapi.json", meta.OpenAPI(build_openapi(executors)))

@@ -222,6 +222,13 @@ def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.Argum
     )
     add_option(
         jobs,
+        "--max-schedules",
+        type=int,
+        default=1000,
+        help="how many schedules the database may hold (each fires jobs on its own)",
+    )
+    add_option(
+        jobs,
         "--worker-window",
         type=duration,
         default=None,
@@ -252,6 +259,7 @@ def config_from(options: argparse.Namespace, tokens: TokenSet | None = None) -> 
         max_body_bytes=options.max_body,
         reap_interval=options.reap_interval,
         retention=options.retention,
+        max_schedules=options.max_schedules,
         max_waiting=max_waiting(options),
         max_result_bytes=options.max_result,
         max_answer_bytes=options.max_answer,

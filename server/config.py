@@ -35,6 +35,10 @@ class ServerConfig:
     """Largest listing answer: a page of full jobs stops short of it (the cursor goes on)."""
     promote_batch: int = 1000
     """Scheduled jobs made ready per transaction by the housekeeper."""
+    max_schedules: int = 1000
+    """Schedules the database may hold (POST /schedules past it: 409)."""
+    cascade_batch: int = 500
+    """Dependants resolved per transaction when a job finishes (the rest: the housekeeper)."""
     worker_window: float | None = None
     """Seconds a worker counts as alive after it was last seen (None: 3 lease TTLs)."""
     access_log: bool = False

@@ -1,15 +1,27 @@
 """Job dependencies: attached at submission, resolved when a dependency finishes.
 
-Resolution runs in the same transaction as the dependency's final change
-(completion, reap, release, cancel), so a dependant is never left waiting on
-a job that is already over, whatever server or process dies afterwards. Jobs
+Each dependency of a waiting job is an *edge* (a ``job_dependencies`` row)
+until it is resolved; resolving deletes the edge, so ``deps_pending`` is the
+number of edges a waiting job has left, and an edge counts once however often
+its dependency finishes (a retry). A dependant becomes ready only when its
+last edge is resolved: a failed dependency whose edge waits its turn keeps it
+waiting, never running.
+
+Resolution starts in the transaction of the dependency's final change
+(completion, reap, release, cancel) and takes at most ``budget`` edges there.
+What is left is marked durably (``dependency_cascades``) in that same
+transaction and resolved by the housekeeper a chunk per transaction
+(:func:`cascade`), so that a job with 100,000 dependants does not hold the
+database for the time of all of them, and a crash only delays the rest. Jobs
 without dependants pay nothing: their row says so (``has_dependants``).
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskframe.core import model
@@ -25,15 +37,25 @@ class MissingDependencies(Exception):
         self.errors = errors
 
 
+@dataclass
+class Resolution:
+    """What resolving did: the dependants it moved, and whether some are left for later."""
+
+    changed: list[Row] = field(default_factory=list)
+    pending: bool = False
+
+
 def attach(tx: Transaction, row: Row, dependency_ids: list[int], now: float) -> Row:
-    """Record ``row``'s dependencies (all exist) and give it its starting status."""
+    """Record ``row``'s dependencies (all exist) and give it its starting status.
+
+    Only the dependencies that have not finished get an edge: the others are
+    resolved already, whatever becomes of them later.
+    """
     ids = sorted(set(dependency_ids))
     found = {dep["id"]: dep["status"] for dep in tx.all("lock_dependencies", {"ids": ids})}
     missing = [i for i in ids if i not in found]
     if missing:
         raise MissingDependencies({"depends_on": [f"no job has id {i}" for i in missing]})
-    tx.run("mark_dependencies", {"ids": ids})
-    tx.run_many("insert_dependency", [{"depends_on": i, "job_id": row["id"]} for i in ids])
     run_anyway = row["on_dependency_failure"] == "run"
     failed = [i for i in ids if found[i] in (Status.FAILED, Status.CANCELLED)]
     pending = [i for i in ids if found[i] not in model.FINISHED]
@@ -45,42 +67,85 @@ def attach(tx: Transaction, row: Row, dependency_ids: list[int], now: float) -> 
         model.next_status(Status.WAITING, Event.DEPENDENCY_FAILED)  # cancelled
         error = _failure(failed[0], found[failed[0]])
         return _changed(tx.one("dependency_failed", {"id": row["id"], "now": now, "error": error}))
+    tx.run("mark_dependencies", {"ids": pending})
+    tx.run_many("insert_dependency", [{"depends_on": i, "job_id": row["id"]} for i in pending])
     return waiting
 
 
-def resolve(tx: Transaction, finished: Iterable[Row | None], now: float) -> list[Row]:
-    """Move on the waiting dependants of jobs that just finished; return the changed rows.
+def resolve(
+    tx: Transaction,
+    finished: Iterable[Row | None],
+    now: float,
+    budget: int,
+    cascading: Iterable[int] = (),
+) -> Resolution:
+    """Move on the waiting dependants of jobs that just finished, ``budget`` edges at most.
 
     A dependant cancelled because of a failure is itself finished: its own
-    dependants follow, in the same transaction.
+    dependants follow, in the same transaction while the budget lasts. A job
+    whose edges are not all resolved gets a cascade marker (the housekeeper
+    goes on); ``cascading`` names the jobs that have one already, removed
+    once their last edge is resolved.
     """
-    frontier = [
+    marked = set(cascading)
+    frontier = deque(
         row
         for row in finished
         if row is not None and row["has_dependants"] and row["status"] in model.FINISHED
-    ]
-    changed: list[Row] = []
+    )
+    done = Resolution()
     while frontier:
-        done = frontier.pop(0)
-        for ref in tx.all("waiting_dependants", {"id": done["id"]}):
-            dependant = tx.one("dependency_done", {"id": ref["id"]})
-            if dependant is None:
-                continue  # not waiting (cancelled by a client, or already moved on)
-            ok = done["status"] == Status.SUCCEEDED or dependant["on_dependency_failure"] == "run"
-            if not ok:
-                model.next_status(Status.WAITING, Event.DEPENDENCY_FAILED)
-                error = _failure(done["id"], done["status"])
-                failed = tx.one("dependency_failed", {"id": ref["id"], "now": now, "error": error})
-                if failed is not None:  # None: not waiting any more (the row is locked)
-                    changed.append(failed)
-                    frontier.append(failed)
-            elif dependant["deps_pending"] <= 0:
-                due = dependant["run_at"] <= now
-                status = model.next_status(Status.WAITING, Event.DEPENDENCIES_MET, due=due)
-                ready = tx.one("dependencies_met", {"id": ref["id"], "status": status.value})
-                if ready is not None:
-                    changed.append(ready)
-    return changed
+        job = frontier.popleft()
+        if budget <= 0:
+            tx.run("start_cascade", {"id": job["id"]})
+            done.pending = True
+            continue
+        taken = sorted(ref["job_id"] for ref in tx.all("take_dependants", _take(job, budget)))
+        budget -= len(taken)
+        if budget <= 0:  # maybe more edges: the housekeeper looks (at worst finds none)
+            if job["id"] not in marked:
+                tx.run("start_cascade", {"id": job["id"]})
+            done.pending = True
+        elif job["id"] in marked:
+            tx.run("end_cascade", {"id": job["id"]})
+        if not taken:
+            continue
+        for row in _resolve_chunk(tx, job, taken, now):
+            if row["status"] != Status.WAITING:
+                done.changed.append(row)
+                if row["status"] == Status.CANCELLED and row["has_dependants"]:
+                    frontier.append(row)
+    return done
+
+
+def _take(job: Row, budget: int) -> dict[str, Any]:
+    return {"id": job["id"], "limit": budget}
+
+
+def _resolve_chunk(tx: Transaction, job: Row, ids: list[int], now: float) -> list[Row]:
+    """One dependency fewer for the waiting jobs among ``ids``; their rows as updated."""
+    failed = job["status"] != Status.SUCCEEDED
+    # The SQL applies next_status's rules, set-based (test_model checks its guard).
+    tx.all("lock_dependants", {"ids": ids})
+    params = {
+        "ids": ids,
+        "failed": failed,
+        "now": now,
+        "error": _failure(job["id"], job["status"]) if failed else None,
+    }
+    return tx.all("resolve_dependants", params)
+
+
+def cascade(tx: Transaction, now: float, budget: int) -> Resolution | None:
+    """Resolve one chunk of a marked job's dependants (the housekeeper); None: none marked."""
+    marker = tx.one("next_cascades", {"limit": 1})
+    if marker is None:
+        return None
+    job = tx.one("get_job", {"id": marker["job_id"]})
+    if job is None or job["status"] not in model.FINISHED or not job["has_dependants"]:
+        tx.run("end_cascade", {"id": marker["job_id"]})  # cannot happen: retry and prune wait
+        return Resolution()
+    return resolve(tx, [job], now, budget, cascading=[job["id"]])
 
 
 def _changed(row: Row | None) -> Row:

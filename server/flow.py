@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskframe.core.model import STATUSES
+from taskframe.server import counts
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import Row
 
@@ -17,17 +18,13 @@ class Flow:
         self.store = scheduler.store
 
     def queues(self) -> list[dict[str, Any]]:
-        """Every queue that holds a job or was paused, with its counts by status.
-
-        Counting scans the jobs table (an admin's view, not a hot path).
-        """
+        """Every queue that holds a job or was paused, with its counts by status
+        (from job_counts: no scan of the jobs table)."""
         with self.store.reader() as tx:
-            counts = tx.all("queue_counts")
+            by_queue = counts.by(tx, "queue")
             states = {row["name"]: bool(row["paused"]) for row in tx.all("list_queue_states")}
-        names = sorted({row["queue"] for row in counts} | set(states))
-        found: dict[str, dict[str, int]] = {name: dict.fromkeys(STATUSES, 0) for name in names}
-        for row in counts:
-            found[row["queue"]][row["status"]] = row["count"]
+        names = sorted(set(by_queue) | set(states))
+        found = {name: by_queue.get(name) or dict.fromkeys(STATUSES, 0) for name in names}
         return [
             {"name": name, "paused": states.get(name, False), "counts": found[name]}
             for name in names

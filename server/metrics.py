@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from taskframe.server import counts
 from taskframe.server.storage import Store, StoreUnavailable
 
 #: Seconds; job run and wait times span milliseconds to hours.
@@ -69,6 +70,13 @@ class Metrics:
             registry=r,
         )
         self.leased = Counter("taskframe_jobs_leased", "Attempts started", ["type"], registry=r)
+        self.fires_dropped = Counter(
+            "taskframe_schedule_fires_dropped",
+            "Fire times of schedules that gave no job: firing was late (misfire policy "
+            "latest: only the latest fired) or too late (skip)",
+            ["policy"],
+            registry=r,
+        )
         self.run_seconds = Histogram(
             "taskframe_job_run_seconds",
             "Run time of attempts that ended (lease to outcome)",
@@ -133,8 +141,7 @@ class QueueCollector(Collector):
         )
         now = self.clock()
         try:
-            with self.store.reader() as tx:
-                rows = tx.all("ready_by_type_and_priority", {"now": now})
+            rows = counts.ready_jobs(self.store, now)
         except StoreUnavailable:
             up.add_metric([], 0)
             yield up

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 
+from taskframe.server import counts
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.schedules import Schedules
 from taskframe.server.storage import StoreUnavailable
@@ -31,18 +32,22 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="housekeeper", daemon=True)
         self._promoter = threading.Thread(target=self._promote, name="promoter", daemon=True)
+        self._cascader = threading.Thread(target=self._cascade, name="cascader", daemon=True)
 
     def start(self) -> None:
         notifier = self.scheduler.notifier
         self.scheduler.store.watch_changes(notifier.changed, notifier.has_waiters)
         self._thread.start()
         self._promoter.start()
+        self._cascader.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.scheduler.due_timer.stop()
+        self.scheduler.cascade_wanted.set()
         self._thread.join(timeout=5)
         self._promoter.join(timeout=5)
+        self._cascader.join(timeout=5)
 
     def _promote(self) -> None:
         """Promote due jobs and fire due schedules, then sleep until the next is due.
@@ -74,9 +79,28 @@ class Housekeeper:
                 log.exception("promoting failed; will try again")
             scheduler.due_timer.sleep_until(alarm)
 
+    def _cascade(self) -> None:
+        """Resolve the dependants that finishing jobs left over, as soon as they are left
+        (by this process) or within a reap interval (by another, or before a crash)."""
+        scheduler = self.scheduler
+        while not self._stop.is_set():
+            scheduler.cascade_wanted.wait(scheduler.config.reap_interval)
+            scheduler.cascade_wanted.clear()
+            try:
+                moved = scheduler.cascade(self._stop)
+                if moved:
+                    log.info("resolved %d dependant(s) of finished jobs", moved)
+            except StoreUnavailable as exc:
+                log.warning("resolving dependants skipped: %s", exc)
+            except Exception:
+                log.exception("resolving dependants failed; will try again")
+
     def _run(self) -> None:
         interval = self.scheduler.config.reap_interval
-        since_prune = PRUNE_EVERY  # prune once at start
+        # A short retention is kept to within about itself, never pruned more than once a minute.
+        prune_every = min(PRUNE_EVERY, max(self.scheduler.config.retention, interval))
+        since_prune = prune_every  # prune once at start
+        since_tidy = 0.0
         reaped_at = None  # monotonic time of the last reap that reached the database
         grace_until = 0.0
         while not self._stop.wait(interval):
@@ -89,15 +113,21 @@ class Housekeeper:
             try:
                 reaped = self.scheduler.reap(expire_leases=now >= grace_until)
                 reaped_at = time.monotonic()
+                self.scheduler.database.record()  # anonymous /health answers from this
+                since_tidy += interval  # counts gone to zero are forgotten once a minute
+                tidy = since_tidy >= PRUNE_EVERY
+                counts.fold(self.scheduler.store, drop_empty=tidy)
+                since_tidy = 0.0 if tidy else since_tidy
                 if reaped:
                     log.info("reaped %d expired attempt(s)", reaped)
                 since_prune += interval
-                if since_prune >= PRUNE_EVERY:
+                if since_prune >= prune_every:
                     since_prune = 0.0
                     pruned = self.scheduler.prune()
                     if pruned:
                         log.info("pruned %d finished job(s) past retention", pruned)
             except StoreUnavailable as exc:
+                self.scheduler.database.record(str(exc))
                 log.warning("housekeeping skipped: %s", exc)
             except Exception:
                 log.exception("housekeeping failed; will try again")

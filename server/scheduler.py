@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -24,8 +25,9 @@ from typing import Any
 from taskframe.core import model
 from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.core.model import Event, Outcome, Status
-from taskframe.server import dependencies, routing
+from taskframe.server import counts, dependencies, routing
 from taskframe.server.config import ServerConfig
+from taskframe.server.counts import DatabaseState
 from taskframe.server.metrics import Metrics
 from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots, WorkKey
 from taskframe.server.storage import Row, Store, Transaction
@@ -36,6 +38,8 @@ log = logging.getLogger("taskframe.server")
 
 NO_CURSOR = 2**62
 REAP_BATCH = 200
+#: Seconds the housekeeper pauses between two cascade chunks (other writers go first).
+CASCADE_PAUSE = 0.002
 # Bytes a job's JSON takes in a listing beside its payload and result.
 JOB_OVERHEAD = 600
 
@@ -117,6 +121,10 @@ class Scheduler:
         self.events = events
         #: Seen at the last lease: some limit is set (a finished job may free a slot).
         self.limited = False
+        #: Whether the database answered lately (anonymous /health tells it, reading nothing).
+        self.database = DatabaseState(store, stale_after=max(10.0, 5 * config.reap_interval))
+        #: Set when dependants were left to the housekeeper (see dependencies.cascade).
+        self.cascade_wanted = threading.Event()
         #: Logs and counts every committed change (server/telemetry.py; no database work).
         self.telemetry = telemetry or Telemetry(Metrics(store, clock))
 
@@ -142,11 +150,13 @@ class Scheduler:
                 self.events.submitted([row])
         return row, created
 
-    def announce(self, rows: Iterable[Row]) -> None:
-        """After a commit that created ``rows`` (a schedule's jobs): wake their workers."""
+    def announce(self, rows: list[Row]) -> None:
+        """After a commit that created ``rows`` (a schedule's jobs): wake their workers,
+        count and log them like any submission."""
         self._announce(rows)
+        self.telemetry.submitted(rows)
         if self.events is not None:
-            self.events.submitted(list(rows))
+            self.events.submitted(rows)
 
     def _announce(self, rows: Iterable[Row]) -> None:
         """Wake one lease waiter per new ready job; set the alarm for scheduled ones."""
@@ -249,7 +259,7 @@ class Scheduler:
             row = tx.one(query, params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
-            moved = dependencies.resolve(tx, [row], params["now"])
+            moved = self._resolve(tx, [row], params["now"])
             self.store.notify_change(tx)  # wakes waiters on other servers
         if row["status"] in model.FINISHED:
             self.notifier.jobs_finished([job_id])
@@ -277,6 +287,10 @@ class Scheduler:
                     f"job {job_id} {model.in_words(current['status'])}; "
                     "only a failed or cancelled job can be retried"
                 ) from None
+            if current["has_dependants"] and tx.one("cascade_pending", params):
+                raise JobConflict(
+                    f"job {job_id}'s dependants are still being cancelled; try again shortly"
+                )
             row = tx.one("retry_job", params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
@@ -405,6 +419,7 @@ class Scheduler:
                 rows = tx.all("lease_jobs", params)
             else:
                 rows = routing.lease_routed(tx, lease_params, types, queues, controls, limit)
+            counts.moved(tx, rows, Status.QUEUED.value, Status.RUNNING.value)  # not by the triggers
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
         if rows:
             self.telemetry.leased(worker_id, rows)
@@ -451,10 +466,10 @@ class Scheduler:
                 if i not in done:  # the same attempt twice in one batch: the first counted
                     done[i] = self._resent(tx, item)
             tx.run_many("insert_attempt", history)
-            # Only outcomes recorded now move dependants on: a resend of one recorded
-            # before must not count the dependency as done a second time.
+            # Only outcomes recorded now move dependants on (a resend of one recorded
+            # before finds its edges consumed anyway: dependencies.py).
             ended = [o.job for o in done.values() if o.recorded and not o.already]
-            moved = dependencies.resolve(tx, ended, now)
+            moved = self._resolve(tx, ended, now)
             # Wakes long-polls (re-queued jobs) and job waiters on other servers.
             self.store.notify_change(tx)
         self._ended(ended)
@@ -500,6 +515,7 @@ class Scheduler:
         ]
         done = {}
         rows = tx.returning_many("succeed_attempt", params)
+        counts.moved(tx, [r for r in rows if r], Status.RUNNING.value, Status.SUCCEEDED.value)
         for (i, item), row in zip(successes, rows, strict=True):
             if row is not None:
                 history.append(_attempt(row, Outcome.SUCCEEDED, now, None, item.log))
@@ -585,8 +601,18 @@ class Scheduler:
                 self.notifier.work_ready(Counter(_work_key(row) for row in ended))
         self._announce(ended)
 
-    def _dependants_moved(self, rows: list[Row]) -> None:
-        """After a commit that readied or cancelled dependants: wake waiters, tell plugins."""
+    def _resolve(
+        self, tx: Transaction, finished: Iterable[Row | None], now: float
+    ) -> dependencies.Resolution:
+        """Resolve the dependants of ``finished`` jobs, a chunk now and the rest later."""
+        return dependencies.resolve(tx, finished, now, self.config.cascade_batch)
+
+    def _dependants_moved(self, resolution: dependencies.Resolution) -> None:
+        """After a commit that readied or cancelled dependants: wake waiters, tell plugins,
+        and the housekeeper when some are left to it."""
+        if resolution.pending:
+            self.cascade_wanted.set()
+        rows = resolution.changed
         if not rows:
             return
         self._ended(rows)
@@ -655,7 +681,7 @@ class Scheduler:
             tx.run_many("insert_attempt", history)
             if updated is None:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
-            moved = dependencies.resolve(tx, [updated], now)
+            moved = self._resolve(tx, [updated], now)
             self.store.notify_change(tx)
         self._ended([updated])
         self.telemetry.attempts_ended(history, [updated], now)
@@ -719,7 +745,7 @@ class Scheduler:
                 )
             tx.run_many("insert_attempt", history)
             reaped = sum(row is not None for row in ended)
-            moved = dependencies.resolve(tx, ended, now)
+            moved = self._resolve(tx, ended, now)
             if reaped:
                 self.store.notify_change(tx)
         self._ended(ended)
@@ -747,6 +773,26 @@ class Scheduler:
             if len(rows) < self.config.promote_batch:
                 return promoted
 
+    def cascade(self, stop: threading.Event | None = None) -> int:
+        """Resolve the dependants left to the housekeeper, one chunk per transaction.
+
+        Returns how many dependants moved. Each chunk commits on its own, so other
+        requests interleave; a crash loses nothing (the markers are in the database).
+        """
+        moved = 0
+        while stop is None or not stop.is_set():
+            with self.store.transaction() as tx:
+                resolution = dependencies.cascade(tx, self.clock(), self.config.cascade_batch)
+                if resolution is not None and resolution.changed:
+                    self.store.notify_change(tx)
+            if resolution is None:
+                return moved
+            resolution.pending = False  # this loop goes on by itself
+            self._dependants_moved(resolution)
+            moved += len(resolution.changed)
+            time.sleep(CASCADE_PAUSE)  # let waiting writers of this process in first
+        return moved
+
     def next_due(self) -> float | None:
         """When the earliest scheduled job becomes due (None: no job is scheduled)."""
         with self.store.reader() as tx:
@@ -765,6 +811,10 @@ class Scheduler:
                 ids = [row["id"] for row in rows]
                 if ids:
                     tx.run("delete_attempts", {"ids": ids})
+                    # Dependency rows go with their jobs, both ways: a later job
+                    # must never inherit them (ids are not reused either, migration 8).
+                    tx.run("delete_dependencies", {"ids": ids})
+                    tx.run("delete_dependants", {"ids": ids})
                     tx.run("delete_jobs", {"ids": ids})
             pruned += len(ids)
             if len(ids) < self.config.prune_batch:

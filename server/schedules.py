@@ -14,16 +14,42 @@ Pausing stops firing; resuming starts again from the next time after now.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from taskframe.core import cron
 from taskframe.core.errors import JobConflict
+from taskframe.server import counts
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import Row
 
 MISFIRE_GRACE = 60.0
-FIRE_BATCH = 100
+#: Due schedules fired per transaction (their jobs inserted in one batch).
+FIRE_BATCH = 500
 NEXT_SHOWN = 5
+#: Missed fire times walked one by one; past that, the rest is counted from the mean period.
+DROP_WALK = 64
+#: Bytes a schedule's job may take as JSON: it is copied into a job at every fire time.
+MAX_JOB_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Fire times of one schedule dropped at once (counted in metrics and logged)."""
+
+    count: int
+    policy: str  # latest: the latest missed time fired instead; skip: too late, none fired
+    first: float  # the first time dropped
+    estimated: bool = False  # a long outage: the count past DROP_WALK is from the period
+
+
+@dataclass(frozen=True)
+class DueTimes:
+    fire: float | None  # the time whose job is submitted now (None: skipped)
+    latest: float  # the latest fire time passed
+    next: float  # the next one to come
+    dropped: Drop
 
 
 class ScheduleNotFound(Exception):
@@ -34,6 +60,9 @@ class Schedules:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.store = scheduler.store
+        # Used by fire() only (the housekeeper's thread): fire times, prepared job rows.
+        self._times = cron.FireTimes()
+        self._prepared: dict[tuple[str, str], dict[str, Any]] = {}
 
     def create(self, spec: dict[str, Any]) -> Row:
         """Add a validated schedule; JobConflict when the name is taken."""
@@ -48,7 +77,14 @@ class Schedules:
             "next_fire_at": cron.next_fire(spec["cron"], spec["timezone"], now),
             "created_at": now,
         }
+        limit = self.scheduler.config.max_schedules
         with self.store.transaction() as tx:
+            tx.all("lock_schedules")
+            if (tx.one("count_schedules") or {"count": 0})["count"] >= limit:
+                raise JobConflict(
+                    f"this server keeps at most {limit} schedules (--max-schedules {limit}); "
+                    "delete one first"
+                )
             row = tx.one("insert_schedule", params)
             if row is None:
                 raise JobConflict(f"a schedule named {spec['name']!r} exists already")
@@ -86,39 +122,91 @@ class Schedules:
         return changed
 
     def fire(self) -> int:
-        """Submit the jobs of due schedules; return how many were created (the housekeeper)."""
+        """Submit the jobs of due schedules, a batch per transaction; return how many were
+        created (the housekeeper). Fire times dropped by the misfire policy are counted."""
         now = self.scheduler.clock()
         due = self.next_due()
         if due is None or due > now:
             return 0  # a read, not a write lock, when nothing is due
-        intake = self.scheduler.intake
-        created: list[Row] = []
+        created = 0
+        while True:
+            rows, seen = self._fire_batch(now)
+            created += len(rows)
+            if seen < FIRE_BATCH:
+                return created
+
+    def _fire_batch(self, now: float) -> tuple[Sequence[Row], int]:
+        """Fire up to FIRE_BATCH due schedules in one transaction.
+
+        Returns (the jobs created, how many schedules were due).
+        """
+        drops: dict[str, Drop] = {}
         with self.store.transaction() as tx:
-            for row in tx.all("due_schedules", {"now": now, "limit": FIRE_BATCH}):
-                latest = cron.latest_fire(row["cron"], row["timezone"], row["next_fire_at"], now)
-                late = now - latest > MISFIRE_GRACE
-                if not (row["misfire"] == "skip" and late):
-                    job = json.loads(row["job"])
-                    job["idempotency_key"] = f"schedule:{row['name']}:{cron.iso(latest)}"
-                    params = intake.new_job_params(job, now)
-                    params["run_at"] = min(latest, now)
-                    [inserted] = tx.returning_many("insert_job", [params])
-                    if inserted is not None:  # None: this time fired already
-                        created.append(inserted)
-                tx.run(
-                    "advance_schedule",
+            due = tx.all("due_schedules", {"now": now, "limit": FIRE_BATCH})
+            jobs, advances = [], []
+            for row in due:
+                times = self._due_times(row, now)
+                if times.fire is not None:
+                    key = f"schedule:{row['name']}:{cron.iso(times.fire)}"
+                    params = {**self._job_params(row, now), "idempotency_key": key}
+                    jobs.append({**params, "run_at": min(times.fire, now), "created_at": now})
+                if times.dropped.count:
+                    drops[row["name"]] = times.dropped
+                advances.append(
                     {
                         "name": row["name"],
                         "previous": row["next_fire_at"],
-                        "next_fire_at": cron.next_fire(row["cron"], row["timezone"], now),
-                        "last_fire_at": latest,
-                    },
+                        "next_fire_at": times.next,
+                        "last_fire_at": times.latest,
+                    }
                 )
+            # One batched insert (a time fired already by another server: None).
+            created = [r for r in tx.returning_many("insert_job", jobs) if r is not None]
+            counts.added(tx, created)
+            tx.run_many("advance_schedule", advances)
             if created:
                 self.store.notify_change(tx)
         if created:
             self.scheduler.announce(created)
-        return len(created)
+        if drops:
+            self.scheduler.telemetry.fire_times_dropped(drops)
+        return created, len(due)
+
+    def _job_params(self, row: Row, now: float) -> dict[str, Any]:
+        """A schedule's job as a row to insert (its key, run_at and created_at aside):
+        prepared once per schedule and job, not at every fire time."""
+        cache_key = (row["name"], row["job"])
+        params = self._prepared.get(cache_key)
+        if params is None:
+            if len(self._prepared) >= 2 * max(1, self.scheduler.config.max_schedules):
+                self._prepared.clear()
+            job = json.loads(row["job"])
+            # The request hash leaves the key out: the same for every fire time.
+            job["idempotency_key"] = f"schedule:{row['name']}"
+            params = self._prepared[cache_key] = self.scheduler.intake.new_job_params(job, now)
+        return params
+
+    def _due_times(self, row: Row, now: float) -> DueTimes:
+        """What a due schedule does now: which time fires, how many are dropped, the next."""
+        expression, zone, first = row["cron"], row["timezone"], row["next_fire_at"]
+        # The common case costs one step: the time after the due one is still to come.
+        passed, latest = 1, first
+        following = self._times.next_fire(expression, zone, first)
+        while following <= now and passed < DROP_WALK:
+            passed, latest = passed + 1, following
+            following = self._times.next_fire(expression, zone, following)
+        estimated = following <= now
+        if estimated:  # down for long: the times past the walk are counted by their period
+            period = (latest - first) / (passed - 1)
+            walked, latest = latest, cron.latest_fire(expression, zone, first, now)
+            passed += round((latest - walked) / period)
+            following = self._times.next_fire(expression, zone, now)
+        policy = row["misfire"]
+        if policy == "skip" and now - latest > MISFIRE_GRACE:
+            drop = Drop(passed, policy, first, estimated)  # too late: none fires
+            return DueTimes(None, latest, following, drop)
+        # The latest time fires; the earlier ones are dropped.
+        return DueTimes(latest, latest, following, Drop(passed - 1, policy, first, estimated))
 
     def next_due(self) -> float | None:
         with self.store.reader() as tx:

@@ -1,18 +1,21 @@
-"""What ``GET /stats`` and the health warnings tell: the queue as the database holds it."""
+"""What ``GET /stats`` and the health warnings tell: the queue as the database holds it.
+
+Counts come from ``job_counts`` and the oldest ready job from an index
+(server/counts.py): no read here scans the jobs table.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from taskframe.core import model
+from taskframe.server import counts
 from taskframe.server.registry import WorkerInfo, WorkerRegistry
 from taskframe.server.storage import Store
 
 
 def ready_jobs(store: Store, now: float) -> list[dict[str, Any]]:
     """Ready jobs (queued and due) counted by type and priority, with the oldest run_at."""
-    with store.reader() as tx:
-        return tx.all("ready_by_type_and_priority", {"now": now})
+    return counts.ready_jobs(store, now)
 
 
 def stuck_types(ready: list[dict[str, Any]], workers: list[WorkerInfo]) -> dict[str, int]:
@@ -35,19 +38,13 @@ def stuck_warnings(store: Store, registry: WorkerRegistry, now: float) -> list[s
 
 def queue_stats(store: Store, registry: WorkerRegistry, now: float) -> dict[str, Any]:
     with store.reader() as tx:
-        counts = tx.all("count_by_type_and_status")
-    by_status = dict.fromkeys(model.STATUSES, 0)
-    by_type: dict[str, dict[str, int]] = {}
-    for row in counts:
-        by_status[row["status"]] = by_status.get(row["status"], 0) + row["count"]
-        per_type = by_type.setdefault(row["type"], dict.fromkeys(model.STATUSES, 0))
-        per_type[row["status"]] = per_type.get(row["status"], 0) + row["count"]
+        by_type = counts.by(tx, "type")
     ready = ready_jobs(store, now)
     workers = registry.workers()
     oldest = min((row["oldest_run_at"] for row in ready), default=None)
     return {
-        "by_status": by_status,
-        "by_type": dict(sorted(by_type.items())),
+        "by_status": counts.by_status(by_type),
+        "by_type": by_type,
         "oldest_ready_age": None if oldest is None else round(max(0.0, now - oldest), 3),
         "stuck_types": list(stuck_types(ready, workers)),
         "workers_alive": sum(worker.alive for worker in workers),

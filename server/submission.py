@@ -13,7 +13,7 @@ from taskframe.core import json_codec
 from taskframe.core.errors import JobConflict
 from taskframe.core.executor import Executor
 from taskframe.core.schemas import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE
-from taskframe.server import dependencies
+from taskframe.server import counts, dependencies
 from taskframe.server.config import ServerConfig
 from taskframe.server.group_commit import GroupCommitter
 from taskframe.server.notify import ChangeNotifier
@@ -139,28 +139,34 @@ class Intake:
         """
         outcomes: list[Any] = []
         created_any = False
+        inserted: list[Row] = []  # as inserted, for the counts (no trigger counts inserts)
         with self.store.transaction() as tx:
             for params in units:
                 if any("_depends_on" in p for p in params):
-                    chain = self._insert_chain(tx, params)
+                    chain = self._insert_chain(tx, params, inserted)
                     created_any = created_any or any(c for _, c in chain)
                     outcomes.append(chain)
                     continue
                 if len(params) > 1 and all(p["idempotency_key"] is None for p in params):
-                    outcomes.append([(row, True) for row in tx.insert_jobs(params)])
+                    rows = tx.insert_jobs(params)
+                    inserted += rows
+                    outcomes.append([(row, True) for row in rows])
                     created_any = True
                     continue
-                outcome = self._key_conflict(tx, params) or self._insert_keyed(tx, params)
+                outcome = self._key_conflict(tx, params) or self._insert_keyed(tx, params, inserted)
                 created_any = created_any or (
                     not isinstance(outcome, JobConflict) and any(c for _, c in outcome)
                 )
                 outcomes.append(outcome)
             if created_any:
+                counts.added(tx, inserted)
                 self.store.notify_change(tx)
         self.notifier.notify()
         return outcomes
 
-    def _insert_chain(self, tx: Transaction, unit: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
+    def _insert_chain(
+        self, tx: Transaction, unit: list[dict[str, Any]], inserted: list[Row]
+    ) -> list[tuple[Row, bool]]:
         """Insert jobs with dependencies one by one, in order: ``("ref", n)`` names the
         n-th job of this unit, inserted before it. Raises what a conflict or a missing
         dependency raises, rolling back the whole unit (it has its own transaction)."""
@@ -176,7 +182,7 @@ class Intake:
             conflict = self._key_conflict(tx, [params])
             if conflict is not None:
                 raise conflict
-            outcome = self._insert_keyed(tx, [params])
+            outcome = self._insert_keyed(tx, [params], inserted)
             if isinstance(outcome, JobConflict):
                 raise outcome
             [(row, created)] = outcome
@@ -186,13 +192,17 @@ class Intake:
         return results
 
     def _insert_keyed(
-        self, tx: Transaction, params: list[dict[str, Any]]
+        self, tx: Transaction, params: list[dict[str, Any]], inserted: list[Row]
     ) -> list[tuple[Row, bool]] | JobConflict:
-        """Insert jobs that may carry idempotency keys; (row, created) for each."""
+        """Insert jobs that may carry idempotency keys; (row, created) for each.
+
+        The rows inserted are added to ``inserted`` (to be counted by the caller).
+        """
         results: list[tuple[Row, bool]] = []
         for job_params, row in zip(params, tx.returning_many("insert_job", params), strict=True):
             if row is not None:
                 results.append((row, True))
+                inserted.append(row)
                 continue
             # The key exists: committed meanwhile by a concurrent submission.
             existing = tx.one("get_job_by_key", job_params)

@@ -8,7 +8,8 @@ logger with the job's fields in ``extra`` (so JSON lines carry them).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from taskframe.core import model
@@ -23,6 +24,8 @@ BATCH_SUMMARY_OVER = 1
 #: Single submissions, leases and successes, the hot path, are logged per job at
 #: DEBUG and summed up at INFO at most this often (with the next such event).
 SUMMARY_EVERY = 10.0
+#: Schedules named in one log line about dropped fire times.
+DROPS_NAMED = 5
 #: Where a failed attempt's job goes when it will be tried again (scheduled: after a backoff).
 _REQUEUED = frozenset({model.QUEUED, model.SCHEDULED})
 
@@ -170,8 +173,31 @@ class Telemetry:
         else:
             log.info("job %d: cancel requested from its worker", row["id"], extra=_fields(row))
 
+    def fire_times_dropped(self, drops: Mapping[str, Any]) -> None:
+        """Fire times the misfire policy dropped, by schedule name (``schedules.Drop``)."""
+        total = sum(drop.count for drop in drops.values())
+        if self.metrics is not None:
+            for drop in drops.values():
+                self._child(self.metrics.fires_dropped, drop.policy).inc(drop.count)
+        names = sorted(drops)
+        shown = ", ".join(
+            f"{name} {'~' if drops[name].estimated else ''}{drops[name].count} from "
+            f"{iso_second(drops[name].first)} ({drops[name].policy})"
+            for name in names[:DROPS_NAMED]
+        )
+        more = f" and {len(names) - DROPS_NAMED} more" if len(names) > DROPS_NAMED else ""
+        log.warning(
+            "%d fire time(s) of %d schedule(s) dropped, firing was late: %s%s",
+            *(total, len(names), shown, more),
+            extra={"dropped": total, "schedules": names[:DROPS_NAMED]},
+        )
+
     def requeued(self, row: Row) -> None:
         log.info("job %d queued again by request", row["id"], extra=_fields(row))
+
+
+def iso_second(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _attempt_fields(attempt: dict[str, Any]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ class JobCollection:
         )
         header_key = req.get_header("Idempotency-Key")
         if header_key:
-            problems = schemas.id_text_errors(header_key)
+            problems = schemas.idempotency_key_errors(header_key)
             if problems:
                 raise validation_error({"Idempotency-Key": problems})
             if job["idempotency_key"] not in (None, header_key):

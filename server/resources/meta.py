@@ -9,6 +9,7 @@ from typing import Any
 import falcon
 
 from taskframe.core.plugins import PluginSet
+from taskframe.server.counts import DatabaseState
 from taskframe.server.openapi import payload_json_schema
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.stats import stuck_warnings
@@ -16,7 +17,12 @@ from taskframe.server.storage import Store, StoreUnavailable
 
 
 class Health:
-    """``GET /health``: ``warnings`` names the job types no live worker can run."""
+    """``GET /health``: ``warnings`` names the job types no live worker can run.
+
+    With tokens configured, an anonymous caller learns only whether the server
+    and its database are up: that answer comes from ``database`` (what the
+    housekeeper saw last), reading nothing from the database.
+    """
 
     def __init__(
         self,
@@ -24,13 +30,22 @@ class Health:
         plugins: PluginSet,
         registry: WorkerRegistry | None = None,
         clock: Callable[[], float] = time.time,
+        database: DatabaseState | None = None,
+        tokens: bool = False,
     ) -> None:
         self.store = store
         self.plugins = plugins
         self.registry = registry
         self.clock = clock
+        self.database = database or DatabaseState(store, 0.0)
+        self.tokens = tokens
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.tokens and getattr(req.context, "principal", None) is None:
+            error = self.database.current()
+            resp.status = falcon.HTTP_503 if error else falcon.HTTP_200
+            resp.media = {"status": "unavailable" if error else "ok"}
+            return
         body: dict[str, Any] = {
             "status": "ok",
             "backend": self.store.backend,
@@ -40,9 +55,11 @@ class Health:
         }
         try:
             self.store.ping()
+            self.database.record()
             if self.registry is not None:
                 body["warnings"] = stuck_warnings(self.store, self.registry, self.clock())
         except StoreUnavailable as exc:
+            self.database.record(str(exc))
             resp.status = falcon.HTTP_503
             body.update(status="unavailable", error=str(exc))
         resp.media = body

@@ -3,6 +3,7 @@ delete, pause, resume)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import falcon
@@ -13,7 +14,13 @@ from taskframe.core.executor import Executor
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError, validation_error
 from taskframe.server.http_io import read_json
-from taskframe.server.schedules import NEXT_SHOWN, ScheduleNotFound, Schedules, schedule_json
+from taskframe.server.schedules import (
+    MAX_JOB_BYTES,
+    NEXT_SHOWN,
+    ScheduleNotFound,
+    Schedules,
+    schedule_json,
+)
 from taskframe.server.submission import JobCheck, job_errors
 
 #: Fields of a job that make no sense for one submitted at every fire time.
@@ -51,11 +58,17 @@ class ScheduleCollection:
             cron.zone(spec["timezone"])
         except cron.CronError as exc:
             errors["timezone"] = [str(exc)]
-        job_problems: dict[str, Any] = {
+        job_problems: Any = {
             name: ["not allowed in a schedule's job"]
             for name in NOT_IN_SCHEDULES
             if name in spec["job"]
         }
+        size = len(json.dumps(spec["job"], separators=(",", ":")).encode())
+        if size > MAX_JOB_BYTES:
+            job_problems = [
+                f"{size} bytes as JSON, more than a schedule's job may take ({MAX_JOB_BYTES}): "
+                "it is stored again at every fire time"
+            ]
         if not job_problems:
             try:
                 job = self.job_schema.load(spec["job"])

@@ -120,6 +120,95 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_due ON schedules (next_fire_at);
 
+-- name: migration_8
+-- Job ids are never reused (issue 18). The identity column already never
+-- gives an id twice (GENERATED ALWAYS refuses explicit ids, NO CYCLE stops at
+-- the end of bigint), and its sequence is moved past every id the dependency
+-- and attempt tables name, should any be ahead of it.
+-- Dependency rows become edges still to resolve: resolution deletes each one
+-- as it counts it, so a waiting job's deps_pending is the number of its edges.
+-- Edges already resolved (their dependency finished) or left behind by
+-- pruning are dropped. dependency_cascades marks finished jobs whose
+-- dependants are still being resolved, a chunk per transaction (the housekeeper).
+ALTER TABLE jobs ALTER COLUMN id SET NO CYCLE;
+SELECT setval(pg_get_serial_sequence('jobs', 'id'), seen)
+FROM (
+    SELECT greatest(
+        (SELECT max(id) FROM jobs),
+        (SELECT max(depends_on) FROM job_dependencies),
+        (SELECT max(job_id) FROM job_dependencies),
+        (SELECT max(job_id) FROM job_attempts)
+    ) AS seen
+) AS ids
+WHERE seen > coalesce(pg_sequence_last_value(pg_get_serial_sequence('jobs', 'id')::regclass), 0);
+DELETE FROM job_dependencies
+WHERE NOT EXISTS (
+    SELECT 1 FROM jobs AS dependency
+    WHERE dependency.id = job_dependencies.depends_on
+      AND dependency.status NOT IN ('succeeded', 'failed', 'cancelled')
+) OR NOT EXISTS (
+    SELECT 1 FROM jobs AS dependant
+    WHERE dependant.id = job_dependencies.job_id
+      AND dependant.depends_on::jsonb @> to_jsonb(job_dependencies.depends_on)
+);
+CREATE INDEX job_dependencies_job ON job_dependencies (job_id);
+UPDATE jobs SET deps_pending = (
+    SELECT count(*) FROM job_dependencies WHERE job_dependencies.job_id = jobs.id
+) WHERE status = 'waiting';
+CREATE TABLE dependency_cascades (job_id bigint PRIMARY KEY);
+
+-- name: migration_9
+-- Observability without scanning jobs (issue 18): the number of jobs by type,
+-- queue, status and priority, kept in the transaction of each change. Many
+-- servers change jobs at once here, so no change updates shared count rows
+-- (every transaction would queue on the same hot rows, and two updating them
+-- in different orders would deadlock): each appends delta rows, which conflict
+-- with nothing, and the housekeeper folds them into job_counts. Readers add
+-- both up in one snapshot.
+-- jobs_queued_age gives the oldest ready job of each type and priority.
+CREATE TABLE job_counts (
+    type text NOT NULL,
+    queue text NOT NULL,
+    status text NOT NULL,
+    priority integer NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (type, queue, status, priority)
+);
+CREATE TABLE job_count_deltas (
+    type text NOT NULL,
+    queue text NOT NULL,
+    status text NOT NULL,
+    priority integer NOT NULL,
+    delta integer NOT NULL
+);
+INSERT INTO job_counts (type, queue, status, priority, count)
+SELECT type, queue, status, priority, count(*) FROM jobs GROUP BY type, queue, status, priority;
+CREATE FUNCTION taskframe_count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO job_count_deltas VALUES (OLD.type, OLD.queue, OLD.status, OLD.priority, -1);
+    ELSE
+        INSERT INTO job_count_deltas VALUES
+            (OLD.type, OLD.queue, OLD.status, OLD.priority, -1),
+            (NEW.type, NEW.queue, NEW.status, NEW.priority, 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- Inserts are counted by their callers (count_adds), as are the two moves of
+-- every job's hot path, queued to running (the lease) and running to succeeded
+-- (the completion), one count_moves per batch (server/counts.py): a delta row per
+-- group, not per job. The triggers count every other change.
+-- No statement changes a job's type, queue or priority (tests/unit/test_counts.py).
+CREATE TRIGGER job_counts_update AFTER UPDATE OF status ON jobs
+FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+    AND NOT (OLD.status = 'queued' AND NEW.status = 'running')
+    AND NOT (OLD.status = 'running' AND NEW.status = 'succeeded'))
+EXECUTE FUNCTION taskframe_count_jobs();
+CREATE TRIGGER job_counts_delete AFTER DELETE ON jobs
+FOR EACH ROW EXECUTE FUNCTION taskframe_count_jobs();
+CREATE INDEX jobs_queued_age ON jobs (type, priority, run_at) WHERE status = 'queued';
+
 -- name: migration_10
 -- The webhook outbox (issue 18, server/outbox.py): one row per finished job with a
 -- notify_url, written by a trigger in the transaction that finished the job, whatever
@@ -359,9 +448,11 @@ WHERE id = %(id)s AND status IN ('failed', 'cancelled')
 RETURNING *;
 
 -- name: prunable_jobs
--- SKIP LOCKED: servers pruning at once delete disjoint batches.
+-- SKIP LOCKED: servers pruning at once delete disjoint batches. Not a job
+-- whose dependants are still being resolved (dependency_cascades).
 SELECT id FROM jobs
 WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(before)s
+  AND id NOT IN (SELECT job_id FROM dependency_cascades)
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
@@ -372,6 +463,71 @@ DELETE FROM job_attempts WHERE job_id = ANY(%(ids)s::bigint[]);
 -- name: delete_jobs
 DELETE FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 
+-- name: delete_dependencies
+-- Edges where a pruned job is the dependency (none unless a cascade was cut short)...
+DELETE FROM job_dependencies WHERE depends_on = ANY(%(ids)s::bigint[]);
+
+-- name: delete_dependants
+-- ... and where it is the dependant (cancelled while its dependencies still ran).
+DELETE FROM job_dependencies WHERE job_id = ANY(%(ids)s::bigint[]);
+
+-- name: job_counts
+-- Jobs by type, queue, status and priority: the folded counts plus the deltas
+-- not folded yet, in one snapshot (a small table and a short one: no scan of jobs).
+SELECT type, queue, status, priority, sum(count) AS count FROM (
+    SELECT type, queue, status, priority, count FROM job_counts
+    UNION ALL
+    SELECT type, queue, status, priority, delta FROM job_count_deltas
+) AS counted
+GROUP BY type, queue, status, priority
+HAVING sum(count) <> 0;
+
+-- name: count_adds
+-- Jobs inserted (no trigger counts inserts), one delta row per group of jobs.
+INSERT INTO job_count_deltas (type, queue, status, priority, delta)
+VALUES (%(type)s, %(queue)s, %(status)s, %(priority)s, %(n)s);
+
+-- name: count_moves
+-- The hot path's moves (the triggers skip them), one statement per group of jobs.
+INSERT INTO job_count_deltas (type, queue, status, priority, delta)
+VALUES (%(type)s, %(queue)s, %(source)s, %(priority)s, -%(n)s),
+       (%(type)s, %(queue)s, %(target)s, %(priority)s, %(n)s);
+
+-- name: counts_by_type
+SELECT type AS name, status, sum(count) AS count FROM (
+    SELECT type, status, count FROM job_counts
+    UNION ALL
+    SELECT type, status, delta FROM job_count_deltas
+) AS counted
+GROUP BY type, status HAVING sum(count) <> 0;
+
+-- name: counts_by_queue
+SELECT queue AS name, status, sum(count) AS count FROM (
+    SELECT queue, status, count FROM job_counts
+    UNION ALL
+    SELECT queue, status, delta FROM job_count_deltas
+) AS counted
+GROUP BY queue, status HAVING sum(count) <> 0;
+
+-- name: fold_job_counts
+-- The housekeeper: deltas into job_counts, in key order. One server at a time
+-- (the others skip); deltas committed meanwhile wait for the next fold.
+WITH folding AS (
+    SELECT pg_try_advisory_xact_lock(29798, 3) AS mine
+), folded AS (
+    DELETE FROM job_count_deltas WHERE (SELECT mine FROM folding)
+    RETURNING type, queue, status, priority, delta
+)
+INSERT INTO job_counts (type, queue, status, priority, count)
+SELECT type, queue, status, priority, sum(delta) FROM folded
+GROUP BY type, queue, status, priority
+ORDER BY type, queue, status, priority
+ON CONFLICT (type, queue, status, priority)
+DO UPDATE SET count = job_counts.count + excluded.count;
+
+-- name: drop_empty_counts
+DELETE FROM job_counts WHERE count = 0 AND pg_try_advisory_xact_lock(29798, 3);
+
 -- name: count_by_status
 SELECT status, count(*) AS count FROM jobs GROUP BY status;
 
@@ -379,10 +535,21 @@ SELECT status, count(*) AS count FROM jobs GROUP BY status;
 SELECT type, status, count(*) AS count FROM jobs GROUP BY type, status;
 
 -- name: ready_by_type_and_priority
--- Queue depth and the oldest ready job, read at scrape time so that servers agree.
-SELECT type, priority, count(*) AS count, min(run_at) AS oldest_run_at FROM jobs
-WHERE status = 'queued' AND run_at <= %(now)s
-GROUP BY type, priority;
+-- Queue depth and the oldest ready job, read at scrape time so that servers agree:
+-- the depth from the counts, the oldest one step into jobs_queued_age per group.
+SELECT ready.type, ready.priority, ready.count, (
+    SELECT min(run_at) FROM jobs
+    WHERE status = 'queued' AND type = ready.type AND priority = ready.priority
+      AND run_at <= %(now)s
+) AS oldest_run_at
+FROM (
+    SELECT type, priority, sum(count) AS count FROM (
+        SELECT type, priority, count FROM job_counts WHERE status = 'queued'
+        UNION ALL
+        SELECT type, priority, delta FROM job_count_deltas WHERE status = 'queued'
+    ) AS queued
+    GROUP BY type, priority HAVING sum(count) > 0
+) AS ready;
 
 -- name: upsert_worker
 -- A heartbeat knows only the id: the other fields keep what the last lease said.
@@ -395,10 +562,14 @@ SET host = coalesce(excluded.host, workers.host),
     last_seen = excluded.last_seen;
 
 -- name: list_workers
--- The most recently seen first, at most %(limit)s of them (a bound on /workers and /health).
-SELECT w.id, w.host, w.types, w.slots, w.last_seen,
-       (SELECT count(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) AS running
+-- The most recently seen first, at most %(limit)s of them (a bound on /workers and /health);
+-- their running jobs counted once for all of them (not once per worker).
+SELECT w.id, w.host, w.types, w.slots, w.last_seen, coalesce(r.running, 0) AS running
 FROM (SELECT * FROM workers WHERE last_seen >= %(since)s ORDER BY last_seen DESC LIMIT %(limit)s) w
+LEFT JOIN (
+    SELECT worker_id, count(*) AS running FROM jobs
+    WHERE status = 'running' GROUP BY worker_id
+) AS r ON r.worker_id = w.id
 ORDER BY w.id;
 
 -- name: prune_workers
@@ -503,17 +674,62 @@ ON CONFLICT DO NOTHING;
 -- name: start_waiting
 UPDATE jobs SET status = 'waiting', deps_pending = %(pending)s WHERE id = %(id)s RETURNING *;
 
--- name: waiting_dependants
-SELECT job_id AS id FROM job_dependencies WHERE depends_on = %(id)s ORDER BY job_id;
+-- name: take_dependants
+-- A chunk of a finished job's dependants, in id order. Each edge is deleted as
+-- it is counted: a job that finishes again (retried) resolves nothing twice.
+-- The finished job's row is locked by its caller: no one else takes its edges.
+-- A key range (up to the chunk's last id), not IN (...): an index range scan.
+DELETE FROM job_dependencies
+WHERE depends_on = %(id)s AND job_id <= (
+    SELECT max(job_id) FROM (
+        SELECT job_id FROM job_dependencies WHERE depends_on = %(id)s
+        ORDER BY job_id LIMIT %(limit)s
+    ) AS chunk
+)
+RETURNING job_id;
 
--- name: dependency_done
--- One dependency fewer to wait for; the row (locked, re-read) tells whether it was the last.
-UPDATE jobs SET deps_pending = deps_pending - 1
-WHERE id = %(id)s AND status = 'waiting'
+-- name: lock_dependants
+-- In id order, like every multi-row writer: no deadlocks.
+SELECT id FROM jobs WHERE id = ANY(%(ids)s::bigint[]) AND status = 'waiting'
+ORDER BY id FOR UPDATE;
+
+-- name: resolve_dependants
+-- One dependency fewer for each waiting job of the chunk, set-based. A failed
+-- dependency cancels the dependants that do not run anyway; the last one
+-- makes a dependant ready (queued, or scheduled when its run_at is later).
+UPDATE jobs
+SET deps_pending = deps_pending - 1,
+    status = CASE
+        WHEN %(failed)s AND on_dependency_failure IS DISTINCT FROM 'run' THEN 'cancelled'
+        WHEN deps_pending > 1 THEN 'waiting'
+        WHEN run_at <= %(now)s THEN 'queued'
+        ELSE 'scheduled'
+    END,
+    finished_at = CASE
+        WHEN %(failed)s AND on_dependency_failure IS DISTINCT FROM 'run' THEN %(now)s
+        ELSE finished_at
+    END,
+    error = CASE
+        WHEN %(failed)s AND on_dependency_failure IS DISTINCT FROM 'run' THEN %(error)s
+        ELSE error
+    END
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'waiting'
 RETURNING *;
 
--- name: dependencies_met
-UPDATE jobs SET status = %(status)s WHERE id = %(id)s AND status = 'waiting' RETURNING *;
+-- name: start_cascade
+-- The rest of this job's dependants is left to the housekeeper (durably).
+INSERT INTO dependency_cascades (job_id) VALUES (%(id)s) ON CONFLICT DO NOTHING;
+
+-- name: next_cascades
+-- SKIP LOCKED: servers cascading at once take different jobs.
+SELECT job_id FROM dependency_cascades ORDER BY job_id LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: end_cascade
+DELETE FROM dependency_cascades WHERE job_id = %(id)s;
+
+-- name: cascade_pending
+SELECT job_id FROM dependency_cascades WHERE job_id = %(id)s;
 
 -- name: dependency_failed
 UPDATE jobs SET status = 'cancelled', finished_at = %(now)s, error = %(error)s
@@ -527,6 +743,13 @@ SELECT id, status, result FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 SELECT id FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 
 -- ---------------------------------------------------------- schedules (issue 13)
+
+-- name: lock_schedules
+-- Servers adding schedules at once count one after the other (the --max-schedules bound).
+SELECT pg_advisory_xact_lock(29798, 2);
+
+-- name: count_schedules
+SELECT count(*) AS count FROM schedules;
 
 -- name: insert_schedule
 INSERT INTO schedules (name, cron, timezone, job, misfire, paused, next_fire_at, created_at)

@@ -116,6 +116,133 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_due ON schedules (next_fire_at);
 
+-- name: migration_8
+-- Job ids are never reused (issue 18): without AUTOINCREMENT SQLite gave the
+-- ids of pruned jobs again, and a new job inherited the dependency rows of an
+-- old one. The table is rebuilt with AUTOINCREMENT (rows and indexes as they
+-- were), and the id sequence starts past every id seen so far, those only the
+-- dependency and attempt tables still name included.
+-- Dependency rows become edges still to resolve: resolution deletes each one
+-- as it counts it, so a waiting job's deps_pending is the number of its edges.
+-- Edges already resolved (their dependency finished) or left behind by
+-- pruning are dropped. dependency_cascades marks finished jobs whose
+-- dependants are still being resolved, a chunk per transaction (the housekeeper).
+CREATE TABLE jobs_v8 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    timeout REAL,
+    run_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    worker_id TEXT,
+    lease_id TEXT,
+    lease_expires_at REAL,
+    deadline REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    error TEXT,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    lease_request TEXT,
+    notify_url TEXT,
+    attempt_grant INTEGER,
+    queue TEXT NOT NULL DEFAULT 'default',
+    depends_on TEXT,
+    deps_pending INTEGER NOT NULL DEFAULT 0,
+    on_dependency_failure TEXT,
+    has_dependants INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO jobs_v8 (id, type, payload, priority, status, attempts, max_attempts, timeout,
+                     run_at, created_at, started_at, finished_at, worker_id, lease_id,
+                     lease_expires_at, deadline, cancel_requested, result, error,
+                     idempotency_key, request_hash, lease_request, notify_url, attempt_grant,
+                     queue, depends_on, deps_pending, on_dependency_failure, has_dependants)
+SELECT id, type, payload, priority, status, attempts, max_attempts, timeout,
+       run_at, created_at, started_at, finished_at, worker_id, lease_id,
+       lease_expires_at, deadline, cancel_requested, result, error,
+       idempotency_key, request_hash, lease_request, notify_url, attempt_grant,
+       queue, depends_on, deps_pending, on_dependency_failure, has_dependants
+FROM jobs ORDER BY id;
+DROP TABLE jobs;
+ALTER TABLE jobs_v8 RENAME TO jobs;
+CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX jobs_ready ON jobs (priority DESC, id) WHERE status = 'queued';
+CREATE INDEX jobs_status_id ON jobs (status, id);
+CREATE INDEX jobs_type_id ON jobs (type, id);
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('succeeded', 'failed', 'cancelled');
+CREATE INDEX jobs_scheduled_run_at ON jobs (run_at) WHERE status = 'scheduled';
+CREATE INDEX jobs_lease_request ON jobs (lease_request) WHERE lease_request IS NOT NULL;
+CREATE INDEX jobs_ready_queue ON jobs (queue, priority DESC, id) WHERE status = 'queued';
+DELETE FROM sqlite_sequence WHERE name IN ('jobs', 'jobs_v8');
+INSERT INTO sqlite_sequence (name, seq)
+SELECT 'jobs', coalesce(max(seen), 0) FROM (
+    SELECT max(id) AS seen FROM jobs
+    UNION ALL SELECT max(depends_on) FROM job_dependencies
+    UNION ALL SELECT max(job_id) FROM job_dependencies
+    UNION ALL SELECT max(job_id) FROM job_attempts
+);
+DELETE FROM job_dependencies
+WHERE NOT EXISTS (
+    SELECT 1 FROM jobs AS dependency
+    WHERE dependency.id = job_dependencies.depends_on
+      AND dependency.status NOT IN ('succeeded', 'failed', 'cancelled')
+) OR NOT EXISTS (
+    SELECT 1 FROM jobs AS dependant, json_each(dependant.depends_on) AS listed
+    WHERE dependant.id = job_dependencies.job_id AND listed.value = job_dependencies.depends_on
+);
+CREATE INDEX job_dependencies_job ON job_dependencies (job_id);
+UPDATE jobs SET deps_pending = (
+    SELECT count(*) FROM job_dependencies WHERE job_dependencies.job_id = jobs.id
+) WHERE status = 'waiting';
+CREATE TABLE dependency_cascades (job_id INTEGER PRIMARY KEY);
+
+-- name: migration_9
+-- Observability without scanning jobs (issue 18): job_counts holds the number
+-- of jobs by type, queue, status and priority, kept in the very transaction of
+-- each change (SQLite has one writer at a time: no contention).
+-- jobs_queued_age gives the oldest ready job of each type and priority.
+CREATE TABLE job_counts (
+    type TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (type, queue, status, priority)
+) WITHOUT ROWID;
+INSERT INTO job_counts (type, queue, status, priority, count)
+SELECT type, queue, status, priority, count(*) FROM jobs GROUP BY type, queue, status, priority;
+-- A trigger per row costs ~30 % more SQLite work per job: the hot path counts in
+-- batches instead. Inserts are counted by their callers (count_adds), as are the
+-- two moves of every job's hot path, queued to running (the lease) and running to
+-- succeeded (the completion), one count_moves per batch (server/counts.py).
+-- The triggers count every other change, whatever statement makes it.
+-- No statement changes a job's type, queue or priority (tests/unit/test_counts.py).
+CREATE TRIGGER job_counts_update AFTER UPDATE OF status ON jobs
+WHEN OLD.status IS NOT NEW.status
+  AND NOT (OLD.status = 'queued' AND NEW.status = 'running')
+  AND NOT (OLD.status = 'running' AND NEW.status = 'succeeded')
+BEGIN
+    INSERT INTO job_counts (type, queue, status, priority, count)
+    VALUES (OLD.type, OLD.queue, OLD.status, OLD.priority, -1),
+           (NEW.type, NEW.queue, NEW.status, NEW.priority, 1)
+    ON CONFLICT (type, queue, status, priority) DO UPDATE SET count = count + excluded.count;
+END;
+-- Upserts, not UPDATE ... - 1: a job inserted in this transaction is counted at
+-- its end (count_adds), so its row may not exist yet when it moves on.
+CREATE TRIGGER job_counts_delete AFTER DELETE ON jobs
+BEGIN
+    INSERT INTO job_counts (type, queue, status, priority, count)
+    VALUES (OLD.type, OLD.queue, OLD.status, OLD.priority, -1)
+    ON CONFLICT (type, queue, status, priority) DO UPDATE SET count = count - 1;
+END;
+CREATE INDEX jobs_queued_age ON jobs (type, priority, run_at) WHERE status = 'queued';
+
 -- name: migration_10
 -- The webhook outbox (issue 18, server/outbox.py): one row per finished job with a
 -- notify_url, written by a trigger in the transaction that finished the job, whatever
@@ -331,15 +458,56 @@ WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING *;
 
 -- name: prunable_jobs
+-- Not a job whose dependants are still being resolved (dependency_cascades).
 SELECT id FROM jobs
 WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < :before
+  AND id NOT IN (SELECT job_id FROM dependency_cascades)
 LIMIT :limit;
+
+-- name: delete_dependencies
+-- Edges where a pruned job is the dependency (none unless a cascade was cut short)...
+DELETE FROM job_dependencies WHERE depends_on IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_dependants
+-- ... and where it is the dependant (cancelled while its dependencies still ran).
+DELETE FROM job_dependencies WHERE job_id IN (SELECT value FROM json_each(:ids));
 
 -- name: delete_attempts
 DELETE FROM job_attempts WHERE job_id IN (SELECT value FROM json_each(:ids));
 
 -- name: delete_jobs
 DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: job_counts
+-- Jobs by type, queue, status and priority (a small table: no scan of jobs).
+SELECT type, queue, status, priority, count FROM job_counts WHERE count <> 0;
+
+-- name: count_adds
+-- Jobs inserted (no trigger counts inserts), one statement per group of jobs.
+INSERT INTO job_counts (type, queue, status, priority, count)
+VALUES (:type, :queue, :status, :priority, :n)
+ON CONFLICT (type, queue, status, priority) DO UPDATE SET count = count + excluded.count;
+
+-- name: count_moves
+-- The hot path's moves (the triggers skip them), one statement per group of jobs.
+INSERT INTO job_counts (type, queue, status, priority, count)
+VALUES (:type, :queue, :source, :priority, -:n), (:type, :queue, :target, :priority, :n)
+ON CONFLICT (type, queue, status, priority) DO UPDATE SET count = count + excluded.count;
+
+-- name: counts_by_type
+SELECT type AS name, status, sum(count) AS count FROM job_counts
+GROUP BY type, status HAVING sum(count) <> 0;
+
+-- name: counts_by_queue
+SELECT queue AS name, status, sum(count) AS count FROM job_counts
+GROUP BY queue, status HAVING sum(count) <> 0;
+
+-- name: fold_job_counts
+-- Triggers keep job_counts exact as it is: nothing to fold (PostgreSQL has deltas).
+SELECT 0 AS folded WHERE 0;
+
+-- name: drop_empty_counts
+DELETE FROM job_counts WHERE count = 0;
 
 -- name: count_by_status
 SELECT status, count(*) AS count FROM jobs GROUP BY status;
@@ -348,10 +516,17 @@ SELECT status, count(*) AS count FROM jobs GROUP BY status;
 SELECT type, status, count(*) AS count FROM jobs GROUP BY type, status;
 
 -- name: ready_by_type_and_priority
--- Queue depth and the oldest ready job, read at scrape time so that servers agree.
-SELECT type, priority, count(*) AS count, min(run_at) AS oldest_run_at FROM jobs
-WHERE status = 'queued' AND run_at <= :now
-GROUP BY type, priority;
+-- Queue depth and the oldest ready job, read at scrape time so that servers agree:
+-- the depth from job_counts, the oldest one step into jobs_queued_age per group.
+SELECT ready.type, ready.priority, ready.count, (
+    SELECT min(run_at) FROM jobs INDEXED BY jobs_queued_age
+    WHERE status = 'queued' AND type = ready.type AND priority = ready.priority
+      AND run_at <= :now
+) AS oldest_run_at
+FROM (
+    SELECT type, priority, sum(count) AS count FROM job_counts
+    WHERE status = 'queued' GROUP BY type, priority HAVING sum(count) > 0
+) AS ready;
 
 -- name: upsert_worker
 -- A heartbeat knows only the id: the other fields keep what the last lease said.
@@ -364,10 +539,14 @@ SET host = coalesce(excluded.host, workers.host),
     last_seen = excluded.last_seen;
 
 -- name: list_workers
--- The most recently seen first, at most :limit of them (a bound on /workers and /health).
-SELECT w.id, w.host, w.types, w.slots, w.last_seen,
-       (SELECT count(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) AS running
+-- The most recently seen first, at most :limit of them (a bound on /workers and /health);
+-- their running jobs counted once for all of them (not once per worker).
+SELECT w.id, w.host, w.types, w.slots, w.last_seen, coalesce(r.running, 0) AS running
 FROM (SELECT * FROM workers WHERE last_seen >= :since ORDER BY last_seen DESC LIMIT :limit) w
+LEFT JOIN (
+    SELECT worker_id, count(*) AS running FROM jobs INDEXED BY jobs_status_id
+    WHERE status = 'running' GROUP BY worker_id
+) AS r ON r.worker_id = w.id
 ORDER BY w.id;
 
 -- name: prune_workers
@@ -464,17 +643,54 @@ ON CONFLICT DO NOTHING;
 -- name: start_waiting
 UPDATE jobs SET status = 'waiting', deps_pending = :pending WHERE id = :id RETURNING *;
 
--- name: waiting_dependants
-SELECT job_id AS id FROM job_dependencies WHERE depends_on = :id ORDER BY job_id;
+-- name: take_dependants
+-- A chunk of a finished job's dependants, in id order. Each edge is deleted as
+-- it is counted: a job that finishes again (retried) resolves nothing twice.
+-- A key range (up to the chunk's last id), not IN (...): an index range scan.
+DELETE FROM job_dependencies
+WHERE depends_on = :id AND job_id <= (
+    SELECT max(job_id) FROM (
+        SELECT job_id FROM job_dependencies WHERE depends_on = :id
+        ORDER BY job_id LIMIT :limit
+    ) AS chunk
+)
+RETURNING job_id;
 
--- name: dependency_done
--- One dependency fewer to wait for; the row tells whether it was the last.
-UPDATE jobs SET deps_pending = deps_pending - 1
-WHERE id = :id AND status = 'waiting'
+-- name: lock_dependants
+-- Writers are serialised already: nothing to lock beyond BEGIN IMMEDIATE.
+SELECT id FROM jobs WHERE 0;
+
+-- name: resolve_dependants
+-- One dependency fewer for each waiting job of the chunk, set-based. A failed
+-- dependency cancels the dependants that do not run anyway; the last one
+-- makes a dependant ready (queued, or scheduled when its run_at is later).
+UPDATE jobs
+SET deps_pending = deps_pending - 1,
+    status = CASE
+        WHEN :failed AND on_dependency_failure IS NOT 'run' THEN 'cancelled'
+        WHEN deps_pending > 1 THEN 'waiting'
+        WHEN run_at <= :now THEN 'queued'
+        ELSE 'scheduled'
+    END,
+    finished_at = CASE
+        WHEN :failed AND on_dependency_failure IS NOT 'run' THEN :now ELSE finished_at
+    END,
+    error = CASE WHEN :failed AND on_dependency_failure IS NOT 'run' THEN :error ELSE error END
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'waiting'
 RETURNING *;
 
--- name: dependencies_met
-UPDATE jobs SET status = :status WHERE id = :id AND status = 'waiting' RETURNING *;
+-- name: start_cascade
+-- The rest of this job's dependants is left to the housekeeper (durably).
+INSERT INTO dependency_cascades (job_id) VALUES (:id) ON CONFLICT DO NOTHING;
+
+-- name: next_cascades
+SELECT job_id FROM dependency_cascades ORDER BY job_id LIMIT :limit;
+
+-- name: end_cascade
+DELETE FROM dependency_cascades WHERE job_id = :id;
+
+-- name: cascade_pending
+SELECT job_id FROM dependency_cascades WHERE job_id = :id;
 
 -- name: dependency_failed
 UPDATE jobs SET status = 'cancelled', finished_at = :now, error = :error
@@ -488,6 +704,13 @@ SELECT id, status, result FROM jobs WHERE id IN (SELECT value FROM json_each(:id
 SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- ---------------------------------------------------------- schedules (issue 13)
+
+-- name: lock_schedules
+-- Writers are serialised already: counting and inserting is atomic.
+SELECT 0 AS locked WHERE 0;
+
+-- name: count_schedules
+SELECT count(*) AS count FROM schedules;
 
 -- name: insert_schedule
 INSERT INTO schedules (name, cron, timezone, job, misfire, paused, next_fire_at, created_at)

@@ -13,15 +13,9 @@ from taskframe.server.storage.base import load_queries
 BACKENDS = ("sqlite.sql", "postgres.sql")
 # Quoted literals of the .sql files that are not statuses.
 NOT_STATUSES = {
-    "$[",
-    "]",
-    "now",
-    "taskframe_jobs",
-    "taskframe_schema",
-    "default",
-    "paused",
-    "$.attempt",
-    "attempt",
+    *("$[", "]", "now", "taskframe_jobs", "taskframe_schema", "default", "paused"),
+    *("$.attempt", "attempt"),
+    *("jobs", "jobs_v8", "id", "run", "INSERT", "DELETE"),
 }
 
 
@@ -180,8 +174,15 @@ def test_the_sql_guards_follow_next_status(filename):
     # Dependencies: only a waiting job moves on when they finish, as next_status says.
     waiting = _accepting(Event.DEPENDENCIES_MET)
     assert waiting == _accepting(Event.DEPENDENCY_FAILED) == {Status.WAITING}
-    for query in ("dependency_done", "dependencies_met", "dependency_failed"):
+    for query in ("resolve_dependants", "dependency_failed"):
         assert _where_statuses(q[query]) == waiting, query
+    resolved = set(re.findall(r"THEN '(\w+)'|ELSE '(\w+)'", q["resolve_dependants"]))
+    assert {s for pair in resolved for s in pair if s} == {
+        next_status(Status.WAITING, Event.DEPENDENCY_FAILED),
+        Status.WAITING,  # not the last dependency yet
+        next_status(Status.WAITING, Event.DEPENDENCIES_MET, due=True),
+        next_status(Status.WAITING, Event.DEPENDENCIES_MET, due=False),
+    }
     assert _set_status(q["dependency_failed"]) == next_status(
         Status.WAITING, Event.DEPENDENCY_FAILED
     )

@@ -31,6 +31,7 @@ from hypothesis.stateful import (
 
 from taskframe.core import model, schemas
 from taskframe.core.retry import BackoffPolicy
+from taskframe.server import counts
 from taskframe.server.cli import duration
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Completion, CompletionResult, JobConflict, Scheduler
@@ -121,6 +122,41 @@ def test_a_duration_option_is_finite_seconds_or_a_usage_error(text):
 
 
 # ------------------------------------------------------------ the scheduler
+
+
+def counted_jobs(store) -> dict[tuple[str, str, str, int], int]:
+    """What job_counts says (deltas included), zeros left out."""
+    with store.reader() as tx:
+        counted = counts.read(tx).rows
+    return {
+        (row["type"], row["queue"], row["status"], int(row["priority"])): row["count"]
+        for row in counted
+        if row["count"]
+    }
+
+
+def grouped_jobs(store) -> dict[tuple[str, str, str, int], int]:
+    """The same counted the slow way, from every row of jobs."""
+    rows = store_rows(store)
+    found: dict[tuple[str, str, str, int], int] = {}
+    for row in rows:
+        key = (row["type"], row["queue"], row["status"], int(row["priority"]))
+        found[key] = found.get(key, 0) + 1
+    return found
+
+
+def store_rows(store) -> list[Row]:
+    rows: list[Row] = []
+    cursor = None
+    with store.reader() as tx:
+        while True:
+            params = {"limit": 1000, "cursor": cursor or 2**62}
+            page = tx.all("list_jobs", params)
+            rows += page
+            if len(page) < 1000:
+                return rows
+            cursor = page[-1]["id"]
+
 
 T0 = 1_700_000_000.0
 TTL = 10.0
@@ -432,7 +468,19 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert after[job_id] == {**before[job_id], "status": model.QUEUED}
         self.assert_only_changed(before, after, *due)
 
+    @rule(drop_empty=st.booleans())
+    def fold_counts(self, drop_empty):
+        """The housekeeper folds the counts' deltas (PostgreSQL); nothing may change."""
+        before = self.rows()
+        counts.fold(self.store, drop_empty)
+        assert self.rows() == before
+
     # -- invariants ----------------------------------------------------------
+
+    @invariant()
+    def counts_are_exact(self):
+        """job_counts (kept in each change's transaction) agrees with a GROUP BY."""
+        assert counted_jobs(self.store) == grouped_jobs(self.store)
 
     @invariant()
     def jobs_follow_the_state_machine(self):

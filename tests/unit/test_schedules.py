@@ -6,6 +6,8 @@ from datetime import datetime
 
 import pytest
 from falcon import testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taskframe.core import cron
 from taskframe.server.app import create_app
@@ -185,3 +187,133 @@ def test_a_schedule_name_is_taken_once(client):
     job = {"type": "sleep", "payload": {"duration": 0}}
     body = {"name": "s", "cron": "0 * * * *", "job": job}
     assert client.simulate_post("/schedules", json=body).status_code == 409
+
+
+def test_jobs_fired_by_a_schedule_are_counted_as_submitted(store, client, clock):
+    schedule(client)
+    scheduler = Scheduler(store, ServerConfig(), clock=clock)
+    metrics = scheduler.telemetry.metrics
+    assert metrics is not None
+    clock.now = at("2026-03-29T01:00:00+00:00")
+    assert Schedules(scheduler).fire() == 1
+    sample = metrics.registry.get_sample_value("taskframe_jobs_submitted_total", {"type": "sleep"})
+    assert sample == 1.0
+
+
+def test_a_client_cannot_claim_a_schedules_future_key(store, client, clock):
+    schedule(client)
+    key = "schedule:s:2026-03-29T01:00:00Z"
+    forged = {"type": "sleep", "payload": {"duration": 99}, "idempotency_key": key}
+    answer = client.simulate_post("/jobs", json=forged)
+    assert answer.status_code == 422, answer.text
+    assert "idempotency_key" in answer.json["errors"]
+    answer = client.simulate_post("/jobs/batch", json={"jobs": [forged]})
+    assert answer.status_code == 422, answer.text
+    plain = {"type": "sleep", "payload": {"duration": 99}}
+    answer = client.simulate_post("/jobs", json=plain, headers={"Idempotency-Key": key})
+    assert answer.status_code == 422, answer.text
+    assert "Idempotency-Key" in answer.json["errors"]
+    clock.now = at("2026-03-29T01:00:00+00:00")
+    assert Schedules(Scheduler(store, ServerConfig(), clock=clock)).fire() == 1
+    [fired] = jobs(client)
+    assert fired["idempotency_key"] == key and fired["payload"] == {"duration": 0}
+
+
+# -- bounds, batches and dropped fire times (issue 18) -------------------------------------
+
+
+def every_second(name: str = "s", **fields) -> dict:
+    job = {"type": "sleep", "payload": {"duration": 0}, "priority": 5, "max_attempts": 3}
+    spec = {"name": name, "cron": "* * * * * *", "timezone": "UTC", "job": job}
+    return {"misfire": "latest", "paused": False, **spec, **fields}
+
+
+def dropped(scheduler: Scheduler, policy: str) -> float:
+    metrics = scheduler.telemetry.metrics
+    assert metrics is not None
+    value = metrics.registry.get_sample_value(
+        "taskframe_schedule_fires_dropped_total", {"policy": policy}
+    )
+    return value or 0.0
+
+
+def test_the_number_of_schedules_is_bounded(store, clock):
+    app_config = ServerConfig(max_schedules=3)
+    scheduler = Scheduler(store, app_config, clock=clock)
+    client = testing.TestClient(create_app(app_config, scheduler, default_plugins()))
+    for n in range(3):
+        schedule(client, name=f"s{n}")
+    job = {"type": "sleep", "payload": {"duration": 0}}
+    answer = client.simulate_post(
+        "/schedules", json={"name": "s3", "cron": "0 * * * *", "job": job}
+    )
+    assert answer.status_code == 409, answer.text
+    assert "--max-schedules 3" in answer.json["description"]
+    assert client.simulate_delete("/schedules/s0").status_code == 204
+    schedule(client, name="s3")  # room again
+
+
+def test_a_schedules_job_is_bounded_in_size(client):
+    big = {"type": "sleep", "payload": {"duration": 0, "pad": "x" * 70_000}}
+    answer = client.simulate_post("/schedules", json={"name": "s", "cron": "0 * * * *", "job": big})
+    assert answer.status_code == 422, answer.text
+    assert "job" in answer.json["errors"] and "65536" in answer.json["errors"]["job"][0]
+
+
+@pytest.mark.timeout(120)
+def test_every_due_schedule_fires_in_one_round_of_batches(store, clock):
+    scheduler = Scheduler(store, ServerConfig(max_schedules=1200), clock=clock)
+    schedules = Schedules(scheduler)
+    for n in range(1200):
+        schedules.create(every_second(f"s{n:04d}"))
+    clock.now += 1
+    assert schedules.fire() == 1200
+    assert dropped(scheduler, "latest") == 0
+
+
+def test_a_late_fire_counts_and_logs_the_times_it_drops(store, clock, caplog):
+    scheduler = Scheduler(store, ServerConfig(), clock=clock)
+    schedules = Schedules(scheduler)
+    first = schedules.create(every_second())["next_fire_at"]
+    clock.now = first + 5.5  # the housekeeper was 5 s late: 6 times passed
+    with caplog.at_level("WARNING", logger="taskframe.jobs"):
+        assert schedules.fire() == 1  # the latest one
+    assert dropped(scheduler, "latest") == 5
+    [record] = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert "5 fire time(s) of 1 schedule(s) dropped" in record.getMessage()
+    assert f"s 5 from {cron.iso(first)} (latest)" in record.getMessage()
+    clock.now += 1  # on time again: nothing dropped
+    assert schedules.fire() == 1
+    assert dropped(scheduler, "latest") == 5
+
+
+def test_after_a_long_outage_the_dropped_times_are_counted_too(store, clock):
+    scheduler = Scheduler(store, ServerConfig(), clock=clock)
+    schedules = Schedules(scheduler)
+    first = schedules.create(every_second("late"))["next_fire_at"]
+    assert cron.iso(first) == "2026-03-29T00:05:01Z"
+    schedules.create(every_second("hourly", cron="0 * * * *", misfire="skip"))
+    clock.now = at("2026-03-29T01:01:10+00:00")  # down for an hour
+    # "late" fires its latest time and drops the 3369 before (00:05:01 to 01:01:09);
+    # "hourly" is 70 s past 01:00, beyond the grace of skip: dropped, none fired.
+    assert schedules.fire() == 1
+    assert dropped(scheduler, "latest") == 3369
+    assert dropped(scheduler, "skip") == 1
+
+
+SHARED_TIMES = cron.FireTimes()  # one for every example: its caches are exercised too
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    expression=st.sampled_from(
+        ["* * * * * *", "*/7 * * * *", "30 2 * * *", "0 */3 * * 1-5", "15 10 1 * * 30"]
+    ),
+    zone=st.sampled_from(["UTC", "Europe/Paris", "America/New_York"]),
+    after=st.floats(1.7e9, 1.8e9) | st.integers(1_700_000_000, 1_800_000_000).map(float),
+)
+def test_fire_times_of_the_housekeeper_are_those_of_next_fire(expression, zone, after):
+    """cron.FireTimes (parsed once, results kept) gives what cron.next_fire gives."""
+    assert SHARED_TIMES.next_fire(expression, zone, after) == cron.next_fire(
+        expression, zone, after
+    )

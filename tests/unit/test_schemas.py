@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import math
+from datetime import datetime, timezone
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from marshmallow import ValidationError
+from marshmallow import ValidationError, fields, validate
 
 from taskframe.core import json_rules, quick_load, schemas
 
@@ -110,19 +114,124 @@ def test_submit_defaults():
     assert loaded["priority"] == 5 and loaded["max_attempts"] == 3 and loaded["queue"] == "default"
 
 
+def schema_or_none(schema, data):
+    try:
+        return schema.load(data)
+    except ValidationError:
+        return None
+
+
 numbers = st.integers(-5, 10**6) | st.floats(-1, 1e6, allow_nan=False)
-submission = st.fixed_dictionaries(
-    {"type": ids},
+
+
+def _validators(field) -> list:
+    """A field's validators, ``validate.And`` unpacked."""
+    found = []
+    for validator in field.validators:
+        found += _validators_of(validator)
+    return found
+
+
+def _validators_of(validator) -> list:
+    if isinstance(validator, validate.And):
+        return [v for inner in validator.validators for v in _validators_of(inner)]
+    return [validator]
+
+
+def _strategy(name: str, field) -> st.SearchStrategy:
+    """Valid values of a SubmitJobSchema field, read from its type and validators.
+
+    A field of a kind this does not know fails the tests below, naming it:
+    whoever adds a field to the schema says here what valid values it takes.
+    """
+    checks = _validators(field)
+    ranges = [v for v in checks if isinstance(v, validate.Range)]
+    low = max((v.min for v in ranges if v.min is not None), default=None)
+    high = min((v.max for v in ranges if v.max is not None), default=None)
+    choices = [v for v in checks if isinstance(v, validate.OneOf)]
+    patterns = [v for v in checks if isinstance(v, validate.Regexp)]
+    values: st.SearchStrategy
+    if isinstance(field, fields.Integer):
+        values = st.integers(low, high)
+    elif isinstance(field, fields.Float):
+        values = st.floats(low, high, allow_nan=False) | st.integers(
+            math.ceil(low or 0), math.floor(high if high is not None else 10**6)
+        )
+    elif isinstance(field, fields.AwareDateTime):
+        values = st.datetimes(
+            datetime(1971, 1, 1), datetime(9998, 1, 1), timezones=st.just(timezone.utc)
+        ).map(lambda moment: moment.isoformat())
+    elif isinstance(field, fields.List) and isinstance(field.inner, schemas.DependencyRef):
+        values = st.lists(st.integers(1, schemas.MAX_ID), max_size=schemas.MAX_DEPENDENCIES)
+    elif isinstance(field, fields.Dict):
+        values = st.dictionaries(st.text(max_size=5), json_values, max_size=3)
+    elif isinstance(field, fields.String) and choices:
+        values = st.sampled_from(list(choices[0].choices))
+    elif isinstance(field, fields.String) and patterns:
+        values = st.from_regex(patterns[0].regex, fullmatch=True)
+    elif isinstance(field, fields.String) and any(
+        getattr(v, "__name__", "") == "_http_url" for v in checks
+    ):
+        values = st.from_regex(
+            r"https?://[a-z]{1,10}\.example(:[1-9][0-9]{0,3})?/[a-z]{0,8}", fullmatch=True
+        )
+    elif isinstance(field, fields.String):
+        values = ids.filter(lambda key: not schemas.reserved_key(key))
+    else:
+        raise AssertionError(f"no strategy for SubmitJobSchema.{name} ({type(field).__name__})")
+    return st.none() | values if field.allow_none else values
+
+
+SUBMIT_FIELDS = schemas.SubmitJobSchema._declared_fields
+SUBMIT_REQUIRED = {name for name, field in SUBMIT_FIELDS.items() if field.required}
+#: Every field of the schema, each with valid values: generated, not listed by hand.
+every_field = st.fixed_dictionaries(
+    {name: _strategy(name, SUBMIT_FIELDS[name]) for name in SUBMIT_REQUIRED},
     optional={
-        "payload": st.dictionaries(st.text(max_size=5), json_values, max_size=3),
-        "priority": st.integers(schemas.MIN_PRIORITY, schemas.MAX_PRIORITY),
-        "max_attempts": st.integers(1, 100),
-        "timeout": st.none() | st.floats(0.001, 7 * 86400) | st.integers(1, 7 * 86400),
-        "delay": st.floats(0, 365 * 86400) | st.integers(0, 365 * 86400),
-        "idempotency_key": st.none() | ids,
-        "queue": st.from_regex(schemas.QUEUE_NAME, fullmatch=True),
+        name: _strategy(name, field)
+        for name, field in SUBMIT_FIELDS.items()
+        if name not in SUBMIT_REQUIRED
     },
 )
+#: The jobs the quick loader takes itself (its fields only, not both delay and run_at).
+submission = st.fixed_dictionaries(
+    {name: _strategy(name, SUBMIT_FIELDS[name]) for name in SUBMIT_REQUIRED},
+    optional={
+        name: _strategy(name, SUBMIT_FIELDS[name])
+        for name in sorted(quick_load.SUBMIT_FIELDS - SUBMIT_REQUIRED)
+    },
+)
+
+
+@settings(max_examples=300)
+@given(every_field)
+def test_quick_load_submit_never_drops_or_changes_a_field(job):
+    """Any valid job with any fields: the quick loader answers what the schema does, or
+    leaves the job to it. A field it does not know is never dropped."""
+    quick = quick_load.quick_load_submit(job)
+    loaded = schema_or_none(SUBMIT_SCHEMA, job)
+    if quick is not None:
+        assert quick == loaded
+
+
+def test_a_field_new_to_the_schema_takes_the_schemas_path(monkeypatch):
+    """A field added to SubmitJobSchema is not silently dropped by the fast path."""
+    extended = dict(SUBMIT_FIELDS, label=fields.String())
+    monkeypatch.setattr(schemas.SubmitJobSchema, "_declared_fields", extended)
+    try:
+        reloaded = importlib.reload(quick_load)
+        assert reloaded.quick_load_submit({"type": "sleep", "label": "x"}) is None
+        assert reloaded.quick_load_batch({"jobs": [{"type": "sleep", "label": "x"}]}) is None
+    finally:
+        monkeypatch.undo()
+        importlib.reload(quick_load)
+
+
+def test_the_quick_loader_takes_its_own_fields():
+    job = {"type": "sleep", "payload": {"duration": 1}, "priority": 9, "max_attempts": 2}
+    job.update(timeout=5, delay=1.5, idempotency_key="k", queue="q")
+    assert job.keys() == quick_load.SUBMIT_FIELDS
+    assert quick_load.quick_load_submit(job) == SUBMIT_SCHEMA.load(job)
 
 
 @settings(max_examples=200)
@@ -194,13 +303,6 @@ any_submission = st.fixed_dictionaries(
         "idempotency_key": any_text,
     },
 )
-
-
-def schema_or_none(schema, data):
-    try:
-        return schema.load(data)
-    except ValidationError:
-        return None
 
 
 @settings(max_examples=300)
@@ -337,3 +439,14 @@ def test_dependencies_and_queues_are_loaded_by_the_schema():
     lease = quick_load.quick_load_lease_request({"worker_id": "w", "queues": ["a", "b"]})
     assert lease == schemas.LeaseRequestSchema().load({"worker_id": "w", "queues": ["a", "b"]})
     assert quick_load.quick_load_lease_request({"worker_id": "w", "queues": ["A"]}) is None
+
+
+@pytest.mark.parametrize("key", ["schedule:nightly:2026-03-29T01:00:00Z", "schedule:"])
+def test_keys_in_the_schedules_prefix_are_refused_by_both_loaders(key):
+    body = {"type": "sleep", "idempotency_key": key}
+    assert quick_load.quick_load_submit(body) is None
+    with pytest.raises(ValidationError) as caught:
+        SUBMIT_SCHEMA.load(body)
+    assert "idempotency_key" in caught.value.messages
+    assert "reserved" in schemas.idempotency_key_errors(key)[0]
+    assert SUBMIT_SCHEMA.load({"type": "sleep", "idempotency_key": "my-schedule:1"})
