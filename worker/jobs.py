@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import inspect
 import json
 import logging
@@ -20,12 +21,18 @@ from marshmallow import ValidationError
 
 from taskframe.core import json_rules
 from taskframe.core import task as _task_module
-from taskframe.core.executor import MAX_RETRY_AFTER, Executor, ExecutorContext, Retry
+from taskframe.core.executor import (
+    MAX_RETRY_AFTER,
+    Executor,
+    ExecutorContext,
+    PermanentError,
+    Retry,
+)
 from taskframe.core.logs import Tally
 from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ATTEMPT_LOG, MAX_TRACEBACK
-from taskframe.worker.aio import run_awaitable
+from taskframe.worker.aio import await_job, run_awaitable
 from taskframe.worker.follow_up import client_factory
 
 log = logging.getLogger("taskframe.worker")
@@ -50,6 +57,7 @@ class RunningJob:
     log: str | None = None  # what the executor logged (the tail), sent with the outcome
     result_bytes: int = 0  # the size of the result's JSON, as the server measures it
     failure: BaseException | None = None  # the executor's exception, until it is logged
+    attempt_logger: AttemptLogger | None = None  # context.logger of the attempt running
     traceback: str | None = None  # of the executor's exception, sent with the outcome
     retry_after: float | None = None  # seconds to the next attempt (Retry, the type's backoff)
     #: The latest ``context.progress()``: (fraction, message), and its version numbers:
@@ -198,108 +206,179 @@ class AttemptLogger(logging.Logger):
         return json_rules.encodable_text(text[-self.limit :].replace("\x00", "\ufffd"))
 
 
+class Attempt:
+    """One attempt from its start to its outcome, around the executor's call.
+
+    Shared by :func:`execute` (a thread: the executor runs there) and
+    :func:`execute_on_loop` (an ``async def`` executor awaited on the worker's
+    event loop): the payload's validation, the context, the plugins'
+    before/after hooks, the checks of the result and the log lines.
+    """
+
+    def __init__(
+        self, running: RunningJob, options: argparse.Namespace, plugins: PluginSet | None
+    ) -> None:
+        wanted = plugins is not None and (
+            plugins.implements("taskframe_before_run") or plugins.implements("taskframe_after_run")
+        )
+        self.running = running
+        self.plugins = plugins if wanted else None
+        fields = running.fields
+        # DEBUG: a line per job costs the hot path too much (see the README's Logs).
+        log.debug(
+            "job %s started (%s, attempt %s)",
+            *(running.job_id, fields["type"], fields["attempt"]),
+            extra=fields,
+        )
+        self.started = time.monotonic()
+        self.logger = running.attempt_logger = AttemptLogger(running)
+        #: Decided before the call when the payload is invalid.
+        self.outcome: Outcome | None = None
+        self._hooked = False  # the before-run hooks ran: the after-run ones follow
+        self._skip: Any = None  # the plugins whose before-run hook failed
+        job = running.job
+        try:
+            self.payload = running.executor.schema.load(job.get("payload") or {})
+        except ValidationError as exc:
+            error = f"invalid payload: {json.dumps(exc.messages)}"
+            self.outcome = Status.FAILED.value, None, error, False
+            return
+        self.context = ExecutorContext(
+            job_id=running.job_id,
+            attempt=job.get("attempts") or 1,
+            deadline=running.deadline,
+            cancel_event=running.cancel_event,
+            logger=self.logger,
+            options=options,
+            dependency_results={int(k): v for k, v in (job.get("dependencies") or {}).items()},
+            on_progress=running.set_progress,
+            client_factory=client_factory(options),
+        )
+        if self.plugins is not None:
+            self._skip = self.plugins.call_each(
+                "taskframe_before_run", job=job, context=self.context
+            )
+            self._hooked = True
+
+    def call(self) -> Any:
+        """The executor's run: its result, or an awaitable for an ``async def`` one."""
+        return self.running.executor.run(self.payload, self.context)
+
+    def raised(self, exc: BaseException) -> None:
+        running, executor = self.running, self.running.executor
+        running.failure = exc
+        running.traceback = traceback_text(exc)
+        retryable = _retryable(executor, exc)
+        if retryable:
+            running.retry_after = _retry_after(executor, exc, self.context.attempt)
+        self.outcome = Status.FAILED.value, None, describe(exc), retryable
+
+    def returned(self, result: Any) -> None:
+        self.outcome = _checked(result, self.running)
+
+    def end(self, tally: Tally | None) -> Outcome:
+        """After the call: the after-run hooks, the attempt's log, the log lines."""
+        running, outcome = self.running, self.outcome
+        assert outcome is not None
+        try:
+            if self.plugins is not None and self._hooked:
+                status, result, error, retryable = outcome
+                shown = {"status": status, "result": result, "error": error, "retryable": retryable}
+                self.plugins.call_each(
+                    "taskframe_after_run", job=running.job, context=self.context, outcome=shown,
+                    skip=self._skip,
+                )  # fmt: skip
+        finally:
+            running.log = self.logger.text()
+            self.logger.finish()
+        _log_outcome(running, outcome, time.monotonic() - self.started)
+        if tally is not None:
+            tally.add(f"jobs {outcome[0]}")
+        running.failure = None  # drop the traceback's frames
+        return outcome
+
+
 def execute(
     running: RunningJob,
     options: argparse.Namespace,
     plugins: PluginSet | None = None,
     tally: Tally | None = None,
 ) -> Outcome:
-    """Run one job, between the plugins' before/after hooks when some implement them.
+    """Run one job in this thread, between the plugins' before/after hooks when some
+    implement them.
 
     Logs its start and success at DEBUG (counted in ``tally``, which sums
-    them up at INFO), a failure at WARNING with the executor's traceback;
-    what the executor writes to ``context.logger`` is kept in ``running.log``.
+    them up at INFO), an unexpected failure at WARNING with the executor's
+    traceback, an expected ending at INFO; what the executor writes to
+    ``context.logger`` is kept in ``running.log``.
     """
-    wanted = plugins is not None and (
-        plugins.implements("taskframe_before_run") or plugins.implements("taskframe_after_run")
-    )
-    fields = running.fields
-    # DEBUG: a line per job costs the hot path too much (see the README's Logs).
-    log.debug(
-        "job %s started (%s, attempt %s)",
-        *(running.job_id, fields["type"], fields["attempt"]),
-        extra=fields,
-    )
-    started = time.monotonic()
-    logger = AttemptLogger(running)
-    try:
-        outcome = _execute(running, options, plugins if wanted else None, logger)
-    finally:
-        running.log = logger.text()
-        logger.finish()
-    took = time.monotonic() - started
-    status, _, error, _ = outcome
-    if tally is not None:
-        tally.add(f"jobs {status}")
-    if status == "succeeded":
-        log.debug(
-            "job %s (%s, attempt %s) succeeded in %.3f s",
-            *(running.job_id, fields["type"], fields["attempt"], took),
-            extra=fields,
-        )
-    elif isinstance(running.failure, Retry):  # asked for: no traceback in the log
-        log.info(
-            "job %s (%s, attempt %s) asks to be retried: %s",
-            *(running.job_id, fields["type"], fields["attempt"], error),
-            extra=fields,
-        )
-    else:  # with the executor's traceback when it raised
-        log.warning(
-            "job %s (%s, attempt %s) failed in %.3f s: %s",
-            *(running.job_id, fields["type"], fields["attempt"], took, error),
-            exc_info=running.failure,
-            extra=fields,
-        )
-    running.failure = None  # drop the traceback's frames
-    return outcome
+    attempt = Attempt(running, options, plugins)
+    if attempt.outcome is None:
+        try:
+            result = attempt.call()
+            if inspect.isawaitable(result):  # no loop of the worker's here: one of its own
+                result = run_awaitable(result, attempt.context)
+        except BaseException as exc:
+            attempt.raised(exc)
+        else:
+            attempt.returned(result)
+    return attempt.end(tally)
 
 
-def _execute(
+async def execute_on_loop(
     running: RunningJob,
     options: argparse.Namespace,
     plugins: PluginSet | None,
-    logger: logging.Logger,
+    stop: asyncio.Future,
+    tally: Tally | None = None,
 ) -> Outcome:
-    executor, job = running.executor, running.job
-    try:
-        payload = executor.schema.load(job.get("payload") or {})
-    except ValidationError as exc:
-        return Status.FAILED.value, None, f"invalid payload: {json.dumps(exc.messages)}", False
-    context = ExecutorContext(
-        job_id=running.job_id,
-        attempt=job.get("attempts") or 1,
-        deadline=running.deadline,
-        cancel_event=running.cancel_event,
-        logger=logger,
-        options=options,
-        dependency_results={int(k): v for k, v in (job.get("dependencies") or {}).items()},
-        on_progress=running.set_progress,
-        client_factory=client_factory(options),
-    )
-    if plugins is None:
-        return _run(executor, payload, context, running)
-    failed = plugins.call_each("taskframe_before_run", job=job, context=context)
-    outcome = _run(executor, payload, context, running)
-    status, result, error, retryable = outcome
-    shown = {"status": status, "result": result, "error": error, "retryable": retryable}
-    plugins.call_each("taskframe_after_run", job=job, context=context, outcome=shown, skip=failed)
-    return outcome
+    """:func:`execute` for an ``async def`` executor, on the running event loop;
+    ``stop`` resolved cancels the coroutine."""
+    attempt = Attempt(running, options, plugins)
+    if attempt.outcome is None:
+        try:
+            result = attempt.call()
+            if inspect.isawaitable(result):
+                result = await await_job(result, attempt.context, stop)
+        except BaseException as exc:
+            attempt.raised(exc)
+        else:
+            attempt.returned(result)
+    return attempt.end(tally)
 
 
-def _run(
-    executor: Executor, payload: Any, context: ExecutorContext, running: RunningJob
-) -> Outcome:
-    try:
-        result = executor.run(payload, context)
-        if inspect.isawaitable(result):  # an ``async def`` run
-            result = run_awaitable(result, context)
-    except BaseException as exc:
-        running.failure = exc
-        running.traceback = traceback_text(exc)
-        retryable = _retryable(executor, exc)
-        if retryable:
-            running.retry_after = _retry_after(executor, exc, context.attempt)
-        return Status.FAILED.value, None, describe(exc), retryable
+def _log_outcome(running: RunningJob, outcome: Outcome, took: float) -> None:
+    """Success at DEBUG; an expected ending at INFO without traceback (asked for by the
+    executor, a user's cancel, a release); anything else at WARNING with its traceback."""
+    status, _, error, _ = outcome
+    fields = running.fields
+    where = (running.job_id, fields["type"], fields["attempt"])
+    if status == "succeeded":
+        log.debug("job %s (%s, attempt %s) succeeded in %.3f s", *where, took, extra=fields)
+    elif isinstance(running.failure, Retry):
+        log.info("job %s (%s, attempt %s) asks to be retried: %s", *where, error, extra=fields)
+    elif isinstance(running.failure, PermanentError):
+        log.info("job %s (%s, attempt %s) failed for good: %s", *where, error, extra=fields)
+    elif running.failure is not None and _stopped_on_purpose(running):
+        log.info("job %s (%s, attempt %s) stopped when told: %s", *where, error, extra=fields)
+    else:  # with the executor's traceback when it raised
+        log.warning(
+            "job %s (%s, attempt %s) failed in %.3f s: %s",
+            *(*where, took, error),
+            exc_info=running.failure,
+            extra=fields,
+        )
+
+
+def _stopped_on_purpose(running: RunningJob) -> bool:
+    """Cancelled (a user's cancel, a release, the worker stopping), not timed out."""
+    if not running.cancel_event.is_set():
+        return False
+    return running.deadline is None or time.monotonic() < running.deadline
+
+
+def _checked(result: Any, running: RunningJob) -> Outcome:
+    """A returned result as the outcome the server takes (strict JSON within its depth)."""
     # The server must get strict JSON within its depth limit, or it would
     # refuse the whole request and every outcome riding on it.
     try:
