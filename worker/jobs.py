@@ -58,6 +58,8 @@ class RunningJob:
     result_bytes: int = 0  # the size of the result's JSON, as the server measures it
     failure: BaseException | None = None  # the executor's exception, until it is logged
     attempt_logger: AttemptLogger | None = None  # context.logger of the attempt running
+    #: Called by :meth:`cancel` too (a coroutine on the worker's loop is cancelled so).
+    on_cancel: Callable[[], Any] | None = None
     traceback: str | None = None  # of the executor's exception, sent with the outcome
     retry_after: float | None = None  # seconds to the next attempt (Retry, the type's backoff)
     #: The latest ``context.progress()``: (fraction, message), and its version numbers:
@@ -88,6 +90,12 @@ class RunningJob:
             "worker_id": job.get("worker_id"),
             "lease_id": job["lease_id"],
         }
+
+    def cancel(self) -> None:
+        """Tell the job to stop (cancelled, timed out, lease lost, the worker stopping)."""
+        self.cancel_event.set()
+        if self.on_cancel is not None:
+            self.on_cancel()
 
     def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
         # Error text quotes anything (remote bodies, file names): make it encodable.
@@ -296,6 +304,11 @@ class Attempt:
             tally.add(f"jobs {outcome[0]}")
         running.failure = None  # drop the traceback's frames
         return outcome
+
+
+def runs_on_loop(executor: Executor) -> bool:
+    """Whether the executor's run is ``async def``: awaited on the worker's loop."""
+    return inspect.iscoroutinefunction(executor.run)
 
 
 def execute(
