@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -79,9 +80,9 @@ class RunningJob:
     def lease_id(self) -> str:
         return self.job["lease_id"]
 
-    @property
+    @functools.cached_property
     def fields(self) -> dict[str, Any]:
-        """The job's fields for log records (``extra=``)."""
+        """The job's fields for log records (``extra=``); made once, never changed."""
         job = self.job
         return {
             "job_id": job["id"],

@@ -23,9 +23,9 @@ from taskframe.core.plugins import TasksModuleError, load_plugins
 from taskframe.core.schemas import MAX_TRACEBACK
 from taskframe.core.task_modules import entry_point_plugins
 from taskframe.testing import run_job, run_task
-from taskframe.worker.aio import Interrupted, run_awaitable
+from taskframe.worker.aio import Interrupted, await_job, run_awaitable
+from taskframe.worker.heartbeat import HeartbeatPlan, apply_answers
 from taskframe.worker.jobs import RunningJob, traceback_text
-from taskframe.worker.progress import ProgressSender
 
 
 class Color(enum.Enum):
@@ -218,27 +218,40 @@ def test_only_failures_carry_a_traceback_and_a_retry_delay():
 
 
 def test_progress_goes_out_once_acknowledged_and_again_if_not():
-    class FakeClient:
-        def __init__(self, ok: bool) -> None:
-            self.ok, self.sent = ok, []
-
-        def heartbeats(self, worker_id: str, leases: list[dict]) -> dict:
-            self.sent.append(leases)
-            return {"leases": [{"job_id": i["job_id"], "ok": self.ok} for i in leases]}
-
     running = RunningJob({"id": 7, "lease_id": "L"}, add, None)
     other = RunningJob({"id": 8, "lease_id": "M"}, add, None)  # reports nothing
-    refused = FakeClient(ok=False)
-    sender = ProgressSender(refused, "w", lambda: [running, other])
-    assert sender.send_news() == 0
+    active = {"L": running, "M": other}
+    plan = HeartbeatPlan(interval=3600.0)
+    now = time.monotonic()
+    assert len(plan.items([running, other], [], now)) == 2  # the first: every lease
+    assert plan.items([running, other], [], now) == []  # then only news
     running.set_progress(0.5, "half")
-    assert sender.send_news() == 1 and sender.send_news() == 1  # not acknowledged: again
-    assert refused.sent[0] == [
+    sent = plan.items([running, other], [], now)
+    assert sent == [
         {"job_id": 7, "lease_id": "L", "progress": {"fraction": 0.5, "message": "half"}}
     ]
-    accepted = FakeClient(ok=True)
-    sender.client = accepted
-    assert sender.send_news() == 1 and sender.send_news() == 0
+    apply_answers(active, sent, [])  # the request failed: no answer
+    assert plan.items([running, other], [], now) == sent  # not acknowledged: again
+    apply_answers(active, sent, [{"job_id": 7, "ok": True}])
+    assert plan.items([running, other], [], now) == []
+    assert active == {"L": running, "M": other}
+
+
+def test_a_coroutine_on_the_loop_stops_on_its_stop_future_or_its_deadline():
+    async def forever() -> None:
+        await asyncio.sleep(3600)
+
+    async def scenario() -> None:
+        stop = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.05, stop.set_result, None)
+        with pytest.raises(Interrupted):
+            await await_job(forever(), context(), stop)
+        never = asyncio.get_running_loop().create_future()
+        with pytest.raises(TimeoutError):
+            await await_job(forever(), context(deadline=time.monotonic() + 0.05), never)
+        assert await await_job(asyncio.sleep(0, "done"), context(), never) == "done"
+
+    asyncio.run(scenario())
 
 
 def test_progress_is_clamped_and_checked():
