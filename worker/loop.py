@@ -8,10 +8,11 @@ with jobs running it asks without waiting and waits locally instead, so a
 finished job is reported at once. One heartbeat request renews every lease
 held and carries the jobs' progress.
 
-The requests themselves go out one at a time on one dedicated thread over
-the client's keep-alive ``http.client`` connections (the transport's URL
+The lease requests go out one at a time on one dedicated thread over the
+client's keep-alive ``http.client`` connections (the transport's URL
 failover, TLS and proxies as they are): while one is in flight, outcomes
-pile up and the next request carries them all. Synchronous executors run in
+pile up and the next request carries them all. Heartbeats go on a thread
+and connection of their own, so a slow lease request never delays them. Synchronous executors run in
 a pool of ``concurrency`` daemon threads (or, with ``--pool process``, in a
 child process per slot); ``async def`` executors run on the loop itself.
 """
@@ -172,9 +173,12 @@ class Worker:
     async def _main(self, slots: list[ThreadSlot] | list[ProcessSlot]) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        # One thread for the requests: they go out one at a time, each carrying
-        # whatever piled up meanwhile.
+        # One thread for the lease requests: they go out one at a time, each carrying
+        # whatever piled up meanwhile. Heartbeats have their own thread and
+        # connection: an outcome held up on the way must not hold up the heartbeats
+        # that keep its lease alive.
         self._http = DaemonThreads(loop, 1, "taskframe-http")
+        self._beats = DaemonThreads(loop, 1, "taskframe-heartbeat")
         self._jobs = DaemonThreads(loop, self.concurrency, "taskframe-job")
         self._free_slots = list(slots)
         if self._stopping:  # stopped before it started
@@ -191,8 +195,8 @@ class Worker:
                 end = time.monotonic() + KILL_GRACE + 2.0
                 while self._busy and time.monotonic() < end:
                     await self._nap(0.05)
-            self._http.close()
-            self._jobs.close()
+            for threads in (self._http, self._beats, self._jobs):
+                threads.close()
 
     def _wake_up(self) -> None:
         if self._wake is not None:
@@ -448,7 +452,7 @@ class Worker:
             if not items:
                 continue
             try:
-                answers = await self._http.call(self._send_heartbeats, items)
+                answers = await self._beats.call(self._send_heartbeats, items)
             except ApiError as exc:
                 plan.failed(now, streak.failure(exc))
                 continue
