@@ -496,10 +496,12 @@ class Worker:
                 await self._pause(min(streak.failure(exc), left), until_stop=False)
         unfinished = list(self._active.values())
         self._active.clear()
-        why = "the worker was told to stop now" if self._force else "the shutdown grace is over"
         for running in unfinished:
             running.cancel()
-            log.warning("job %s did not finish: releasing it (%s)", running.job_id, why)
+            if self._force:  # asked for: an expected ending
+                log.info("job %s released: the worker was told to stop now", running.job_id)
+            else:
+                log.warning("job %s did not finish in time; releasing it", running.job_id)
         await self._http.call(self._give_up, [running.job for running in unfinished], streak)
 
     def _give_up(self, jobs: list[dict[str, Any]], streak: FailureStreak) -> None:
