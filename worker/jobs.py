@@ -59,6 +59,8 @@ class RunningJob:
     result_bytes: int = 0  # the size of the result's JSON, as the server measures it
     failure: BaseException | None = None  # the executor's exception, until it is logged
     attempt_logger: AttemptLogger | None = None  # context.logger of the attempt running
+    #: Whether the server takes a running job's log lines with the heartbeats.
+    live_log: bool = False
     #: Called by :meth:`cancel` too (a coroutine on the worker's loop is cancelled so).
     on_cancel: Callable[[], Any] | None = None
     traceback: str | None = None  # of the executor's exception, sent with the outcome
@@ -121,14 +123,29 @@ class RunningJob:
     def has_progress_news(self) -> bool:
         return self.progress is not None and self._progress_version != self._progress_acked
 
+    def has_news(self) -> bool:
+        """A progress or log lines the server has not acknowledged yet."""
+        logger = self.attempt_logger
+        return self.has_progress_news() or (logger is not None and logger.has_live_news())
+
     def heartbeat_item(self) -> dict[str, Any]:
-        """This lease in ``POST /heartbeats``, with its progress if not acknowledged yet."""
+        """This lease in ``POST /heartbeats``, with its progress and its new log lines
+        (``log``: only when the server said it takes them) if not acknowledged yet."""
         item: dict[str, Any] = {"job_id": self.job_id, "lease_id": self.lease_id}
         version, progress = self._progress_version, self.progress
         if progress is not None and version != self._progress_acked:
             item["progress"] = {"fraction": progress[0], "message": progress[1]}
             self._progress_sending = version
+        if self.attempt_logger is not None and (text := self.attempt_logger.take_live()):
+            item["log"] = text
         return item
+
+    def acked(self, item: dict[str, Any]) -> None:
+        """The server answered the heartbeat that carried ``item``."""
+        if "progress" in item:
+            self.progress_acked()
+        if "log" in item and self.attempt_logger is not None:
+            self.attempt_logger.live_acked()
 
     def progress_acked(self) -> None:
         """The server answered the heartbeat that carried the progress."""
@@ -168,6 +185,11 @@ class AttemptLogger(logging.Logger):
         self._written = 0  # bytes passed on to the worker's log
         self._held_back = 0  # bytes not passed on
         self._lock = threading.Lock()
+        #: Lines for the live log: not sent yet, and sent but not acknowledged; what
+        #: is left of the attempt's budget (the live log is capped like the stored one).
+        self._live: list[str] = []
+        self._live_sending = ""
+        self._live_left = limit if running.live_log else 0
 
     def handle(self, record: logging.LogRecord) -> None:
         record.__dict__.update(self.fields)
@@ -176,6 +198,10 @@ class AttemptLogger(logging.Logger):
         except Exception:  # a bad format string must not fail the job
             line = f"{record.levelname} (unformattable: {record.msg!r})\n"
         with self._lock:
+            if self._live_left > 0:
+                piece = line[: self._live_left]
+                self._live.append(piece)
+                self._live_left -= len(piece)
             self._lines.append(line)
             self._size += len(line)
             while self._size > self.limit and len(self._lines) > 1:
@@ -196,6 +222,23 @@ class AttemptLogger(logging.Logger):
                 extra=self.fields,
             )
 
+    def has_live_news(self) -> bool:
+        return bool(self._live)
+
+    def take_live(self) -> str | None:
+        """The lines not acknowledged by the server yet (the live log of a running job:
+        at most ``limit`` characters in all for the attempt), or None."""
+        with self._lock:
+            if self._live:
+                self._live_sending += "".join(self._live)
+                self._live.clear()
+            text = self._live_sending
+        return _storable(text) if text else None
+
+    def live_acked(self) -> None:
+        with self._lock:
+            self._live_sending = ""
+
     def finish(self) -> None:
         """The attempt is over: say how much of its output this log left out."""
         if self._held_back:
@@ -208,11 +251,14 @@ class AttemptLogger(logging.Logger):
     def text(self) -> str | None:
         with self._lock:
             text = "".join(self._lines)
-        # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate (a file name
-        # logged as os.fsdecode gave it); one long line keeps its end.
-        if not text:
-            return None
-        return json_rules.encodable_text(text[-self.limit :].replace("\x00", "\ufffd"))
+        # One long line keeps its end.
+        return _storable(text[-self.limit :]) if text else None
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate (a file name logged
+    as os.fsdecode gave it)."""
+    return json_rules.encodable_text(text.replace("\x00", "\ufffd"))
 
 
 class Attempt:

@@ -293,6 +293,7 @@ class Worker:
                 continue
             timeout = job.get("timeout")
             running = RunningJob(job, executor, now + timeout if timeout else None)
+            running.live_log = self.heartbeat.live_log
             self._active[running.lease_id] = running
             self._busy += 1
             self._launch(running)
