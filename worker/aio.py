@@ -1,11 +1,12 @@
 """Awaiting an ``async def`` executor's coroutine until it ends, is cancelled or times out.
 
-On the worker's event loop (:func:`await_job`), the coroutine runs beside
-the loop's own work; the worker resolves the job's ``stop`` future when it
-cancels the job (a cancel request, the timeout, a lost lease, the stop), so
-nothing polls. Where there is no loop of the worker's — a job process of
-``--pool process``, :func:`taskframe.testing.run_task`, a synchronous run
-that returned an awaitable — :func:`run_awaitable` runs it to its end with
+On the worker's event loop, the coroutine is awaited by the job's own task,
+which the worker cancels when the job must stop (a cancel request, the
+timeout, a lost lease, the worker's stop): nothing polls, and
+:func:`stopped_error` says what the job ended by. Where there is no loop of
+the worker's — a job process of ``--pool process``,
+:func:`taskframe.testing.run_task`, a synchronous run that returned an
+awaitable — :func:`run_awaitable` runs it to its end with
 :func:`asyncio.run`, watching the job's cancel event.
 """
 
@@ -27,14 +28,11 @@ class Interrupted(Exception):
     """The job was cancelled (or the worker is stopping) while its coroutine ran."""
 
 
-async def await_job(awaitable: Awaitable[T], context: ExecutorContext, stop: asyncio.Future) -> T:
-    """On the running loop: the coroutine's result, until ``stop`` is resolved or the
-    deadline passes (then it is cancelled; one that catches that may still return)."""
-    job = asyncio.ensure_future(awaitable)
-    await asyncio.wait({job, stop}, timeout=context.time_left(), return_when="FIRST_COMPLETED")
-    if job.done():
-        return job.result()
-    return await _cancelled(job, timed_out=not stop.done())
+def stopped_error(context: ExecutorContext) -> Exception:
+    """What a coroutine cancelled by its job's end raised: a timeout, or a cancellation."""
+    if context.time_left() == 0:
+        return TimeoutError("the coroutine did not finish before the job's timeout")
+    return Interrupted("cancelled while the coroutine ran")
 
 
 def run_awaitable(awaitable: Awaitable[T], context: ExecutorContext) -> T:
@@ -50,17 +48,13 @@ async def _supervise(awaitable: Awaitable[T], context: ExecutorContext) -> T:
         done, _ = await asyncio.wait({job}, timeout=wait)
         if done:
             return job.result()
-        timed_out = context.time_left() == 0
-        if timed_out or context.cancel_event.is_set():
-            return await _cancelled(job, timed_out)
+        if context.time_left() == 0 or context.cancel_event.is_set():
+            return await _cancelled(job, context)
 
 
-async def _cancelled(job: asyncio.Future[Any], timed_out: bool) -> Any:
+async def _cancelled(job: asyncio.Future[Any], context: ExecutorContext) -> Any:
     job.cancel()
     try:
         return await job  # it may catch the cancellation and return
     except asyncio.CancelledError:
-        pass
-    if timed_out:
-        raise TimeoutError("the coroutine did not finish before the job's timeout")
-    raise Interrupted("cancelled while the coroutine ran")
+        raise stopped_error(context) from None

@@ -33,7 +33,7 @@ from taskframe.core.logs import Tally
 from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ATTEMPT_LOG, MAX_TRACEBACK
-from taskframe.worker.aio import await_job, run_awaitable
+from taskframe.worker.aio import run_awaitable, stopped_error
 from taskframe.worker.follow_up import client_factory
 
 log = logging.getLogger("taskframe.worker")
@@ -155,6 +155,12 @@ class RunningJob:
 _LINE_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
 
 
+@functools.lru_cache(maxsize=1024)
+def _job_logger(job_type: str) -> logging.Logger:
+    """``taskframe.job.<type>`` (looked up once: getLogger takes logging's lock)."""
+    return logging.getLogger(f"taskframe.job.{job_type}")
+
+
 class AttemptLogger(logging.Logger):
     """``context.logger`` of one attempt.
 
@@ -174,7 +180,7 @@ class AttemptLogger(logging.Logger):
         limit: int = MAX_ATTEMPT_LOG,
         passed_on: int = MAX_WORKER_LOG_PER_ATTEMPT,
     ) -> None:
-        parent = logging.getLogger(f"taskframe.job.{running.executor.name}")
+        parent = _job_logger(running.executor.name)
         super().__init__(parent.name)
         self.parent = parent
         self.fields = running.fields
@@ -389,17 +395,18 @@ async def execute_on_loop(
     running: RunningJob,
     options: argparse.Namespace,
     plugins: PluginSet | None,
-    stop: asyncio.Future,
     tally: Tally | None = None,
 ) -> Outcome:
-    """:func:`execute` for an ``async def`` executor, on the running event loop;
-    ``stop`` resolved cancels the coroutine."""
+    """:func:`execute` for an ``async def`` executor, awaited in the running task, which
+    the worker cancels to stop the job (``running.on_cancel``)."""
     attempt = Attempt(running, options, plugins)
     if attempt.outcome is None:
         try:
             result = attempt.call()
             if inspect.isawaitable(result):
-                result = await await_job(result, attempt.context, stop)
+                result = await result
+        except asyncio.CancelledError:
+            attempt.raised(stopped_error(attempt.context))
         except BaseException as exc:
             attempt.raised(exc)
         else:

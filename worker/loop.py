@@ -87,6 +87,13 @@ class Worker:
         if not self.types:
             raise ValueError("no executor is installed: nothing to lease")
         self.concurrency = config.concurrency
+        #: Types whose executor is ``async def``: awaited on the loop (in threads: a job
+        #: process has a loop of its own for them).
+        self._on_loop = {
+            name
+            for name, executor in plugins.executors.items()
+            if config.pool == "thread" and runs_on_loop(executor)
+        }
         self.poll_interval = config.poll_interval
         self.shutdown_grace = config.shutdown_grace
         info = {"host": socket.gethostname()[:200] or None, "slots": self.concurrency}
@@ -337,12 +344,9 @@ class Worker:
     def _launch(self, running: RunningJob) -> None:
         """Run the job: an ``async def`` executor on this loop, any other in a slot."""
         assert self._loop is not None
-        if self.config.pool == "thread" and runs_on_loop(running.executor):
-            stop = self._loop.create_future()
-            running.on_cancel = lambda: stop.done() or stop.set_result(None)
-            task = self._loop.create_task(
-                execute_on_loop(running, self.options, self.plugins, stop)
-            )
+        if running.executor.name in self._on_loop:
+            task = self._loop.create_task(execute_on_loop(running, self.options, self.plugins))
+            running.on_cancel = task.cancel
             task.add_done_callback(lambda done: self._task_done(running, done))
             return
         # A process slot is one job's at a time; the thread slot is everyone's.

@@ -3,7 +3,7 @@
 Not :class:`concurrent.futures.ThreadPoolExecutor`: its threads are joined at
 interpreter exit, so a job that ignores its cancellation (or an HTTP request
 stuck in a dead network) would keep a stopped worker alive. These are daemon
-threads, started as needed up to ``size`` and reused.
+threads.
 
 Results come back in batches: a finishing call wakes the loop only when no
 wake-up is pending already, and the loop then takes every result that is
@@ -24,36 +24,30 @@ Done = tuple[Callable[[Any, BaseException | None], None], Any, "BaseException | 
 
 
 class DaemonThreads:
-    """Up to ``size`` daemon threads running calls; results go back to ``loop``."""
+    """``size`` daemon threads running calls; results go back to ``loop``.
+
+    No lock on the way: the threads are all started at once (idle ones cost
+    nothing), and the hand-back below is safe under the GIL (see ``_serve``).
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int, name: str) -> None:
         self.loop = loop
-        self.size = size
-        self.name = name
         self._calls: queue.SimpleQueue[tuple[Callable, tuple, Callable] | None] = (
             queue.SimpleQueue()
         )
-        self._threads: list[threading.Thread] = []
-        self._idle = 0  # threads waiting for a call
-        self._lock = threading.Lock()
         self._done: deque[Done] = deque()
         self._wake_pending = False
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(
         self, fn: Callable[..., Any], args: tuple, then: Callable[[Any, BaseException | None], None]
     ) -> None:
         """Run ``fn(*args)`` in a thread; ``then(result, exception)`` runs on the loop."""
-        with self._lock:
-            start = self._idle == 0 and len(self._threads) < self.size
-            if start:
-                thread = threading.Thread(
-                    target=self._serve, name=f"{self.name}-{len(self._threads)}", daemon=True
-                )
-                self._threads.append(thread)
-            else:
-                self._idle -= 1  # taken: the next submit must not count on it
-        if start:
-            thread.start()
         self._calls.put((fn, args, then))
 
     def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
@@ -86,13 +80,12 @@ class DaemonThreads:
                 result, exc = fn(*args), None
             except BaseException as error:  # handed to the loop, which decides
                 result, exc = None, error
+            # Appended before the flag is read, and the loop clears the flag before it
+            # takes the results: a result is always either taken or announced.
             self._done.append((then, result, exc))
             del item, fn, args, then, result, exc  # hold nothing while idle
-            with self._lock:
-                self._idle += 1
-                wake = not self._wake_pending
+            if not self._wake_pending:
                 self._wake_pending = True
-            if wake:
                 try:
                     self.loop.call_soon_threadsafe(self._deliver)
                 except RuntimeError:  # the loop is closed: the worker is gone
@@ -100,8 +93,7 @@ class DaemonThreads:
 
     def _deliver(self) -> None:
         """On the loop: every result ready now."""
-        with self._lock:
-            self._wake_pending = False
+        self._wake_pending = False
         while self._done:
             then, result, exc = self._done.popleft()
             then(result, exc)

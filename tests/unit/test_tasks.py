@@ -4,6 +4,7 @@ tasks modules and entry points."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import enum
@@ -15,17 +16,18 @@ import types
 from typing import Any
 
 import pytest
+from marshmallow import Schema
 
 from taskframe.client import JobFailed, ValidationError
 from taskframe.client.typed import task_payload
-from taskframe.core import ExecutorContext, PermanentError, Retry, current_job, task
+from taskframe.core import Executor, ExecutorContext, PermanentError, Retry, current_job, task
 from taskframe.core.plugins import TasksModuleError, load_plugins
 from taskframe.core.schemas import MAX_TRACEBACK
 from taskframe.core.task_modules import entry_point_plugins
 from taskframe.testing import run_job, run_task
-from taskframe.worker.aio import Interrupted, await_job, run_awaitable
+from taskframe.worker.aio import Interrupted, run_awaitable
 from taskframe.worker.heartbeat import HeartbeatPlan, apply_answers
-from taskframe.worker.jobs import RunningJob, traceback_text
+from taskframe.worker.jobs import RunningJob, execute_on_loop, traceback_text
 
 
 class Color(enum.Enum):
@@ -237,21 +239,25 @@ def test_progress_goes_out_once_acknowledged_and_again_if_not():
     assert active == {"L": running, "M": other}
 
 
-def test_a_coroutine_on_the_loop_stops_on_its_stop_future_or_its_deadline():
-    async def forever() -> None:
+def test_an_async_job_on_the_loop_ends_by_its_cancel_or_its_timeout():
+    async def forever(payload: dict, context: ExecutorContext) -> None:
         await asyncio.sleep(3600)
 
-    async def scenario() -> None:
-        stop = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_later(0.05, stop.set_result, None)
-        with pytest.raises(Interrupted):
-            await await_job(forever(), context(), stop)
-        never = asyncio.get_running_loop().create_future()
-        with pytest.raises(TimeoutError):
-            await await_job(forever(), context(deadline=time.monotonic() + 0.05), never)
-        assert await await_job(asyncio.sleep(0, "done"), context(), never) == "done"
+    forever_type = Executor("forever", Schema(), forever)
 
-    asyncio.run(scenario())
+    async def scenario() -> list[tuple]:
+        outcomes = []
+        for deadline in (None, time.monotonic() + 0.05):
+            running = RunningJob({"id": 1, "lease_id": "L"}, forever_type, deadline)
+            task = asyncio.create_task(execute_on_loop(running, argparse.Namespace(), None))
+            running.on_cancel = task.cancel
+            asyncio.get_running_loop().call_later(0.1, running.cancel)
+            outcomes.append(await task)
+        return outcomes
+
+    cancelled, timed_out = asyncio.run(scenario())
+    assert cancelled[0] == "failed" and cancelled[2].startswith("Interrupted")
+    assert timed_out[0] == "failed" and timed_out[2].startswith("TimeoutError")
 
 
 def test_progress_is_clamped_and_checked():
