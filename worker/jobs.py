@@ -73,6 +73,7 @@ class RunningJob:
     _progress_version: int = 0
     _progress_sending: int = 0
     _progress_acked: int = 0
+    _fields: dict[str, Any] | None = None
 
     @property
     def job_id(self) -> int:
@@ -82,9 +83,16 @@ class RunningJob:
     def lease_id(self) -> str:
         return self.job["lease_id"]
 
-    @functools.cached_property
+    @property
     def fields(self) -> dict[str, Any]:
-        """The job's fields for log records (``extra=``); made once, never changed."""
+        """The job's fields for log records (``extra=``); made once, never changed.
+        (Not functools.cached_property: before 3.12 it takes a lock all instances share.)"""
+        made = self._fields
+        if made is None:
+            made = self._fields = self._make_fields()
+        return made
+
+    def _make_fields(self) -> dict[str, Any]:
         job = self.job
         return {
             "job_id": job["id"],
