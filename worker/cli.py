@@ -137,8 +137,8 @@ def add_worker_options(
         group,
         "--concurrency",
         type=_number(int, 1, MAX_CONCURRENCY),
-        default=DEFAULT_CONCURRENCY,
-        help="jobs run at once (slots of the pool); the worker leases only free slots",
+        help=f"jobs run at once (slots of the pool; default {DEFAULT_CONCURRENCY} threads, or "
+        "one job process per core); the worker leases only free slots",
     )
     add_option(
         group,
