@@ -34,6 +34,7 @@ from taskframe.worker import freshness
 from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
 from taskframe.worker.config import WorkerConfig
 from taskframe.worker.heartbeat import HeartbeatPlan, apply_answers
+from taskframe.worker.jobs import Outcome as JobOutcome
 from taskframe.worker.jobs import RunningJob, describe, execute_on_loop, runs_on_loop
 from taskframe.worker.outbox import Outbox
 from taskframe.worker.pool import KILL_GRACE, ProcessSlot, ThreadSlot
@@ -187,7 +188,7 @@ class Worker:
         self._http = DaemonThreads(loop, 1, "taskframe-http")
         self._beats = DaemonThreads(loop, 1, "taskframe-heartbeat")
         self._jobs = DaemonThreads(loop, self.concurrency, "taskframe-job")
-        self._free_slots = list(slots)
+        self._free_slots: list[ThreadSlot | ProcessSlot] = list(slots)
         if self._stopping:  # stopped before it started
             self._wake.set()
         heartbeats = loop.create_task(self._heartbeat_loop())
@@ -352,13 +353,14 @@ class Worker:
         # A process slot is one job's at a time; the thread slot is everyone's.
         process = self.config.pool == "process"
         slot = self._free_slots.pop() if process else self._free_slots[0]
+        back: ThreadSlot | ProcessSlot | None = slot if process else None  # freed at its end
         self._jobs.submit(
             self._run_in_slot,
             (slot, running),
-            lambda outcome, _: self._finish(running, outcome, slot if process else None),
+            lambda outcome, _: self._finish(running, outcome, back),
         )
 
-    def _run_in_slot(self, slot: ThreadSlot | ProcessSlot, running: RunningJob) -> Outcome:
+    def _run_in_slot(self, slot: ThreadSlot | ProcessSlot, running: RunningJob) -> JobOutcome:
         """In a job thread; never raises (a lost outcome would hold its slot forever)."""
         try:
             while not slot.ready():  # a replacement child failed to start: try again
@@ -369,6 +371,7 @@ class Worker:
             return Outcome.FAILED.value, None, describe(exc), True
 
     def _task_done(self, running: RunningJob, task: asyncio.Task) -> None:
+        outcome: JobOutcome
         if task.cancelled():
             outcome = (Outcome.FAILED.value, None, "the worker stopped", True)
         elif (exc := task.exception()) is not None:
@@ -378,7 +381,7 @@ class Worker:
         self._finish(running, outcome)
 
     def _finish(
-        self, running: RunningJob, outcome: Outcome, slot: ThreadSlot | ProcessSlot | None = None
+        self, running: RunningJob, outcome: JobOutcome, slot: ThreadSlot | ProcessSlot | None = None
     ) -> None:
         status, result, error, retryable = outcome
         if slot is not None:
