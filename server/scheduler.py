@@ -280,8 +280,9 @@ class Scheduler:
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
+            pending = _unresolved_dependencies(tx, current)
             try:
-                model.next_status(current["status"], Event.RETRY)
+                status = model.next_status(current["status"], Event.RETRY, blocked=pending > 0)
             except model.IllegalTransition:
                 raise JobConflict(
                     f"job {job_id} {model.in_words(current['status'])}; "
@@ -294,6 +295,8 @@ class Scheduler:
             row = tx.one("retry_job", params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
+            if status == Status.WAITING:  # never ahead of a dependency still to finish
+                row = tx.one("start_waiting", {"id": job_id, "pending": pending}) or row
             self.store.notify_change(tx)
         self._announce([row])
         self.telemetry.requeued(row)
@@ -864,6 +867,14 @@ class Scheduler:
         if updated is not None:
             history.append(_attempt(row, outcome, now, error, log, traceback))
         return updated
+
+
+def _unresolved_dependencies(tx: Transaction, job: Row) -> int:
+    """How many of ``job``'s dependencies have not finished (edges left after a cancel)."""
+    if not job.get("depends_on"):
+        return 0
+    found = tx.one("unresolved_dependencies", {"id": job["id"]})
+    return int(found["pending"]) if found else 0
 
 
 def _work_key(row: Row) -> WorkKey:
