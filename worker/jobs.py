@@ -293,7 +293,7 @@ class Attempt:
         self.running = running
         self.plugins = plugins if wanted else None
         fields = running.fields
-        # DEBUG: a line per job costs the hot path too much (see the README's Logs).
+        # DEBUG: a line per job costs the hot path too much (see docs/how-to/logs.md).
         log.debug(
             "job %s started (%s, attempt %s)",
             *(running.job_id, fields["type"], fields["attempt"]),

@@ -6,9 +6,10 @@ import time
 
 import pytest
 
+from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
 from taskframe.server.dependencies import MissingDependencies
-from taskframe.server.scheduler import Completion, Scheduler
+from taskframe.server.scheduler import Scheduler
 
 
 def job(**fields) -> dict:
@@ -37,7 +38,7 @@ def test_a_reaped_dependency_cancels_its_dependants_in_the_same_transaction(sche
     [leased] = scheduler.lease("w", ["sleep"], 5, wait=0)
     assert leased["id"] == root["id"]  # waiting jobs are not leased
     later = time.time() + 3600
-    scheduler.clock = lambda: later
+    scheduler = Scheduler(scheduler.store, scheduler.config, clock=lambda: later)
     assert scheduler.reap() == 1
     assert scheduler.get(root["id"])["status"] == "failed"
     for row, cause in ((child, root), (grandchild, child)):
@@ -73,3 +74,30 @@ def test_a_missing_dependency_writes_nothing(scheduler):
         scheduler.submit([job(), job(depends_on=[("ref", 0), 424242])])
     assert info.value.errors == {"depends_on": ["no job has id 424242"]}
     assert scheduler.list_jobs(None, None, 10, None) == []
+
+
+def test_a_retried_dependant_waits_again_for_the_dependencies_still_running(scheduler):
+    # A client cancels a waiting dependant, then retries it while one of its two
+    # dependencies still runs: it must wait for that one, not run ahead of it.
+    [(first, _), (second, _)] = scheduler.submit([job(), job()])
+    [(child, _)] = scheduler.submit([job(depends_on=[first["id"], second["id"]])])
+    [leased] = scheduler.lease("w", ["sleep"], 1, wait=0)
+    assert leased["id"] == first["id"]
+    scheduler.complete([Completion(leased["id"], leased["lease_id"], "succeeded", "w", 1)])
+    scheduler.cancel(child["id"])
+    retried = scheduler.retry(child["id"])
+    assert retried["status"] == "waiting"
+    assert retried["deps_pending"] == 1
+    [leased] = scheduler.lease("w", ["sleep"], 5, wait=0)  # only the dependency is ready
+    assert leased["id"] == second["id"]
+    scheduler.complete([Completion(leased["id"], leased["lease_id"], "succeeded", "w", 1)])
+    assert scheduler.get(child["id"])["status"] == "queued"
+
+
+def test_a_retried_dependant_whose_dependencies_all_finished_is_queued(scheduler):
+    [(root, _)] = scheduler.submit([job()])
+    [(child, _)] = scheduler.submit([job(depends_on=[root["id"]])])
+    scheduler.cancel(child["id"])
+    [leased] = scheduler.lease("w", ["sleep"], 5, wait=0)
+    scheduler.complete([Completion(leased["id"], leased["lease_id"], "succeeded", "w", 1)])
+    assert scheduler.retry(child["id"])["status"] == "queued"
