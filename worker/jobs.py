@@ -111,9 +111,18 @@ class RunningJob:
     def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
         # Error text quotes anything (remote bodies, file names): make it encodable.
         error = json_rules.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
-        ids = {"job_id": self.job_id, "lease_id": self.lease_id}
-        outcome = {"status": status, "result": result, "error": error, "retryable": retryable}
-        completion = {**ids, **outcome, "log": self.log}
+        completion: dict[str, Any] = {
+            "job_id": self.job_id,
+            "lease_id": self.lease_id,
+            "status": status,
+            "retryable": retryable,
+        }
+        # A field left out is null to the server: without "null" in the request body,
+        # its encoder need not look through the body for a NaN it would have written
+        # as null (json_codec.dumps), about 3 µs per completion.
+        for key, value in (("result", result), ("error", error), ("log", self.log)):
+            if value is not None:
+                completion[key] = value
         # Only when there is one: a success stays the message the quick path knows.
         if self.traceback is not None and status != "succeeded":
             completion["traceback"] = self.traceback

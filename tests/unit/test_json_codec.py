@@ -175,3 +175,11 @@ def test_the_lease_answer_holds_payloads_as_stored(client, sqlite_url):
     jobs = {job["id"]: job for job in orjson.loads(answer.content)["jobs"]}
     assert jobs[old]["payload"] == {"duration": 0, "note": "\ufffd", "n": None}
     assert jobs[created["id"]]["payload"] == {"duration": 0.0}
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=120) | st.text("0123456789 .e-x", max_size=80).map(str.encode))
+def test_a_long_number_is_found_where_the_regex_finds_it(raw):
+    import re
+
+    assert json_codec.has_long_number(raw) == (re.search(rb"\d{19}", raw) is not None)
