@@ -236,6 +236,31 @@ def test_a_slow_answer_times_out_unless_the_call_waits_longer(servers: list[Fake
     assert transport.call("GET", "/health", read_timeout=5) == {"status": "ok"}
 
 
+def test_interrupt_ends_a_waiting_call_without_trying_the_other_urls(
+    servers: list[FakeServer],
+) -> None:
+    def held(path: str, body: object) -> tuple[int, object]:
+        if path == "/y":
+            time.sleep(3)
+        return 200, {"status": "ok"}
+
+    holding, other = start(servers, held), start(servers, echo_path)
+    transport = Transport([holding.url, other.url])
+    for _ in range(2):  # round robin: the next call goes to the holding server first
+        transport.call("GET", "/x")
+    failed: list[BaseException] = []
+    caller = threading.Thread(
+        target=lambda: failed.append(pytest.raises(Unavailable, transport.call, "GET", "/y").value)
+    )
+    caller.start()
+    wait_until(lambda: ("/y", None) in holding.requests, message="the call held by the first")
+    transport.interrupt()
+    caller.join(2)
+    assert not caller.is_alive() and failed
+    assert not [path for path, _ in other.requests if path == "/y"]  # not tried elsewhere
+    assert transport.call("GET", "/z", read_timeout=5) is not None  # later calls work
+
+
 # -- what goes on the wire ---------------------------------------------------------------
 
 
