@@ -35,9 +35,10 @@ from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavaila
 from taskframe.worker.config import WorkerConfig
 from taskframe.worker.heartbeat import HeartbeatPlan, apply_answers
 from taskframe.worker.jobs import Outcome as JobOutcome
-from taskframe.worker.jobs import RunningJob, describe, execute_on_loop, runs_on_loop
+from taskframe.worker.jobs import RunningJob
 from taskframe.worker.outbox import Outbox
-from taskframe.worker.pool import KILL_GRACE, ProcessSlot, ThreadSlot
+from taskframe.worker.pool import KILL_GRACE
+from taskframe.worker.runner import Runner, Slot, start_slots
 from taskframe.worker.threads import DaemonThreads
 
 log = logging.getLogger("taskframe.worker")
@@ -88,13 +89,6 @@ class Worker:
         if not self.types:
             raise ValueError("no executor is installed: nothing to lease")
         self.concurrency = config.concurrency
-        #: Types whose executor is ``async def``: awaited on the loop (in threads: a job
-        #: process has a loop of its own for them).
-        self._on_loop = {
-            name
-            for name, executor in plugins.executors.items()
-            if config.pool == "thread" and runs_on_loop(executor)
-        }
         self.poll_interval = config.poll_interval
         self.shutdown_grace = config.shutdown_grace
         info = {"host": socket.gethostname()[:200] or None, "slots": self.concurrency}
@@ -115,7 +109,6 @@ class Worker:
         self._active: dict[str, RunningJob] = {}  # by lease id: leased, outcome not yet decided
         self._busy = 0  # slots at work; a timed-out job holds its slot until it returns
         self._polling: asyncio.Future | None = None  # an idle long poll in flight
-        self._closing = threading.Event()  # job threads waiting for a process slot give up
 
     # -- control -----------------------------------------------------------
 
@@ -167,18 +160,17 @@ class Worker:
             "worker %s starting: urls=%s concurrency=%d pool=%s types=%s",
             *(self.worker_id, urls, self.concurrency, self.config.pool, types),
         )
-        slots = self._start_slots()
+        slots = start_slots(self.config, self.plugins)
         try:
             asyncio.run(self._main(slots))
         finally:
-            self._closing.set()
             for slot in slots:
                 slot.close()
             self.client.close()
             self.tally.flush()
             log.info("worker %s stopped", self.worker_id)
 
-    async def _main(self, slots: list[ThreadSlot] | list[ProcessSlot]) -> None:
+    async def _main(self, slots: list[Slot]) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         # One thread for the lease requests: they go out one at a time, each carrying
@@ -187,8 +179,7 @@ class Worker:
         # that keep its lease alive.
         self._http = DaemonThreads(loop, 1, "taskframe-http")
         self._beats = DaemonThreads(loop, 1, "taskframe-heartbeat")
-        self._jobs = DaemonThreads(loop, self.concurrency, "taskframe-job")
-        self._free_slots: list[ThreadSlot | ProcessSlot] = list(slots)
+        self._runner = Runner(self.config, self.plugins, slots, loop, self._finish)
         if self._stopping:  # stopped before it started
             self._wake.set()
         heartbeats = loop.create_task(self._heartbeat_loop())
@@ -198,12 +189,12 @@ class Worker:
             await self._drain()
         finally:
             heartbeats.cancel()
-            self._closing.set()
+            self._runner.close()
             if self.config.pool == "process":  # let the slots' jobs end (killed if need be)
                 end = time.monotonic() + KILL_GRACE + 2.0
                 while self._busy and time.monotonic() < end:
                     await self._nap(0.05)
-            for threads in (self._http, self._beats, self._jobs):
+            for threads in (self._http, self._beats):
                 threads.close()
 
     def _wake_up(self) -> None:
@@ -304,7 +295,7 @@ class Worker:
             running.live_log = self.heartbeat.live_log
             self._active[running.lease_id] = running
             self._busy += 1
-            self._launch(running)
+            self._runner.launch(running)
         if give_back:
             await self._http.call(self._give_back, give_back)
 
@@ -327,65 +318,8 @@ class Worker:
 
     # -- running jobs ------------------------------------------------------
 
-    def _start_slots(self) -> list[ThreadSlot] | list[ProcessSlot]:
-        """Threads share one slot (it keeps no state); ``process``: a child per slot,
-        started and ready."""
-        if self.config.pool == "thread":
-            return [ThreadSlot(self.options, self.plugins)]
-        settings = (self.options, self.config.log_level, self.config.log_format)
-        slots = [ProcessSlot(*settings) for _ in range(self.concurrency)]
-        for slot in slots:  # all at once: they load the plugins in parallel
-            slot.start()
-        if not all([slot.ready() for slot in slots]):
-            for slot in slots:
-                slot.close()
-            raise RuntimeError("the job processes could not start (see the log above)")
-        return slots
-
-    def _launch(self, running: RunningJob) -> None:
-        """Run the job: an ``async def`` executor on this loop, any other in a slot."""
-        assert self._loop is not None
-        if running.executor.name in self._on_loop:
-            task = self._loop.create_task(execute_on_loop(running, self.options, self.plugins))
-            running.on_cancel = task.cancel
-            task.add_done_callback(lambda done: self._task_done(running, done))
-            return
-        # A process slot is one job's at a time; the thread slot is everyone's.
-        process = self.config.pool == "process"
-        slot = self._free_slots.pop() if process else self._free_slots[0]
-        back: ThreadSlot | ProcessSlot | None = slot if process else None  # freed at its end
-        self._jobs.submit(
-            self._run_in_slot,
-            (slot, running),
-            lambda outcome, _: self._finish(running, outcome, back),
-        )
-
-    def _run_in_slot(self, slot: ThreadSlot | ProcessSlot, running: RunningJob) -> JobOutcome:
-        """In a job thread; never raises (a lost outcome would hold its slot forever)."""
-        try:
-            while not slot.ready():  # a replacement child failed to start: try again
-                if self._closing.wait(1.0):
-                    return Outcome.FAILED.value, None, "the worker stopped", True
-            return slot.run(running)
-        except BaseException as exc:
-            return Outcome.FAILED.value, None, describe(exc), True
-
-    def _task_done(self, running: RunningJob, task: asyncio.Task) -> None:
-        outcome: JobOutcome
-        if task.cancelled():
-            outcome = (Outcome.FAILED.value, None, "the worker stopped", True)
-        elif (exc := task.exception()) is not None:
-            outcome = (Outcome.FAILED.value, None, describe(exc), True)
-        else:
-            outcome = task.result()
-        self._finish(running, outcome)
-
-    def _finish(
-        self, running: RunningJob, outcome: JobOutcome, slot: ThreadSlot | ProcessSlot | None = None
-    ) -> None:
+    def _finish(self, running: RunningJob, outcome: JobOutcome) -> None:
         status, result, error, retryable = outcome
-        if slot is not None:
-            self._free_slots.append(slot)
         limit = self._max_result
         if status == Outcome.SUCCEEDED.value and limit and running.result_bytes > limit:
             # The server would fail it anyway; sending it would only cost the request.
