@@ -349,6 +349,19 @@ class LeaseRefSchema(Schema):
     lease_id = fields.String(required=True, validate=_id_text)
 
 
+def _live_log_field() -> ExecutorText:
+    """A heartbeat's ``log``: optional, so that workers that send none keep working."""
+    return ExecutorText(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_ATTEMPT_LOG),
+        metadata={
+            "description": "log text the attempt wrote since the previous heartbeat "
+            "(the server keeps the last 64 KiB of the attempt's)"
+        },
+    )
+
+
 class HeartbeatSchema(LeaseRefSchema):
     """``POST /jobs/{id}/heartbeat``."""
 
@@ -356,6 +369,7 @@ class HeartbeatSchema(LeaseRefSchema):
         ProgressSchema,
         metadata={"description": "the job's progress, when it changed since the last heartbeat"},
     )
+    log = _live_log_field()
 
 
 class ReleaseSchema(LeaseRefSchema):
@@ -461,6 +475,7 @@ class HeartbeatItemSchema(Schema):
         ProgressSchema,
         metadata={"description": "the job's progress, when it changed since the last heartbeat"},
     )
+    log = _live_log_field()
 
 
 class HeartbeatBatchSchema(Schema):
@@ -475,17 +490,99 @@ class HeartbeatBatchSchema(Schema):
     )
 
 
-class ListJobsQuerySchema(Schema):
-    """Query string of ``GET /jobs``."""
+class JobFilterSchema(Schema):
+    """Which jobs: the filters ``GET /jobs`` lists and the bulk actions act on."""
 
     status = fields.String(validate=validate.OneOf(STATUSES))
     type = Text()
+    queue = fields.String(validate=_queue_name)
+    created_after = fields.AwareDateTime(metadata={"description": "created at or after"})
+    created_before = fields.AwareDateTime(metadata={"description": "created before"})
+    finished_after = fields.AwareDateTime(metadata={"description": "finished at or after"})
+    finished_before = fields.AwareDateTime(metadata={"description": "finished before"})
+
+
+class ListJobsQuerySchema(JobFilterSchema):
+    """Query string of ``GET /jobs``."""
+
+    key = Text(metadata={"description": "the job with this idempotency key"})
+    sort = fields.String(
+        load_default="id",
+        validate=validate.OneOf(["id", "priority", "created", "finished"]),
+        metadata={"description": "the order (finished: finished jobs only); id: submission"},
+    )
+    order = fields.String(load_default="desc", validate=validate.OneOf(["desc", "asc"]))
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    cursor = fields.Integer(validate=validate.Range(min=0, max=MAX_ID))
+    cursor = fields.String(
+        validate=validate.Length(1, 200),
+        metadata={"description": "next_cursor of the previous page (same filters and order)"},
+    )
     full = fields.Boolean(
         load_default=False,
         metadata={"description": "whole jobs (payload and result); summaries without"},
     )
+
+
+class BulkActionSchema(JobFilterSchema):
+    """``POST /jobs/retry`` and ``POST /jobs/cancel``: every job the filter matches."""
+
+    dry_run = fields.Boolean(
+        load_default=False,
+        metadata={"description": "only count the jobs the action would touch"},
+    )
+    limit = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(1, MAX_ID),
+        metadata={"description": "act on at most this many jobs (oldest first)"},
+    )
+
+
+class BulkAnswerSchema(Schema):
+    matched = fields.Integer(
+        metadata={"description": "jobs the filter matched that the action applies to"}
+    )
+    changed = fields.Integer(metadata={"description": "jobs retried or cancelled (0: dry run)"})
+    cancel_requested = fields.Integer(
+        metadata={"description": "cancel: running jobs asked to stop (within changed)"}
+    )
+    skipped = fields.Integer(
+        metadata={"description": "jobs that changed meanwhile, or wait for a cascade"}
+    )
+    dry_run = fields.Boolean()
+
+
+class DependantsQuerySchema(Schema):
+    """Query string of ``GET /jobs/{id}/dependants``."""
+
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    cursor = fields.String(validate=validate.Length(1, 200))
+
+
+class HistoryQuerySchema(Schema):
+    """Query string of ``GET /stats/history``."""
+
+    window = fields.String(load_default="hour", validate=validate.OneOf(["hour", "day"]))
+    type = Text()
+    queue = fields.String(validate=_queue_name)
+
+
+class HistoryPointSchema(Schema):
+    time = fields.String(metadata={"format": "date-time", "description": "the step's start"})
+    succeeded = fields.Integer()
+    failed = fields.Integer()
+    depth = fields.Integer(metadata={"description": "ready jobs at the step's end (max)"})
+    oldest_age = fields.Float(
+        allow_none=True, metadata={"description": "seconds the oldest ready job had waited"}
+    )
+
+
+class HistorySchema(Schema):
+    window = fields.String()
+    step = fields.Integer(metadata={"description": "seconds per point"})
+    points = fields.List(fields.Nested(HistoryPointSchema))
+    types = fields.List(fields.String(), metadata={"description": "types with data"})
+    queues = fields.List(fields.String(), metadata={"description": "queues with data"})
 
 
 class AttemptSchema(Schema):
@@ -588,7 +685,10 @@ class NextJobQuerySchema(Schema):
 
 class JobListSchema(Schema):
     jobs = fields.List(fields.Nested(JobSchema))
-    next_cursor = fields.Integer(allow_none=True)
+    next_cursor = fields.Raw(
+        allow_none=True,
+        metadata={"description": "newest first: an id (integer); other orders: text"},
+    )
 
 
 class JobBatchSchema(Schema):
@@ -599,6 +699,14 @@ class JobBatchSchema(Schema):
 class AttemptListSchema(Schema):
     job_id = fields.Integer()
     attempts = fields.List(fields.Nested(AttemptSchema))
+    running = fields.Nested(
+        AttemptSchema,
+        allow_none=True,
+        metadata={
+            "description": "the attempt running now, its log so far as the worker's "
+            "heartbeats sent it (null when none runs)"
+        },
+    )
 
 
 class HeartbeatAnswerSchema(Schema):

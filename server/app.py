@@ -18,7 +18,7 @@ from taskframe.server.http_observer import HttpObserver
 from taskframe.server.openapi import build_openapi
 from taskframe.server.origin import OriginGuard
 from taskframe.server.registry import WorkerRegistry
-from taskframe.server.resources import apidocs, dashboard, jobs, meta, observe, workers
+from taskframe.server.resources import apidocs, dashboard, jobs, meta, observe, operations, workers
 from taskframe.server.resources import flow as flow_resources
 from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.resources import schedules as schedule_resources
@@ -78,6 +78,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     # The API explorer likewise: its page fetches /openapi.json with the user's token.
     ("/docs", "GET"): OPEN,
     ("/docs/{name}", "GET"): OPEN,
+    **operations.route_roles(JOB),
 }
 
 
@@ -111,6 +112,7 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     app.add_route(JOB + "/attempts", jobs.JobAttempts(scheduler))
     app.add_route(JOB + "/cancel", jobs.JobCancel(scheduler))
     app.add_route(JOB + "/retry", jobs.JobRetry(scheduler))
+    operations.add_routes(app, scheduler, config, JOB)
 
     app.add_route("/lease", workers.Lease(scheduler, config, job_types, registry))
     app.add_route("/next-job", workers.NextJob(scheduler, config, job_types))

@@ -40,13 +40,36 @@ ENDPOINTS: dict[str, dict[str, tuple]] = {
         ),
         "get": ("List jobs, newest first", None, "200", "JobList", "422 503"),
     },
+    "/jobs/retry": {
+        "post": (
+            "Re-queue every failed or cancelled job a filter matches (dry_run: count)",
+            "BulkAction",
+            "200",
+            "BulkAnswer",
+            "400 413 415 422 503",
+        ),
+    },
+    "/jobs/cancel": {
+        "post": (
+            "Cancel every job a filter matches (dry_run: count)",
+            "BulkAction",
+            "200",
+            "BulkAnswer",
+            "400 413 415 422 503",
+        ),
+    },
     "/jobs/batch": {
         "post": ("Submit many jobs at once", "BatchSubmit", "201", "JobBatch", "400 413 415 422"),
     },
     "/jobs/{job_id}": {
         "get": ("Read a job (wait=S: until it finished)", None, "200", "Job", "404 422")
     },
-    "/jobs/{job_id}/attempts": {"get": ("Attempt history", None, "200", "AttemptList", "404")},
+    "/jobs/{job_id}/attempts": {
+        "get": ("Attempt history, and the running attempt's log", None, "200", "AttemptList", "404")
+    },
+    "/jobs/{job_id}/dependants": {
+        "get": ("Jobs that depend on this one", None, "200", "JobList", "404 422")
+    },
     "/jobs/{job_id}/cancel": {"post": ("Cancel a job", None, "200", "Job", "404 409")},
     "/jobs/{job_id}/retry": {
         "post": ("Re-queue a failed or cancelled job", None, "200", "Job", "404 409")
@@ -84,6 +107,9 @@ ENDPOINTS: dict[str, dict[str, tuple]] = {
     "/job-types": {"get": ("Installed job types and payload schemas", None, "200", "JobTypes", "")},
     "/health": {"get": ("Health of the server and its database", None, "200", "Health", "503")},
     "/stats": {"get": ("Job counts, oldest ready job, stuck types", None, "200", "Stats", "503")},
+    "/stats/history": {
+        "get": ("Jobs finished, queue depth and age per minute", None, "200", "History", "422")
+    },
     "/workers": {"get": ("Workers seen lately", None, "200", "WorkerList", "503")},
     "/plugins": {"get": ("Loaded plugins and plugin failures", None, "200", "Plugins", "")},
     "/queues": {"get": ("Queues with their jobs counted by status", None, "200", "QueueList", "")},
@@ -127,6 +153,8 @@ QUERIES: dict[tuple[str, str], type[Schema]] = {
     ("/jobs", "post"): schemas.WaitQuerySchema,
     ("/jobs/{job_id}", "get"): schemas.WaitQuerySchema,
     ("/next-job", "post"): schemas.NextJobQuerySchema,
+    ("/jobs/{job_id}/dependants", "get"): schemas.DependantsQuerySchema,
+    ("/stats/history", "get"): schemas.HistoryQuerySchema,
 }
 
 
@@ -233,4 +261,7 @@ def _schemas() -> dict[str, Any]:
         "Schedule": schemas.ScheduleSchema,
         "ScheduleAnswer": schemas.ScheduleAnswerSchema,
         "ScheduleList": schemas.ScheduleListSchema,
+        "BulkAction": schemas.BulkActionSchema,
+        "BulkAnswer": schemas.BulkAnswerSchema,
+        "History": schemas.HistorySchema,
     }

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from taskframe.server import counts
+from taskframe.server import counts, rollup
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.schedules import Schedules
 from taskframe.server.storage import StoreUnavailable
@@ -101,6 +101,7 @@ class Housekeeper:
         prune_every = min(PRUNE_EVERY, max(self.scheduler.config.retention, interval))
         since_prune = prune_every  # prune once at start
         since_tidy = 0.0
+        since_rollup = rollup.WRITE_EVERY  # the charts' first point at start
         reaped_at = None  # monotonic time of the last reap that reached the database
         grace_until = 0.0
         while not self._stop.wait(interval):
@@ -120,6 +121,11 @@ class Housekeeper:
                 since_tidy = 0.0 if tidy else since_tidy
                 if reaped:
                     log.info("reaped %d expired attempt(s)", reaped)
+                since_rollup += interval
+                if since_rollup >= rollup.WRITE_EVERY:
+                    since_rollup = 0.0
+                    scheduler = self.scheduler
+                    rollup.write(scheduler.store, scheduler.telemetry.finishes, scheduler.clock())
                 since_prune += interval
                 if since_prune >= prune_every:
                     since_prune = 0.0

@@ -24,10 +24,11 @@ from typing import Any
 
 from taskframe.core import model
 from taskframe.core.errors import JobConflict, JobNotFound
-from taskframe.core.model import Event, Outcome, Status
-from taskframe.server import counts, dependencies, routing
+from taskframe.core.model import Outcome, Status
+from taskframe.server import counts, dependencies, job_actions, live_log, routing
 from taskframe.server.config import ServerConfig
 from taskframe.server.counts import DatabaseState
+from taskframe.server.listing import Listing
 from taskframe.server.metrics import Metrics
 from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots, WorkKey
 from taskframe.server.storage import Row, Store, Transaction
@@ -36,7 +37,6 @@ from taskframe.server.telemetry import Telemetry
 
 log = logging.getLogger("taskframe.server")
 
-NO_CURSOR = 2**62
 REAP_BATCH = 200
 #: Seconds the housekeeper pauses between two cascade chunks (other writers go first).
 CASCADE_PAUSE = 0.002
@@ -206,18 +206,21 @@ class Scheduler:
         status: str | None,
         job_type: str | None,
         limit: int,
-        cursor: int | None,
+        cursor: Any,
         full: bool = False,
+        listing: Listing | None = None,
     ) -> list[Row]:
-        """A page of jobs, newest first: summaries (no payload, no result) unless ``full``.
+        """A page of jobs, newest first unless ``listing`` says otherwise (its filters,
+        order and size; see server/listing.py): summaries (no payload, no result)
+        unless ``full``.
 
         A full page stops before its payloads and results pass the answer cap
         (always at least one job); the caller's cursor goes on from its last job.
         """
-        filters = [name for name, value in (("status", status), ("type", job_type)) if value]
-        params = {"status": status, "type": job_type, "limit": limit, "cursor": cursor or NO_CURSOR}
+        if listing is None:
+            listing = Listing({"status": status, "type": job_type}, limit=limit)
         with self.store.reader() as tx:
-            rows = tx.all(tx.filtered("list_jobs", filters), params)
+            rows = tx.all(listing.query(tx), listing.params(cursor))
             if not full:
                 return rows
             page: list[Row] = []
@@ -229,8 +232,8 @@ class Scheduler:
                 page.append(row)
             if not page:
                 return []
-            found = tx.all("get_jobs", {"ids": [row["id"] for row in page]})
-        return sorted(found, key=lambda row: -row["id"])
+            found = {row["id"]: row for row in tx.all("get_jobs", {"ids": [r["id"] for r in page]})}
+        return [found[row["id"]] for row in page if row["id"] in found]
 
     def dependency_results(self, rows: list[Row]) -> dict[int, dict[str, Any]]:
         """{job id: {dependency id: result}} of leased ``rows`` that have dependencies."""
@@ -249,28 +252,27 @@ class Scheduler:
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
-            try:
-                status = model.next_status(current["status"], Event.CANCEL)
-            except model.IllegalTransition:
-                raise JobConflict(
-                    f"job {job_id} {model.in_words(current['status'], already=True)}"
-                ) from None
-            query = "request_cancel" if status == Status.RUNNING else "cancel_queued"
-            row = tx.one(query, params)
-            if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
-                raise JobConflict(f"job {job_id} changed meanwhile; try again")
+            row = job_actions.cancel_locked(tx, current, params["now"])
             moved = self._resolve(tx, [row], params["now"])
             self.store.notify_change(tx)  # wakes waiters on other servers
-        if row["status"] in model.FINISHED:
-            self.notifier.jobs_finished([job_id])
-        self.telemetry.cancelled(row)
-        self._dependants_moved(moved)
-        if self.events is not None:
-            self.events.job_finished(row)
+        self.after_cancels([row], moved)
         return row
 
+    def after_cancels(self, rows: list[Row], moved: dependencies.Resolution) -> None:
+        """After a commit that cancelled ``rows`` (or asked their workers to stop):
+        wake their waiters, count and log them, tell plugins."""
+        finished = [row["id"] for row in rows if row["status"] in model.FINISHED]
+        if finished:
+            self.notifier.jobs_finished(finished)
+        self.telemetry.cancelled_many(rows)
+        self._dependants_moved(moved)
+        if self.events is not None:
+            for row in rows:
+                self.events.job_finished(row)
+
     def retry(self, job_id: int) -> Row:
-        """Put a failed or cancelled job back in the queue with fresh attempts.
+        """Put a failed or cancelled job back in the queue with fresh attempts (or
+        waiting for its dependencies again, when they still run).
 
         Attempts keep their numbers for the life of the job: the retry grants
         as many attempts as the job was submitted with (``max_attempts`` grows).
@@ -280,24 +282,15 @@ class Scheduler:
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
-            try:
-                model.next_status(current["status"], Event.RETRY)
-            except model.IllegalTransition:
-                raise JobConflict(
-                    f"job {job_id} {model.in_words(current['status'])}; "
-                    "only a failed or cancelled job can be retried"
-                ) from None
-            if current["has_dependants"] and tx.one("cascade_pending", params):
-                raise JobConflict(
-                    f"job {job_id}'s dependants are still being cancelled; try again shortly"
-                )
-            row = tx.one("retry_job", params)
-            if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
-                raise JobConflict(f"job {job_id} changed meanwhile; try again")
+            row = job_actions.retry_locked(tx, current, params["now"])
             self.store.notify_change(tx)
-        self._announce([row])
-        self.telemetry.requeued(row)
+        self.after_retries([row])
         return row
+
+    def after_retries(self, rows: list[Row]) -> None:
+        """After a commit that queued ``rows`` again: wake their workers, log them."""
+        self._announce(rows)
+        self.telemetry.requeued_many(rows)
 
     # ----------------------------------------------------------------- workers
 
@@ -626,11 +619,14 @@ class Scheduler:
         worker_id: str,
         leases: list[tuple[int, str]],
         progress: Mapping[tuple[int, str], dict[str, Any]] | None = None,
+        logs: Mapping[tuple[int, str], str] | None = None,
     ) -> list[tuple[int, bool, bool]]:
         """Extend leases; return (job_id, still held, cancel requested) for each.
 
         ``progress``: by (job id, lease id), what the job reported (fraction, message),
         stored with the job in the same transaction, fenced like the lease.
+        ``logs``: likewise, the log text each attempt wrote since its last heartbeat,
+        appended to what the running attempt logged so far (its live log).
         """
         now = self.clock()
         expires = now + self.config.lease_ttl
@@ -644,6 +640,8 @@ class Scheduler:
             rows = tx.returning_many("extend_lease", params)
             if progress:
                 tx.run_many("set_progress", _progress_params(worker_id, progress, now))
+            if logs:
+                tx.run_many("append_live_log", live_log.append_params(worker_id, logs))
         answers = {
             key: (row is not None, bool(row and row["cancel_requested"]))
             for key, row in zip(ordered, rows, strict=True)
@@ -815,6 +813,7 @@ class Scheduler:
                     # must never inherit them (ids are not reused either, migration 8).
                     tx.run("delete_dependencies", {"ids": ids})
                     tx.run("delete_dependants", {"ids": ids})
+                    tx.run("delete_dependant_links", {"ids": ids})
                     tx.run("delete_jobs", {"ids": ids})
             pruned += len(ids)
             if len(ids) < self.config.prune_batch:

@@ -200,7 +200,12 @@ class Heartbeats(WorkerResource):
             for item in request["leases"]
             if item.get("progress")
         }
-        answers = self.scheduler.heartbeat(request["worker_id"], leases, progress)
+        logs = {
+            (item["job_id"], item["lease_id"]): item["log"]
+            for item in request["leases"]
+            if item.get("log")
+        }
+        answers = self.scheduler.heartbeat(request["worker_id"], leases, progress, logs)
         resp.media = {
             "leases": [
                 {"job_id": job_id, "ok": held, "cancel_requested": cancel}
@@ -221,7 +226,10 @@ class JobHeartbeat(WorkerResource):
         self.scheduler.get(job_id)  # 404 for an unknown job
         lease = (job_id, request["lease_id"])
         progress = {lease: request["progress"]} if request.get("progress") else None
-        [(_, held, cancel)] = self.scheduler.heartbeat(request["worker_id"], [lease], progress)
+        logs = {lease: request["log"]} if request.get("log") else None
+        [(_, held, cancel)] = self.scheduler.heartbeat(
+            request["worker_id"], [lease], progress, logs
+        )
         if not held:
             raise APIError(falcon.HTTP_409, "Conflict", "stale lease: the attempt moved on")
         resp.media = {

@@ -1,0 +1,76 @@
+"""A client's cancel and retry of one locked job row: shared by the single-job
+endpoints (``POST /jobs/{id}/cancel``, ``/retry``) and the bulk ones, so that
+both follow the same rules (:func:`taskframe.core.model.next_status`)."""
+
+from __future__ import annotations
+
+from taskframe.core import model
+from taskframe.core.errors import JobConflict
+from taskframe.core.model import Event, Status
+from taskframe.server.storage import Row, Transaction
+
+
+def accepting(event: Event) -> tuple[str, ...]:
+    """The statuses ``event`` applies to, as the state machine says."""
+    found = []
+    for status in Status:
+        try:
+            model.next_status(status, event)
+        except model.IllegalTransition:
+            continue
+        found.append(status.value)
+    return tuple(found)
+
+
+#: The statuses a cancel or a retry applies to.
+CANCELLABLE = accepting(Event.CANCEL)
+RETRYABLE = accepting(Event.RETRY)
+
+
+def cancel_locked(tx: Transaction, current: Row, now: float) -> Row:
+    """Cancel a job not started yet; ask the worker of a running one to stop.
+
+    ``current`` is the job's row as locked in ``tx``; raises JobConflict when
+    the job cannot be cancelled (it finished).
+    """
+    job_id = current["id"]
+    try:
+        status = model.next_status(current["status"], Event.CANCEL)
+    except model.IllegalTransition:
+        raise JobConflict(
+            f"job {job_id} {model.in_words(current['status'], already=True)}"
+        ) from None
+    query = "request_cancel" if status == Status.RUNNING else "cancel_queued"
+    row = tx.one(query, {"id": job_id, "now": now})
+    if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
+        raise JobConflict(f"job {job_id} changed meanwhile; try again")
+    return row
+
+
+def retry_locked(tx: Transaction, current: Row, now: float) -> Row:
+    """Put a failed or cancelled job back in the queue with fresh attempts.
+
+    A job cancelled while some of its dependencies still ran waits for them again
+    (``waiting``), never running ahead of them. Raises JobConflict when the job
+    cannot be retried, or while its dependants are still being cancelled.
+    """
+    job_id = current["id"]
+    params = {"id": job_id, "now": now}
+    try:
+        model.next_status(current["status"], Event.RETRY)
+    except model.IllegalTransition:
+        raise JobConflict(
+            f"job {job_id} {model.in_words(current['status'])}; "
+            "only a failed or cancelled job can be retried"
+        ) from None
+    if current["has_dependants"] and tx.one("cascade_pending", params):
+        raise JobConflict(f"job {job_id}'s dependants are still being cancelled; try again shortly")
+    pending = 0
+    if current.get("depends_on"):
+        pending = int((tx.one("pending_edges", params) or {"pending": 0})["pending"])
+    status = model.next_status(current["status"], Event.RETRY, blocked=pending > 0)
+    query = "retry_blocked" if status == Status.WAITING else "retry_job"
+    row = tx.one(query, {**params, "pending": pending})
+    if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
+        raise JobConflict(f"job {job_id} changed meanwhile; try again")
+    return row

@@ -1,0 +1,148 @@
+"""The per-minute rollup behind the dashboard's charts (``GET /stats/history``).
+
+Never from a scan of the jobs table: each server counts the jobs it saw
+succeed and fail (:class:`FinishTally`, fed by the telemetry with the very
+events ``taskframe_jobs_finished_total`` counts) and the housekeeper adds them
+to the minute's row (``job_rollup``, migration 12), so that servers add up.
+Queue depth and the oldest ready job come from ``job_counts`` and one index
+step per group (server/counts.py, as the metrics read them): a snapshot that
+every server writes alike. Rows older than a day and an hour are deleted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from taskframe.core import model
+from taskframe.server import counts
+from taskframe.server.representation import iso
+from taskframe.server.storage import Row, Store
+
+MINUTE = 60
+#: Seconds between two writes of the housekeeper (the current minute's row grows).
+WRITE_EVERY = 10.0
+KEEP = 86400 + 3600
+#: window -> (seconds shown, seconds per point)
+WINDOWS = {"hour": (3600, 60), "day": (86400, 600)}
+_COUNTED = (model.SUCCEEDED, model.FAILED)
+
+
+class FinishTally:
+    """Jobs succeeded and failed by (type, queue, status) since the last :meth:`take`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+
+    def add(self, rows: Iterable[Row]) -> None:
+        found = Counter(
+            (row["type"], row.get("queue") or "default", str(row["status"]))
+            for row in rows
+            if row["status"] in _COUNTED
+        )
+        if found:
+            with self._lock:
+                self._counts.update(found)
+
+    def take(self) -> Counter[tuple[str, str, str]]:
+        with self._lock:
+            taken, self._counts = self._counts, Counter()
+        return taken
+
+    def give_back(self, taken: Counter[tuple[str, str, str]]) -> None:
+        """A write failed (the database was away): count them with the next one."""
+        with self._lock:
+            self._counts.update(taken)
+
+
+def write(store: Store, tally: FinishTally, now: float) -> None:
+    """Add the finishes tallied since the last write to the current minute's rows and
+    write the queue as it is now; delete rows past :data:`KEEP`."""
+    minute = int(now // MINUTE) * MINUTE
+    taken = tally.take()
+    try:
+        ready = counts.ready_by(counts.ready_jobs(store, now), "type", "queue")
+        adds: dict[tuple[str, str], dict[str, Any]] = {}
+        for (job_type, queue, status), n in taken.items():
+            row = adds.setdefault(
+                (job_type, queue),
+                {"minute": minute, "type": job_type, "queue": queue, "succeeded": 0, "failed": 0},
+            )
+            row[status] += n
+        snapshot = [
+            {
+                "minute": minute,
+                "type": row["type"],
+                "queue": row["queue"],
+                "depth": row["count"],
+                "oldest_run_at": row["oldest_run_at"],
+            }
+            for row in ready
+        ]
+        with store.transaction() as tx:
+            tx.run("rollup_clear_snapshot", {"minute": minute})
+            tx.run_many("rollup_add", sorted(adds.values(), key=_key))
+            tx.run_many("rollup_snapshot", sorted(snapshot, key=_key))
+            tx.run("rollup_prune", {"before": minute - KEEP})
+    except Exception:
+        tally.give_back(taken)
+        raise
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str]:
+    # Rows in key order, as every multi-row writer locks them.
+    return row["type"], row["queue"]
+
+
+def history(
+    store: Store, window: str, now: float, job_type: str | None = None, queue: str | None = None
+) -> dict[str, Any]:
+    """The points of ``window`` (hour or day), oldest first, for one type and/or queue
+    or all: jobs succeeded and failed in each step, the largest queue depth and the
+    oldest ready job's largest age seen at the end of its minutes."""
+    span, step = WINDOWS[window]
+    end = int(now // step) * step + step
+    start = end - span
+    with store.reader() as tx:
+        rows = tx.all("rollup_read", {"since": start})
+    types, queues = set(), set()
+    minutes: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        types.add(row["type"])
+        queues.add(row["queue"])
+        if (job_type and row["type"] != job_type) or (queue and row["queue"] != queue):
+            continue
+        seen = minutes.setdefault(
+            int(row["minute"]), {"succeeded": 0, "failed": 0, "depth": 0, "oldest": None}
+        )
+        seen["succeeded"] += int(row["succeeded"])
+        seen["failed"] += int(row["failed"])
+        seen["depth"] += int(row["depth"] or 0)
+        if row["oldest_run_at"] is not None:
+            seen["oldest"] = min(seen["oldest"] or row["oldest_run_at"], row["oldest_run_at"])
+    points = []
+    for begin in range(start, end, step):
+        point: dict[str, Any] = {"time": iso(begin), "succeeded": 0, "failed": 0, "depth": 0}
+        ages = []
+        for minute in range(begin, begin + step, MINUTE):
+            seen = minutes.get(minute)
+            if seen is None:
+                continue
+            point["succeeded"] += seen["succeeded"]
+            point["failed"] += seen["failed"]
+            point["depth"] = max(point["depth"], seen["depth"])
+            if seen["oldest"] is not None:
+                # As at the minute's end (or now, for the minute still running).
+                ages.append(max(0.0, min(minute + MINUTE, now) - seen["oldest"]))
+        point["oldest_age"] = round(max(ages), 3) if ages else None
+        points.append(point)
+    return {
+        "window": window,
+        "step": step,
+        "points": points,
+        "types": sorted(types),
+        "queues": sorted(queues),
+    }
