@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from taskframe.core import model
@@ -92,7 +92,7 @@ def write(store: Store, tally: FinishTally, now: float) -> None:
         raise
 
 
-def _key(row: dict[str, Any]) -> tuple[str, str]:
+def _key(row: Mapping[str, Any]) -> tuple[str, str]:
     # Rows in key order, as every multi-row writer locks them.
     return row["type"], row["queue"]
 
@@ -128,9 +128,10 @@ def history(
         point: dict[str, Any] = {"time": iso(begin), "succeeded": 0, "failed": 0, "depth": 0}
         ages = []
         for minute in range(begin, begin + step, MINUTE):
-            seen = minutes.get(minute)
-            if seen is None:
+            found = minutes.get(minute)
+            if found is None:
                 continue
+            seen = found
             point["succeeded"] += seen["succeeded"]
             point["failed"] += seen["failed"]
             point["depth"] = max(point["depth"], seen["depth"])
