@@ -321,6 +321,29 @@ class Client:
         """``POST /jobs/{id}/retry``: a failed or cancelled job goes back to the queue."""
         return Job.from_json(self._call("POST", f"/jobs/{int(job_id)}/retry"))
 
+    def bulk(
+        self,
+        action: str,
+        *,
+        dry_run: bool = False,
+        limit: int | None = None,
+        **filters: Any,
+    ) -> dict[str, Any]:
+        """``POST /jobs/retry`` or ``POST /jobs/cancel`` (``action``): every job that
+        matches ``filters`` (status, type, queue, created_after, created_before,
+        finished_after, finished_before; times as datetimes or ISO 8601 text).
+        ``dry_run`` only counts them. The answer counts the jobs matched and changed."""
+        if action not in ("retry", "cancel"):
+            raise ValueError(f"action must be retry or cancel, not {action!r}")
+        body: dict[str, Any] = {
+            name: _time_text(value) for name, value in filters.items() if value is not None
+        }
+        body["dry_run"] = dry_run
+        if limit is not None:
+            body["limit"] = limit
+        answer: dict[str, Any] = self._call("POST", f"/jobs/{action}", body=body)
+        return answer
+
     def attempts(self, job_id: int) -> builtins.list[Attempt]:
         """``GET /jobs/{id}/attempts``: its finished attempts, oldest first."""
         answer = self._get(f"/jobs/{int(job_id)}/attempts")
