@@ -24,7 +24,8 @@ function hashFor(params) {
 
 /** The filter the server applies, to the list and to the bulk actions alike. */
 function serverFilter(filters) {
-  const filter = { status: filters.status, type: filters.type, queue: filters.queue, key: filters.key };
+  const filter = {};
+  for (const name of ["status", "type", "queue", "key"]) if (filters[name]) filter[name] = filters[name];
   if (SINCE_SECONDS[filters.since]) {
     filter.created_after = new Date(Date.now() - SINCE_SECONDS[filters.since] * 1000).toISOString();
   }
