@@ -66,11 +66,13 @@ def retry_locked(tx: Transaction, current: Row, now: float) -> Row:
     if current["has_dependants"] and tx.one("cascade_pending", params):
         raise JobConflict(f"job {job_id}'s dependants are still being cancelled; try again shortly")
     pending = 0
-    if current.get("depends_on"):
-        pending = int((tx.one("pending_edges", params) or {"pending": 0})["pending"])
+    if current.get("depends_on"):  # a cancelled dependant keeps its unresolved edges
+        found = tx.one("unresolved_dependencies", params)
+        pending = int(found["pending"]) if found else 0
     status = model.next_status(current["status"], Event.RETRY, blocked=pending > 0)
-    query = "retry_blocked" if status == Status.WAITING else "retry_job"
-    row = tx.one(query, {**params, "pending": pending})
+    row = tx.one("retry_job", params)
     if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
         raise JobConflict(f"job {job_id} changed meanwhile; try again")
+    if status == Status.WAITING:  # never ahead of a dependency still to finish
+        row = tx.one("start_waiting", {"id": job_id, "pending": pending}) or row
     return row

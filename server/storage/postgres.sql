@@ -422,20 +422,6 @@ ON CONFLICT DO NOTHING;
 DELETE FROM job_dependants
 WHERE depends_on = ANY(%(ids)s::bigint[]) OR job_id = ANY(%(ids)s::bigint[]);
 
--- name: pending_edges
--- Dependencies of a job not resolved yet (it was cancelled while they still ran).
-SELECT count(*) AS pending FROM job_dependencies WHERE job_id = %(id)s;
-
--- name: retry_blocked
--- A retry of a job whose dependencies still run: it waits for them again.
-UPDATE jobs
-SET status = 'waiting', deps_pending = %(pending)s, run_at = %(now)s, started_at = NULL,
-    finished_at = NULL, attempt_grant = COALESCE(attempt_grant, max_attempts),
-    max_attempts = attempts + COALESCE(attempt_grant, max_attempts),
-    result = NULL, error = NULL, worker_id = NULL, lease_id = NULL, cancel_requested = false
-WHERE id = %(id)s AND status IN ('failed', 'cancelled')
-RETURNING *;
-
 -- name: append_live_log
 -- Fenced like a heartbeat; the last 64 KiB of the running attempt's log are kept.
 UPDATE jobs SET live_log = right(coalesce(live_log || %(log)s, %(log)s), 65536)
@@ -587,6 +573,10 @@ SET status = 'queued', run_at = %(now)s, started_at = NULL, finished_at = NULL,
     result = NULL, error = NULL, worker_id = NULL, lease_id = NULL, cancel_requested = false
 WHERE id = %(id)s AND status IN ('failed', 'cancelled')
 RETURNING *;
+
+-- name: unresolved_dependencies
+-- A cancelled dependant keeps the edges of the dependencies that had not finished.
+SELECT count(*) AS pending FROM job_dependencies WHERE job_id = %(id)s;
 
 -- name: prunable_jobs
 -- SKIP LOCKED: servers pruning at once delete disjoint batches. Not a job

@@ -453,20 +453,6 @@ WHERE depends_on IN (SELECT value FROM json_each(:ids))
 
 -- ------------------------------------------------------------ bulk actions (issue 23)
 
--- name: pending_edges
--- Dependencies of a job not resolved yet (it was cancelled while they still ran).
-SELECT count(*) AS pending FROM job_dependencies WHERE job_id = :id;
-
--- name: retry_blocked
--- A retry of a job whose dependencies still run: it waits for them again.
-UPDATE jobs
-SET status = 'waiting', deps_pending = :pending, run_at = :now, started_at = NULL,
-    finished_at = NULL, attempt_grant = COALESCE(attempt_grant, max_attempts),
-    max_attempts = attempts + COALESCE(attempt_grant, max_attempts),
-    result = NULL, error = NULL, worker_id = NULL, lease_id = NULL, cancel_requested = 0
-WHERE id = :id AND status IN ('failed', 'cancelled')
-RETURNING *;
-
 -- ------------------------------------------------- live log and rollup (issue 23)
 
 -- name: append_live_log
@@ -606,6 +592,10 @@ SET status = 'queued', run_at = :now, started_at = NULL, finished_at = NULL,
     result = NULL, error = NULL, worker_id = NULL, lease_id = NULL, cancel_requested = 0
 WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING *;
+
+-- name: unresolved_dependencies
+-- A cancelled dependant keeps the edges of the dependencies that had not finished.
+SELECT count(*) AS pending FROM job_dependencies WHERE job_id = :id;
 
 -- name: prunable_jobs
 -- Not a job whose dependants are still being resolved (dependency_cascades).
