@@ -13,7 +13,7 @@ from taskframe.server.bulk import BulkActions, NothingApplies
 from taskframe.server.config import ServerConfig
 from taskframe.server.listing import Listing
 from taskframe.server.scheduler import Scheduler
-from taskframe.server.storage import Row, Store
+from taskframe.server.storage import Row, Store, open_store
 from tests.unit.test_scheduler import BACKOFF, TTL, Clock, complete, job, lease_one, submit
 
 
@@ -227,3 +227,38 @@ def test_rows_of_more_than_a_day_ago_are_deleted(scheduler, clock):
     with scheduler.store.reader() as tx:
         rows: list[Row] = tx.all("rollup_read", {"since": 0})
     assert all(row["minute"] > clock() - rollup.KEEP for row in rows)
+
+
+# ------------------------------------------------------------------ migration 12
+
+
+def test_migration_12_lists_the_dependants_of_a_v11_database(db_url):
+    """A v11 database: its jobs' depends_on become dependant links, resolved or not,
+    and its ready jobs keep their counts and age (the index per queue)."""
+    from taskframe.server import counts
+    from tests.unit.test_scheduler import raw_connection
+
+    store = open_store(db_url)
+    try:
+        assert store.migrate(target=11) == 11
+        scheduler = Scheduler(store, ServerConfig())
+        first = scheduler.submit([job()])[0][0]
+        # Dependants as v11 stored them (no dependant links yet): one waiting, one done.
+        insert = (
+            "INSERT INTO jobs (type, payload, priority, status, max_attempts, run_at, "
+            "created_at, queue, depends_on) VALUES ('sleep', '{{}}', 5, '{status}', 3, 0, 0, "
+            "'{queue}', '[{dep}]')"
+        )
+        with raw_connection(db_url) as raw:
+            raw.execute(insert.format(status="waiting", queue="default", dep=first["id"]))
+            raw.execute(insert.format(status="succeeded", queue="q", dep=first["id"]))
+        then, done = first["id"] + 1, first["id"] + 2
+        store.migrate()
+        listing = Listing({"dependant_of": first["id"]}, "id", "asc", 10)
+        assert walk(scheduler, listing) == [then, done]
+        ready = counts.ready_jobs(store, scheduler.clock())
+        assert [(row["type"], row["queue"], row["count"]) for row in ready] == [
+            ("sleep", "default", 1)
+        ]
+    finally:
+        store.close()
