@@ -509,7 +509,10 @@ class ListJobsQuerySchema(JobFilterSchema):
     sort = fields.String(
         load_default="id",
         validate=validate.OneOf(["id", "priority", "created", "finished"]),
-        metadata={"description": "the order (finished: finished jobs only); id: submission"},
+        metadata={
+            "description": "id or created: submission order; priority; finished: "
+            "finished jobs only, by finish time"
+        },
     )
     order = fields.String(load_default="desc", validate=validate.OneOf(["desc", "asc"]))
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))

@@ -2,9 +2,11 @@
 
 A page goes on after the previous page's last (sort key, id): a cursor that
 stays right while jobs are added or change (no offset), served by one index
-per order (see ``list_jobs`` in the SQL files). Newest first (``sort=id``,
+per order (see ``list_jobs`` in the SQL files). Creation order is id order:
+ids are given as jobs are inserted, right after their ``created_at`` (an index
+of its own would cost every submission for nothing). Newest first (``sort=id``,
 ``order=desc``) keeps its plain integer cursor, the id, as before; the other
-orders' cursors are opaque text holding the key and the id.
+orders' cursors are text: the id, or the key and the id (opaque).
 """
 
 from __future__ import annotations
@@ -18,13 +20,8 @@ from taskframe.server.storage import Row, Transaction
 
 SORTS = ("id", "priority", "created", "finished")
 ORDERS = ("desc", "asc")
-#: The column each sort walks (with the id after it).
-SORT_COLUMN = {
-    "id": "id",
-    "priority": "priority",
-    "created": "created_at",
-    "finished": "finished_at",
-}
+#: The column each sort walks (with the id after it); None: the id alone.
+SORT_COLUMN = {"id": None, "created": None, "priority": "priority", "finished": "finished_at"}
 #: Keys before and after every stored value: the start of a first page.
 _LOWEST, _HIGHEST = -1e300, 1e300
 _FIRST_ID = {"desc": 2**62, "asc": 0}
@@ -63,7 +60,8 @@ class Listing:
     def query(self, tx: Transaction) -> str:
         """The name of the composed ``list_jobs`` query (filters, then the order)."""
         used = [name for name in FILTERS if self.filters.get(name) is not None]
-        return tx.filtered("list_jobs", [*used, f"{self.sort}_{self.order}"])
+        walked = "id" if SORT_COLUMN[self.sort] is None else self.sort
+        return tx.filtered("list_jobs", [*used, f"{walked}_{self.order}"])
 
     def params(self, cursor: Any) -> dict[str, Any]:
         """The query's parameters, after ``cursor`` (None: from the start)."""
@@ -76,7 +74,7 @@ class Listing:
         if cursor is None or cursor == "":
             key = _HIGHEST if self.order == "desc" else _LOWEST
             return key, _FIRST_ID[self.order]
-        if self.plain or self.sort == "id":
+        if self.plain or SORT_COLUMN[self.sort] is None:
             try:
                 return None, int(cursor)
             except (TypeError, ValueError):
@@ -87,9 +85,10 @@ class Listing:
         """The cursor of the page after the one ``row`` ended."""
         if self.plain:
             return row["id"]
-        if self.sort == "id":
+        column = SORT_COLUMN[self.sort]
+        if column is None:
             return str(row["id"])
-        return encode_cursor(row[SORT_COLUMN[self.sort]], row["id"], self.sort, self.order)
+        return encode_cursor(row[column], row["id"], self.sort, self.order)
 
 
 def encode_cursor(key: Any, job_id: int, sort: str, order: str) -> str:

@@ -260,7 +260,6 @@ ALTER TABLE jobs ADD COLUMN progress text;
 -- name: migration_12
 -- Operations (issue 23): see the SQLite migration 12 for what each part is for.
 CREATE INDEX jobs_priority_id ON jobs (priority, id);
-CREATE INDEX jobs_created_id ON jobs (created_at, id);
 CREATE INDEX jobs_queue_id ON jobs (queue, id);
 DROP INDEX jobs_queued_age;
 CREATE INDEX jobs_queued_age ON jobs (type, queue, priority, run_at) WHERE status = 'queued';
@@ -349,8 +348,8 @@ SELECT * FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 -- A page. Filters (list_jobs_where_*, each ending in AND) are put in at the mark
 -- (see Transaction.filtered), the last one the order: list_jobs_where_<key>_<order>,
 -- the keyset condition after the previous page's last (key, id) and the order.
--- Each order has its index: the primary key, jobs_priority_id, jobs_created_id
--- and jobs_finished (finished jobs only); jobs_status_id, jobs_type_id and
+-- Each order has its index: the primary key (submission, also creation order),
+-- jobs_priority_id and jobs_finished (finished jobs only); jobs_status_id, jobs_type_id and
 -- jobs_queue_id serve a filter in id order.
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
@@ -398,12 +397,6 @@ id > %(after_id)s ORDER BY id
 
 -- name: list_jobs_where_priority_asc
 (priority, id) > (%(after_key)s, %(after_id)s) ORDER BY priority, id
-
--- name: list_jobs_where_created_desc
-(created_at, id) < (%(after_key)s, %(after_id)s) ORDER BY created_at DESC, id DESC
-
--- name: list_jobs_where_created_asc
-(created_at, id) > (%(after_key)s, %(after_id)s) ORDER BY created_at, id
 
 -- name: list_jobs_where_finished_desc
 status IN ('succeeded', 'failed', 'cancelled')

@@ -284,8 +284,9 @@ ALTER TABLE job_attempts ADD COLUMN traceback TEXT;
 ALTER TABLE jobs ADD COLUMN progress TEXT;
 
 -- name: migration_12
--- Operations (issue 23). Listings sorted by priority, creation or id with keyset
--- paging, and filtered by queue, each on an index (jobs_finished serves finish time).
+-- Operations (issue 23). Listings sorted by priority with keyset paging, and
+-- filtered by queue, each on an index (jobs_finished serves finish time, the
+-- primary key submission and creation order).
 -- The oldest ready job is found per type, queue and priority (the per-minute rollup
 -- draws queues too): one step into jobs_queued_age for each group of job_counts.
 -- job_dependants keeps every dependency of a job for good (job_dependencies only
@@ -294,7 +295,6 @@ ALTER TABLE jobs ADD COLUMN progress TEXT;
 -- job_rollup: per minute, jobs succeeded and failed (from each server's counters,
 -- added up) and the queue depth and oldest ready job (a snapshot), by type and queue.
 CREATE INDEX jobs_priority_id ON jobs (priority, id);
-CREATE INDEX jobs_created_id ON jobs (created_at, id);
 CREATE INDEX jobs_queue_id ON jobs (queue, id);
 DROP INDEX jobs_queued_age;
 CREATE INDEX jobs_queued_age ON jobs (type, queue, priority, run_at) WHERE status = 'queued';
@@ -377,8 +377,8 @@ SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 -- A page. Filters (list_jobs_where_*, each ending in AND) are put in at the mark
 -- (see Transaction.filtered), the last one the order: list_jobs_where_<key>_<order>,
 -- the keyset condition after the previous page's last (key, id) and the order.
--- Each order has its index: the primary key, jobs_priority_id, jobs_created_id
--- and jobs_finished (finished jobs only); jobs_status_id, jobs_type_id and
+-- Each order has its index: the primary key (submission, also creation order),
+-- jobs_priority_id and jobs_finished (finished jobs only); jobs_status_id, jobs_type_id and
 -- jobs_queue_id serve a filter in id order.
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
@@ -422,12 +422,6 @@ id > :after_id ORDER BY id
 
 -- name: list_jobs_where_priority_asc
 (priority, id) > (:after_key, :after_id) ORDER BY priority, id
-
--- name: list_jobs_where_created_desc
-(created_at, id) < (:after_key, :after_id) ORDER BY created_at DESC, id DESC
-
--- name: list_jobs_where_created_asc
-(created_at, id) > (:after_key, :after_id) ORDER BY created_at, id
 
 -- name: list_jobs_where_finished_desc
 status IN ('succeeded', 'failed', 'cancelled') AND (finished_at, id) < (:after_key, :after_id)
