@@ -282,15 +282,21 @@ class Client:
         *,
         limit: int | None = None,
         page_size: int = 100,
+        queue: str | None = None,
+        key: str | None = None,
+        sort: str | None = None,
+        order: str | None = None,
     ) -> Iterator[Job]:
         """``GET /jobs``: jobs newest first, fetched page by page as they are consumed.
 
         They are summaries, without ``payload`` and ``result`` (use :meth:`get`).
 
         ``limit`` stops after that many jobs; ``page_size`` (1–1000) is the
-        number fetched per request.
+        number fetched per request. ``queue`` and ``key`` (an idempotency key)
+        filter too; ``sort`` (id, created, priority, finished) and ``order``
+        (desc, asc) are applied by the server, across pages.
         """
-        cursor: int | None = None
+        cursor: int | str | None = None
         seen = 0
         page_size = min(max(1, page_size), MAX_PAGE)
         while True:
@@ -302,6 +308,9 @@ class Client:
                 params["status"] = status
             if type:
                 params["type"] = type
+            for name, value in (("queue", queue), ("key", key), ("sort", sort), ("order", order)):
+                if value:
+                    params[name] = value
             if cursor is not None:
                 params["cursor"] = cursor
             page = self._get("/jobs", params=params)

@@ -92,10 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("id", type=int)
     wait.add_argument("--timeout", type=duration, help="give up after this long (exit 1): 30s, 5m")
 
-    listing = command("list", "list jobs, newest first")
+    listing = command("list", "list jobs, newest first (or --sort, --asc)")
     listing.add_argument("--status", help="only jobs in this status")
     listing.add_argument("--type", help="only jobs of this type")
     listing.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    listing.add_argument("--queue", help="only jobs in this queue")
+    listing.add_argument("--key", help="the job with this idempotency key")
+    listing.add_argument(
+        "--sort", choices=("id", "created", "priority", "finished"), help="order (default id)"
+    )
+    listing.add_argument("--asc", action="store_true", help="ascending (default descending)")
 
     for name, help in (
         ("cancel", "cancel a job, or every job a filter matches"),
@@ -343,7 +349,17 @@ def cmd_wait(client: Client, options: argparse.Namespace) -> int:
 def cmd_list(client: Client, options: argparse.Namespace) -> int:
     if options.limit < 1:
         raise UsageError("--limit must be at least 1")
-    jobs = list(client.list(options.status, options.type, limit=options.limit))
+    jobs = list(
+        client.list(
+            options.status,
+            options.type,
+            limit=options.limit,
+            queue=options.queue,
+            key=options.key,
+            sort=options.sort,
+            order="asc" if options.asc else None,
+        )
+    )
     show(options, [j.raw for j in jobs], lambda: render.jobs_table(jobs))
     return EXIT_OK
 

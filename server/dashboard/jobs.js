@@ -5,7 +5,8 @@ import { api, optional, query } from "./api.js";
 import { confirmAction, errorBox, h, render, statusBadge, table, time } from "./dom.js";
 import { knownStatuses, state } from "./state.js";
 
-const SORTS = { id: "Submission", priority: "Priority", created: "Created", finished: "Finished (finished jobs)" };
+// (The API's sort=created is submission order too: ids grow as jobs are created.)
+const SORTS = { id: "Submission", priority: "Priority", finished: "Finished (finished jobs)" };
 const ORDERS = { desc: "Descending", asc: "Ascending" };
 const PAGE_SIZES = ["25", "50", "100", "500"];
 // "Created within": the created_after of the filter, that long before now.

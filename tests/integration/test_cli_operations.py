@@ -127,3 +127,18 @@ def test_cancel_and_retry_by_filter_count_confirm_and_act(live: Live) -> None:
     assert mixed.returncode == 2 and "not both" in mixed.stderr
     bare = taskframe(live.url, "retry")
     assert bare.returncode == 2 and "filters" in bare.stderr
+
+
+def test_list_sorts_and_filters_on_the_server(live: Live) -> None:
+    with Client(live.url) as client:
+        ids = [
+            client.submit("sleep", {"duration": 0}, queue="sorted-cli", priority=p, delay=LATER).id
+            for p in (3, 9, 1, 7)
+        ]
+    done = taskframe(
+        live.url, "list", "--queue", "sorted-cli", "--sort", "priority", "--limit", "3", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    assert [job["id"] for job in json.loads(done.stdout)] == [ids[1], ids[3], ids[0]]
+    lowest = taskframe(live.url, "list", "--queue", "sorted-cli", "--sort", "priority", "--asc")
+    assert lowest.stdout.splitlines()[1].split()[0] == str(ids[2])
