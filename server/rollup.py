@@ -106,44 +106,32 @@ def history(
     span, step = WINDOWS[window]
     end = int(now // step) * step + step
     start = end - span
+    filters = {"type": job_type, "queue": queue}
     with store.reader() as tx:
-        rows = tx.all("rollup_read", {"since": start})
-    types, queues = set(), set()
-    minutes: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        types.add(row["type"])
-        queues.add(row["queue"])
-        if (job_type and row["type"] != job_type) or (queue and row["queue"] != queue):
-            continue
-        seen = minutes.setdefault(
-            int(row["minute"]), {"succeeded": 0, "failed": 0, "depth": 0, "oldest": None}
-        )
-        seen["succeeded"] += int(row["succeeded"])
-        seen["failed"] += int(row["failed"])
-        seen["depth"] += int(row["depth"] or 0)
-        if row["oldest_run_at"] is not None:
-            seen["oldest"] = min(seen["oldest"] or row["oldest_run_at"], row["oldest_run_at"])
+        used = [name for name, value in filters.items() if value]
+        rows = tx.all(tx.filtered("rollup_read", used), {"since": start, **filters})
+        names = tx.all("rollup_names", {"since": start})
+    minutes = {int(row["minute"]): row for row in rows}
     points = []
     for begin in range(start, end, step):
         point: dict[str, Any] = {"time": iso(begin), "succeeded": 0, "failed": 0, "depth": 0}
         ages = []
         for minute in range(begin, begin + step, MINUTE):
-            found = minutes.get(minute)
-            if found is None:
+            seen = minutes.get(minute)
+            if seen is None:
                 continue
-            seen = found
-            point["succeeded"] += seen["succeeded"]
-            point["failed"] += seen["failed"]
-            point["depth"] = max(point["depth"], seen["depth"])
-            if seen["oldest"] is not None:
+            point["succeeded"] += int(seen["succeeded"] or 0)
+            point["failed"] += int(seen["failed"] or 0)
+            point["depth"] = max(point["depth"], int(seen["depth"] or 0))
+            if seen["oldest_run_at"] is not None:
                 # As at the minute's end (or now, for the minute still running).
-                ages.append(max(0.0, min(minute + MINUTE, now) - seen["oldest"]))
+                ages.append(max(0.0, min(minute + MINUTE, now) - seen["oldest_run_at"]))
         point["oldest_age"] = round(max(ages), 3) if ages else None
         points.append(point)
     return {
         "window": window,
         "step": step,
         "points": points,
-        "types": sorted(types),
-        "queues": sorted(queues),
+        "types": sorted({row["type"] for row in names}),
+        "queues": sorted({row["queue"] for row in names}),
     }

@@ -7,6 +7,8 @@ const WIDTH = 600;
 const HEIGHT = 150;
 const PAD = { left: 44, right: 8, top: 10, bottom: 22 };
 const WINDOWS = { hour: "Last hour", day: "Last day" };
+// The rollup moves every 10 s: the charts ask every 10 s at most (the page polls every 2 s).
+const REFRESH_MS = 10000;
 
 /** One line chart: several series over the same points; each drawn value > 0 gets a dot. */
 function lineChart(title, points, series, format) {
@@ -53,6 +55,7 @@ export function mountCharts(root) {
   root.append(controls, area);
   const choice = { window: "hour", type: "", queue: "" };
   let known = { types: [], queues: [] };
+  let asked = { key: "", at: 0 };
 
   function renderControls() {
     const select = (id, label, key, options) =>
@@ -81,7 +84,10 @@ export function mountCharts(root) {
 
   async function refresh() {
     renderControls();
-    const answer = await optional(`/stats/history${query(choice)}`);
+    const path = `/stats/history${query(choice)}`;
+    if (asked.key === path && Date.now() - asked.at < REFRESH_MS) return;
+    asked = { key: path, at: Date.now() };
+    const answer = await optional(path);
     if (answer === null) {
       render(area, "none", () => h("p", { class: "muted" }, "Charts not available: this server has no GET /stats/history."));
       return;

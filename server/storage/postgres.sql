@@ -445,8 +445,22 @@ UPDATE job_rollup SET depth = NULL, oldest_run_at = NULL
 WHERE minute = %(minute)s AND depth IS NOT NULL;
 
 -- name: rollup_read
-SELECT minute, type, queue, succeeded, failed, depth, oldest_run_at FROM job_rollup
-WHERE minute >= %(since)s ORDER BY minute;
+-- The window's minutes, all types and queues added up, or those of the filters
+-- (rollup_read_where_*): a row per minute whatever the number of types.
+SELECT minute, sum(succeeded) AS succeeded, sum(failed) AS failed, sum(depth) AS depth,
+       min(oldest_run_at) AS oldest_run_at
+FROM job_rollup WHERE /* filters */ minute >= %(since)s
+GROUP BY minute ORDER BY minute;
+
+-- name: rollup_read_where_type
+type = %(type)s AND
+
+-- name: rollup_read_where_queue
+queue = %(queue)s AND
+
+-- name: rollup_names
+-- The types and queues the window has rows for (the charts' choices).
+SELECT DISTINCT type, queue FROM job_rollup WHERE minute >= %(since)s;
 
 -- name: rollup_prune
 DELETE FROM job_rollup WHERE minute < %(before)s;
