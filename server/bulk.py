@@ -17,9 +17,10 @@ from typing import Any
 
 from taskframe.core.errors import JobConflict
 from taskframe.server import job_actions
+from taskframe.server.job_ops import JobOps
 from taskframe.server.listing import Listing
-from taskframe.server.scheduler import CASCADE_PAUSE, Scheduler
 from taskframe.server.storage import Row
+from taskframe.server.upkeep import CASCADE_PAUSE
 
 #: Jobs changed per transaction (each a few statements: a few milliseconds).
 CHUNK = 200
@@ -42,8 +43,8 @@ class BulkResult:
 
 
 class BulkActions:
-    def __init__(self, scheduler: Scheduler, chunk: int = CHUNK) -> None:
-        self.scheduler = scheduler
+    def __init__(self, jobs: JobOps, chunk: int = CHUNK) -> None:
+        self.jobs = jobs
         self.chunk = chunk
 
     def run(
@@ -59,7 +60,7 @@ class BulkActions:
             )
             after = 0
             while limit is None or result.matched < limit:
-                with self.scheduler.store.reader() as tx:
+                with self.jobs.store.reader() as tx:
                     rows = tx.all(listing.query(tx), listing.params(after))
                 ids = [row["id"] for row in rows]
                 if limit is not None:
@@ -74,26 +75,26 @@ class BulkActions:
         return result
 
     def _apply(self, action: str, ids: list[int], result: BulkResult) -> None:
-        scheduler = self.scheduler
-        now = scheduler.clock()
+        jobs = self.jobs
+        now = jobs.clock()
         changed: list[Row] = []
         change = job_actions.cancel_locked if action == "cancel" else job_actions.retry_locked
-        with scheduler.store.transaction() as tx:
+        with jobs.store.transaction() as tx:
             for current in tx.all("get_jobs_for_update", {"ids": ids}):
                 try:
                     changed.append(change(tx, current, now))
                 except JobConflict:
                     pass  # it moved on since the chunk was read: skipped
-            moved = scheduler._resolve(tx, changed, now) if action == "cancel" else None
+            moved = jobs.resolve(tx, changed, now) if action == "cancel" else None
             if changed:
-                scheduler.store.notify_change(tx)
+                jobs.store.notify_change(tx)
         result.skipped += len(ids) - len(changed)  # moved on, or pruned meanwhile
         result.changed += len(changed)
         if moved is not None:
             result.cancel_requested += sum(row["status"] == "running" for row in changed)
-            scheduler.after_cancels(changed, moved)
+            jobs.after_cancels(changed, moved)
         elif changed:
-            scheduler.after_retries(changed)
+            jobs.after_retries(changed)
 
 
 def statuses(action: str, wanted: str | None) -> list[str]:

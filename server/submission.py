@@ -84,7 +84,7 @@ def _plain_json(value: Any) -> bool:
     return value is None or type(value) in (str, int, float, bool)
 
 
-class Intake:
+class JobInserter:
     """Inserts validated jobs; honours idempotency keys.
 
     ``submit`` inserts a list all or nothing (``POST /jobs/batch``);

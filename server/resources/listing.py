@@ -10,9 +10,9 @@ import falcon
 from taskframe.core import schemas
 from taskframe.server.errors import validation_error
 from taskframe.server.http_io import load_query
+from taskframe.server.job_ops import JobOps
 from taskframe.server.listing import BadCursor, Listing
 from taskframe.server.representation import job_answer, job_summary
-from taskframe.server.scheduler import Scheduler
 
 #: Filters given as times (ISO 8601 in the API), compared as epoch seconds.
 TIME_FILTERS = ("created_after", "created_before", "finished_after", "finished_before")
@@ -28,12 +28,10 @@ def filters_of(loaded: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def list_page(
-    scheduler: Scheduler, listing: Listing, cursor: Any, full: bool = False
-) -> dict[str, Any]:
+def list_page(jobs: JobOps, listing: Listing, cursor: Any, full: bool = False) -> dict[str, Any]:
     """One page as the API answers it: the jobs and the cursor of the next page."""
     try:
-        rows = scheduler.list_jobs(None, None, listing.limit, cursor, full, listing)
+        rows = jobs.list_jobs(None, None, listing.limit, cursor, full, listing)
     except BadCursor as exc:
         raise validation_error({"cursor": [str(exc)]}) from None
     # A full page may stop short of the limit (the answer cap): go on from its last job.
@@ -52,12 +50,12 @@ def listing_of(query: dict[str, Any]) -> Listing:
 class Dependants:
     """``GET /jobs/{id}/dependants``: the jobs that name this one in ``depends_on``."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def __init__(self, jobs: JobOps) -> None:
+        self.jobs = jobs
         self.query_schema = schemas.DependantsQuerySchema()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         query = load_query(req, self.query_schema)
-        self.scheduler.get(job_id)  # 404 for an unknown job
+        self.jobs.get(job_id)  # 404 for an unknown job
         listing = Listing({"dependant_of": job_id}, "id", "asc", query["limit"])
-        resp.media = {"job_id": job_id, **list_page(self.scheduler, listing, query.get("cursor"))}
+        resp.media = {"job_id": job_id, **list_page(self.jobs, listing, query.get("cursor"))}

@@ -27,8 +27,9 @@ def route_roles(job: str) -> dict[tuple[str, str], frozenset[str]]:
 
 
 def add_routes(app: falcon.App, scheduler: Scheduler, config: ServerConfig, job: str) -> None:
-    actions = BulkActions(scheduler)
+    jobs = scheduler.jobs
+    actions = BulkActions(jobs)
     app.add_route("/jobs/retry", BulkAction(actions, "retry", config))
     app.add_route("/jobs/cancel", BulkAction(actions, "cancel", config))
-    app.add_route(job + "/dependants", Dependants(scheduler))
-    app.add_route("/stats/history", History(scheduler))
+    app.add_route(job + "/dependants", Dependants(jobs))
+    app.add_route("/stats/history", History(scheduler.store, scheduler.clock))

@@ -105,7 +105,7 @@ def test_bulk_cancel_counts_first_then_cancels_in_chunks(scheduler, clock):
     queued = [submit(scheduler, queue="mail") for _ in range(7)]
     other = submit(scheduler, queue="reports")
     running = lease_one(scheduler)  # the oldest mail job runs: asked to stop
-    actions = BulkActions(scheduler, chunk=3)
+    actions = BulkActions(scheduler.jobs, chunk=3)
     counted = actions.run("cancel", {"queue": "mail"}, None, dry_run=True)
     assert (counted.matched, counted.changed) == (7, 0)
     assert scheduler.get(queued[1]["id"])["status"] == "queued"  # a dry run changes nothing
@@ -124,7 +124,7 @@ def test_bulk_retry_takes_the_filter_and_the_limit(scheduler, clock):
         [leased] = scheduler.lease("w1", [job_type], 1, wait=0)
         complete(scheduler, leased, "failed", error="boom", retryable=False)
         failed.append(scheduler.get(row["id"]))
-    actions = BulkActions(scheduler, chunk=2)
+    actions = BulkActions(scheduler.jobs, chunk=2)
     since = {"finished_after": failed[1]["finished_at"]}
     assert actions.run("retry", {"type": "sleep", **since}, None, True).matched == 2
     done = actions.run("retry", {"type": "sleep"}, 2, dry_run=False)
@@ -148,7 +148,7 @@ def test_a_retried_job_whose_dependency_still_runs_waits_for_it(scheduler):
     assert scheduler.get(then["id"])["status"] == "queued"
     # Cancelled again and retried in bulk once its dependency finished: ready at once.
     scheduler.cancel(then["id"])
-    BulkActions(scheduler).run("retry", {}, None, dry_run=False)
+    BulkActions(scheduler.jobs).run("retry", {}, None, dry_run=False)
     assert scheduler.get(then["id"])["status"] == "queued"
 
 
