@@ -20,8 +20,9 @@ PLAIN_FILTERS = ("status", "type", "queue", "key")
 
 
 def filters_of(loaded: dict[str, Any]) -> dict[str, Any]:
-    """The listing filters of a loaded query or body: times as epoch seconds."""
-    found = {name: loaded[name] for name in PLAIN_FILTERS if loaded.get(name) is not None}
+    """The listing filters of a loaded query or body: times as epoch seconds; an empty
+    text is no filter (as a form's "any" sends it)."""
+    found = {name: loaded[name] for name in PLAIN_FILTERS if loaded.get(name)}
     for name in TIME_FILTERS:
         if loaded.get(name) is not None:
             found[name] = loaded[name].timestamp()
