@@ -123,6 +123,9 @@ def test_a_schedule_is_created_paused_and_deleted(browser, server, shots):
     shots("schedule-created", page)
     row.get_by_role("button", name="Pause schedule nightly").click()
     expect(row).to_contain_text("paused")
+    row.get_by_role("button", name="Resume schedule nightly").click()
+    expect(row.locator(".paused-badge")).to_have_count(0)
+    assert requests.get(f"{server.url}/schedules/nightly", timeout=10).json()["paused"] is False
     row.get_by_role("button", name="Delete schedule nightly").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(page.get_by_text("No schedule.")).to_be_visible()
