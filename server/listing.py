@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskframe.core.schemas import MAX_ID
 from taskframe.server.storage import Row, Transaction
 
 SORTS = ("id", "priority", "created", "finished")
@@ -76,7 +78,7 @@ class Listing:
             return key, _FIRST_ID[self.order]
         if self.plain or SORT_COLUMN[self.sort] is None:
             try:
-                return None, int(cursor)
+                return None, _job_id(int(cursor))
             except (TypeError, ValueError):
                 raise BadCursor("not a cursor of this listing") from None
         return decode_cursor(str(cursor), self.sort, self.order)
@@ -104,6 +106,15 @@ def decode_cursor(text: str, sort: str, order: str) -> tuple[Any, int]:
         raise BadCursor("not a cursor of this listing") from None
     if (made_for, made_order) != (sort, order) or not isinstance(job_id, int):
         raise BadCursor(f"a cursor of another order than sort={sort}&order={order}")
-    if not isinstance(key, int | float) or isinstance(key, bool):
+    if not isinstance(key, int | float) or isinstance(key, bool) or not math.isfinite(key):
         raise BadCursor("not a cursor of this listing")
-    return key, job_id
+    if isinstance(key, int):
+        key = _job_id(key)  # an integer key (a priority) fits where an id does
+    return key, _job_id(job_id)
+
+
+def _job_id(value: int) -> int:
+    """An id a database integer holds (a larger one would overflow the driver)."""
+    if not 0 <= value <= MAX_ID:
+        raise BadCursor("not a cursor of this listing")
+    return value

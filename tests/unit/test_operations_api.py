@@ -148,3 +148,21 @@ def test_the_openapi_document_names_the_new_endpoints(api):
         assert path in paths
     names = {p["name"] for p in paths["/jobs"]["get"]["parameters"]}
     assert {"sort", "order", "queue", "key", "created_after", "finished_before"} <= names
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"cursor": str(2**70)},
+        {"sort": "id", "order": "asc", "cursor": "-1"},
+        {
+            "sort": "priority",
+            "cursor": "WyJwcmlvcml0eSIsImRlc2MiLDUsMTE4MDU5MTYyMDcxNzQxMTMwMzQyNF0",
+        },
+        {"sort": "priority", "cursor": "not base64 at all"},
+    ],
+)
+def test_a_cursor_out_of_range_or_forged_is_a_422(api, params):
+    answer = requests.get(f"{api.url}/jobs", params=params, timeout=10)
+    assert answer.status_code == 422, answer.text
+    assert "cursor" in answer.json()["errors"]
