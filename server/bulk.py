@@ -15,11 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from taskframe.core.errors import JobConflict
 from taskframe.server import job_actions
 from taskframe.server.job_ops import JobOps
 from taskframe.server.listing import Listing
-from taskframe.server.storage import Row
 from taskframe.server.upkeep import CASCADE_PAUSE
 
 #: Jobs changed per transaction (each a few statements: a few milliseconds).
@@ -77,14 +75,10 @@ class BulkActions:
     def _apply(self, action: str, ids: list[int], result: BulkResult) -> None:
         jobs = self.jobs
         now = jobs.clock()
-        changed: list[Row] = []
-        change = job_actions.cancel_locked if action == "cancel" else job_actions.retry_locked
+        change = job_actions.cancel_many if action == "cancel" else job_actions.retry_many
         with jobs.store.transaction() as tx:
-            for current in tx.all("get_jobs_for_update", {"ids": ids}):
-                try:
-                    changed.append(change(tx, current, now))
-                except JobConflict:
-                    pass  # it moved on since the chunk was read: skipped
+            # Locked in id order and checked again: some may have moved on since.
+            changed = change(tx, tx.all("get_jobs_for_update", {"ids": ids}), now)
             moved = jobs.resolve(tx, changed, now) if action == "cancel" else None
             if changed:
                 jobs.store.notify_change(tx)

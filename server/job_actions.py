@@ -4,6 +4,8 @@ both follow the same rules (:func:`taskframe.core.model.next_status`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from taskframe.core import model
 from taskframe.core.errors import JobConflict
 from taskframe.core.model import Event, Status
@@ -40,11 +42,30 @@ def cancel_locked(tx: Transaction, current: Row, now: float) -> Row:
         raise JobConflict(
             f"job {job_id} {model.in_words(current['status'], already=True)}"
         ) from None
-    query = "request_cancel" if status == Status.RUNNING else "cancel_queued"
-    row = tx.one(query, {"id": job_id, "now": now})
+    row = tx.one(_cancel_query(status), {"id": job_id, "now": now})
     if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
         raise JobConflict(f"job {job_id} changed meanwhile; try again")
     return row
+
+
+def _cancel_query(status: Status) -> str:
+    """A job not started is cancelled now; a running one is asked to stop (its attempt
+    ends it)."""
+    return "request_cancel" if status == Status.RUNNING else "cancel_queued"
+
+
+def cancel_many(tx: Transaction, rows: list[Row], now: float) -> list[Row]:
+    """:func:`cancel_locked` for many locked rows, in two batched statements; the rows
+    the state machine does not let cancel (finished meanwhile) are left out."""
+    batches: dict[str, list[dict[str, Any]]] = {}
+    for current in rows:
+        try:
+            status = model.next_status(current["status"], Event.CANCEL)
+        except model.IllegalTransition:
+            continue
+        batches.setdefault(_cancel_query(status), []).append({"id": current["id"], "now": now})
+    changed = [row for query, params in batches.items() for row in tx.returning_many(query, params)]
+    return sorted((row for row in changed if row is not None), key=lambda row: row["id"])
 
 
 def retry_locked(tx: Transaction, current: Row, now: float) -> Row:
@@ -76,3 +97,24 @@ def retry_locked(tx: Transaction, current: Row, now: float) -> Row:
     if status == Status.WAITING:  # never ahead of a dependency still to finish
         row = tx.one("start_waiting", {"id": job_id, "pending": pending}) or row
     return row
+
+
+def retry_many(tx: Transaction, rows: list[Row], now: float) -> list[Row]:
+    """:func:`retry_locked` for many locked rows: the plain ones (no dependencies, no
+    dependants) in one batched statement, the others one by one with every check;
+    the rows it does not apply to are left out."""
+    plain, checked = [], []
+    for current in rows:
+        if current["status"] not in RETRYABLE:
+            continue
+        if current.get("depends_on") or current["has_dependants"]:
+            checked.append(current)
+        else:
+            plain.append({"id": current["id"], "now": now})
+    changed = [row for row in tx.returning_many("retry_job", plain) if row is not None]
+    for current in checked:
+        try:
+            changed.append(retry_locked(tx, current, now))
+        except JobConflict:
+            pass  # its dependants are still being cancelled: left as it is
+    return sorted(changed, key=lambda row: row["id"])
