@@ -42,6 +42,9 @@ MAX_PAGE = 1000
 #: Extra read time granted beyond a long poll's ``wait``.
 LONG_POLL_MARGIN = 10.0
 RETRY_BACKOFF = BackoffPolicy(base=0.25, cap=4.0)
+#: Seconds a bulk retry or cancel may take to answer (a million jobs: about a minute
+#: and a half on SQLite, see bench/bulk.py).
+BULK_READ_TIMEOUT = 3600.0
 
 
 class Client:
@@ -350,7 +353,10 @@ class Client:
         body["dry_run"] = dry_run
         if limit is not None:
             body["limit"] = limit
-        answer: dict[str, Any] = self._call("POST", f"/jobs/{action}", body=body)
+        # The server works through a large match a chunk at a time: give it time.
+        answer: dict[str, Any] = self._call(
+            "POST", f"/jobs/{action}", body=body, read_timeout=BULK_READ_TIMEOUT
+        )
         return answer
 
     def attempts(self, job_id: int) -> builtins.list[Attempt]:
