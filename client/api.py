@@ -364,6 +364,13 @@ class Client:
         answer = self._get(f"/jobs/{int(job_id)}/attempts")
         return [Attempt.from_json(item) for item in answer.get("attempts") or []]
 
+    def running_attempt(self, job_id: int) -> Attempt | None:
+        """The attempt running now with its log so far, as the worker's heartbeats
+        brought it (``running`` of ``GET /jobs/{id}/attempts``), or None."""
+        answer = self._get(f"/jobs/{int(job_id)}/attempts")
+        running = answer.get("running")
+        return Attempt.from_json(running) if running else None
+
     # -- the deployment --------------------------------------------------------
 
     def job_types(self) -> builtins.list[JobType]:

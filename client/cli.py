@@ -28,6 +28,10 @@ from taskframe.core.options import add_option, add_version_option, duration, env
 #: How often the progress line of ``--wait`` is refreshed on a terminal
 #: (workers send a job's progress every half second).
 TTY_REFRESH = 0.5
+#: How often ``log --follow`` asks for new lines (workers send them with each heartbeat).
+LOG_FOLLOW_EVERY = 1.0
+#: Characters of the printed log looked for when the server's log window moved on.
+LOG_OVERLAP = 200
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a process the pipe ended
 
@@ -112,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_bulk_filters(bulk)
     command("attempts", "show a job's attempts (their logs and tracebacks)").add_argument(
         "id", type=int
+    )
+    log = command("log", "print a job's log: the running attempt's so far, else the last one's")
+    log.add_argument("id", type=int)
+    log.add_argument(
+        "--follow", "-f", action="store_true", help="print new lines until the job finished"
     )
     command("types", "list the installed job types")
     command("stats", "counts of jobs by status and type")
@@ -428,6 +437,38 @@ def cmd_attempts(client: Client, options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_log(client: Client, options: argparse.Namespace) -> int:
+    """The job's log: the running attempt's as its heartbeats brought it, else the last
+    finished attempt's. ``--follow`` prints what is new every second (like ``tail -f``)
+    until the job finished, then exits as ``wait`` does."""
+    shown = ""
+    while True:
+        job = client.get(options.id)
+        running = None if job.finished else client.running_attempt(options.id)
+        if running is not None:
+            text = running.log or ""
+        else:
+            attempts = client.attempts(options.id)
+            text = (attempts[-1].log or "") if attempts else ""
+        sys.stdout.write(log_news(shown, text))
+        sys.stdout.flush()
+        shown = text
+        if not options.follow or job.finished:
+            return EXIT_OK if not options.follow or job.succeeded else EXIT_ERROR
+        time.sleep(LOG_FOLLOW_EVERY)
+
+
+def log_news(shown: str, text: str) -> str:
+    """What of ``text`` was not printed yet. Mostly it goes on from ``shown``; when the
+    server's 64 KiB window moved on (or a new attempt began), it goes on from the end
+    of ``shown`` found in ``text``, else from its start."""
+    if text.startswith(shown):
+        return text[len(shown) :]
+    tail = shown[-LOG_OVERLAP:]
+    found = text.rfind(tail) if tail else -1
+    return text[found + len(tail) :] if found >= 0 else text
+
+
 def cmd_types(client: Client, options: argparse.Namespace) -> int:
     types = client.job_types()
     show(options, [t.raw for t in types], lambda: render.types_table(types))
@@ -533,6 +574,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "cancel": cmd_cancel,
     "retry": cmd_retry,
     "attempts": cmd_attempts,
+    "log": cmd_log,
     "types": cmd_types,
     "stats": cmd_stats,
     "workers": cmd_workers,

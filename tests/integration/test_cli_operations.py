@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from taskframe.client import Client
 from tests.integration.live import LATER, Live, live_deployment
@@ -142,3 +143,47 @@ def test_list_sorts_and_filters_on_the_server(live: Live) -> None:
     assert [job["id"] for job in json.loads(done.stdout)] == [ids[1], ids[3], ids[0]]
     lowest = taskframe(live.url, "list", "--queue", "sorted-cli", "--sort", "priority", "--asc")
     assert lowest.stdout.splitlines()[1].split()[0] == str(ids[2])
+
+
+def test_log_follows_a_running_attempt_until_the_job_finished(start_server, tmp_path) -> None:
+    """Heartbeats carrying ``log`` sent over HTTP, as a worker sends them."""
+    server = start_server(str(tmp_path / "log.db"))
+    with Client(server.url) as client:
+        job_id = client.submit("sleep", {"duration": 0}).id
+    lease = requests.post(
+        f"{server.url}/lease", json={"worker_id": "w-log", "types": ["sleep"]}, timeout=10
+    ).json()["jobs"][0]
+    beat = {"worker_id": "w-log", "lease_id": lease["lease_id"]}
+
+    def heartbeat(text: str) -> None:
+        answer = requests.post(
+            f"{server.url}/jobs/{job_id}/heartbeat", json={**beat, "log": text}, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+
+    heartbeat("one\n")
+    so_far = taskframe(server.url, "log", str(job_id))
+    assert (so_far.returncode, so_far.stdout) == (0, "one\n")
+    env = {**os.environ, "TASKFRAME_URL": server.url}
+    follow = subprocess.Popen(
+        [str(BIN / "taskframe"), "log", str(job_id), "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert follow.stdout is not None
+        assert follow.stdout.readline() == "one\n"
+        heartbeat("two\n")
+        assert follow.stdout.readline() == "two\n"
+        done = requests.post(
+            f"{server.url}/jobs/{job_id}/complete",
+            json={**beat, "status": "succeeded", "log": "one\ntwo\nthree\n"},
+            timeout=10,
+        )
+        assert done.status_code == 200, done.text
+        rest, err = follow.communicate(timeout=30)
+    finally:
+        follow.kill()
+    assert (follow.returncode, rest, err) == (0, "three\n", "")
