@@ -83,6 +83,7 @@ def write(store: Store, tally: FinishTally, now: float) -> None:
             for row in ready
         ]
         with store.transaction() as tx:
+            tx.run("lock_rollup")
             tx.run("rollup_clear_snapshot", {"minute": minute})
             tx.run_many("rollup_add", sorted(adds.values(), key=_key))
             tx.run_many("rollup_snapshot", sorted(snapshot, key=_key))

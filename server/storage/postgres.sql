@@ -424,6 +424,11 @@ WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
 -- name: get_live_log
 SELECT attempts, worker_id, started_at, live_log FROM jobs WHERE id = %(id)s AND status = 'running';
 
+-- name: lock_rollup
+-- Servers write the rollup one at a time: a snapshot clears and rewrites the
+-- minute's rows, which could deadlock with another server's adds.
+SELECT pg_advisory_xact_lock(29798, 4);
+
 -- name: rollup_add
 -- Each server adds the jobs it saw finish in the minute: they add up across servers.
 INSERT INTO job_rollup (minute, type, queue, succeeded, failed)

@@ -457,6 +457,10 @@ WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 
 -- name: get_live_log
 SELECT attempts, worker_id, started_at, live_log FROM jobs WHERE id = :id AND status = 'running';
 
+-- name: lock_rollup
+-- Writers are serialised already: nothing to lock beyond BEGIN IMMEDIATE.
+SELECT 0 AS locked WHERE 0;
+
 -- name: rollup_add
 -- Each server adds the jobs it saw finish in the minute: they add up across servers.
 INSERT INTO job_rollup (minute, type, queue, succeeded, failed)

@@ -262,3 +262,29 @@ def test_migration_12_lists_the_dependants_of_a_v11_database(db_url):
         ]
     finally:
         store.close()
+
+
+@pytest.mark.timeout(60)
+def test_servers_writing_the_rollup_at_once_add_up(db_url):
+    """Each server adds its own finishes and rewrites the snapshot: never a deadlock."""
+    from tests.unit.test_concurrency import run_threads
+
+    stores = [open_store(db_url) for _ in range(3)]
+    try:
+        stores[0].migrate()
+        finished = [{"type": t, "queue": q, "status": "succeeded"} for t in "ab" for q in "xy"]
+        ready = Scheduler(stores[0], ServerConfig())  # queued jobs: snapshot rows to rewrite
+        ready.submit([job(type=row["type"], queue=row["queue"]) for row in finished])
+
+        def server(index: int) -> None:
+            tally = rollup.FinishTally()
+            for _ in range(20):
+                tally.add(finished)
+                rollup.write(stores[index], tally, 1_700_000_000.0)
+
+        run_threads(3, server)
+        answer = rollup.history(stores[0], "hour", 1_700_000_000.0)
+        assert sum(point["succeeded"] for point in answer["points"]) == 3 * 20 * 4
+    finally:
+        for store in stores:
+            store.close()
