@@ -3,8 +3,8 @@
 import { optional, query } from "./api.js";
 import { h, render, s, seconds } from "./dom.js";
 
-const WIDTH = 600;
-const HEIGHT = 150;
+const WIDTH = 400;
+const HEIGHT = 160;
 const PAD = { left: 44, right: 8, top: 10, bottom: 22 };
 const WINDOWS = { hour: "Last hour", day: "Last day" };
 // The rollup moves every 10 s: the charts ask every 10 s at most (the page polls every 2 s).
