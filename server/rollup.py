@@ -30,46 +30,57 @@ WINDOWS = {"hour": (3600, 60), "day": (86400, 600)}
 _COUNTED = (model.SUCCEEDED, model.FAILED)
 
 
+#: A tally's key: (minute the job finished in, type, queue, status).
+Key = tuple[int, str, str, str]
+
+
 class FinishTally:
-    """Jobs succeeded and failed by (type, queue, status) since the last :meth:`take`."""
+    """Jobs succeeded and failed by the minute they finished in, type, queue and status,
+    since the last :meth:`take`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._counts: Counter[Key] = Counter()
 
     def add(self, rows: Iterable[Row]) -> None:
         found = Counter(
-            (row["type"], row.get("queue") or "default", str(row["status"]))
+            (
+                int(row["finished_at"] // MINUTE) * MINUTE,
+                row["type"],
+                row.get("queue") or "default",
+                str(row["status"]),
+            )
             for row in rows
-            if row["status"] in _COUNTED
+            if row["status"] in _COUNTED and row.get("finished_at") is not None
         )
         if found:
             with self._lock:
                 self._counts.update(found)
 
-    def take(self) -> Counter[tuple[str, str, str]]:
+    def take(self) -> Counter[Key]:
         with self._lock:
             taken, self._counts = self._counts, Counter()
         return taken
 
-    def give_back(self, taken: Counter[tuple[str, str, str]]) -> None:
+    def give_back(self, taken: Counter[Key]) -> None:
         """A write failed (the database was away): count them with the next one."""
         with self._lock:
             self._counts.update(taken)
 
 
 def write(store: Store, tally: FinishTally, now: float) -> None:
-    """Add the finishes tallied since the last write to the current minute's rows and
-    write the queue as it is now; delete rows past :data:`KEEP`."""
+    """Add the finishes tallied since the last write to the rows of the minutes they
+    happened in, write the queue as it is now in the current minute's; delete rows past
+    :data:`KEEP`."""
     minute = int(now // MINUTE) * MINUTE
     taken = tally.take()
     try:
         ready = counts.ready_by(counts.ready_jobs(store, now), "type", "queue")
-        adds: dict[tuple[str, str], dict[str, Any]] = {}
-        for (job_type, queue, status), n in taken.items():
+        adds: dict[tuple[int, str, str], dict[str, Any]] = {}
+        for (finished, job_type, queue, status), n in taken.items():
             row = adds.setdefault(
-                (job_type, queue),
-                {"minute": minute, "type": job_type, "queue": queue, "succeeded": 0, "failed": 0},
+                (finished, job_type, queue),
+                {"minute": finished, "type": job_type, "queue": queue, "succeeded": 0, "failed": 0},
             )
             row[status] += n
         snapshot = [
@@ -93,9 +104,9 @@ def write(store: Store, tally: FinishTally, now: float) -> None:
         raise
 
 
-def _key(row: Mapping[str, Any]) -> tuple[str, str]:
+def _key(row: Mapping[str, Any]) -> tuple[int, str, str]:
     # Rows in key order, as every multi-row writer locks them.
-    return row["type"], row["queue"]
+    return row["minute"], row["type"], row["queue"]
 
 
 def history(

@@ -272,7 +272,12 @@ def test_servers_writing_the_rollup_at_once_add_up(db_url):
     stores = [open_store(db_url) for _ in range(3)]
     try:
         stores[0].migrate()
-        finished = [{"type": t, "queue": q, "status": "succeeded"} for t in "ab" for q in "xy"]
+        now = 1_700_000_000.0
+        finished = [
+            {"type": t, "queue": q, "status": "succeeded", "finished_at": now - 70}
+            for t in "ab"
+            for q in "xy"
+        ]
         ready = Scheduler(stores[0], ServerConfig())  # queued jobs: snapshot rows to rewrite
         ready.submit([job(type=row["type"], queue=row["queue"]) for row in finished])
 
@@ -280,11 +285,13 @@ def test_servers_writing_the_rollup_at_once_add_up(db_url):
             tally = rollup.FinishTally()
             for _ in range(20):
                 tally.add(finished)
-                rollup.write(stores[index], tally, 1_700_000_000.0)
+                rollup.write(stores[index], tally, now)
 
         run_threads(3, server)
-        answer = rollup.history(stores[0], "hour", 1_700_000_000.0)
+        answer = rollup.history(stores[0], "hour", now)
         assert sum(point["succeeded"] for point in answer["points"]) == 3 * 20 * 4
+        # Counted in the minute they finished in, not the minute they were written in.
+        assert answer["points"][-2]["succeeded"] == 3 * 20 * 4
     finally:
         for store in stores:
             store.close()
