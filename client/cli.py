@@ -160,6 +160,7 @@ BULK_FILTERS = (
     "status",
     "type",
     "queue",
+    "key",
     "created_after",
     "created_before",
     "finished_after",
@@ -171,6 +172,7 @@ def add_bulk_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", help="only jobs in this status")
     parser.add_argument("--type", help="only jobs of this type")
     parser.add_argument("--queue", help="only jobs in this queue")
+    parser.add_argument("--key", help="the job with this idempotency key")
     when = "a time (2026-12-01T08:00Z) or how long ago (30m, 2h, 1d)"
     for field in ("created", "finished"):
         parser.add_argument(f"--{field}-after", type=point_in_time, help=f"{field} since {when}")

@@ -496,6 +496,7 @@ class JobFilterSchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     type = Text()
     queue = fields.String(validate=_queue_name)
+    key = Text(metadata={"description": "the job with this idempotency key"})
     created_after = fields.AwareDateTime(metadata={"description": "created at or after"})
     created_before = fields.AwareDateTime(metadata={"description": "created before"})
     finished_after = fields.AwareDateTime(metadata={"description": "finished at or after"})
@@ -505,7 +506,6 @@ class JobFilterSchema(Schema):
 class ListJobsQuerySchema(JobFilterSchema):
     """Query string of ``GET /jobs``."""
 
-    key = Text(metadata={"description": "the job with this idempotency key"})
     sort = fields.String(
         load_default="id",
         validate=validate.OneOf(["id", "priority", "created", "finished"]),

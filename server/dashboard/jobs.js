@@ -131,8 +131,7 @@ export function mountJobs(root, params) {
 
   /** Bulk retry or cancel of every job the filter matches, after saying how many. */
   async function bulkAction(action) {
-    const filter = serverFilter(filters);
-    delete filter.key; // the bulk endpoints filter as the list does, but without a key
+    const filter = serverFilter(filters); // the list's own filter: what it shows is what is touched
     try {
       const counted = await api(`/jobs/${action}`, { method: "POST", body: { ...filter, dry_run: true } });
       const n = counted.matched;
@@ -217,6 +216,7 @@ function describe(filter) {
   if (filter.status) parts.push(`status ${filter.status}`);
   if (filter.type) parts.push(`type ${filter.type}`);
   if (filter.queue) parts.push(`queue ${filter.queue}`);
+  if (filter.key) parts.push(`idempotency key ${filter.key}`);
   if (filter.created_after) parts.push(`created since ${filter.created_after.slice(0, 16).replace("T", " ")} UTC`);
   return parts.length ? parts.join(", ") : "every job it applies to";
 }

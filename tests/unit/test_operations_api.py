@@ -166,3 +166,13 @@ def test_a_cursor_out_of_range_or_forged_is_a_422(api, params):
     answer = requests.get(f"{api.url}/jobs", params=params, timeout=10)
     assert answer.status_code == 422, answer.text
     assert "cursor" in answer.json()["errors"]
+
+
+def test_a_bulk_action_can_name_one_idempotency_key(api):
+    sleep = {"type": "sleep", "payload": {"duration": 0}}
+    submit_many(api, [sleep, sleep])
+    keyed = post(api, "/jobs", {**sleep, "idempotency_key": "only-me"}).json()
+    done = post(api, "/jobs/cancel", {"key": "only-me"}).json()
+    assert (done["matched"], done["changed"]) == (1, 1)
+    statuses = [job["status"] for job in requests.get(f"{api.url}/jobs", timeout=10).json()["jobs"]]
+    assert statuses == ["cancelled", "queued", "queued"] and keyed["id"] == 3
