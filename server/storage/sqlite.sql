@@ -424,11 +424,14 @@ id > :after_id ORDER BY id
 (priority, id) > (:after_key, :after_id) ORDER BY priority, id
 
 -- name: list_jobs_where_finished_desc
-status IN ('succeeded', 'failed', 'cancelled') AND (finished_at, id) < (:after_key, :after_id)
+-- likely(): without it the planner takes jobs_status_id and sorts every finished job.
+likely(status IN ('succeeded', 'failed', 'cancelled'))
+AND (finished_at, id) < (:after_key, :after_id)
 ORDER BY finished_at DESC, id DESC
 
 -- name: list_jobs_where_finished_asc
-status IN ('succeeded', 'failed', 'cancelled') AND (finished_at, id) > (:after_key, :after_id)
+likely(status IN ('succeeded', 'failed', 'cancelled'))
+AND (finished_at, id) > (:after_key, :after_id)
 ORDER BY finished_at, id
 
 -- name: list_jobs_where_dependant_of

@@ -295,3 +295,30 @@ def test_servers_writing_the_rollup_at_once_add_up(db_url):
     finally:
         for store in stores:
             store.close()
+
+
+@pytest.mark.parametrize(
+    ("listing", "index"),
+    [
+        (Listing({}, "priority", "desc"), "jobs_priority_id"),
+        (Listing({}, "priority", "asc"), "jobs_priority_id"),
+        (Listing({}, "finished", "desc"), "jobs_finished"),
+        (Listing({}, "finished", "asc"), "jobs_finished"),
+        (Listing({"queue": "q"}, "id", "desc"), "jobs_queue_id"),
+    ],
+)
+def test_each_order_walks_its_index_on_sqlite(migrated_sqlite_url, listing, index):
+    """No sort of every matching job: a page costs its size, not the table's."""
+    from taskframe.server.storage.sqlite import QUERIES, _adapt
+
+    store = open_store(migrated_sqlite_url)
+    try:
+        with store.reader() as tx:
+            sql = QUERIES[listing.query(tx)]
+            plan = tx._connection.execute(  # type: ignore[attr-defined]
+                "EXPLAIN QUERY PLAN " + sql, _adapt(listing.params(None))
+            ).fetchall()
+    finally:
+        store.close()
+    details = " ".join(row["detail"] for row in plan)
+    assert f"USING INDEX {index}" in details and "TEMP B-TREE" not in details, details
