@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from taskframe.core import json_rules
+from taskframe.core.errors import ErrorCode
 from taskframe.core.model import STATUSES
 
 MAX_PRIORITY = 10
@@ -563,6 +564,11 @@ class JobSchema(Schema):
 
 
 class ErrorSchema(Schema):
+    code = fields.String(
+        required=True,
+        validate=validate.OneOf([code.value for code in ErrorCode]),
+        metadata={"description": "what went wrong, for programs: one of the error codes"},
+    )
     title = fields.String(required=True)
     description = fields.String()
     errors = fields.Dict()

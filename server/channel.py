@@ -30,6 +30,8 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.utilities import RequestEntityTooLarge
 
+from taskframe.core.errors import ErrorCode
+
 log = logging.getLogger("taskframe.server")
 
 #: Bytes per second a request body must average, after a grace of ``--header-timeout``.
@@ -48,12 +50,13 @@ class BodyTooLarge(RequestEntityTooLarge):
         return (
             f"{self.code} {self.reason}",
             [("Content-Type", "application/json")],
-            _error_body("Request body too large", self.body),
+            _error_body(ErrorCode.PAYLOAD_TOO_LARGE, "Request body too large", self.body),
         )
 
 
-def _error_body(title: str, description: str) -> bytes:
-    return json.dumps({"title": title, "description": description}).encode()
+def _error_body(code: ErrorCode, title: str, description: str) -> bytes:
+    """The API's error body (server/errors.py), for answers made below Falcon."""
+    return json.dumps({"code": code.value, "title": title, "description": description}).encode()
 
 
 class _TimeoutLog:
@@ -213,6 +216,7 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
                 self.will_close = True
             else:
                 body = _error_body(
+                    ErrorCode.REQUEST_TIMEOUT,
                     "Request timeout",
                     f"the request was not received in time: --header-timeout is "
                     f"{header_timeout:g} s ({FULL_HEADER_TIMEOUT:g} s while the server is full) "

@@ -12,6 +12,7 @@ import orjson
 from marshmallow import Schema, ValidationError
 
 from taskframe.core import json_rules
+from taskframe.core.errors import ErrorCode
 from taskframe.core.schemas import UNENCODABLE
 from taskframe.server.errors import APIError, validation_error
 from taskframe.server.representation import StoredJSON
@@ -49,6 +50,7 @@ def read_json(
             falcon.HTTP_415,
             "Unsupported media type",
             f"send a JSON body with Content-Type: application/json (got {media_type or 'none'})",
+            code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         )
     if req.content_length is not None and req.content_length > limit:
         raise _too_large(limit)
@@ -58,7 +60,9 @@ def read_json(
     try:
         document, clean = json_rules.parse_checked(raw)
     except json_rules.JSONRefused as exc:
-        raise APIError(falcon.HTTP_400, exc.title, exc.description) from None
+        raise APIError(
+            falcon.HTTP_400, exc.title, exc.description, code=ErrorCode.BAD_JSON
+        ) from None
     suspect = not clean and json_rules.may_hold_surrogates(raw)
     loaded = quick_load(document, text_checked=not suspect) if quick_load else None
     if loaded is None:
@@ -114,7 +118,10 @@ def _as_dict(messages: Any) -> dict[str, Any]:
 
 def _too_large(limit: int) -> APIError:
     return APIError(
-        falcon.HTTP_413, "Request body too large", f"the body is larger than {limit} bytes"
+        falcon.HTTP_413,
+        "Request body too large",
+        f"the body is larger than {limit} bytes",
+        code=ErrorCode.PAYLOAD_TOO_LARGE,
     )
 
 

@@ -19,9 +19,12 @@ from taskframe.core import schemas
 from taskframe.core.executor import Executor
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ID
+from taskframe.server.attempts import Attempts
 from taskframe.server.auth import ADMIN, CLIENT, OPEN, WORKER
 from taskframe.server.config import ServerConfig
 from taskframe.server.flow import Flow
+from taskframe.server.job_ops import JobOps
+from taskframe.server.leasing import Leasing
 from taskframe.server.openapi import build_openapi
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.resources import apidocs, dashboard, jobs, meta, observe, workers
@@ -52,7 +55,8 @@ class Parts:
     def executors(self) -> dict[str, Executor]:
         return self.plugins.executors
 
-    def worker_parts(self) -> tuple[Any, ...]:
+    def worker_parts(self) -> tuple[Attempts, Leasing, JobOps, ServerConfig, list[str]]:
+        """What every worker resource is built from."""
         engine = self.engine
         return engine.attempts, engine.leasing, engine.jobs, self.config, self.plugins.names()
 

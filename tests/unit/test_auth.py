@@ -227,7 +227,8 @@ def test_no_token_is_401_with_a_bearer_challenge(refusing_client, route, roles):
     answer = call(refusing_client, method, path, None)
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"].startswith("Bearer")
-    assert set(answer.json) == {"title", "description"}
+    assert answer.json.keys() == {"code", "title", "description"}
+    assert answer.json["code"] == "unauthorized"
     assert "Authorization: Bearer" in answer.json["description"]
 
 
@@ -265,7 +266,8 @@ def test_the_wrong_role_is_403(refusing_client, route, role):
     path, method = route
     answer = call(refusing_client, method, path, BY_ROLE[role])
     assert answer.status_code == 403, answer.text
-    assert set(answer.json) == {"title", "description"}
+    assert answer.json.keys() == {"code", "title", "description"}
+    assert answer.json["code"] == "forbidden"
     assert "needs the role" in answer.json["description"]
 
 
