@@ -79,7 +79,7 @@ class ErrorCode(str, Enum):
     VALIDATION_FAILED = (
         "validation_failed",
         422,
-        "fields of the request are invalid; ``errors`` names each with its messages",
+        "fields of the request are invalid; `errors` names each with its messages",
     )
     RATE_LIMITED = (
         "rate_limited",

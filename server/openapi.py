@@ -21,7 +21,7 @@ ERROR_TEXT = {
     "403": "The token lacks the role this endpoint needs, or a browser sent the request "
     "from another site",
     "404": "Unknown job (or queue limit, schedule)",
-    "409": "Conflict: stale lease, finished job, or idempotency key reused",
+    "409": "Conflict: `code` says which (stale lease, finished job, idempotency key, ...)",
     "413": "Body too large",
     "415": "Body is not JSON",
     "421": "The Host is not one of this server's names (no tokens configured; --allowed-host)",
