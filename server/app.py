@@ -10,6 +10,7 @@ from typing import Any
 import falcon
 
 from taskframe.core.plugins import PluginSet
+from taskframe.server.access import AccessConfig
 from taskframe.server.auth import Authenticator, TokenSet
 from taskframe.server.auth import log as auth_log
 from taskframe.server.config import ServerConfig
@@ -25,7 +26,14 @@ from taskframe.server.scheduler import Scheduler
 from taskframe.server.throttle import AuthThrottle, RefusalLog
 
 
-def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -> falcon.App:
+def create_app(
+    config: ServerConfig,
+    scheduler: Scheduler,
+    plugins: PluginSet,
+    access: AccessConfig | None = None,
+) -> falcon.App:
+    """The app over ``scheduler``; ``access``: tokens and Host names (None: open to all)."""
+    access = access or AccessConfig()
     metrics = scheduler.telemetry.metrics
     registry = WorkerRegistry(
         scheduler.store, config.worker_alive_window, scheduler.clock, plugins.names()
@@ -34,11 +42,11 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
         [HttpObserver(metrics, config.access_log)] if metrics is not None else []
     )
     # After the observer, so that refused requests are counted and logged too.
-    tokens = config.tokens or TokenSet()
+    tokens = access.tokens or TokenSet()
     refusals = RefusalLog(auth_log)
     # Host names matter only without tokens (a rebound page has no token to send).
-    middleware.append(OriginGuard(None if tokens else config.allowed_hosts, refusals))
-    limit = config.max_auth_failures
+    middleware.append(OriginGuard(None if tokens else access.allowed_hosts, refusals))
+    limit = access.max_auth_failures
     throttle = AuthThrottle(limit) if limit > 0 else None
     middleware.append(Authenticator(tokens, ROUTE_ROLES, throttle, refusals))
     app = falcon.App(middleware=middleware)
@@ -54,6 +62,7 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
         dashboard.load_assets(),
         apidocs.load_explorer(),
         plugins.job_check(),
+        bool(access.tokens),
     )
     for route in ROUTES:
         resource = route.resource(parts)

@@ -50,6 +50,7 @@ class Parts:
     dashboard_assets: dict[str, tuple[str, bytes]]
     explorer_assets: dict[str, tuple[str, bytes]]
     check: JobCheck | None  # the plugins' job check, looked up once
+    tokens: bool  # the server has tokens (anonymous /health then tells less)
 
     @property
     def executors(self) -> dict[str, Executor]:
@@ -260,7 +261,7 @@ ROUTES: tuple[Route, ...] = (
             p.registry,
             p.engine.clock,
             p.engine.database,
-            bool(p.config.tokens),
+            p.tokens,
         ),
         {
             "GET": Operation(

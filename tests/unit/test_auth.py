@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from falcon import inspect, testing
 
+from taskframe.server.access import AccessConfig
 from taskframe.server.app import ROUTE_ROLES, create_app
 from taskframe.server.auth import (
     ADMIN,
@@ -157,8 +158,8 @@ def make_client(
 ) -> testing.TestClient:
     tokens = TokenSet()
     tokens.add_lines(token_text.splitlines(), "tokens")
-    config = ServerConfig(tokens=tokens, **settings)
-    return testing.TestClient(create_app(config, scheduler, default_plugins()))
+    access = AccessConfig(tokens=tokens, **settings)
+    return testing.TestClient(create_app(scheduler.config, scheduler, default_plugins(), access))
 
 
 @pytest.fixture

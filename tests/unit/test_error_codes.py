@@ -18,6 +18,7 @@ from falcon import testing
 from taskframe.client import errors as client_errors
 from taskframe.client.api import Client
 from taskframe.core.errors import ErrorCode
+from taskframe.server.access import AccessConfig
 from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet
 from taskframe.server.config import ServerConfig
@@ -48,9 +49,9 @@ def engine(migrated_sqlite_url: str) -> Iterator[Scheduler]:
     store.close()
 
 
-def app_client(engine: Scheduler, **settings: Any) -> testing.TestClient:
-    config = ServerConfig(**settings)
-    return testing.TestClient(create_app(config, engine, default_plugins()), headers=HOST)
+def app_client(engine: Scheduler, **access: Any) -> testing.TestClient:
+    app = create_app(engine.config, engine, default_plugins(), AccessConfig(**access))
+    return testing.TestClient(app, headers=HOST)
 
 
 @pytest.fixture
