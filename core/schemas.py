@@ -7,7 +7,6 @@ typo such as ``priorty`` is a 422 that names it instead of a silent default.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,32 +14,34 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from taskframe.core import json_rules
 from taskframe.core.errors import ErrorCode
+from taskframe.core.limits import (
+    MAX_ATTEMPT_LOG,
+    MAX_ATTEMPTS,
+    MAX_BATCH,
+    MAX_COMPLETIONS,
+    MAX_DELAY,
+    MAX_DEPENDENCIES,
+    MAX_ERROR,
+    MAX_HEARTBEATS,
+    MAX_ID,
+    MAX_ID_TEXT,
+    MAX_LEASE_BATCH,
+    MAX_PRIORITY,
+    MAX_PROGRESS_MESSAGE,
+    MAX_RETRY_AFTER,
+    MAX_RUN_AT,
+    MAX_SLOTS,
+    MAX_TIMEOUT,
+    MAX_TRACEBACK,
+    MAX_TYPES,
+    MAX_WAIT,
+    MIN_PRIORITY,
+    MIN_RUN_AT,
+)
 from taskframe.core.model import STATUSES
 
-MAX_PRIORITY = 10
-MIN_PRIORITY = 1
 DEFAULT_PRIORITY = 5
 DEFAULT_MAX_ATTEMPTS = 3
-MAX_BATCH = 1000
-MAX_LEASE_BATCH = 500
-#: Entries per ``POST /heartbeats`` and completions per ``POST /lease``: one
-#: request holds the write lock for a few milliseconds at most.
-MAX_HEARTBEATS = 1000
-MAX_COMPLETIONS = 1000
-MAX_TYPES = 1000  # job types one lease request may name
-MAX_WAIT = 60.0
-#: Characters of an attempt's log kept (the worker keeps the tail): 64 KiB.
-MAX_ATTEMPT_LOG = 65536
-#: Characters of a failed attempt's traceback kept (the worker keeps the tail): 16 KiB.
-MAX_TRACEBACK = 16384
-#: The longest delay before the next attempt an executor may ask for (a week).
-MAX_RETRY_AFTER = 7 * 86400.0
-#: Characters of a job's progress message kept.
-MAX_PROGRESS_MESSAGE = 200
-
-MAX_ID = 2**63 - 1  # the largest id a database integer column holds
-MIN_RUN_AT = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MAX_RUN_AT = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 UNENCODABLE = "holds a lone surrogate (such as \\ud800), which UTF-8 cannot encode"
@@ -64,7 +65,7 @@ def _encodable_json(value: Any) -> None:
         raise ValidationError(f"text at {path or 'the top'} {UNENCODABLE}")
 
 
-_id_text = validate.And(validate.Length(min=1, max=200), _no_nul, _encodable)
+_id_text = validate.And(validate.Length(min=1, max=MAX_ID_TEXT), _no_nul, _encodable)
 
 
 def _http_url(value: str) -> None:
@@ -84,7 +85,6 @@ _job_id = validate.Range(min=1, max=MAX_ID)
 
 DEFAULT_QUEUE = "default"
 QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
-MAX_DEPENDENCIES = 100
 _QUEUE_RULE = "1 to 64 of a-z 0-9 _ . - starting with a letter or digit"
 _queue_name = validate.Regexp(QUEUE_NAME, error=f"a queue name is {_QUEUE_RULE}")
 
@@ -182,20 +182,20 @@ class SubmitJobSchema(Schema):
     )
     max_attempts = fields.Integer(
         strict=True,
-        validate=validate.Range(1, 100),
+        validate=validate.Range(1, MAX_ATTEMPTS),
         metadata={"description": f"default: the type's, else {DEFAULT_MAX_ATTEMPTS}"},
     )
     timeout = fields.Float(
         load_default=None,
         allow_none=True,
-        validate=validate.Range(min=0, max=7 * 86400),
+        validate=validate.Range(min=0, max=MAX_TIMEOUT),
         metadata={
             "description": "seconds one attempt may run; 0: no limit; "
             "absent or null: the type's timeout, else the server's --default-timeout"
         },
     )
     delay = fields.Float(
-        validate=validate.Range(min=0, max=365 * 86400),
+        validate=validate.Range(min=0, max=MAX_DELAY),
         metadata={"description": "seconds to hold the job back"},
     )
     run_at = fields.AwareDateTime(
@@ -323,7 +323,7 @@ class QueueListSchema(Schema):
 class LimitBodySchema(Schema):
     """``PUT /limits/{type|queue}/{name}``."""
 
-    max_running = fields.Integer(required=True, strict=True, validate=validate.Range(0, 100000))
+    max_running = fields.Integer(required=True, strict=True, validate=validate.Range(0, MAX_SLOTS))
 
 
 class LimitSchema(Schema):
@@ -370,7 +370,9 @@ class CompleteSchema(LeaseRefSchema):
         required=True, validate=validate.OneOf(["succeeded", "failed", "cancelled"])
     )
     result = ExecutorJSON(load_default=None, allow_none=True)
-    error = ExecutorText(load_default=None, allow_none=True, validate=validate.Length(max=10000))
+    error = ExecutorText(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_ERROR)
+    )
     retryable = fields.Boolean(load_default=True)
     log = ExecutorText(
         load_default=None,
@@ -411,7 +413,7 @@ class LeaseRequestSchema(Schema):
         load_default=None,
         allow_none=True,
         validate=validate.Length(max=MAX_TYPES),
-        metadata={"description": f"at most {MAX_TYPES}, each 1 to 200 characters"},
+        metadata={"description": f"at most {MAX_TYPES}, each 1 to {MAX_ID_TEXT} characters"},
     )
     queues = fields.List(
         fields.String(validate=_queue_name),
@@ -450,7 +452,7 @@ class LeaseRequestSchema(Schema):
         strict=True,
         load_default=None,
         allow_none=True,
-        validate=validate.Range(0, 100000),
+        validate=validate.Range(0, MAX_SLOTS),
         metadata={"description": "jobs the worker runs at once, shown by GET /workers"},
     )
 

@@ -17,8 +17,8 @@ from marshmallow import Schema
 
 from taskframe.core import schemas
 from taskframe.core.executor import Executor
+from taskframe.core.limits import MAX_ID
 from taskframe.core.plugins import PluginSet
-from taskframe.core.schemas import MAX_ID
 from taskframe.server.attempts import Attempts
 from taskframe.server.auth import ADMIN, CLIENT, OPEN, WORKER
 from taskframe.server.config import ServerConfig
