@@ -8,7 +8,7 @@ to the schema (they return None), which then names the offending fields.
 ``tests/unit/test_schemas.py`` checks both against each other.
 
 ``text_checked=True`` tells them that no string in ``data`` holds a lone
-surrogate (the body could not encode one: ``json_rules.may_hold_surrogates``),
+surrogate (the body could not encode one: ``strict_json.may_hold_surrogates``),
 which spares them walking payloads and results for such text.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskframe.core import json_rules, limits, schemas
+from taskframe.core import limits, schemas, strict_json
 
 _NUMBER = (int, float)
 #: The fields of ``SubmitJobSchema`` this loader checks and copies itself, named
@@ -51,7 +51,7 @@ def quick_load_submit(data: object, text_checked: bool = False) -> dict[str, Any
         or not _is_id_text(data.get("type"))
         or type(payload) is not dict
         or not all(type(name) is str for name in payload)
-        or (not text_checked and json_rules.surrogate_path(payload) is not None)
+        or (not text_checked and strict_json.surrogate_path(payload) is not None)
         or type(priority) is not int
         or not limits.MIN_PRIORITY <= priority <= limits.MAX_PRIORITY
         or type(max_attempts) is not int
@@ -97,12 +97,12 @@ def _is_id_text(value: object) -> bool:
         type(value) is str
         and 1 <= len(value) <= limits.MAX_ID_TEXT
         and "\x00" not in value
-        and not json_rules.has_surrogate(value)
+        and not strict_json.has_surrogate(value)
     )
 
 
 def _is_text(value: object) -> bool:
-    return type(value) is str and "\x00" not in value and not json_rules.has_surrogate(value)
+    return type(value) is str and "\x00" not in value and not strict_json.has_surrogate(value)
 
 
 def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[str, Any] | None:
@@ -169,10 +169,10 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
             return None
         result = item.get("result")
         if not text_checked:  # executor output: repaired, as the schema does, never refused
-            result = None if result is None else json_rules.encodable(result)
-            error = None if error is None else json_rules.encodable_text(error)
-            log = None if log is None else json_rules.encodable_text(log)
-            trace = None if trace is None else json_rules.encodable_text(trace)
+            result = None if result is None else strict_json.encodable(result)
+            error = None if error is None else strict_json.encodable_text(error)
+            log = None if log is None else strict_json.encodable_text(log)
+            trace = None if trace is None else strict_json.encodable_text(trace)
         loaded.append(
             {
                 "job_id": item["job_id"],

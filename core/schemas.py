@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from taskframe.core import json_rules
+from taskframe.core import strict_json
 from taskframe.core.errors import ErrorCode
 from taskframe.core.limits import (
     MAX_ATTEMPT_LOG,
@@ -55,12 +55,12 @@ def _no_nul(value: str) -> None:
 
 def _encodable(value: str) -> None:
     # Stored, such text would fail every answer that contains it.
-    if json_rules.has_surrogate(value):
+    if strict_json.has_surrogate(value):
         raise ValidationError(UNENCODABLE)
 
 
 def _encodable_json(value: Any) -> None:
-    path = json_rules.surrogate_path(value)
+    path = strict_json.surrogate_path(value)
     if path is not None:
         raise ValidationError(f"text at {path or 'the top'} {UNENCODABLE}")
 
@@ -155,14 +155,14 @@ class ExecutorText(fields.String):
     """
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        return json_rules.encodable_text(super()._deserialize(value, attr, data, **kwargs))
+        return strict_json.encodable_text(super()._deserialize(value, attr, data, **kwargs))
 
 
 class ExecutorJSON(fields.Raw):
     """A JSON value an executor produced, repaired like :class:`ExecutorText`."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        return json_rules.encodable(value)
+        return strict_json.encodable(value)
 
 
 class SubmitJobSchema(Schema):

@@ -44,7 +44,11 @@ from taskframe.server.outbox import Outbox
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.serving import add_serving_options, create_server, max_waiting
-from taskframe.server.standalone import add_standalone_options, run_standalone, wanted
+from taskframe.server.standalone import (
+    add_standalone_options,
+    run_standalone,
+    standalone_requested,
+)
 from taskframe.server.storage import StoreConfigError, StoreUnavailable, open_store
 from taskframe.server.throttle import throttle_options
 
@@ -203,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(early.log_level, early.log_format)
     try:
         plugins = load_plugins(disabled=early_disabled_plugins(argv), tasks=early_tasks(argv))
-        parser = build_parser(plugins, standalone=wanted(argv))
+        parser = build_parser(plugins, standalone=standalone_requested(argv))
     except (BadEnvironment, TasksModuleError) as exc:
         print(f"taskframe-server: error: {exc}", file=sys.stderr)
         return 2
