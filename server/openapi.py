@@ -11,6 +11,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from taskframe.core import schemas
 from taskframe.core.executor import Executor
+from taskframe.server import answer_schemas as answers
 
 if TYPE_CHECKING:
     from taskframe.server.routes import Operation, Route
@@ -120,7 +121,7 @@ def _json_response(description: str, schema: str) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     return {
-        "Job": schemas.JobSchema,
+        "Job": answers.JobSchema,
         "SubmitJob": schemas.SubmitJobSchema,
         "BatchSubmit": schemas.BatchSubmitSchema,
         "Heartbeat": schemas.HeartbeatSchema,
@@ -128,24 +129,24 @@ def _schemas() -> dict[str, Any]:
         "Release": schemas.ReleaseSchema,
         "LeaseRequest": schemas.LeaseRequestSchema,
         "HeartbeatBatch": schemas.HeartbeatBatchSchema,
-        "Error": schemas.ErrorSchema,
-        "JobList": schemas.JobListSchema,
-        "JobBatch": schemas.JobBatchSchema,
-        "AttemptList": schemas.AttemptListSchema,
-        "HeartbeatAnswer": schemas.HeartbeatAnswerSchema,
-        "LeaseAnswer": schemas.LeaseAnswerSchema,
-        "HeartbeatBatchAnswer": schemas.HeartbeatBatchAnswerSchema,
-        "JobTypes": schemas.JobTypesSchema,
-        "Health": schemas.HealthSchema,
-        "Stats": schemas.StatsSchema,
-        "WorkerList": schemas.WorkerListSchema,
-        "Plugins": schemas.PluginsSchema,
-        "Queue": schemas.QueueSchema,
-        "QueueList": schemas.QueueListSchema,
-        "Limit": schemas.LimitSchema,
+        "Error": answers.ErrorSchema,
+        "JobList": answers.JobListSchema,
+        "JobBatch": answers.JobBatchSchema,
+        "AttemptList": answers.AttemptListSchema,
+        "HeartbeatAnswer": answers.HeartbeatAnswerSchema,
+        "LeaseAnswer": answers.LeaseAnswerSchema,
+        "HeartbeatBatchAnswer": answers.HeartbeatBatchAnswerSchema,
+        "JobTypes": answers.JobTypesSchema,
+        "Health": answers.HealthSchema,
+        "Stats": answers.StatsSchema,
+        "WorkerList": answers.WorkerListSchema,
+        "Plugins": answers.PluginsSchema,
+        "Queue": answers.QueueSchema,
+        "QueueList": answers.QueueListSchema,
+        "Limit": answers.LimitSchema,
         "LimitBody": schemas.LimitBodySchema,
-        "LimitList": schemas.LimitListSchema,
+        "LimitList": answers.LimitListSchema,
         "Schedule": schemas.ScheduleSchema,
-        "ScheduleAnswer": schemas.ScheduleAnswerSchema,
-        "ScheduleList": schemas.ScheduleListSchema,
+        "ScheduleAnswer": answers.ScheduleAnswerSchema,
+        "ScheduleList": answers.ScheduleListSchema,
     }
