@@ -41,7 +41,7 @@ def test_the_answer_shows_every_field_a_submission_keeps(store):
 
 def test_the_documented_answer_schema_lists_the_answer(store):
     assert {"lease_id", "dependencies"} <= LEASE_ONLY
-    documented = set(schemas.JobSchema._declared_fields) - LEASE_ONLY
+    documented = set(answers.JobSchema._declared_fields) - LEASE_ONLY
     assert documented == answer_fields(store)
 
 
