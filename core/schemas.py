@@ -95,7 +95,9 @@ def is_queue_name(value: object) -> bool:
 class DependencyRef(fields.Raw):
     """A job id, or ``"$N"``: the N-th job (from 0) earlier in the same batch."""
 
-    def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object):
+    def _deserialize(
+        self, value: object, attr: str | None, data: object, **kwargs: object
+    ) -> int | tuple[str, int]:
         if type(value) is int and 1 <= value <= MAX_ID:
             return value
         if type(value) is str and value.startswith("$") and value[1:].isdigit():
@@ -239,7 +241,7 @@ class SubmitJobSchema(Schema):
     )
 
     @validates_schema
-    def _delay_or_run_at(self, data: dict, **kwargs: object) -> None:
+    def _delay_or_run_at(self, data: dict[str, Any], **kwargs: object) -> None:
         if "delay" in data and "run_at" in data:
             raise ValidationError("give either delay or run_at, not both", "run_at")
 
