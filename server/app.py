@@ -5,12 +5,15 @@ Its routes, their resources and roles are the route table's (server/routes.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import falcon
 
+from taskframe.core.executor import Executor
 from taskframe.core.plugins import PluginSet
 from taskframe.server.access import AccessConfig
+from taskframe.server.attempts import Attempts
 from taskframe.server.auth import Authenticator, TokenSet
 from taskframe.server.auth import log as auth_log
 from taskframe.server.config import ServerConfig
@@ -18,12 +21,39 @@ from taskframe.server.errors import install_error_handlers
 from taskframe.server.flow import Flow
 from taskframe.server.http_io import answer_handler
 from taskframe.server.http_observer import HttpObserver
+from taskframe.server.job_ops import JobOps
+from taskframe.server.leasing import Leasing
 from taskframe.server.origin import OriginGuard
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.resources import apidocs, dashboard
-from taskframe.server.routes import ROUTE_ROLES, ROUTES, Parts
+from taskframe.server.routes import ROUTE_ROLES, ROUTES
 from taskframe.server.scheduler import Scheduler
+from taskframe.server.submission import JobCheck
 from taskframe.server.throttle import AuthThrottle, RefusalLog
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What the resources are built from, each taking the parts it uses."""
+
+    config: ServerConfig
+    engine: Scheduler
+    plugins: PluginSet
+    registry: WorkerRegistry
+    flow: Flow
+    dashboard_assets: dict[str, tuple[str, bytes]]
+    explorer_assets: dict[str, tuple[str, bytes]]
+    check: JobCheck | None  # the plugins' job check, looked up once
+    tokens: bool  # the server has tokens (anonymous /health then tells less)
+
+    @property
+    def executors(self) -> dict[str, Executor]:
+        return self.plugins.executors
+
+    def worker_parts(self) -> tuple[Attempts, Leasing, JobOps, ServerConfig, list[str]]:
+        """What every worker resource is built from."""
+        engine = self.engine
+        return engine.attempts, engine.leasing, engine.jobs, self.config, self.plugins.names()
 
 
 def create_app(

@@ -11,55 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import Schema
 
 from taskframe.core import schemas
-from taskframe.core.executor import Executor
 from taskframe.core.limits import MAX_ID
-from taskframe.core.plugins import PluginSet
-from taskframe.server.attempts import Attempts
 from taskframe.server.auth import ADMIN, CLIENT, OPEN, WORKER
-from taskframe.server.config import ServerConfig
-from taskframe.server.flow import Flow
-from taskframe.server.job_ops import JobOps
-from taskframe.server.leasing import Leasing
 from taskframe.server.openapi import build_openapi
-from taskframe.server.registry import WorkerRegistry
 from taskframe.server.resources import apidocs, dashboard, jobs, meta, observe, workers
 from taskframe.server.resources import flow as flow_resources
 from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.resources import schedules as schedule_resources
-from taskframe.server.scheduler import Scheduler
-from taskframe.server.submission import JobCheck
+
+if TYPE_CHECKING:
+    from taskframe.server.app import Parts
 
 # Ids beyond what the database holds are unknown jobs (404), not errors.
 JOB_ID_TEMPLATE = f"{{job_id:int(min=1, max={MAX_ID})}}"
-
-
-@dataclass(frozen=True)
-class Parts:
-    """What the resources are built from, each taking the parts it uses."""
-
-    config: ServerConfig
-    engine: Scheduler
-    plugins: PluginSet
-    registry: WorkerRegistry
-    flow: Flow
-    dashboard_assets: dict[str, tuple[str, bytes]]
-    explorer_assets: dict[str, tuple[str, bytes]]
-    check: JobCheck | None  # the plugins' job check, looked up once
-    tokens: bool  # the server has tokens (anonymous /health then tells less)
-
-    @property
-    def executors(self) -> dict[str, Executor]:
-        return self.plugins.executors
-
-    def worker_parts(self) -> tuple[Attempts, Leasing, JobOps, ServerConfig, list[str]]:
-        """What every worker resource is built from."""
-        engine = self.engine
-        return engine.attempts, engine.leasing, engine.jobs, self.config, self.plugins.names()
 
 
 @dataclass(frozen=True)
