@@ -128,6 +128,10 @@ class UnknownHost(BadRequest):
     """421 ``unknown_host``: the server does not answer to this Host name."""
 
 
+class HeadersTooLarge(BadRequest):
+    """431 ``headers_too_large``: the request line and headers are too large."""
+
+
 class CrossSite(Forbidden):
     """403 ``cross_site``: a browser sent the request from another site."""
 
@@ -172,6 +176,10 @@ class InternalError(Unavailable):
     """500 ``internal_error``: a bug, logged by the server."""
 
 
+class NotImplementedByServer(Unavailable):
+    """501 ``not_implemented``: the request uses an HTTP feature the server lacks."""
+
+
 class DatabaseUnavailable(Unavailable):
     """503 ``database_unavailable``: nothing was changed; retry."""
 
@@ -196,10 +204,12 @@ BY_CODE: dict[ErrorCode, type[TaskframeError]] = {
     ErrorCode.LENGTH_REQUIRED: LengthRequired,
     ErrorCode.PAYLOAD_TOO_LARGE: PayloadTooLarge,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: UnsupportedMediaType,
+    ErrorCode.HEADERS_TOO_LARGE: HeadersTooLarge,
     ErrorCode.UNKNOWN_HOST: UnknownHost,
     ErrorCode.VALIDATION_FAILED: ValidationError,
     ErrorCode.RATE_LIMITED: RateLimited,
     ErrorCode.INTERNAL_ERROR: InternalError,
+    ErrorCode.NOT_IMPLEMENTED: NotImplementedByServer,
     ErrorCode.DATABASE_UNAVAILABLE: DatabaseUnavailable,
 }
 

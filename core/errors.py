@@ -71,6 +71,11 @@ class ErrorCode(str, Enum):
         415,
         "the body is not sent as application/json",
     )
+    HEADERS_TOO_LARGE = (
+        "headers_too_large",
+        431,
+        "the request line and headers are larger than --max-header-size",
+    )
     UNKNOWN_HOST = (
         "unknown_host",
         421,
@@ -87,6 +92,11 @@ class ErrorCode(str, Enum):
         "too many bad tokens from this address; wait for Retry-After",
     )
     INTERNAL_ERROR = ("internal_error", 500, "a bug, logged by the server with its traceback")
+    NOT_IMPLEMENTED = (
+        "not_implemented",
+        501,
+        "the request uses an HTTP feature the server lacks (a Transfer-Encoding but chunked)",
+    )
     DATABASE_UNAVAILABLE = (
         "database_unavailable",
         503,
