@@ -98,3 +98,26 @@ def test_the_readmes_flag_table_agrees_with_server_config(parser):
             continue
         value = duration(written.replace(" ", "")) if flag.type is duration else flag.type(written)
         assert value == flag.default(), f"README: {name} {written}; ServerConfig: {flag.default()}"
+
+
+PROSE_DEFAULT = re.compile(r"`(--[a-z-]+)` \((?:default )?(\d+(?:\.\d+)?(?: ?[smhd])?)[);]")
+
+
+def test_defaults_quoted_in_the_docs_prose_are_the_codes(parser):
+    """``--lease-ttl`` (30 s) in a how-to page: the server's or the worker's default."""
+    from taskframe.worker.cli import build_parser as worker_parser
+
+    defaults = {}
+    for each in (parser, worker_parser(default_plugins())):
+        for action in each._actions:
+            for flag in action.option_strings:
+                defaults.setdefault(flag, action.default)
+    quoted = [
+        (page.name, *match.groups())
+        for page in sorted((ROOT / "docs").rglob("*.md"))
+        for match in PROSE_DEFAULT.finditer(page.read_text("utf-8"))
+    ]
+    assert quoted, "no default quoted in the docs: the pattern is stale"
+    for page, flag, written in quoted:
+        if flag in defaults and isinstance(defaults[flag], int | float):
+            assert duration(written.replace(" ", "")) == defaults[flag], (page, flag, written)
