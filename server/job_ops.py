@@ -183,7 +183,6 @@ class JobOps:
         self.telemetry.requeued(row)
         return row
 
-    # ----------------------------------------------------------------- workers
 
 
 def _unresolved_dependencies(tx: Transaction, job: Row) -> int:
