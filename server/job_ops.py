@@ -184,7 +184,6 @@ class JobOps:
         return row
 
 
-
 def _unresolved_dependencies(tx: Transaction, job: Row) -> int:
     """How many of ``job``'s dependencies have not finished (edges left after a cancel)."""
     if not job.get("depends_on"):
