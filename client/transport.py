@@ -120,6 +120,7 @@ class Transport:
         self._down_until = [0.0] * len(self.urls)
         self._local = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
+        self._interrupts = 0  # interrupt() calls so far
 
     def call(
         self,
@@ -143,6 +144,7 @@ class Transport:
         target = _with_query(path, params)
         timeout = read_timeout or self.read_timeout
         last: Unavailable | None = None
+        interrupts = self._interrupts
         for index in self._order():
             url = self.urls[index] + path
             try:
@@ -151,6 +153,8 @@ class Transport:
                 )
             except _Failure as failure:
                 last = Unavailable(f"{url}: {failure.reason}", url=url, description=failure.reason)
+                if self._interrupts != interrupts:  # on purpose: neither the URL's fault
+                    raise last from None  # nor a reason to try the others
                 self._mark(index, ok=False, reason=last)
                 continue
             except (http.client.InvalidURL, ValueError) as exc:  # e.g. a header not latin-1
@@ -294,6 +298,20 @@ class Transport:
             tunnel_headers = {"Proxy-Authorization": route.proxy_auth} if route.proxy_auth else None
             connection.set_tunnel(route.host, route.port, headers=tunnel_headers)
         return connection
+
+    def interrupt(self) -> None:
+        """From another thread: end the requests in flight now (a worker abandoning its
+        long poll). They raise :class:`Unavailable` without trying the other URLs."""
+        with self._lock:
+            self._interrupts += 1
+            connections = list(self._connections)
+        for connection in connections:
+            sock = connection.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
+                except OSError:
+                    pass
 
     def close(self) -> None:
         """Close every thread's keep-alive connections (a later call opens new ones)."""
