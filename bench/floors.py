@@ -235,7 +235,7 @@ def w2_timeline(env: Env, rounds: int) -> dict[str, float]:
     return medians
 
 
-def w1_cpu(workdir: Path, jobs: int) -> dict[str, float]:
+def w1_cpu(workdir: Path, jobs: int, slots: int = 64) -> dict[str, float]:
     """Jobs/s and CPU µs per job (server, workers) for ``jobs`` queued no-op jobs."""
     env = Env("sqlite", workdir, "floors-w1", [], [])
     try:
@@ -243,7 +243,7 @@ def w1_cpu(workdir: Path, jobs: int) -> dict[str, float]:
             env.api.batch([NOOP] * min(1000, jobs - start))
         server_before = cpu_seconds(env.server.popen.pid)
         start = time.perf_counter()
-        env.start_workers(2, 64)
+        env.start_workers(2, slots)
         # Polled through two index reads, not GET /stats: what /stats costs is not W1's.
         while env.api.active():
             env.check_alive()
@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3000, help="POSTs per loop")
     parser.add_argument("--w2", type=int, default=300, help="W2 round trips (0: skip)")
     parser.add_argument("--w1", type=int, default=5000, help="W1 no-op jobs (0: skip)")
+    parser.add_argument("--w1-slots", type=int, default=64, help="W1: slots of each worker")
     opts = parser.parse_args(argv)
     workdir = new_workdir()
     envs: list[Env] = []
@@ -294,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     env.close()
     envs.clear()
     if opts.w1:
-        for unit, value in w1_cpu(workdir, opts.w1).items():
-            rows.append(("W1, 2 workers x 64 slots, no-op jobs", unit, value))
+        for unit, value in w1_cpu(workdir, opts.w1, opts.w1_slots).items():
+            rows.append((f"W1, 2 workers x {opts.w1_slots} slots, no-op jobs", unit, value))
 
     load = os.getloadavg()[0]
     print(f"\nwhere the time goes, sqlite, {os.cpu_count()} cores, load {load:.1f}")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from taskframe.core import model
-from taskframe.core.errors import JobConflict, JobNotFound
+from taskframe.core.errors import ErrorCode, JobConflict, JobNotFound
 from taskframe.core.model import Outcome, Status
 from taskframe.server import counts, dependencies, live_log, routing
 from taskframe.server.attempt_end import capped, history_row, next_step
@@ -28,6 +28,7 @@ from taskframe.server.telemetry import Telemetry
 from taskframe.server.wakeups import Wakeups
 
 log = logging.getLogger("taskframe.server")
+STALE = "stale lease: this attempt was reaped or moved on"
 
 
 class Attempts:
@@ -269,7 +270,7 @@ class Attempts:
                 or row["lease_id"] != lease_id
                 or row["worker_id"] != worker_id
             ):
-                raise JobConflict("stale lease: this attempt was reaped or moved on")
+                raise JobConflict(STALE, ErrorCode.STALE_LEASE)
             status, run_at = next_step(row, Outcome.RELEASED, now, self.config.backoff, self.rng)
             outcome = Outcome.CANCELLED if status == Status.CANCELLED else Outcome.RELEASED
             history: list[dict[str, Any]] = []
@@ -287,7 +288,7 @@ class Attempts:
             )
             tx.run_many("insert_attempt", history)
             if updated is None:
-                raise JobConflict("stale lease: this attempt was reaped or moved on")
+                raise JobConflict(STALE, ErrorCode.STALE_LEASE)
             moved = dependencies.resolve(tx, [updated], now, self.config.cascade_batch)
             self.store.notify_change(tx)
         self.wakeups.ended([updated])
@@ -364,7 +365,7 @@ def _stale(job_id: int) -> CompletionOutcome:
     return CompletionOutcome(
         job_id,
         CompletionResult.STALE_LEASE,
-        error="stale lease: this attempt was reaped or moved on",
+        error=STALE,
     )
 
 

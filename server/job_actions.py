@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskframe.core import model
-from taskframe.core.errors import JobConflict
+from taskframe.core.errors import ErrorCode, JobConflict
 from taskframe.core.model import Event, Status
 from taskframe.server.storage import Row, Transaction
 
@@ -40,11 +40,12 @@ def cancel_locked(tx: Transaction, current: Row, now: float) -> Row:
         status = model.next_status(current["status"], Event.CANCEL)
     except model.IllegalTransition:
         raise JobConflict(
-            f"job {job_id} {model.in_words(current['status'], already=True)}"
+            f"job {job_id} {model.in_words(current['status'], already=True)}",
+            ErrorCode.JOB_FINISHED,
         ) from None
     row = tx.one(_cancel_query(status), {"id": job_id, "now": now})
     if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
-        raise JobConflict(f"job {job_id} changed meanwhile; try again")
+        raise JobConflict(f"job {job_id} changed meanwhile; try again", ErrorCode.TRY_AGAIN)
     return row
 
 
@@ -82,10 +83,14 @@ def retry_locked(tx: Transaction, current: Row, now: float) -> Row:
     except model.IllegalTransition:
         raise JobConflict(
             f"job {job_id} {model.in_words(current['status'])}; "
-            "only a failed or cancelled job can be retried"
+            "only a failed or cancelled job can be retried",
+            ErrorCode.NOT_RETRYABLE,
         ) from None
     if current["has_dependants"] and tx.one("cascade_pending", params):
-        raise JobConflict(f"job {job_id}'s dependants are still being cancelled; try again shortly")
+        raise JobConflict(
+            f"job {job_id}'s dependants are still being cancelled; try again shortly",
+            ErrorCode.TRY_AGAIN,
+        )
     pending = 0
     if current.get("depends_on"):  # a cancelled dependant keeps its unresolved edges
         found = tx.one("unresolved_dependencies", params)
@@ -93,7 +98,7 @@ def retry_locked(tx: Transaction, current: Row, now: float) -> Row:
     status = model.next_status(current["status"], Event.RETRY, blocked=pending > 0)
     row = tx.one("retry_job", params)
     if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
-        raise JobConflict(f"job {job_id} changed meanwhile; try again")
+        raise JobConflict(f"job {job_id} changed meanwhile; try again", ErrorCode.TRY_AGAIN)
     if status == Status.WAITING:  # never ahead of a dependency still to finish
         row = tx.one("start_waiting", {"id": job_id, "pending": pending}) or row
     return row

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskframe.core.schemas import MAX_ID
+from taskframe.core.limits import MAX_ID
 from taskframe.server.storage import Row, Transaction
 
 SORTS = ("id", "priority", "created", "finished")
