@@ -208,3 +208,25 @@ def test_phone_layout_is_compact(browser, server, shots):
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shots("phone-jobs-compact", page)
     assert page.errors == []
+
+
+def test_a_real_workers_log_lines_show_while_the_job_runs(
+    browser, start_server, start_worker, tmp_path, shots
+):
+    """The worker sends new log lines with its heartbeats (the server says it takes
+    them): the sleep executor's first line shows before the job ends."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    server = start_server(str(tmp_path / "worker-log.db"))
+    start_worker([server.url], "--worker-id", "log-worker")
+    job = submit(server.url, "sleep", {"duration": 300})
+    page = open_page(browser, f"{server.url}/#/jobs/{job['id']}")
+    expect(page.locator(".facts .badge")).to_have_text("running")
+    expect(page.get_by_label("Live log")).to_contain_text("sleeping 300")
+    running = requests.get(f"{server.url}/jobs/{job['id']}/attempts", timeout=10).json()
+    assert "sleeping 300" in running["running"]["log"]
+    shots("job-live-log-worker", page)
+    requests.post(f"{server.url}/jobs/{job['id']}/cancel", timeout=10).raise_for_status()
+    expect(page.locator(".facts .badge")).to_have_text("cancelled")
+    assert page.errors == []
