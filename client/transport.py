@@ -416,7 +416,7 @@ def _reason(exc: BaseException, waited: str) -> str:
 def _error(response: http.client.HTTPResponse, data: bytes, url: str) -> TaskframeError:
     """The error for a 3xx/4xx/5xx answer, carrying the server's title, description, errors."""
     status = response.status
-    title = description = None
+    title = description = code = None
     errors: dict[str, Any] | None = None
     try:
         body = json_codec.loads(data)
@@ -426,17 +426,19 @@ def _error(response: http.client.HTTPResponse, data: bytes, url: str) -> Taskfra
         summary = f"redirected to {response.getheader('Location')}: use that URL"
     elif isinstance(body, dict) and "title" in body:
         title = str(body["title"])
+        code = body.get("code") if isinstance(body.get("code"), str) else None
         description = body.get("description")
         errors = body.get("errors") if isinstance(body.get("errors"), dict) else None
         detail = description or errors or ""
         summary = f"{title}: {detail}" if detail else title
     else:
         summary = data.decode("utf-8", "replace")[:200] if body is None else str(body)[:200]
-    return error_class(status)(
+    return error_class(status, code)(
         f"{url}: HTTP {status} {summary}",
         status,
         url,
         title=title,
         description=description,
         errors=errors,
+        code=code,
     )

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from taskframe.core import model
-from taskframe.core.errors import JobConflict, JobNotFound
+from taskframe.core.errors import ErrorCode, JobConflict, JobNotFound
 from taskframe.core.model import Outcome, Status
-from taskframe.server import counts, dependencies, routing
+from taskframe.server import counts, dependencies, live_log, routing
 from taskframe.server.attempt_end import capped, history_row, next_step
 from taskframe.server.completions import Completion, CompletionOutcome, CompletionResult
 from taskframe.server.config import ServerConfig
@@ -28,6 +28,7 @@ from taskframe.server.telemetry import Telemetry
 from taskframe.server.wakeups import Wakeups
 
 log = logging.getLogger("taskframe.server")
+STALE = "stale lease: this attempt was reaped or moved on"
 
 
 class Attempts:
@@ -228,11 +229,14 @@ class Attempts:
         worker_id: str,
         leases: list[tuple[int, str]],
         progress: Mapping[tuple[int, str], dict[str, Any]] | None = None,
+        logs: Mapping[tuple[int, str], str] | None = None,
     ) -> list[tuple[int, bool, bool]]:
         """Extend leases; return (job_id, still held, cancel requested) for each.
 
         ``progress``: by (job id, lease id), what the job reported (fraction, message),
         stored with the job in the same transaction, fenced like the lease.
+        ``logs``: likewise, the log text each attempt wrote since its last heartbeat,
+        appended to what the running attempt logged so far (server/live_log.py).
         """
         now = self.clock()
         expires = now + self.config.lease_ttl
@@ -246,6 +250,8 @@ class Attempts:
             rows = tx.returning_many("extend_lease", params)
             if progress:
                 tx.run_many("set_progress", _progress_params(worker_id, progress, now))
+            if logs:
+                tx.run_many("append_live_log", live_log.append_params(worker_id, logs))
         answers = {
             key: (row is not None, bool(row and row["cancel_requested"]))
             for key, row in zip(ordered, rows, strict=True)
@@ -264,7 +270,7 @@ class Attempts:
                 or row["lease_id"] != lease_id
                 or row["worker_id"] != worker_id
             ):
-                raise JobConflict("stale lease: this attempt was reaped or moved on")
+                raise JobConflict(STALE, ErrorCode.STALE_LEASE)
             status, run_at = next_step(row, Outcome.RELEASED, now, self.config.backoff, self.rng)
             outcome = Outcome.CANCELLED if status == Status.CANCELLED else Outcome.RELEASED
             history: list[dict[str, Any]] = []
@@ -282,7 +288,7 @@ class Attempts:
             )
             tx.run_many("insert_attempt", history)
             if updated is None:
-                raise JobConflict("stale lease: this attempt was reaped or moved on")
+                raise JobConflict(STALE, ErrorCode.STALE_LEASE)
             moved = dependencies.resolve(tx, [updated], now, self.config.cascade_batch)
             self.store.notify_change(tx)
         self.wakeups.ended([updated])
@@ -359,7 +365,7 @@ def _stale(job_id: int) -> CompletionOutcome:
     return CompletionOutcome(
         job_id,
         CompletionResult.STALE_LEASE,
-        error="stale lease: this attempt was reaped or moved on",
+        error=STALE,
     )
 
 

@@ -1,8 +1,9 @@
 """Job operations for clients: read, list and wait on jobs, cancel and retry them.
 
 Cancel and retry are one store transaction each, checked against
-:func:`taskframe.core.model.next_status`; after the commit they wake whoever
-waits on the change (:class:`~taskframe.server.wakeups.Wakeups`).
+:func:`taskframe.core.model.next_status` (:mod:`.job_actions`, shared with the
+bulk actions of :mod:`.bulk`); after the commit they wake whoever waits on the
+change (:class:`~taskframe.server.wakeups.Wakeups`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from taskframe.core import model
-from taskframe.core.errors import JobConflict, JobNotFound
-from taskframe.core.model import Event, Status
-from taskframe.server import dependencies
+from taskframe.core.errors import JobNotFound
+from taskframe.server import dependencies, job_actions
 from taskframe.server.config import ServerConfig
+from taskframe.server.listing import Listing
 from taskframe.server.notify import ChangeNotifier, WaitSlots
 from taskframe.server.storage import Row, Store, Transaction
 from taskframe.server.telemetry import Telemetry
 from taskframe.server.wakeups import Wakeups
 
-NO_CURSOR = 2**62
 # Bytes a job's JSON takes in a listing beside its payload and result.
 JOB_OVERHEAD = 600
 
@@ -84,18 +84,21 @@ class JobOps:
         status: str | None,
         job_type: str | None,
         limit: int,
-        cursor: int | None,
+        cursor: Any,
         full: bool = False,
+        listing: Listing | None = None,
     ) -> list[Row]:
-        """A page of jobs, newest first: summaries (no payload, no result) unless ``full``.
+        """A page of jobs, newest first unless ``listing`` says otherwise (its filters,
+        order and size; see server/listing.py): summaries (no payload, no result)
+        unless ``full``.
 
         A full page stops before its payloads and results pass the answer cap
         (always at least one job); the caller's cursor goes on from its last job.
         """
-        filters = [name for name, value in (("status", status), ("type", job_type)) if value]
-        params = {"status": status, "type": job_type, "limit": limit, "cursor": cursor or NO_CURSOR}
+        if listing is None:
+            listing = Listing({"status": status, "type": job_type}, limit=limit)
         with self.store.reader() as tx:
-            rows = tx.all(tx.filtered("list_jobs", filters), params)
+            rows = tx.all(listing.query(tx), listing.params(cursor))
             if not full:
                 return rows
             page: list[Row] = []
@@ -107,8 +110,8 @@ class JobOps:
                 page.append(row)
             if not page:
                 return []
-            found = tx.all("get_jobs", {"ids": [row["id"] for row in page]})
-        return sorted(found, key=lambda row: -row["id"])
+            found = {r["id"]: r for r in tx.all("get_jobs", {"ids": [r["id"] for r in page]})}
+        return [found[row["id"]] for row in page if row["id"] in found]
 
     def dependency_results(self, rows: list[Row]) -> dict[int, dict[str, Any]]:
         """{job id: {dependency id: result}} of leased ``rows`` that have dependencies."""
@@ -127,28 +130,31 @@ class JobOps:
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
-            try:
-                status = model.next_status(current["status"], Event.CANCEL)
-            except model.IllegalTransition:
-                raise JobConflict(
-                    f"job {job_id} {model.in_words(current['status'], already=True)}"
-                ) from None
-            query = "request_cancel" if status == Status.RUNNING else "cancel_queued"
-            row = tx.one(query, params)
-            if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
-                raise JobConflict(f"job {job_id} changed meanwhile; try again")
-            moved = dependencies.resolve(tx, [row], params["now"], self.config.cascade_batch)
+            row = job_actions.cancel_locked(tx, current, params["now"])
+            moved = self.resolve(tx, [row], params["now"])
             self.store.notify_change(tx)  # wakes waiters on other servers
-        if row["status"] in model.FINISHED:
-            self.notifier.jobs_finished([job_id])
-        self.telemetry.cancelled(row)
-        self.wakeups.dependants_moved(moved)
-        if self.events is not None:
-            self.events.job_finished(row)
+        self.after_cancels([row], moved)
         return row
 
+    def resolve(self, tx: Transaction, rows: list[Row], now: float) -> dependencies.Resolution:
+        """Resolve the dependants of cancelled ``rows``, a chunk now and the rest later."""
+        return dependencies.resolve(tx, rows, now, self.config.cascade_batch)
+
+    def after_cancels(self, rows: list[Row], moved: dependencies.Resolution) -> None:
+        """After a commit that cancelled ``rows`` (or asked their workers to stop):
+        wake their waiters, count and log them, tell plugins."""
+        finished = [row["id"] for row in rows if row["status"] in model.FINISHED]
+        if finished:
+            self.notifier.jobs_finished(finished)
+        self.telemetry.cancelled_many(rows)
+        self.wakeups.dependants_moved(moved)
+        if self.events is not None:
+            for row in rows:
+                self.events.job_finished(row)
+
     def retry(self, job_id: int) -> Row:
-        """Put a failed or cancelled job back in the queue with fresh attempts.
+        """Put a failed or cancelled job back in the queue with fresh attempts (or
+        waiting for its dependencies again, when they still run).
 
         Attempts keep their numbers for the life of the job: the retry grants
         as many attempts as the job was submitted with (``max_attempts`` grows).
@@ -158,34 +164,12 @@ class JobOps:
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
-            pending = _unresolved_dependencies(tx, current)
-            try:
-                status = model.next_status(current["status"], Event.RETRY, blocked=pending > 0)
-            except model.IllegalTransition:
-                raise JobConflict(
-                    f"job {job_id} {model.in_words(current['status'])}; "
-                    "only a failed or cancelled job can be retried"
-                ) from None
-            if current["has_dependants"] and tx.one("cascade_pending", params):
-                raise JobConflict(
-                    f"job {job_id}'s dependants are still being cancelled; try again shortly"
-                )
-            row = tx.one("retry_job", params)
-            if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
-                raise JobConflict(f"job {job_id} changed meanwhile; try again")
-            if status == Status.WAITING:  # never ahead of a dependency still to finish
-                row = tx.one("start_waiting", {"id": job_id, "pending": pending}) or row
+            row = job_actions.retry_locked(tx, current, params["now"])
             self.store.notify_change(tx)
-        self.wakeups.announce([row])
-        self.telemetry.requeued(row)
+        self.after_retries([row])
         return row
 
-    # ----------------------------------------------------------------- workers
-
-
-def _unresolved_dependencies(tx: Transaction, job: Row) -> int:
-    """How many of ``job``'s dependencies have not finished (edges left after a cancel)."""
-    if not job.get("depends_on"):
-        return 0
-    found = tx.one("unresolved_dependencies", {"id": job["id"]})
-    return int(found["pending"]) if found else 0
+    def after_retries(self, rows: list[Row]) -> None:
+        """After a commit that queued ``rows`` again: wake their workers, log them."""
+        self.wakeups.announce(rows)
+        self.telemetry.requeued_many(rows)

@@ -15,6 +15,7 @@ from typing import Any
 from taskframe.core import model
 from taskframe.core.logs import Tally
 from taskframe.server.metrics import Metrics
+from taskframe.server.rollup import FinishTally
 from taskframe.server.storage import Row
 
 log = logging.getLogger("taskframe.jobs")
@@ -47,6 +48,9 @@ class Telemetry:
         self.metrics = metrics
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._tally = Tally(log, SUMMARY_EVERY)
+        #: Jobs succeeded and failed, for the per-minute rollup (the same events as
+        #: taskframe_jobs_finished_total): server/rollup.py writes and resets them.
+        self.finishes = FinishTally()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: it costs a lock and more per call."""
@@ -112,11 +116,15 @@ class Telemetry:
             return
         jobs = {row["id"]: row for row in rows if row is not None}
         succeeded = 0
+        ended = []
         for attempt in history:
             job = jobs.get(attempt["job_id"])
             if job is not None:
                 self._attempt_ended(attempt, job, now)
                 succeeded += job["status"] == model.SUCCEEDED
+                if attempt["outcome"] != model.OUTCOME_RELEASED:
+                    ended.append(job)
+        self.finishes.add(ended)
         if succeeded:
             self._tally.add("jobs succeeded", succeeded)
 
@@ -173,6 +181,23 @@ class Telemetry:
         else:
             log.info("job %d: cancel requested from its worker", row["id"], extra=_fields(row))
 
+    def cancelled_many(self, rows: list[Row]) -> None:
+        """Cancel requests: one job as :meth:`cancelled`, more counted alike and
+        logged in one line (a bulk cancel may touch millions)."""
+        if len(rows) <= 1:
+            for row in rows:
+                self.cancelled(row)
+            return
+        now = [row for row in rows if row["status"] == model.CANCELLED]
+        if self.metrics is not None:
+            for row in now:
+                self._child(self.metrics.finished, row["type"], model.CANCELLED).inc()
+        log.info(
+            "%d jobs cancelled, %d running asked to stop (ids %d..%d)",
+            *(len(now), len(rows) - len(now), rows[0]["id"], rows[-1]["id"]),
+            extra={"count": len(rows)},
+        )
+
     def fire_times_dropped(self, drops: Mapping[str, Any]) -> None:
         """Fire times the misfire policy dropped, by schedule name (``schedules.Drop``)."""
         total = sum(drop.count for drop in drops.values())
@@ -194,6 +219,17 @@ class Telemetry:
 
     def requeued(self, row: Row) -> None:
         log.info("job %d queued again by request", row["id"], extra=_fields(row))
+
+    def requeued_many(self, rows: list[Row]) -> None:
+        if len(rows) <= 1:
+            for row in rows:
+                self.requeued(row)
+            return
+        log.info(
+            "%d jobs queued again by request (ids %d..%d)",
+            *(len(rows), rows[0]["id"], rows[-1]["id"]),
+            extra={"count": len(rows)},
+        )
 
 
 def iso_second(timestamp: float) -> str:

@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
-from taskframe.core import json_rules
+from taskframe.core import strict_json
 from taskframe.core.schemas import MAX_ATTEMPT_LOG
 
 if TYPE_CHECKING:
@@ -137,4 +137,4 @@ class AttemptLogger(logging.Logger):
 def _storable(text: str) -> str:
     """PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate (a file name logged
     as os.fsdecode gave it)."""
-    return json_rules.encodable_text(text.replace("\x00", "\ufffd"))
+    return strict_json.encodable_text(text.replace("\x00", "\ufffd"))

@@ -18,7 +18,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from taskframe.core import json_rules
+from taskframe.core import strict_json
 from taskframe.core import task as _task_module
 from taskframe.core.executor import (
     MAX_RETRY_AFTER,
@@ -106,7 +106,7 @@ class RunningJob:
 
     def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
         # Error text quotes anything (remote bodies, file names): make it encodable.
-        error = json_rules.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
+        error = strict_json.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
         completion: dict[str, Any] = {
             "job_id": self.job_id,
             "lease_id": self.lease_id,
@@ -350,9 +350,9 @@ def _checked(result: Any, running: RunningJob) -> Outcome:
         running.result_bytes = len(json.dumps(result, allow_nan=False))
     except (TypeError, ValueError, RecursionError) as exc:
         return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
-    result = json_rules.encodable(result)  # lone surrogates become U+FFFD, tuples lists
-    if json_rules.depth_exceeds(result, json_rules.MAX_RESULT_DEPTH):
-        depth = json_rules.MAX_RESULT_DEPTH
+    result = strict_json.encodable(result)  # lone surrogates become U+FFFD, tuples lists
+    if strict_json.depth_exceeds(result, strict_json.MAX_RESULT_DEPTH):
+        depth = strict_json.MAX_RESULT_DEPTH
         return Status.FAILED.value, None, f"the result nests deeper than {depth} levels", False
     return Status.SUCCEEDED.value, result, None, True
 
@@ -389,7 +389,7 @@ def traceback_text(exc: BaseException, limit: int = MAX_TRACEBACK) -> str:
     if len(text) > limit:
         head = f"[the traceback's first {len(text) - limit} characters are cut]\n"
         text = head + text[-(limit - len(head)) :]
-    return json_rules.encodable_text(text.replace("\x00", "\ufffd"))
+    return strict_json.encodable_text(text.replace("\x00", "\ufffd"))
 
 
 #: taskframe's frames between the worker and the executor (not worth showing).

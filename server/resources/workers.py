@@ -9,6 +9,7 @@ from typing import Any
 import falcon
 
 from taskframe.core import quick_load, schemas
+from taskframe.core.errors import ErrorCode
 from taskframe.server.attempts import Attempts
 from taskframe.server.auth import require_worker_id
 from taskframe.server.completions import Completion, CompletionOutcome, CompletionResult
@@ -145,6 +146,7 @@ class Lease(WorkerResource):
             "jobs": leased_json(self.jobs, rows),
             "completions": [_outcome_json(o) for o in outcomes],
             "lease_ttl": self.config.lease_ttl,
+            "live_log": True,  # heartbeat entries may carry log text (server/live_log.py)
             # Too many requests wait already: come back after this pause.
             "retry_after": self.leasing.wait_slots.retry_after() if refused else None,
             # Seconds from the request's arrival to this answer: the worker tells by
@@ -201,13 +203,19 @@ class Heartbeats(WorkerResource):
             for item in request["leases"]
             if item.get("progress")
         }
-        answers = self.attempts.heartbeat(request["worker_id"], leases, progress)
+        logs = {
+            (item["job_id"], item["lease_id"]): item["log"]
+            for item in request["leases"]
+            if item.get("log")
+        }
+        answers = self.attempts.heartbeat(request["worker_id"], leases, progress, logs)
         resp.media = {
             "leases": [
                 {"job_id": job_id, "ok": held, "cancel_requested": cancel}
                 for job_id, held, cancel in answers
             ],
             "lease_ttl": self.config.lease_ttl,
+            "live_log": True,  # heartbeat entries may carry log text (server/live_log.py)
         }
 
 
@@ -222,13 +230,20 @@ class JobHeartbeat(WorkerResource):
         self.jobs.get(job_id)  # 404 for an unknown job
         lease = (job_id, request["lease_id"])
         progress = {lease: request["progress"]} if request.get("progress") else None
-        [(_, held, cancel)] = self.attempts.heartbeat(request["worker_id"], [lease], progress)
+        logs = {lease: request["log"]} if request.get("log") else None
+        [(_, held, cancel)] = self.attempts.heartbeat(request["worker_id"], [lease], progress, logs)
         if not held:
-            raise APIError(falcon.HTTP_409, "Conflict", "stale lease: the attempt moved on")
+            raise APIError(
+                falcon.HTTP_409,
+                "Conflict",
+                "stale lease: the attempt moved on",
+                code=ErrorCode.STALE_LEASE,
+            )
         resp.media = {
             "job_id": job_id,
             "cancel_requested": cancel,
             "lease_ttl": self.config.lease_ttl,
+            "live_log": True,  # heartbeat entries may carry log text (server/live_log.py)
         }
 
 
@@ -242,9 +257,9 @@ class JobComplete(WorkerResource):
         require_worker_id(req, request["worker_id"])
         [outcome] = self.attempts.complete([_completion(request, job_id, request["worker_id"])])
         if outcome.result is CompletionResult.UNKNOWN_JOB:
-            raise APIError(falcon.HTTP_404, "Not found", outcome.error)
+            raise APIError(falcon.HTTP_404, "Not found", outcome.error, code=ErrorCode.NOT_FOUND)
         if outcome.result is CompletionResult.STALE_LEASE:
-            raise APIError(falcon.HTTP_409, "Conflict", outcome.error)
+            raise APIError(falcon.HTTP_409, "Conflict", outcome.error, code=ErrorCode.STALE_LEASE)
         assert outcome.job is not None  # a recorded completion carries its job
         resp.media = job_answer(outcome.job)
 

@@ -31,9 +31,9 @@ from hypothesis.stateful import (
 
 from taskframe.core import model, schemas
 from taskframe.core.errors import JobConflict
+from taskframe.core.options import duration
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server import counts
-from taskframe.server.cli import duration
 from taskframe.server.completions import Completion, CompletionResult
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
@@ -152,8 +152,8 @@ def store_rows(store) -> list[Row]:
     cursor = None
     with store.reader() as tx:
         while True:
-            params = {"limit": 1000, "cursor": cursor or 2**62}
-            page = tx.all("list_jobs", params)
+            params = {"limit": 1000, "after_id": cursor or 2**62}
+            page = tx.all(tx.filtered("list_jobs", ["id_desc"]), params)
             rows += page
             if len(page) < 1000:
                 return rows
