@@ -159,3 +159,19 @@ def test_internal_objects_are_not_listed_as_plugins(start_server, tmp_path, http
     ]
     assert names and not [name for name in names if name.startswith("webhook.")]
     assert "webhook.off" not in server.output()
+
+
+def test_a_running_jobs_log_reaches_the_server_with_the_heartbeats(
+    start_server, start_worker, tmp_path, http
+) -> None:
+    server = start_server(str(tmp_path / "t.db"), *SERVER_ARGS)
+    start_worker([server.url], *WORKER_ARGS)  # heartbeats every 0.3 s
+    job_id = submit(server.url, "sleep", {"duration": 30})["id"]
+
+    def live_log() -> str:
+        running = http.get(f"{server.url}/jobs/{job_id}/attempts", timeout=10).json()["running"]
+        return (running or {}).get("log") or ""
+
+    wait_until(lambda: "sleeping 30 s" in live_log(), 30, message="the live log")
+    assert http.post(f"{server.url}/jobs/{job_id}/cancel", timeout=10).ok
+    wait_until(lambda: get_job(server.url, job_id)["finished_at"], message="the cancelled job")
