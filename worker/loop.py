@@ -385,25 +385,26 @@ class Worker:
         delivered, or a slow delivery would let the server reap them and run them
         again); in between, send the jobs' progress as soon as it changes."""
         streak = FailureStreak("heartbeats")
-        plan = self.heartbeat
         while True:
-            await asyncio.sleep(plan.tick())
-            now = time.monotonic()
-            active = list(self._active.values())
-            items = plan.items(active, self.outbox.leases(), now)
-            if not items:
-                continue
+            await asyncio.sleep(self.heartbeat.tick())
             try:
-                answers = await self._beats.call(self._send_heartbeats, items)
-            except ApiError as exc:
-                plan.failed(now, streak.failure(exc))
-                continue
-            except Exception:  # keep heartbeating whatever happens
+                await self._heartbeat(streak)
+            except Exception:  # keep heartbeating whatever happens: leases depend on it
                 log.exception("heartbeat failed")
-                continue
-            streak.success()
-            apply_answers(self._active, items, answers)
-            self._wake_up()
+
+    async def _heartbeat(self, streak: FailureStreak) -> None:
+        plan, now = self.heartbeat, time.monotonic()
+        items = plan.items(list(self._active.values()), self.outbox.leases(), now)
+        if not items:
+            return
+        try:
+            answers = await self._beats.call(self._send_heartbeats, items)
+        except ApiError as exc:
+            plan.failed(now, streak.failure(exc))
+            return
+        streak.success()
+        apply_answers(self._active, items, answers)
+        self._wake_up()
 
     def _send_heartbeats(self, leases: list[dict]) -> list[dict]:
         """``POST /heartbeats`` in requests within the server's limit; every answer."""

@@ -13,11 +13,14 @@ ready. Under load (many short jobs) that is one wake-up for many jobs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("taskframe.worker")
 
 #: What the loop is given for each call: (its callback, its result, its exception).
 Done = tuple[Callable[[Any, BaseException | None], None], Any, "BaseException | None"]
@@ -96,4 +99,7 @@ class DaemonThreads:
         self._wake_pending = False
         while self._done:
             then, result, exc = self._done.popleft()
-            then(result, exc)
+            try:
+                then(result, exc)
+            except Exception:  # one failing callback must not strand the others' results
+                log.exception("handing a result back to the worker's loop failed")
