@@ -68,6 +68,11 @@ class Route:
         return self.path.replace("{job_id}", JOB_ID_TEMPLATE)
 
 
+def route(path: str, resource: Callable[[Parts], Any], **methods: Operation) -> Route:
+    """A row of the table: ``methods`` by HTTP method (``POST=Operation(...)``)."""
+    return Route(path, resource, methods)
+
+
 _CLIENT = frozenset({CLIENT})
 _WORKER = frozenset({WORKER})
 _ADMIN = frozenset({ADMIN})
@@ -75,212 +80,182 @@ _CLIENT_OR_WORKER = frozenset({CLIENT, WORKER})
 # Who may call what when tokens are configured (admin may call everything).
 # A route missing here is for admin only: closed until someone decides.
 ROUTES: tuple[Route, ...] = (
-    Route(
+    route(
         "/jobs",
         lambda p: jobs.JobCollection(
             p.engine.intake, p.engine.jobs, p.executors, p.config, p.check
         ),
-        {
-            "POST": Operation(
-                _CLIENT,
-                "Submit a job (wait=S: answer once it finished)",
-                "SubmitJob",
-                "201",
-                "Job",
-                "400 413 415 409 422 503",
-                schemas.WaitQuerySchema,
-            ),
-            "GET": Operation(
-                _CLIENT,
-                "List jobs, newest first",
-                response="JobList",
-                errors="422 503",
-                query=schemas.ListJobsQuerySchema,
-            ),
-        },
+        POST=Operation(
+            _CLIENT,
+            "Submit a job (wait=S: answer once it finished)",
+            "SubmitJob",
+            "201",
+            "Job",
+            "400 413 415 409 422 503",
+            schemas.WaitQuerySchema,
+        ),
+        GET=Operation(
+            _CLIENT,
+            "List jobs, newest first",
+            response="JobList",
+            errors="422 503",
+            query=schemas.ListJobsQuerySchema,
+        ),
     ),
-    Route(
+    route(
         "/jobs/batch",
         lambda p: jobs.JobBatch(p.engine.intake, p.executors, p.config, p.check),
-        {
-            "POST": Operation(
-                _CLIENT,
-                "Submit many jobs at once",
-                "BatchSubmit",
-                "201",
-                "JobBatch",
-                "400 413 415 422",
-            )
-        },
+        POST=Operation(
+            _CLIENT,
+            "Submit many jobs at once",
+            "BatchSubmit",
+            "201",
+            "JobBatch",
+            "400 413 415 422",
+        ),
     ),
-    Route(
+    route(
         "/jobs/{job_id}",
         lambda p: jobs.JobItem(p.engine.jobs),
-        {
-            "GET": Operation(
-                _CLIENT,
-                "Read a job (wait=S: until it finished)",
-                response="Job",
-                errors="404 422",
-                query=schemas.WaitQuerySchema,
-            )
-        },
+        GET=Operation(
+            _CLIENT,
+            "Read a job (wait=S: until it finished)",
+            response="Job",
+            errors="404 422",
+            query=schemas.WaitQuerySchema,
+        ),
     ),
-    Route(
+    route(
         "/jobs/{job_id}/attempts",
         lambda p: jobs.JobAttempts(p.engine.jobs),
-        {
-            "GET": Operation(
-                _CLIENT,
-                "Attempt history, and the running attempt's log",
-                response="AttemptList",
-                errors="404",
-            )
-        },
+        GET=Operation(
+            _CLIENT,
+            "Attempt history, and the running attempt's log",
+            response="AttemptList",
+            errors="404",
+        ),
     ),
-    Route(
+    route(
         "/jobs/{job_id}/cancel",
         lambda p: jobs.JobCancel(p.engine.jobs),
-        {"POST": Operation(_CLIENT, "Cancel a job", response="Job", errors="404 409")},
+        POST=Operation(_CLIENT, "Cancel a job", response="Job", errors="404 409"),
     ),
-    Route(
+    route(
         "/jobs/{job_id}/retry",
         lambda p: jobs.JobRetry(p.engine.jobs),
-        {
-            "POST": Operation(
-                _CLIENT, "Re-queue a failed or cancelled job", response="Job", errors="404 409"
-            )
-        },
+        POST=Operation(
+            _CLIENT, "Re-queue a failed or cancelled job", response="Job", errors="404 409"
+        ),
     ),
     # Issue 23: every job a filter matches, a job's dependants, the charts' history.
-    Route(
+    route(
         "/jobs/retry",
         lambda p: bulk.BulkAction(BulkActions(p.engine.jobs), "retry", p.config),
-        {
-            "POST": Operation(
-                _CLIENT,
-                "Re-queue every failed or cancelled job a filter matches (dry_run: count)",
-                "BulkAction",
-                response="BulkAnswer",
-                errors="400 413 415 422 503",
-            )
-        },
+        POST=Operation(
+            _CLIENT,
+            "Re-queue every failed or cancelled job a filter matches (dry_run: count)",
+            "BulkAction",
+            response="BulkAnswer",
+            errors="400 413 415 422 503",
+        ),
     ),
-    Route(
+    route(
         "/jobs/cancel",
         lambda p: bulk.BulkAction(BulkActions(p.engine.jobs), "cancel", p.config),
-        {
-            "POST": Operation(
-                _CLIENT,
-                "Cancel every job a filter matches (dry_run: count)",
-                "BulkAction",
-                response="BulkAnswer",
-                errors="400 413 415 422 503",
-            )
-        },
+        POST=Operation(
+            _CLIENT,
+            "Cancel every job a filter matches (dry_run: count)",
+            "BulkAction",
+            response="BulkAnswer",
+            errors="400 413 415 422 503",
+        ),
     ),
-    Route(
+    route(
         "/jobs/{job_id}/dependants",
         lambda p: listing.Dependants(p.engine.jobs),
-        {
-            "GET": Operation(
-                _CLIENT,
-                "Jobs that depend on this one",
-                response="JobList",
-                errors="404 422",
-                query=schemas.DependantsQuerySchema,
-            )
-        },
+        GET=Operation(
+            _CLIENT,
+            "Jobs that depend on this one",
+            response="JobList",
+            errors="404 422",
+            query=schemas.DependantsQuerySchema,
+        ),
     ),
-    Route(
+    route(
         "/jobs/{job_id}/heartbeat",
         lambda p: workers.JobHeartbeat(*p.worker_parts()),
-        {
-            "POST": Operation(
-                _WORKER,
-                "Extend a lease",
-                "Heartbeat",
-                response="HeartbeatAnswer",
-                errors="400 404 409 415 422",
-            )
-        },
+        POST=Operation(
+            _WORKER,
+            "Extend a lease",
+            "Heartbeat",
+            response="HeartbeatAnswer",
+            errors="400 404 409 415 422",
+        ),
     ),
-    Route(
+    route(
         "/jobs/{job_id}/complete",
         lambda p: workers.JobComplete(*p.worker_parts()),
-        {
-            "POST": Operation(
-                _WORKER,
-                "Report an attempt's outcome",
-                "Complete",
-                response="Job",
-                errors="400 404 409 415 422",
-            )
-        },
+        POST=Operation(
+            _WORKER,
+            "Report an attempt's outcome",
+            "Complete",
+            response="Job",
+            errors="400 404 409 415 422",
+        ),
     ),
-    Route(
+    route(
         "/jobs/{job_id}/release",
         lambda p: workers.JobRelease(*p.worker_parts()),
-        {
-            "POST": Operation(
-                _WORKER,
-                "Give a lease back unspent",
-                "Release",
-                response="Job",
-                errors="400 404 409 415 422",
-            )
-        },
+        POST=Operation(
+            _WORKER,
+            "Give a lease back unspent",
+            "Release",
+            response="Job",
+            errors="400 404 409 415 422",
+        ),
     ),
-    Route(
+    route(
         "/next-job",
         lambda p: workers.NextJob(*p.worker_parts()),
-        {
-            "POST": Operation(
-                _WORKER,
-                "Lease one job (204 when none); no body",
-                response="Job",
-                errors="415 422 503",
-                query=schemas.NextJobQuerySchema,
-                empty="No job ready",
-            )
-        },
+        POST=Operation(
+            _WORKER,
+            "Lease one job (204 when none); no body",
+            response="Job",
+            errors="415 422 503",
+            query=schemas.NextJobQuerySchema,
+            empty="No job ready",
+        ),
     ),
-    Route(
+    route(
         "/lease",
         lambda p: workers.Lease(*p.worker_parts(), p.registry),
-        {
-            "POST": Operation(
-                _WORKER,
-                "Report outcomes and lease jobs",
-                "LeaseRequest",
-                response="LeaseAnswer",
-                errors="400 413 415 422",
-            )
-        },
+        POST=Operation(
+            _WORKER,
+            "Report outcomes and lease jobs",
+            "LeaseRequest",
+            response="LeaseAnswer",
+            errors="400 413 415 422",
+        ),
     ),
-    Route(
+    route(
         "/heartbeats",
         lambda p: workers.Heartbeats(*p.worker_parts(), p.registry),
-        {
-            "POST": Operation(
-                _WORKER,
-                "Extend many leases",
-                "HeartbeatBatch",
-                response="HeartbeatBatchAnswer",
-                errors="400 415 422",
-            )
-        },
+        POST=Operation(
+            _WORKER,
+            "Extend many leases",
+            "HeartbeatBatch",
+            response="HeartbeatBatchAnswer",
+            errors="400 415 422",
+        ),
     ),
-    Route(
+    route(
         "/job-types",
         lambda p: meta.JobTypes(p.plugins),
-        {
-            "GET": Operation(
-                _CLIENT_OR_WORKER, "Installed job types and payload schemas", response="JobTypes"
-            )
-        },
+        GET=Operation(
+            _CLIENT_OR_WORKER, "Installed job types and payload schemas", response="JobTypes"
+        ),
     ),
-    Route(
+    route(
         "/health",
         lambda p: meta.Health(
             p.engine.store,
@@ -290,171 +265,145 @@ ROUTES: tuple[Route, ...] = (
             p.engine.database,
             p.tokens,
         ),
-        {
-            "GET": Operation(
-                OPEN, "Health of the server and its database", response="Health", errors="503"
-            )
-        },
+        GET=Operation(
+            OPEN, "Health of the server and its database", response="Health", errors="503"
+        ),
     ),
     # Observability: counts and workers, no job contents; read like the job list.
-    Route(
+    route(
         "/stats",
         lambda p: observe.Stats(p.engine.store, p.registry, p.engine.clock),
-        {
-            "GET": Operation(
-                _CLIENT, "Job counts, oldest ready job, stuck types", response="Stats", errors="503"
-            )
-        },
+        GET=Operation(
+            _CLIENT, "Job counts, oldest ready job, stuck types", response="Stats", errors="503"
+        ),
     ),
-    Route(
+    route(
         "/stats/history",
         lambda p: history.History(p.engine.store, p.engine.clock),
-        {
-            "GET": Operation(
-                _CLIENT,
-                "Jobs finished, queue depth and age per minute",
-                response="History",
-                errors="422",
-                query=schemas.HistoryQuerySchema,
-            )
-        },
+        GET=Operation(
+            _CLIENT,
+            "Jobs finished, queue depth and age per minute",
+            response="History",
+            errors="422",
+            query=schemas.HistoryQuerySchema,
+        ),
     ),
-    Route(
+    route(
         "/workers",
         lambda p: observe.Workers(p.registry),
-        {"GET": Operation(_CLIENT, "Workers seen lately", response="WorkerList", errors="503")},
+        GET=Operation(_CLIENT, "Workers seen lately", response="WorkerList", errors="503"),
     ),
-    Route(
+    route(
         "/plugins",
         lambda p: plugin_info.Plugins(p.plugins),
-        {
-            "GET": Operation(
-                _CLIENT_OR_WORKER, "Loaded plugins and plugin failures", response="Plugins"
-            )
-        },
+        GET=Operation(_CLIENT_OR_WORKER, "Loaded plugins and plugin failures", response="Plugins"),
     ),
     # Queues and limits: anyone who reads jobs may look; pausing a queue or
     # setting a limit affects every client's work, so those are for admins.
-    Route(
+    route(
         "/queues",
         lambda p: flow_resources.Queues(p.flow),
-        {
-            "GET": Operation(
-                _CLIENT, "Queues with their jobs counted by status", response="QueueList"
-            )
-        },
+        GET=Operation(_CLIENT, "Queues with their jobs counted by status", response="QueueList"),
     ),
-    Route(
+    route(
         "/queues/{name}/pause",
         lambda p: flow_resources.QueuePause(p.flow),
-        {
-            "POST": Operation(
-                _ADMIN,
-                "Pause a queue: it accepts jobs, leases none",
-                response="Queue",
-                errors="422",
-            )
-        },
+        POST=Operation(
+            _ADMIN,
+            "Pause a queue: it accepts jobs, leases none",
+            response="Queue",
+            errors="422",
+        ),
     ),
-    Route(
+    route(
         "/queues/{name}/resume",
         lambda p: flow_resources.QueueResume(p.flow),
-        {"POST": Operation(_ADMIN, "Resume a queue", response="Queue", errors="422")},
+        POST=Operation(_ADMIN, "Resume a queue", response="Queue", errors="422"),
     ),
-    Route(
+    route(
         "/limits",
         lambda p: flow_resources.Limits(p.flow),
-        {"GET": Operation(_CLIENT, "Concurrency limits", response="LimitList")},
+        GET=Operation(_CLIENT, "Concurrency limits", response="LimitList"),
     ),
-    Route(
+    route(
         "/limits/{kind}/{name}",
         lambda p: flow_resources.LimitItem(p.flow, p.config),
-        {
-            "PUT": Operation(
-                _ADMIN,
-                "Set a limit (kind: type or queue)",
-                "LimitBody",
-                response="Limit",
-                errors="404 422",
-            ),
-            "DELETE": Operation(_ADMIN, "Remove a limit", code="204", errors="404 422"),
-        },
+        PUT=Operation(
+            _ADMIN,
+            "Set a limit (kind: type or queue)",
+            "LimitBody",
+            response="Limit",
+            errors="404 422",
+        ),
+        DELETE=Operation(_ADMIN, "Remove a limit", code="204", errors="404 422"),
     ),
     # Schedules submit jobs and are removed like jobs are cancelled: the client role.
-    Route(
+    route(
         "/schedules",
         lambda p: schedule_resources.ScheduleCollection(
             p.engine.schedules, p.executors, p.config, p.check
         ),
-        {
-            "POST": Operation(
-                _CLIENT,
-                "Create a cron schedule",
-                "Schedule",
-                "201",
-                "ScheduleAnswer",
-                "409 422",
-            ),
-            "GET": Operation(_CLIENT, "List schedules", response="ScheduleList"),
-        },
+        POST=Operation(
+            _CLIENT,
+            "Create a cron schedule",
+            "Schedule",
+            "201",
+            "ScheduleAnswer",
+            "409 422",
+        ),
+        GET=Operation(_CLIENT, "List schedules", response="ScheduleList"),
     ),
-    Route(
+    route(
         "/schedules/{name}",
         lambda p: schedule_resources.ScheduleItem(p.engine.schedules),
-        {
-            "GET": Operation(
-                _CLIENT,
-                "A schedule and its next fire times",
-                response="ScheduleAnswer",
-                errors="404",
-            ),
-            "DELETE": Operation(_CLIENT, "Delete a schedule", code="204", errors="404"),
-        },
+        GET=Operation(
+            _CLIENT,
+            "A schedule and its next fire times",
+            response="ScheduleAnswer",
+            errors="404",
+        ),
+        DELETE=Operation(_CLIENT, "Delete a schedule", code="204", errors="404"),
     ),
-    Route(
+    route(
         "/schedules/{name}/pause",
         lambda p: schedule_resources.SchedulePause(p.engine.schedules),
-        {"POST": Operation(_CLIENT, "Pause a schedule", response="ScheduleAnswer", errors="404")},
+        POST=Operation(_CLIENT, "Pause a schedule", response="ScheduleAnswer", errors="404"),
     ),
-    Route(
+    route(
         "/schedules/{name}/resume",
         lambda p: schedule_resources.ScheduleResume(p.engine.schedules),
-        {
-            "POST": Operation(
-                _CLIENT, "Resume a schedule from now", response="ScheduleAnswer", errors="404"
-            )
-        },
+        POST=Operation(
+            _CLIENT, "Resume a schedule from now", response="ScheduleAnswer", errors="404"
+        ),
     ),
     # The API's description: any valid token (it names the installed plugins).
-    Route(
+    route(
         "/openapi.json",
         lambda p: meta.OpenAPI(build_openapi(p.executors, ROUTES)),
-        {"GET": Operation(frozenset({CLIENT, WORKER, ADMIN}))},
+        GET=Operation(frozenset({CLIENT, WORKER, ADMIN})),
     ),
-    Route(
+    route(
         "/metrics",
         lambda p: (
             None
             if p.engine.telemetry.metrics is None
             else observe.MetricsEndpoint(p.engine.telemetry.metrics)
         ),
-        {"GET": Operation(_CLIENT)},
+        GET=Operation(_CLIENT),
     ),
     # The dashboard's page and files are open; the API calls it makes need a token.
-    Route("/", lambda p: dashboard.DashboardPage(p.dashboard_assets), {"GET": Operation(OPEN)}),
-    Route(
+    route("/", lambda p: dashboard.DashboardPage(p.dashboard_assets), GET=Operation(OPEN)),
+    route(
         dashboard.PREFIX + "/{name}",
         lambda p: dashboard.DashboardFile(p.dashboard_assets),
-        {"GET": Operation(OPEN)},
+        GET=Operation(OPEN),
     ),
     # The API explorer likewise: its page fetches /openapi.json with the user's token.
-    Route(
-        apidocs.PREFIX, lambda p: apidocs.ExplorerPage(p.explorer_assets), {"GET": Operation(OPEN)}
-    ),
-    Route(
+    route(apidocs.PREFIX, lambda p: apidocs.ExplorerPage(p.explorer_assets), GET=Operation(OPEN)),
+    route(
         apidocs.PREFIX + "/{name}",
         lambda p: apidocs.ExplorerFile(p.explorer_assets),
-        {"GET": Operation(OPEN)},
+        GET=Operation(OPEN),
     ),
 )
 
