@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from itertools import repeat
 
 from taskframe.core import json_codec
-
 from taskframe.server.storage.base import (
     Params,
     Row,
@@ -55,7 +54,7 @@ def _row(cursor: sqlite3.Cursor) -> Row | None:
     row = cursor.fetchone()
     if row is None:
         return None
-    return dict(zip([column[0] for column in cursor.description], row))
+    return dict(zip([column[0] for column in cursor.description], row, strict=True))
 
 
 def _adapt(params: Params | None) -> Params:
