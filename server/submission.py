@@ -7,8 +7,6 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from marshmallow import ValidationError
-
 from taskframe.core import json_codec
 from taskframe.core.errors import JobConflict
 from taskframe.core.executor import Executor
@@ -17,24 +15,37 @@ from taskframe.server import counts, dependencies
 from taskframe.server.config import ServerConfig
 from taskframe.server.group_commit import GroupCommitter
 from taskframe.server.notify import ChangeNotifier
+from taskframe.server.payloads import load_payloads
 from taskframe.server.storage import Row, Store, StoreUnavailable, Transaction
 
 #: The plugins' ``taskframe_validate_job``: a job -> its problems by field (or None).
 JobCheck = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
 
+def jobs_errors(
+    jobs: list[dict[str, Any]], executors: Mapping[str, Executor], check: JobCheck | None = None
+) -> dict[int, dict[str, Any]]:
+    """The problems of (envelope-valid) jobs by index: unknown type, invalid payload,
+    a plugin's. Payloads are loaded a batch at a time (see :mod:`.payloads`).
+
+    Fields a job omits get their defaults first (see :func:`apply_defaults`).
+    """
+    problems: dict[int, dict[str, Any]] = {}
+    for index, job in enumerate(jobs):
+        apply_defaults(job, executors.get(job["type"]))
+        found = check(job) if check is not None else None
+        if found:
+            problems[index] = dict(found)
+    for index, found in load_payloads(jobs, executors).items():
+        problems[index] = {**problems.get(index, {}), **found}
+    return problems
+
+
 def job_errors(
     job: dict[str, Any], executors: Mapping[str, Executor], check: JobCheck | None = None
 ) -> dict[str, Any]:
-    """The problems of one (envelope-valid) job: unknown type, invalid payload, a plugin's.
-
-    Fields the job omits get their defaults first (see :func:`apply_defaults`).
-    """
-    apply_defaults(job, executors.get(job["type"]))
-    problems = check(job) if check is not None else None
-    if problems:
-        return {**problems, **_type_and_payload_errors(job, executors)}
-    return _type_and_payload_errors(job, executors)
+    """The problems of one job (see :func:`jobs_errors`)."""
+    return jobs_errors([job], executors, check).get(0, {})
 
 
 _API_DEFAULTS = (
@@ -56,32 +67,6 @@ def apply_defaults(job: dict[str, Any], executor: Executor | None) -> None:
             job[name] = defaults.get(name, fallback)
     if job.get("timeout") is None and defaults.get("timeout") is not None:
         job["timeout"] = defaults["timeout"]
-
-
-def _type_and_payload_errors(
-    job: dict[str, Any], executors: Mapping[str, Executor]
-) -> dict[str, Any]:
-    executor = executors.get(job["type"])
-    if executor is None:
-        installed = ", ".join(sorted(executors)) or "none"
-        return {"type": [f"unknown job type {job['type']!r}; installed types: {installed}"]}
-    try:
-        loaded = executor.schema.load(job["payload"])
-    except ValidationError as exc:
-        return {"payload": exc.messages}
-    # Store the payload as its schema loads it ("5" for a Float field is 5.0),
-    # when it stays plain JSON (a schema may load into objects: keep the raw one).
-    if isinstance(loaded, dict) and _plain_json(loaded):
-        job["payload"] = loaded
-    return {}
-
-
-def _plain_json(value: Any) -> bool:
-    if isinstance(value, dict):
-        return all(type(k) is str and _plain_json(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_plain_json(v) for v in value)
-    return value is None or type(value) in (str, int, float, bool)
 
 
 class Intake:
