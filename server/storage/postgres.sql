@@ -399,6 +399,51 @@ WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
   AND status = 'running'
 RETURNING *;
 
+-- name: succeed_attempts
+-- Every success of a batch in one statement (one round trip): one array per field,
+-- read with unnest. Each row is fenced by its own lease, worker and status: a stale
+-- or re-sent one changes nothing and is not returned. The caller locked the rows.
+UPDATE jobs
+SET status = 'succeeded', result = done.result, error = NULL, finished_at = %(now)s,
+    lease_expires_at = NULL, deadline = NULL, cancel_requested = false
+FROM unnest(%(id)s::bigint[], %(lease_id)s::text[], %(worker_id)s::text[],
+            %(result)s::text[]) AS done (id, lease_id, worker_id, result)
+WHERE jobs.id = done.id AND jobs.lease_id = done.lease_id
+  AND jobs.worker_id = done.worker_id AND jobs.status = 'running'
+RETURNING jobs.*;
+
+-- name: end_attempts
+-- Any other end of attempts (failures, cancellations, reaps, releases), set-based
+-- and fenced like succeed_attempts: each row gives the job's next status
+-- (next_status decided it), run_at, finished_at, error and result.
+UPDATE jobs
+SET status = ended.status, result = ended.result, error = ended.error,
+    finished_at = ended.finished_at, run_at = ended.run_at, lease_id = ended.new_lease_id,
+    lease_expires_at = NULL, deadline = NULL, attempts = jobs.attempts - ended.refund,
+    cancel_requested = false
+FROM unnest(%(id)s::bigint[], %(lease_id)s::text[], %(worker_id)s::text[],
+            %(status)s::text[], %(result)s::text[], %(error)s::text[],
+            %(finished_at)s::float8[], %(run_at)s::float8[], %(new_lease_id)s::text[],
+            %(refund)s::int[])
+     AS ended (id, lease_id, worker_id, status, result, error, finished_at, run_at,
+               new_lease_id, refund)
+WHERE jobs.id = ended.id AND jobs.lease_id = ended.lease_id
+  AND jobs.worker_id = ended.worker_id AND jobs.status = 'running'
+RETURNING jobs.*;
+
+-- name: insert_attempts
+-- The history rows of a batch in one statement, in the order given.
+INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
+                          outcome, error, log, traceback)
+SELECT job_id, attempt, worker_id, lease_id, started_at, finished_at, outcome, error, log,
+       traceback
+FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(worker_id)s::text[],
+            %(lease_id)s::text[], %(started_at)s::float8[], %(finished_at)s::float8[],
+            %(outcome)s::text[], %(error)s::text[], %(log)s::text[], %(traceback)s::text[])
+     WITH ORDINALITY AS a (job_id, attempt, worker_id, lease_id, started_at, finished_at,
+                           outcome, error, log, traceback, n)
+ORDER BY n;
+
 -- name: insert_attempt
 INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
                           outcome, error, log, traceback)

@@ -95,6 +95,17 @@ class SQLiteTransaction:
         if rows:
             self._connection.executemany(QUERIES[query], [_adapt(row) for row in rows])
 
+    def run_set(
+        self, query: str, rows: Sequence[Params], shared: Params | None = None
+    ) -> list[Row]:
+        if not rows:
+            return []
+        # One JSON text for the whole set (orjson: floats round-trip exactly through
+        # SQLite's JSON reader). Text holding NUL must not come here: json_each would
+        # cut it short (callers replace NUL, as PostgreSQL needs anyway).
+        params = {**(shared or {}), "rows": json_codec.dumps(list(rows)).decode()}
+        return _rows(self._connection.execute(QUERIES[query], params))
+
     def execute_script(self, sql: str) -> None:
         """Run one statement that is not a named query (a migration step)."""
         self._connection.execute(sql)

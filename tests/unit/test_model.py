@@ -16,6 +16,9 @@ NOT_STATUSES = {
     *("$[", "]", "now", "taskframe_jobs", "taskframe_schema", "default", "paused"),
     *("$.attempt", "attempt"),
     *("jobs", "jobs_v8", "id", "run", "INSERT", "DELETE"),
+    # Fields of the JSON rows the set-based SQLite statements read (value ->> 'field').
+    *("job_id", "lease_id", "worker_id", "status", "result", "error", "log", "traceback"),
+    *("started_at", "finished_at", "run_at", "new_lease_id", "refund", "outcome"),
 }
 
 
