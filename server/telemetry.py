@@ -8,6 +8,8 @@ logger with the job's fields in ``extra`` (so JSON lines carry them).
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -63,8 +65,8 @@ class Telemetry:
     def submitted(self, rows: list[Row]) -> None:
         if self.metrics is not None:
             counter = self.metrics.submitted
-            for row in rows:
-                self._child(counter, row["type"]).inc()
+            for job_type, n in Counter(row["type"] for row in rows).items():
+                self._child(counter, job_type).inc(n)
         if len(rows) > BATCH_SUMMARY_OVER and log.isEnabledFor(logging.INFO):
             types = sorted({row["type"] for row in rows})
             ids = [rows[0]["id"], rows[-1]["id"]]
@@ -86,10 +88,12 @@ class Telemetry:
     def leased(self, worker_id: str, rows: list[Row]) -> None:
         if self.metrics is not None:
             leased, wait = self.metrics.leased, self.metrics.wait_seconds
+            waits: dict[str, list[float]] = defaultdict(list)
             for row in rows:
-                self._child(leased, row["type"]).inc()
-                waited = max(0.0, row["started_at"] - row["run_at"])
-                self._child(wait, row["type"]).observe(waited)
+                waits[row["type"]].append(max(0.0, row["started_at"] - row["run_at"]))
+            for job_type, waited in waits.items():
+                self._child(leased, job_type).inc(len(waited))
+                observe_all(self._child(wait, job_type), waited)
         self._tally.add("attempts leased", len(rows))
         if log.isEnabledFor(logging.DEBUG):
             for row in rows:
@@ -111,31 +115,48 @@ class Telemetry:
         if not history:
             return
         jobs = {row["id"]: row for row in rows if row is not None}
+        ended = [(a, jobs[a["job_id"]]) for a in history if a["job_id"] in jobs]
+        if self.metrics is not None:
+            self._count_ended(ended)
         succeeded = 0
-        for attempt in history:
-            job = jobs.get(attempt["job_id"])
-            if job is not None:
-                self._attempt_ended(attempt, job, now)
-                succeeded += job["status"] == model.SUCCEEDED
+        debug = log.isEnabledFor(logging.DEBUG)
+        for attempt, job in ended:
+            if job["status"] == model.SUCCEEDED:
+                succeeded += 1
+                if not debug:
+                    continue  # the hot path: counted above, summed up by the tally
+            self._log_ended(attempt, job, now)
         if succeeded:
             self._tally.add("jobs succeeded", succeeded)
 
-    def _attempt_ended(self, attempt: dict[str, Any], job: Row, now: float) -> None:
-        outcome, status, job_type = attempt["outcome"], job["status"], job["type"]
+    def _count_ended(self, ended: list[tuple[dict[str, Any], Row]]) -> None:
+        """The metrics of ended attempts, one update per label set of the batch."""
         metrics = self.metrics
+        assert metrics is not None
+        counted: Counter[tuple[Any, ...]] = Counter()
+        ran: dict[str, list[float]] = defaultdict(list)
+        for attempt, job in ended:
+            outcome, status, job_type = attempt["outcome"], job["status"], job["type"]
+            if outcome == model.OUTCOME_RELEASED:
+                continue
+            if attempt["started_at"] is not None:
+                ran[job_type].append(max(0.0, attempt["finished_at"] - attempt["started_at"]))
+            if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
+                counted[metrics.reaped, job_type, outcome] += 1
+            if status in _REQUEUED:
+                counted[metrics.retried, job_type] += 1
+            elif status in model.FINISHED:
+                counted[metrics.finished, job_type, status] += 1
+        for (metric, *labels), n in counted.items():
+            self._child(metric, *labels).inc(n)
+        for job_type, seconds in ran.items():
+            observe_all(self._child(metrics.run_seconds, job_type), seconds)
+
+    def _log_ended(self, attempt: dict[str, Any], job: Row, now: float) -> None:
+        outcome, status, job_type = attempt["outcome"], job["status"], job["type"]
         if outcome == model.OUTCOME_RELEASED:
             log.debug("job %d released by its worker", job["id"], extra=_attempt_fields(attempt))
             return
-        if metrics is not None:
-            if attempt["started_at"] is not None:
-                ran = max(0.0, attempt["finished_at"] - attempt["started_at"])
-                self._child(metrics.run_seconds, job_type).observe(ran)
-            if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
-                self._child(metrics.reaped, job_type, outcome).inc()
-            if status in _REQUEUED:
-                self._child(metrics.retried, job_type).inc()
-            elif status in model.FINISHED:
-                self._child(metrics.finished, job_type, status).inc()
         if status == model.SUCCEEDED:
             if log.isEnabledFor(logging.DEBUG):
                 number = attempt["attempt"]
@@ -194,6 +215,27 @@ class Telemetry:
 
     def requeued(self, row: Row) -> None:
         log.info("job %d queued again by request", row["id"], extra=_fields(row))
+
+
+def observe_all(histogram: Any, values: list[float]) -> None:
+    """``histogram.observe(v)`` for each of ``values``, one update per bucket touched.
+
+    prometheus_client walks its buckets in Python at every ``observe``, under a
+    lock: twice per job on the hot path. Its children keep their bounds and
+    bucket values in attributes; a client without them gets plain observes.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if len(values) < 2 or bounds is None or buckets is None or total is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    histogram._raise_if_not_observable()
+    # The first bound at or above each value, as observe's loop finds it (the last is +Inf).
+    for index, n in Counter(bisect_left(bounds, value) for value in values).items():
+        buckets[index].inc(n)
+    total.inc(sum(values))
 
 
 def iso_second(timestamp: float) -> str:
