@@ -101,8 +101,9 @@ class PostgresTransaction:
         return with_filters(QUERIES, query, filters)
 
     def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
-        # No key, no conflict: every row comes back, in order.
-        return self.returning_many("insert_job", rows)  # type: ignore[return-value]
+        # No key, no conflict: every row comes back; ids follow the order given.
+        inserted = self.run_set("insert_jobs_without_keys", rows)
+        return sorted(inserted, key=lambda row: row["id"])
 
     def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         if not rows:

@@ -298,6 +298,23 @@ VALUES (%(type)s, %(payload)s, %(priority)s,
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
+-- name: insert_jobs_without_keys
+-- Bulk submission in one statement (one round trip): one array per field, read
+-- with unnest in the order given; ids are drawn in that order.
+INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
+                  run_at, created_at, notify_url, queue, on_dependency_failure)
+SELECT type, payload, priority,
+       CASE WHEN run_at > created_at THEN 'scheduled' ELSE 'queued' END,
+       0, max_attempts, timeout, run_at, created_at, notify_url, queue, on_dependency_failure
+FROM unnest(%(type)s::text[], %(payload)s::text[], %(priority)s::int[],
+            %(max_attempts)s::int[], %(timeout)s::float8[], %(run_at)s::float8[],
+            %(created_at)s::float8[], %(notify_url)s::text[], %(queue)s::text[],
+            %(on_dependency_failure)s::text[])
+     WITH ORDINALITY AS j (type, payload, priority, max_attempts, timeout, run_at,
+                           created_at, notify_url, queue, on_dependency_failure, n)
+ORDER BY n
+RETURNING *;
+
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s;
 
@@ -399,22 +416,10 @@ WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
   AND status = 'running'
 RETURNING *;
 
--- name: succeed_attempts
--- Every success of a batch in one statement (one round trip): one array per field,
--- read with unnest. Each row is fenced by its own lease, worker and status: a stale
--- or re-sent one changes nothing and is not returned. The caller locked the rows.
-UPDATE jobs
-SET status = 'succeeded', result = done.result, error = NULL, finished_at = %(now)s,
-    lease_expires_at = NULL, deadline = NULL, cancel_requested = false
-FROM unnest(%(id)s::bigint[], %(lease_id)s::text[], %(worker_id)s::text[],
-            %(result)s::text[]) AS done (id, lease_id, worker_id, result)
-WHERE jobs.id = done.id AND jobs.lease_id = done.lease_id
-  AND jobs.worker_id = done.worker_id AND jobs.status = 'running'
-RETURNING jobs.*;
-
 -- name: end_attempts
--- Any other end of attempts (failures, cancellations, reaps, releases), set-based
--- and fenced like succeed_attempts: each row gives the job's next status
+-- Every end of attempts of a batch in one statement (reports, reaps, releases):
+-- each row is fenced by its own lease, worker and status, so a stale or re-sent one
+-- changes nothing and is not returned. Each row gives the job's next status
 -- (next_status decided it), run_at, finished_at, error and result.
 UPDATE jobs
 SET status = ended.status, result = ended.result, error = ended.error,

@@ -415,26 +415,10 @@ SET status = :status, result = :result, error = :error, finished_at = :finished_
 WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running'
 RETURNING *;
 
--- name: succeed_attempts
--- Every success of a batch in one statement. :rows is a JSON array of
--- {id, lease_id, worker_id, result}; each row is fenced by its own lease, worker
--- and status: a stale or re-sent one changes nothing and is not returned.
--- NOT INDEXED: each row is found by its id (else the planner walks every running job).
-UPDATE jobs NOT INDEXED
-SET status = 'succeeded', result = done.result, error = NULL, finished_at = :now,
-    lease_expires_at = NULL, deadline = NULL, cancel_requested = 0
-FROM (
-    SELECT value ->> 'id' AS id, value ->> 'lease_id' AS lease_id,
-           value ->> 'worker_id' AS worker_id, value ->> 'result' AS result
-    FROM json_each(:rows)
-) AS done
-WHERE jobs.id = done.id AND jobs.lease_id = done.lease_id
-  AND jobs.worker_id = done.worker_id AND jobs.status = 'running'
-RETURNING *;
-
 -- name: end_attempts
--- Any other end of attempts (failures, cancellations, reaps, releases), set-based
--- and fenced like succeed_attempts: each row of :rows gives the job's next status
+-- Every end of attempts of a batch in one statement (reports, reaps, releases):
+-- each row is fenced by its own lease, worker and status, so a stale or re-sent one
+-- changes nothing and is not returned. Each row of :rows gives the job's next status
 -- (next_status decided it), run_at, finished_at, error and result.
 -- NOT INDEXED: each row is found by its id (else the planner walks every running job).
 UPDATE jobs NOT INDEXED

@@ -1,5 +1,6 @@
 """The set-based attempt statements (one per batch), on both backends: every row is
-fenced by its own job id, lease id, worker id and status inside the statement."""
+fenced by its own job id, lease id, worker id and status inside the statement; and
+the set-based bulk insert of jobs."""
 
 from __future__ import annotations
 
@@ -24,25 +25,31 @@ def _fence(row: dict, **changes: object) -> dict:
     return {"id": row["id"], "lease_id": row["lease_id"], "worker_id": "w", **changes}
 
 
-def test_succeed_attempts_updates_only_rows_whose_fence_holds(store, leased):
+def _success(row: dict) -> dict:
+    return _fence(row, status="succeeded", result=None, error=None, finished_at=123.5,
+                  run_at=row["run_at"], new_lease_id=row["lease_id"], refund=0)  # fmt: skip
+
+
+def test_end_attempts_updates_only_rows_whose_fence_holds(store, leased):
     _, rows = leased
     a, b, c, d = sorted(rows)
     done = [
-        _fence(rows[a], result='{"x":1}'),
-        {**_fence(rows[b], result=None), "lease_id": "not-the-lease"},
-        {**_fence(rows[c], result=None), "worker_id": "someone-else"},
-        _fence(rows[d], result=None),
+        {**_success(rows[a]), "result": '{"x":1}'},
+        {**_success(rows[b]), "lease_id": "not-the-lease"},
+        {**_success(rows[c]), "worker_id": "someone-else"},
+        _success(rows[d]),
     ]
     with store.transaction() as tx:
-        updated = tx.run_set("succeed_attempts", done, {"now": 123.5})
+        updated = tx.run_set("end_attempts", done)
     assert sorted(row["id"] for row in updated) == [a, d]
     assert {row["status"] for row in updated} == {"succeeded"}
     with store.reader() as tx:
         now = {row["id"]: row for row in tx.all("get_jobs", {"ids": [a, b, c, d]})}
     assert now[a]["result"] == '{"x":1}' and now[a]["finished_at"] == 123.5
+    assert now[a]["lease_id"] == rows[a]["lease_id"]  # kept: a resend is recognised
     assert now[b]["status"] == now[c]["status"] == "running"  # stale: nothing changed
     with store.transaction() as tx:  # a resend: the status fence refuses it
-        assert tx.run_set("succeed_attempts", done[:1], {"now": 200.0}) == []
+        assert tx.run_set("end_attempts", done[:1]) == []
 
 
 def test_end_attempts_sets_each_rows_own_outcome(store, leased):
@@ -105,3 +112,15 @@ def test_mixed_int_and_float_times_are_accepted(store, leased):
     with store.transaction() as tx:
         updated = tx.run_set("end_attempts", ended)
     assert sorted(row["run_at"] for row in updated) == [100.0, 100.5]
+
+
+def test_bulk_insert_returns_the_rows_in_the_order_given(store):
+    """POST /jobs/batch without keys: one statement (PostgreSQL: unnest), ids in order."""
+    scheduler = Scheduler(store, ServerConfig())
+    jobs = [dict(NOOP, priority=p, queue=f"q{p}") for p in (5, -3, 0, 7)]
+    jobs[2]["delay"] = 3600.5
+    rows = [row for row, created in scheduler.submit(jobs) if created]
+    assert [row["priority"] for row in rows] == [5, -3, 0, 7]
+    assert [row["queue"] for row in rows] == ["q5", "q-3", "q0", "q7"]
+    assert rows == sorted(rows, key=lambda row: row["id"])
+    assert [row["status"] for row in rows] == ["queued", "queued", "scheduled", "queued"]
