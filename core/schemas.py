@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from taskframe.core import json_rules
-from taskframe.core.model import STATUSES
+from taskframe.core.model import REPORTED, STATUSES
 
 MAX_PRIORITY = 10
 MIN_PRIORITY = 1
@@ -365,9 +365,7 @@ class ReleaseSchema(LeaseRefSchema):
 class CompleteSchema(LeaseRefSchema):
     """``POST /jobs/{id}/complete``: the outcome of one attempt."""
 
-    status = fields.String(
-        required=True, validate=validate.OneOf(["succeeded", "failed", "cancelled"])
-    )
+    status = fields.String(required=True, validate=validate.OneOf(REPORTED))
     result = ExecutorJSON(load_default=None, allow_none=True)
     error = ExecutorText(load_default=None, allow_none=True, validate=validate.Length(max=10000))
     retryable = fields.Boolean(load_default=True)
