@@ -29,7 +29,9 @@ SUMMARY_EVERY = 10.0
 #: Schedules named in one log line about dropped fire times.
 DROPS_NAMED = 5
 #: Where a failed attempt's job goes when it will be tried again (scheduled: after a backoff).
-_REQUEUED = frozenset({model.QUEUED, model.SCHEDULED})
+_REQUEUED = frozenset({model.QUEUED.value, model.SCHEDULED.value})
+_REAPED = frozenset({model.OUTCOME_LEASE_EXPIRED.value, model.OUTCOME_TIMED_OUT.value})
+_RELEASED = model.OUTCOME_RELEASED.value
 
 
 def _fields(row: Row, **more: Any) -> dict[str, Any]:
@@ -130,25 +132,33 @@ class Telemetry:
             self._tally.add("jobs succeeded", succeeded)
 
     def _count_ended(self, ended: list[tuple[dict[str, Any], Row]]) -> None:
-        """The metrics of ended attempts, one update per label set of the batch."""
+        """The metrics of ended attempts, one update per label set of the batch: the
+        loop over the attempts only groups them (a batch is mostly one kind)."""
         metrics = self.metrics
         assert metrics is not None
-        counted: Counter[tuple[Any, ...]] = Counter()
-        ran: dict[str, list[float]] = defaultdict(list)
+        kinds: dict[tuple[str, str, str], int] = {}
+        ran: dict[str, list[float]] = {}
         for attempt, job in ended:
-            outcome, status, job_type = attempt["outcome"], job["status"], job["type"]
-            if outcome == model.OUTCOME_RELEASED:
+            outcome = attempt["outcome"]
+            if outcome == _RELEASED:
                 continue
-            if attempt["started_at"] is not None:
-                ran[job_type].append(max(0.0, attempt["finished_at"] - attempt["started_at"]))
-            if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
-                counted[metrics.reaped, job_type, outcome] += 1
+            job_type = job["type"]
+            started = attempt["started_at"]
+            if started is not None:
+                seconds = attempt["finished_at"] - started
+                times = ran.get(job_type)
+                if times is None:
+                    times = ran[job_type] = []
+                times.append(seconds if seconds > 0 else 0.0)
+            kind = (job_type, outcome, job["status"])
+            kinds[kind] = kinds.get(kind, 0) + 1
+        for (job_type, outcome, status), n in kinds.items():
+            if outcome in _REAPED:
+                self._child(metrics.reaped, job_type, outcome).inc(n)
             if status in _REQUEUED:
-                counted[metrics.retried, job_type] += 1
+                self._child(metrics.retried, job_type).inc(n)
             elif status in model.FINISHED:
-                counted[metrics.finished, job_type, status] += 1
-        for (metric, *labels), n in counted.items():
-            self._child(metric, *labels).inc(n)
+                self._child(metrics.finished, job_type, status).inc(n)
         for job_type, seconds in ran.items():
             observe_all(self._child(metrics.run_seconds, job_type), seconds)
 
