@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     from taskframe.core.plugins import load_plugins
     from taskframe.server import representation
     from taskframe.server.app import create_app
+    from taskframe.server.completions import Completion
     from taskframe.server.config import ServerConfig
     from taskframe.server.http_io import dump_answer
-    from taskframe.server.scheduler import Completion, Scheduler
+    from taskframe.server.scheduler import Scheduler
     from taskframe.server.storage import open_store
 
     workdir = Path(tempfile.mkdtemp(prefix="taskframe-inproc-"))

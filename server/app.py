@@ -23,7 +23,6 @@ from taskframe.server.resources import flow as flow_resources
 from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.resources import schedules as schedule_resources
 from taskframe.server.scheduler import Scheduler
-from taskframe.server.schedules import Schedules
 from taskframe.server.throttle import AuthThrottle, RefusalLog
 
 # Ids beyond what the database holds are unknown jobs (404), not errors.
@@ -105,28 +104,30 @@ def create_app(config: ServerConfig, scheduler: Scheduler, plugins: PluginSet) -
     job_types = plugins.names()
 
     check = plugins.job_check()
-    app.add_route("/jobs", jobs.JobCollection(scheduler, executors, config, check))
-    app.add_route("/jobs/batch", jobs.JobBatch(scheduler, executors, config, check))
-    app.add_route(JOB, jobs.JobItem(scheduler))
-    app.add_route(JOB + "/attempts", jobs.JobAttempts(scheduler))
-    app.add_route(JOB + "/cancel", jobs.JobCancel(scheduler))
-    app.add_route(JOB + "/retry", jobs.JobRetry(scheduler))
+    intake, job_ops = scheduler.intake, scheduler.jobs
+    app.add_route("/jobs", jobs.JobCollection(intake, job_ops, executors, config, check))
+    app.add_route("/jobs/batch", jobs.JobBatch(intake, executors, config, check))
+    app.add_route(JOB, jobs.JobItem(job_ops))
+    app.add_route(JOB + "/attempts", jobs.JobAttempts(job_ops))
+    app.add_route(JOB + "/cancel", jobs.JobCancel(job_ops))
+    app.add_route(JOB + "/retry", jobs.JobRetry(job_ops))
 
-    app.add_route("/lease", workers.Lease(scheduler, config, job_types, registry))
-    app.add_route("/next-job", workers.NextJob(scheduler, config, job_types))
-    app.add_route("/heartbeats", workers.Heartbeats(scheduler, config, job_types, registry))
-    app.add_route(JOB + "/heartbeat", workers.JobHeartbeat(scheduler, config, job_types))
-    app.add_route(JOB + "/complete", workers.JobComplete(scheduler, config, job_types))
-    app.add_route(JOB + "/release", workers.JobRelease(scheduler, config, job_types))
+    parts = (scheduler.attempts, scheduler.leasing, job_ops, config, job_types)
+    app.add_route("/lease", workers.Lease(*parts, registry))
+    app.add_route("/next-job", workers.NextJob(*parts))
+    app.add_route("/heartbeats", workers.Heartbeats(*parts, registry))
+    app.add_route(JOB + "/heartbeat", workers.JobHeartbeat(*parts))
+    app.add_route(JOB + "/complete", workers.JobComplete(*parts))
+    app.add_route(JOB + "/release", workers.JobRelease(*parts))
 
-    flow = Flow(scheduler)
+    flow = Flow(scheduler.store, scheduler.notifier)
     app.add_route("/queues", flow_resources.Queues(flow))
     app.add_route("/queues/{name}/pause", flow_resources.QueuePause(flow))
     app.add_route("/queues/{name}/resume", flow_resources.QueueResume(flow))
     app.add_route("/limits", flow_resources.Limits(flow))
     app.add_route("/limits/{kind}/{name}", flow_resources.LimitItem(flow, config))
 
-    schedules = Schedules(scheduler)
+    schedules = scheduler.schedules
     app.add_route(
         "/schedules", schedule_resources.ScheduleCollection(schedules, executors, config, check)
     )

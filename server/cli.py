@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # lost a race for the port since port_problem()
         parser.error(f"--port {options.port}: cannot listen on {options.host}: {exc.strerror}")
     port = server.effective_port  # type: ignore[union-attr]
-    housekeeper = Housekeeper(scheduler)
+    housekeeper = scheduler.housekeeper()
     housekeeper.start()
     if outbox is not None:
         outbox.start(scheduler.telemetry.metrics, port)

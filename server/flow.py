@@ -6,16 +6,16 @@ from typing import Any
 
 from taskframe.core.model import STATUSES
 from taskframe.server import counts
-from taskframe.server.scheduler import Scheduler
-from taskframe.server.storage import Row
+from taskframe.server.notify import ChangeNotifier
+from taskframe.server.storage import Row, Store
 
 LIMIT_KINDS = ("type", "queue")
 
 
 class Flow:
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-        self.store = scheduler.store
+    def __init__(self, store: Store, notifier: ChangeNotifier) -> None:
+        self.store = store
+        self.notifier = notifier
 
     def queues(self) -> list[dict[str, Any]]:
         """Every queue that holds a job or was paused, with its counts by status
@@ -58,4 +58,4 @@ class Flow:
 
     def _wake_all(self) -> None:
         # Waiting long-polls of this server look again (others hear notify_change).
-        self.scheduler.notifier.changed()
+        self.notifier.changed()

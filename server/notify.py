@@ -17,6 +17,7 @@ work goes to a live waiter instead of an answer nobody reads.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -198,8 +199,12 @@ class WaitSlots:
     starve every other request.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self, limit: int, busy_retry_after: float = 5.0, rng: random.Random | None = None
+    ) -> None:
         self.limit = limit
+        self.busy_retry_after = busy_retry_after
+        self._rng = rng or random.Random()
         self._free = threading.BoundedSemaphore(limit) if limit > 0 else None
 
     @contextmanager
@@ -212,6 +217,10 @@ class WaitSlots:
             yield True
         finally:
             self._free.release()
+
+    def retry_after(self) -> int:
+        """Whole seconds (as Retry-After wants) a request refused a wait should pause, jittered."""
+        return max(1, round(self.busy_retry_after * self._rng.uniform(0.5, 1.5)))
 
 
 class DueTimer:

@@ -14,15 +14,18 @@ Pausing stops firing; resuming starts again from the next time after now.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from taskframe.core import cron
 from taskframe.core.errors import JobConflict
 from taskframe.server import counts
-from taskframe.server.scheduler import Scheduler
-from taskframe.server.storage import Row
+from taskframe.server.config import ServerConfig
+from taskframe.server.intake import Intake
+from taskframe.server.notify import DueTimer
+from taskframe.server.storage import Row, Store
+from taskframe.server.telemetry import Telemetry
 
 MISFIRE_GRACE = 60.0
 #: Due schedules fired per transaction (their jobs inserted in one batch).
@@ -57,16 +60,29 @@ class ScheduleNotFound(Exception):
 
 
 class Schedules:
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-        self.store = scheduler.store
+    def __init__(
+        self,
+        store: Store,
+        config: ServerConfig,
+        clock: Callable[[], float],
+        intake: Intake,
+        due_timer: DueTimer,
+        telemetry: Telemetry,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        #: Fired jobs are submitted through the intake's preparation and announced by it.
+        self.intake = intake
+        self.due_timer = due_timer
+        self.telemetry = telemetry
         # Used by fire() only (the housekeeper's thread): fire times, prepared job rows.
         self._times = cron.FireTimes()
         self._prepared: dict[tuple[str, str], dict[str, Any]] = {}
 
     def create(self, spec: dict[str, Any]) -> Row:
         """Add a validated schedule; JobConflict when the name is taken."""
-        now = self.scheduler.clock()
+        now = self.clock()
         params = {
             "name": spec["name"],
             "cron": spec["cron"],
@@ -77,7 +93,7 @@ class Schedules:
             "next_fire_at": cron.next_fire(spec["cron"], spec["timezone"], now),
             "created_at": now,
         }
-        limit = self.scheduler.config.max_schedules
+        limit = self.config.max_schedules
         with self.store.transaction() as tx:
             tx.all("lock_schedules")
             if (tx.one("count_schedules") or {"count": 0})["count"] >= limit:
@@ -89,7 +105,7 @@ class Schedules:
             if row is None:
                 raise JobConflict(f"a schedule named {spec['name']!r} exists already")
             self.store.notify_change(tx)
-        self.scheduler.due_timer.note(row["next_fire_at"])  # wake this server's housekeeper
+        self.due_timer.note(row["next_fire_at"])  # wake this server's housekeeper
         return row
 
     def get(self, name: str) -> Row:
@@ -111,20 +127,20 @@ class Schedules:
     def set_paused(self, name: str, paused: bool) -> Row:
         row = self.get(name)
         # Resuming starts from now: times passed while paused are not fired.
-        next_at = cron.next_fire(row["cron"], row["timezone"], self.scheduler.clock())
+        next_at = cron.next_fire(row["cron"], row["timezone"], self.clock())
         params = {"name": name, "paused": 1 if paused else 0, "next_fire_at": next_at}
         with self.store.transaction() as tx:
             changed = tx.one("set_schedule_paused", params)
         if changed is None:
             raise ScheduleNotFound(f"no schedule named {name!r}")
         if not paused:
-            self.scheduler.due_timer.note(next_at)
+            self.due_timer.note(next_at)
         return changed
 
     def fire(self) -> int:
         """Submit the jobs of due schedules, a batch per transaction; return how many were
         created (the housekeeper). Fire times dropped by the misfire policy are counted."""
-        now = self.scheduler.clock()
+        now = self.clock()
         due = self.next_due()
         if due is None or due > now:
             return 0  # a read, not a write lock, when nothing is due
@@ -167,9 +183,9 @@ class Schedules:
             if created:
                 self.store.notify_change(tx)
         if created:
-            self.scheduler.announce(created)
+            self.intake.announce(created)
         if drops:
-            self.scheduler.telemetry.fire_times_dropped(drops)
+            self.telemetry.fire_times_dropped(drops)
         return created, len(due)
 
     def _job_params(self, row: Row, now: float) -> dict[str, Any]:
@@ -178,12 +194,12 @@ class Schedules:
         cache_key = (row["name"], row["job"])
         params = self._prepared.get(cache_key)
         if params is None:
-            if len(self._prepared) >= 2 * max(1, self.scheduler.config.max_schedules):
+            if len(self._prepared) >= 2 * max(1, self.config.max_schedules):
                 self._prepared.clear()
             job = json.loads(row["job"])
             # The request hash leaves the key out: the same for every fire time.
             job["idempotency_key"] = f"schedule:{row['name']}"
-            params = self._prepared[cache_key] = self.scheduler.intake.new_job_params(job, now)
+            params = self._prepared[cache_key] = self.intake.new_job_params(job, now)
         return params
 
     def _due_times(self, row: Row, now: float) -> DueTimes:

@@ -69,7 +69,7 @@ def apply_defaults(job: dict[str, Any], executor: Executor | None) -> None:
         job["timeout"] = defaults["timeout"]
 
 
-class Intake:
+class JobInserter:
     """Inserts validated jobs; honours idempotency keys.
 
     ``submit`` inserts a list all or nothing (``POST /jobs/batch``);

@@ -12,8 +12,9 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.dependencies import MissingDependencies
 from taskframe.server.errors import validation_error
 from taskframe.server.http_io import load_query, read_json
+from taskframe.server.intake import Intake
+from taskframe.server.job_ops import JobOps
 from taskframe.server.representation import attempt_json, job_answer, job_summary
-from taskframe.server.scheduler import Scheduler
 from taskframe.server.submission import JobCheck, job_errors, jobs_errors
 
 WAIT_QUERY = schemas.WaitQuerySchema()
@@ -29,12 +30,14 @@ class JobCollection:
 
     def __init__(
         self,
-        scheduler: Scheduler,
+        intake: Intake,
+        jobs: JobOps,
         executors: dict[str, Executor],
         config: ServerConfig,
         check: JobCheck | None = None,
     ) -> None:
-        self.scheduler = scheduler
+        self.intake = intake
+        self.jobs = jobs
         self.executors = executors
         self.check = check
         self.limit = config.max_body_bytes
@@ -64,18 +67,18 @@ class JobCollection:
         if "depends_on" in job:
             # Its own transaction: a missing dependency must not fail a shared commit.
             try:
-                [(row, created)] = self.scheduler.submit([job])
+                [(row, created)] = self.intake.submit([job])
             except MissingDependencies as exc:
                 raise validation_error(exc.errors) from None
         else:
-            row, created = self.scheduler.submit_one(job)
+            row, created = self.intake.submit_one(job)
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.location = f"/jobs/{row['id']}"
         if wait > 0 and row["status"] not in model.FINISHED:
             # Committed already: the job is the client's whatever the wait brings.
-            row, refused = self.scheduler.wait_for_job(row["id"], wait)
+            row, refused = self.jobs.wait_for_job(row["id"], wait)
             if refused:
-                resp.set_header("Retry-After", str(retry_after(self.scheduler)))
+                resp.set_header("Retry-After", str(self.jobs.wait_slots.retry_after()))
         resp.media = job_answer(row)
 
     def _payload_errors(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +91,7 @@ class JobCollection:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.query_schema)
         full = query["full"]
-        rows = self.scheduler.list_jobs(
+        rows = self.jobs.list_jobs(
             query.get("status"), query.get("type"), query["limit"], query.get("cursor"), full
         )
         # A full page may stop short of the limit (the answer cap): go on from its last job.
@@ -103,12 +106,12 @@ class JobBatch:
 
     def __init__(
         self,
-        scheduler: Scheduler,
+        intake: Intake,
         executors: dict[str, Executor],
         config: ServerConfig,
         check: JobCheck | None = None,
     ) -> None:
-        self.scheduler = scheduler
+        self.intake = intake
         self.executors = executors
         self.check = check
         self.limit = config.max_body_bytes * 16
@@ -126,7 +129,7 @@ class JobBatch:
         if errors:
             raise validation_error({"jobs": errors}, f"{len(errors)} job(s) are invalid")
         try:
-            results = self.scheduler.submit(jobs)
+            results = self.intake.submit(jobs)
         except MissingDependencies as exc:
             raise validation_error({"jobs": exc.errors}) from None
         resp.status = falcon.HTTP_201
@@ -149,48 +152,43 @@ def reference_errors(job: dict, index: int, single: bool = False) -> dict[str, l
     return {"depends_on": bad} if bad else {}
 
 
-def retry_after(scheduler: Scheduler) -> int:
-    """Whole seconds (as Retry-After wants) a request refused a wait should pause, jittered."""
-    return max(1, round(scheduler.config.busy_retry_after * scheduler.rng.uniform(0.5, 1.5)))
-
-
 class JobItem:
     """``GET /jobs/{id}[?wait=S]``: with ``wait``, answers once the job finished."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def __init__(self, jobs: JobOps) -> None:
+        self.jobs = jobs
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         wait = load_query(req, WAIT_QUERY)["wait"]
-        row, refused = self.scheduler.wait_for_job(job_id, wait)
+        row, refused = self.jobs.wait_for_job(job_id, wait)
         if refused:
             # Too many requests wait already: the job as it is, and when to ask again.
-            resp.set_header("Retry-After", str(retry_after(self.scheduler)))
+            resp.set_header("Retry-After", str(self.jobs.wait_slots.retry_after()))
         resp.media = job_answer(row)
 
 
 class JobAttempts:
     """``GET /jobs/{id}/attempts``: every finished attempt, oldest first."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def __init__(self, jobs: JobOps) -> None:
+        self.jobs = jobs
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        rows = self.scheduler.attempts(job_id)
+        rows = self.jobs.attempts(job_id)
         resp.media = {"job_id": job_id, "attempts": [attempt_json(row) for row in rows]}
 
 
 class JobCancel:
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def __init__(self, jobs: JobOps) -> None:
+        self.jobs = jobs
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        resp.media = job_answer(self.scheduler.cancel(job_id))
+        resp.media = job_answer(self.jobs.cancel(job_id))
 
 
 class JobRetry:
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def __init__(self, jobs: JobOps) -> None:
+        self.jobs = jobs
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        resp.media = job_answer(self.scheduler.retry(job_id))
+        resp.media = job_answer(self.jobs.retry(job_id))

@@ -9,19 +9,16 @@ from typing import Any
 import falcon
 
 from taskframe.core import quick_load, schemas
+from taskframe.server.attempts import Attempts
 from taskframe.server.auth import require_worker_id
+from taskframe.server.completions import Completion, CompletionOutcome, CompletionResult
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError
 from taskframe.server.http_io import load_query, read_json
+from taskframe.server.job_ops import JobOps
+from taskframe.server.leasing import Leasing
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.representation import job_answer
-from taskframe.server.resources.jobs import retry_after
-from taskframe.server.scheduler import (
-    Completion,
-    CompletionOutcome,
-    CompletionResult,
-    Scheduler,
-)
 
 
 def _completion(item: dict[str, Any], job_id: int, worker_id: str | None) -> Completion:
@@ -66,18 +63,18 @@ def client_gone(req: falcon.Request) -> Callable[[], bool] | None:
     return gone if callable(gone) else None
 
 
-def leased_json(scheduler: Scheduler, rows: list) -> list[dict[str, Any]]:
+def leased_json(job_ops: JobOps, rows: list) -> list[dict[str, Any]]:
     """Leased jobs; those with dependencies carry their results (``dependencies``).
 
     Each says how long its lease has left (``expires_in``, seconds: a duration
     in the server's clock, which the worker compares with its own durations).
     """
-    now = scheduler.clock()
+    now = job_ops.clock()
     jobs = [job_answer(row, with_lease=True) for row in rows]
     for job, row in zip(jobs, rows, strict=True):
         job["expires_in"] = round(row["lease_expires_at"] - now, 3)
     if any(row.get("depends_on") for row in rows):
-        found = scheduler.dependency_results(rows)
+        found = job_ops.dependency_results(rows)
         for job in jobs:
             if job["id"] in found:
                 job["dependencies"] = found[job["id"]]
@@ -87,12 +84,16 @@ def leased_json(scheduler: Scheduler, rows: list) -> list[dict[str, Any]]:
 class WorkerResource:
     def __init__(
         self,
-        scheduler: Scheduler,
+        attempts: Attempts,
+        leasing: Leasing,
+        jobs: JobOps,
         config: ServerConfig,
         job_types: list[str],
         registry: WorkerRegistry | None = None,
     ) -> None:
-        self.scheduler = scheduler
+        self.attempts = attempts
+        self.leasing = leasing
+        self.jobs = jobs
         self.registry = registry
         self.config = config
         self.limit = config.max_body_bytes * 16
@@ -118,11 +119,11 @@ class Lease(WorkerResource):
         types = self._types(request["types"])
         if self.registry is not None:
             self.registry.seen(worker_id, request.get("host"), types, request.get("slots"))
-        outcomes = self.scheduler.complete(
+        outcomes = self.attempts.complete(
             [_completion(c, c["job_id"], worker_id) for c in request["completions"]]
         )
         gone = client_gone(req)
-        rows, refused = self.scheduler.lease_or_busy(
+        rows, refused = self.leasing.lease_or_busy(
             worker_id,
             types,
             request["max"],
@@ -135,17 +136,17 @@ class Lease(WorkerResource):
         if rows and gone is not None and gone():
             # The worker hung up (stopped, killed) while it waited: nobody reads this
             # answer, so its jobs go back now instead of expiring one lease TTL later.
-            self.scheduler.release_undelivered(worker_id, rows)
+            self.leasing.release_undelivered(worker_id, rows)
             rows = []
-        self.scheduler.telemetry.lease_request(time.perf_counter() - started, len(rows))
+        self.attempts.telemetry.lease_request(time.perf_counter() - started, len(rows))
         if self.registry is not None and request["wait"]:
             self.registry.seen(worker_id)  # the end of a long poll counts as seen too
         resp.media = {
-            "jobs": leased_json(self.scheduler, rows),
+            "jobs": leased_json(self.jobs, rows),
             "completions": [_outcome_json(o) for o in outcomes],
             "lease_ttl": self.config.lease_ttl,
             # Too many requests wait already: come back after this pause.
-            "retry_after": retry_after(self.scheduler) if refused else None,
+            "retry_after": self.leasing.wait_slots.retry_after() if refused else None,
             # Seconds from the request's arrival to this answer: the worker tells by
             # it how long the answer took to reach it (a stalled worker, say).
             "answered_after": round(time.perf_counter() - started, 4),
@@ -170,18 +171,18 @@ class NextJob(WorkerResource):
         types = [t for t in query["types"].split(",") if t] if "types" in query else None
         queues = [q for q in query["queues"].split(",") if q] if "queues" in query else None
         gone = client_gone(req)
-        rows, refused = self.scheduler.lease_or_busy(
+        rows, refused = self.leasing.lease_or_busy(
             query["worker_id"], self._types(types), 1, query["wait"], queues=queues, gone=gone
         )
         if rows and gone is not None and gone():
-            self.scheduler.release_undelivered(query["worker_id"], rows)
+            self.leasing.release_undelivered(query["worker_id"], rows)
             rows = []
         if not rows:
             resp.status = falcon.HTTP_204
             if refused:
-                resp.set_header("Retry-After", str(retry_after(self.scheduler)))
+                resp.set_header("Retry-After", str(self.leasing.wait_slots.retry_after()))
             return
-        resp.media = leased_json(self.scheduler, rows)[0]
+        resp.media = leased_json(self.jobs, rows)[0]
 
 
 class Heartbeats(WorkerResource):
@@ -200,7 +201,7 @@ class Heartbeats(WorkerResource):
             for item in request["leases"]
             if item.get("progress")
         }
-        answers = self.scheduler.heartbeat(request["worker_id"], leases, progress)
+        answers = self.attempts.heartbeat(request["worker_id"], leases, progress)
         resp.media = {
             "leases": [
                 {"job_id": job_id, "ok": held, "cancel_requested": cancel}
@@ -218,10 +219,10 @@ class JobHeartbeat(WorkerResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         request = read_json(req, self.schema, self.config.max_body_bytes)
         require_worker_id(req, request["worker_id"])
-        self.scheduler.get(job_id)  # 404 for an unknown job
+        self.jobs.get(job_id)  # 404 for an unknown job
         lease = (job_id, request["lease_id"])
         progress = {lease: request["progress"]} if request.get("progress") else None
-        [(_, held, cancel)] = self.scheduler.heartbeat(request["worker_id"], [lease], progress)
+        [(_, held, cancel)] = self.attempts.heartbeat(request["worker_id"], [lease], progress)
         if not held:
             raise APIError(falcon.HTTP_409, "Conflict", "stale lease: the attempt moved on")
         resp.media = {
@@ -239,7 +240,7 @@ class JobComplete(WorkerResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         request = read_json(req, self.schema, self.limit)
         require_worker_id(req, request["worker_id"])
-        [outcome] = self.scheduler.complete([_completion(request, job_id, request["worker_id"])])
+        [outcome] = self.attempts.complete([_completion(request, job_id, request["worker_id"])])
         if outcome.result is CompletionResult.UNKNOWN_JOB:
             raise APIError(falcon.HTTP_404, "Not found", outcome.error)
         if outcome.result is CompletionResult.STALE_LEASE:
@@ -257,5 +258,5 @@ class JobRelease(WorkerResource):
         request = read_json(req, self.schema, self.config.max_body_bytes)
         require_worker_id(req, request["worker_id"])
         resp.media = job_answer(
-            self.scheduler.release(job_id, request["worker_id"], request["lease_id"])
+            self.attempts.release(job_id, request["worker_id"], request["lease_id"])
         )

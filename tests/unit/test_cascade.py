@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from taskframe.core.errors import JobConflict
+from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.runtime import Housekeeper
-from taskframe.server.scheduler import Completion, Scheduler
+from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import Store, open_store
 from tests.processes import wait_until
 from tests.unit.test_scheduler import Clock
@@ -78,7 +78,7 @@ def test_a_cancel_resolves_one_chunk_and_the_housekeeper_the_rest_while_others_s
     scheduler.cancel(root["id"])
     # The cancel's own transaction took one chunk: the rest waits for the housekeeper.
     assert statuses(scheduler) == {"cancelled": 1 + CHUNK, "waiting": FAN_OUT - CHUNK}
-    assert scheduler.cascade_wanted.is_set()
+    assert scheduler.wakeups.cascade_wanted.is_set()
     assert scheduler.lease("w", ["sleep"], 10, wait=0) == []  # waiting jobs never run
 
     cascading = threading.Thread(target=scheduler.cascade)
@@ -133,7 +133,7 @@ def test_a_crash_mid_cascade_loses_nothing_and_runs_no_dependant(db_url):
 def test_a_success_readies_every_dependant_promptly_through_the_housekeeper(scheduler):
     [(root, _)] = scheduler.submit([job(type="root")])
     dependants = fan_out(scheduler, root["id"], 2000)
-    housekeeper = Housekeeper(scheduler)
+    housekeeper = scheduler.housekeeper()
     housekeeper.start()
     try:
         [leased] = scheduler.lease("w", ["root"], 1, wait=0)

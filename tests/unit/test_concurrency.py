@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from taskframe.core.errors import JobConflict
+from taskframe.server.completions import Completion, CompletionResult
 from taskframe.server.config import ServerConfig
 from taskframe.server.notify import ChangeNotifier
-from taskframe.server.scheduler import Completion, CompletionResult, Scheduler
+from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import Store, open_store
 from taskframe.server.storage.base import load_queries, migrations
 from tests.processes import wait_until
@@ -122,7 +123,7 @@ def test_concurrent_reapers_reap_each_attempt_once(store, open_stores):
     assert scheduler.reap() == 0
     for row in scheduler.list_jobs(None, None, 200, None):
         assert row["status"] == "scheduled" and row["attempts"] == 1
-        assert [a["outcome"] for a in scheduler.attempts(row["id"])] == ["lease_expired"]
+        assert [a["outcome"] for a in scheduler.jobs.attempts(row["id"])] == ["lease_expired"]
 
 
 def test_migrating_from_the_first_version_keeps_the_jobs(db_url, open_stores):
@@ -151,7 +152,7 @@ def test_migrating_from_the_first_version_keeps_the_jobs(db_url, open_stores):
         [Completion(ready["id"], leased[0]["lease_id"], "succeeded", "w1")]
     )
     assert outcome.result is CompletionResult.RECORDED
-    assert [a["outcome"] for a in scheduler.attempts(ready["id"])] == ["succeeded"]
+    assert [a["outcome"] for a in scheduler.jobs.attempts(ready["id"])] == ["succeeded"]
     with raw_connection(db_url) as raw:
         versions = [r[0] for r in raw.execute("SELECT version FROM taskframe_schema").fetchall()]
     assert sorted(versions) == defined_versions(store)

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from taskframe.server import counts
 from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet
+from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Completion, Scheduler
-from taskframe.server.schedules import Schedules
+from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage.base import load_queries
 from tests.api_server import default_plugins
 from tests.conftest import POSTGRES_URL
@@ -65,7 +65,7 @@ class Driver:
     def __init__(self, store, clock: Clock) -> None:
         config = ServerConfig(retention=30.0, cascade_batch=3, lease_ttl=10.0, max_schedules=5)
         self.scheduler = Scheduler(store, config, clock=clock)
-        self.schedules = Schedules(self.scheduler)
+        self.schedules = self.scheduler.schedules
         self.store, self.clock = store, clock
         self.ids: list[int] = []
 

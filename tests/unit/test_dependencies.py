@@ -6,9 +6,10 @@ import time
 
 import pytest
 
+from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
 from taskframe.server.dependencies import MissingDependencies
-from taskframe.server.scheduler import Completion, Scheduler
+from taskframe.server.scheduler import Scheduler
 
 
 def job(**fields) -> dict:
@@ -37,7 +38,7 @@ def test_a_reaped_dependency_cancels_its_dependants_in_the_same_transaction(sche
     [leased] = scheduler.lease("w", ["sleep"], 5, wait=0)
     assert leased["id"] == root["id"]  # waiting jobs are not leased
     later = time.time() + 3600
-    scheduler.clock = lambda: later
+    scheduler = Scheduler(scheduler.store, scheduler.config, clock=lambda: later)
     assert scheduler.reap() == 1
     assert scheduler.get(root["id"])["status"] == "failed"
     for row, cause in ((child, root), (grandchild, child)):

@@ -97,7 +97,7 @@ def test_a_submission_that_cannot_be_prepared_fails_alone(sqlite_url: str):
     store = open_store(path)
     store.migrate()
     scheduler = Scheduler(store, ServerConfig())
-    committer = scheduler.intake._group_submit
+    committer = scheduler.intake.inserter._group_submit
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")  # the first group's leader waits on it

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Completion, Scheduler
+from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import Store, open_store
 from tests.unit.test_scheduler import Clock, raw_connection
 
@@ -200,7 +201,7 @@ def test_migration_8_keeps_a_v7_database_and_starts_ids_past_every_id_seen(db_ur
         assert scheduler.get(3)["deps_pending"] == scheduler.get(4)["deps_pending"] == 1
         # Ids go on past the highest id any table named (9), never back to 6.
         assert submit(scheduler)["id"] == 10
-        assert [a["outcome"] for a in scheduler.attempts(1)] == ["succeeded"]
+        assert [a["outcome"] for a in scheduler.jobs.attempts(1)] == ["succeeded"]
         # The migrated edges still work: job 2 finishing readies 3 and 4, not 5 again.
         leased = scheduler.lease("w", ["sleep"], 1, wait=0)
         assert [row["id"] for row in leased] == [2]

@@ -15,15 +15,21 @@ from taskframe.server.notify import ChangeNotifier
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins
+from tests.unit.test_scheduler import LaterClock
 
 SLEEP = {"type": "sleep", "payload": {"duration": 0}}
 
 
 @pytest.fixture
-def scheduler(migrated_sqlite_url: str):
+def clock() -> LaterClock:
+    return LaterClock()
+
+
+@pytest.fixture
+def scheduler(migrated_sqlite_url: str, clock: LaterClock):
     store = open_store(migrated_sqlite_url)
     store.migrate()
-    yield Scheduler(store, ServerConfig(lease_ttl=30, max_result_bytes=5000))
+    yield Scheduler(store, ServerConfig(lease_ttl=30, max_result_bytes=5000), clock=clock)
     store.close()
 
 
@@ -167,7 +173,7 @@ def test_a_lease_answer_says_how_long_each_lease_lasts_and_what_the_server_takes
 
 
 def test_a_resend_of_an_outcome_recorded_before_the_job_moved_on_is_already_recorded(
-    client, scheduler
+    client, scheduler, clock
 ):
     """The first report was recorded (a retryable failure) but its answer was lost;
     the job was leased again meanwhile. Before: the resend got 409 "stale lease"."""
@@ -183,7 +189,7 @@ def test_a_resend_of_an_outcome_recorded_before_the_job_moved_on_is_already_reco
     answer = client.simulate_post("/lease", json={"worker_id": "w1", "completions": [report]})
     assert answer.json["completions"][0]["ok"] is True
     assert "already_recorded" not in answer.json["completions"][0]
-    scheduler.clock = lambda: time.time() + 3600  # past the retry's backoff
+    clock.offset = 3600  # past the retry's backoff
     scheduler.promote()
     second = client.simulate_post("/lease", json={"worker_id": "w2", "max": 1}).json["jobs"]
     assert [j["id"] for j in second] == [job_id]
@@ -207,10 +213,10 @@ def test_a_resend_of_an_outcome_recorded_before_the_job_moved_on_is_already_reco
     assert refused.status_code == 409
 
 
-def test_a_late_report_of_a_reaped_attempt_is_still_stale(client, scheduler):
+def test_a_late_report_of_a_reaped_attempt_is_still_stale(client, scheduler, clock):
     job_id = client.simulate_post("/jobs", json={**SLEEP, "max_attempts": 3}).json["id"]
     first = client.simulate_post("/lease", json={"worker_id": "w1", "max": 1}).json["jobs"][0]
-    scheduler.clock = lambda: time.time() + 3600
+    clock.offset = 3600
     assert scheduler.reap() == 1
     report = {"job_id": job_id, "lease_id": first["lease_id"], "status": "succeeded"}
     answer = client.simulate_post("/lease", json={"worker_id": "w1", "completions": [report]})

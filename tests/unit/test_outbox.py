@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from taskframe.core.webhooks import Delivery, DeliveryOutcome, DeliveryResult, OutboxSettings
+from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
 from taskframe.server.metrics import Metrics
 from taskframe.server.outbox import Outbox, origin
-from taskframe.server.scheduler import Completion, Scheduler
+from taskframe.server.scheduler import Scheduler
 from tests.processes import wait_until
 from tests.unit.test_scheduler import Clock, job, raw_connection
 
@@ -216,7 +217,7 @@ def test_a_delivery_older_than_max_age_is_dropped(scheduler, store, clock, db_ur
 
 @pytest.mark.timeout(60)
 def test_a_slow_receiver_holds_at_most_its_share_of_the_senders(scheduler, store, db_url):
-    scheduler.clock = time.time  # real threads, real time
+    scheduler = Scheduler(store, scheduler.config, clock=time.time)  # real threads, real time
     slow, fast = "http://slow.example/hook", "http://fast.example:81/hook"
     sender = Sender(OutboxSettings(senders=4, per_origin=2))
     gate = sender.gates[origin(slow)] = threading.Event()

@@ -15,9 +15,10 @@ from taskframe.core import hookimpl
 from taskframe.core.plugins import load_plugins
 from taskframe.plugins import sleep, webhook
 from taskframe.server.app import create_app
+from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
 from taskframe.server.events import EventDispatcher
-from taskframe.server.scheduler import Completion, Scheduler
+from taskframe.server.scheduler import Scheduler
 from taskframe.worker.jobs import RunningJob, execute
 from tests.processes import wait_until
 from tests.unit.test_scheduler import job
@@ -139,7 +140,9 @@ def test_a_reaped_attempt_is_an_event(events_scheduler, recorder) -> None:
     [(row, _)] = scheduler.submit([job(max_attempts=1)])
     scheduler.lease("w1", ["sleep"], 1, wait=0)
     later = time.time() + 3600  # past the attempt's timeout
-    scheduler.clock = lambda: later
+    scheduler = Scheduler(
+        scheduler.store, scheduler.config, clock=lambda: later, events=scheduler.events
+    )
     assert scheduler.reap() == 1
     wait_until(lambda: ("finished", row["id"], "failed") in recorder.events, 10)
     assert ("attempt", row["id"], "failed", "timed_out", False) in recorder.events

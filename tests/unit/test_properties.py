@@ -30,11 +30,13 @@ from hypothesis.stateful import (
 )
 
 from taskframe.core import model, schemas
+from taskframe.core.errors import JobConflict
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server import counts
 from taskframe.server.cli import duration
+from taskframe.server.completions import Completion, CompletionResult
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Completion, CompletionResult, JobConflict, Scheduler
+from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import Row, open_store
 from tests.pg_schemas import SchemaPool
 
@@ -219,7 +221,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         return {row["id"]: row for row in rows}
 
     def history(self, job_id: int) -> list[str]:
-        return [attempt["outcome"] for attempt in self.scheduler.attempts(job_id)]
+        return [attempt["outcome"] for attempt in self.scheduler.jobs.attempts(job_id)]
 
     def assert_only_changed(self, before: dict[int, Row], after: dict[int, Row], *ids: int):
         assert after.keys() == before.keys()
@@ -375,7 +377,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                 assert outcome.already and not intruder
                 reported = {
                     a["outcome"]
-                    for a in self.scheduler.attempts(job_id)
+                    for a in self.scheduler.jobs.attempts(job_id)
                     if a["lease_id"] == lease_id and a["worker_id"] == worker
                 }
                 assert row["lease_id"] == lease_id or reported & {

@@ -5,9 +5,10 @@ from __future__ import annotations
 from falcon import testing
 
 from taskframe.server.app import create_app
+from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
 from taskframe.server.flow import Flow
-from taskframe.server.scheduler import Completion, Scheduler
+from taskframe.server.scheduler import Scheduler
 from tests.api_server import default_plugins
 
 
@@ -25,7 +26,7 @@ def job(queue: str = "default", priority: int = 5, job_type: str = "sleep") -> d
 
 def test_a_full_limit_passes_over_its_jobs_without_blocking_the_rest(store):
     scheduler = Scheduler(store, ServerConfig())
-    flow = Flow(scheduler)
+    flow = Flow(scheduler.store, scheduler.notifier)
     flow.set_limit("queue", "narrow", 2)
     flow.set_limit("type", "file", 1)
     rows = scheduler.submit(
@@ -48,10 +49,10 @@ def test_next_job_takes_queues_and_a_paused_queue_gives_nothing(store):
     scheduler = Scheduler(store, ServerConfig())
     client = testing.TestClient(create_app(ServerConfig(), scheduler, default_plugins()))
     [(a, _), (b, _)] = scheduler.submit([job("a"), job("b")])
-    Flow(scheduler).set_paused("b", True)
+    Flow(scheduler.store, scheduler.notifier).set_paused("b", True)
     assert client.simulate_post("/next-job?worker_id=w&queues=b").status_code == 204
     answer = client.simulate_post("/next-job?worker_id=w&queues=a,b")
     assert answer.json["id"] == a["id"] and answer.json["queue"] == "a"
     assert client.simulate_post("/next-job?worker_id=w").status_code == 204
-    Flow(scheduler).set_paused("b", False)
+    Flow(scheduler.store, scheduler.notifier).set_paused("b", False)
     assert client.simulate_post("/next-job?worker_id=w").json["id"] == b["id"]

@@ -19,16 +19,11 @@ from typing import Any
 import pytest
 
 from taskframe.core import schemas
+from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.core.retry import BackoffPolicy
+from taskframe.server.completions import Completion, CompletionResult
 from taskframe.server.config import ServerConfig
-from taskframe.server.runtime import Housekeeper
-from taskframe.server.scheduler import (
-    Completion,
-    CompletionResult,
-    JobConflict,
-    JobNotFound,
-    Scheduler,
-)
+from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import Row, Store, StoreUnavailable, open_store
 from taskframe.server.storage.base import load_queries, migrations
 from tests.processes import wait_until
@@ -50,6 +45,16 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class LaterClock:
+    """Real time, moved on by hand (``clock.offset = 3600``: an hour from now)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
 
 
 def job(type: str = "sleep", payload: dict | None = None, **fields: Any) -> dict[str, Any]:
@@ -117,7 +122,7 @@ def complete(scheduler: Scheduler, row: Row, status: str = "succeeded", **fields
 
 
 def outcomes(scheduler: Scheduler, job_id: int) -> list[str]:
-    return [attempt["outcome"] for attempt in scheduler.attempts(job_id)]
+    return [attempt["outcome"] for attempt in scheduler.jobs.attempts(job_id)]
 
 
 # ------------------------------------------------------------------ submitting
@@ -141,7 +146,7 @@ def test_unknown_job_is_not_found(scheduler):
     with pytest.raises(JobNotFound):
         scheduler.get(12345)
     with pytest.raises(JobNotFound):
-        scheduler.attempts(12345)
+        scheduler.jobs.attempts(12345)
     [outcome] = scheduler.complete([Completion(12345, "nope", "succeeded")])
     assert outcome.result is CompletionResult.UNKNOWN_JOB
 
@@ -270,7 +275,7 @@ def test_lease_long_poll_returns_when_another_thread_submits(store, config):
 
 def test_lease_long_poll_wakes_up_for_a_delayed_job(store, config):
     scheduler = Scheduler(store, config)
-    housekeeper = Housekeeper(scheduler)  # its promoter makes the job ready when due
+    housekeeper = scheduler.housekeeper()  # its promoter makes the job ready when due
     housekeeper.start()
     try:
         submit(scheduler, delay=30)  # the promoter first sleeps until this one...
@@ -306,7 +311,7 @@ def test_complete_succeeded(scheduler, clock):
     assert done["status"] == "succeeded" and done["result"] == '{"ok": [1]}'
     assert done["finished_at"] == T0 + 3 and done["attempts"] == 1
     assert done["lease_expires_at"] is None and done["deadline"] is None
-    [attempt] = scheduler.attempts(row["id"])
+    [attempt] = scheduler.jobs.attempts(row["id"])
     assert attempt["attempt"] == 1 and attempt["outcome"] == "succeeded"
     assert attempt["worker_id"] == "w1" and attempt["lease_id"] == row["lease_id"]
     assert attempt["started_at"] == T0 and attempt["finished_at"] == T0 + 3
@@ -343,7 +348,11 @@ def test_failed_attempt_is_requeued_with_backoff(scheduler, clock, leased):
     assert row["status"] == "failed" and row["attempts"] == 3 and row["error"] == "boom 3"
     assert row["finished_at"] == clock.now
     assert outcomes(scheduler, leased["id"]) == ["failed"] * 3
-    assert [a["error"] for a in scheduler.attempts(leased["id"])] == ["boom", "boom 2", "boom 3"]
+    assert [a["error"] for a in scheduler.jobs.attempts(leased["id"])] == [
+        "boom",
+        "boom 2",
+        "boom 3",
+    ]
 
 
 def test_failed_not_retryable_fails_at_once(scheduler, leased):
@@ -366,7 +375,7 @@ def test_a_stale_lease_is_refused_and_changes_nothing(scheduler, leased):
         [outcome] = scheduler.complete([completion])
         assert outcome.result is CompletionResult.STALE_LEASE and "stale" in outcome.error
     assert scheduler.get(leased["id"]) == before
-    assert scheduler.attempts(leased["id"]) == []
+    assert scheduler.jobs.attempts(leased["id"]) == []
 
 
 def test_a_duplicate_completion_is_accepted_and_changes_nothing(scheduler, clock, leased):
@@ -580,7 +589,7 @@ def test_attempts_are_numbered_for_the_life_of_the_job(scheduler, clock):
         assert after["attempts"] == after["max_attempts"] == expected_max
         if expected_max < 6:
             scheduler.retry(job_id)
-    assert [a["attempt"] for a in scheduler.attempts(job_id)] == [1, 2, 3, 4, 5, 6]
+    assert [a["attempt"] for a in scheduler.jobs.attempts(job_id)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_retry_after_a_cancel_grants_the_submitted_attempts(scheduler):
@@ -662,7 +671,7 @@ def test_attempt_history_records_every_outcome(scheduler, clock):
     clock.advance(100)
     row = lease_one(scheduler, "w4")
     complete(scheduler, row)
-    history = scheduler.attempts(job_id)
+    history = scheduler.jobs.attempts(job_id)
     assert [(a["attempt"], a["worker_id"], a["outcome"]) for a in history] == [
         (1, "w1", "released"),
         (1, "w2", "failed"),

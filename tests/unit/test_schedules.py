@@ -13,7 +13,7 @@ from taskframe.core import cron
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
-from taskframe.server.schedules import MISFIRE_GRACE, Schedules
+from taskframe.server.schedules import MISFIRE_GRACE
 from tests.api_server import default_plugins
 
 
@@ -111,7 +111,7 @@ def test_every_fire_time_gives_one_job_across_servers_and_dst(store, client, clo
         "2026-03-29T03:00:00Z",
     ]
     # Three servers' housekeepers on one database, each with the same clock.
-    firers = [Schedules(Scheduler(store, ServerConfig(), clock=clock)) for _ in range(3)]
+    firers = [Scheduler(store, ServerConfig(), clock=clock).schedules for _ in range(3)]
     assert sum(f.fire() for f in firers) == 0  # not due yet
     for hour in ("01:00:00", "01:00:30", "02:00:00", "02:59:59", "03:00:01"):
         clock.now = at(f"2026-03-29T{hour}+00:00")
@@ -133,7 +133,7 @@ def test_every_fire_time_gives_one_job_across_servers_and_dst(store, client, clo
 @pytest.mark.parametrize("misfire", ["latest", "skip"])
 def test_after_downtime_the_misfire_policy_applies(store, client, clock, misfire):
     schedule(client, misfire=misfire)
-    firer = Schedules(Scheduler(store, ServerConfig(), clock=clock))
+    firer = Scheduler(store, ServerConfig(), clock=clock).schedules
     clock.now = at("2026-03-29T05:30:00+00:00")  # 01:00 to 05:00 were missed
     firer.fire()
     expected = ["2026-03-29T05:00:00.000Z"] if misfire == "latest" else []
@@ -146,7 +146,7 @@ def test_after_downtime_the_misfire_policy_applies(store, client, clock, misfire
 def test_paused_schedules_do_not_fire_and_resume_from_now(store, client, clock):
     schedule(client)
     assert client.simulate_post("/schedules/s/pause").json["paused"] is True
-    firer = Schedules(Scheduler(store, ServerConfig(), clock=clock))
+    firer = Scheduler(store, ServerConfig(), clock=clock).schedules
     clock.now = at("2026-03-29T03:30:00+00:00")
     firer.fire()
     assert jobs(client) == []
@@ -195,7 +195,7 @@ def test_jobs_fired_by_a_schedule_are_counted_as_submitted(store, client, clock)
     metrics = scheduler.telemetry.metrics
     assert metrics is not None
     clock.now = at("2026-03-29T01:00:00+00:00")
-    assert Schedules(scheduler).fire() == 1
+    assert scheduler.schedules.fire() == 1
     sample = metrics.registry.get_sample_value("taskframe_jobs_submitted_total", {"type": "sleep"})
     assert sample == 1.0
 
@@ -214,7 +214,7 @@ def test_a_client_cannot_claim_a_schedules_future_key(store, client, clock):
     assert answer.status_code == 422, answer.text
     assert "Idempotency-Key" in answer.json["errors"]
     clock.now = at("2026-03-29T01:00:00+00:00")
-    assert Schedules(Scheduler(store, ServerConfig(), clock=clock)).fire() == 1
+    assert Scheduler(store, ServerConfig(), clock=clock).schedules.fire() == 1
     [fired] = jobs(client)
     assert fired["idempotency_key"] == key and fired["payload"] == {"duration": 0}
 
@@ -263,7 +263,7 @@ def test_a_schedules_job_is_bounded_in_size(client):
 @pytest.mark.timeout(120)
 def test_every_due_schedule_fires_in_one_round_of_batches(store, clock):
     scheduler = Scheduler(store, ServerConfig(max_schedules=1200), clock=clock)
-    schedules = Schedules(scheduler)
+    schedules = scheduler.schedules
     for n in range(1200):
         schedules.create(every_second(f"s{n:04d}"))
     clock.now += 1
@@ -273,7 +273,7 @@ def test_every_due_schedule_fires_in_one_round_of_batches(store, clock):
 
 def test_a_late_fire_counts_and_logs_the_times_it_drops(store, clock, caplog):
     scheduler = Scheduler(store, ServerConfig(), clock=clock)
-    schedules = Schedules(scheduler)
+    schedules = scheduler.schedules
     first = schedules.create(every_second())["next_fire_at"]
     clock.now = first + 5.5  # the housekeeper was 5 s late: 6 times passed
     with caplog.at_level("WARNING", logger="taskframe.jobs"):
@@ -289,7 +289,7 @@ def test_a_late_fire_counts_and_logs_the_times_it_drops(store, clock, caplog):
 
 def test_after_a_long_outage_the_dropped_times_are_counted_too(store, clock):
     scheduler = Scheduler(store, ServerConfig(), clock=clock)
-    schedules = Schedules(scheduler)
+    schedules = scheduler.schedules
     first = schedules.create(every_second("late"))["next_fire_at"]
     assert cron.iso(first) == "2026-03-29T00:05:01Z"
     schedules.create(every_second("hourly", cron="0 * * * *", misfire="skip"))

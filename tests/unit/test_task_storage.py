@@ -55,7 +55,7 @@ def test_tracebacks_are_kept_repaired_with_each_attempt(scheduler, store):
     row = lease_one(scheduler)
     text = 'Traceback (most recent call last):\n  File "t.py"\x00\nValueError: bad \ufffd\n'
     complete(scheduler, row, "failed", error="ValueError: bad", traceback=text)
-    [attempt] = scheduler.attempts(row["id"])
+    [attempt] = scheduler.jobs.attempts(row["id"])
     shown = attempt_json(attempt)
     assert shown["traceback"] == text.replace("\x00", "\ufffd")
     assert shown["error"] == "ValueError: bad"
