@@ -14,8 +14,8 @@ from typing import Any
 
 from taskframe.core.model import Outcome
 from taskframe.server import dependencies
-from taskframe.server.attempt_end import next_step
-from taskframe.server.attempts import end_attempt
+from taskframe.server.attempt_end import Ending, next_step
+from taskframe.server.attempts import end_attempts
 from taskframe.server.config import ServerConfig
 from taskframe.server.storage import Store
 from taskframe.server.telemetry import Telemetry
@@ -52,11 +52,11 @@ class Upkeep:
         an outage, when workers had no server to send their heartbeats to.
         """
         now = self.clock()
-        ended = []
         with self.store.transaction() as tx:
             params = {"now": now, "lease_cutoff": now if expire_leases else 0.0}
             rows = tx.all("expired_attempts", {**params, "limit": REAP_BATCH})
             history: list[dict[str, Any]] = []
+            endings: list[Ending] = []
             for row in rows:
                 if row["deadline"] is not None and row["deadline"] < now:
                     outcome = Outcome.TIMED_OUT
@@ -65,20 +65,9 @@ class Upkeep:
                     outcome = Outcome.LEASE_EXPIRED
                     error = f"lease expired: worker {row['worker_id']} stopped heartbeating"
                 status, run_at = next_step(row, outcome, now, self.config.backoff, self.rng)
-                ended.append(
-                    end_attempt(
-                        tx,
-                        row,
-                        status,
-                        outcome,
-                        now,
-                        history,
-                        run_at=run_at,
-                        worker_id=row["worker_id"],
-                        error=error,
-                    )
-                )
-            tx.run_many("insert_attempt", history)
+                endings.append(Ending(row, status, outcome, run_at, row["worker_id"], error=error))
+            ended = end_attempts(tx, endings, now, history)
+            tx.run_set("insert_attempts", history)
             reaped = sum(row is not None for row in ended)
             moved = dependencies.resolve(tx, ended, now, self.config.cascade_batch)
             if reaped:

@@ -396,26 +396,6 @@ FROM due
 WHERE jobs.id = due.id AND jobs.status = 'scheduled'
 RETURNING jobs.id, jobs.type, jobs.queue;
 
--- name: succeed_attempt
--- The common completion in one statement; anything else takes the general path.
-UPDATE jobs
-SET status = 'succeeded', result = %(result)s, error = NULL, finished_at = %(now)s,
-    lease_expires_at = NULL, deadline = NULL, cancel_requested = false
-WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
-  AND status = 'running'
-RETURNING *;
-
--- name: end_attempt
--- Guarded by lease and status: a stale worker or a concurrent reaper changes nothing.
-UPDATE jobs
-SET status = %(status)s, result = %(result)s, error = %(error)s,
-    finished_at = %(finished_at)s, run_at = %(run_at)s, lease_id = %(new_lease_id)s,
-    lease_expires_at = NULL, deadline = NULL,
-    attempts = attempts - %(refund)s, cancel_requested = false
-WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
-  AND status = 'running'
-RETURNING *;
-
 -- name: end_attempts
 -- Every end of attempts of a batch in one statement (reports, reaps, releases):
 -- each row is fenced by its own lease, worker and status, so a stale or re-sent one
@@ -448,12 +428,6 @@ FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(worker_id)s::text[],
      WITH ORDINALITY AS a (job_id, attempt, worker_id, lease_id, started_at, finished_at,
                            outcome, error, log, traceback, n)
 ORDER BY n;
-
--- name: insert_attempt
-INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
-                          outcome, error, log, traceback)
-VALUES (%(job_id)s, %(attempt)s, %(worker_id)s, %(lease_id)s, %(started_at)s,
-        %(finished_at)s, %(outcome)s, %(error)s, %(log)s, %(traceback)s);
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = %(job_id)s ORDER BY id;

@@ -398,23 +398,6 @@ WHERE id IN (
 )
 RETURNING id, type, queue;
 
--- name: succeed_attempt
--- The common completion in one statement; anything else takes the general path.
-UPDATE jobs
-SET status = 'succeeded', result = :result, error = NULL, finished_at = :now,
-    lease_expires_at = NULL, deadline = NULL, cancel_requested = 0
-WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running'
-RETURNING *;
-
--- name: end_attempt
--- Guarded by lease and status: a stale worker or a concurrent reaper changes nothing.
-UPDATE jobs
-SET status = :status, result = :result, error = :error, finished_at = :finished_at,
-    run_at = :run_at, lease_id = :new_lease_id, lease_expires_at = NULL, deadline = NULL,
-    attempts = attempts - :refund, cancel_requested = 0
-WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running'
-RETURNING *;
-
 -- name: end_attempts
 -- Every end of attempts of a batch in one statement (reports, reaps, releases):
 -- each row is fenced by its own lease, worker and status, so a stale or re-sent one
@@ -446,12 +429,6 @@ SELECT value ->> 'job_id', value ->> 'attempt', value ->> 'worker_id', value ->>
        value ->> 'started_at', value ->> 'finished_at', value ->> 'outcome',
        value ->> 'error', value ->> 'log', value ->> 'traceback'
 FROM json_each(:rows) ORDER BY key;
-
--- name: insert_attempt
-INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
-                          outcome, error, log, traceback)
-VALUES (:job_id, :attempt, :worker_id, :lease_id, :started_at,
-        :finished_at, :outcome, :error, :log, :traceback);
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = :job_id ORDER BY id;
