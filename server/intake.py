@@ -16,14 +16,6 @@ from taskframe.server.telemetry import Telemetry
 from taskframe.server.wakeups import Wakeups
 
 
-class _Quiet:
-    """What the inserter gets as its notifier: the intake announces new jobs itself,
-    waking only as many waiters as there are jobs ready."""
-
-    def notify(self) -> None:
-        pass
-
-
 class Intake:
     def __init__(
         self,
@@ -34,7 +26,7 @@ class Intake:
         telemetry: Telemetry,
         events: Any = None,
     ) -> None:
-        self.inserter = JobInserter(store, config, _Quiet(), clock)  # type: ignore[arg-type]
+        self.inserter = JobInserter(store, config, clock)
         self.wakeups = wakeups
         self.telemetry = telemetry
         self.events = events

@@ -14,7 +14,6 @@ from taskframe.core.schemas import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAU
 from taskframe.server import counts, dependencies
 from taskframe.server.config import ServerConfig
 from taskframe.server.group_commit import GroupCommitter
-from taskframe.server.notify import ChangeNotifier
 from taskframe.server.payloads import load_payloads
 from taskframe.server.storage import Row, Store, StoreUnavailable, Transaction
 
@@ -82,12 +81,10 @@ class JobInserter:
         self,
         store: Store,
         config: ServerConfig,
-        notifier: ChangeNotifier,
         clock: Callable[[], float],
     ) -> None:
         self.store = store
         self.config = config
-        self.notifier = notifier
         self.clock = clock
         self._group_submit = GroupCommitter(
             self._insert_single_jobs,
@@ -145,8 +142,7 @@ class JobInserter:
                 outcomes.append(outcome)
             if created_any:
                 counts.added(tx, inserted)
-                self.store.notify_change(tx)
-        self.notifier.notify()
+                self.store.notify_change(tx)  # other servers; this one's waiters: the intake
         return outcomes
 
     def _insert_chain(
