@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskframe.core import json_codec, model
-from taskframe.core.model import Outcome, Status
+from taskframe.core.model import Outcome, Reported, Status
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.completions import Completion
 from taskframe.server.storage import Row
@@ -133,7 +133,7 @@ def stored_result(item: Completion, max_result_bytes: int) -> tuple[Completion, 
     A result past ``max_result_bytes`` as stored fails the attempt (retrying would
     not shrink it): the report comes back as a permanent failure, without result.
     """
-    if item.result is None or item.status != Status.SUCCEEDED:
+    if item.result is None or item.status != Reported.SUCCEEDED:
         text = None if item.result is None else json_codec.dumps(item.result).decode()
         return item, text
     encoded = json_codec.dumps(item.result)
@@ -144,6 +144,6 @@ def stored_result(item: Completion, max_result_bytes: int) -> tuple[Completion, 
         f"(--max-result {max_result_bytes})"
     )
     failed = dataclasses.replace(
-        item, status=Status.FAILED, result=None, error=error, retryable=False
+        item, status=Reported.FAILED, result=None, error=error, retryable=False
     )
     return failed, None

@@ -20,7 +20,7 @@ from typing import Any
 
 from taskframe.core import model
 from taskframe.core.errors import JobConflict, JobNotFound
-from taskframe.core.model import Outcome, Status
+from taskframe.core.model import Outcome, Reported, Status
 from taskframe.server import counts, dependencies, routing
 from taskframe.server.attempt_end import Ending, next_step, stored_result
 from taskframe.server.completions import Completion, CompletionOutcome, CompletionResult
@@ -161,7 +161,7 @@ class Attempts:
 
     def _ending(self, row: Row, item: Completion, result: str | None, now: float) -> Ending:
         """How the attempt in ``row`` ends as its worker reported (``result``: stored text)."""
-        if item.status == Status.SUCCEEDED:
+        if item.status == Reported.SUCCEEDED:
             status = model.next_status(Status.RUNNING, Outcome.SUCCEEDED)
             return Ending(
                 row, status, Outcome.SUCCEEDED, row["run_at"], item.worker_id,
@@ -171,7 +171,7 @@ class Attempts:
         if error is not None and "\x00" in error:
             # Errors quote remote bodies, which may hold NUL; PostgreSQL text cannot.
             error = error.replace("\x00", "\ufffd")
-        reported = Outcome.CANCELLED if item.status == Status.CANCELLED else Outcome.FAILED
+        reported = Outcome.CANCELLED if item.status == Reported.CANCELLED else Outcome.FAILED
         status, run_at = next_step(
             row, reported, now, self.config.backoff, self.rng, item.retryable, item.retry_after
         )

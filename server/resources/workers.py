@@ -9,6 +9,7 @@ from typing import Any
 import falcon
 
 from taskframe.core import quick_load, schemas
+from taskframe.core.model import Reported
 from taskframe.server.attempts import Attempts
 from taskframe.server.auth import require_worker_id
 from taskframe.server.completions import Completion, CompletionOutcome, CompletionResult
@@ -25,7 +26,7 @@ def _completion(item: dict[str, Any], job_id: int, worker_id: str | None) -> Com
     return Completion(
         job_id=job_id,
         lease_id=item["lease_id"],
-        status=item["status"],
+        status=Reported(item["status"]),
         worker_id=worker_id,
         result=item["result"],
         error=item["error"],
