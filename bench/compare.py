@@ -9,7 +9,7 @@ counter and the bitmap must both equal the number of jobs (each ran, once).
 
 - W1: ``--jobs`` jobs submitted one by one from one Python thread (the
   submission rate), then 2 workers run them (taskframe: 2 workers of 64
-  thread slots, as the README recommends for short jobs; Huey: one consumer
+  thread slots, as the docs recommend for short jobs; Huey: one consumer
   with 2 worker processes; Celery: one worker with 2 prefork processes):
   jobs/s from the workers' start, and from the first job done to the last.
 - W2: submit -> done latency, one job at a time, one idle worker with one slot.

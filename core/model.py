@@ -103,7 +103,7 @@ def next_status(
     failed attempt may be retried (attempts left and the error retryable).
     ``cancel_requested``: a client asked to cancel the running attempt, so
     whatever way it ends, the job ends cancelled (unless it succeeded).
-    ``blocked``: at submission, some dependencies have not finished yet.
+    ``blocked``: at submission or retry, some dependencies have not finished yet.
     A client's cancel of a running job leaves it running, with the request noted.
     """
     current = None if current is None else Status(current)
@@ -124,7 +124,7 @@ def next_status(
     if event is Event.CANCEL and current is Status.RUNNING:
         return Status.RUNNING  # the worker is told to stop; the attempt ends it
     if event is Event.RETRY and current in (Status.FAILED, Status.CANCELLED):
-        return Status.QUEUED
+        return Status.WAITING if blocked else Status.QUEUED
     if isinstance(event, Outcome) and current is Status.RUNNING:
         return _after_attempt(event, due, may_retry, cancel_requested)
     raise IllegalTransition(f"a {current or 'new'} job cannot {event}")

@@ -54,7 +54,7 @@ def duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The form the README uses: ``604800`` -> ``7d``, ``300`` -> ``5m``, ``1.5`` -> ``1.5s``."""
+    """The form the docs use: ``604800`` -> ``7d``, ``300`` -> ``5m``, ``1.5`` -> ``1.5s``."""
     for unit in ("d", "h", "m"):
         if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
             return f"{seconds / _UNITS[unit]:g}{unit}"

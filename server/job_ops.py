@@ -17,7 +17,7 @@ from taskframe.core.model import Event, Status
 from taskframe.server import dependencies
 from taskframe.server.config import ServerConfig
 from taskframe.server.notify import ChangeNotifier, WaitSlots
-from taskframe.server.storage import Row, Store
+from taskframe.server.storage import Row, Store, Transaction
 from taskframe.server.telemetry import Telemetry
 from taskframe.server.wakeups import Wakeups
 
@@ -158,8 +158,9 @@ class JobOps:
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
+            pending = _unresolved_dependencies(tx, current)
             try:
-                model.next_status(current["status"], Event.RETRY)
+                status = model.next_status(current["status"], Event.RETRY, blocked=pending > 0)
             except model.IllegalTransition:
                 raise JobConflict(
                     f"job {job_id} {model.in_words(current['status'])}; "
@@ -172,9 +173,19 @@ class JobOps:
             row = tx.one("retry_job", params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
+            if status == Status.WAITING:  # never ahead of a dependency still to finish
+                row = tx.one("start_waiting", {"id": job_id, "pending": pending}) or row
             self.store.notify_change(tx)
         self.wakeups.announce([row])
         self.telemetry.requeued(row)
         return row
 
     # ----------------------------------------------------------------- workers
+
+
+def _unresolved_dependencies(tx: Transaction, job: Row) -> int:
+    """How many of ``job``'s dependencies have not finished (edges left after a cancel)."""
+    if not job.get("depends_on"):
+        return 0
+    found = tx.one("unresolved_dependencies", {"id": job["id"]})
+    return int(found["pending"]) if found else 0

@@ -158,7 +158,7 @@ def build_openapi(executors: Mapping[str, Executor]) -> dict[str, Any]:
     # Each job type's payload, described by its docstring (tasks) or its description.
     for name, executor in sorted(executors.items()):
         spec.components.schema(f"Payload.{name}", component=payload_json_schema(executor))
-    # Roles per endpoint: README "Security"; with no tokens configured, none is needed.
+    # Roles per endpoint: docs/concepts/security.md; with no tokens configured, none is needed.
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     converter = spec.plugins[0].converter  # type: ignore[attr-defined]
     for path, operations in ENDPOINTS.items():

@@ -3,7 +3,7 @@
 ``run_task(add, x=1)`` runs a task in this process the way a worker would
 (see :mod:`taskframe.testing.tasks`). The pytest fixtures (loaded through the
 ``pytest11`` entry point, :mod:`taskframe.testing.fixtures`) start real
-taskframe processes; see the README's "Writing a plugin" and "Your first task".
+taskframe processes; see the docs: tutorials/plugin.md and getting-started/first-task.md.
 """
 
 from __future__ import annotations

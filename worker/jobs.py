@@ -214,7 +214,7 @@ def execute(
         plugins.implements("taskframe_before_run") or plugins.implements("taskframe_after_run")
     )
     fields = running.fields
-    # DEBUG: a line per job costs the hot path too much (see the README's Logs).
+    # DEBUG: a line per job costs the hot path too much (see docs/how-to/logs.md).
     log.debug(
         "job %s started (%s, attempt %s)",
         *(running.job_id, fields["type"], fields["attempt"]),

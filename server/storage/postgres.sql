@@ -471,6 +471,10 @@ SET status = 'queued', run_at = %(now)s, started_at = NULL, finished_at = NULL,
 WHERE id = %(id)s AND status IN ('failed', 'cancelled')
 RETURNING *;
 
+-- name: unresolved_dependencies
+-- A cancelled dependant keeps the edges of the dependencies that had not finished.
+SELECT count(*) AS pending FROM job_dependencies WHERE job_id = %(id)s;
+
 -- name: prunable_jobs
 -- SKIP LOCKED: servers pruning at once delete disjoint batches. Not a job
 -- whose dependants are still being resolved (dependency_cascades).

@@ -466,6 +466,10 @@ SET status = 'queued', run_at = :now, started_at = NULL, finished_at = NULL,
 WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING *;
 
+-- name: unresolved_dependencies
+-- A cancelled dependant keeps the edges of the dependencies that had not finished.
+SELECT count(*) AS pending FROM job_dependencies WHERE job_id = :id;
+
 -- name: prunable_jobs
 -- Not a job whose dependants are still being resolved (dependency_cascades).
 SELECT id FROM jobs

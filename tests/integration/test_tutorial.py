@@ -1,7 +1,7 @@
-"""The README's "Your first task", run as written: its file, its commands, real processes.
+"""The "Your first task" page, run as written: its file, its commands, real processes.
 
-The code blocks of the section are taken from README.md: the ``python`` block
-is saved under the name its first line gives, the ``taskframe-server`` command
+The code blocks are taken from docs/getting-started/first-task.md: the first
+``python`` block is saved under the name its title gives, the ``taskframe-server`` command
 runs in the background, the others run in turn in the same folder (the
 ``taskframe`` one on a terminal, where it draws its progress bar). The only
 change: a free port instead of 8000 (``TASKFRAME_PORT`` and ``TASKFRAME_URL``
@@ -27,16 +27,13 @@ import pytest
 
 from tests.processes import BIN, Process, free_port, wait_until
 
-README = Path(__file__).parents[2] / "README.md"
-SECTION = "## Your first task"
+PAGE = Path(__file__).parents[2] / "docs" / "getting-started" / "first-task.md"
 
 
-def tutorial_blocks() -> list[tuple[str, str]]:
-    """(language, text) of each fenced block of the section, in order."""
-    text = README.read_text(encoding="utf-8")
-    assert SECTION + "\n" in text, f"README.md has no {SECTION!r} section"
-    section = text.split(SECTION + "\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+def tutorial_blocks() -> list[tuple[str, str, str]]:
+    """(language, title, text) of each fenced block of the page, in order."""
+    text = PAGE.read_text(encoding="utf-8")
+    return re.findall(r'```(\w+)(?: title="([^"]+)")?\n(.*?)```', text, re.S)
 
 
 def run_on_a_terminal(command: str, cwd: Path, env: dict[str, str], timeout: float) -> str:
@@ -73,12 +70,12 @@ def test_the_first_task_tutorial_runs_as_written(tmp_path: Path) -> None:
     blocks = tutorial_blocks()
     commands: list[str] = []
     expected = ""
-    for language, body in blocks:
-        if language == "python":
-            name = body.splitlines()[0].removeprefix("#").strip()
-            (tmp_path / name).write_text(body, encoding="utf-8")
+    for language, title, body in blocks:
+        if language == "python" and title:
+            (tmp_path / title).write_text(body, encoding="utf-8")
         elif language == "sh":
-            commands += [line for line in body.splitlines() if line.strip()]
+            lines = body.replace("\\\n", " ").splitlines()  # continuation lines joined
+            commands += [line for line in lines if line.strip() and not line.startswith("#")]
         elif language == "text":
             expected = body
     [serve] = [c for c in commands if c.startswith("taskframe-server")]
@@ -115,12 +112,12 @@ def test_the_first_task_tutorial_runs_as_written(tmp_path: Path) -> None:
             )
             assert done.returncode == 0, done.stderr
             answers.append(json.loads(done.stdout))
-        submitted, finished = answers
+        refused, submitted, finished = answers
+        assert "sheep" in refused["errors"]["payload"], refused
         assert submitted["type"] == "count_sheep" and submitted["status"] in ("queued", "running")
         assert finished["id"] == submitted["id"], "the tutorial waits for the job it submitted"
         assert finished["status"] == "succeeded", finished
-        assert finished["result"] == "counted 2 sheep"
-        assert finished["progress"]["message"].endswith("sheep")
+        assert finished["result"] == "counted 1 sheep"
     finally:
         server.stop()
     assert "Traceback" not in server.output(), server.output()

@@ -74,3 +74,30 @@ def test_a_missing_dependency_writes_nothing(scheduler):
         scheduler.submit([job(), job(depends_on=[("ref", 0), 424242])])
     assert info.value.errors == {"depends_on": ["no job has id 424242"]}
     assert scheduler.list_jobs(None, None, 10, None) == []
+
+
+def test_a_retried_dependant_waits_again_for_the_dependencies_still_running(scheduler):
+    # A client cancels a waiting dependant, then retries it while one of its two
+    # dependencies still runs: it must wait for that one, not run ahead of it.
+    [(first, _), (second, _)] = scheduler.submit([job(), job()])
+    [(child, _)] = scheduler.submit([job(depends_on=[first["id"], second["id"]])])
+    [leased] = scheduler.lease("w", ["sleep"], 1, wait=0)
+    assert leased["id"] == first["id"]
+    scheduler.complete([Completion(leased["id"], leased["lease_id"], "succeeded", "w", 1)])
+    scheduler.cancel(child["id"])
+    retried = scheduler.retry(child["id"])
+    assert retried["status"] == "waiting"
+    assert retried["deps_pending"] == 1
+    [leased] = scheduler.lease("w", ["sleep"], 5, wait=0)  # only the dependency is ready
+    assert leased["id"] == second["id"]
+    scheduler.complete([Completion(leased["id"], leased["lease_id"], "succeeded", "w", 1)])
+    assert scheduler.get(child["id"])["status"] == "queued"
+
+
+def test_a_retried_dependant_whose_dependencies_all_finished_is_queued(scheduler):
+    [(root, _)] = scheduler.submit([job()])
+    [(child, _)] = scheduler.submit([job(depends_on=[root["id"]])])
+    scheduler.cancel(child["id"])
+    [leased] = scheduler.lease("w", ["sleep"], 5, wait=0)
+    scheduler.complete([Completion(leased["id"], leased["lease_id"], "succeeded", "w", 1)])
+    assert scheduler.retry(child["id"])["status"] == "queued"

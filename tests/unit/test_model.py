@@ -49,6 +49,7 @@ def test_statuses_and_outcomes_are_string_enums():
         (Status.RUNNING, Event.CANCEL, {}, Status.RUNNING),
         (Status.FAILED, Event.RETRY, {}, Status.QUEUED),
         (Status.CANCELLED, Event.RETRY, {}, Status.QUEUED),
+        (Status.CANCELLED, Event.RETRY, {"blocked": True}, Status.WAITING),
         (Status.RUNNING, Outcome.SUCCEEDED, {"cancel_requested": True}, Status.SUCCEEDED),
         (Status.RUNNING, Outcome.FAILED, {"may_retry": True, "due": False}, Status.SCHEDULED),
         (Status.RUNNING, Outcome.FAILED, {"may_retry": True, "due": True}, Status.QUEUED),

@@ -102,12 +102,12 @@ def test_a_denied_address_is_refused_before_anything_is_sent():
     assert "--webhook-deny (169.254.0.0/16)" in result.detail
 
 
-def test_the_readmes_receiver_code_accepts_a_delivery_and_refuses_replays():
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme.split("### The `webhook` plugin", 1)[1]
+def test_the_docs_receiver_code_accepts_a_delivery_and_refuses_replays():
+    page = (Path(__file__).parents[2] / "docs" / "how-to" / "webhooks.md").read_text()
+    section = page.split("### Checking by hand", 1)[1]
     code = textwrap.dedent(section.split("```python\n", 1)[1].split("```", 1)[0])
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(code, "webhooks.md", "exec"), namespace)  # noqa: S102 - our own docs
     check = namespace["check"]
     timestamp = str(int(time.time()))
     headers = {
