@@ -162,9 +162,8 @@ class Attempts:
     def _ending(self, row: Row, item: Completion, result: str | None, now: float) -> Ending:
         """How the attempt in ``row`` ends as its worker reported (``result``: stored text)."""
         if item.status == Reported.SUCCEEDED:
-            status = model.next_status(Status.RUNNING, Outcome.SUCCEEDED)
             return Ending(
-                row, status, Outcome.SUCCEEDED, row["run_at"], item.worker_id,
+                row, _SUCCEEDED, Outcome.SUCCEEDED, row["run_at"], item.worker_id,
                 result=result, keep_lease=True, log=item.log,
             )  # fmt: skip
         error = item.error
@@ -283,6 +282,8 @@ def lease_ids(count: int) -> list[str]:
     return [text[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
+#: Where a reported success takes a job (asked once: the same for every job).
+_SUCCEEDED = model.next_status(Status.RUNNING, Outcome.SUCCEEDED)
 #: Attempt outcomes that only a worker's report records.
 _REPORTED = frozenset({Outcome.SUCCEEDED.value, Outcome.FAILED.value, Outcome.CANCELLED.value})
 
