@@ -21,13 +21,12 @@ from typing import Any
 from taskframe.core import model
 from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.core.model import Outcome, Reported, Status
-from taskframe.server import counts, dependencies, routing
+from taskframe.server import counts, routing
 from taskframe.server.attempt_end import Ending, next_step, stored_result
 from taskframe.server.completions import Completion, CompletionOutcome, CompletionResult
 from taskframe.server.config import ServerConfig
+from taskframe.server.publisher import Publisher
 from taskframe.server.storage import Row, Store, Transaction
-from taskframe.server.telemetry import Telemetry
-from taskframe.server.wakeups import Wakeups
 
 log = logging.getLogger("taskframe.server")
 
@@ -35,8 +34,9 @@ log = logging.getLogger("taskframe.server")
 class Attempts:
     """Leases jobs to workers and records how their attempts end.
 
-    After each commit it wakes the long-polls the change concerns (:class:`Wakeups`),
-    counts it (telemetry) and tells the plugins (events).
+    Each write records what it changed; the :class:`Publisher` resolves dependants
+    and tells other servers before the commit, and after it wakes, counts and tells
+    the plugins.
     """
 
     def __init__(
@@ -45,17 +45,14 @@ class Attempts:
         config: ServerConfig,
         clock: Callable[[], float],
         rng: random.Random,
-        wakeups: Wakeups,
-        telemetry: Telemetry,
-        events: Any = None,
+        publisher: Publisher,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
         self.rng = rng
-        self.wakeups = wakeups
-        self.telemetry = telemetry
-        self.events = events
+        self.publisher = publisher
+        self.telemetry = publisher.telemetry  # the lease resource times its requests
 
     def replay(self, worker_id: str, request_id: str) -> list[Row]:
         """The jobs leased to an earlier send of request ``request_id`` (a resend after
@@ -88,19 +85,19 @@ class Attempts:
             }
 
         params = lease_params()
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(params["now"]) as (tx, changes):
             # Paused queues and limits (two tiny tables, usually empty): when there
             # are none and every queue is served, the plain lease runs as it always did.
             controls = routing.Controls.from_rows(tx.all("lease_controls"))
-            self.wakeups.limited = bool(controls.limits)
+            self.publisher.wakeups.limited = bool(controls.limits)
             if controls.none and queues is None:
                 rows = tx.all("lease_jobs", params)
             else:
                 rows = routing.lease_routed(tx, lease_params, types, queues, controls, limit)
             counts.moved(tx, rows, Status.QUEUED.value, Status.RUNNING.value)  # not by the triggers
+            if rows:
+                changes.leased = (worker_id, rows)
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
-        if rows:
-            self.telemetry.leased(worker_id, rows)
         return rows
 
     def complete(self, completions: list[Completion]) -> list[CompletionOutcome]:
@@ -114,7 +111,7 @@ class Attempts:
         items = [(i, *stored_result(completions[i], self.config.max_result_bytes)) for i in order]
         history: list[dict[str, Any]] = []
         done: dict[int, CompletionOutcome] = {}
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(now) as (tx, changes):
             ids = sorted({item.job_id for _, item, _ in items})
             rows = {row["id"]: row for row in tx.all("get_jobs_for_update", {"ids": ids})}
             endings: list[tuple[int, Ending]] = []
@@ -147,16 +144,7 @@ class Attempts:
             tx.run_set("insert_attempts", history)
             # Only outcomes recorded now move dependants on (a resend of one recorded
             # before finds its edges consumed anyway: dependencies.py).
-            ended = [o.job for o in done.values() if o.recorded and not o.already]
-            moved = dependencies.resolve(tx, ended, now, self.config.cascade_batch)
-            # Wakes long-polls (re-queued jobs) and job waiters on other servers.
-            self.store.notify_change(tx)
-        self.wakeups.ended(ended)
-        self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
-        self.wakeups.dependants_moved(moved)
-        if self.events is not None:
-            rows = {o.job_id: o.job for o in done.values() if o.job is not None}
-            self.events.attempts_finished([(rows[a["job_id"]], a) for a in history])
+            changes.attempts_ended(history, ended_rows)
         return [done[i] for i in range(len(completions))]
 
     def _ending(self, row: Row, item: Completion, result: str | None, now: float) -> Ending:
@@ -218,7 +206,7 @@ class Attempts:
     def release(self, job_id: int, worker_id: str, lease_id: str) -> Row:
         """Give a leased job back to the queue at once; the attempt is not counted."""
         now = self.clock()
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(now) as (tx, changes):
             row = tx.one("get_job_for_update", {"id": job_id})
             if row is None:
                 raise JobNotFound(job_id)
@@ -239,13 +227,7 @@ class Attempts:
             tx.run_set("insert_attempts", history)
             if updated is None:
                 raise JobConflict("stale lease: this attempt was reaped or moved on")
-            moved = dependencies.resolve(tx, [updated], now, self.config.cascade_batch)
-            self.store.notify_change(tx)
-        self.wakeups.ended([updated])
-        self.telemetry.attempts_ended(history, [updated], now)
-        self.wakeups.dependants_moved(moved)
-        if self.events is not None:
-            self.events.attempts_finished([(updated, history[0])])
+            changes.attempts_ended(history, [updated])
         return updated
 
 

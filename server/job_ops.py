@@ -17,9 +17,8 @@ from taskframe.core.model import Event, Status
 from taskframe.server import dependencies
 from taskframe.server.config import ServerConfig
 from taskframe.server.notify import ChangeNotifier, WaitSlots
+from taskframe.server.publisher import Publisher
 from taskframe.server.storage import Row, Store, Transaction
-from taskframe.server.telemetry import Telemetry
-from taskframe.server.wakeups import Wakeups
 
 NO_CURSOR = 2**62
 # Bytes a job's JSON takes in a listing beside its payload and result.
@@ -34,18 +33,14 @@ class JobOps:
         clock: Callable[[], float],
         notifier: ChangeNotifier,
         wait_slots: WaitSlots,
-        wakeups: Wakeups,
-        telemetry: Telemetry,
-        events: Any = None,
+        publisher: Publisher,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
         self.notifier = notifier
         self.wait_slots = wait_slots
-        self.wakeups = wakeups
-        self.telemetry = telemetry
-        self.events = events
+        self.publisher = publisher
 
     def get(self, job_id: int) -> Row:
         with self.store.reader() as tx:
@@ -123,7 +118,7 @@ class JobOps:
     def cancel(self, job_id: int) -> Row:
         """Cancel a queued or scheduled job now; ask the worker of a running one to stop."""
         params = {"id": job_id, "now": self.clock()}
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(params["now"]) as (tx, changes):
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
@@ -137,14 +132,7 @@ class JobOps:
             row = tx.one(query, params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
-            moved = dependencies.resolve(tx, [row], params["now"], self.config.cascade_batch)
-            self.store.notify_change(tx)  # wakes waiters on other servers
-        if row["status"] in model.FINISHED:
-            self.notifier.jobs_finished([job_id])
-        self.telemetry.cancelled(row)
-        self.wakeups.dependants_moved(moved)
-        if self.events is not None:
-            self.events.job_finished(row)
+            changes.cancelled.append(row)
         return row
 
     def retry(self, job_id: int) -> Row:
@@ -154,7 +142,7 @@ class JobOps:
         as many attempts as the job was submitted with (``max_attempts`` grows).
         """
         params = {"id": job_id, "now": self.clock()}
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(params["now"]) as (tx, changes):
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
@@ -175,9 +163,7 @@ class JobOps:
                 raise JobConflict(f"job {job_id} changed meanwhile; try again")
             if status == Status.WAITING:  # never ahead of a dependency still to finish
                 row = tx.one("start_waiting", {"id": job_id, "pending": pending}) or row
-            self.store.notify_change(tx)
-        self.wakeups.announce([row])
-        self.telemetry.requeued(row)
+            changes.requeued.append(row)
         return row
 
     # ----------------------------------------------------------------- workers

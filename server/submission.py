@@ -15,6 +15,7 @@ from taskframe.server import counts, dependencies
 from taskframe.server.config import ServerConfig
 from taskframe.server.group_commit import GroupCommitter
 from taskframe.server.payloads import load_payloads
+from taskframe.server.publisher import Changes, Publisher
 from taskframe.server.storage import Row, Store, StoreUnavailable, Transaction
 
 #: The plugins' ``taskframe_validate_job``: a job -> its problems by field (or None).
@@ -82,10 +83,12 @@ class JobInserter:
         store: Store,
         config: ServerConfig,
         clock: Callable[[], float],
+        publisher: Publisher,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
+        self.publisher = publisher
         self._group_submit = GroupCommitter(
             self._insert_single_jobs,
             shared_failure=lambda exc: isinstance(exc, StoreUnavailable),
@@ -142,7 +145,9 @@ class JobInserter:
                 outcomes.append(outcome)
             if created_any:
                 counts.added(tx, inserted)
-                self.store.notify_change(tx)  # other servers; this one's waiters: the intake
+                # Other servers hear of them at commit; this one's waiters are woken by
+                # the intake, for each caller (submissions share this commit).
+                self.publisher.before_commit(tx, Changes(self.clock(), submitted=inserted))
         return outcomes
 
     def _insert_chain(
