@@ -247,7 +247,9 @@ def unfinished(path: Path) -> bool:
     return found is not None
 
 
-def w1_cpu(workdir: Path, jobs: int, server_args: list[str] | None = None) -> dict[str, float]:
+def w1_cpu(
+    workdir: Path, jobs: int, slots: int = 64, server_args: list[str] | None = None
+) -> dict[str, float]:
     """Jobs/s and CPU µs per job (server, workers) for ``jobs`` queued no-op jobs,
     on the server ``server_args`` choose (``--server granian``)."""
     env = Env("sqlite", workdir, "floors-w1", server_args or [], [])
@@ -256,7 +258,7 @@ def w1_cpu(workdir: Path, jobs: int, server_args: list[str] | None = None) -> di
             env.api.batch([NOOP] * min(1000, jobs - start))
         server_before = cpu_seconds(env.server.popen.pid)
         start = time.perf_counter()
-        env.start_workers(2, 64)
+        env.start_workers(2, slots)
         # Polled in the database file itself: a poll through the API every 20 ms
         # cost the server more CPU than the W1 figure's difference between versions.
         while unfinished(workdir / "floors-w1.db"):
@@ -281,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3000, help="POSTs per loop")
     parser.add_argument("--w2", type=int, default=300, help="W2 round trips (0: skip)")
     parser.add_argument("--w1", type=int, default=5000, help="W1 no-op jobs (0: skip)")
+    parser.add_argument("--w1-slots", type=int, default=64, help="W1: slots of each worker")
     opts = parser.parse_args(argv)
     workdir = new_workdir()
     envs: list[Env] = []
@@ -308,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     env.close()
     envs.clear()
     if opts.w1:
-        for unit, value in w1_cpu(workdir, opts.w1).items():
-            rows.append(("W1, 2 workers x 64 slots, no-op jobs", unit, value))
+        for unit, value in w1_cpu(workdir, opts.w1, opts.w1_slots).items():
+            rows.append((f"W1, 2 workers x {opts.w1_slots} slots, no-op jobs", unit, value))
 
     load = os.getloadavg()[0]
     print(f"\nwhere the time goes, sqlite, {os.cpu_count()} cores, load {load:.1f}")

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             env.close()
         if opts.w1:
-            for unit, value in w1_cpu(workdir, opts.w1, server_args).items():
+            for unit, value in w1_cpu(workdir, opts.w1, server_args=server_args).items():
                 rows.append(("W1, 2 workers x 64 slots, no-op jobs", unit, value))
         if opts.bare:
             kinds = ["waitress"] + (["granian"] if _has_granian() else [])

@@ -1,7 +1,7 @@
 """What the input checks cost per request body (depth, NaN, lone surrogates).
 
 Compares plain ``json.loads`` plus the quick loader without its text walks
-(about what the server did before the checks) with ``json_rules.parse``, the
+(about what the server did before the checks) with ``strict_json.parse``, the
 surrogate prefilter and the quick loader (what it does now), on the hot-path
 bodies. Prints the best and median time of many interleaved rounds, so a busy
 machine disturbs it less.
@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable
 
-from taskframe.core import json_rules, quick_load
+from taskframe.core import quick_load, strict_json
 
 ONE = {"type": "sleep", "payload": {"duration": 0}, "priority": 5}
 BATCH = {"jobs": [{"type": "sleep", "payload": {"duration": 0, "note": "x" * 20}}] * 1000}
@@ -41,7 +41,7 @@ def measure(raw: bytes, load: Callable, rounds: int) -> tuple[float, float, floa
             load(json.loads(raw), text_checked=True)  # no walks: as before the checks
         t1 = time.perf_counter()
         for _ in range(inner):
-            load(json_rules.parse(raw), text_checked=not json_rules.may_hold_surrogates(raw))
+            load(strict_json.parse(raw), text_checked=not strict_json.may_hold_surrogates(raw))
         t2 = time.perf_counter()
         before.append((t1 - t0) / inner)
         after.append((t2 - t1) / inner)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -141,7 +142,7 @@ class Client:
             wait = min(wait, MAX_LONG_POLL)
             options["params"] = {"wait": f"{wait:.3f}"}
             options["read_timeout"] = wait + LONG_POLL_MARGIN + self.timeout
-        call = lambda: self._call("POST", "/jobs", body=body, **options)  # noqa: E731
+        call = functools.partial(self._call, "POST", "/jobs", body=body, **options)
         answer = self._retrying(call) if idempotency_key else call()
         return kind.from_json(answer)
 
@@ -182,7 +183,7 @@ class Client:
         created = 0
         for start in range(0, len(bodies), MAX_BATCH):
             chunk = bodies[start : start + MAX_BATCH]
-            call = lambda chunk=chunk: self._call("POST", "/jobs/batch", body={"jobs": chunk})  # noqa: E731
+            call = functools.partial(self._call, "POST", "/jobs/batch", body={"jobs": chunk})
             keyed = all(job.get("idempotency_key") for job in chunk)
             answer = self._retrying(call) if keyed else call()
             ids.extend(answer["ids"])

@@ -120,6 +120,7 @@ class Transport:
         self._down_until = [0.0] * len(self.urls)
         self._local = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
+        self._interrupts = 0  # interrupt() calls so far
 
     def call(
         self,
@@ -143,6 +144,7 @@ class Transport:
         target = _with_query(path, params)
         timeout = read_timeout or self.read_timeout
         last: Unavailable | None = None
+        interrupts = self._interrupts
         for index in self._order():
             url = self.urls[index] + path
             try:
@@ -151,6 +153,8 @@ class Transport:
                 )
             except _Failure as failure:
                 last = Unavailable(f"{url}: {failure.reason}", url=url, description=failure.reason)
+                if self._interrupts != interrupts:  # on purpose: neither the URL's fault
+                    raise last from None  # nor a reason to try the others
                 self._mark(index, ok=False, reason=last)
                 continue
             except (http.client.InvalidURL, ValueError) as exc:  # e.g. a header not latin-1
@@ -295,6 +299,20 @@ class Transport:
             connection.set_tunnel(route.host, route.port, headers=tunnel_headers)
         return connection
 
+    def interrupt(self) -> None:
+        """From another thread: end the requests in flight now (a worker abandoning its
+        long poll). They raise :class:`Unavailable` without trying the other URLs."""
+        with self._lock:
+            self._interrupts += 1
+            connections = list(self._connections)
+        for connection in connections:
+            sock = connection.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
+                except OSError:
+                    pass
+
     def close(self) -> None:
         """Close every thread's keep-alive connections (a later call opens new ones)."""
         with self._lock:
@@ -398,7 +416,7 @@ def _reason(exc: BaseException, waited: str) -> str:
 def _error(response: http.client.HTTPResponse, data: bytes, url: str) -> TaskframeError:
     """The error for a 3xx/4xx/5xx answer, carrying the server's title, description, errors."""
     status = response.status
-    title = description = None
+    title = description = code = None
     errors: dict[str, Any] | None = None
     try:
         body = json_codec.loads(data)
@@ -408,17 +426,19 @@ def _error(response: http.client.HTTPResponse, data: bytes, url: str) -> Taskfra
         summary = f"redirected to {response.getheader('Location')}: use that URL"
     elif isinstance(body, dict) and "title" in body:
         title = str(body["title"])
+        code = body.get("code") if isinstance(body.get("code"), str) else None
         description = body.get("description")
         errors = body.get("errors") if isinstance(body.get("errors"), dict) else None
         detail = description or errors or ""
         summary = f"{title}: {detail}" if detail else title
     else:
         summary = data.decode("utf-8", "replace")[:200] if body is None else str(body)[:200]
-    return error_class(status)(
+    return error_class(status, code)(
         f"{url}: HTTP {status} {summary}",
         status,
         url,
         title=title,
         description=description,
         errors=errors,
+        code=code,
     )

@@ -25,12 +25,14 @@ def is_task(value: Any) -> bool:
     return isinstance(value, Task)
 
 
-def task_payload(task: Any, payload: Mapping[str, Any] | None, arguments: dict[str, Any]) -> dict:
+def task_payload(
+    task: Any, payload: Mapping[str, Any] | None, arguments: dict[str, Any]
+) -> dict[str, Any]:
     """The JSON payload of a job of ``task``, checked with its schema."""
     clash = sorted(set(payload or {}) & set(arguments))
     if clash:
         raise TypeError(f"{task.name}: {', '.join(clash)} given both in the payload and by name")
-    merged = to_json({**(payload or {}), **arguments})
+    merged: dict[str, Any] = to_json({**(payload or {}), **arguments})
     try:
         task.schema.load(merged)
     except SchemaError as exc:

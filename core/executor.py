@@ -14,7 +14,7 @@ from typing import Any
 import marshmallow
 import pluggy
 
-from taskframe.core.schemas import MAX_PROGRESS_MESSAGE, MAX_RETRY_AFTER
+from taskframe.core.limits import MAX_PROGRESS_MESSAGE, MAX_RETRY_AFTER
 
 #: Decorator for plugin hook implementations (``@hookimpl def taskframe_...``).
 hookimpl = pluggy.HookimplMarker("taskframe")

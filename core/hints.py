@@ -129,7 +129,7 @@ class EnumField(fields.Raw):
 class UnionField(fields.Raw):
     """A union: the first alternative that takes the value; else every one's complaint."""
 
-    def __init__(self, choices: list[fields.Field], **kwargs: Any) -> None:
+    def __init__(self, choices: list[fields.Field[Any]], **kwargs: Any) -> None:
         self.choices = choices
         super().__init__(**kwargs)
 
@@ -156,7 +156,7 @@ class _Mapper:
         self.owner = owner
         self.schemas: dict[type, Callable[[], Schema]] = {}
 
-    def field(self, hint: Any, where: str, **kwargs: Any) -> fields.Field:
+    def field(self, hint: Any, where: str, **kwargs: Any) -> fields.Field[Any]:
         description = kwargs.setdefault("metadata", {})
         description.setdefault("description", hint_text(hint))
         if hint is Any or hint is object:
@@ -197,7 +197,9 @@ class _Mapper:
             return fields.Nested(self._object_schema(hint, where), **kwargs)
         raise self._error(where, hint, f"supported: {SUPPORTED}")
 
-    def _union(self, args: tuple[Any, ...], where: str, kwargs: dict[str, Any]) -> fields.Field:
+    def _union(
+        self, args: tuple[Any, ...], where: str, kwargs: dict[str, Any]
+    ) -> fields.Field[Any]:
         rest = [arg for arg in args if arg is not type(None)]
         if len(rest) < len(args):
             kwargs["allow_none"] = True
@@ -217,7 +219,7 @@ class _Mapper:
             hints = typing.get_type_hints(kind)
         except Exception as exc:
             raise self._error(where, kind, f"its hints cannot be resolved ({exc})") from None
-        members: dict[str, fields.Field] = {}
+        members: dict[str, fields.Field[Any]] = {}
         if dataclasses.is_dataclass(kind):
             for item in dataclasses.fields(kind):
                 if not item.init:
@@ -249,7 +251,7 @@ class _Mapper:
 _NO_DEFAULT = object()
 
 
-def _default_of(item: dataclasses.Field) -> Any:
+def _default_of(item: dataclasses.Field[Any]) -> Any:
     if item.default is not dataclasses.MISSING:
         return item.default
     if item.default_factory is not dataclasses.MISSING:
@@ -295,7 +297,7 @@ def payload_schema(function: Callable[..., Any], owner: str | None = None) -> Sc
     except Exception as exc:  # a name the hints use is not defined
         raise HintError(f"{owner}: its type hints cannot be resolved: {exc}") from None
     mapper = _Mapper(owner)
-    members: dict[str, fields.Field] = {}
+    members: dict[str, fields.Field[Any]] = {}
     extra_keys = False
     for name, parameter in signature.parameters.items():
         if parameter.kind is parameter.VAR_KEYWORD:

@@ -48,6 +48,8 @@ class PluginSet:
     executors: dict[str, Executor] = field(default_factory=dict)
     #: Plugin name -> what went wrong (several problems joined by "; ").
     failures: dict[str, str] = field(default_factory=dict)
+    #: Objects a plugin registered itself at configure time, by name: that plugin's name.
+    internal: dict[str, str] = field(default_factory=dict)
     #: Job type -> the name of the plugin that registered it.
     owners: dict[str, str] = field(default_factory=dict)
     #: Plugin name -> (distribution, version), for plugins found by entry point.
@@ -119,10 +121,15 @@ class PluginSet:
         """Call ``taskframe_configure``; a plugin whose configuration raises is a failure."""
         for impl in self.manager.hook.taskframe_configure.get_hookimpls():
             arguments = {"options": options, "role": role, "manager": self.manager}
+            before = {name for name, _ in self.manager.list_name_plugin()}
             try:
                 impl.function(*[arguments[name] for name in impl.argnames])
             except Exception as exc:
                 self.fail(impl.plugin_name, exc)
+            # Objects it registered ("webhook.notifier") are part of it, not plugins.
+            for name, _ in self.manager.list_name_plugin():
+                if name not in before:
+                    self.internal[name] = impl.plugin_name
         self._implemented.clear()  # configure may have registered hook objects
 
     def fail(self, plugin: str, problem: Exception | str) -> None:
@@ -137,15 +144,18 @@ class PluginSet:
     def describe(self) -> dict[str, Any]:
         """``GET /plugins`` and ``--list-plugins``: loaded plugins, failures, disabled names."""
         loaded = []
+        hooks_of: dict[str, set[str]] = {}  # by plugin, with its internal objects' hooks
+        for name, plugin in self.manager.list_name_plugin():
+            if plugin is not None:
+                callers = self.manager.get_hookcallers(plugin) or []
+                hooks_of.setdefault(self.internal.get(name, name), set()).update(
+                    caller.name for caller in callers
+                )
         for name, plugin in sorted(self.manager.list_name_plugin(), key=lambda item: item[0]):
-            if plugin is None:  # blocked
+            if plugin is None or name in self.internal:  # blocked; part of another plugin
                 continue
-            # An object a plugin registered at configure time ("webhook.notifier")
-            # comes from that plugin's distribution.
-            distribution, version = self.distributions.get(
-                name, self.distributions.get(name.split(".")[0], (None, None))
-            )
-            hooks = sorted(caller.name for caller in self.manager.get_hookcallers(plugin) or [])
+            distribution, version = self.distributions.get(name, (None, None))
+            hooks = sorted(hooks_of.get(name, ()))
             loaded.append(
                 {
                     "name": name,

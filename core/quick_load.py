@@ -8,7 +8,7 @@ to the schema (they return None), which then names the offending fields.
 ``tests/unit/test_schemas.py`` checks both against each other.
 
 ``text_checked=True`` tells them that no string in ``data`` holds a lone
-surrogate (the body could not encode one: ``json_rules.may_hold_surrogates``),
+surrogate (the body could not encode one: ``strict_json.may_hold_surrogates``),
 which spares them walking payloads and results for such text.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskframe.core import json_rules, model, schemas
+from taskframe.core import limits, model, schemas, strict_json
 
 _NUMBER = (int, float)
 #: The fields of ``SubmitJobSchema`` this loader checks and copies itself, named
@@ -51,13 +51,13 @@ def quick_load_submit(data: object, text_checked: bool = False) -> dict[str, Any
         or not _is_id_text(data.get("type"))
         or type(payload) is not dict
         or not all(type(name) is str for name in payload)
-        or (not text_checked and json_rules.surrogate_path(payload) is not None)
+        or (not text_checked and strict_json.surrogate_path(payload) is not None)
         or type(priority) is not int
-        or not schemas.MIN_PRIORITY <= priority <= schemas.MAX_PRIORITY
+        or not limits.MIN_PRIORITY <= priority <= limits.MAX_PRIORITY
         or type(max_attempts) is not int
-        or not 1 <= max_attempts <= 100
-        or (timeout is not None and not _is_number(timeout, 0, 7 * 86400))
-        or ("delay" in data and not _is_number(data["delay"], 0, 365 * 86400))
+        or not 1 <= max_attempts <= limits.MAX_ATTEMPTS
+        or (timeout is not None and not _is_number(timeout, 0, limits.MAX_TIMEOUT))
+        or ("delay" in data and not _is_number(data["delay"], 0, limits.MAX_DELAY))
         or (key is not None and (not _is_id_text(key) or schemas.reserved_key(key)))
     ):
         return None
@@ -81,7 +81,7 @@ def quick_load_batch(data: object, text_checked: bool = False) -> dict[str, Any]
     if type(data) is not dict or data.keys() != {"jobs"}:
         return None
     jobs = data["jobs"]
-    if type(jobs) is not list or not 1 <= len(jobs) <= schemas.MAX_BATCH:
+    if type(jobs) is not list or not 1 <= len(jobs) <= limits.MAX_BATCH:
         return None
     loaded = [quick_load_submit(job, text_checked) for job in jobs]
     return None if None in loaded else {"jobs": loaded}
@@ -95,14 +95,14 @@ _OUTCOMES = frozenset(model.REPORTED)
 def _is_id_text(value: object) -> bool:
     return (
         type(value) is str
-        and 1 <= len(value) <= 200
+        and 1 <= len(value) <= limits.MAX_ID_TEXT
         and "\x00" not in value
-        and not json_rules.has_surrogate(value)
+        and not strict_json.has_surrogate(value)
     )
 
 
 def _is_text(value: object) -> bool:
-    return type(value) is str and "\x00" not in value and not json_rules.has_surrogate(value)
+    return type(value) is str and "\x00" not in value and not strict_json.has_surrogate(value)
 
 
 def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[str, Any] | None:
@@ -121,14 +121,14 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
     if (
         (request_id is not None and not _is_id_text(request_id))
         or (host is not None and not _is_id_text(host))
-        or (slots is not None and (type(slots) is not int or not 0 <= slots <= 100000))
+        or (slots is not None and (type(slots) is not int or not 0 <= slots <= limits.MAX_SLOTS))
         or type(resent) is not bool
         or not _is_id_text(data.get("worker_id"))
         or (
             types is not None
             and (
                 type(types) is not list
-                or len(types) > schemas.MAX_TYPES
+                or len(types) > limits.MAX_TYPES
                 or not all(_is_id_text(t) for t in types)
             )
         )
@@ -137,11 +137,11 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
             and (type(queues) is not list or not all(schemas.is_queue_name(q) for q in queues))
         )
         or type(maximum) is not int
-        or not 0 <= maximum <= schemas.MAX_LEASE_BATCH
+        or not 0 <= maximum <= limits.MAX_LEASE_BATCH
         or type(wait) not in (int, float)
-        or not 0 <= wait <= schemas.MAX_WAIT
+        or not 0 <= wait <= limits.MAX_WAIT
         or type(completions) is not list
-        or len(completions) > schemas.MAX_COMPLETIONS
+        or len(completions) > limits.MAX_COMPLETIONS
     ):
         return None
     loaded = []
@@ -156,25 +156,23 @@ def quick_load_lease_request(data: object, text_checked: bool = False) -> dict[s
         retry_after = item.get("retry_after")
         if (
             type(item.get("job_id")) is not int
-            or not 1 <= item["job_id"] <= schemas.MAX_ID
+            or not 1 <= item["job_id"] <= limits.MAX_ID
             or not _is_id_text(item.get("lease_id"))
             or item.get("status") not in _OUTCOMES
-            or (error is not None and (type(error) is not str or len(error) > 10000))
+            or (error is not None and (type(error) is not str or len(error) > limits.MAX_ERROR))
             or (worker_id is not None and not _is_text(worker_id))
             or type(retryable) is not bool
-            or (log is not None and (type(log) is not str or len(log) > schemas.MAX_ATTEMPT_LOG))
-            or (
-                trace is not None and (type(trace) is not str or len(trace) > schemas.MAX_TRACEBACK)
-            )
-            or (retry_after is not None and not _is_number(retry_after, 0, schemas.MAX_RETRY_AFTER))
+            or (log is not None and (type(log) is not str or len(log) > limits.MAX_ATTEMPT_LOG))
+            or (trace is not None and (type(trace) is not str or len(trace) > limits.MAX_TRACEBACK))
+            or (retry_after is not None and not _is_number(retry_after, 0, limits.MAX_RETRY_AFTER))
         ):
             return None
         result = item.get("result")
         if not text_checked:  # executor output: repaired, as the schema does, never refused
-            result = None if result is None else json_rules.encodable(result)
-            error = None if error is None else json_rules.encodable_text(error)
-            log = None if log is None else json_rules.encodable_text(log)
-            trace = None if trace is None else json_rules.encodable_text(trace)
+            result = None if result is None else strict_json.encodable(result)
+            error = None if error is None else strict_json.encodable_text(error)
+            log = None if log is None else strict_json.encodable_text(log)
+            trace = None if trace is None else strict_json.encodable_text(trace)
         loaded.append(
             {
                 "job_id": item["job_id"],

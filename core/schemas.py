@@ -7,39 +7,40 @@ typo such as ``priorty`` is a 422 that names it instead of a silent default.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from taskframe.core import json_rules
+from taskframe.core import strict_json
+from taskframe.core.limits import (
+    MAX_ATTEMPT_LOG,
+    MAX_ATTEMPTS,
+    MAX_BATCH,
+    MAX_COMPLETIONS,
+    MAX_DELAY,
+    MAX_DEPENDENCIES,
+    MAX_ERROR,
+    MAX_HEARTBEATS,
+    MAX_ID,
+    MAX_ID_TEXT,
+    MAX_LEASE_BATCH,
+    MAX_PRIORITY,
+    MAX_PROGRESS_MESSAGE,
+    MAX_RETRY_AFTER,
+    MAX_RUN_AT,
+    MAX_SLOTS,
+    MAX_TIMEOUT,
+    MAX_TRACEBACK,
+    MAX_TYPES,
+    MAX_WAIT,
+    MIN_PRIORITY,
+    MIN_RUN_AT,
+)
 from taskframe.core.model import REPORTED, STATUSES
 
-MAX_PRIORITY = 10
-MIN_PRIORITY = 1
 DEFAULT_PRIORITY = 5
 DEFAULT_MAX_ATTEMPTS = 3
-MAX_BATCH = 1000
-MAX_LEASE_BATCH = 500
-#: Entries per ``POST /heartbeats`` and completions per ``POST /lease``: one
-#: request holds the write lock for a few milliseconds at most.
-MAX_HEARTBEATS = 1000
-MAX_COMPLETIONS = 1000
-MAX_TYPES = 1000  # job types one lease request may name
-MAX_WAIT = 60.0
-#: Characters of an attempt's log kept (the worker keeps the tail): 64 KiB.
-MAX_ATTEMPT_LOG = 65536
-#: Characters of a failed attempt's traceback kept (the worker keeps the tail): 16 KiB.
-MAX_TRACEBACK = 16384
-#: The longest delay before the next attempt an executor may ask for (a week).
-MAX_RETRY_AFTER = 7 * 86400.0
-#: Characters of a job's progress message kept.
-MAX_PROGRESS_MESSAGE = 200
-
-MAX_ID = 2**63 - 1  # the largest id a database integer column holds
-MIN_RUN_AT = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MAX_RUN_AT = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 UNENCODABLE = "holds a lone surrogate (such as \\ud800), which UTF-8 cannot encode"
@@ -53,17 +54,17 @@ def _no_nul(value: str) -> None:
 
 def _encodable(value: str) -> None:
     # Stored, such text would fail every answer that contains it.
-    if json_rules.has_surrogate(value):
+    if strict_json.has_surrogate(value):
         raise ValidationError(UNENCODABLE)
 
 
 def _encodable_json(value: Any) -> None:
-    path = json_rules.surrogate_path(value)
+    path = strict_json.surrogate_path(value)
     if path is not None:
         raise ValidationError(f"text at {path or 'the top'} {UNENCODABLE}")
 
 
-_id_text = validate.And(validate.Length(min=1, max=200), _no_nul, _encodable)
+_id_text = validate.And(validate.Length(min=1, max=MAX_ID_TEXT), _no_nul, _encodable)
 
 
 def _http_url(value: str) -> None:
@@ -83,7 +84,6 @@ _job_id = validate.Range(min=1, max=MAX_ID)
 
 DEFAULT_QUEUE = "default"
 QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
-MAX_DEPENDENCIES = 100
 _QUEUE_RULE = "1 to 64 of a-z 0-9 _ . - starting with a letter or digit"
 _queue_name = validate.Regexp(QUEUE_NAME, error=f"a queue name is {_QUEUE_RULE}")
 
@@ -95,7 +95,9 @@ def is_queue_name(value: object) -> bool:
 class DependencyRef(fields.Raw):
     """A job id, or ``"$N"``: the N-th job (from 0) earlier in the same batch."""
 
-    def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object):
+    def _deserialize(
+        self, value: object, attr: str | None, data: object, **kwargs: object
+    ) -> int | tuple[str, int]:
         if type(value) is int and 1 <= value <= MAX_ID:
             return value
         if type(value) is str and value.startswith("$") and value[1:].isdigit():
@@ -154,14 +156,14 @@ class ExecutorText(fields.String):
     """
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        return json_rules.encodable_text(super()._deserialize(value, attr, data, **kwargs))
+        return strict_json.encodable_text(super()._deserialize(value, attr, data, **kwargs))
 
 
 class ExecutorJSON(fields.Raw):
     """A JSON value an executor produced, repaired like :class:`ExecutorText`."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        return json_rules.encodable(value)
+        return strict_json.encodable(value)
 
 
 class SubmitJobSchema(Schema):
@@ -181,20 +183,20 @@ class SubmitJobSchema(Schema):
     )
     max_attempts = fields.Integer(
         strict=True,
-        validate=validate.Range(1, 100),
+        validate=validate.Range(1, MAX_ATTEMPTS),
         metadata={"description": f"default: the type's, else {DEFAULT_MAX_ATTEMPTS}"},
     )
     timeout = fields.Float(
         load_default=None,
         allow_none=True,
-        validate=validate.Range(min=0, max=7 * 86400),
+        validate=validate.Range(min=0, max=MAX_TIMEOUT),
         metadata={
             "description": "seconds one attempt may run; 0: no limit; "
             "absent or null: the type's timeout, else the server's --default-timeout"
         },
     )
     delay = fields.Float(
-        validate=validate.Range(min=0, max=365 * 86400),
+        validate=validate.Range(min=0, max=MAX_DELAY),
         metadata={"description": "seconds to hold the job back"},
     )
     run_at = fields.AwareDateTime(
@@ -239,7 +241,7 @@ class SubmitJobSchema(Schema):
     )
 
     @validates_schema
-    def _delay_or_run_at(self, data: dict, **kwargs: object) -> None:
+    def _delay_or_run_at(self, data: dict[str, Any], **kwargs: object) -> None:
         if "delay" in data and "run_at" in data:
             raise ValidationError("give either delay or run_at, not both", "run_at")
 
@@ -290,49 +292,10 @@ class ScheduleSchema(Schema):
     paused = fields.Boolean(load_default=False)
 
 
-class ScheduleAnswerSchema(Schema):
-    name = fields.String()
-    cron = fields.String()
-    timezone = fields.String()
-    misfire = fields.String()
-    paused = fields.Boolean()
-    job = fields.Dict()
-    next_fire_at = fields.String(allow_none=True, metadata={"format": "date-time"})
-    last_fire_at = fields.String(allow_none=True, metadata={"format": "date-time"})
-    next_fire_times = fields.List(
-        fields.String(metadata={"format": "date-time"}),
-        metadata={"description": "the next five (GET /schedules/{name} and answers to changes)"},
-    )
-
-
-class ScheduleListSchema(Schema):
-    schedules = fields.List(fields.Nested(ScheduleAnswerSchema))
-
-
-class QueueSchema(Schema):
-    name = fields.String()
-    paused = fields.Boolean()
-    counts = fields.Dict(keys=fields.String(), values=fields.Integer())
-
-
-class QueueListSchema(Schema):
-    queues = fields.List(fields.Nested(QueueSchema))
-
-
 class LimitBodySchema(Schema):
     """``PUT /limits/{type|queue}/{name}``."""
 
-    max_running = fields.Integer(required=True, strict=True, validate=validate.Range(0, 100000))
-
-
-class LimitSchema(Schema):
-    kind = fields.String(validate=validate.OneOf(["type", "queue"]))
-    name = fields.String()
-    max_running = fields.Integer()
-
-
-class LimitListSchema(Schema):
-    limits = fields.List(fields.Nested(LimitSchema))
+    max_running = fields.Integer(required=True, strict=True, validate=validate.Range(0, MAX_SLOTS))
 
 
 class ProgressSchema(Schema):
@@ -367,7 +330,9 @@ class CompleteSchema(LeaseRefSchema):
 
     status = fields.String(required=True, validate=validate.OneOf(REPORTED))
     result = ExecutorJSON(load_default=None, allow_none=True)
-    error = ExecutorText(load_default=None, allow_none=True, validate=validate.Length(max=10000))
+    error = ExecutorText(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_ERROR)
+    )
     retryable = fields.Boolean(load_default=True)
     log = ExecutorText(
         load_default=None,
@@ -408,7 +373,7 @@ class LeaseRequestSchema(Schema):
         load_default=None,
         allow_none=True,
         validate=validate.Length(max=MAX_TYPES),
-        metadata={"description": f"at most {MAX_TYPES}, each 1 to 200 characters"},
+        metadata={"description": f"at most {MAX_TYPES}, each 1 to {MAX_ID_TEXT} characters"},
     )
     queues = fields.List(
         fields.String(validate=_queue_name),
@@ -447,7 +412,7 @@ class LeaseRequestSchema(Schema):
         strict=True,
         load_default=None,
         allow_none=True,
-        validate=validate.Range(0, 100000),
+        validate=validate.Range(0, MAX_SLOTS),
         metadata={"description": "jobs the worker runs at once, shown by GET /workers"},
     )
 
@@ -486,86 +451,6 @@ class ListJobsQuerySchema(Schema):
     )
 
 
-class AttemptSchema(Schema):
-    attempt = fields.Integer()
-    worker_id = fields.String()
-    started_at = fields.String(metadata={"format": "date-time"})
-    finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
-    outcome = fields.String(allow_none=True)
-    error = fields.String(allow_none=True)
-    log = fields.String(
-        allow_none=True,
-        metadata={"description": "what the executor logged during the attempt (last 64 KiB)"},
-    )
-    traceback = fields.String(
-        allow_none=True,
-        metadata={"description": "where the executor raised, when it did (last 16 KiB)"},
-    )
-
-
-class JobProgressSchema(Schema):
-    fraction = fields.Float()
-    message = fields.String(allow_none=True)
-    attempt = fields.Integer(metadata={"description": "the attempt that reported it"})
-    updated_at = fields.String(metadata={"format": "date-time"})
-
-
-class JobSchema(Schema):
-    """A job as the API returns it (documentation of the output shape)."""
-
-    id = fields.Integer()
-    type = fields.String()
-    payload = fields.Dict()
-    priority = fields.Integer()
-    status = fields.String(validate=validate.OneOf(STATUSES))
-    attempts = fields.Integer()
-    max_attempts = fields.Integer()
-    timeout = fields.Float(allow_none=True)
-    run_at = fields.String(metadata={"format": "date-time"})
-    created_at = fields.String(metadata={"format": "date-time"})
-    started_at = fields.String(allow_none=True, metadata={"format": "date-time"})
-    finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
-    worker_id = fields.String(allow_none=True)
-    result = fields.Raw(allow_none=True)
-    error = fields.String(allow_none=True)
-    idempotency_key = fields.String(allow_none=True)
-    cancel_requested = fields.Boolean()
-    notify_url = fields.String(allow_none=True)
-    queue = fields.String()
-    depends_on = fields.List(fields.Integer())
-    on_dependency_failure = fields.String(allow_none=True)
-    progress = fields.Nested(
-        JobProgressSchema,
-        allow_none=True,
-        metadata={
-            "description": "how far the job got, as its executor last reported "
-            "(current_job().progress): null until it reports"
-        },
-    )
-    lease_id = fields.String(metadata={"description": "only in lease answers"})
-    lease_expires_at = fields.String(
-        allow_none=True, metadata={"description": "only in lease answers"}
-    )
-    expires_in = fields.Float(
-        metadata={
-            "description": "only in lease answers: seconds the lease had left when the "
-            "answer was made (a duration, so no clock is compared)"
-        }
-    )
-    dependencies = fields.Dict(
-        metadata={
-            "description": "only in lease answers: {dependency id: its result} "
-            "for the jobs in depends_on (empty without)"
-        }
-    )
-
-
-class ErrorSchema(Schema):
-    title = fields.String(required=True)
-    description = fields.String()
-    errors = fields.Dict()
-
-
 class WaitQuerySchema(Schema):
     """``?wait=S`` on ``GET /jobs/{id}`` and ``POST /jobs``: long-poll until the job finished."""
 
@@ -582,139 +467,3 @@ class NextJobQuerySchema(Schema):
 
 
 # Answers: the shapes the API returns, for the OpenAPI document.
-
-
-class JobListSchema(Schema):
-    jobs = fields.List(fields.Nested(JobSchema))
-    next_cursor = fields.Integer(allow_none=True)
-
-
-class JobBatchSchema(Schema):
-    ids = fields.List(fields.Integer(), metadata={"description": "in submission order"})
-    created = fields.Integer(metadata={"description": "how many are new (others: same key)"})
-
-
-class AttemptListSchema(Schema):
-    job_id = fields.Integer()
-    attempts = fields.List(fields.Nested(AttemptSchema))
-
-
-class HeartbeatAnswerSchema(Schema):
-    job_id = fields.Integer()
-    cancel_requested = fields.Boolean()
-    lease_ttl = fields.Float()
-
-
-class LeaseOutcomeSchema(Schema):
-    job_id = fields.Integer()
-    ok = fields.Boolean()
-    code = fields.Integer()
-    error = fields.String(allow_none=True)
-    already_recorded = fields.Boolean(
-        metadata={"description": "ok: this outcome had been recorded before (a resend)"}
-    )
-
-
-class LeaseAnswerSchema(Schema):
-    jobs = fields.List(fields.Nested(JobSchema))
-    completions = fields.List(fields.Nested(LeaseOutcomeSchema))
-    lease_ttl = fields.Float()
-    retry_after = fields.Float(
-        allow_none=True,
-        metadata={"description": "the wait was refused (too many waiting): pause this long"},
-    )
-    answered_after = fields.Float(
-        metadata={"description": "seconds between the request's arrival and this answer"}
-    )
-    max_result = fields.Integer(metadata={"description": "largest result kept, in bytes"})
-    max_body = fields.Integer(metadata={"description": "largest POST /lease body, in bytes"})
-
-
-class HeartbeatStateSchema(Schema):
-    job_id = fields.Integer()
-    ok = fields.Boolean()
-    cancel_requested = fields.Boolean()
-
-
-class HeartbeatBatchAnswerSchema(Schema):
-    leases = fields.List(fields.Nested(HeartbeatStateSchema))
-    lease_ttl = fields.Float()
-
-
-class JobTypeSchema(Schema):
-    name = fields.String()
-    description = fields.String()
-    payload_schema = fields.Dict()
-    defaults = fields.Dict(
-        metadata={
-            "description": "queue, priority, max_attempts and timeout of the type, used "
-            "when a submission omits them"
-        }
-    )
-
-
-class JobTypesSchema(Schema):
-    job_types = fields.List(fields.Nested(JobTypeSchema))
-
-
-class HealthSchema(Schema):
-    status = fields.String()
-    backend = fields.String()
-    schema_version = fields.Integer()
-    job_types = fields.List(fields.String())
-    plugin_failures = fields.Dict()
-    warnings = fields.List(
-        fields.String(), metadata={"description": "job types with ready jobs but no live worker"}
-    )
-
-
-class StatsSchema(Schema):
-    by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
-    by_type = fields.Dict(
-        keys=fields.String(), values=fields.Dict(keys=fields.String(), values=fields.Integer())
-    )
-    oldest_ready_age = fields.Float(
-        allow_none=True, metadata={"description": "seconds the oldest ready job has waited"}
-    )
-    stuck_types = fields.List(
-        fields.String(), metadata={"description": "types with ready jobs and no live worker"}
-    )
-    workers_alive = fields.Integer()
-
-
-class WorkerSchema(Schema):
-    id = fields.String()
-    host = fields.String(allow_none=True)
-    types = fields.List(fields.String())
-    slots = fields.Integer(allow_none=True)
-    running = fields.Integer(metadata={"description": "jobs it runs now"})
-    last_seen = fields.String(metadata={"format": "date-time"})
-    alive = fields.Boolean(metadata={"description": "seen within the worker window"})
-
-
-class WorkerListSchema(Schema):
-    workers = fields.List(fields.Nested(WorkerSchema))
-    truncated = fields.Boolean(
-        metadata={"description": "more workers were seen than are listed (1000, the latest)"}
-    )
-
-
-class PluginSchema(Schema):
-    name = fields.String()
-    distribution = fields.String(allow_none=True)
-    version = fields.String(allow_none=True)
-    hooks = fields.List(fields.String())
-    job_types = fields.List(fields.String())
-
-
-class PluginFailureSchema(Schema):
-    name = fields.String()
-    error = fields.String()
-
-
-class PluginsSchema(Schema):
-    """``GET /plugins``."""
-
-    plugins = fields.List(fields.Nested(PluginSchema))
-    failures = fields.List(fields.Nested(PluginFailureSchema))
-    disabled = fields.List(fields.String())

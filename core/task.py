@@ -28,15 +28,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from taskframe.core import schemas
+from taskframe.core import limits, schemas
 from taskframe.core.executor import (
-    MAX_RETRY_AFTER,
     BackoffCallable,
     Executor,
     ExecutorContext,
     PermanentError,
 )
 from taskframe.core.hints import payload_schema
+from taskframe.core.limits import MAX_RETRY_AFTER
 from taskframe.core.retry import BackoffPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -249,8 +249,8 @@ def _defaults(
             raise ValueError(f"{owner}: queue {queue!r} is not a queue name")
         found["queue"] = queue
     for key, value, low, high in (
-        ("priority", priority, schemas.MIN_PRIORITY, schemas.MAX_PRIORITY),
-        ("max_attempts", max_attempts, 1, 100),
+        ("priority", priority, limits.MIN_PRIORITY, limits.MAX_PRIORITY),
+        ("max_attempts", max_attempts, 1, limits.MAX_ATTEMPTS),
     ):
         if value is None:
             continue

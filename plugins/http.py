@@ -125,7 +125,7 @@ def _validate_json(value: Any) -> None:
         raise ValidationError(f"not strict JSON: {exc}") from None
 
 
-class StatusCodes(fields.Field):
+class StatusCodes(fields.Field):  # type: ignore[type-arg]  # generic in marshmallow 4 only
     """One HTTP status code or a non-empty list of them, loaded as a list."""
 
     default_error_messages = {"invalid": "must be a status code (100-599) or a list of them"}
@@ -310,7 +310,7 @@ class _Request:
 
     method: str
     url: str
-    headers: CaseInsensitiveDict
+    headers: CaseInsensitiveDict[str]
     data: bytes | None
 
 
@@ -364,7 +364,7 @@ def _follow(
             verify=session.verify if session.verify is not None else True,
             proxies=session.proxies,
         )
-        extract_cookies_to_jar(session.cookies, prepared, response.raw)
+        extract_cookies_to_jar(session.cookies, prepared, response.raw)  # type: ignore[no-untyped-call]
         location = session.get_redirect_target(response) if response.is_redirect else None
         if location is None:
             return response
@@ -386,7 +386,8 @@ def _redirect(session: requests.Session, request: _Request, status: int, locatio
         request.data = None
         for name in ("Content-Type", "Content-Length", "Transfer-Encoding"):
             request.headers.pop(name, None)
-    if session.should_strip_auth(request.url, target):  # credentials stay with their host
+    # Credentials stay with their host.
+    if session.should_strip_auth(request.url, target):  # type: ignore[no-untyped-call]
         for name in ("Authorization", "Proxy-Authorization", "Cookie"):
             request.headers.pop(name, None)
     request.url = target

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from taskframe.core import model
-from taskframe.core.errors import JobConflict, JobNotFound
+from taskframe.core.errors import ErrorCode, JobConflict, JobNotFound
 from taskframe.core.model import Outcome, Reported, Status
 from taskframe.server import counts, routing
 from taskframe.server.attempt_end import Ending, next_step, stored_result
@@ -29,6 +29,7 @@ from taskframe.server.publisher import Publisher
 from taskframe.server.storage import Row, Store, Transaction
 
 log = logging.getLogger("taskframe.server")
+STALE = "stale lease: this attempt was reaped or moved on"
 
 
 class Attempts:
@@ -215,7 +216,7 @@ class Attempts:
                 or row["lease_id"] != lease_id
                 or row["worker_id"] != worker_id
             ):
-                raise JobConflict("stale lease: this attempt was reaped or moved on")
+                raise JobConflict(STALE, ErrorCode.STALE_LEASE)
             status, run_at = next_step(row, Outcome.RELEASED, now, self.config.backoff, self.rng)
             outcome = Outcome.CANCELLED if status == Status.CANCELLED else Outcome.RELEASED
             history: list[dict[str, Any]] = []
@@ -226,7 +227,7 @@ class Attempts:
             [updated] = end_attempts(tx, [ending], now, history)
             tx.run_set("insert_attempts", history)
             if updated is None:
-                raise JobConflict("stale lease: this attempt was reaped or moved on")
+                raise JobConflict(STALE, ErrorCode.STALE_LEASE)
             changes.attempts_ended(history, [updated])
         return updated
 
@@ -287,7 +288,7 @@ def _stale(job_id: int) -> CompletionOutcome:
     return CompletionOutcome(
         job_id,
         CompletionResult.STALE_LEASE,
-        error="stale lease: this attempt was reaped or moved on",
+        error=STALE,
     )
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import falcon
 
+from taskframe.core.errors import ErrorCode
 from taskframe.server.errors import APIError
 from taskframe.server.throttle import AuthThrottle, RefusalLog
 
@@ -227,6 +228,7 @@ def _unauthorized(description: str, invalid: bool) -> APIError:
         "Unauthorized",
         description,
         headers={"WWW-Authenticate": challenge},
+        code=ErrorCode.UNAUTHORIZED,
     )
 
 
@@ -285,6 +287,7 @@ class Authenticator:
                     f"{self.throttle.max_failures - 1} in {self.throttle.window:g} s); "
                     f"retry in {wait} s",
                     headers={"Retry-After": str(wait)},
+                    code=ErrorCode.RATE_LIMITED,
                 )
         principal = self.tokens.identify(token) if token else None
         req.context.principal = principal
@@ -316,6 +319,7 @@ class Authenticator:
                 "Forbidden",
                 f"{req.method} {req.path} needs the role {_names(needed, ' or ')}; "
                 f"this token has {_names(principal.roles, ' and ')}",
+                code=ErrorCode.FORBIDDEN,
             )
 
     def process_response(
@@ -349,12 +353,14 @@ def require_worker_id(req: falcon.Request, worker_id: str | None) -> None:
             "Forbidden",
             "this token is bound to worker ids: the request must name its worker_id",
             errors={"worker_id": ["required with a token bound to worker ids"]},
+            code=ErrorCode.FORBIDDEN,
         )
     raise APIError(
         falcon.HTTP_403,
         "Forbidden",
         f"this token may not act as worker {worker_id!r}",
         errors={"worker_id": [f"this token is bound to {', '.join(principal.worker_ids or ())}"]},
+        code=ErrorCode.FORBIDDEN,
     )
 
 

@@ -30,6 +30,8 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.utilities import RequestEntityTooLarge
 
+from taskframe.core.errors import ErrorCode
+
 log = logging.getLogger("taskframe.server")
 
 #: Bytes per second a request body must average, after a grace of ``--header-timeout``.
@@ -48,12 +50,30 @@ class BodyTooLarge(RequestEntityTooLarge):
         return (
             f"{self.code} {self.reason}",
             [("Content-Type", "application/json")],
-            _error_body("Request body too large", self.body),
+            _error_body(ErrorCode.PAYLOAD_TOO_LARGE, "Request body too large", self.body),
         )
 
 
-def _error_body(title: str, description: str) -> bytes:
-    return json.dumps({"title": title, "description": description}).encode()
+class RefusedByWaitress:
+    """Any other error waitress answers before the app sees the request (a malformed
+    request 400, headers too large 431, an unknown Transfer-Encoding 501), in the
+    API's error shape instead of waitress's text."""
+
+    def __init__(self, error: Any) -> None:
+        self.code, self.reason, self.body = error.code, error.reason, error.body
+
+    def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+        title = self.reason[:1] + self.reason[1:].lower()  # "Bad request", as the API writes
+        return (
+            f"{self.code} {self.reason}",
+            [("Content-Type", "application/json")],
+            _error_body(ErrorCode.for_status(self.code), title, self.body),
+        )
+
+
+def _error_body(code: ErrorCode, title: str, description: str) -> bytes:
+    """The API's error body (server/errors.py), for answers made below Falcon."""
+    return json.dumps({"code": code.value, "title": title, "description": description}).encode()
 
 
 class _TimeoutLog:
@@ -107,6 +127,9 @@ class LimitLogFilter(logging.Filter):
         return True
 
 
+ANSWERED_AS_JSON = (BodyTooLarge, RefusedByWaitress)
+
+
 def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
     """A waitress channel class; ``body_limit(path)`` gives a route's largest body.
 
@@ -116,6 +139,9 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
 
     class Parser(HTTPRequestParser):
         limit = 0
+        # waitress's attributes (it has no type hints).
+        error: Any
+        completed: bool
 
         def parse_header(self, header_plus: bytes) -> None:
             super().parse_header(header_plus)
@@ -131,7 +157,9 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
                 if len(receiver) > self.limit:  # the body decoded so far
                     self._too_large()
                     return len(data)  # the rest of what arrived is not a request
-            return consumed
+            if self.error is not None and not isinstance(self.error, ANSWERED_AS_JSON):
+                self.error = RefusedByWaitress(self.error)
+            return int(consumed)
 
         def _too_large(self) -> None:
             self.error = BodyTooLarge(f"the body is larger than {self.limit} bytes")
@@ -213,6 +241,7 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
                 self.will_close = True
             else:
                 body = _error_body(
+                    ErrorCode.REQUEST_TIMEOUT,
                     "Request timeout",
                     f"the request was not received in time: --header-timeout is "
                     f"{header_timeout:g} s ({FULL_HEADER_TIMEOUT:g} s while the server is full) "

@@ -24,7 +24,6 @@ from taskframe.core.options import (
     BadEnvironment,
     add_option,
     add_version_option,
-    duration,
 )
 from taskframe.core.plugins import (
     PluginSet,
@@ -34,18 +33,22 @@ from taskframe.core.plugins import (
     early_tasks,
     load_plugins,
 )
-from taskframe.core.retry import BackoffPolicy
 from taskframe.server import serving_granian
+from taskframe.server.access import AccessConfig
 from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet, is_loopback, load_tokens
-from taskframe.server.config import ServerConfig
+from taskframe.server.config import ServerConfig, add_config_options, config_values
 from taskframe.server.events import EventDispatcher
 from taskframe.server.origin import AllowedHosts, guard_options, parse_allowed_hosts
 from taskframe.server.outbox import Outbox
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.scheduler import Scheduler
 from taskframe.server.serving import add_serving_options, create_server, max_waiting
-from taskframe.server.standalone import add_standalone_options, run_standalone, wanted
+from taskframe.server.standalone import (
+    add_standalone_options,
+    run_standalone,
+    standalone_requested,
+)
 from taskframe.server.storage import StoreConfigError, StoreUnavailable, open_store
 from taskframe.server.throttle import throttle_options
 
@@ -80,35 +83,10 @@ def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.Argum
         help="the HTTP server: waitress, or Granian (a Rust server; pip install "
         "'taskframe[granian]')",
     )
-    add_option(
-        net,
-        "--max-body",
-        type=int,
-        default=1 << 20,
-        help="largest request body in bytes (batch endpoints: 16 times this)",
-    )
-    add_option(
-        net,
-        "--max-result",
-        type=int,
-        default=1 << 20,
-        help="largest result stored, in bytes of JSON; past it the attempt fails (not retried)",
-    )
-    add_option(
-        net,
-        "--max-answer",
-        type=int,
-        default=16 << 20,
-        help="largest GET /jobs?full=true page, in bytes; a page stops short of it",
-    )
+    add_config_options(net, "server")
     add_serving_options(net)
     add_logging_options(net)
-    add_option(
-        net,
-        "--access-log",
-        flag_only=True,
-        help="log every request at INFO (it is logged at DEBUG otherwise)",
-    )
+    add_config_options(net, "logging")
 
     security = parser.add_argument_group(
         "security",
@@ -178,63 +156,7 @@ def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.Argum
     add_option(db, "--migrate-only", flag_only=True, help="create or upgrade the schema, then exit")
 
     jobs = parser.add_argument_group("jobs")
-    add_option(
-        jobs,
-        "--lease-ttl",
-        type=duration,
-        default=30.0,
-        help="seconds a lease lives without a heartbeat",
-    )
-    add_option(
-        jobs,
-        "--default-timeout",
-        type=duration,
-        default=300.0,
-        help="seconds an attempt may run when the job gives no timeout (0: no limit)",
-    )
-    add_option(
-        jobs,
-        "--retry-backoff",
-        type=duration,
-        default=1.0,
-        help="base delay before retrying a failed attempt (doubles per attempt)",
-    )
-    add_option(
-        jobs,
-        "--retry-backoff-max",
-        type=duration,
-        default=300.0,
-        help="longest delay between attempts",
-    )
-    add_option(
-        jobs,
-        "--reap-interval",
-        type=duration,
-        default=1.0,
-        help="how often expired leases and timeouts are reaped",
-    )
-    add_option(
-        jobs,
-        "--retention",
-        type=duration,
-        default=7 * 86400.0,
-        help="how long finished jobs are kept, e.g. 7d (0 keeps them forever)",
-    )
-    add_option(
-        jobs,
-        "--max-schedules",
-        type=int,
-        default=1000,
-        help="how many schedules the database may hold (each fires jobs on its own)",
-    )
-    add_option(
-        jobs,
-        "--worker-window",
-        type=duration,
-        default=None,
-        help="seconds a worker counts as alive after its last request "
-        "(default 3 lease TTLs; keep it above the workers' --poll-interval)",
-    )
+    add_config_options(jobs, "jobs")
 
     add_plugin_options(parser)
     add_option(
@@ -250,21 +172,13 @@ def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.Argum
     return parser
 
 
-def config_from(options: argparse.Namespace, tokens: TokenSet | None = None) -> ServerConfig:
-    return ServerConfig(
+def config_from(options: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(**config_values(options), max_waiting=max_waiting(options))
+
+
+def access_from(options: argparse.Namespace, tokens: TokenSet | None = None) -> AccessConfig:
+    return AccessConfig(
         tokens=tokens,
-        lease_ttl=options.lease_ttl,
-        default_timeout=options.default_timeout or None,
-        backoff=BackoffPolicy(options.retry_backoff, options.retry_backoff_max),
-        max_body_bytes=options.max_body,
-        reap_interval=options.reap_interval,
-        retention=options.retention,
-        max_schedules=options.max_schedules,
-        max_waiting=max_waiting(options),
-        max_result_bytes=options.max_result,
-        max_answer_bytes=options.max_answer,
-        worker_window=options.worker_window or None,
-        access_log=options.access_log,
         allowed_hosts=AllowedHosts.build(options.host, parse_allowed_hosts(options.allowed_host)),
         max_auth_failures=max(0, options.max_auth_failures),
     )
@@ -293,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(early.log_level, early.log_format)
     try:
         plugins = load_plugins(disabled=early_disabled_plugins(argv), tasks=early_tasks(argv))
-        parser = build_parser(plugins, standalone=wanted(argv))
+        parser = build_parser(plugins, standalone=standalone_requested(argv))
     except (BadEnvironment, TasksModuleError) as exc:
         print(f"taskframe-server: error: {exc}", file=sys.stderr)
         return 2
@@ -350,11 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     if options.migrate_only:
         log.info("schema of %s is at version %d", store.backend, version)
         return 0
-    config = config_from(options, tokens)
+    config = config_from(options)
+    access = access_from(options, tokens)
     outbox = Outbox.for_plugins(store, plugins)  # before the events: it listens to them
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
-    app = create_app(config, scheduler, plugins)
+    app = create_app(config, scheduler, plugins, access)
     try:
         if options.server == "granian":
             server = serving_granian.create_server(app, config, options, proxy)
@@ -370,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.standalone:
         _banner(options.host, port, store.backend, options.db, plugins)
         return run_standalone(
-            *(server, options.host, port, plugins, options, config.tokens, _on_stop_signals),
+            *(server, options.host, port, plugins, options, access.tokens, _on_stop_signals),
             lambda: _shut_down(server, scheduler, housekeeper, outbox),
         )
 

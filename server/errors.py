@@ -1,4 +1,8 @@
-"""One error body everywhere: ``{"title", "description", "errors"?}``."""
+"""One error body everywhere: ``{"code", "title", "description", "errors"?}``.
+
+``code`` is one of :class:`~taskframe.core.errors.ErrorCode`: what a program reads
+(the title and description are for people and may change).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,14 @@ from typing import Any
 
 import falcon
 
-from taskframe.core.errors import JobConflict, JobNotFound
+from taskframe.core.errors import ErrorCode, JobConflict, JobNotFound
 from taskframe.server.storage import StoreUnavailable
 
 log = logging.getLogger("taskframe.server")
 
 
 class APIError(falcon.HTTPError):
-    """An HTTP error whose body may carry per-field validation messages."""
+    """An HTTP error with its code; its body may carry per-field validation messages."""
 
     def __init__(
         self,
@@ -23,12 +27,15 @@ class APIError(falcon.HTTPError):
         description: str | None = None,
         errors: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        *,
+        code: ErrorCode,
     ) -> None:
         super().__init__(status, title=title, description=description, headers=headers)
         self.errors = errors
+        self.error_code = code
 
     def to_dict(self, obj_type: type = dict) -> dict[str, Any]:
-        body: dict[str, Any] = {"title": self.title}
+        body: dict[str, Any] = {"code": self.error_code.value, "title": self.title}
         if self.description:
             body["description"] = self.description
         if self.errors:
@@ -43,6 +50,7 @@ def validation_error(errors: dict[str, Any], description: str | None = None) -> 
         "Invalid request",
         description or f"the request has invalid fields: {fields}",
         errors=errors,
+        code=ErrorCode.VALIDATION_FAILED,
     )
 
 
@@ -54,11 +62,12 @@ def _render(resp: falcon.Response, error: APIError) -> None:
 
 
 def _not_found(req: falcon.Request, resp: falcon.Response, exc: JobNotFound, params: dict) -> None:
-    _render(resp, APIError(falcon.HTTP_404, "Not found", f"job {exc.args[0]} does not exist"))
+    description = f"job {exc.args[0]} does not exist"
+    _render(resp, APIError(falcon.HTTP_404, "Not found", description, code=ErrorCode.NOT_FOUND))
 
 
 def _conflict(req: falcon.Request, resp: falcon.Response, exc: JobConflict, params: dict) -> None:
-    _render(resp, APIError(falcon.HTTP_409, "Conflict", str(exc)))
+    _render(resp, APIError(falcon.HTTP_409, "Conflict", str(exc), code=exc.code))
 
 
 def _unavailable(
@@ -70,6 +79,7 @@ def _unavailable(
         "Database unavailable",
         f"{exc}; nothing was changed, retry the request",
         headers={"Retry-After": "1"},
+        code=ErrorCode.DATABASE_UNAVAILABLE,
     )
     _render(resp, error)
 
@@ -77,7 +87,10 @@ def _unavailable(
 def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
     log.exception("unexpected error in %s %s", req.method, req.path)
     error = APIError(
-        falcon.HTTP_500, "Internal server error", "an unexpected error was logged by the server"
+        falcon.HTTP_500,
+        "Internal server error",
+        "an unexpected error was logged by the server",
+        code=ErrorCode.INTERNAL_ERROR,
     )
     _render(resp, error)
 
@@ -92,7 +105,8 @@ def _http_error(
     title = _sentence(str(exc.title or exc.status))
     description = exc.description or f"{req.method} {req.path}: {title}"
     headers = dict(exc.headers or {})  # type: ignore[arg-type]  # falcon's union of header forms
-    _render(resp, APIError(str(exc.status), title, description, headers=headers))
+    code = ErrorCode.for_status(falcon.http_status_to_code(exc.status))
+    _render(resp, APIError(str(exc.status), title, description, headers=headers, code=code))
 
 
 def _sentence(title: str) -> str:

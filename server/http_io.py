@@ -11,7 +11,8 @@ import falcon
 import orjson
 from marshmallow import Schema, ValidationError
 
-from taskframe.core import json_rules
+from taskframe.core import strict_json
+from taskframe.core.errors import ErrorCode
 from taskframe.core.schemas import UNENCODABLE
 from taskframe.server.errors import APIError, validation_error
 from taskframe.server.representation import StoredJSON
@@ -37,7 +38,7 @@ def read_json(
 
     415 for a non-JSON content type, 413 past ``limit`` bytes, 400 for
     malformed JSON (NaN and Infinity included) or nesting deeper than
-    ``json_rules.MAX_DEPTH``, 422 naming every invalid field, text that
+    ``strict_json.MAX_DEPTH``, 422 naming every invalid field, text that
     UTF-8 cannot encode included. ``quick_load`` may load a plainly valid
     body faster; when it returns None, ``schema`` decides. When the schema
     refuses a body, ``more_errors(body)`` may add the problems of the next
@@ -49,6 +50,7 @@ def read_json(
             falcon.HTTP_415,
             "Unsupported media type",
             f"send a JSON body with Content-Type: application/json (got {media_type or 'none'})",
+            code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         )
     if req.content_length is not None and req.content_length > limit:
         raise _too_large(limit)
@@ -56,10 +58,12 @@ def read_json(
     if len(raw) > limit:
         raise _too_large(limit)
     try:
-        document, clean = json_rules.parse_checked(raw)
-    except json_rules.JSONRefused as exc:
-        raise APIError(falcon.HTTP_400, exc.title, exc.description) from None
-    suspect = not clean and json_rules.may_hold_surrogates(raw)
+        document, clean = strict_json.parse_checked(raw)
+    except strict_json.JSONRefused as exc:
+        raise APIError(
+            falcon.HTTP_400, exc.title, exc.description, code=ErrorCode.BAD_JSON
+        ) from None
+    suspect = not clean and strict_json.may_hold_surrogates(raw)
     loaded = quick_load(document, text_checked=not suspect) if quick_load else None
     if loaded is None:
         loaded = load(schema, document, more_errors)
@@ -72,7 +76,7 @@ def read_json(
 
 def refuse_surrogates(loaded: dict[str, Any]) -> None:
     """422 naming the first field whose text UTF-8 cannot encode."""
-    path = json_rules.surrogate_path(loaded)
+    path = strict_json.surrogate_path(loaded)
     if path is not None:
         raise validation_error({path or BODY: [UNENCODABLE]})
 
@@ -114,14 +118,17 @@ def _as_dict(messages: Any) -> dict[str, Any]:
 
 def _too_large(limit: int) -> APIError:
     return APIError(
-        falcon.HTTP_413, "Request body too large", f"the body is larger than {limit} bytes"
+        falcon.HTTP_413,
+        "Request body too large",
+        f"the body is larger than {limit} bytes",
+        code=ErrorCode.PAYLOAD_TOO_LARGE,
     )
 
 
 def answer_handler() -> falcon.media.JSONHandler:
     """Falcon's JSON handler: answers written with :func:`dump_answer`, bodies read
     by the API's rules (the resources read theirs with :func:`read_json`)."""
-    return falcon.media.JSONHandler(dumps=dump_answer, loads=json_rules.parse)
+    return falcon.media.JSONHandler(dumps=dump_answer, loads=strict_json.parse)
 
 
 def dump_answer(media: Any) -> bytes:
@@ -143,7 +150,7 @@ def dump_answer(media: Any) -> bytes:
         return json.dumps(media, ensure_ascii=False, allow_nan=False).encode()
     except (ValueError, TypeError, RecursionError) as exc:
         log.warning("repairing an answer JSON cannot hold as it is: %s", exc)
-        repaired = json_rules.encodable(media, max_depth=ANSWER_MAX_DEPTH)
+        repaired = strict_json.encodable(media, max_depth=ANSWER_MAX_DEPTH)
         return json.dumps(repaired, ensure_ascii=False, allow_nan=False).encode()
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from taskframe.core import model
-from taskframe.core.errors import JobConflict, JobNotFound
+from taskframe.core.errors import ErrorCode, JobConflict, JobNotFound
 from taskframe.core.model import Event, Status
 from taskframe.server import dependencies
 from taskframe.server.config import ServerConfig
@@ -126,12 +126,13 @@ class JobOps:
                 status = model.next_status(current["status"], Event.CANCEL)
             except model.IllegalTransition:
                 raise JobConflict(
-                    f"job {job_id} {model.in_words(current['status'], already=True)}"
+                    f"job {job_id} {model.in_words(current['status'], already=True)}",
+                    ErrorCode.JOB_FINISHED,
                 ) from None
             query = "request_cancel" if status == Status.RUNNING else "cancel_queued"
             row = tx.one(query, params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
-                raise JobConflict(f"job {job_id} changed meanwhile; try again")
+                raise JobConflict(f"job {job_id} changed meanwhile; try again", ErrorCode.TRY_AGAIN)
             changes.cancelled.append(row)
         return row
 
@@ -152,21 +153,21 @@ class JobOps:
             except model.IllegalTransition:
                 raise JobConflict(
                     f"job {job_id} {model.in_words(current['status'])}; "
-                    "only a failed or cancelled job can be retried"
+                    "only a failed or cancelled job can be retried",
+                    ErrorCode.NOT_RETRYABLE,
                 ) from None
             if current["has_dependants"] and tx.one("cascade_pending", params):
                 raise JobConflict(
-                    f"job {job_id}'s dependants are still being cancelled; try again shortly"
+                    f"job {job_id}'s dependants are still being cancelled; try again shortly",
+                    ErrorCode.TRY_AGAIN,
                 )
             row = tx.one("retry_job", params)
             if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
-                raise JobConflict(f"job {job_id} changed meanwhile; try again")
+                raise JobConflict(f"job {job_id} changed meanwhile; try again", ErrorCode.TRY_AGAIN)
             if status == Status.WAITING:  # never ahead of a dependency still to finish
                 row = tx.one("start_waiting", {"id": job_id, "pending": pending}) or row
             changes.requeued.append(row)
         return row
-
-    # ----------------------------------------------------------------- workers
 
 
 def _unresolved_dependencies(tx: Transaction, job: Row) -> int:

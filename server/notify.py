@@ -7,7 +7,7 @@ many lease waiters (serving that job type in that queue) as there are new
 ready jobs, and ``jobs_finished`` only the clients waiting on those jobs. A
 change made by another process, whose details we do not know, wakes every job
 waiter and one lease waiter per kind (set of types and queues); a waiter that
-then leases a full batch passes the wake-up on (see the scheduler).
+then leases a full batch passes the wake-up on (see server/leasing.py).
 
 A lease waiter may say how to tell that its client has gone (``gone``: the
 connection was closed): such a waiter stops waiting within

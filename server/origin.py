@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import falcon
 
+from taskframe.core.errors import ErrorCode
 from taskframe.server.errors import APIError
 from taskframe.server.throttle import RefusalLog
 
@@ -160,6 +161,7 @@ class OriginGuard:
                     f"this server does not answer to the name {host[:100]!r} (without tokens it "
                     "answers to its own --host, localhost and IP addresses; add names with "
                     "--allowed-host)",
+                    code=ErrorCode.UNKNOWN_HOST,
                 )
         if env["REQUEST_METHOD"] in SAFE_METHODS:
             return
@@ -172,6 +174,7 @@ class OriginGuard:
                 f"{req.method} {req.path} was sent by a page of another site ({reason}); "
                 "requests that change state are accepted from this server's own pages "
                 "and from clients that are not browsers",
+                code=ErrorCode.CROSS_SITE,
             )
         media = env.get("CONTENT_TYPE") or ""
         if media == JSON:
@@ -183,6 +186,7 @@ class OriginGuard:
                 "Unsupported media type",
                 f"send a JSON body with Content-Type: {JSON}, or no body "
                 f"(got {media or 'a body without a Content-Type'})",
+                code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             )
 
 

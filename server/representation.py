@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from taskframe.core import json_rules
+from taskframe.core import strict_json
 from taskframe.server.storage import Row
 
 # What json.dumps may have written that strict JSON readers refuse: an escaped
@@ -51,7 +51,7 @@ def stored_json(text: str | None) -> Any:
     if _NOT_STRICT.search(text) is None:
         return StoredJSON(text)
     # Rows written before the door refused such text: U+FFFD and null instead.
-    return json_rules.encodable(json.loads(text))
+    return strict_json.encodable(json.loads(text))
 
 
 @functools.lru_cache(maxsize=8192)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskframe.core import cron
-from taskframe.core.errors import JobConflict
+from taskframe.core.errors import ErrorCode, JobConflict
 from taskframe.server import counts
 from taskframe.server.config import ServerConfig
 from taskframe.server.intake import Intake
@@ -99,11 +99,14 @@ class Schedules:
             if (tx.one("count_schedules") or {"count": 0})["count"] >= limit:
                 raise JobConflict(
                     f"this server keeps at most {limit} schedules (--max-schedules {limit}); "
-                    "delete one first"
+                    "delete one first",
+                    ErrorCode.TOO_MANY_SCHEDULES,
                 )
             row = tx.one("insert_schedule", params)
             if row is None:
-                raise JobConflict(f"a schedule named {spec['name']!r} exists already")
+                raise JobConflict(
+                    f"a schedule named {spec['name']!r} exists already", ErrorCode.SCHEDULE_EXISTS
+                )
             changes.other_servers = True  # their housekeepers wake for it
         self.due_timer.note(row["next_fire_at"])  # wake this server's housekeeper
         return row

@@ -37,6 +37,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from taskframe.core.errors import ErrorCode
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError
 from taskframe.server.serving import body_limit
@@ -88,7 +89,9 @@ def limit_bodies(app: WSGIApp, config: ServerConfig) -> WSGIApp:
 def _too_large(start_response: Callable[..., Any], limit: int) -> list[bytes]:
     import json
 
-    error = APIError("413 Payload Too Large", "Request body too large")
+    error = APIError(
+        "413 Payload Too Large", "Request body too large", code=ErrorCode.PAYLOAD_TOO_LARGE
+    )
     error.description = f"the body is larger than {limit} bytes"
     body = json.dumps(error.to_dict()).encode()
     start_response(

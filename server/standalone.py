@@ -21,7 +21,7 @@ from taskframe.server.auth import CLIENT, WORKER, Principal, TokenSet
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def wanted(argv: Sequence[str]) -> bool:
+def standalone_requested(argv: Sequence[str]) -> bool:
     """``--standalone`` on the command line or ``TASKFRAME_STANDALONE`` set true."""
     if "--standalone" in argv:
         return True
@@ -81,4 +81,4 @@ def run_standalone(
     return 0
 
 
-__all__ = ["add_standalone_options", "run_standalone", "wanted"]
+__all__ = ["add_standalone_options", "run_standalone", "standalone_requested"]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from taskframe.core import json_codec
-from taskframe.core.errors import JobConflict
+from taskframe.core.errors import ErrorCode, JobConflict
 from taskframe.core.executor import Executor
 from taskframe.core.schemas import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE
 from taskframe.server import counts, dependencies
@@ -209,7 +209,10 @@ class JobInserter:
             if key is None:
                 continue
             if seen.setdefault(key, job_params["request_hash"]) != job_params["request_hash"]:
-                return JobConflict(f"idempotency key {key!r} is used twice for different jobs")
+                return JobConflict(
+                    f"idempotency key {key!r} is used twice for different jobs",
+                    ErrorCode.IDEMPOTENCY_CONFLICT,
+                )
             existing = tx.one("get_job_by_key", job_params)
             if existing is not None and existing["request_hash"] != job_params["request_hash"]:
                 return _key_used(key, existing["id"])
@@ -258,4 +261,7 @@ class JobInserter:
 
 
 def _key_used(key: str, job_id: int) -> JobConflict:
-    return JobConflict(f"idempotency key {key!r} was already used for another job (id {job_id})")
+    return JobConflict(
+        f"idempotency key {key!r} was already used for another job (id {job_id})",
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+    )

@@ -148,12 +148,13 @@ class RefusalLog:
 def throttle_options(group: Any) -> None:
     """``--max-auth-failures``, for the server's security group."""
     from taskframe.core.options import add_option
+    from taskframe.server.access import AccessConfig
 
     add_option(
         group,
         "--max-auth-failures",
         type=int,
-        default=20,
+        default=AccessConfig().max_auth_failures,
         help="bad tokens one client address (an IPv6 /64) may send per minute; past it its "
         "requests with a token are answered 429 with Retry-After (0: no limit)",
     )

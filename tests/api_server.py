@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from taskframe.core.plugins import PluginSet, load_plugins
+from taskframe.server.access import AccessConfig
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
@@ -90,7 +91,11 @@ class ApiServer:
         self._thread.start()
 
     def mount(
-        self, db: Path, config: ServerConfig | None = None, plugins: PluginSet | None = None
+        self,
+        db: Path,
+        config: ServerConfig | None = None,
+        plugins: PluginSet | None = None,
+        access: AccessConfig | None = None,
     ) -> Mounted:
         """A fresh app over the (migrated) SQLite file ``db``; the previous one is closed."""
         self.unmount()
@@ -98,7 +103,7 @@ class ApiServer:
         store = open_store(str(db))
         store.migrate()  # a no-op on a migrated copy
         scheduler = Scheduler(store, config)
-        self._app = create_app(config, scheduler, plugins or default_plugins())
+        self._app = create_app(config, scheduler, plugins or default_plugins(), access)
         self._mounted = Mounted(self.url, store, scheduler)
         return self._mounted
 

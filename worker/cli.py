@@ -41,7 +41,7 @@ from taskframe.worker.config import (
     POOLS,
     WorkerConfig,
 )
-from taskframe.worker.loop import Worker
+from taskframe.worker.loop import Refused, Worker
 
 log = logging.getLogger("taskframe.worker")
 
@@ -137,8 +137,8 @@ def add_worker_options(
         group,
         "--concurrency",
         type=_number(int, 1, MAX_CONCURRENCY),
-        default=DEFAULT_CONCURRENCY,
-        help="jobs run at once (slots of the pool); the worker leases only free slots",
+        help=f"jobs run at once (slots of the pool; default {DEFAULT_CONCURRENCY} threads, or "
+        "one job process per core); the worker leases only free slots",
     )
     add_option(
         group,
@@ -204,9 +204,32 @@ def build_parser(plugins: PluginSet) -> argparse.ArgumentParser:
     return parser
 
 
+def report_plugin_failures(plugins: PluginSet) -> None:
+    """One line per plugin problem: a plugin that did not load is unavailable; one that
+    loaded with a bad job type runs its other types (the problem names the bad one)."""
+    for name, message in plugins.failures.items():
+        if plugins.manager.get_plugin(name) is None:
+            log.error("plugin %r is not available, continuing without it: %s", name, message)
+        else:
+            log.error("plugin %r: not available: %s (its other job types are)", name, message)
+
+
+def announce_stop(worker: Worker, signum: int) -> None:
+    """The first signal: a graceful stop (running jobs finish); the second: stop now."""
+    name = signal.Signals(signum).name
+    if worker.stopping:
+        log.info("%s again: stopping now, releasing the running jobs", name)
+        return
+    running = worker.running_count()
+    if signum == signal.SIGINT and running:
+        log.info("finishing %d running job(s); press Ctrl-C again to stop now", running)
+    else:
+        log.info("worker %s: %s received, stopping", worker.worker_id, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a worker until SIGTERM/SIGINT; 0 after a graceful stop, 2 on bad usage,
-    1 when its process pool cannot start."""
+    """Run a worker until SIGTERM/SIGINT; 0 after a graceful stop, 2 on bad usage or
+    when the server refuses its token at start, 1 when its process pool cannot start."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         # Logging first, so that plugin load errors are logged in the chosen format.
@@ -225,8 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_logging_options(parser, options)
     configure_logging(options.log_level, options.log_format)
     plugins.configure(options, "worker")
-    for name, message in plugins.failures.items():
-        log.error("plugin %r is not available, continuing without it: %s", name, message)
+    report_plugin_failures(plugins)
     try:
         urls = parse_urls(options.api_url)
     except ValueError as exc:
@@ -254,13 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("worker %s: %s received, stopping", config.worker_id, signal.Signals(signum).name)
+        announce_stop(worker, signum)
         worker.stop()
-        worker.interrupt_idle_poll()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         worker.run()
+    except Refused as exc:  # a token that will not do: retrying cannot help
+        print(f"taskframe-worker: error: the server refuses this worker: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:  # the process pool could not start
         log.error("worker %s: %s", config.worker_id, exc)
         return 1

@@ -9,7 +9,8 @@ the :class:`~taskframe.worker.outbox.Outbox`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from taskframe.client.errors import ApiError, Unavailable
@@ -98,23 +99,46 @@ class ApiClient(Transport):
 
 
 class FailureStreak:
-    """Backoff for a repeated call; one warning per streak of failures, not per attempt."""
+    """Backoff for a repeated call; one warning when a streak of failures starts, again
+    every ``REPORT_EVERY`` seconds while it lasts, and one line when it ends."""
 
-    def __init__(self, what: str, policy: BackoffPolicy = DEFAULT_BACKOFF) -> None:
+    #: Seconds between reminders that the call still fails.
+    REPORT_EVERY = 30.0
+
+    def __init__(
+        self,
+        what: str,
+        policy: BackoffPolicy = DEFAULT_BACKOFF,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.what = what
         self.policy = policy
+        self.clock = clock
         self.failures = 0
+        self._since = self._reported = 0.0
 
     def failure(self, exc: Exception) -> float:
         """Count a failure and return how long to wait before the next attempt."""
         self.failures += 1
+        now = self.clock()
+        # A 4xx is a bug or a misconfiguration rather than an outage: say so louder.
+        level = logging.WARNING if isinstance(exc, Unavailable) else logging.ERROR
         if self.failures == 1:
-            # A 4xx is a bug or a misconfiguration rather than an outage: say so louder.
-            level = logging.WARNING if isinstance(exc, Unavailable) else logging.ERROR
+            self._since = self._reported = now
             log.log(level, "%s failed, retrying with backoff: %s", self.what, exc)
+        elif now - self._reported >= self.REPORT_EVERY:
+            self._reported = now
+            log.log(
+                level,
+                "%s still failing after %.0f s (%d attempts): %s",
+                *(self.what, now - self._since, self.failures, exc),
+            )
         return self.policy.delay(self.failures)
 
     def success(self) -> None:
         if self.failures:
-            log.warning("%s works again after %d failed attempts", self.what, self.failures)
+            log.warning(
+                "%s works again after %d failed attempts (%.0f s)",
+                *(self.what, self.failures, self.clock() - self._since),
+            )
         self.failures = 0

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from taskframe.core.schemas import MAX_WAIT, is_queue_name
 
-DEFAULT_CONCURRENCY = 8
+#: Slots of a thread pool when not given: short jobs come in batches of up to this
+#: many per lease request (16 slots cost the server and the worker half as much
+#: again per no-op job as 32; 64 and 128 gain little more: see docs/how-to/tuning.md).
+DEFAULT_CONCURRENCY = 32
 DEFAULT_POLL_INTERVAL = 10.0
 DEFAULT_SHUTDOWN_GRACE = 30.0
 MAX_CONCURRENCY = 500
@@ -58,6 +62,11 @@ class WorkerConfig:
         if not self.worker_id or len(self.worker_id) > 200:
             raise ValueError("worker_id must have 1 to 200 characters")
 
+    @staticmethod
+    def default_concurrency(pool: str) -> int:
+        """``DEFAULT_CONCURRENCY`` threads, or one job process per core."""
+        return DEFAULT_CONCURRENCY if pool == "thread" else max(1, os.cpu_count() or 1)
+
     @classmethod
     def from_options(
         cls, options: argparse.Namespace, api_urls: list[str] | tuple[str, ...], worker_id: str
@@ -72,7 +81,7 @@ class WorkerConfig:
         return cls(
             api_urls=tuple(api_urls),
             worker_id=worker_id,
-            concurrency=int(get("concurrency", DEFAULT_CONCURRENCY)),
+            concurrency=int(get("concurrency", cls.default_concurrency(get("pool", "thread")))),
             pool=get("pool", "thread"),
             poll_interval=float(get("poll_interval", DEFAULT_POLL_INTERVAL)),
             heartbeat_interval=get("heartbeat_interval", None),

@@ -16,10 +16,27 @@ from typing import Any
 
 _clients: dict[tuple[Any, ...], Any] = {}
 _lock = threading.Lock()
+#: By id() of an options object: it (kept alive, so the id stays its) and its factory.
+_factories: dict[int, tuple[argparse.Namespace, Callable[[], Any] | None]] = {}
 
 
 def client_factory(options: argparse.Namespace) -> Callable[[], Any] | None:
-    """A function giving the shared client of these options; None without server URLs."""
+    """A function giving the shared client of these options; None without server URLs.
+
+    Made once per options object (every job of a worker asks).
+    """
+    made = _factories.get(id(options))
+    if made is not None and made[0] is options:
+        return made[1]
+    factory = _factory(options)
+    with _lock:
+        if len(_factories) >= 64:  # many short-lived options (taskframe.testing's)
+            _factories.clear()
+        _factories[id(options)] = (options, factory)
+    return factory
+
+
+def _factory(options: argparse.Namespace) -> Callable[[], Any] | None:
     given = getattr(options, "follow_up_client", None)  # taskframe.testing.run_job's
     if given is not None:
         return lambda: given

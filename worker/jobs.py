@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -18,14 +20,20 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from taskframe.core import json_rules
+from taskframe.core import strict_json
 from taskframe.core import task as _task_module
-from taskframe.core.executor import MAX_RETRY_AFTER, Executor, ExecutorContext, Retry
+from taskframe.core.executor import (
+    MAX_RETRY_AFTER,
+    Executor,
+    ExecutorContext,
+    PermanentError,
+    Retry,
+)
 from taskframe.core.logs import Tally
 from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
 from taskframe.core.schemas import MAX_ATTEMPT_LOG, MAX_TRACEBACK
-from taskframe.worker.aio import run_awaitable
+from taskframe.worker.aio import run_awaitable, stopped_error
 from taskframe.worker.follow_up import client_factory
 
 log = logging.getLogger("taskframe.worker")
@@ -50,6 +58,11 @@ class RunningJob:
     log: str | None = None  # what the executor logged (the tail), sent with the outcome
     result_bytes: int = 0  # the size of the result's JSON, as the server measures it
     failure: BaseException | None = None  # the executor's exception, until it is logged
+    attempt_logger: AttemptLogger | None = None  # context.logger of the attempt running
+    #: Whether the server takes a running job's log lines with the heartbeats.
+    live_log: bool = False
+    #: Called by :meth:`cancel` too (a coroutine on the worker's loop is cancelled so).
+    on_cancel: Callable[[], Any] | None = None
     traceback: str | None = None  # of the executor's exception, sent with the outcome
     retry_after: float | None = None  # seconds to the next attempt (Retry, the type's backoff)
     #: The latest ``context.progress()``: (fraction, message), and its version numbers:
@@ -60,6 +73,7 @@ class RunningJob:
     _progress_version: int = 0
     _progress_sending: int = 0
     _progress_acked: int = 0
+    _fields: dict[str, Any] | None = None
 
     @property
     def job_id(self) -> int:
@@ -71,7 +85,14 @@ class RunningJob:
 
     @property
     def fields(self) -> dict[str, Any]:
-        """The job's fields for log records (``extra=``)."""
+        """The job's fields for log records (``extra=``); made once, never changed.
+        (Not functools.cached_property: before 3.12 it takes a lock all instances share.)"""
+        made = self._fields
+        if made is None:
+            made = self._fields = self._make_fields()
+        return made
+
+    def _make_fields(self) -> dict[str, Any]:
         job = self.job
         return {
             "job_id": job["id"],
@@ -81,9 +102,15 @@ class RunningJob:
             "lease_id": job["lease_id"],
         }
 
+    def cancel(self) -> None:
+        """Tell the job to stop (cancelled, timed out, lease lost, the worker stopping)."""
+        self.cancel_event.set()
+        if self.on_cancel is not None:
+            self.on_cancel()
+
     def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
         # Error text quotes anything (remote bodies, file names): make it encodable.
-        error = json_rules.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
+        error = strict_json.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
         ids = {"job_id": self.job_id, "lease_id": self.lease_id}
         outcome = {"status": status, "result": result, "error": error, "retryable": retryable}
         completion = {**ids, **outcome, "log": self.log}
@@ -104,14 +131,29 @@ class RunningJob:
     def has_progress_news(self) -> bool:
         return self.progress is not None and self._progress_version != self._progress_acked
 
+    def has_news(self) -> bool:
+        """A progress or log lines the server has not acknowledged yet."""
+        logger = self.attempt_logger
+        return self.has_progress_news() or (logger is not None and logger.has_live_news())
+
     def heartbeat_item(self) -> dict[str, Any]:
-        """This lease in ``POST /heartbeats``, with its progress if not acknowledged yet."""
+        """This lease in ``POST /heartbeats``, with its progress and its new log lines
+        (``log``: only when the server said it takes them) if not acknowledged yet."""
         item: dict[str, Any] = {"job_id": self.job_id, "lease_id": self.lease_id}
         version, progress = self._progress_version, self.progress
         if progress is not None and version != self._progress_acked:
             item["progress"] = {"fraction": progress[0], "message": progress[1]}
             self._progress_sending = version
+        if self.attempt_logger is not None and (text := self.attempt_logger.take_live()):
+            item["log"] = text
         return item
+
+    def acked(self, item: dict[str, Any]) -> None:
+        """The server answered the heartbeat that carried ``item``."""
+        if "progress" in item:
+            self.progress_acked()
+        if "log" in item and self.attempt_logger is not None:
+            self.attempt_logger.live_acked()
 
     def progress_acked(self) -> None:
         """The server answered the heartbeat that carried the progress."""
@@ -119,6 +161,12 @@ class RunningJob:
 
 
 _LINE_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+
+
+@functools.lru_cache(maxsize=1024)
+def _job_logger(job_type: str) -> logging.Logger:
+    """``taskframe.job.<type>`` (looked up once: getLogger takes logging's lock)."""
+    return logging.getLogger(f"taskframe.job.{job_type}")
 
 
 class AttemptLogger(logging.Logger):
@@ -140,7 +188,7 @@ class AttemptLogger(logging.Logger):
         limit: int = MAX_ATTEMPT_LOG,
         passed_on: int = MAX_WORKER_LOG_PER_ATTEMPT,
     ) -> None:
-        parent = logging.getLogger(f"taskframe.job.{running.executor.name}")
+        parent = _job_logger(running.executor.name)
         super().__init__(parent.name)
         self.parent = parent
         self.fields = running.fields
@@ -151,6 +199,11 @@ class AttemptLogger(logging.Logger):
         self._written = 0  # bytes passed on to the worker's log
         self._held_back = 0  # bytes not passed on
         self._lock = threading.Lock()
+        #: Lines for the live log: not sent yet, and sent but not acknowledged; what
+        #: is left of the attempt's budget (the live log is capped like the stored one).
+        self._live: list[str] = []
+        self._live_sending = ""
+        self._live_left = limit if running.live_log else 0
 
     def handle(self, record: logging.LogRecord) -> None:
         record.__dict__.update(self.fields)
@@ -159,6 +212,10 @@ class AttemptLogger(logging.Logger):
         except Exception:  # a bad format string must not fail the job
             line = f"{record.levelname} (unformattable: {record.msg!r})\n"
         with self._lock:
+            if self._live_left > 0:
+                piece = line[: self._live_left]
+                self._live.append(piece)
+                self._live_left -= len(piece)
             self._lines.append(line)
             self._size += len(line)
             while self._size > self.limit and len(self._lines) > 1:
@@ -179,6 +236,23 @@ class AttemptLogger(logging.Logger):
                 extra=self.fields,
             )
 
+    def has_live_news(self) -> bool:
+        return bool(self._live)
+
+    def take_live(self) -> str | None:
+        """The lines not acknowledged by the server yet (the live log of a running job:
+        at most ``limit`` characters in all for the attempt), or None."""
+        with self._lock:
+            if self._live:
+                self._live_sending += "".join(self._live)
+                self._live.clear()
+            text = self._live_sending
+        return _storable(text) if text else None
+
+    def live_acked(self) -> None:
+        with self._lock:
+            self._live_sending = ""
+
     def finish(self) -> None:
         """The attempt is over: say how much of its output this log left out."""
         if self._held_back:
@@ -191,11 +265,111 @@ class AttemptLogger(logging.Logger):
     def text(self) -> str | None:
         with self._lock:
             text = "".join(self._lines)
-        # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate (a file name
-        # logged as os.fsdecode gave it); one long line keeps its end.
-        if not text:
-            return None
-        return json_rules.encodable_text(text[-self.limit :].replace("\x00", "\ufffd"))
+        # One long line keeps its end.
+        return _storable(text[-self.limit :]) if text else None
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate (a file name logged
+    as os.fsdecode gave it)."""
+    return strict_json.encodable_text(text.replace("\x00", "\ufffd"))
+
+
+class Attempt:
+    """One attempt from its start to its outcome, around the executor's call.
+
+    Shared by :func:`execute` (a thread: the executor runs there) and
+    :func:`execute_on_loop` (an ``async def`` executor awaited on the worker's
+    event loop): the payload's validation, the context, the plugins'
+    before/after hooks, the checks of the result and the log lines.
+    """
+
+    def __init__(
+        self, running: RunningJob, options: argparse.Namespace, plugins: PluginSet | None
+    ) -> None:
+        wanted = plugins is not None and (
+            plugins.implements("taskframe_before_run") or plugins.implements("taskframe_after_run")
+        )
+        self.running = running
+        self.plugins = plugins if wanted else None
+        fields = running.fields
+        # DEBUG: a line per job costs the hot path too much (see docs/how-to/logs.md).
+        log.debug(
+            "job %s started (%s, attempt %s)",
+            *(running.job_id, fields["type"], fields["attempt"]),
+            extra=fields,
+        )
+        self.started = time.monotonic()
+        self.logger = running.attempt_logger = AttemptLogger(running)
+        #: Decided before the call when the payload is invalid.
+        self.outcome: Outcome | None = None
+        self._hooked = False  # the before-run hooks ran: the after-run ones follow
+        self._skip: Any = None  # the plugins whose before-run hook failed
+        job = running.job
+        try:
+            self.payload = running.executor.schema.load(job.get("payload") or {})
+        except ValidationError as exc:
+            error = f"invalid payload: {json.dumps(exc.messages)}"
+            self.outcome = Status.FAILED.value, None, error, False
+            return
+        self.context = ExecutorContext(
+            job_id=running.job_id,
+            attempt=job.get("attempts") or 1,
+            deadline=running.deadline,
+            cancel_event=running.cancel_event,
+            logger=self.logger,
+            options=options,
+            dependency_results={int(k): v for k, v in (job.get("dependencies") or {}).items()},
+            on_progress=running.set_progress,
+            client_factory=client_factory(options),
+        )
+        if self.plugins is not None:
+            self._skip = self.plugins.call_each(
+                "taskframe_before_run", job=job, context=self.context
+            )
+            self._hooked = True
+
+    def call(self) -> Any:
+        """The executor's run: its result, or an awaitable for an ``async def`` one."""
+        return self.running.executor.run(self.payload, self.context)
+
+    def raised(self, exc: BaseException) -> None:
+        running, executor = self.running, self.running.executor
+        running.failure = exc
+        running.traceback = traceback_text(exc)
+        retryable = _retryable(executor, exc)
+        if retryable:
+            running.retry_after = _retry_after(executor, exc, self.context.attempt)
+        self.outcome = Status.FAILED.value, None, describe(exc), retryable
+
+    def returned(self, result: Any) -> None:
+        self.outcome = _checked(result, self.running)
+
+    def end(self, tally: Tally | None) -> Outcome:
+        """After the call: the after-run hooks, the attempt's log, the log lines."""
+        running, outcome = self.running, self.outcome
+        assert outcome is not None
+        try:
+            if self.plugins is not None and self._hooked:
+                status, result, error, retryable = outcome
+                shown = {"status": status, "result": result, "error": error, "retryable": retryable}
+                self.plugins.call_each(
+                    "taskframe_after_run", job=running.job, context=self.context, outcome=shown,
+                    skip=self._skip,
+                )  # fmt: skip
+        finally:
+            running.log = self.logger.text()
+            self.logger.finish()
+        _log_outcome(running, outcome, time.monotonic() - self.started)
+        if tally is not None:
+            tally.add(f"jobs {outcome[0]}")
+        running.failure = None  # drop the traceback's frames
+        return outcome
+
+
+def runs_on_loop(executor: Executor) -> bool:
+    """Whether the executor's run is ``async def``: awaited on the worker's loop."""
+    return inspect.iscoroutinefunction(executor.run)
 
 
 def execute(
@@ -204,111 +378,91 @@ def execute(
     plugins: PluginSet | None = None,
     tally: Tally | None = None,
 ) -> Outcome:
-    """Run one job, between the plugins' before/after hooks when some implement them.
+    """Run one job in this thread, between the plugins' before/after hooks when some
+    implement them.
 
     Logs its start and success at DEBUG (counted in ``tally``, which sums
-    them up at INFO), a failure at WARNING with the executor's traceback;
-    what the executor writes to ``context.logger`` is kept in ``running.log``.
+    them up at INFO), an unexpected failure at WARNING with the executor's
+    traceback, an expected ending at INFO; what the executor writes to
+    ``context.logger`` is kept in ``running.log``.
     """
-    wanted = plugins is not None and (
-        plugins.implements("taskframe_before_run") or plugins.implements("taskframe_after_run")
-    )
-    fields = running.fields
-    # DEBUG: a line per job costs the hot path too much (see docs/how-to/logs.md).
-    log.debug(
-        "job %s started (%s, attempt %s)",
-        *(running.job_id, fields["type"], fields["attempt"]),
-        extra=fields,
-    )
-    started = time.monotonic()
-    logger = AttemptLogger(running)
-    try:
-        outcome = _execute(running, options, plugins if wanted else None, logger)
-    finally:
-        running.log = logger.text()
-        logger.finish()
-    took = time.monotonic() - started
-    status, _, error, _ = outcome
-    if tally is not None:
-        tally.add(f"jobs {status}")
-    if status == "succeeded":
-        log.debug(
-            "job %s (%s, attempt %s) succeeded in %.3f s",
-            *(running.job_id, fields["type"], fields["attempt"], took),
-            extra=fields,
-        )
-    elif isinstance(running.failure, Retry):  # asked for: no traceback in the log
-        log.info(
-            "job %s (%s, attempt %s) asks to be retried: %s",
-            *(running.job_id, fields["type"], fields["attempt"], error),
-            extra=fields,
-        )
-    else:  # with the executor's traceback when it raised
-        log.warning(
-            "job %s (%s, attempt %s) failed in %.3f s: %s",
-            *(running.job_id, fields["type"], fields["attempt"], took, error),
-            exc_info=running.failure,
-            extra=fields,
-        )
-    running.failure = None  # drop the traceback's frames
-    return outcome
+    attempt = Attempt(running, options, plugins)
+    if attempt.outcome is None:
+        try:
+            result = attempt.call()
+            if inspect.isawaitable(result):  # no loop of the worker's here: one of its own
+                result = run_awaitable(result, attempt.context)
+        except BaseException as exc:
+            attempt.raised(exc)
+        else:
+            attempt.returned(result)
+    return attempt.end(tally)
 
 
-def _execute(
+async def execute_on_loop(
     running: RunningJob,
     options: argparse.Namespace,
     plugins: PluginSet | None,
-    logger: logging.Logger,
+    tally: Tally | None = None,
 ) -> Outcome:
-    executor, job = running.executor, running.job
-    try:
-        payload = executor.schema.load(job.get("payload") or {})
-    except ValidationError as exc:
-        return Status.FAILED.value, None, f"invalid payload: {json.dumps(exc.messages)}", False
-    context = ExecutorContext(
-        job_id=running.job_id,
-        attempt=job.get("attempts") or 1,
-        deadline=running.deadline,
-        cancel_event=running.cancel_event,
-        logger=logger,
-        options=options,
-        dependency_results={int(k): v for k, v in (job.get("dependencies") or {}).items()},
-        on_progress=running.set_progress,
-        client_factory=client_factory(options),
-    )
-    if plugins is None:
-        return _run(executor, payload, context, running)
-    failed = plugins.call_each("taskframe_before_run", job=job, context=context)
-    outcome = _run(executor, payload, context, running)
-    status, result, error, retryable = outcome
-    shown = {"status": status, "result": result, "error": error, "retryable": retryable}
-    plugins.call_each("taskframe_after_run", job=job, context=context, outcome=shown, skip=failed)
-    return outcome
+    """:func:`execute` for an ``async def`` executor, awaited in the running task, which
+    the worker cancels to stop the job (``running.on_cancel``)."""
+    attempt = Attempt(running, options, plugins)
+    if attempt.outcome is None:
+        try:
+            result = attempt.call()
+            if inspect.isawaitable(result):
+                result = await result
+        except asyncio.CancelledError:
+            attempt.raised(stopped_error(attempt.context))
+        except BaseException as exc:
+            attempt.raised(exc)
+        else:
+            attempt.returned(result)
+    return attempt.end(tally)
 
 
-def _run(
-    executor: Executor, payload: Any, context: ExecutorContext, running: RunningJob
-) -> Outcome:
-    try:
-        result = executor.run(payload, context)
-        if inspect.isawaitable(result):  # an ``async def`` run
-            result = run_awaitable(result, context)
-    except BaseException as exc:
-        running.failure = exc
-        running.traceback = traceback_text(exc)
-        retryable = _retryable(executor, exc)
-        if retryable:
-            running.retry_after = _retry_after(executor, exc, context.attempt)
-        return Status.FAILED.value, None, describe(exc), retryable
+def _log_outcome(running: RunningJob, outcome: Outcome, took: float) -> None:
+    """Success at DEBUG; an expected ending at INFO without traceback (asked for by the
+    executor, a user's cancel, a release); anything else at WARNING with its traceback."""
+    status, _, error, _ = outcome
+    fields = running.fields
+    where = (running.job_id, fields["type"], fields["attempt"])
+    if status == "succeeded":
+        log.debug("job %s (%s, attempt %s) succeeded in %.3f s", *where, took, extra=fields)
+    elif isinstance(running.failure, Retry):
+        log.info("job %s (%s, attempt %s) asks to be retried: %s", *where, error, extra=fields)
+    elif isinstance(running.failure, PermanentError):
+        log.info("job %s (%s, attempt %s) failed for good: %s", *where, error, extra=fields)
+    elif running.failure is not None and _stopped_on_purpose(running):
+        log.info("job %s (%s, attempt %s) stopped when told: %s", *where, error, extra=fields)
+    else:  # with the executor's traceback when it raised
+        log.warning(
+            "job %s (%s, attempt %s) failed in %.3f s: %s",
+            *(*where, took, error),
+            exc_info=running.failure,
+            extra=fields,
+        )
+
+
+def _stopped_on_purpose(running: RunningJob) -> bool:
+    """Cancelled (a user's cancel, a release, the worker stopping), not timed out."""
+    if not running.cancel_event.is_set():
+        return False
+    return running.deadline is None or time.monotonic() < running.deadline
+
+
+def _checked(result: Any, running: RunningJob) -> Outcome:
+    """A returned result as the outcome the server takes (strict JSON within its depth)."""
     # The server must get strict JSON within its depth limit, or it would
     # refuse the whole request and every outcome riding on it.
     try:
         running.result_bytes = len(json.dumps(result, allow_nan=False))
     except (TypeError, ValueError, RecursionError) as exc:
         return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
-    result = json_rules.encodable(result)  # lone surrogates become U+FFFD, tuples lists
-    if json_rules.depth_exceeds(result, json_rules.MAX_RESULT_DEPTH):
-        depth = json_rules.MAX_RESULT_DEPTH
+    result = strict_json.encodable(result)  # lone surrogates become U+FFFD, tuples lists
+    if strict_json.depth_exceeds(result, strict_json.MAX_RESULT_DEPTH):
+        depth = strict_json.MAX_RESULT_DEPTH
         return Status.FAILED.value, None, f"the result nests deeper than {depth} levels", False
     return Status.SUCCEEDED.value, result, None, True
 
@@ -345,7 +499,7 @@ def traceback_text(exc: BaseException, limit: int = MAX_TRACEBACK) -> str:
     if len(text) > limit:
         head = f"[the traceback's first {len(text) - limit} characters are cut]\n"
         text = head + text[-(limit - len(head)) :]
-    return json_rules.encodable_text(text.replace("\x00", "\ufffd"))
+    return strict_json.encodable_text(text.replace("\x00", "\ufffd"))
 
 
 #: taskframe's frames between the worker and the executor (not worth showing).

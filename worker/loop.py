@@ -1,18 +1,26 @@
-"""The worker loop: lease jobs into free slots, run them in a pool, report outcomes.
+"""The worker loop: one event loop leases jobs into free slots, runs them, reports outcomes.
 
-One thread (the caller of :meth:`Worker.run`) talks to ``POST /lease``: each
-request carries every pending outcome and asks for as many jobs as there are
-free slots, so a worker never holds a job it cannot start (priority stays
-strict across workers). With nothing running it long-polls; with jobs running
-it asks without waiting and blocks locally instead, so a finished job is
-reported at once. A heartbeat thread keeps the leases alive. One job thread
-per slot runs jobs in its slot of the pool (see :mod:`taskframe.worker.pool`).
+One asyncio loop owns the worker's state and its exchanges with the server.
+Each ``POST /lease`` carries every pending outcome and asks for as many jobs
+as there are free slots, so a worker never holds a job it cannot start
+(priority stays strict across workers). With nothing running it long-polls;
+with jobs running it asks without waiting and waits locally instead, so a
+finished job is reported at once. One heartbeat request renews every lease
+held and carries the jobs' progress.
+
+The lease requests go out one at a time on one dedicated thread over the
+client's keep-alive ``http.client`` connections (the transport's URL
+failover, TLS and proxies as they are): while one is in flight, outcomes
+pile up and the next request carries them all. Heartbeats go on a thread
+and connection of their own, so a slow lease request never delays them. Synchronous executors run in
+a pool of ``concurrency`` daemon threads (or, with ``--pool process``, in a
+child process per slot); ``async def`` executors run on the loop itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import socket
 import threading
 import time
@@ -25,33 +33,33 @@ from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH
 from taskframe.worker import freshness
 from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
 from taskframe.worker.config import WorkerConfig
-from taskframe.worker.jobs import RunningJob, describe
-from taskframe.worker.outbox import Outbox, pair_answers
+from taskframe.worker.heartbeat import HeartbeatPlan, apply_answers
+from taskframe.worker.jobs import Outcome as JobOutcome
+from taskframe.worker.jobs import RunningJob, describe, execute_on_loop, runs_on_loop
+from taskframe.worker.outbox import Outbox
 from taskframe.worker.pool import KILL_GRACE, ProcessSlot, ThreadSlot
-from taskframe.worker.progress import ProgressSender
+from taskframe.worker.threads import DaemonThreads
 
 log = logging.getLogger("taskframe.worker")
 
-#: Heartbeats go out at least this often (and at least three times per lease TTL).
-MAX_HEARTBEAT_INTERVAL = 2.0
-#: How often the heartbeat thread looks for leases while it has none.
-IDLE_HEARTBEAT_CHECK = 0.25
 #: While jobs run and slots are free, how long the queue may go unchecked.
 BUSY_POLL = 0.2
 #: How long a stopping worker keeps trying to report the last outcomes.
 FLUSH_TIMEOUT = 5.0
+#: How often an abandoned long poll is interrupted until it has ended.
+INTERRUPT_AGAIN = 0.05
 
 
-class _LongPollInterrupted(BaseException):
-    """Raised by a signal handler to abandon an idle long poll (not an Exception,
-    so no library code on the way swallows it)."""
+class Refused(Exception):
+    """The server refuses the worker's token (401/403) before it ever leased: give up."""
 
 
 class Worker:
     """Leases jobs of the installed types and runs up to ``concurrency`` at once.
 
-    ``run()`` blocks until ``stop()`` (thread-safe) has been called and the
-    graceful shutdown is over. Its settings are a :class:`WorkerConfig`.
+    ``run()`` blocks until ``stop()`` (thread-safe, and safe in a signal
+    handler) has been called and the graceful shutdown is over. Its settings
+    are a :class:`WorkerConfig`.
     """
 
     def __init__(
@@ -80,139 +88,199 @@ class Worker:
         if not self.types:
             raise ValueError("no executor is installed: nothing to lease")
         self.concurrency = config.concurrency
+        #: Types whose executor is ``async def``: awaited on the loop (in threads: a job
+        #: process has a loop of its own for them).
+        self._on_loop = {
+            name
+            for name, executor in plugins.executors.items()
+            if config.pool == "thread" and runs_on_loop(executor)
+        }
         self.poll_interval = config.poll_interval
-        self.heartbeat_interval = config.heartbeat_interval
         self.shutdown_grace = config.shutdown_grace
         info = {"host": socket.gethostname()[:200] or None, "slots": self.concurrency}
         self.outbox = Outbox(self.client, self.worker_id, self.types, info, self.queues)
+        self.heartbeat = HeartbeatPlan(config.heartbeat_interval)
         #: Jobs succeeded and failed, summed up at INFO every 10 s (each is a DEBUG line).
         #: Counted here rather than in ``execute``: with ``--pool process`` that runs
         #: in a child process.
         self.tally = Tally(log)
-        #: Set once the worker's threads run (for embedders and tests).
+        #: Set once the worker runs (for embedders and tests).
         self.started = threading.Event()
-        # An RLock: stop() may run in a signal handler on the thread holding it.
-        self._cond = threading.Condition(threading.RLock())
-        self._active: dict[str, RunningJob] = {}  # by lease id: leased, outcome not yet decided
-        self._busy = 0  # job threads at work; a timed-out job holds its slot until it returns
         self._stopping = False
-        self._idle_poll = False  # the main thread waits in a long poll with nothing running
         self._force = False
-        self._lease_ttl: float | None = None
+        self._leased_once = False  # a lease request went through: refusals are not at start
         self._max_result: int | None = None  # bytes of a result the server keeps
-        self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
-        self._done = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._active: dict[str, RunningJob] = {}  # by lease id: leased, outcome not yet decided
+        self._busy = 0  # slots at work; a timed-out job holds its slot until it returns
+        self._polling: asyncio.Future | None = None  # an idle long poll in flight
+        self._closing = threading.Event()  # job threads waiting for a process slot give up
 
     # -- control -----------------------------------------------------------
 
-    def interrupt_idle_poll(self) -> None:
-        """From a signal handler in the main thread: stop waiting in an idle long poll.
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
-        Call after :meth:`stop`. Without it, an idle worker would exit only
-        when its long poll ends (up to ``--poll-interval``).
-        """
-        if self._idle_poll and self._stopping:
-            raise _LongPollInterrupted
+    def running_count(self) -> int:
+        """Jobs leased and not finished (for the stop message)."""
+        return len(self._active)
+
+    def interrupt_idle_poll(self) -> None:
+        """Kept for embedders: :meth:`stop` abandons an idle long poll by itself."""
 
     def stop(self) -> None:
         """Begin a graceful shutdown; a second call cuts the grace period short."""
-        with self._cond:
-            self._force = self._stopping
-            self._stopping = True
-            self._cond.notify_all()
+        loop = self._loop
+        if loop is None:
+            self._on_stop()
+            return
+        try:
+            loop.call_soon_threadsafe(self._on_stop)
+        except RuntimeError:  # the loop has ended: nothing left to stop
+            pass
+
+    def _on_stop(self) -> None:
+        self._force = self._stopping
+        self._stopping = True
+        self._wake_up()
+        if self._polling is not None and self._loop is not None:
+            self._loop.create_task(self._abandon(self._polling))
+
+    async def _abandon(self, poll: asyncio.Future) -> None:
+        """End the idle long poll: its connection closed, the server leases nothing
+        more to it. Again until it ends: the request may not have been sent yet."""
+        interrupt = getattr(self.client, "interrupt", None)
+        while interrupt is not None and not poll.done():
+            interrupt()
+            await asyncio.wait({poll}, timeout=INTERRUPT_AGAIN)
 
     def run(self) -> None:
-        """Lease and run jobs until stopped, then shut down gracefully."""
+        """Lease and run jobs until stopped, then shut down gracefully.
+
+        Raises :class:`Refused` when the server refuses the token at start,
+        RuntimeError when the process pool cannot start.
+        """
         urls, types = ",".join(self.client.urls), ",".join(self.types)
         log.info(
             "worker %s starting: urls=%s concurrency=%d pool=%s types=%s",
             *(self.worker_id, urls, self.concurrency, self.config.pool, types),
         )
         slots = self._start_slots()
-        # Daemon threads: a job that ignores cancellation must not keep the process alive.
-        runners = [
-            threading.Thread(
-                target=self._job_thread, args=(slot,), name=f"taskframe-job-{n}", daemon=True
-            )
-            for n, slot in enumerate(slots)
-        ]
-        heartbeat = threading.Thread(
-            target=self._heartbeat_loop, name="taskframe-heartbeat", daemon=True
-        )
-        for thread in [*runners, heartbeat]:
-            thread.start()
-        progress = ProgressSender(self.client, self.worker_id, self._running_jobs)
-        progress.start()
-        self.started.set()
         try:
-            self._lease_loop()
-            self._drain()
+            asyncio.run(self._main(slots))
         finally:
-            self._done.set()
-            for _ in runners:
-                self._jobs.put(None)
-            if self.config.pool == "process":  # let the slots stop their children
-                end = time.monotonic() + KILL_GRACE + 2.0
-                for runner in runners:
-                    runner.join(max(0.0, end - time.monotonic()))
-            heartbeat.join(timeout=1.0)
-            progress.stop()
+            self._closing.set()
+            for slot in slots:
+                slot.close()
             self.client.close()
             self.tally.flush()
             log.info("worker %s stopped", self.worker_id)
 
+    async def _main(self, slots: list[ThreadSlot] | list[ProcessSlot]) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        # One thread for the lease requests: they go out one at a time, each carrying
+        # whatever piled up meanwhile. Heartbeats have their own thread and
+        # connection: an outcome held up on the way must not hold up the heartbeats
+        # that keep its lease alive.
+        self._http = DaemonThreads(loop, 1, "taskframe-http")
+        self._beats = DaemonThreads(loop, 1, "taskframe-heartbeat")
+        self._jobs = DaemonThreads(loop, self.concurrency, "taskframe-job")
+        self._free_slots: list[ThreadSlot | ProcessSlot] = list(slots)
+        if self._stopping:  # stopped before it started
+            self._wake.set()
+        heartbeats = loop.create_task(self._heartbeat_loop())
+        self.started.set()
+        try:
+            await self._lease_loop()
+            await self._drain()
+        finally:
+            heartbeats.cancel()
+            self._closing.set()
+            if self.config.pool == "process":  # let the slots' jobs end (killed if need be)
+                end = time.monotonic() + KILL_GRACE + 2.0
+                while self._busy and time.monotonic() < end:
+                    await self._nap(0.05)
+            for threads in (self._http, self._beats, self._jobs):
+                threads.close()
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _nap(self, timeout: float) -> None:
+        """Wait until something changes (a job ends, a stop, a cancel) or ``timeout``.
+
+        Callers check their conditions just before, with no ``await`` between:
+        nothing can change unseen in between.
+        """
+        assert self._wake is not None
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
     # -- leasing -----------------------------------------------------------
 
-    def _lease_loop(self) -> None:
+    async def _lease_loop(self) -> None:
         streak = FailureStreak("leasing jobs")
         queue_empty = False  # the last lease got fewer jobs than it asked for
         while True:
-            with self._cond:
-                self._expire()
-                if self._stopping:
-                    return
-                free = min(self.concurrency - self._busy, MAX_LEASE_BATCH)
-                running = self._busy > 0
-                if not len(self.outbox) and (free <= 0 or (running and queue_empty)):
-                    # Nothing to report and nothing worth asking: wait for a job to end.
-                    self._cond.wait(self._wait_time(1.0 if free <= 0 else BUSY_POLL))
-                    queue_empty = False
-                    continue
+            self._expire()
+            if self._stopping:
+                return
+            free = min(self.concurrency - self._busy, MAX_LEASE_BATCH)
+            running = self._busy > 0
+            if not len(self.outbox) and (free <= 0 or (running and queue_empty)):
+                # Nothing to report and nothing worth asking: wait for a job to end.
+                await self._nap(self._wait_time(1.0 if free <= 0 else BUSY_POLL))
+                queue_empty = False
+                continue
             free = max(free, 0)
             wait = 0.0 if running else self.poll_interval
             sent = freshness.clock()
+            request = self._http.call(self.outbox.exchange, free, wait)
+            self._polling = request if wait > 0 else None
             try:
-                answer = self._exchange(free, wait, idle=not running)
+                answer = await request
             except ApiError as exc:
-                self._pause(streak.failure(exc), until_stop=True)
+                if self._stopping and isinstance(exc, Unavailable) and wait > 0:
+                    # Abandoned by stop(): ask under its id for what it leased before the
+                    # server saw the connection close, and give that back.
+                    await self._start(await self._http.call(self._reclaim))
+                    return
+                self._refused_at_start(exc)
+                await self._pause(streak.failure(exc), until_stop=True)
                 continue
-            except _LongPollInterrupted:
-                # Stopping while idle: the connection is closed, so the server
-                # leases nothing more to the abandoned request; ask under its
-                # id for what it leased before it saw that, and give it back.
-                self._start(self._reclaim())
-                return
+            finally:
+                self._polling = None
             elapsed = freshness.clock() - sent
+            self._leased_once = True
             streak.success()
             self._note_limits(answer)
             jobs = answer.get("jobs") or []
             if not jobs and not running and answer.get("retry_after"):
                 # The server has as many long-polls as it allows: ask again later.
-                self._pause(float(answer["retry_after"]), until_stop=True)
+                await self._pause(float(answer["retry_after"]), until_stop=True)
             queue_empty = len(jobs) < free
-            if jobs and self._lease_ttl:
+            ttl = self.heartbeat.lease_ttl
+            if jobs and ttl:
                 # A late answer's jobs may have been run elsewhere meanwhile: see freshness.py.
-                delivery = freshness.Delivery.of(answer, elapsed, wait, self._lease_ttl)
-                jobs = freshness.screen(jobs, delivery, self._send_heartbeats, self._release)
-            self._start(jobs)
+                delivery = freshness.Delivery.of(answer, elapsed, wait, ttl)
+                if any(delivery.verdict(job) is not freshness.Verdict.START for job in jobs):
+                    jobs = await self._http.call(
+                        freshness.screen, jobs, delivery, self._send_heartbeats, self._release
+                    )
+            await self._start(jobs)
 
-    def _exchange(self, free: int, wait: float, idle: bool) -> dict[str, Any]:
-        """One /lease round trip; while it is an idle long poll, a signal may abandon it."""
-        self._idle_poll = idle and wait > 0
-        try:
-            return self.outbox.exchange(free, wait)
-        finally:
-            self._idle_poll = False
+    def _refused_at_start(self, exc: ApiError) -> None:
+        """A 401 or 403 before any lease went through: the token will not do."""
+        status = getattr(exc, "status", None)
+        if status in (401, 403) and not self._leased_once:
+            raise Refused(str(exc))
 
     def _reclaim(self) -> list[dict[str, Any]]:
         """The jobs leased to an abandoned request, asked for again under its id."""
@@ -222,22 +290,26 @@ class Worker:
             log.info("could not ask what the abandoned lease request got: %s", exc)
             return []
 
-    def _start(self, jobs: list[dict[str, Any]]) -> None:
-        """Hand leased jobs to the job threads; give back any this worker cannot run."""
+    async def _start(self, jobs: list[dict[str, Any]]) -> None:
+        """Start leased jobs in free slots; give back any this worker cannot run."""
         now = time.monotonic()
         give_back = []
-        with self._cond:
-            for job in jobs:
-                executor = self.plugins.executors.get(job.get("type", ""))
-                if self._stopping or executor is None or self._busy >= self.concurrency:
-                    give_back.append(job)
-                    continue
-                timeout = job.get("timeout")
-                running = RunningJob(job, executor, now + timeout if timeout else None)
-                self._active[running.lease_id] = running
-                self._busy += 1
-                self._jobs.put(running)
-        for job in give_back:
+        for job in jobs:
+            executor = self.plugins.executors.get(job.get("type", ""))
+            if self._stopping or executor is None or self._busy >= self.concurrency:
+                give_back.append(job)
+                continue
+            timeout = job.get("timeout")
+            running = RunningJob(job, executor, now + timeout if timeout else None)
+            running.live_log = self.heartbeat.live_log
+            self._active[running.lease_id] = running
+            self._busy += 1
+            self._launch(running)
+        if give_back:
+            await self._http.call(self._give_back, give_back)
+
+    def _give_back(self, jobs: list[dict[str, Any]]) -> None:
+        for job in jobs:
             log.info("giving job %s back unstarted", job.get("id"))
             if not self._release(job):
                 break
@@ -256,9 +328,10 @@ class Worker:
     # -- running jobs ------------------------------------------------------
 
     def _start_slots(self) -> list[ThreadSlot] | list[ProcessSlot]:
-        """One slot per job thread; with ``process``, their children started and ready."""
+        """Threads share one slot (it keeps no state); ``process``: a child per slot,
+        started and ready."""
         if self.config.pool == "thread":
-            return [ThreadSlot(self.options, self.plugins) for _ in range(self.concurrency)]
+            return [ThreadSlot(self.options, self.plugins)]
         settings = (self.options, self.config.log_level, self.config.log_format)
         slots = [ProcessSlot(*settings) for _ in range(self.concurrency)]
         for slot in slots:  # all at once: they load the plugins in parallel
@@ -269,26 +342,50 @@ class Worker:
             raise RuntimeError("the job processes could not start (see the log above)")
         return slots
 
-    def _job_thread(self, slot: ThreadSlot | ProcessSlot) -> None:
+    def _launch(self, running: RunningJob) -> None:
+        """Run the job: an ``async def`` executor on this loop, any other in a slot."""
+        assert self._loop is not None
+        if running.executor.name in self._on_loop:
+            task = self._loop.create_task(execute_on_loop(running, self.options, self.plugins))
+            running.on_cancel = task.cancel
+            task.add_done_callback(lambda done: self._task_done(running, done))
+            return
+        # A process slot is one job's at a time; the thread slot is everyone's.
+        process = self.config.pool == "process"
+        slot = self._free_slots.pop() if process else self._free_slots[0]
+        back: ThreadSlot | ProcessSlot | None = slot if process else None  # freed at its end
+        self._jobs.submit(
+            self._run_in_slot,
+            (slot, running),
+            lambda outcome, _: self._finish(running, outcome, back),
+        )
+
+    def _run_in_slot(self, slot: ThreadSlot | ProcessSlot, running: RunningJob) -> JobOutcome:
+        """In a job thread; never raises (a lost outcome would hold its slot forever)."""
         try:
-            while True:
-                if not slot.ready():  # a replacement child failed to start: try again
-                    if self._done.wait(1.0):
-                        return
-                    continue
-                if (running := self._jobs.get()) is None:
-                    return
-                try:
-                    outcome = slot.run(running)
-                except BaseException as exc:  # a job thread must never die and lose its slot
-                    outcome = (Outcome.FAILED.value, None, describe(exc), True)
-                self._finish(running, *outcome)
-        finally:
-            slot.close()
+            while not slot.ready():  # a replacement child failed to start: try again
+                if self._closing.wait(1.0):
+                    return Outcome.FAILED.value, None, "the worker stopped", True
+            return slot.run(running)
+        except BaseException as exc:
+            return Outcome.FAILED.value, None, describe(exc), True
+
+    def _task_done(self, running: RunningJob, task: asyncio.Task) -> None:
+        outcome: JobOutcome
+        if task.cancelled():
+            outcome = (Outcome.FAILED.value, None, "the worker stopped", True)
+        elif (exc := task.exception()) is not None:
+            outcome = (Outcome.FAILED.value, None, describe(exc), True)
+        else:
+            outcome = task.result()
+        self._finish(running, outcome)
 
     def _finish(
-        self, running: RunningJob, status: str, result: Any, error: str | None, retryable: bool
+        self, running: RunningJob, outcome: JobOutcome, slot: ThreadSlot | ProcessSlot | None = None
     ) -> None:
+        status, result, error, retryable = outcome
+        if slot is not None:
+            self._free_slots.append(slot)
         limit = self._max_result
         if status == Outcome.SUCCEEDED.value and limit and running.result_bytes > limit:
             # The server would fail it anyway; sending it would only cost the request.
@@ -298,26 +395,25 @@ class Worker:
                 f"(--max-result {limit})"
             )
             log.warning("job %s: %s", running.job_id, error, extra=running.fields)
-        with self._cond:
-            self._busy -= 1
-            if self._active.get(running.lease_id) is running:  # not timed out, lost or released
-                del self._active[running.lease_id]
-                if running.cancel_requested:
-                    status, result, retryable = Outcome.CANCELLED.value, None, False
-                    error = "cancelled on request" + (f" ({error})" if error else "")
-                    log.info("job %s cancelled on request", running.job_id, extra=running.fields)
-                completion = running.completion(status, result, error, retryable)
-                self.outbox.add(completion, running.result_bytes if result is not None else 0)
-                self.tally.add(f"jobs {status}")
-            self._cond.notify_all()
+        self._busy -= 1
+        if self._active.get(running.lease_id) is running:  # not timed out, lost or released
+            del self._active[running.lease_id]
+            if running.cancel_requested:
+                status, result, retryable = Outcome.CANCELLED.value, None, False
+                error = "cancelled on request" + (f" ({error})" if error else "")
+                log.info("job %s cancelled on request", running.job_id, extra=running.fields)
+            completion = running.completion(status, result, error, retryable)
+            self.outbox.add(completion, running.result_bytes if result is not None else 0)
+            self.tally.add(f"jobs {status}")
+        self._wake_up()
 
     def _expire(self) -> None:
-        """Report jobs past their deadline as failed now; their threads are told to stop."""
+        """Report jobs past their deadline as failed now; they are told to stop."""
         now = time.monotonic()
         for running in list(self._active.values()):
             if running.deadline is not None and now >= running.deadline:
                 del self._active[running.lease_id]
-                running.cancel_event.set()
+                running.cancel()
                 error = f"timed out after {running.job['timeout']:g} s"
                 log.info("job %s %s", running.job_id, error)
                 self.outbox.add(running.completion(Outcome.FAILED.value, None, error, True))
@@ -330,95 +426,63 @@ class Worker:
             cap = min(cap, max(0.0, min(deadlines) - time.monotonic()) + 0.001)
         return cap
 
-    def _pause(self, seconds: float, *, until_stop: bool) -> None:
+    async def _pause(self, seconds: float, *, until_stop: bool) -> None:
         """Back off for ``seconds`` while still enforcing deadlines."""
         end = time.monotonic() + seconds
-        with self._cond:
-            while (left := end - time.monotonic()) > 0 and not self._force:
-                if until_stop and self._stopping:
-                    return
-                self._cond.wait(self._wait_time(left))
-                self._expire()
-
-    # -- heartbeats --------------------------------------------------------
-
-    def _running_jobs(self) -> list[RunningJob]:
-        with self._cond:
-            return list(self._active.values())
-
-    def _heartbeat_every(self) -> float:
-        if self.heartbeat_interval:
-            return float(self.heartbeat_interval)
-        ttl = self._lease_ttl
-        return min(MAX_HEARTBEAT_INTERVAL, ttl / 3) if ttl else MAX_HEARTBEAT_INTERVAL
-
-    def _note_ttl(self, ttl: Any) -> None:
-        if isinstance(ttl, int | float) and ttl > 0:
-            self._lease_ttl = float(ttl)
+        while (left := end - time.monotonic()) > 0 and not self._force:
+            if until_stop and self._stopping:
+                return
+            await self._nap(self._wait_time(left))
+            self._expire()
 
     def _note_limits(self, answer: dict[str, Any]) -> None:
         """What the server announced: its lease TTL and the sizes it takes."""
-        self._note_ttl(answer.get("lease_ttl"))
+        self.heartbeat.note(answer)
         max_result, max_body = answer.get("max_result"), answer.get("max_body")
         if isinstance(max_result, int) and max_result > 0:
             self._max_result = max_result
         if isinstance(max_body, int) and max_body > 0:
             self.outbox.max_body = max_body
 
-    def _heartbeat_loop(self) -> None:
+    # -- heartbeats --------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew every lease held (finished jobs' too, until their outcome is
+        delivered, or a slow delivery would let the server reap them and run them
+        again); in between, send the jobs' progress as soon as it changes."""
         streak = FailureStreak("heartbeats")
-        delay = IDLE_HEARTBEAT_CHECK
-        while not self._done.wait(delay):
-            delay = self._heartbeat_every()
-            with self._cond:
-                active = list(self._active.values())
-            leases = [{"job_id": r.job_id, "lease_id": r.lease_id} for r in active]
-            # A finished job keeps its lease until its outcome is delivered, or a
-            # slow delivery would let the server reap it and run it again.
-            leases += self.outbox.leases()
-            if not leases:  # look again soon: a new lease must not wait a whole interval
-                delay = min(delay, IDLE_HEARTBEAT_CHECK)
+        plan = self.heartbeat
+        while True:
+            await asyncio.sleep(plan.tick())
+            now = time.monotonic()
+            active = list(self._active.values())
+            items = plan.items(active, self.outbox.leases(), now)
+            if not items:
                 continue
             try:
-                answers = self._send_heartbeats(leases)
+                answers = await self._beats.call(self._send_heartbeats, items)
             except ApiError as exc:
-                delay = min(delay, streak.failure(exc))
+                plan.failed(now, streak.failure(exc))
                 continue
             except Exception:  # keep heartbeating whatever happens
-                if not self._done.is_set():  # (closing the sessions at exit may land here)
-                    log.exception("heartbeat failed")
+                log.exception("heartbeat failed")
                 continue
             streak.success()
-            self._apply_heartbeats(leases, answers)
+            apply_answers(self._active, items, answers)
+            self._wake_up()
 
     def _send_heartbeats(self, leases: list[dict]) -> list[dict]:
         """``POST /heartbeats`` in requests within the server's limit; every answer."""
         answers: list[dict] = []
         for start in range(0, len(leases), MAX_HEARTBEATS):
             answer = self.client.heartbeats(self.worker_id, leases[start : start + MAX_HEARTBEATS])
-            self._note_ttl(answer.get("lease_ttl"))
+            self.heartbeat.note(answer)
             answers += answer.get("leases") or []
         return answers
 
-    def _apply_heartbeats(self, sent: list[dict], answers: list[dict]) -> None:
-        with self._cond:
-            for lease, answer in pair_answers(sent, answers):
-                running = self._active.get(lease["lease_id"])
-                if running is None:
-                    continue  # settled meanwhile
-                if not answer.get("ok"):
-                    log.warning("lost the lease of job %s; stopping it unreported", lease["job_id"])
-                    del self._active[running.lease_id]
-                    running.cancel_event.set()
-                elif answer.get("cancel_requested") and not running.cancel_requested:
-                    log.info("job %s: cancel requested", lease["job_id"])
-                    running.cancel_requested = True
-                    running.cancel_event.set()
-            self._cond.notify_all()
-
     # -- shutdown ----------------------------------------------------------
 
-    def _drain(self) -> None:
+    async def _drain(self) -> None:
         """Let running jobs finish within the grace period, reporting as they end."""
         grace = self.shutdown_grace
         grace_end = time.monotonic() + grace
@@ -426,27 +490,32 @@ class Worker:
         if self._active:
             log.info("stopping: up to %g s for %d running job(s)", grace, len(self._active))
         while True:
-            with self._cond:
-                self._expire()
-                left = grace_end - time.monotonic()
-                if not self._active or self._force or left <= 0:
-                    break
-                if not len(self.outbox):
-                    self._cond.wait(self._wait_time(left))
-                    continue
+            self._expire()
+            left = grace_end - time.monotonic()
+            if not self._active or self._force or left <= 0:
+                break
+            if not len(self.outbox):
+                await self._nap(self._wait_time(left))
+                continue
             try:
-                self.outbox.exchange(0, 0.0)
+                await self._http.call(self.outbox.exchange, 0, 0.0)
                 streak.success()
             except ApiError as exc:
-                self._pause(min(streak.failure(exc), left), until_stop=False)
-        with self._cond:
-            unfinished = list(self._active.values())
-            self._active.clear()
+                await self._pause(min(streak.failure(exc), left), until_stop=False)
+        unfinished = list(self._active.values())
+        self._active.clear()
         for running in unfinished:
-            running.cancel_event.set()
-        for running in unfinished:
-            log.warning("job %s did not finish in time; releasing it", running.job_id)
-            if not self._release(running.job):
+            running.cancel()
+            if self._force:  # asked for: an expected ending
+                log.info("job %s released: the worker was told to stop now", running.job_id)
+            else:
+                log.warning("job %s did not finish in time; releasing it", running.job_id)
+        await self._http.call(self._give_up, [running.job for running in unfinished], streak)
+
+    def _give_up(self, jobs: list[dict[str, Any]], streak: FailureStreak) -> None:
+        """In the request thread: release the unfinished jobs, report the last outcomes."""
+        for job in jobs:
+            if not self._release(job):
                 break
         if not self.outbox.flush(FLUSH_TIMEOUT, streak):
             log.error(

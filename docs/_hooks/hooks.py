@@ -6,8 +6,8 @@ Generated pages are added in memory (nothing is written under ``docs/``):
   real app serves (``create_app`` on a throw-away SQLite file, ``GET /openapi.json``);
 - ``reference/configuration.md`` and ``reference/cli.md``: the argparse parsers of
   ``taskframe-server``, ``taskframe-worker`` and ``taskframe``;
-- ``reference/errors.md``: the error body and statuses (and the error-code enum once
-  ``taskframe.core.errors`` has one).
+- ``reference/errors.md``: the error body, its codes (``taskframe.core.errors.ErrorCode``,
+  with the client's class for each) and the HTTP statuses.
 
 Placeholders in hand-written pages, ``<!-- generated: NAME -->``, are replaced by
 ``lifecycle-diagram`` / ``lifecycle-table`` (from ``core/model.py``'s ``next_status``),

@@ -348,12 +348,15 @@ def errors_page() -> str:
         "Every error has the same JSON body, the [`Error`](http-api.md#error) schema:\n\n",
         _schema_table(doc["components"]["schemas"]["Error"]),
     ]
-    codes = _error_code_enum()
-    if codes:
-        out.append("## Codes\n\n| code | meaning |\n|---|---|\n")
-        for name, meaning in codes:
-            out.append(f"| `{name}` | {cell(meaning)} |\n")
-        out.append("\n")
+    out.append(
+        "## Codes\n\nThe body's `code` says what went wrong, for programs (the title and "
+        "description are for people). The Python client raises one exception class per "
+        "code, a subclass of its status's class (`except Conflict` still catches "
+        "`StaleLease`).\n\n| code | status | meaning | Python client raises |\n|---|---|---|---|\n"
+    )
+    for code, status, meaning, raised in _error_codes():
+        out.append(f"| `{code}` | {status} | {cell(meaning)} | `{raised}` |\n")
+    out.append("\n")
     out.append("## HTTP statuses\n\n| status | meaning | endpoints |\n|---|---|---|\n")
     used: dict[str, list[str]] = {}
     for path, operations in doc["paths"].items():
@@ -372,16 +375,12 @@ def errors_page() -> str:
     return "".join(out)
 
 
-def _error_code_enum() -> list[tuple[str, str]]:
-    """The machine-readable error codes, once ``taskframe.core.errors`` has an enum of them."""
-    from enum import Enum
+def _error_codes() -> list[tuple[str, int, str, str]]:
+    """(code, HTTP status, meaning, the client's exception class) of every error code."""
+    from taskframe.client.errors import BY_CODE
+    from taskframe.core.errors import ErrorCode
 
-    from taskframe.core import errors
-
-    for value in vars(errors).values():
-        if isinstance(value, type) and issubclass(value, Enum) and value is not Enum:
-            return [(str(member.value), member.__doc__ or "") for member in value]
-    return []
+    return [(code.value, code.status, code.meaning, BY_CODE[code].__name__) for code in ErrorCode]
 
 
 # -- the job lifecycle ---------------------------------------------------------------------

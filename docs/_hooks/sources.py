@@ -96,31 +96,13 @@ def openapi_document() -> dict[str, Any]:
 
 def route_roles() -> dict[tuple[str, str], list[str]]:
     """(path as in the OpenAPI document, METHOD) -> the roles that may call it."""
-    from taskframe.server.app import ROUTE_ROLES
+    from taskframe.server.routes import ROUTES
 
-    roles = {}
-    for (template, method), allowed in ROUTE_ROLES.items():
-        # Falcon's converters ("{job_id:int(min=1, ...)}") are not part of the path.
-        path = _strip_converters(template)
-        roles[(path, method)] = sorted(allowed)
-    return roles
-
-
-def _strip_converters(template: str) -> str:
-    out, depth, skipping = [], 0, False
-    for char in template:
-        if char == "{":
-            depth += 1
-            skipping = False
-        elif char == "}":
-            depth -= 1
-            skipping = False
-        elif char == ":" and depth == 1:
-            skipping = True
-            continue
-        if not skipping:
-            out.append(char)
-    return "".join(out)
+    return {
+        (route.path, method): sorted(operation.roles)
+        for route in ROUTES
+        for method, operation in route.methods.items()
+    }
 
 
 def metric_families() -> list[dict[str, Any]]:

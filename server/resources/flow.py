@@ -5,6 +5,7 @@ from __future__ import annotations
 import falcon
 
 from taskframe.core import schemas
+from taskframe.core.errors import ErrorCode
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError, validation_error
 from taskframe.server.flow import LIMIT_KINDS, Flow
@@ -72,13 +73,23 @@ class LimitItem:
     def on_delete(self, req: falcon.Request, resp: falcon.Response, kind: str, name: str) -> None:
         kind, name = _limit_key(kind, name)
         if not self.flow.delete_limit(kind, name):
-            raise APIError(falcon.HTTP_404, "Not found", f"no limit on {kind} {name!r}")
+            raise APIError(
+                falcon.HTTP_404,
+                "Not found",
+                f"no limit on {kind} {name!r}",
+                code=ErrorCode.NOT_FOUND,
+            )
         resp.status = falcon.HTTP_204
 
 
 def _limit_key(kind: str, name: str) -> tuple[str, str]:
     if kind not in LIMIT_KINDS:
-        raise APIError(falcon.HTTP_404, "Not found", f"limits are per type or queue, not {kind!r}")
+        raise APIError(
+            falcon.HTTP_404,
+            "Not found",
+            f"limits are per type or queue, not {kind!r}",
+            code=ErrorCode.NOT_FOUND,
+        )
     if kind == "queue":
         _queue_name(name)
     elif not 1 <= len(name) <= 200 or "\x00" in name:

@@ -10,6 +10,7 @@ import falcon
 from marshmallow import ValidationError
 
 from taskframe.core import cron, schemas
+from taskframe.core.errors import ErrorCode
 from taskframe.core.executor import Executor
 from taskframe.server.config import ServerConfig
 from taskframe.server.errors import APIError, validation_error
@@ -28,7 +29,7 @@ NOT_IN_SCHEDULES = ("delay", "run_at", "idempotency_key", "depends_on")
 
 
 def _not_found(exc: ScheduleNotFound) -> APIError:
-    return APIError(falcon.HTTP_404, "Not found", str(exc))
+    return APIError(falcon.HTTP_404, "Not found", str(exc), code=ErrorCode.NOT_FOUND)
 
 
 class ScheduleCollection:

@@ -9,6 +9,7 @@ from typing import Any
 import falcon
 
 from taskframe.core import quick_load, schemas
+from taskframe.core.errors import ErrorCode
 from taskframe.core.model import Reported
 from taskframe.server.attempts import Attempts
 from taskframe.server.auth import require_worker_id
@@ -228,7 +229,12 @@ class JobHeartbeat(WorkerResource):
         progress = {lease: request["progress"]} if request.get("progress") else None
         [(_, held, cancel)] = self.attempts.heartbeat(request["worker_id"], [lease], progress)
         if not held:
-            raise APIError(falcon.HTTP_409, "Conflict", "stale lease: the attempt moved on")
+            raise APIError(
+                falcon.HTTP_409,
+                "Conflict",
+                "stale lease: the attempt moved on",
+                code=ErrorCode.STALE_LEASE,
+            )
         resp.media = {
             "job_id": job_id,
             "cancel_requested": cancel,
@@ -246,9 +252,9 @@ class JobComplete(WorkerResource):
         require_worker_id(req, request["worker_id"])
         [outcome] = self.attempts.complete([_completion(request, job_id, request["worker_id"])])
         if outcome.result is CompletionResult.UNKNOWN_JOB:
-            raise APIError(falcon.HTTP_404, "Not found", outcome.error)
+            raise APIError(falcon.HTTP_404, "Not found", outcome.error, code=ErrorCode.NOT_FOUND)
         if outcome.result is CompletionResult.STALE_LEASE:
-            raise APIError(falcon.HTTP_409, "Conflict", outcome.error)
+            raise APIError(falcon.HTTP_409, "Conflict", outcome.error, code=ErrorCode.STALE_LEASE)
         assert outcome.job is not None  # a recorded completion carries its job
         resp.media = job_answer(outcome.job)
 

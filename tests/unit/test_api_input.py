@@ -13,7 +13,7 @@ import time
 import pytest
 from falcon import testing
 
-from taskframe.core import json_rules, schemas
+from taskframe.core import schemas, strict_json
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
@@ -248,12 +248,12 @@ ENDPOINTS = [
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
-@pytest.mark.parametrize("depth", [100_000, json_rules.MAX_DEPTH + 1])
+@pytest.mark.parametrize("depth", [100_000, strict_json.MAX_DEPTH + 1])
 def test_nesting_past_the_limit_is_400_not_500(client, path, depth):
     """Bug: 100,000 nested arrays raised RecursionError, which read_json let through (500)."""
     body = "[" * depth + "]" * depth
     error = assert_error(post_raw(client, path, body), 400)
-    assert str(json_rules.MAX_DEPTH) in error["description"], error
+    assert str(strict_json.MAX_DEPTH) in error["description"], error
 
 
 def test_nesting_up_to_the_limit_is_accepted(client):
@@ -261,7 +261,7 @@ def test_nesting_up_to_the_limit_is_accepted(client):
         value = "[" * levels + "]" * levels  # the payload's "json" field adds two levels
         return '{"type": "http", "payload": {"url": "http://127.0.0.1/", "json": ' + value + "}}"
 
-    limit = json_rules.MAX_DEPTH - 2
+    limit = strict_json.MAX_DEPTH - 2
     assert post_raw(client, "/jobs", job(limit)).status_code == 201
     assert post_raw(client, "/jobs", job(limit + 1)).status_code == 400
     assert count_jobs(client) == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from falcon import testing
 
+from taskframe.server.access import AccessConfig
 from taskframe.server.app import create_app
 from taskframe.server.auth import load_tokens
 from taskframe.server.config import ServerConfig
@@ -22,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIENT_TOKEN = "explorer-client-0123456789abcdef"
 
 
-def make_client(sqlite_url: str, **config) -> testing.TestClient:
+def make_client(sqlite_url: str, **access) -> testing.TestClient:
     store = open_store(sqlite_url)
     store.migrate()
-    scheduler = Scheduler(store, ServerConfig(**config))
-    return testing.TestClient(create_app(scheduler.config, scheduler, default_plugins()))
+    scheduler = Scheduler(store, ServerConfig())
+    app = create_app(scheduler.config, scheduler, default_plugins(), AccessConfig(**access))
+    return testing.TestClient(app)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from falcon import inspect, testing
 
+from taskframe.server.access import AccessConfig
 from taskframe.server.app import ROUTE_ROLES, create_app
 from taskframe.server.auth import (
     ADMIN,
@@ -157,8 +158,8 @@ def make_client(
 ) -> testing.TestClient:
     tokens = TokenSet()
     tokens.add_lines(token_text.splitlines(), "tokens")
-    config = ServerConfig(tokens=tokens, **settings)
-    return testing.TestClient(create_app(config, scheduler, default_plugins()))
+    access = AccessConfig(tokens=tokens, **settings)
+    return testing.TestClient(create_app(scheduler.config, scheduler, default_plugins(), access))
 
 
 @pytest.fixture
@@ -227,7 +228,8 @@ def test_no_token_is_401_with_a_bearer_challenge(refusing_client, route, roles):
     answer = call(refusing_client, method, path, None)
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"].startswith("Bearer")
-    assert set(answer.json) == {"title", "description"}
+    assert answer.json.keys() == {"code", "title", "description"}
+    assert answer.json["code"] == "unauthorized"
     assert "Authorization: Bearer" in answer.json["description"]
 
 
@@ -265,7 +267,8 @@ def test_the_wrong_role_is_403(refusing_client, route, role):
     path, method = route
     answer = call(refusing_client, method, path, BY_ROLE[role])
     assert answer.status_code == 403, answer.text
-    assert set(answer.json) == {"title", "description"}
+    assert answer.json.keys() == {"code", "title", "description"}
+    assert answer.json["code"] == "forbidden"
     assert "needs the role" in answer.json["description"]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from taskframe.core.errors import JobConflict
+from taskframe.core.errors import ErrorCode, JobConflict
 from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler
@@ -165,8 +165,9 @@ def test_retry_and_prune_wait_for_a_cascade(store):
     [(root, _)] = scheduler.submit([job(type="root")])
     fan_out(scheduler, root["id"], CHUNK * 3)
     scheduler.cancel(root["id"])
-    with pytest.raises(JobConflict, match="still being cancelled"):
+    with pytest.raises(JobConflict, match="still being cancelled") as refused:
         scheduler.retry(root["id"])
+    assert refused.value.code is ErrorCode.TRY_AGAIN  # answered 409 with code try_again
     clock.advance(61)
     assert scheduler.prune() == CHUNK  # the cancelled dependants, not the root
     scheduler.cascade()

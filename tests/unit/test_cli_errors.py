@@ -13,8 +13,8 @@ import pytest
 from taskframe.client import cli
 from taskframe.client.cli import Progress, main
 from taskframe.client.models import Job
+from taskframe.server.access import AccessConfig
 from taskframe.server.auth import TokenSet
-from taskframe.server.config import ServerConfig
 from tests.api_server import ApiServer, Mounted, migrated_copy
 from tests.fake_api import dead_url
 
@@ -186,7 +186,7 @@ def secured(api_server: ApiServer, sqlite_template: Path, tmp_path: Path) -> Ite
     tokens = TokenSet()
     tokens.add_lines([f"client:{CLIENT_TOKEN}"], "tokens")
     db = migrated_copy(sqlite_template, tmp_path / "secured.db")
-    yield api_server.mount(db, ServerConfig(tokens=tokens))
+    yield api_server.mount(db, access=AccessConfig(tokens=tokens))
     api_server.unmount()
 
 

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taskframe.server import counts
+from taskframe.server.access import AccessConfig
 from taskframe.server.app import create_app
 from taskframe.server.auth import TokenSet
 from taskframe.server.completions import Completion
@@ -257,9 +258,10 @@ def test_anonymous_health_reads_nothing_from_the_database(store):
     counting = CountingStore(store)
     tokens = TokenSet()
     tokens.add_lines([f"client:{CLIENT_TOKEN}"], "tokens")
-    config = ServerConfig(tokens=tokens)
+    config = ServerConfig()
     scheduler = Scheduler(counting, config)  # type: ignore[arg-type]
-    client = testing.TestClient(create_app(config, scheduler, default_plugins()))
+    app = create_app(config, scheduler, default_plugins(), AccessConfig(tokens=tokens))
+    client = testing.TestClient(app)
     scheduler.submit([job(random.Random(1))] * 3)
     scheduler.database.record()  # what the housekeeper does after each reap
     counting.calls.clear()

@@ -12,6 +12,7 @@ import dataclasses
 
 from taskframe.client.models import Job
 from taskframe.core import schemas
+from taskframe.server import answer_schemas as answers
 from taskframe.server.config import ServerConfig
 from taskframe.server.representation import job_json
 from taskframe.server.scheduler import Scheduler
@@ -22,7 +23,7 @@ INPUT_ONLY = {"delay"}
 #: documented schema says so in their descriptions.
 LEASE_ONLY = {
     name
-    for name, field in schemas.JobSchema._declared_fields.items()
+    for name, field in answers.JobSchema._declared_fields.items()
     if field.metadata.get("description", "").startswith("only in lease answers")
 }
 
@@ -40,7 +41,7 @@ def test_the_answer_shows_every_field_a_submission_keeps(store):
 
 def test_the_documented_answer_schema_lists_the_answer(store):
     assert {"lease_id", "dependencies"} <= LEASE_ONLY
-    documented = set(schemas.JobSchema._declared_fields) - LEASE_ONLY
+    documented = set(answers.JobSchema._declared_fields) - LEASE_ONLY
     assert documented == answer_fields(store)
 
 

@@ -1,4 +1,4 @@
-"""orjson on the hot path (core/json_codec.py, core/json_rules.py, server answers): the
+"""orjson on the hot path (core/json_codec.py, core/strict_json.py, server answers): the
 standard library's answers, exactly, and stored JSON spliced into answers as it is."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from falcon import testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskframe.core import json_codec, json_rules
+from taskframe.core import json_codec, strict_json
 from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
 from taskframe.server.http_io import dump_answer
@@ -53,17 +53,17 @@ def typed(value):
 @given(json_values, st.booleans())
 def test_the_fast_parse_reads_exactly_what_the_standard_library_reads(value, ascii_only):
     raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
-    parsed, clean = json_rules.parse_checked(raw)
+    parsed, clean = strict_json.parse_checked(raw)
     assert typed(parsed) == typed(json.loads(raw))
     if clean:  # said free of lone surrogates: it must be
-        assert json_rules.surrogate_path(parsed) is None
+        assert strict_json.surrogate_path(parsed) is None
     assert typed(json_codec.loads(raw)) == typed(json.loads(raw))
 
 
 def test_integers_past_64_bits_are_read_exactly_not_as_floats():
     raw = b'{"id": 123456789012345678901234567890, "small": -9223372036854775809}'
     assert orjson.loads(raw)["id"] != 123456789012345678901234567890  # why the guard exists
-    for read in (json_rules.parse, json_codec.loads):
+    for read in (strict_json.parse, json_codec.loads):
         document = read(raw)
         assert document == {"id": 123456789012345678901234567890, "small": -(2**63) - 1}
         assert type(document["id"]) is int
@@ -73,10 +73,10 @@ def test_integers_past_64_bits_are_read_exactly_not_as_floats():
     "body", [b"NaN", b'{"a": Infinity}', b"[1e400]", b"[1,]", b"", b'{"a": 1} x']
 )
 def test_what_orjson_refuses_is_refused_with_the_standard_library_s_words(body):
-    with pytest.raises(json_rules.JSONRefused) as refused:
-        json_rules.parse(body)
-    with pytest.raises(json_rules.JSONRefused) as slowly:
-        json_rules._parse_slowly(body)
+    with pytest.raises(strict_json.JSONRefused) as refused:
+        strict_json.parse(body)
+    with pytest.raises(strict_json.JSONRefused) as slowly:
+        strict_json._parse_slowly(body)
     assert (refused.value.title, refused.value.description) == (
         slowly.value.title,
         slowly.value.description,
@@ -84,8 +84,8 @@ def test_what_orjson_refuses_is_refused_with_the_standard_library_s_words(body):
 
 
 def test_lone_surrogates_and_a_bom_still_parse_as_json_reads_them():
-    assert json_rules.parse_checked(b'{"a": "\\ud800"}') == ({"a": "\ud800"}, False)
-    assert json_rules.parse_checked(b"\xef\xbb\xbf{}") == ({}, False)
+    assert strict_json.parse_checked(b'{"a": "\\ud800"}') == ({"a": "\ud800"}, False)
+    assert strict_json.parse_checked(b"\xef\xbb\xbf{}") == ({}, False)
 
 
 @given(json_values)

@@ -115,3 +115,35 @@ def test_one_lease_request_carries_attempt_logs_up_to_its_budget():
     outbox._remove(first)
     assert [i["job_id"] for i in outbox._next_batch()] == [4, 9, 10]
     assert [i["job_id"] for i in Outbox(None, "w", [])._next_batch()] == []  # type: ignore[arg-type]
+
+
+def test_the_live_log_goes_until_acknowledged_and_stays_within_the_cap():
+    running = _running(3)
+    running.live_log = True
+    logger = running.attempt_logger = AttemptLogger(running, limit=100)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    assert running.heartbeat_item() == {"job_id": 3, "lease_id": "l-3"} and not running.has_news()
+    logger.info("one")
+    assert running.has_news()
+    first = running.heartbeat_item()
+    assert first["log"].endswith("INFO one\n")
+    logger.info("two")
+    again = running.heartbeat_item()  # the first was not acknowledged: it goes again
+    assert again["log"].startswith(first["log"]) and again["log"].endswith("INFO two\n")
+    running.acked(again)
+    assert "log" not in running.heartbeat_item()
+    for n in range(20):
+        logger.info("line %d", n)
+    rest = running.heartbeat_item()["log"]
+    assert len(first["log"]) + len(again["log"]) - len(first["log"]) + len(rest) == 100
+
+
+def test_no_live_log_unless_the_server_takes_it():
+    running = _running(4)  # live_log False: the server would refuse the field
+    logger = running.attempt_logger = AttemptLogger(running)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.info("kept for the outcome only")
+    assert "log" not in running.heartbeat_item() and not running.has_news()
+    assert "kept for the outcome only" in (logger.text() or "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from falcon import testing
 
+from taskframe.server.access import AccessConfig
 from taskframe.server.app import ROUTE_ROLES, create_app
 from taskframe.server.auth import TokenSet
 from taskframe.server.config import ServerConfig
@@ -30,11 +31,12 @@ def make_client(scheduler: Scheduler, tokens: str = "", allowed: str = "") -> te
     token_set = TokenSet()
     if tokens:
         token_set.add_env(tokens)
-    config = ServerConfig(
+    access = AccessConfig(
         tokens=token_set,
         allowed_hosts=AllowedHosts.build("127.0.0.1", parse_allowed_hosts(allowed)),
     )
-    return testing.TestClient(create_app(config, scheduler, default_plugins()), headers=HOST)
+    app = create_app(ServerConfig(), scheduler, default_plugins(), access)
+    return testing.TestClient(app, headers=HOST)
 
 
 @pytest.fixture

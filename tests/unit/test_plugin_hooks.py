@@ -229,10 +229,10 @@ def test_get_plugins_and_health_report_failures(store) -> None:
     client = _api(store, Typo(), _webhook_options("s3cret"))
     described = client.simulate_get("/plugins").json
     names = {plugin["name"]: plugin for plugin in described["plugins"]}
-    assert names["webhook.notifier"]["hooks"] == [
-        "taskframe_validate_job",
-        "taskframe_webhook_sender",
-    ]
+    # What the webhook plugin registers itself is listed as part of it (issue 23).
+    assert not [name for name in names if name.startswith("webhook.")]
+    [webhook] = [p for p in names.values() if "taskframe_webhook_sender" in p["hooks"]]
+    assert {"taskframe_configure", "taskframe_validate_job"} <= set(webhook["hooks"])
     assert names["taskframe.plugins.sleep"]["job_types"] == ["sleep"]
     assert described["failures"] == [
         {

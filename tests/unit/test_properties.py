@@ -31,9 +31,9 @@ from hypothesis.stateful import (
 
 from taskframe.core import model, schemas
 from taskframe.core.errors import JobConflict
+from taskframe.core.options import duration
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server import counts
-from taskframe.server.cli import duration
 from taskframe.server.completions import Completion, CompletionResult
 from taskframe.server.config import ServerConfig
 from taskframe.server.scheduler import Scheduler

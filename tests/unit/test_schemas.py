@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError, fields, validate
 
-from taskframe.core import json_rules, quick_load, schemas
+from taskframe.core import quick_load, schemas, strict_json
 
 LEASE_SCHEMA = schemas.LeaseRequestSchema()
 SUBMIT_SCHEMA = schemas.SubmitJobSchema()
@@ -314,7 +314,7 @@ def test_quick_load_and_schema_agree_on_lease_requests_with_any_text(request):
     if quick is not None:
         assert quick == loaded
     if loaded is not None:
-        assert json_rules.surrogate_path(loaded) is None, loaded
+        assert strict_json.surrogate_path(loaded) is None, loaded
 
 
 @settings(max_examples=300)
@@ -325,7 +325,7 @@ def test_quick_load_and_schema_agree_on_submissions_with_any_text(job):
     if quick is not None:
         assert quick == loaded
     if loaded is not None:
-        assert json_rules.surrogate_path(loaded) is None, loaded
+        assert strict_json.surrogate_path(loaded) is None, loaded
 
 
 @pytest.mark.parametrize(

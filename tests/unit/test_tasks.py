@@ -4,6 +4,7 @@ tasks modules and entry points."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import enum
@@ -15,17 +16,18 @@ import types
 from typing import Any
 
 import pytest
+from marshmallow import Schema
 
 from taskframe.client import JobFailed, ValidationError
 from taskframe.client.typed import task_payload
-from taskframe.core import ExecutorContext, PermanentError, Retry, current_job, task
+from taskframe.core import Executor, ExecutorContext, PermanentError, Retry, current_job, task
 from taskframe.core.plugins import TasksModuleError, load_plugins
 from taskframe.core.schemas import MAX_TRACEBACK
 from taskframe.core.task_modules import entry_point_plugins
 from taskframe.testing import run_job, run_task
 from taskframe.worker.aio import Interrupted, run_awaitable
-from taskframe.worker.jobs import RunningJob, traceback_text
-from taskframe.worker.progress import ProgressSender
+from taskframe.worker.heartbeat import HeartbeatPlan, apply_answers
+from taskframe.worker.jobs import RunningJob, execute_on_loop, traceback_text
 
 
 class Color(enum.Enum):
@@ -218,27 +220,44 @@ def test_only_failures_carry_a_traceback_and_a_retry_delay():
 
 
 def test_progress_goes_out_once_acknowledged_and_again_if_not():
-    class FakeClient:
-        def __init__(self, ok: bool) -> None:
-            self.ok, self.sent = ok, []
-
-        def heartbeats(self, worker_id: str, leases: list[dict]) -> dict:
-            self.sent.append(leases)
-            return {"leases": [{"job_id": i["job_id"], "ok": self.ok} for i in leases]}
-
     running = RunningJob({"id": 7, "lease_id": "L"}, add, None)
     other = RunningJob({"id": 8, "lease_id": "M"}, add, None)  # reports nothing
-    refused = FakeClient(ok=False)
-    sender = ProgressSender(refused, "w", lambda: [running, other])
-    assert sender.send_news() == 0
+    active = {"L": running, "M": other}
+    plan = HeartbeatPlan(interval=3600.0)
+    now = time.monotonic()
+    assert len(plan.items([running, other], [], now)) == 2  # the first: every lease
+    assert plan.items([running, other], [], now) == []  # then only news
     running.set_progress(0.5, "half")
-    assert sender.send_news() == 1 and sender.send_news() == 1  # not acknowledged: again
-    assert refused.sent[0] == [
+    sent = plan.items([running, other], [], now)
+    assert sent == [
         {"job_id": 7, "lease_id": "L", "progress": {"fraction": 0.5, "message": "half"}}
     ]
-    accepted = FakeClient(ok=True)
-    sender.client = accepted
-    assert sender.send_news() == 1 and sender.send_news() == 0
+    apply_answers(active, sent, [])  # the request failed: no answer
+    assert plan.items([running, other], [], now) == sent  # not acknowledged: again
+    apply_answers(active, sent, [{"job_id": 7, "ok": True}])
+    assert plan.items([running, other], [], now) == []
+    assert active == {"L": running, "M": other}
+
+
+def test_an_async_job_on_the_loop_ends_by_its_cancel_or_its_timeout():
+    async def forever(payload: dict, context: ExecutorContext) -> None:
+        await asyncio.sleep(3600)
+
+    forever_type = Executor("forever", Schema(), forever)
+
+    async def scenario() -> list[tuple]:
+        outcomes = []
+        for deadline in (None, time.monotonic() + 0.05):
+            running = RunningJob({"id": 1, "lease_id": "L"}, forever_type, deadline)
+            task = asyncio.create_task(execute_on_loop(running, argparse.Namespace(), None))
+            running.on_cancel = task.cancel
+            asyncio.get_running_loop().call_later(0.1, running.cancel)
+            outcomes.append(await task)
+        return outcomes
+
+    cancelled, timed_out = asyncio.run(scenario())
+    assert cancelled[0] == "failed" and cancelled[2].startswith("Interrupted")
+    assert timed_out[0] == "failed" and timed_out[2].startswith("TimeoutError")
 
 
 def test_progress_is_clamped_and_checked():

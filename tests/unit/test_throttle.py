@@ -8,6 +8,7 @@ import falcon
 import pytest
 from falcon import testing
 
+from taskframe.server.access import AccessConfig
 from taskframe.server.app import create_app
 from taskframe.server.auth import CLIENT, Authenticator, TokenSet
 from taskframe.server.config import ServerConfig
@@ -128,8 +129,8 @@ def scheduler(migrated_sqlite_url: str):
 def test_the_app_throttles_after_max_auth_failures(scheduler):
     tokens = TokenSet()
     tokens.add_env(f"client:{GOOD}")
-    config = ServerConfig(tokens=tokens, max_auth_failures=5)
-    client = testing.TestClient(create_app(config, scheduler, default_plugins()))
+    access = AccessConfig(tokens=tokens, max_auth_failures=5)
+    client = testing.TestClient(create_app(ServerConfig(), scheduler, default_plugins(), access))
     statuses = [client.simulate_get("/jobs", headers=BAD).status_code for _ in range(7)]
     assert statuses == [401] * 5 + [429] * 2
     # A bad token on an open route counts too (/health tells a valid token more).
@@ -140,6 +141,6 @@ def test_the_app_throttles_after_max_auth_failures(scheduler):
 def test_max_auth_failures_0_turns_the_throttle_off(scheduler):
     tokens = TokenSet()
     tokens.add_env(f"client:{GOOD}")
-    config = ServerConfig(tokens=tokens, max_auth_failures=0)
-    client = testing.TestClient(create_app(config, scheduler, default_plugins()))
+    access = AccessConfig(tokens=tokens, max_auth_failures=0)
+    client = testing.TestClient(create_app(ServerConfig(), scheduler, default_plugins(), access))
     assert {client.simulate_get("/jobs", headers=BAD).status_code for _ in range(50)} == {401}

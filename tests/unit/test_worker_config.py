@@ -60,3 +60,12 @@ def test_a_bad_pool_on_the_command_line_is_a_usage_error(monkeypatch, capsys) ->
         main(["--api-url", "http://127.0.0.1:9", "--pool", "fibers"])
     assert exit_.value.code == 2
     assert "--pool: invalid choice: 'fibers'" in capsys.readouterr().err
+
+
+def test_the_default_slots_are_32_threads_or_a_process_per_core(monkeypatch) -> None:
+    for name in ("TASKFRAME_POOL", "TASKFRAME_CONCURRENCY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    assert parse([]).concurrency == 32
+    assert parse(["--pool", "process"]).concurrency == 3
+    assert parse(["--pool", "process", "--concurrency", "5"]).concurrency == 5

@@ -47,6 +47,8 @@ class FakeClient:
         self.released: list[int] = []
         self.lose = 0  # lease calls carrying outcomes that fail with a connection error
         self.concurrency = 0
+        self.live_log = False  # whether it announces that it takes live log lines
+        self.beats: list[dict[str, Any]] = []  # every heartbeat entry sent
         self._next_id = 1
 
     def add(self, job_type: str, payload: dict[str, Any], **fields: Any) -> int:
@@ -83,15 +85,19 @@ class FakeClient:
         if not jobs and wait:
             time.sleep(min(wait, 0.02))  # a (short) long poll
         answers = [{"job_id": c["job_id"], "ok": True} for c in completions]
-        return {"jobs": jobs, "lease_ttl": 30, "completions": answers}
+        return {"jobs": jobs, "lease_ttl": 30, "completions": answers, **self.announced()}
+
+    def announced(self) -> dict[str, Any]:
+        return {"live_log": True} if self.live_log else {}
 
     def heartbeats(self, worker_id, leases) -> dict[str, Any]:
         with self.lock:
+            self.beats += leases
             answers = [
                 {"job_id": x["job_id"], "ok": True, "cancel_requested": x["job_id"] in self.cancel}
                 for x in leases
             ]
-        return {"leases": answers, "lease_ttl": 30}
+        return {"leases": answers, "lease_ttl": 30, **self.announced()}
 
     def release(self, job_id, worker_id, lease_id) -> None:
         with self.lock:
@@ -277,3 +283,21 @@ def test_jobs_are_logged_at_debug_and_summed_up_at_info(fake, gates, start, capl
     messages = [r.getMessage() for r in caplog.records if r.name == "taskframe.worker"]
     assert not [m for m in messages if "succeeded in" in m or "started (" in m]
     assert any(m.startswith("in the last ") and m.endswith(": 3 jobs succeeded") for m in messages)
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_running_jobs_log_rides_on_its_heartbeats_when_the_server_takes_it(
+    fake, start, caplog, announced: bool
+) -> None:
+    caplog.set_level(logging.INFO)  # job logs keep what is logged at the worker's level
+    fake.live_log = announced
+    start(concurrency=1)
+    first = fake.add("sleep", {"duration": 0.01})  # the lease answers announce it
+    fake.outcome(first)
+    job_id = fake.add("sleep", {"duration": 1})
+    assert fake.outcome(job_id)["status"] == "succeeded"
+    logs = [beat["log"] for beat in fake.beats if beat["job_id"] == job_id and "log" in beat]
+    if announced:
+        assert logs and "sleeping 1 s" in logs[0]
+    else:  # a server that does not take the field would refuse the whole request
+        assert logs == []

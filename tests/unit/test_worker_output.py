@@ -8,7 +8,7 @@ import json
 import marshmallow
 import pytest
 
-from taskframe.core import json_rules, schemas
+from taskframe.core import schemas, strict_json
 from taskframe.core.executor import Executor
 from taskframe.core.plugins import load_plugins
 from taskframe.worker.config import WorkerConfig
@@ -37,20 +37,20 @@ def run(result_or_error) -> tuple:
     return running.completion(status, result, error, retryable)
 
 
-def strict_json(completion: dict) -> dict:
+def as_received(completion: dict) -> dict:
     """The completion as the server receives it: must encode as UTF-8 strict JSON."""
     return json.loads(json.dumps(completion, ensure_ascii=False, allow_nan=False).encode())
 
 
 def test_a_result_with_lone_surrogates_is_repaired_before_it_is_sent():
-    completion = strict_json(run({f"name{S}": [f"b{S}d", 1, None]}))
+    completion = as_received(run({f"name{S}": [f"b{S}d", 1, None]}))
     assert completion["status"] == "succeeded"
     assert completion["result"] == {"name\ufffd": ["b\ufffdd", 1, None]}
 
 
 def test_error_text_with_lone_surrogates_is_repaired_before_it_is_sent():
     # os.fsdecode of a non-UTF-8 file name gives such text ("surrogateescape").
-    completion = strict_json(run(FileNotFoundError(f"no such file: b{S}d")))
+    completion = as_received(run(FileNotFoundError(f"no such file: b{S}d")))
     assert completion["status"] == "failed" and completion["retryable"] is True
     assert completion["error"] == "FileNotFoundError: no such file: b\ufffdd"
 
@@ -63,22 +63,22 @@ def test_an_attempt_log_with_lone_surrogates_is_repaired_before_it_is_sent():
 
     executor = Executor("probe", AnyPayload(), body)
     running = RunningJob({"id": 8, "lease_id": "l8", "attempts": 1, "payload": {}}, executor, None)
-    completion = strict_json(running.completion(*execute(running, argparse.Namespace())))
+    completion = as_received(running.completion(*execute(running, argparse.Namespace())))
     assert "skipped b\ufffdd" in completion["log"]
 
 
 def test_a_result_nested_past_the_servers_limit_fails_the_job_without_retry():
     deep: list = []
-    for _ in range(json_rules.MAX_RESULT_DEPTH - 1):
+    for _ in range(strict_json.MAX_RESULT_DEPTH - 1):
         deep = [deep]
     completion = run(deep)
     assert completion["status"] == "succeeded"
     # ... and the server takes it, inside a POST /lease body.
-    json_rules.parse(json.dumps({"worker_id": "w1", "completions": [completion]}))
+    strict_json.parse(json.dumps({"worker_id": "w1", "completions": [completion]}))
     for too_deep in ([deep], ((deep,),)):
         completion = run(too_deep)
         assert completion["status"] == "failed" and completion["retryable"] is False
-        assert str(json_rules.MAX_RESULT_DEPTH) in completion["error"]
+        assert str(strict_json.MAX_RESULT_DEPTH) in completion["error"]
 
 
 def test_a_result_json_cannot_write_fails_the_job_without_retry():
