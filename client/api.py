@@ -43,6 +43,9 @@ MAX_PAGE = 1000
 #: Extra read time granted beyond a long poll's ``wait``.
 LONG_POLL_MARGIN = 10.0
 RETRY_BACKOFF = BackoffPolicy(base=0.25, cap=4.0)
+#: Seconds a bulk retry or cancel may take to answer (a million jobs: about a minute
+#: and a half on SQLite, see bench/bulk.py).
+BULK_READ_TIMEOUT = 3600.0
 
 
 class Client:
@@ -283,15 +286,21 @@ class Client:
         *,
         limit: int | None = None,
         page_size: int = 100,
+        queue: str | None = None,
+        key: str | None = None,
+        sort: str | None = None,
+        order: str | None = None,
     ) -> Iterator[Job]:
         """``GET /jobs``: jobs newest first, fetched page by page as they are consumed.
 
         They are summaries, without ``payload`` and ``result`` (use :meth:`get`).
 
         ``limit`` stops after that many jobs; ``page_size`` (1–1000) is the
-        number fetched per request.
+        number fetched per request. ``queue`` and ``key`` (an idempotency key)
+        filter too; ``sort`` (id, created, priority, finished) and ``order``
+        (desc, asc) are applied by the server, across pages.
         """
-        cursor: int | None = None
+        cursor: int | str | None = None
         seen = 0
         page_size = min(max(1, page_size), MAX_PAGE)
         while True:
@@ -303,6 +312,9 @@ class Client:
                 params["status"] = status
             if type:
                 params["type"] = type
+            for name, value in (("queue", queue), ("key", key), ("sort", sort), ("order", order)):
+                if value:
+                    params[name] = value
             if cursor is not None:
                 params["cursor"] = cursor
             page = self._get("/jobs", params=params)
@@ -322,10 +334,43 @@ class Client:
         """``POST /jobs/{id}/retry``: a failed or cancelled job goes back to the queue."""
         return Job.from_json(self._call("POST", f"/jobs/{int(job_id)}/retry"))
 
+    def bulk(
+        self,
+        action: str,
+        *,
+        dry_run: bool = False,
+        limit: int | None = None,
+        **filters: Any,
+    ) -> dict[str, Any]:
+        """``POST /jobs/retry`` or ``POST /jobs/cancel`` (``action``): every job that
+        matches ``filters`` (status, type, queue, created_after, created_before,
+        finished_after, finished_before; times as datetimes or ISO 8601 text).
+        ``dry_run`` only counts them. The answer counts the jobs matched and changed."""
+        if action not in ("retry", "cancel"):
+            raise ValueError(f"action must be retry or cancel, not {action!r}")
+        body: dict[str, Any] = {
+            name: _time_text(value) for name, value in filters.items() if value is not None
+        }
+        body["dry_run"] = dry_run
+        if limit is not None:
+            body["limit"] = limit
+        # The server works through a large match a chunk at a time: give it time.
+        answer: dict[str, Any] = self._call(
+            "POST", f"/jobs/{action}", body=body, read_timeout=BULK_READ_TIMEOUT
+        )
+        return answer
+
     def attempts(self, job_id: int) -> builtins.list[Attempt]:
         """``GET /jobs/{id}/attempts``: its finished attempts, oldest first."""
         answer = self._get(f"/jobs/{int(job_id)}/attempts")
         return [Attempt.from_json(item) for item in answer.get("attempts") or []]
+
+    def running_attempt(self, job_id: int) -> Attempt | None:
+        """The attempt running now with its log so far, as the worker's heartbeats
+        brought it (``running`` of ``GET /jobs/{id}/attempts``), or None."""
+        answer = self._get(f"/jobs/{int(job_id)}/attempts")
+        running = answer.get("running")
+        return Attempt.from_json(running) if running else None
 
     # -- the deployment --------------------------------------------------------
 

@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
 from taskframe.client import render
@@ -22,12 +23,17 @@ from taskframe.client.api import DEFAULT_URL, Client
 from taskframe.client.errors import TaskframeError, Unavailable, ValidationError, WaitTimeout
 from taskframe.client.models import Job
 from taskframe.client.transport import CertificateFileError, read_token_file
-from taskframe.core.options import add_option, add_version_option
+from taskframe.core.options import add_option, add_version_option, duration, env_name
 
 #: How often the progress line of ``--wait`` is refreshed on a terminal
 #: (workers send a job's progress every half second).
 TTY_REFRESH = 0.5
+#: How often ``log --follow`` asks for new lines (workers send them with each heartbeat).
+LOG_FOLLOW_EVERY = 1.0
+#: Characters of the printed log looked for when the server's log window moved on.
+LOG_OVERLAP = 200
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a process the pipe ended
 
 
 class UsageError(Exception):
@@ -61,10 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--payload", default="{}", help="the payload: JSON, or @FILE holding JSON (@- for stdin)"
     )
     submit.add_argument("--priority", type=int, help="1 (lowest) to 10 (highest), default 5")
-    submit.add_argument("--delay", type=float, help="seconds before the job may run")
+    submit.add_argument(
+        "--delay", type=duration, help="how long before the job may run: 90, 30s, 5m, 2h, 1d"
+    )
+    submit.add_argument(
+        "--timeout", type=duration, help="limit of one attempt: 90, 30s, 5m, 2h (0: none)"
+    )
     submit.add_argument("--max-attempts", type=int, help="attempts before it fails (default 3)")
     submit.add_argument("--key", help="idempotency key: the same key again returns the same job")
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+    submit.add_argument(
+        "--wait-timeout",
+        type=duration,
+        help="with --wait: give up after this long (exit 1): 30s, 5m, 2h",
+    )
     submit.add_argument("--queue", help="the queue it waits in (default: default)")
     submit.add_argument(
         "--depends-on", type=_ids, help="comma-separated ids of jobs that must succeed first"
@@ -78,17 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     command("get", "show a job").add_argument("id", type=int)
     wait = command("wait", "wait until a job finished; exit 1 if it failed or was cancelled")
     wait.add_argument("id", type=int)
-    wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
+    wait.add_argument("--timeout", type=duration, help="give up after this long (exit 1): 30s, 5m")
 
-    listing = command("list", "list jobs, newest first")
+    listing = command("list", "list jobs, newest first (or --sort, --asc)")
     listing.add_argument("--status", help="only jobs in this status")
     listing.add_argument("--type", help="only jobs of this type")
     listing.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    listing.add_argument("--queue", help="only jobs in this queue")
+    listing.add_argument("--key", help="the job with this idempotency key")
+    listing.add_argument(
+        "--sort", choices=("id", "created", "priority", "finished"), help="order (default id)"
+    )
+    listing.add_argument("--asc", action="store_true", help="ascending (default descending)")
 
-    command("cancel", "cancel a job").add_argument("id", type=int)
-    command("retry", "queue a failed or cancelled job again").add_argument("id", type=int)
+    for name, help in (
+        ("cancel", "cancel a job, or every job a filter matches"),
+        ("retry", "queue a failed or cancelled job again, or every one a filter matches"),
+    ):
+        bulk = command(name, help)
+        bulk.add_argument("id", type=int, nargs="?", help="one job (or give filters instead)")
+        add_bulk_filters(bulk)
     command("attempts", "show a job's attempts (their logs and tracebacks)").add_argument(
         "id", type=int
+    )
+    log = command("log", "print a job's log: the running attempt's so far, else the last one's")
+    log.add_argument("id", type=int)
+    log.add_argument(
+        "--follow", "-f", action="store_true", help="print new lines until the job finished"
     )
     command("types", "list the installed job types")
     command("stats", "counts of jobs by status and type")
@@ -123,6 +155,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The filters of ``taskframe retry`` and ``cancel``: the bulk endpoints' own.
+BULK_FILTERS = (
+    "status",
+    "type",
+    "queue",
+    "key",
+    "created_after",
+    "created_before",
+    "finished_after",
+    "finished_before",
+)
+
+
+def add_bulk_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", help="only jobs in this status")
+    parser.add_argument("--type", help="only jobs of this type")
+    parser.add_argument("--queue", help="only jobs in this queue")
+    parser.add_argument("--key", help="the job with this idempotency key")
+    when = "a time (2026-12-01T08:00Z) or how long ago (30m, 2h, 1d)"
+    for field in ("created", "finished"):
+        parser.add_argument(f"--{field}-after", type=point_in_time, help=f"{field} since {when}")
+        parser.add_argument(f"--{field}-before", type=point_in_time, help=f"{field} before {when}")
+    parser.add_argument("--limit", type=int, help="at most this many jobs, oldest first")
+    parser.add_argument("--dry-run", action="store_true", help="only count the jobs")
+    parser.add_argument("--yes", action="store_true", help="do not ask to confirm")
+
+
+def point_in_time(text: str) -> str:
+    """An ISO 8601 time (UTC when it names no zone), or a duration meaning that long ago."""
+    try:
+        ago = duration(text)
+    except argparse.ArgumentTypeError:
+        pass
+    else:
+        return (datetime.now(timezone.utc) - timedelta(seconds=ago)).isoformat()
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time (2026-12-01T08:00Z) nor a duration (30m): {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.isoformat()
+
+
 def _ids(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -140,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         client = make_client(options)
         with client:
-            return COMMANDS[options.command](client, options)
+            code = COMMANDS[options.command](client, options)
+            sys.stdout.flush()  # a reader gone shows here, not as a traceback at exit
+            return code
     except UsageError as exc:
         print(f"taskframe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -150,13 +230,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+
+
+def quiet_broken_pipe() -> int:
+    """The reader went away (``taskframe list | head``): stop without a traceback.
+
+    Python would report the pipe again when it flushes stdout at exit: point
+    stdout at /dev/null first. The exit status is a shell's for SIGPIPE.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def make_client(options: argparse.Namespace) -> Client:
     token = options.token
+    if token and options.token_file:
+        # A flag overrides the environment: only two flags (or two variables) clash.
+        token_from_env = token == os.environ.get(env_name("--token"))
+        file_from_env = options.token_file == os.environ.get(env_name("--token-file"))
+        if token_from_env == file_from_env:
+            where = (
+                "TASKFRAME_TOKEN or TASKFRAME_TOKEN_FILE"
+                if token_from_env
+                else "--token or --token-file"
+            )
+            raise UsageError(f"give {where}, not both")
+        if not file_from_env:
+            token = None
+        else:
+            options.token_file = None
     if options.token_file:
-        if token:
-            raise UsageError("give --token or --token-file, not both")
         try:
             token = read_token_file(options.token_file)
         except ValueError as exc:
@@ -187,12 +294,15 @@ def error_line(exc: TaskframeError, url: str) -> str:
 
 def cmd_submit(client: Client, options: argparse.Namespace) -> int:
     payload = read_payload(options.payload)
+    if options.wait_timeout is not None and not options.wait:
+        raise UsageError("--wait-timeout goes with --wait")
     began = time.monotonic()
     job = client.submit(
         options.type,
         payload,
         priority=options.priority,
         delay=options.delay,
+        timeout=options.timeout,
         max_attempts=options.max_attempts,
         idempotency_key=options.key,
         queue=options.queue,
@@ -211,11 +321,30 @@ def cmd_submit(client: Client, options: argparse.Namespace) -> int:
     if not options.json:
         print(f"job {job.id} submitted ({job.type})", file=sys.stderr)
     if not job.finished:
-        return wait_and_report(client, job.id, options, timeout=None)
+        warn_if_unserved(client, job)
+        left = None
+        if options.wait_timeout is not None:
+            left = max(0.0, options.wait_timeout - (time.monotonic() - began))
+        return wait_and_report(client, job.id, options, timeout=left)
     progress = Progress(job.id, sys.stderr, began)
     progress.update(job)
     progress.end()
     return report(job, options)
+
+
+def warn_if_unserved(client: Client, job: Job) -> None:
+    """Say at once when no live worker runs the job's type: else ``--wait`` waits in
+    silence for a worker that may never come."""
+    try:
+        workers = client.workers()
+    except TaskframeError:
+        return  # an older server, or no right to see workers: nothing to say
+    if not any(worker.alive and job.type in worker.types for worker in workers):
+        print(
+            f"warning: no live worker runs {job.type} jobs: job {job.id} waits until one "
+            "starts (--wait-timeout gives up after a while)",
+            file=sys.stderr,
+        )
 
 
 def cmd_get(client: Client, options: argparse.Namespace) -> int:
@@ -231,12 +360,25 @@ def cmd_wait(client: Client, options: argparse.Namespace) -> int:
 def cmd_list(client: Client, options: argparse.Namespace) -> int:
     if options.limit < 1:
         raise UsageError("--limit must be at least 1")
-    jobs = list(client.list(options.status, options.type, limit=options.limit))
+    jobs = list(
+        client.list(
+            options.status,
+            options.type,
+            limit=options.limit,
+            queue=options.queue,
+            key=options.key,
+            sort=options.sort,
+            order="asc" if options.asc else None,
+        )
+    )
     show(options, [j.raw for j in jobs], lambda: render.jobs_table(jobs))
     return EXIT_OK
 
 
 def cmd_cancel(client: Client, options: argparse.Namespace) -> int:
+    if options.id is None:
+        return bulk_action(client, options, "cancel")
+    single_only(options)
     job = client.cancel(options.id)
     wording = "cancel requested (it is running)" if job.status == "running" else job.status
     show(options, job.raw, lambda: f"job {job.id}: {wording}")
@@ -244,8 +386,50 @@ def cmd_cancel(client: Client, options: argparse.Namespace) -> int:
 
 
 def cmd_retry(client: Client, options: argparse.Namespace) -> int:
+    if options.id is None:
+        return bulk_action(client, options, "retry")
+    single_only(options)
     job = client.retry(options.id)
     show(options, job.raw, lambda: f"job {job.id}: {job.status}")
+    return EXIT_OK
+
+
+def single_only(options: argparse.Namespace) -> None:
+    given = [name for name in BULK_FILTERS if getattr(options, name) is not None]
+    if given or options.limit is not None or options.dry_run:
+        flag = "--" + (given[0] if given else "limit").replace("_", "-")
+        raise UsageError(f"give a job id or filters ({flag}), not both")
+
+
+def bulk_action(client: Client, options: argparse.Namespace, action: str) -> int:
+    """``retry``/``cancel`` with filters: count first, confirm, then act on them all."""
+    filters = {name: getattr(options, name) for name in BULK_FILTERS}
+    if not any(value is not None for value in filters.values()) and not options.yes:
+        raise UsageError("give a job id, or filters (every job: --yes without filters)")
+    if options.limit is not None and options.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    counted = client.bulk(action, dry_run=True, limit=options.limit, **filters)
+    if options.dry_run or not counted["matched"]:
+        show(options, counted, lambda: f"{counted['matched']} job(s) to {action}")
+        return EXIT_OK
+    if not options.yes:
+        question = f"{action} {counted['matched']} job(s)? [y/N] "
+        if not sys.stdin.isatty():
+            print(
+                f"{question.split('?')[0]}: not done, add --yes (not a terminal)", file=sys.stderr
+            )
+            return EXIT_USAGE
+        if input(question).strip().lower() not in ("y", "yes"):
+            print("nothing done", file=sys.stderr)
+            return EXIT_ERROR
+    done = client.bulk(action, limit=options.limit, **filters)
+    verb = "cancelled" if action == "cancel" else "queued again"
+    lines = [f"{done['changed']} job(s) {verb}"]
+    if done.get("cancel_requested"):
+        lines.append(f"({done['cancel_requested']} running: their workers were asked to stop)")
+    if done.get("skipped"):
+        lines.append(f"{done['skipped']} skipped (changed meanwhile)")
+    show(options, done, lambda: " ".join(lines))
     return EXIT_OK
 
 
@@ -253,6 +437,38 @@ def cmd_attempts(client: Client, options: argparse.Namespace) -> int:
     attempts = client.attempts(options.id)
     show(options, [a.raw for a in attempts], lambda: render.attempts_text(attempts))
     return EXIT_OK
+
+
+def cmd_log(client: Client, options: argparse.Namespace) -> int:
+    """The job's log: the running attempt's as its heartbeats brought it, else the last
+    finished attempt's. ``--follow`` prints what is new every second (like ``tail -f``)
+    until the job finished, then exits as ``wait`` does."""
+    shown = ""
+    while True:
+        job = client.get(options.id)
+        running = None if job.finished else client.running_attempt(options.id)
+        if running is not None:
+            text = running.log or ""
+        else:
+            attempts = client.attempts(options.id)
+            text = (attempts[-1].log or "") if attempts else ""
+        sys.stdout.write(log_news(shown, text))
+        sys.stdout.flush()
+        shown = text
+        if not options.follow or job.finished:
+            return EXIT_OK if not options.follow or job.succeeded else EXIT_ERROR
+        time.sleep(LOG_FOLLOW_EVERY)
+
+
+def log_news(shown: str, text: str) -> str:
+    """What of ``text`` was not printed yet. Mostly it goes on from ``shown``; when the
+    server's 64 KiB window moved on (or a new attempt began), it goes on from the end
+    of ``shown`` found in ``text``, else from its start."""
+    if text.startswith(shown):
+        return text[len(shown) :]
+    tail = shown[-LOG_OVERLAP:]
+    found = text.rfind(tail) if tail else -1
+    return text[found + len(tail) :] if found >= 0 else text
 
 
 def cmd_types(client: Client, options: argparse.Namespace) -> int:
@@ -360,6 +576,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "cancel": cmd_cancel,
     "retry": cmd_retry,
     "attempts": cmd_attempts,
+    "log": cmd_log,
     "types": cmd_types,
     "stats": cmd_stats,
     "workers": cmd_workers,

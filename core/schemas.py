@@ -312,6 +312,19 @@ class LeaseRefSchema(Schema):
     lease_id = fields.String(required=True, validate=_id_text)
 
 
+def _live_log_field() -> ExecutorText:
+    """A heartbeat's ``log``: optional, so that workers that send none keep working."""
+    return ExecutorText(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_ATTEMPT_LOG),
+        metadata={
+            "description": "log text the attempt wrote since the previous heartbeat "
+            "(the server keeps the last 64 KiB of the attempt's)"
+        },
+    )
+
+
 class HeartbeatSchema(LeaseRefSchema):
     """``POST /jobs/{id}/heartbeat``."""
 
@@ -319,6 +332,7 @@ class HeartbeatSchema(LeaseRefSchema):
         ProgressSchema,
         metadata={"description": "the job's progress, when it changed since the last heartbeat"},
     )
+    log = _live_log_field()
 
 
 class ReleaseSchema(LeaseRefSchema):
@@ -424,6 +438,7 @@ class HeartbeatItemSchema(Schema):
         ProgressSchema,
         metadata={"description": "the job's progress, when it changed since the last heartbeat"},
     )
+    log = _live_log_field()
 
 
 class HeartbeatBatchSchema(Schema):
@@ -438,17 +453,70 @@ class HeartbeatBatchSchema(Schema):
     )
 
 
-class ListJobsQuerySchema(Schema):
-    """Query string of ``GET /jobs``."""
+class JobFilterSchema(Schema):
+    """Which jobs: the filters ``GET /jobs`` lists and the bulk actions act on."""
 
     status = fields.String(validate=validate.OneOf(STATUSES))
     type = Text()
+    queue = fields.String(validate=_queue_name)
+    key = Text(metadata={"description": "the job with this idempotency key"})
+    created_after = fields.AwareDateTime(metadata={"description": "created at or after"})
+    created_before = fields.AwareDateTime(metadata={"description": "created before"})
+    finished_after = fields.AwareDateTime(metadata={"description": "finished at or after"})
+    finished_before = fields.AwareDateTime(metadata={"description": "finished before"})
+
+
+class ListJobsQuerySchema(JobFilterSchema):
+    """Query string of ``GET /jobs``."""
+
+    sort = fields.String(
+        load_default="id",
+        validate=validate.OneOf(["id", "priority", "created", "finished"]),
+        metadata={
+            "description": "id or created: submission order; priority; finished: "
+            "finished jobs only, by finish time"
+        },
+    )
+    order = fields.String(load_default="desc", validate=validate.OneOf(["desc", "asc"]))
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    cursor = fields.Integer(validate=validate.Range(min=0, max=MAX_ID))
+    cursor = fields.String(
+        validate=validate.Length(1, 200),
+        metadata={"description": "next_cursor of the previous page (same filters and order)"},
+    )
     full = fields.Boolean(
         load_default=False,
         metadata={"description": "whole jobs (payload and result); summaries without"},
     )
+
+
+class BulkActionSchema(JobFilterSchema):
+    """``POST /jobs/retry`` and ``POST /jobs/cancel``: every job the filter matches."""
+
+    dry_run = fields.Boolean(
+        load_default=False,
+        metadata={"description": "only count the jobs the action would touch"},
+    )
+    limit = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(1, MAX_ID),
+        metadata={"description": "act on at most this many jobs (oldest first)"},
+    )
+
+
+class DependantsQuerySchema(Schema):
+    """Query string of ``GET /jobs/{id}/dependants``."""
+
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    cursor = fields.String(validate=validate.Length(1, 200))
+
+
+class HistoryQuerySchema(Schema):
+    """Query string of ``GET /stats/history``."""
+
+    window = fields.String(load_default="hour", validate=validate.OneOf(["hour", "day"]))
+    type = Text()
+    queue = fields.String(validate=_queue_name)
 
 
 class WaitQuerySchema(Schema):

@@ -135,7 +135,10 @@ class ErrorSchema(Schema):
 
 class JobListSchema(Schema):
     jobs = fields.List(fields.Nested(JobSchema))
-    next_cursor = fields.Integer(allow_none=True)
+    next_cursor = fields.Raw(
+        allow_none=True,
+        metadata={"description": "newest first: an id (integer); other orders: text"},
+    )
 
 
 class JobBatchSchema(Schema):
@@ -146,12 +149,26 @@ class JobBatchSchema(Schema):
 class AttemptListSchema(Schema):
     job_id = fields.Integer()
     attempts = fields.List(fields.Nested(AttemptSchema))
+    running = fields.Nested(
+        AttemptSchema,
+        allow_none=True,
+        metadata={
+            "description": "the attempt running now, its log so far as the worker's "
+            "heartbeats sent it (null when none runs)"
+        },
+    )
 
 
 class HeartbeatAnswerSchema(Schema):
     job_id = fields.Integer()
     cancel_requested = fields.Boolean()
     lease_ttl = fields.Float()
+    live_log = fields.Boolean(
+        metadata={
+            "description": "true: heartbeat entries may carry the attempt's new log text "
+            "as log (a server without the field would refuse it)"
+        }
+    )
 
 
 class LeaseOutcomeSchema(Schema):
@@ -177,6 +194,12 @@ class LeaseAnswerSchema(Schema):
     )
     max_result = fields.Integer(metadata={"description": "largest result kept, in bytes"})
     max_body = fields.Integer(metadata={"description": "largest POST /lease body, in bytes"})
+    live_log = fields.Boolean(
+        metadata={
+            "description": "true: heartbeat entries may carry the attempt's new log text "
+            "as log (a server without the field would refuse it)"
+        }
+    )
 
 
 class HeartbeatStateSchema(Schema):
@@ -188,6 +211,12 @@ class HeartbeatStateSchema(Schema):
 class HeartbeatBatchAnswerSchema(Schema):
     leases = fields.List(fields.Nested(HeartbeatStateSchema))
     lease_ttl = fields.Float()
+    live_log = fields.Boolean(
+        metadata={
+            "description": "true: heartbeat entries may carry the attempt's new log text "
+            "as log (a server without the field would refuse it)"
+        }
+    )
 
 
 class JobTypeSchema(Schema):
@@ -267,3 +296,35 @@ class PluginsSchema(Schema):
     plugins = fields.List(fields.Nested(PluginSchema))
     failures = fields.List(fields.Nested(PluginFailureSchema))
     disabled = fields.List(fields.String())
+
+
+class BulkAnswerSchema(Schema):
+    matched = fields.Integer(
+        metadata={"description": "jobs the filter matched that the action applies to"}
+    )
+    changed = fields.Integer(metadata={"description": "jobs retried or cancelled (0: dry run)"})
+    cancel_requested = fields.Integer(
+        metadata={"description": "cancel: running jobs asked to stop (within changed)"}
+    )
+    skipped = fields.Integer(
+        metadata={"description": "jobs that changed meanwhile, or wait for a cascade"}
+    )
+    dry_run = fields.Boolean()
+
+
+class HistoryPointSchema(Schema):
+    time = fields.String(metadata={"format": "date-time", "description": "the step's start"})
+    succeeded = fields.Integer()
+    failed = fields.Integer()
+    depth = fields.Integer(metadata={"description": "ready jobs at the step's end (max)"})
+    oldest_age = fields.Float(
+        allow_none=True, metadata={"description": "seconds the oldest ready job had waited"}
+    )
+
+
+class HistorySchema(Schema):
+    window = fields.String()
+    step = fields.Integer(metadata={"description": "seconds per point"})
+    points = fields.List(fields.Nested(HistoryPointSchema))
+    types = fields.List(fields.String(), metadata={"description": "types with data"})
+    queues = fields.List(fields.String(), metadata={"description": "queues with data"})

@@ -21,7 +21,7 @@ from typing import Any
 from taskframe.core import model
 from taskframe.core.errors import ErrorCode, JobConflict, JobNotFound
 from taskframe.core.model import Outcome, Reported, Status
-from taskframe.server import counts, routing
+from taskframe.server import counts, live_log, routing
 from taskframe.server.attempt_end import Ending, next_step, stored_result
 from taskframe.server.completions import Completion, CompletionOutcome, CompletionResult
 from taskframe.server.config import ServerConfig
@@ -180,11 +180,14 @@ class Attempts:
         worker_id: str,
         leases: list[tuple[int, str]],
         progress: Mapping[tuple[int, str], dict[str, Any]] | None = None,
+        logs: Mapping[tuple[int, str], str] | None = None,
     ) -> list[tuple[int, bool, bool]]:
         """Extend leases; return (job_id, still held, cancel requested) for each.
 
         ``progress``: by (job id, lease id), what the job reported (fraction, message),
         stored with the job in the same transaction, fenced like the lease.
+        ``logs``: likewise, the log text each attempt wrote since its last heartbeat,
+        appended to what the running attempt logged so far (server/live_log.py).
         """
         now = self.clock()
         expires = now + self.config.lease_ttl
@@ -198,6 +201,8 @@ class Attempts:
             rows = tx.returning_many("extend_lease", params)
             if progress:
                 tx.run_many("set_progress", _progress_params(worker_id, progress, now))
+            if logs:
+                tx.run_many("append_live_log", live_log.append_params(worker_id, logs))
         answers = {
             key: (row is not None, bool(row and row["cancel_requested"]))
             for key, row in zip(ordered, rows, strict=True)

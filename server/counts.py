@@ -78,10 +78,29 @@ def by_status(per_type: dict[str, dict[str, int]]) -> dict[str, int]:
 
 
 def ready_jobs(store: Store, now: float) -> list[dict[str, Any]]:
-    """Ready jobs by type and priority with the oldest run_at (counts and an index)."""
+    """Ready jobs by type, queue and priority with the oldest run_at (counts and an index)."""
     with store.reader() as tx:
         rows = tx.all("ready_by_type_and_priority", {"now": now})
     return [{**row, "count": int(row["count"])} for row in rows if row["oldest_run_at"] is not None]
+
+
+def ready_by(rows: Iterable[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    """:func:`ready_jobs` rows added up by ``keys`` (such as type and priority): the
+    counts summed, the oldest run_at the earliest."""
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = tuple(row[k] for k in keys)
+        found = merged.get(key)
+        if found is None:
+            merged[key] = {
+                **{k: row[k] for k in keys},
+                "count": row["count"],
+                "oldest_run_at": row["oldest_run_at"],
+            }
+        else:
+            found["count"] += row["count"]
+            found["oldest_run_at"] = min(found["oldest_run_at"], row["oldest_run_at"])
+    return list(merged.values())
 
 
 def fold(store: Store, drop_empty: bool = False) -> None:

@@ -59,6 +59,8 @@ def attach(tx: Transaction, row: Row, dependency_ids: list[int], now: float) -> 
     run_anyway = row["on_dependency_failure"] == "run"
     failed = [i for i in ids if found[i] in (Status.FAILED, Status.CANCELLED)]
     pending = [i for i in ids if found[i] not in model.FINISHED]
+    # Every dependency, kept for good: a job's page lists its dependants.
+    tx.run_many("insert_dependant", [{"depends_on": i, "job_id": row["id"]} for i in ids])
     if not pending and not (failed and not run_anyway):
         return row  # queued or scheduled, as inserted
     model.next_status(None, Event.SUBMIT, blocked=True)  # waiting

@@ -1,8 +1,10 @@
 """Job operations for clients: read, list and wait on jobs, cancel and retry them.
 
 Cancel and retry are one store transaction each, checked against
-:func:`taskframe.core.model.next_status`; after the commit they wake whoever
-waits on the change (:class:`~taskframe.server.wakeups.Wakeups`).
+:func:`taskframe.core.model.next_status` (:mod:`.job_actions`, shared with the
+bulk actions of :mod:`.bulk`), run in :meth:`Publisher.transaction
+<taskframe.server.publisher.Publisher.transaction>`, which resolves dependants and
+tells other servers before the commit, and wakes, counts and tells plugins after.
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from taskframe.core import model
-from taskframe.core.errors import ErrorCode, JobConflict, JobNotFound
-from taskframe.core.model import Event, Status
-from taskframe.server import dependencies
+from taskframe.core.errors import JobNotFound
+from taskframe.server import dependencies, job_actions
 from taskframe.server.config import ServerConfig
+from taskframe.server.listing import Listing
 from taskframe.server.notify import ChangeNotifier, WaitSlots
 from taskframe.server.publisher import Publisher
-from taskframe.server.storage import Row, Store, Transaction
+from taskframe.server.storage import Row, Store
 
-NO_CURSOR = 2**62
 # Bytes a job's JSON takes in a listing beside its payload and result.
 JOB_OVERHEAD = 600
 
@@ -79,18 +80,21 @@ class JobOps:
         status: str | None,
         job_type: str | None,
         limit: int,
-        cursor: int | None,
+        cursor: Any,
         full: bool = False,
+        listing: Listing | None = None,
     ) -> list[Row]:
-        """A page of jobs, newest first: summaries (no payload, no result) unless ``full``.
+        """A page of jobs, newest first unless ``listing`` says otherwise (its filters,
+        order and size; see server/listing.py): summaries (no payload, no result)
+        unless ``full``.
 
         A full page stops before its payloads and results pass the answer cap
         (always at least one job); the caller's cursor goes on from its last job.
         """
-        filters = [name for name, value in (("status", status), ("type", job_type)) if value]
-        params = {"status": status, "type": job_type, "limit": limit, "cursor": cursor or NO_CURSOR}
+        if listing is None:
+            listing = Listing({"status": status, "type": job_type}, limit=limit)
         with self.store.reader() as tx:
-            rows = tx.all(tx.filtered("list_jobs", filters), params)
+            rows = tx.all(listing.query(tx), listing.params(cursor))
             if not full:
                 return rows
             page: list[Row] = []
@@ -102,8 +106,8 @@ class JobOps:
                 page.append(row)
             if not page:
                 return []
-            found = tx.all("get_jobs", {"ids": [row["id"] for row in page]})
-        return sorted(found, key=lambda row: -row["id"])
+            found = {r["id"]: r for r in tx.all("get_jobs", {"ids": [r["id"] for r in page]})}
+        return [found[row["id"]] for row in page if row["id"] in found]
 
     def dependency_results(self, rows: list[Row]) -> dict[int, dict[str, Any]]:
         """{job id: {dependency id: result}} of leased ``rows`` that have dependencies."""
@@ -122,22 +126,12 @@ class JobOps:
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
-            try:
-                status = model.next_status(current["status"], Event.CANCEL)
-            except model.IllegalTransition:
-                raise JobConflict(
-                    f"job {job_id} {model.in_words(current['status'], already=True)}",
-                    ErrorCode.JOB_FINISHED,
-                ) from None
-            query = "request_cancel" if status == Status.RUNNING else "cancel_queued"
-            row = tx.one(query, params)
-            if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
-                raise JobConflict(f"job {job_id} changed meanwhile; try again", ErrorCode.TRY_AGAIN)
-            changes.cancelled.append(row)
-        return row
+            changes.cancelled.append(job_actions.cancel_locked(tx, current, params["now"]))
+        return changes.cancelled[0]
 
     def retry(self, job_id: int) -> Row:
-        """Put a failed or cancelled job back in the queue with fresh attempts.
+        """Put a failed or cancelled job back in the queue with fresh attempts (or
+        waiting for its dependencies again, when they still run).
 
         Attempts keep their numbers for the life of the job: the retry grants
         as many attempts as the job was submitted with (``max_attempts`` grows).
@@ -147,32 +141,5 @@ class JobOps:
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
-            pending = _unresolved_dependencies(tx, current)
-            try:
-                status = model.next_status(current["status"], Event.RETRY, blocked=pending > 0)
-            except model.IllegalTransition:
-                raise JobConflict(
-                    f"job {job_id} {model.in_words(current['status'])}; "
-                    "only a failed or cancelled job can be retried",
-                    ErrorCode.NOT_RETRYABLE,
-                ) from None
-            if current["has_dependants"] and tx.one("cascade_pending", params):
-                raise JobConflict(
-                    f"job {job_id}'s dependants are still being cancelled; try again shortly",
-                    ErrorCode.TRY_AGAIN,
-                )
-            row = tx.one("retry_job", params)
-            if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
-                raise JobConflict(f"job {job_id} changed meanwhile; try again", ErrorCode.TRY_AGAIN)
-            if status == Status.WAITING:  # never ahead of a dependency still to finish
-                row = tx.one("start_waiting", {"id": job_id, "pending": pending}) or row
-            changes.requeued.append(row)
-        return row
-
-
-def _unresolved_dependencies(tx: Transaction, job: Row) -> int:
-    """How many of ``job``'s dependencies have not finished (edges left after a cancel)."""
-    if not job.get("depends_on"):
-        return 0
-    found = tx.one("unresolved_dependencies", {"id": job["id"]})
-    return int(found["pending"]) if found else 0
+            changes.requeued.append(job_actions.retry_locked(tx, current, params["now"]))
+        return changes.requeued[0]

@@ -141,7 +141,7 @@ class QueueCollector(Collector):
         )
         now = self.clock()
         try:
-            rows = counts.ready_jobs(self.store, now)
+            rows = counts.ready_by(counts.ready_jobs(self.store, now), "type", "priority")
         except StoreUnavailable:
             up.add_metric([], 0)
             yield up

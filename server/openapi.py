@@ -149,4 +149,7 @@ def _schemas() -> dict[str, Any]:
         "Schedule": schemas.ScheduleSchema,
         "ScheduleAnswer": answers.ScheduleAnswerSchema,
         "ScheduleList": answers.ScheduleListSchema,
+        "BulkAction": schemas.BulkActionSchema,
+        "BulkAnswer": answers.BulkAnswerSchema,
+        "History": answers.HistorySchema,
     }

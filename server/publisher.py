@@ -36,9 +36,10 @@ class Changes:
     #: Attempts that ended (their history rows) and the jobs as they were left.
     history: list[dict[str, Any]] = field(default_factory=list)
     ended: list[Row] = field(default_factory=list)
-    #: A client's cancel: the job cancelled, or running with its cancel requested.
+    #: Clients' cancels (one, or a bulk action's chunk): the jobs cancelled, or
+    #: running with their cancel requested.
     cancelled: list[Row] = field(default_factory=list)
-    #: A client's retry: the job queued (or waiting) again.
+    #: Clients' retries: the jobs queued (or waiting) again.
     requeued: list[Row] = field(default_factory=list)
     #: Scheduled jobs that became due.
     promoted: list[Row] = field(default_factory=list)
@@ -122,15 +123,17 @@ class Publisher:
             if events is not None:
                 rows = {row["id"]: row for row in changes.ended}
                 events.attempts_finished([(rows[a["job_id"]], a) for a in changes.history])
-        for row in changes.cancelled:
-            if row["status"] in model.FINISHED:
-                wakeups.notifier.jobs_finished([row["id"]])
-            telemetry.cancelled(row)
+        if changes.cancelled:
+            finished = [row["id"] for row in changes.cancelled if row["status"] in model.FINISHED]
+            if finished:
+                wakeups.notifier.jobs_finished(finished)
+            telemetry.cancelled_many(changes.cancelled)  # a bulk cancel logs one line
             if events is not None:
-                events.job_finished(row)
-        for row in changes.requeued:
-            wakeups.announce([row])
-            telemetry.requeued(row)
+                for row in changes.cancelled:
+                    events.job_finished(row)
+        if changes.requeued:
+            wakeups.announce(changes.requeued)
+            telemetry.requeued_many(changes.requeued)
         if changes.promoted:
             wakeups.work_ready(changes.promoted)
         if changes.dropped:

@@ -18,8 +18,19 @@ from marshmallow import Schema
 from taskframe.core import schemas
 from taskframe.core.limits import MAX_ID
 from taskframe.server.auth import ADMIN, CLIENT, OPEN, WORKER
+from taskframe.server.bulk import BulkActions
 from taskframe.server.openapi import build_openapi
-from taskframe.server.resources import apidocs, dashboard, jobs, meta, observe, workers
+from taskframe.server.resources import (
+    apidocs,
+    bulk,
+    dashboard,
+    history,
+    jobs,
+    listing,
+    meta,
+    observe,
+    workers,
+)
 from taskframe.server.resources import flow as flow_resources
 from taskframe.server.resources import plugins as plugin_info
 from taskframe.server.resources import schedules as schedule_resources
@@ -118,7 +129,14 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "/jobs/{job_id}/attempts",
         lambda p: jobs.JobAttempts(p.engine.jobs),
-        {"GET": Operation(_CLIENT, "Attempt history", response="AttemptList", errors="404")},
+        {
+            "GET": Operation(
+                _CLIENT,
+                "Attempt history, and the running attempt's log",
+                response="AttemptList",
+                errors="404",
+            )
+        },
     ),
     Route(
         "/jobs/{job_id}/cancel",
@@ -131,6 +149,46 @@ ROUTES: tuple[Route, ...] = (
         {
             "POST": Operation(
                 _CLIENT, "Re-queue a failed or cancelled job", response="Job", errors="404 409"
+            )
+        },
+    ),
+    # Issue 23: every job a filter matches, a job's dependants, the charts' history.
+    Route(
+        "/jobs/retry",
+        lambda p: bulk.BulkAction(BulkActions(p.engine.jobs), "retry", p.config),
+        {
+            "POST": Operation(
+                _CLIENT,
+                "Re-queue every failed or cancelled job a filter matches (dry_run: count)",
+                "BulkAction",
+                response="BulkAnswer",
+                errors="400 413 415 422 503",
+            )
+        },
+    ),
+    Route(
+        "/jobs/cancel",
+        lambda p: bulk.BulkAction(BulkActions(p.engine.jobs), "cancel", p.config),
+        {
+            "POST": Operation(
+                _CLIENT,
+                "Cancel every job a filter matches (dry_run: count)",
+                "BulkAction",
+                response="BulkAnswer",
+                errors="400 413 415 422 503",
+            )
+        },
+    ),
+    Route(
+        "/jobs/{job_id}/dependants",
+        lambda p: listing.Dependants(p.engine.jobs),
+        {
+            "GET": Operation(
+                _CLIENT,
+                "Jobs that depend on this one",
+                response="JobList",
+                errors="404 422",
+                query=schemas.DependantsQuerySchema,
             )
         },
     ),
@@ -245,6 +303,19 @@ ROUTES: tuple[Route, ...] = (
         {
             "GET": Operation(
                 _CLIENT, "Job counts, oldest ready job, stuck types", response="Stats", errors="503"
+            )
+        },
+    ),
+    Route(
+        "/stats/history",
+        lambda p: history.History(p.engine.store, p.engine.clock),
+        {
+            "GET": Operation(
+                _CLIENT,
+                "Jobs finished, queue depth and age per minute",
+                response="History",
+                errors="422",
+                query=schemas.HistoryQuerySchema,
             )
         },
     ),

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from taskframe.server import counts
+from taskframe.server import counts, rollup
 from taskframe.server.counts import DatabaseState
 from taskframe.server.schedules import Schedules
 from taskframe.server.storage import StoreUnavailable
@@ -22,8 +22,9 @@ MIN_PROMOTE_SLEEP = 0.005
 
 
 class Housekeeper:
-    """Runs the reaper every ``reap_interval``, the pruner every minute, and the
-    promoter whenever a scheduled job becomes due.
+    """Runs the reaper every ``reap_interval``, the pruner every minute, the charts'
+    rollup every 10 s (server/rollup.py), and the promoter whenever a scheduled job
+    becomes due.
 
     Every server process runs one; the fenced queries make that safe.
     """
@@ -108,6 +109,7 @@ class Housekeeper:
         prune_every = min(PRUNE_EVERY, max(self.upkeep.config.retention, interval))
         since_prune = prune_every  # prune once at start
         since_tidy = 0.0
+        since_rollup = rollup.WRITE_EVERY  # the charts' first point at start
         reaped_at = None  # monotonic time of the last reap that reached the database
         grace_until = 0.0
         while not self._stop.wait(interval):
@@ -127,6 +129,11 @@ class Housekeeper:
                 since_tidy = 0.0 if tidy else since_tidy
                 if reaped:
                     log.info("reaped %d expired attempt(s)", reaped)
+                since_rollup += interval
+                if since_rollup >= rollup.WRITE_EVERY:
+                    since_rollup = 0.0
+                    upkeep = self.upkeep
+                    rollup.write(upkeep.store, upkeep.publisher.telemetry.finishes, upkeep.clock())
                 since_prune += interval
                 if since_prune >= prune_every:
                     since_prune = 0.0

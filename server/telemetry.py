@@ -17,6 +17,7 @@ from typing import Any
 from taskframe.core import model
 from taskframe.core.logs import Tally
 from taskframe.server.metrics import Metrics
+from taskframe.server.rollup import FinishTally
 from taskframe.server.storage import Row
 
 log = logging.getLogger("taskframe.jobs")
@@ -51,6 +52,9 @@ class Telemetry:
         self.metrics = metrics
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._tally = Tally(log, SUMMARY_EVERY)
+        #: Jobs succeeded and failed, for the per-minute rollup (the same events as
+        #: taskframe_jobs_finished_total): server/rollup.py writes and resets them.
+        self.finishes = FinishTally()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: it costs a lock and more per call."""
@@ -122,12 +126,16 @@ class Telemetry:
             self._count_ended(ended)
         succeeded = 0
         debug = log.isEnabledFor(logging.DEBUG)
+        finishes = []  # the attempts that ended, for the rollup (a release is not one)
         for attempt, job in ended:
+            if attempt["outcome"] != _RELEASED:
+                finishes.append(job)
             if job["status"] == model.SUCCEEDED:
                 succeeded += 1
                 if not debug:
                     continue  # the hot path: counted above, summed up by the tally
             self._log_ended(attempt, job, now)
+        self.finishes.add(finishes)
         if succeeded:
             self._tally.add("jobs succeeded", succeeded)
 
@@ -204,6 +212,23 @@ class Telemetry:
         else:
             log.info("job %d: cancel requested from its worker", row["id"], extra=_fields(row))
 
+    def cancelled_many(self, rows: list[Row]) -> None:
+        """Cancel requests: one job as :meth:`cancelled`, more counted alike and
+        logged in one line (a bulk cancel may touch millions)."""
+        if len(rows) <= 1:
+            for row in rows:
+                self.cancelled(row)
+            return
+        now = [row for row in rows if row["status"] == model.CANCELLED]
+        if self.metrics is not None:
+            for row in now:
+                self._child(self.metrics.finished, row["type"], model.CANCELLED).inc()
+        log.info(
+            "%d jobs cancelled, %d running asked to stop (ids %d..%d)",
+            *(len(now), len(rows) - len(now), rows[0]["id"], rows[-1]["id"]),
+            extra={"count": len(rows)},
+        )
+
     def fire_times_dropped(self, drops: Mapping[str, Any]) -> None:
         """Fire times the misfire policy dropped, by schedule name (``schedules.Drop``)."""
         total = sum(drop.count for drop in drops.values())
@@ -225,6 +250,17 @@ class Telemetry:
 
     def requeued(self, row: Row) -> None:
         log.info("job %d queued again by request", row["id"], extra=_fields(row))
+
+    def requeued_many(self, rows: list[Row]) -> None:
+        if len(rows) <= 1:
+            for row in rows:
+                self.requeued(row)
+            return
+        log.info(
+            "%d jobs queued again by request (ids %d..%d)",
+            *(len(rows), rows[0]["id"], rows[-1]["id"]),
+            extra={"count": len(rows)},
+        )
 
 
 def observe_all(histogram: Any, values: list[float]) -> None:

@@ -120,6 +120,7 @@ class Upkeep:
                     # must never inherit them (ids are not reused either, migration 8).
                     tx.run("delete_dependencies", {"ids": ids})
                     tx.run("delete_dependants", {"ids": ids})
+                    tx.run("delete_dependant_links", {"ids": ids})
                     tx.run("delete_jobs", {"ids": ids})
             pruned += len(ids)
             if len(ids) < self.config.prune_batch:

@@ -123,3 +123,50 @@ export function between(start, end) {
   if (!start || !end) return "—";
   return seconds((Date.parse(end) - Date.parse(start)) / 1000);
 }
+
+// -- confirmation -------------------------------------------------------------------
+
+/**
+ * Ask before an action that cannot be undone: a modal dialog naming what will happen.
+ * Resolves true when the user pressed the action's button, false otherwise.
+ */
+export function confirmAction(title, message, actionLabel) {
+  return new Promise((resolve) => {
+    const dialog = h(
+      "dialog",
+      { class: "confirm", "aria-labelledby": "confirm-title", "aria-describedby": "confirm-message" },
+      h(
+        "form",
+        { method: "dialog" },
+        h("h2", { id: "confirm-title" }, title),
+        h("p", { id: "confirm-message" }, message),
+        h(
+          "div",
+          { class: "actions" },
+          h("button", { value: "yes", class: "danger" }, actionLabel),
+          h("button", { value: "no", formnovalidate: true }, "Keep as is"),
+        ),
+      ),
+    );
+    dialog.addEventListener("close", () => {
+      resolve(dialog.returnValue === "yes");
+      dialog.remove();
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  });
+}
+
+// -- inline SVG ---------------------------------------------------------------------
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/** s("path", {d: "M0 0"}, child...): an SVG element (attributes set as given). */
+export function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value !== undefined && value !== null && value !== false) el.setAttribute(key, String(value));
+  }
+  append(el, children);
+  return el;
+}

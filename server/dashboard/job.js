@@ -1,7 +1,8 @@
-// #/jobs/12 : one job with its payload, result, error, attempts and logs; cancel and retry.
+// #/jobs/12 : one job with its payload, result, error, attempts and logs (the running
+// attempt's live, as its worker's heartbeats bring it); its dependants; cancel and retry.
 
-import { api } from "./api.js";
-import { between, errorBox, h, pretty, render, statusBadge, time } from "./dom.js";
+import { api, optional } from "./api.js";
+import { between, confirmAction, errorBox, h, pretty, render, statusBadge, table, time } from "./dom.js";
 
 const CANCELLABLE = new Set(["waiting", "scheduled", "queued", "running"]);
 const RETRYABLE = new Set(["failed", "cancelled"]);
@@ -11,11 +12,24 @@ export function mountJob(root, id) {
   const actions = h("div", { class: "actions" });
   const message = h("div", { "aria-live": "polite" });
   const details = h("div");
+  const live = h("section", { "aria-labelledby": "live-title", class: "live" });
   const attempts = h("section", { "aria-labelledby": "attempts-title" });
-  root.append(h("p", {}, h("a", { href: "#/jobs" }, "← All jobs")), heading, actions, message, details, attempts);
+  const dependants = h("section", { "aria-labelledby": "dependants-title" });
+  root.append(h("p", {}, h("a", { href: "#/jobs" }, "← All jobs")), heading, actions, message, details, live, attempts, dependants);
   let job = null;
 
   async function act(verb) {
+    if (verb === "cancel") {
+      const running = job && job.status === "running";
+      const sure = await confirmAction(
+        `Cancel job #${id}`,
+        running
+          ? `Job #${id} is running: its worker will be asked to stop it.`
+          : `Job #${id} will not run (${job ? job.status : "?"} now).`,
+        "Cancel job",
+      );
+      if (!sure) return;
+    }
     try {
       job = await api(`/jobs/${id}/${verb}`, { method: "POST" });
       message.replaceChildren(h("p", { class: "ok-box" }, verb === "cancel" ? "Cancel requested." : "Queued again."));
@@ -138,14 +152,56 @@ export function mountJob(root, id) {
     );
   }
 
+  // The running attempt's log so far, kept scrolled to its end unless the reader scrolled up.
+  function renderLive(running) {
+    if (!running) {
+      render(live, "none", () => []);
+      return;
+    }
+    const pre = live.querySelector("pre.live-log");
+    const atEnd = !pre || pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    render(live, JSON.stringify(running), () => [
+      h("h2", { id: "live-title" }, `Attempt ${running.attempt} log (live)`),
+      running.log
+        ? h("pre", { class: "log live-log", tabindex: "0", "aria-label": "Live log" }, running.log)
+        : h("p", { class: "muted small" }, "No log line yet (the worker sends them with its heartbeats)."),
+    ]);
+    const shown = live.querySelector("pre.live-log");
+    if (shown && atEnd) shown.scrollTop = shown.scrollHeight;
+  }
+
+  function renderDependants(answer) {
+    const rows = (answer && answer.jobs) || [];
+    const columns = [
+      { label: "ID", cell: (j) => h("a", { href: `#/jobs/${j.id}`, "aria-label": `Dependant job ${j.id}` }, `#${j.id}`) },
+      { label: "Type", cell: (j) => j.type },
+      { label: "Status", cell: (j) => statusBadge(j.status) },
+    ];
+    render(dependants, JSON.stringify([rows, answer === null, answer && answer.next_cursor]), () =>
+      answer === null
+        ? []
+        : [
+            h("h2", { id: "dependants-title" }, "Jobs that depend on it"),
+            table("Dependants", columns, rows, "No job depends on it."),
+            answer.next_cursor !== null && answer.next_cursor !== undefined ? h("p", { class: "muted small" }, `The first ${rows.length} shown.`) : null,
+          ],
+    );
+  }
+
   async function refresh() {
-    const [fresh, history] = await Promise.all([api(`/jobs/${id}`), api(`/jobs/${id}/attempts`)]);
+    const [fresh, history, dependantList] = await Promise.all([
+      api(`/jobs/${id}`),
+      api(`/jobs/${id}/attempts`),
+      optional(`/jobs/${id}/dependants?limit=100`),
+    ]);
     job = fresh;
     heading.textContent = `Job #${id} · ${job.type}`;
     document.title = `Job #${id} · taskframe`;
     renderActions();
     renderDetails();
+    renderLive(history.running);
     renderAttempts(history.attempts || []);
+    renderDependants(dependantList);
   }
 
   return { root, refresh, leave: () => (document.title = "taskframe") };

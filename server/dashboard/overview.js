@@ -1,32 +1,57 @@
-// #/ : jobs by type (types without a live worker highlighted) and the workers with what they run.
+// #/ : charts over time, jobs by type (types without a live worker highlighted), queues
+// (pause, resume), limits (view, edit), schedules (create, pause, resume, delete) and workers.
 
 import { api, optional } from "./api.js";
+import { mountCharts } from "./charts.js";
 import { knownStatuses, state } from "./state.js";
-import { h, render, table, time } from "./dom.js";
+import { confirmAction, errorBox, h, render, table, time } from "./dom.js";
 
 export function mountOverview(root) {
+  const charts = h("section", { "aria-labelledby": "charts-title" }, h("h2", { id: "charts-title" }, "Over time"));
   const types = h("div");
   const queues = h("div");
+  const limits = h("div");
   const schedules = h("div");
   const workers = h("div");
+  const message = h("div", { "aria-live": "polite" });
+  const section = (id, title, ...body) => h("section", { "aria-labelledby": id }, h("h2", { id }, title), ...body);
   root.append(
     h("h1", {}, "Overview"),
-    h("section", { "aria-labelledby": "types-title" }, h("h2", { id: "types-title" }, "Job types"), types),
-    h("section", { "aria-labelledby": "queues-title" }, h("h2", { id: "queues-title" }, "Queues"), queues),
-    h("section", { "aria-labelledby": "schedules-title" }, h("h2", { id: "schedules-title" }, "Schedules"), schedules),
-    h("section", { "aria-labelledby": "workers-title" }, h("h2", { id: "workers-title" }, "Workers"), workers),
+    message,
+    charts,
+    section("types-title", "Job types", types),
+    section("queues-title", "Queues", queues),
+    section("limits-title", "Limits", limits, limitForm(act)),
+    section("schedules-title", "Schedules", schedules, scheduleForm(act)),
+    section("workers-title", "Workers", workers),
   );
+  const chartView = mountCharts(charts);
+
+  /** Run an action, say how it went, and draw the page again. */
+  async function act(call, done) {
+    try {
+      await call();
+      message.replaceChildren(h("p", { class: "ok-box" }, done));
+    } catch (err) {
+      message.replaceChildren(errorBox(err));
+    }
+    await refresh();
+  }
 
   async function refresh() {
     renderTypes(types);
+    fillTypeChoice(root.querySelector("#schedule-type"));
     // In parallel: the refresh takes no longer than it did with workers alone.
-    const [answer, queueList, scheduleList] = await Promise.all([
+    const [answer, queueList, scheduleList, limitList] = await Promise.all([
       optional("/workers"),
       optional("/queues"),
       optional("/schedules"),
+      optional("/limits"),
+      chartView.refresh(),
     ]);
-    renderQueues(queues, queueList);
-    renderSchedules(schedules, scheduleList);
+    renderQueues(queues, queueList, act);
+    renderLimits(limits, limitList, act);
+    renderSchedules(schedules, scheduleList, act);
     // Which jobs each worker runs: the running jobs name their worker.
     const running = answer ? (await api("/jobs?status=running&limit=500")).jobs || [] : [];
     renderWorkers(workers, answer, running);
@@ -103,7 +128,9 @@ function renderWorkers(el, answer, running) {
   render(el, JSON.stringify(rows), () => table("Workers", columns, rows, "No worker was seen recently."));
 }
 
-function renderQueues(el, answer) {
+const enc = encodeURIComponent;
+
+function renderQueues(el, answer, act) {
   if (answer === null) {
     render(el, "none", () => h("p", { class: "muted" }, "Queues not available: this server has no GET /queues."));
     return;
@@ -113,14 +140,32 @@ function renderQueues(el, answer) {
   const columns = [
     {
       label: "Queue",
-      cell: (q) => [h("code", {}, q.name), q.paused ? h("span", { class: "badge paused-badge" }, "paused") : null],
+      cell: (q) => [
+        h("a", { href: `#/jobs?queue=${enc(q.name)}` }, h("code", {}, q.name)),
+        q.paused ? h("span", { class: "badge paused-badge" }, "paused") : null,
+      ],
     },
     ...statuses.map((status) => ({ label: status, cell: (q) => String((q.counts || {})[status] || 0) })),
+    {
+      label: "Action",
+      cell: (q) => {
+        const verb = q.paused ? "resume" : "pause";
+        return h(
+          "button",
+          {
+            type: "button",
+            "aria-label": `${q.paused ? "Resume" : "Pause"} queue ${q.name}`,
+            onclick: () => act(() => api(`/queues/${enc(q.name)}/${verb}`, { method: "POST" }), `Queue ${q.name} ${verb}d.`),
+          },
+          q.paused ? "Resume" : "Pause",
+        );
+      },
+    },
   ];
   render(el, JSON.stringify([rows, statuses]), () => table("Queues", columns, rows, "No job was submitted yet."));
 }
 
-function renderSchedules(el, answer) {
+function renderSchedules(el, answer, act) {
   if (answer === null) {
     render(el, "none", () => h("p", { class: "muted" }, "Schedules not available: this server has no GET /schedules."));
     return;
@@ -136,6 +181,145 @@ function renderSchedules(el, answer) {
     { label: "Job", cell: (s) => `${(s.job && s.job.type) || "?"}${s.job && s.job.queue ? ` in ${s.job.queue}` : ""}` },
     { label: "Next fire", cell: (s) => time(s.next_fire_at) },
     { label: "Last fire", cell: (s) => time(s.last_fire_at) },
+    {
+      label: "Action",
+      cell: (s) => {
+        const verb = s.paused ? "resume" : "pause";
+        const path = `/schedules/${enc(s.name)}`;
+        return h(
+          "div",
+          { class: "row-actions" },
+          h(
+            "button",
+            {
+              type: "button",
+              "aria-label": `${s.paused ? "Resume" : "Pause"} schedule ${s.name}`,
+              onclick: () => act(() => api(`${path}/${verb}`, { method: "POST" }), `Schedule ${s.name} ${verb}d.`),
+            },
+            s.paused ? "Resume" : "Pause",
+          ),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "danger",
+              "aria-label": `Delete schedule ${s.name}`,
+              onclick: async () => {
+                if (await confirmAction("Delete schedule", `Delete schedule ${s.name}? It fires no more.`, "Delete")) {
+                  act(() => api(path, { method: "DELETE" }), `Schedule ${s.name} deleted.`);
+                }
+              },
+            },
+            "Delete",
+          ),
+        );
+      },
+    },
   ];
   render(el, JSON.stringify(rows), () => table("Schedules", columns, rows, "No schedule."));
+}
+
+function renderLimits(el, answer, act) {
+  if (answer === null) {
+    render(el, "none", () => h("p", { class: "muted" }, "Limits not available: this server has no GET /limits."));
+    return;
+  }
+  const rows = answer.limits || [];
+  const columns = [
+    { label: "Kind", cell: (l) => l.kind },
+    { label: "Name", cell: (l) => h("code", {}, l.name) },
+    { label: "At most running", cell: (l) => String(l.max_running) },
+    {
+      label: "Action",
+      cell: (l) =>
+        h(
+          "button",
+          {
+            type: "button",
+            "aria-label": `Remove the limit of ${l.kind} ${l.name}`,
+            onclick: () =>
+              act(() => api(`/limits/${l.kind}/${enc(l.name)}`, { method: "DELETE" }), `${l.kind} ${l.name}: no limit.`),
+          },
+          "Remove",
+        ),
+    },
+  ];
+  render(el, JSON.stringify(rows), () => table("Limits", columns, rows, "No concurrency limit is set."));
+}
+
+/** A labelled input in a form's grid. */
+function field(id, label, attrs = {}) {
+  return h("div", { class: "field" }, h("label", { for: id }, label), h("input", { id, name: id, type: "text", ...attrs }));
+}
+
+function limitForm(act) {
+  const form = h(
+    "form",
+    { class: "inline-form", "aria-label": "Set a limit" },
+    h(
+      "div",
+      { class: "field" },
+      h("label", { for: "limit-kind" }, "Limit kind"),
+      h("select", { id: "limit-kind" }, h("option", { value: "type" }, "type"), h("option", { value: "queue" }, "queue")),
+    ),
+    field("limit-name", "Limit name", { required: true, autocomplete: "off" }),
+    field("limit-max", "At most running", { type: "number", min: "0", required: true }),
+    h("button", { class: "primary" }, "Set limit"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const kind = form.querySelector("#limit-kind").value;
+    const name = form.querySelector("#limit-name").value.trim();
+    const max = Number(form.querySelector("#limit-max").value);
+    act(
+      () => api(`/limits/${kind}/${enc(name)}`, { method: "PUT", body: { max_running: max } }),
+      `${kind} ${name}: at most ${max} running.`,
+    );
+  });
+  return h("details", { class: "form-box" }, h("summary", {}, "Set a limit"), form);
+}
+
+/** The installed job types as a select's options, once they are known. */
+function fillTypeChoice(select) {
+  const types = ((state.jobTypes && state.jobTypes.job_types) || []).map((t) => t.name);
+  if (select && !select.options.length && types.length) {
+    select.replaceChildren(...types.map((t) => h("option", { value: t }, t)));
+  }
+}
+
+function scheduleForm(act) {
+  const form = h(
+    "form",
+    { class: "inline-form", "aria-label": "Create a schedule" },
+    field("schedule-name", "Schedule name", { required: true, autocomplete: "off", placeholder: "nightly-report" }),
+    field("schedule-cron", "Cron", { required: true, placeholder: "30 2 * * *" }),
+    field("schedule-timezone", "Time zone", { placeholder: "UTC" }),
+    h(
+      "div",
+      { class: "field" },
+      h("label", { for: "schedule-type" }, "Schedule job type"),
+      h("select", { id: "schedule-type", required: true }),
+    ),
+    field("schedule-queue", "Schedule queue", { placeholder: "default" }),
+    h(
+      "div",
+      { class: "field wide" },
+      h("label", { for: "schedule-payload" }, "Schedule payload (JSON)"),
+      h("textarea", { id: "schedule-payload", rows: "2", spellcheck: "false" }, "{}"),
+    ),
+    h("button", { class: "primary" }, "Create schedule"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = (id) => form.querySelector(`#${id}`).value.trim();
+    const name = value("schedule-name");
+    act(async () => {
+      const job = { type: value("schedule-type"), payload: JSON.parse(value("schedule-payload") || "{}") };
+      if (value("schedule-queue")) job.queue = value("schedule-queue");
+      const body = { name, cron: value("schedule-cron"), job };
+      if (value("schedule-timezone")) body.timezone = value("schedule-timezone");
+      await api("/schedules", { method: "POST", body });
+    }, `Schedule ${name} created.`);
+  });
+  return h("details", { class: "form-box" }, h("summary", {}, "Create a schedule"), form);
 }

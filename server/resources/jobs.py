@@ -8,20 +8,23 @@ import falcon
 
 from taskframe.core import model, quick_load, schemas
 from taskframe.core.executor import Executor
+from taskframe.server import live_log
 from taskframe.server.config import ServerConfig
 from taskframe.server.dependencies import MissingDependencies
 from taskframe.server.errors import validation_error
 from taskframe.server.http_io import load_query, read_json
 from taskframe.server.intake import Intake
 from taskframe.server.job_ops import JobOps
-from taskframe.server.representation import attempt_json, job_answer, job_summary
+from taskframe.server.representation import attempt_json, job_answer
+from taskframe.server.resources.listing import list_page, listing_of
 from taskframe.server.submission import JobCheck, job_errors, jobs_errors
 
 WAIT_QUERY = schemas.WaitQuerySchema()
 
 
 class JobCollection:
-    """``POST /jobs[?wait=S]`` submits one job; ``GET /jobs`` lists them, newest first.
+    """``POST /jobs[?wait=S]`` submits one job; ``GET /jobs`` lists them, newest first
+    or as ``sort`` and ``order`` say (server/resources/listing.py).
 
     With ``wait``, the answer comes once the job finished (or after S seconds,
     with the job as it is then), as ``GET /jobs/{id}?wait=S`` would answer:
@@ -90,15 +93,7 @@ class JobCollection:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = load_query(req, self.query_schema)
-        full = query["full"]
-        rows = self.jobs.list_jobs(
-            query.get("status"), query.get("type"), query["limit"], query.get("cursor"), full
-        )
-        # A full page may stop short of the limit (the answer cap): go on from its last job.
-        more = len(rows) == query["limit"] or (full and rows)
-        next_cursor = rows[-1]["id"] if more else None
-        shown = job_answer if full else job_summary
-        resp.media = {"jobs": [shown(row) for row in rows], "next_cursor": next_cursor}
+        resp.media = list_page(self.jobs, listing_of(query), query.get("cursor"), query["full"])
 
 
 class JobBatch:
@@ -168,14 +163,19 @@ class JobItem:
 
 
 class JobAttempts:
-    """``GET /jobs/{id}/attempts``: every finished attempt, oldest first."""
+    """``GET /jobs/{id}/attempts``: every finished attempt, oldest first, and the
+    running one with its log so far (``running``, null when none runs)."""
 
     def __init__(self, jobs: JobOps) -> None:
         self.jobs = jobs
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         rows = self.jobs.attempts(job_id)
-        resp.media = {"job_id": job_id, "attempts": [attempt_json(row) for row in rows]}
+        resp.media = {
+            "job_id": job_id,
+            "attempts": [attempt_json(row) for row in rows],
+            "running": live_log.running_attempt(self.jobs.store, job_id),
+        }
 
 
 class JobCancel:

@@ -150,6 +150,7 @@ class Lease(WorkerResource):
             "jobs": leased_json(self.jobs, rows),
             "completions": [_outcome_json(o) for o in outcomes],
             "lease_ttl": self.config.lease_ttl,
+            "live_log": True,  # heartbeat entries may carry log text (server/live_log.py)
             # Too many requests wait already: come back after this pause.
             "retry_after": self.leasing.wait_slots.retry_after() if refused else None,
             # Seconds from the request's arrival to this answer: the worker tells by
@@ -206,13 +207,19 @@ class Heartbeats(WorkerResource):
             for item in request["leases"]
             if item.get("progress")
         }
-        answers = self.attempts.heartbeat(request["worker_id"], leases, progress)
+        logs = {
+            (item["job_id"], item["lease_id"]): item["log"]
+            for item in request["leases"]
+            if item.get("log")
+        }
+        answers = self.attempts.heartbeat(request["worker_id"], leases, progress, logs)
         resp.media = {
             "leases": [
                 {"job_id": job_id, "ok": held, "cancel_requested": cancel}
                 for job_id, held, cancel in answers
             ],
             "lease_ttl": self.config.lease_ttl,
+            "live_log": True,  # heartbeat entries may carry log text (server/live_log.py)
         }
 
 
@@ -227,7 +234,8 @@ class JobHeartbeat(WorkerResource):
         self.jobs.get(job_id)  # 404 for an unknown job
         lease = (job_id, request["lease_id"])
         progress = {lease: request["progress"]} if request.get("progress") else None
-        [(_, held, cancel)] = self.attempts.heartbeat(request["worker_id"], [lease], progress)
+        logs = {lease: request["log"]} if request.get("log") else None
+        [(_, held, cancel)] = self.attempts.heartbeat(request["worker_id"], [lease], progress, logs)
         if not held:
             raise APIError(
                 falcon.HTTP_409,
@@ -239,6 +247,7 @@ class JobHeartbeat(WorkerResource):
             "job_id": job_id,
             "cancel_requested": cancel,
             "lease_ttl": self.config.lease_ttl,
+            "live_log": True,  # heartbeat entries may carry log text (server/live_log.py)
         }
 
 

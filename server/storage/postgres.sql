@@ -257,6 +257,35 @@ EXECUTE FUNCTION taskframe_webhook_outbox();
 ALTER TABLE job_attempts ADD COLUMN traceback text;
 ALTER TABLE jobs ADD COLUMN progress text;
 
+-- name: migration_12
+-- Operations (issue 23): see the SQLite migration 12 for what each part is for.
+CREATE INDEX jobs_priority_id ON jobs (priority, id);
+CREATE INDEX jobs_queue_id ON jobs (queue, id);
+DROP INDEX jobs_queued_age;
+CREATE INDEX jobs_queued_age ON jobs (type, queue, priority, run_at) WHERE status = 'queued';
+CREATE TABLE job_dependants (
+    depends_on bigint NOT NULL,
+    job_id bigint NOT NULL,
+    PRIMARY KEY (depends_on, job_id)
+);
+CREATE INDEX job_dependants_job ON job_dependants (job_id);
+INSERT INTO job_dependants (depends_on, job_id)
+SELECT DISTINCT CAST(listed.value AS bigint), jobs.id
+FROM jobs, jsonb_array_elements_text(CAST(jobs.depends_on AS jsonb)) AS listed(value)
+WHERE jobs.depends_on IS NOT NULL
+ON CONFLICT DO NOTHING;
+ALTER TABLE jobs ADD COLUMN live_log text;
+CREATE TABLE job_rollup (
+    minute bigint NOT NULL,
+    type text NOT NULL,
+    queue text NOT NULL,
+    succeeded bigint NOT NULL DEFAULT 0,
+    failed bigint NOT NULL DEFAULT 0,
+    depth bigint,
+    oldest_run_at double precision,
+    PRIMARY KEY (minute, type, queue)
+);
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
@@ -333,20 +362,130 @@ SELECT * FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
 
 -- Listings are summaries: no payload, no result (their sizes instead).
 -- name: list_jobs
--- A page, newest first. Filters (list_jobs_where_*, each ending in AND) are put
--- in at the mark (see Transaction.filtered): the jobs_status_id and
--- jobs_type_id indexes serve the query they make.
+-- A page. Filters (list_jobs_where_*, each ending in AND) are put in at the mark
+-- (see Transaction.filtered), the last one the order: list_jobs_where_<key>_<order>,
+-- the keyset condition after the previous page's last (key, id) and the order.
+-- Each order has its index: the primary key (submission, also creation order),
+-- jobs_priority_id and jobs_finished (finished jobs only); jobs_status_id, jobs_type_id and
+-- jobs_queue_id serve a filter in id order.
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        queue, depends_on, on_dependency_failure,
        length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs WHERE /* filters */ id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s;
+FROM jobs WHERE /* filters */
+LIMIT %(limit)s;
 
 -- name: list_jobs_where_status
 status = %(status)s AND
 
 -- name: list_jobs_where_type
 type = %(type)s AND
+
+-- name: list_jobs_where_queue
+queue = %(queue)s AND
+
+-- name: list_jobs_where_key
+idempotency_key = %(key)s AND
+
+-- name: list_jobs_where_created_after
+created_at >= %(created_after)s AND
+
+-- name: list_jobs_where_created_before
+created_at < %(created_before)s AND
+
+-- name: list_jobs_where_finished_after
+finished_at >= %(finished_after)s AND
+
+-- name: list_jobs_where_finished_before
+finished_at < %(finished_before)s AND
+
+-- name: list_jobs_where_dependant_of
+-- The jobs that name the job in their depends_on (job_dependants keeps them all).
+id IN (SELECT job_id FROM job_dependants WHERE depends_on = %(dependency_of)s) AND
+
+-- name: list_jobs_where_id_desc
+id < %(after_id)s ORDER BY id DESC
+
+-- name: list_jobs_where_id_asc
+id > %(after_id)s ORDER BY id
+
+-- name: list_jobs_where_priority_desc
+(priority, id) < (%(after_key)s, %(after_id)s) ORDER BY priority DESC, id DESC
+
+-- name: list_jobs_where_priority_asc
+(priority, id) > (%(after_key)s, %(after_id)s) ORDER BY priority, id
+
+-- name: list_jobs_where_finished_desc
+status IN ('succeeded', 'failed', 'cancelled')
+AND (finished_at, id) < (%(after_key)s, %(after_id)s) ORDER BY finished_at DESC, id DESC
+
+-- name: list_jobs_where_finished_asc
+status IN ('succeeded', 'failed', 'cancelled')
+AND (finished_at, id) > (%(after_key)s, %(after_id)s) ORDER BY finished_at, id
+
+-- name: insert_dependant
+INSERT INTO job_dependants (depends_on, job_id) VALUES (%(depends_on)s, %(job_id)s)
+ON CONFLICT DO NOTHING;
+
+-- name: delete_dependant_links
+-- A pruned job's links, both ways (the other job's depends_on still names it).
+DELETE FROM job_dependants
+WHERE depends_on = ANY(%(ids)s::bigint[]) OR job_id = ANY(%(ids)s::bigint[]);
+
+-- name: append_live_log
+-- Fenced like a heartbeat; the last 64 KiB of the running attempt's log are kept.
+UPDATE jobs SET live_log = right(coalesce(live_log || %(log)s, %(log)s), 65536)
+WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
+  AND status = 'running';
+
+-- name: get_live_log
+SELECT attempts, worker_id, started_at, live_log FROM jobs WHERE id = %(id)s AND status = 'running';
+
+-- name: lock_rollup
+-- Servers write the rollup one at a time: a snapshot clears and rewrites the
+-- minute's rows, which could deadlock with another server's adds.
+SELECT pg_advisory_xact_lock(29798, 4);
+
+-- name: rollup_add
+-- Each server adds the jobs it saw finish in the minute: they add up across servers.
+INSERT INTO job_rollup (minute, type, queue, succeeded, failed)
+VALUES (%(minute)s, %(type)s, %(queue)s, %(succeeded)s, %(failed)s)
+ON CONFLICT (minute, type, queue) DO UPDATE
+SET succeeded = job_rollup.succeeded + excluded.succeeded,
+    failed = job_rollup.failed + excluded.failed;
+
+-- name: rollup_snapshot
+-- The queue as it was at the minute's end: whichever server writes last, the same.
+INSERT INTO job_rollup (minute, type, queue, depth, oldest_run_at)
+VALUES (%(minute)s, %(type)s, %(queue)s, %(depth)s, %(oldest_run_at)s)
+ON CONFLICT (minute, type, queue) DO UPDATE
+SET depth = excluded.depth, oldest_run_at = excluded.oldest_run_at;
+
+-- name: rollup_clear_snapshot
+-- Before a snapshot: a type or queue emptied since the last one shows no depth.
+UPDATE job_rollup SET depth = NULL, oldest_run_at = NULL
+WHERE minute = %(minute)s AND depth IS NOT NULL;
+
+-- name: rollup_read
+-- The window's minutes, all types and queues added up, or those of the filters
+-- (rollup_read_where_*): a row per minute whatever the number of types.
+SELECT minute, sum(succeeded) AS succeeded, sum(failed) AS failed, sum(depth) AS depth,
+       min(oldest_run_at) AS oldest_run_at
+FROM job_rollup WHERE /* filters */ minute >= %(since)s
+GROUP BY minute ORDER BY minute;
+
+-- name: rollup_read_where_type
+type = %(type)s AND
+
+-- name: rollup_read_where_queue
+queue = %(queue)s AND
+
+-- name: rollup_names
+-- The types and queues the window has rows for (the charts' choices).
+SELECT DISTINCT type, queue FROM job_rollup WHERE minute >= %(since)s;
+
+-- name: rollup_prune
+DELETE FROM job_rollup WHERE minute < %(before)s;
 
 -- name: lease_jobs
 -- SKIP LOCKED: concurrent leasers (any number of servers) take disjoint rows
@@ -405,7 +544,7 @@ UPDATE jobs
 SET status = ended.status, result = ended.result, error = ended.error,
     finished_at = ended.finished_at, run_at = ended.run_at, lease_id = ended.new_lease_id,
     lease_expires_at = NULL, deadline = NULL, attempts = jobs.attempts - ended.refund,
-    cancel_requested = false
+    cancel_requested = false, live_log = NULL
 FROM unnest(%(id)s::bigint[], %(lease_id)s::text[], %(worker_id)s::text[],
             %(status)s::text[], %(result)s::text[], %(error)s::text[],
             %(finished_at)s::float8[], %(run_at)s::float8[], %(new_lease_id)s::text[],
@@ -564,19 +703,20 @@ SELECT type, status, count(*) AS count FROM jobs GROUP BY type, status;
 
 -- name: ready_by_type_and_priority
 -- Queue depth and the oldest ready job, read at scrape time so that servers agree:
--- the depth from the counts, the oldest one step into jobs_queued_age per group.
-SELECT ready.type, ready.priority, ready.count, (
+-- the depth from the counts, the oldest one step into jobs_queued_age per group
+-- (type, queue and priority: callers add queues up where they show none).
+SELECT ready.type, ready.queue, ready.priority, ready.count, (
     SELECT min(run_at) FROM jobs
-    WHERE status = 'queued' AND type = ready.type AND priority = ready.priority
-      AND run_at <= %(now)s
+    WHERE status = 'queued' AND type = ready.type AND queue = ready.queue
+      AND priority = ready.priority AND run_at <= %(now)s
 ) AS oldest_run_at
 FROM (
-    SELECT type, priority, sum(count) AS count FROM (
-        SELECT type, priority, count FROM job_counts WHERE status = 'queued'
+    SELECT type, queue, priority, sum(count) AS count FROM (
+        SELECT type, queue, priority, count FROM job_counts WHERE status = 'queued'
         UNION ALL
-        SELECT type, priority, delta FROM job_count_deltas WHERE status = 'queued'
+        SELECT type, queue, priority, delta FROM job_count_deltas WHERE status = 'queued'
     ) AS queued
-    GROUP BY type, priority HAVING sum(count) > 0
+    GROUP BY type, queue, priority HAVING sum(count) > 0
 ) AS ready;
 
 -- name: upsert_worker

@@ -283,6 +283,42 @@ END;
 ALTER TABLE job_attempts ADD COLUMN traceback TEXT;
 ALTER TABLE jobs ADD COLUMN progress TEXT;
 
+-- name: migration_12
+-- Operations (issue 23). Listings sorted by priority with keyset paging, and
+-- filtered by queue, each on an index (jobs_finished serves finish time, the
+-- primary key submission and creation order).
+-- The oldest ready job is found per type, queue and priority (the per-minute rollup
+-- draws queues too): one step into jobs_queued_age for each group of job_counts.
+-- job_dependants keeps every dependency of a job for good (job_dependencies only
+-- holds the edges still to resolve), so a job's page can list its dependants.
+-- live_log: what the running attempt logged so far, sent with its heartbeats.
+-- job_rollup: per minute, jobs succeeded and failed (from each server's counters,
+-- added up) and the queue depth and oldest ready job (a snapshot), by type and queue.
+CREATE INDEX jobs_priority_id ON jobs (priority, id);
+CREATE INDEX jobs_queue_id ON jobs (queue, id);
+DROP INDEX jobs_queued_age;
+CREATE INDEX jobs_queued_age ON jobs (type, queue, priority, run_at) WHERE status = 'queued';
+CREATE TABLE job_dependants (
+    depends_on INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    PRIMARY KEY (depends_on, job_id)
+) WITHOUT ROWID;
+CREATE INDEX job_dependants_job ON job_dependants (job_id);
+INSERT OR IGNORE INTO job_dependants (depends_on, job_id)
+SELECT listed.value, jobs.id FROM jobs, json_each(jobs.depends_on) AS listed
+WHERE jobs.depends_on IS NOT NULL;
+ALTER TABLE jobs ADD COLUMN live_log TEXT;
+CREATE TABLE job_rollup (
+    minute INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    depth INTEGER,
+    oldest_run_at REAL,
+    PRIMARY KEY (minute, type, queue)
+) WITHOUT ROWID;
+
 -- name: create_version_table
 CREATE TABLE IF NOT EXISTS taskframe_schema (version INTEGER NOT NULL);
 
@@ -338,20 +374,135 @@ SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- Listings are summaries: no payload, no result (their sizes instead).
 -- name: list_jobs
--- A page, newest first. Filters (list_jobs_where_*, each ending in AND) are put
--- in at the mark (see Transaction.filtered): the jobs_status_id and
--- jobs_type_id indexes serve the query they make.
+-- A page. Filters (list_jobs_where_*, each ending in AND) are put in at the mark
+-- (see Transaction.filtered), the last one the order: list_jobs_where_<key>_<order>,
+-- the keyset condition after the previous page's last (key, id) and the order.
+-- Each order has its index: the primary key (submission, also creation order),
+-- jobs_priority_id and jobs_finished (finished jobs only); jobs_status_id, jobs_type_id and
+-- jobs_queue_id serve a filter in id order.
 SELECT id, type, priority, status, attempts, max_attempts, timeout, run_at, created_at,
        started_at, finished_at, worker_id, error, idempotency_key, cancel_requested, notify_url,
        queue, depends_on, on_dependency_failure,
        length(payload) AS payload_bytes, length(result) AS result_bytes
-FROM jobs WHERE /* filters */ id < :cursor ORDER BY id DESC LIMIT :limit;
+FROM jobs WHERE /* filters */
+LIMIT :limit;
 
 -- name: list_jobs_where_status
 status = :status AND
 
 -- name: list_jobs_where_type
 type = :type AND
+
+-- name: list_jobs_where_queue
+queue = :queue AND
+
+-- name: list_jobs_where_key
+idempotency_key = :key AND
+
+-- name: list_jobs_where_created_after
+created_at >= :created_after AND
+
+-- name: list_jobs_where_created_before
+created_at < :created_before AND
+
+-- name: list_jobs_where_finished_after
+finished_at >= :finished_after AND
+
+-- name: list_jobs_where_finished_before
+finished_at < :finished_before AND
+
+-- name: list_jobs_where_id_desc
+id < :after_id ORDER BY id DESC
+
+-- name: list_jobs_where_id_asc
+id > :after_id ORDER BY id
+
+-- name: list_jobs_where_priority_desc
+(priority, id) < (:after_key, :after_id) ORDER BY priority DESC, id DESC
+
+-- name: list_jobs_where_priority_asc
+(priority, id) > (:after_key, :after_id) ORDER BY priority, id
+
+-- name: list_jobs_where_finished_desc
+-- likely(): without it the planner takes jobs_status_id and sorts every finished job.
+likely(status IN ('succeeded', 'failed', 'cancelled'))
+AND (finished_at, id) < (:after_key, :after_id)
+ORDER BY finished_at DESC, id DESC
+
+-- name: list_jobs_where_finished_asc
+likely(status IN ('succeeded', 'failed', 'cancelled'))
+AND (finished_at, id) > (:after_key, :after_id)
+ORDER BY finished_at, id
+
+-- name: list_jobs_where_dependant_of
+-- The jobs that name :dependency_of in their depends_on (job_dependants keeps them all).
+id IN (SELECT job_id FROM job_dependants WHERE depends_on = :dependency_of) AND
+
+-- name: insert_dependant
+INSERT INTO job_dependants (depends_on, job_id) VALUES (:depends_on, :job_id)
+ON CONFLICT DO NOTHING;
+
+-- name: delete_dependant_links
+-- A pruned job's links, both ways (the other job's depends_on still names it).
+DELETE FROM job_dependants
+WHERE depends_on IN (SELECT value FROM json_each(:ids))
+   OR job_id IN (SELECT value FROM json_each(:ids));
+
+-- ------------------------------------------------------------ bulk actions (issue 23)
+
+-- ------------------------------------------------- live log and rollup (issue 23)
+
+-- name: append_live_log
+-- Fenced like a heartbeat; the last 64 KiB of the running attempt's log are kept.
+UPDATE jobs SET live_log = substr(coalesce(live_log || :log, :log), -65536)
+WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running';
+
+-- name: get_live_log
+SELECT attempts, worker_id, started_at, live_log FROM jobs WHERE id = :id AND status = 'running';
+
+-- name: lock_rollup
+-- Writers are serialised already: nothing to lock beyond BEGIN IMMEDIATE.
+SELECT 0 AS locked WHERE 0;
+
+-- name: rollup_add
+-- Each server adds the jobs it saw finish in the minute: they add up across servers.
+INSERT INTO job_rollup (minute, type, queue, succeeded, failed)
+VALUES (:minute, :type, :queue, :succeeded, :failed)
+ON CONFLICT (minute, type, queue) DO UPDATE
+SET succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed;
+
+-- name: rollup_snapshot
+-- The queue as it was at the minute's end: whichever server writes last, the same.
+INSERT INTO job_rollup (minute, type, queue, depth, oldest_run_at)
+VALUES (:minute, :type, :queue, :depth, :oldest_run_at)
+ON CONFLICT (minute, type, queue) DO UPDATE
+SET depth = excluded.depth, oldest_run_at = excluded.oldest_run_at;
+
+-- name: rollup_clear_snapshot
+-- Before a snapshot: a type or queue emptied since the last one shows no depth.
+UPDATE job_rollup SET depth = NULL, oldest_run_at = NULL
+WHERE minute = :minute AND depth IS NOT NULL;
+
+-- name: rollup_read
+-- The window's minutes, all types and queues added up, or those of the filters
+-- (rollup_read_where_*): a row per minute whatever the number of types.
+SELECT minute, sum(succeeded) AS succeeded, sum(failed) AS failed, sum(depth) AS depth,
+       min(oldest_run_at) AS oldest_run_at
+FROM job_rollup WHERE /* filters */ minute >= :since
+GROUP BY minute ORDER BY minute;
+
+-- name: rollup_read_where_type
+type = :type AND
+
+-- name: rollup_read_where_queue
+queue = :queue AND
+
+-- name: rollup_names
+-- The types and queues the window has rows for (the charts' choices).
+SELECT DISTINCT type, queue FROM job_rollup WHERE minute >= :since;
+
+-- name: rollup_prune
+DELETE FROM job_rollup WHERE minute < :before;
 
 -- name: get_jobs_for_update
 -- One batch's rows, in id order (SQLite's write lock covers them all anyway).
@@ -408,7 +559,7 @@ UPDATE jobs NOT INDEXED
 SET status = ended.status, result = ended.result, error = ended.error,
     finished_at = ended.finished_at, run_at = ended.run_at, lease_id = ended.new_lease_id,
     lease_expires_at = NULL, deadline = NULL, attempts = attempts - ended.refund,
-    cancel_requested = 0
+    cancel_requested = 0, live_log = NULL
 FROM (
     SELECT value ->> 'id' AS id, value ->> 'lease_id' AS lease_id,
            value ->> 'worker_id' AS worker_id, value ->> 'status' AS status,
@@ -530,15 +681,16 @@ SELECT type, status, count(*) AS count FROM jobs GROUP BY type, status;
 
 -- name: ready_by_type_and_priority
 -- Queue depth and the oldest ready job, read at scrape time so that servers agree:
--- the depth from job_counts, the oldest one step into jobs_queued_age per group.
-SELECT ready.type, ready.priority, ready.count, (
+-- the depth from job_counts, the oldest one step into jobs_queued_age per group
+-- (type, queue and priority: callers add queues up where they show none).
+SELECT ready.type, ready.queue, ready.priority, ready.count, (
     SELECT min(run_at) FROM jobs INDEXED BY jobs_queued_age
-    WHERE status = 'queued' AND type = ready.type AND priority = ready.priority
-      AND run_at <= :now
+    WHERE status = 'queued' AND type = ready.type AND queue = ready.queue
+      AND priority = ready.priority AND run_at <= :now
 ) AS oldest_run_at
 FROM (
-    SELECT type, priority, sum(count) AS count FROM job_counts
-    WHERE status = 'queued' GROUP BY type, priority HAVING sum(count) > 0
+    SELECT type, queue, priority, sum(count) AS count FROM job_counts
+    WHERE status = 'queued' GROUP BY type, queue, priority HAVING sum(count) > 0
 ) AS ready;
 
 -- name: upsert_worker

@@ -3,18 +3,18 @@
 Against a live server with tokens: the page asks for a token, then renders the
 API from /openapi.json, and "Try it out" calls the API with that token; no
 request leaves the server's origin and the Content-Security-Policy blocks
-nothing. Skipped or failed like the dashboard's browser test.
+nothing. Skipped or failed like the dashboard's browser test (the ``browser``
+fixture of tests/integration/conftest.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_dashboard import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _browser_or_skip
+from tests.integration.test_dashboard import WAIT_MS
 
 pytestmark = pytest.mark.timeout(120)
 CLIENT_TOKEN = "explorer-client-0123456789abcdef"
@@ -24,22 +24,6 @@ window.__violations = [];
 document.addEventListener("securitypolicyviolation", (e) =>
   window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`));
 """
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    _browser_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    driver = sync_playwright().start()
-    try:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-    finally:
-        driver.stop()
 
 
 def test_the_explorer_asks_for_a_token_renders_the_api_and_tries_it(
@@ -86,7 +70,9 @@ def test_the_explorer_asks_for_a_token_renders_the_api_and_tries_it(
     page.screenshot(path=str(tmp_path / "explorer.png"), full_page=False)
 
     # "Try it out" on GET /stats: the call carries the token and the answer shows.
-    stats = page.locator(".opblock", has=page.locator(".opblock-summary-path", has_text="/stats"))
+    # Exactly /stats (not /stats/history).
+    path = page.locator(".opblock-summary-path", has_text=re.compile(r"^/stats$"))
+    stats = page.locator(".opblock", has=path)
     stats.locator(".opblock-summary").click()
     stats.get_by_role("button", name="Try it out").click()
     with page.expect_response(lambda r: r.url.endswith("/stats")) as answer:

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.test_dashboard import browser  # noqa: F401 - the fixture
 from tests.processes import get_job, submit
 
 SCHEDULE = {

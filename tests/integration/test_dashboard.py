@@ -11,28 +11,15 @@ Skipped, with the reason, when Playwright or Chromium is missing, unless
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.integration.browser import PHONE, open_page
 from tests.processes import attempts_of, get_job, submit, wait_until
 
-CHROMIUM = os.environ.get("TASKFRAME_CHROMIUM", "/usr/bin/chromium")
-REQUIRE_BROWSER = os.environ.get("TASKFRAME_REQUIRE_BROWSER", "") not in ("", "0")
-# Root needs --no-sandbox; the rest keeps Chromium from calling home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-PHONE = {"width": 390, "height": 844}
 # Links, buttons and form controls whose accessible name would be empty.
 UNNAMED_CONTROLS = """() => [...document.querySelectorAll("a, button, input, select, textarea")]
   .filter((el) => {
@@ -46,70 +33,12 @@ WAIT_MS = 20_000
 pytestmark = pytest.mark.timeout(180)
 
 
-def _browser_or_skip() -> None:
-    reason = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as exc:
-        reason = f"Playwright is not installed ({exc}); pip install -e '.[test]'"
-    if reason is None and not os.access(CHROMIUM, os.X_OK):
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set TASKFRAME_CHROMIUM)"
-    if reason is None:
-        return
-    if REQUIRE_BROWSER:
-        pytest.fail(f"TASKFRAME_REQUIRE_BROWSER is set but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    _browser_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    driver = sync_playwright().start()
-    try:
-        chromium = driver.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-    finally:
-        driver.stop()
-
-
-@pytest.fixture
-def shots(tmp_path: Path):
-    """shots("name", page): a full-page screenshot in this test's screenshots folder."""
-    folder = tmp_path / "screenshots"
-    folder.mkdir()
-    print(f"dashboard screenshots: {folder}")
-
-    def take(name: str, page) -> None:
-        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
-
-    take.folder = folder
-    return take
-
-
 @pytest.fixture
 def live(start_server, start_worker, tmp_path: Path):
     """A server on a fresh SQLite file and one worker with two slots."""
     server = start_server(str(tmp_path / "dashboard.db"))
     start_worker([server.url], "--concurrency", "2", "--worker-id", "dash-worker")
     return server
-
-
-def open_page(browser, url: str, viewport: dict | None = None):
-    """A new page that fails the test on any script error."""
-    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.errors = errors
-    page.goto(url)
-    return page
 
 
 def job_id_from(page) -> int:
@@ -178,6 +107,10 @@ def test_submit_watch_open_and_cancel_jobs(browser, live, shots):
     shots("overview-running", page)
     page.get_by_role("link", name=f"#{long_id} sleep").click()
     page.get_by_role("button", name=f"Cancel job {long_id}").click()
+    # A cancel asks first, saying what will happen.
+    confirm = page.get_by_role("dialog", name=f"Cancel job #{long_id}")
+    expect(confirm).to_contain_text("its worker will be asked to stop it")
+    confirm.get_by_role("button", name="Cancel job", exact=True).click()
     expect(page.locator(".facts .badge")).to_have_text("cancelled")
     expect(page.get_by_role("button", name=f"Cancel job {long_id}")).to_be_disabled()
     expect(page.get_by_role("button", name=f"Retry job {long_id}")).to_be_enabled()
@@ -224,6 +157,10 @@ def test_a_delayed_job_is_scheduled_and_can_be_cancelled(browser, start_server, 
     expect(page.locator(".count-n[data-status=scheduled]")).to_have_text("1")
     shots("job-scheduled", page)
     page.get_by_role("button", name=f"Cancel job {job_id}").click()
+    page.get_by_role("dialog").get_by_role("button", name="Keep as is").click()
+    expect(page.locator(".facts .badge")).to_have_text("scheduled")  # kept
+    page.get_by_role("button", name=f"Cancel job {job_id}").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel job", exact=True).click()
     expect(page.locator(".facts .badge")).to_have_text("cancelled")
     assert get_job(server.url, job_id)["status"] == "cancelled"
     assert page.errors == []
@@ -284,11 +221,16 @@ def test_job_list_filters_pages_and_sorts(browser, start_server, tmp_path, shots
     page.get_by_role("link", name="Previous page").click()
     expect(id_cells).to_have_text(newest_first[:25])
 
+    # Sorted by the server across every page, not within the page loaded.
     page.get_by_label("Sort").select_option("priority")
-    first_page = [(job["priority"], i) for job, i in zip(jobs, ids, strict=True) if i >= ids[-25]]
-    by_priority = [f"#{i}" for _, i in sorted(first_page, key=lambda p: (-p[0], p[1]))]
-    expect(id_cells).to_have_text(by_priority)
+    ranked = sorted(((job["priority"], i) for job, i in zip(jobs, ids, strict=True)), reverse=True)
+    by_priority = [f"#{i}" for _, i in ranked]
+    expect(id_cells).to_have_text(by_priority[:25])
     shots("jobs-by-priority", page)
+    page.get_by_role("link", name="Next page").click()
+    expect(id_cells).to_have_text(by_priority[25:])
+    page.get_by_label("Order").select_option("asc")
+    expect(id_cells).to_have_text(list(reversed(by_priority))[:25])
     assert page.errors == []
 
 

@@ -152,8 +152,8 @@ def store_rows(store) -> list[Row]:
     cursor = None
     with store.reader() as tx:
         while True:
-            params = {"limit": 1000, "cursor": cursor or 2**62}
-            page = tx.all("list_jobs", params)
+            params = {"limit": 1000, "after_id": cursor or 2**62}
+            page = tx.all(tx.filtered("list_jobs", ["id_desc"]), params)
             rows += page
             if len(page) < 1000:
                 return rows
