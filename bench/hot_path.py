@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from floors import BARE_APP, cpu_seconds, post_loop, wait_listening  # noqa: E402
+from floors import BARE_APP, cpu_seconds, post_loop, w1_cpu, wait_listening  # noqa: E402
 from harness import NOOP, Env, Proc, free_port, new_workdir  # noqa: E402
 
 BARE_GRANIAN = """
@@ -160,30 +160,6 @@ def bare(workdir: Path, server: str, count: int) -> tuple[float, float, float]:
         proc.wait_exit()
 
 
-def w1(workdir: Path, jobs: int, server_args: list[str]) -> dict[str, float]:
-    """bench/floors.py's W1 CPU per job, on the server ``server_args`` choose."""
-    env = Env("sqlite", workdir, "w1", server_args, [])
-    try:
-        for start in range(0, jobs, 1000):
-            env.api.batch([NOOP] * min(1000, jobs - start))
-        server_before = cpu_seconds(env.server.popen.pid)
-        start = time.perf_counter()
-        env.start_workers(2, 64)
-        while env.api.call("GET", "/stats")["by_status"].get("succeeded", 0) < jobs:
-            env.check_alive()
-            time.sleep(0.02)
-        elapsed = time.perf_counter() - start
-        server = cpu_seconds(env.server.popen.pid) - server_before
-        workers = sum(cpu_seconds(worker.popen.pid) for worker in env.workers)
-    finally:
-        env.close()
-    return {
-        "jobs/s from worker start": jobs / elapsed,
-        "server CPU us/job": server / jobs * 1e6,
-        "workers CPU us/job": workers / jobs * 1e6,
-    }
-
-
 def _has_granian() -> bool:
     try:
         import granian  # noqa: F401
@@ -294,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             env.close()
         if opts.w1:
-            for unit, value in w1(workdir, opts.w1, server_args).items():
+            for unit, value in w1_cpu(workdir, opts.w1, server_args=server_args).items():
                 rows.append(("W1, 2 workers x 64 slots, no-op jobs", unit, value))
         if opts.bare:
             kinds = ["waitress"] + (["granian"] if _has_granian() else [])

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from taskframe.core import model
+
 if TYPE_CHECKING:  # typing.Self is Python 3.11+
     from typing_extensions import Self
 
 #: Statuses after which a job does not change (unless retried).
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+FINISHED = frozenset(status.value for status in model.FINISHED)  # the one list: core.model
 
 T = TypeVar("T")
 

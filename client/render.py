@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from taskframe.client.models import Attempt, Job, JobType, Queue, Schedule, Stats, WorkerInfo
+from taskframe.core import model
 
 #: Longest cell shown in a table; the rest is cut with an ellipsis.
 MAX_CELL = 60
@@ -173,7 +174,7 @@ def stats_text(stats: Stats) -> str:
     return text + "\n\n" + key_values(facts)
 
 
-_QUEUE_COUNTS = ("waiting", "scheduled", "queued", "running", "succeeded", "failed", "cancelled")
+_QUEUE_COUNTS = model.STATUSES  # every status, in the order of the lifecycle
 
 
 def queues_table(queues: Iterable[Queue]) -> str:

@@ -40,6 +40,18 @@ class Outcome(str, Enum):
         return self.value
 
 
+class Reported(str, Enum):
+    """How a worker reports an attempt ended (``POST /lease`` completions): the
+    outcomes only a worker's report records (the others are the server's)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Event(str, Enum):
     """What happens to a job apart from an attempt ending (that is an :class:`Outcome`)."""
 
@@ -69,6 +81,7 @@ OUTCOME_LEASE_EXPIRED, OUTCOME_TIMED_OUT = Outcome.LEASE_EXPIRED, Outcome.TIMED_
 
 STATUSES: tuple[str, ...] = tuple(status.value for status in Status)
 OUTCOMES: tuple[str, ...] = tuple(outcome.value for outcome in Outcome)
+REPORTED: tuple[str, ...] = tuple(reported.value for reported in Reported)
 FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
 #: Attempt endings that count as a failure (retried while attempts and retryability allow).
 FAILURES = frozenset({Outcome.FAILED, Outcome.LEASE_EXPIRED, Outcome.TIMED_OUT})

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskframe.core import limits, schemas, strict_json
+from taskframe.core import limits, model, schemas, strict_json
 
 _NUMBER = (int, float)
 #: The fields of ``SubmitJobSchema`` this loader checks and copies itself, named
@@ -89,7 +89,7 @@ def quick_load_batch(data: object, text_checked: bool = False) -> dict[str, Any]
 
 _LEASE_KEYS = frozenset(schemas.LeaseRequestSchema._declared_fields)
 _COMPLETION_KEYS = frozenset(schemas.CompletionItemSchema._declared_fields)
-_OUTCOMES = frozenset({"succeeded", "failed", "cancelled"})
+_OUTCOMES = frozenset(model.REPORTED)
 
 
 def _is_id_text(value: object) -> bool:

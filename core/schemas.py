@@ -37,7 +37,7 @@ from taskframe.core.limits import (
     MIN_PRIORITY,
     MIN_RUN_AT,
 )
-from taskframe.core.model import STATUSES
+from taskframe.core.model import REPORTED, STATUSES
 
 DEFAULT_PRIORITY = 5
 DEFAULT_MAX_ATTEMPTS = 3
@@ -342,9 +342,7 @@ class ReleaseSchema(LeaseRefSchema):
 class CompleteSchema(LeaseRefSchema):
     """``POST /jobs/{id}/complete``: the outcome of one attempt."""
 
-    status = fields.String(
-        required=True, validate=validate.OneOf(["succeeded", "failed", "cancelled"])
-    )
+    status = fields.String(required=True, validate=validate.OneOf(REPORTED))
     result = ExecutorJSON(load_default=None, allow_none=True)
     error = ExecutorText(
         load_default=None, allow_none=True, validate=validate.Length(max=MAX_ERROR)

@@ -193,6 +193,59 @@ class HttpPayloadSchema(Schema):
             raise ValidationError("give either body or json, not both", "json")
 
 
+_PAYLOAD_KEYS = frozenset(HttpPayloadSchema._declared_fields)
+
+
+def quick_load(payload: Any) -> dict[str, Any] | None:
+    """``HttpPayloadSchema().load(payload)`` for a plainly valid payload, else None.
+
+    The same validators run; only marshmallow's field plumbing is skipped. Anything
+    unusual (a null, a number as text, both body and json) is left to the schema.
+    """
+    if type(payload) is not dict or not payload.keys() <= _PAYLOAD_KEYS:
+        return None
+    url, method = payload.get("url"), payload.get("method", "GET")
+    headers, timeout = payload.get("headers", {}), payload.get("timeout", DEFAULT_TIMEOUT)
+    if (
+        type(url) is not str
+        or len(url) > 8192
+        or type(method) is not str
+        or method.upper() not in METHODS
+        or type(headers) is not dict
+        or not all(type(k) is str and type(v) is str for k, v in headers.items())
+        or (type(timeout) is not float and type(timeout) is not int)
+        or not 0 < timeout <= MAX_TIMEOUT  # NaN fails this too
+        or ("body" in payload and ("json" in payload or type(payload["body"]) is not str))
+        or ("expected_status" in payload and _quick_codes(payload["expected_status"]) is None)
+    ):
+        return None
+    try:
+        _validate_url(url)
+        _validate_headers(headers)
+        if "body" in payload:
+            _encodable(payload["body"], "utf-8")
+        if "json" in payload:
+            _validate_json(payload["json"])
+    except ValidationError:
+        return None
+    loaded: dict[str, Any] = {"url": url, "method": method.upper(), "headers": dict(headers)}
+    if "body" in payload:
+        loaded["body"] = payload["body"]
+    if "json" in payload:
+        loaded["json"] = payload["json"]
+    loaded["timeout"] = float(timeout)
+    if "expected_status" in payload:
+        loaded["expected_status"] = _quick_codes(payload["expected_status"])
+    return loaded  # in the schema's field order: the stored JSON is the same text
+
+
+def _quick_codes(value: Any) -> list[int] | None:
+    codes = value if type(value) is list else [value]
+    if codes and all(type(code) is int and 100 <= code <= 599 for code in codes):
+        return list(codes)
+    return None
+
+
 def run(payload: dict[str, Any], context: ExecutorContext) -> dict[str, Any]:
     """Make the request and describe the response; raise on an unexpected status."""
     method, url = payload["method"], payload["url"]
@@ -458,6 +511,7 @@ def taskframe_register_executors(register: Callable[[Executor], None]) -> None:
             name="http",
             schema=HttpPayloadSchema(),
             run=run,
+            quick_load=quick_load,
             description="Make an HTTP request; 5xx and network errors are retried.",
         )
     )

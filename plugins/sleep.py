@@ -34,6 +34,18 @@ class SleepPayloadSchema(Schema):
     )
 
 
+def quick_load(payload: Any) -> dict[str, Any] | None:
+    """``SleepPayloadSchema().load(payload)`` for a plainly valid payload, else None."""
+    if type(payload) is not dict or len(payload) != 1:
+        return None
+    duration = payload.get("duration")
+    if type(duration) is not float and type(duration) is not int:
+        return None  # bools, text ("5") and the rest: the schema decides
+    if not 0 <= duration <= MAX_DURATION:  # NaN fails this too
+        return None
+    return {"duration": float(duration)}
+
+
 def run(payload: dict[str, Any], context: ExecutorContext) -> dict[str, float]:
     """Sleep ``payload["duration"]`` seconds, stopping early on cancellation or deadline."""
     duration = payload["duration"]
@@ -64,6 +76,7 @@ def taskframe_register_executors(register: Callable[[Executor], None]) -> None:
             name="sleep",
             schema=SleepPayloadSchema(),
             run=run,
+            quick_load=quick_load,
             description="Sleep for `duration` seconds; honours cancellation and timeouts.",
         )
     )

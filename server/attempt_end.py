@@ -9,12 +9,12 @@ Pure functions: the SQL that applies them is in :mod:`taskframe.server.attempts`
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
+from dataclasses import dataclass
 from typing import Any
 
-from taskframe.core import model
-from taskframe.core.model import Outcome, Status
+from taskframe.core import json_codec, model
+from taskframe.core.model import Outcome, Reported, Status
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.completions import Completion
 from taskframe.server.storage import Row
@@ -86,16 +86,64 @@ def history_row(
     }
 
 
-def capped(item: Completion, max_result_bytes: int) -> Completion:
-    """A result past ``max_result_bytes`` fails the attempt (retrying would not shrink it)."""
-    if item.status != Status.SUCCEEDED or item.result is None:
-        return item
-    size = len(json.dumps(item.result).encode())
-    if size <= max_result_bytes:
-        return item
+@dataclass(frozen=True)
+class Ending:
+    """How one running attempt ends: the job's next status and what the attempt leaves.
+
+    ``row`` is the job as leased (its lease, attempt number and start);
+    ``result`` is JSON text as stored; ``keep_lease`` leaves the lease id on the
+    row, so that the same worker re-sending the same report is recognised as a
+    resend; ``refund`` gives the attempt back (a release).
+    """
+
+    row: Row
+    status: Status
+    outcome: Outcome
+    run_at: float
+    worker_id: str | None
+    error: str | None = None
+    result: str | None = None
+    keep_lease: bool = False
+    refund: bool = False
+    log: str | None = None
+    traceback: str | None = None
+
+    def params(self, now: float) -> dict[str, Any]:
+        """The ``end_attempts`` row: the fence (id, lease, worker) and the new values."""
+        return {
+            "id": self.row["id"],
+            "lease_id": self.row["lease_id"],
+            "worker_id": self.worker_id,
+            "status": self.status.value,
+            "result": self.result,
+            "error": self.error,
+            "finished_at": now if self.status in model.FINISHED else None,
+            "run_at": self.run_at,
+            "new_lease_id": self.row["lease_id"] if self.keep_lease else None,
+            "refund": 1 if self.refund else 0,
+        }
+
+    def history(self, now: float) -> dict[str, Any]:
+        return history_row(self.row, self.outcome, now, self.error, self.log, self.traceback)
+
+
+def stored_result(item: Completion, max_result_bytes: int) -> tuple[Completion, str | None]:
+    """(the report, its result as the JSON text to store), encoded once.
+
+    A result past ``max_result_bytes`` as stored fails the attempt (retrying would
+    not shrink it): the report comes back as a permanent failure, without result.
+    """
+    if item.result is None or item.status != Reported.SUCCEEDED:
+        text = None if item.result is None else json_codec.dumps(item.result).decode()
+        return item, text
+    encoded = json_codec.dumps(item.result)
+    if len(encoded) <= max_result_bytes:
+        return item, encoded.decode()
     error = (
-        f"the result is {size} bytes, more than the server keeps (--max-result {max_result_bytes})"
+        f"the result is {len(encoded)} bytes, more than the server keeps "
+        f"(--max-result {max_result_bytes})"
     )
-    return dataclasses.replace(
-        item, status=Status.FAILED, result=None, error=error, retryable=False
+    failed = dataclasses.replace(
+        item, status=Reported.FAILED, result=None, error=error, retryable=False
     )
+    return failed, None

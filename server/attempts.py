@@ -1,9 +1,11 @@
 """Attempts: what workers do to jobs (lease, long-poll, heartbeat, complete, release).
 
 Each call is one store transaction. Worker-facing changes are fenced: the
-``end_attempt`` and ``extend_lease`` queries only touch a row whose
+``end_attempts`` and ``extend_lease`` queries only touch a row whose
 ``lease_id``, ``worker_id`` and status still match, so a stale worker (or
-anyone who does not hold the lease) changes nothing. Every new status comes
+anyone who does not hold the lease) changes nothing. A batch of completions
+is one ``end_attempts`` statement (each row fenced inside it) and one
+``insert_attempts``: no statement per job, no round trip per job. Every new status comes
 from :func:`taskframe.core.model.next_status` (see :mod:`.attempt_end`).
 """
 
@@ -18,14 +20,13 @@ from typing import Any
 
 from taskframe.core import model
 from taskframe.core.errors import ErrorCode, JobConflict, JobNotFound
-from taskframe.core.model import Outcome, Status
-from taskframe.server import counts, dependencies, live_log, routing
-from taskframe.server.attempt_end import capped, history_row, next_step
+from taskframe.core.model import Outcome, Reported, Status
+from taskframe.server import counts, live_log, routing
+from taskframe.server.attempt_end import Ending, next_step, stored_result
 from taskframe.server.completions import Completion, CompletionOutcome, CompletionResult
 from taskframe.server.config import ServerConfig
+from taskframe.server.publisher import Publisher
 from taskframe.server.storage import Row, Store, Transaction
-from taskframe.server.telemetry import Telemetry
-from taskframe.server.wakeups import Wakeups
 
 log = logging.getLogger("taskframe.server")
 STALE = "stale lease: this attempt was reaped or moved on"
@@ -34,8 +35,9 @@ STALE = "stale lease: this attempt was reaped or moved on"
 class Attempts:
     """Leases jobs to workers and records how their attempts end.
 
-    After each commit it wakes the long-polls the change concerns (:class:`Wakeups`),
-    counts it (telemetry) and tells the plugins (events).
+    Each write records what it changed; the :class:`Publisher` resolves dependants
+    and tells other servers before the commit, and after it wakes, counts and tells
+    the plugins.
     """
 
     def __init__(
@@ -44,17 +46,14 @@ class Attempts:
         config: ServerConfig,
         clock: Callable[[], float],
         rng: random.Random,
-        wakeups: Wakeups,
-        telemetry: Telemetry,
-        events: Any = None,
+        publisher: Publisher,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
         self.rng = rng
-        self.wakeups = wakeups
-        self.telemetry = telemetry
-        self.events = events
+        self.publisher = publisher
+        self.telemetry = publisher.telemetry  # the lease resource times its requests
 
     def replay(self, worker_id: str, request_id: str) -> list[Row]:
         """The jobs leased to an earlier send of request ``request_id`` (a resend after
@@ -82,24 +81,24 @@ class Attempts:
                 "now": now,
                 "lease_expires_at": now + self.config.lease_ttl,
                 # A secret per attempt: nobody can guess the lease of another's job.
-                "lease_ids": [secrets.token_hex(16) for _ in range(limit)],
+                "lease_ids": lease_ids(limit),
                 "lease_request": request_id,
             }
 
         params = lease_params()
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(params["now"]) as (tx, changes):
             # Paused queues and limits (two tiny tables, usually empty): when there
             # are none and every queue is served, the plain lease runs as it always did.
             controls = routing.Controls.from_rows(tx.all("lease_controls"))
-            self.wakeups.limited = bool(controls.limits)
+            self.publisher.wakeups.limited = bool(controls.limits)
             if controls.none and queues is None:
                 rows = tx.all("lease_jobs", params)
             else:
                 rows = routing.lease_routed(tx, lease_params, types, queues, controls, limit)
             counts.moved(tx, rows, Status.QUEUED.value, Status.RUNNING.value)  # not by the triggers
+            if rows:
+                changes.leased = (worker_id, rows)
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
-        if rows:
-            self.telemetry.leased(worker_id, rows)
         return rows
 
     def complete(self, completions: list[Completion]) -> list[CompletionOutcome]:
@@ -110,14 +109,14 @@ class Attempts:
         # Every row of the batch is locked first, in id order, as every
         # multi-row writer does (heartbeats too): no deadlocks.
         order = sorted(range(len(completions)), key=lambda i: completions[i].job_id)
-        items = [(i, capped(completions[i], self.config.max_result_bytes)) for i in order]
+        items = [(i, *stored_result(completions[i], self.config.max_result_bytes)) for i in order]
         history: list[dict[str, Any]] = []
         done: dict[int, CompletionOutcome] = {}
-        with self.store.transaction() as tx:
-            ids = sorted({item.job_id for _, item in items})
+        with self.publisher.transaction(now) as (tx, changes):
+            ids = sorted({item.job_id for _, item, _ in items})
             rows = {row["id"]: row for row in tx.all("get_jobs_for_update", {"ids": ids})}
-            successes, others = [], []
-            for i, item in items:
+            endings: list[tuple[int, Ending]] = []
+            for i, item, result in items:
                 row = rows.get(item.job_id)
                 if row is None:
                     done[i] = CompletionOutcome(
@@ -130,93 +129,45 @@ class Attempts:
                     done[i] = _already(row) if _reported(tx, item) else _stale(item.job_id)
                 elif row["status"] != Status.RUNNING:
                     done[i] = _already(row)  # a re-sent completion: recorded already
-                elif item.status == Status.SUCCEEDED:
-                    successes.append((i, item))
                 else:
-                    others.append((i, item))
-            done.update(self._succeed_all(tx, successes, now, history))
-            for i, item in others:
-                outcome = self._complete_one(tx, rows[item.job_id], item, now, history)
-                if outcome is not None:  # else it moved on meanwhile: answered as re-sent below
-                    done[i] = outcome
-            for i, item in items:
+                    endings.append((i, self._ending(row, item, result, now)))
+            ended_rows = end_attempts(tx, [ending for _, ending in endings], now, history)
+            for (i, ending), updated in zip(endings, ended_rows, strict=True):
+                if updated is not None:  # else reported twice in this batch, or moved on
+                    done[i] = CompletionOutcome(
+                        ending.row["id"], CompletionResult.RECORDED, updated
+                    )
+            succeeded = [row for row in ended_rows if row and row["status"] == Status.SUCCEEDED]
+            counts.moved(tx, succeeded, Status.RUNNING.value, Status.SUCCEEDED.value)
+            for i, item, _ in items:
                 if i not in done:  # the same attempt twice in one batch: the first counted
                     done[i] = self._resent(tx, item)
-            tx.run_many("insert_attempt", history)
+            tx.run_set("insert_attempts", history)
             # Only outcomes recorded now move dependants on (a resend of one recorded
             # before finds its edges consumed anyway: dependencies.py).
-            ended = [o.job for o in done.values() if o.recorded and not o.already]
-            moved = dependencies.resolve(tx, ended, now, self.config.cascade_batch)
-            # Wakes long-polls (re-queued jobs) and job waiters on other servers.
-            self.store.notify_change(tx)
-        self.wakeups.ended(ended)
-        self.telemetry.attempts_ended(history, [o.job for o in done.values()], now)
-        self.wakeups.dependants_moved(moved)
-        if self.events is not None:
-            rows = {o.job_id: o.job for o in done.values() if o.job is not None}
-            self.events.attempts_finished([(rows[a["job_id"]], a) for a in history])
+            changes.attempts_ended(history, ended_rows)
         return [done[i] for i in range(len(completions))]
 
-    def _succeed_all(
-        self,
-        tx: Transaction,
-        successes: list[tuple[int, Completion]],
-        now: float,
-        history: list[dict[str, Any]],
-    ) -> dict[int, CompletionOutcome]:
-        """The hot path: every success of the batch in one guarded, batched update."""
-        params = [
-            {
-                "id": item.job_id,
-                "lease_id": item.lease_id,
-                "worker_id": item.worker_id,
-                "result": None if item.result is None else json.dumps(item.result),
-                "now": now,
-            }
-            for _, item in successes
-        ]
-        done = {}
-        rows = tx.returning_many("succeed_attempt", params)
-        counts.moved(tx, [r for r in rows if r], Status.RUNNING.value, Status.SUCCEEDED.value)
-        for (i, item), row in zip(successes, rows, strict=True):
-            if row is not None:
-                history.append(history_row(row, Outcome.SUCCEEDED, now, None, item.log))
-                done[i] = CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=row)
-        return done
-
-    def _complete_one(
-        self, tx: Transaction, row: Row, item: Completion, now: float, history: list[dict[str, Any]]
-    ) -> CompletionOutcome | None:
-        result = None if item.result is None else json.dumps(item.result)
+    def _ending(self, row: Row, item: Completion, result: str | None, now: float) -> Ending:
+        """How the attempt in ``row`` ends as its worker reported (``result``: stored text)."""
+        if item.status == Reported.SUCCEEDED:
+            return Ending(
+                row, _SUCCEEDED, Outcome.SUCCEEDED, row["run_at"], item.worker_id,
+                result=result, keep_lease=True, log=item.log,
+            )  # fmt: skip
         error = item.error
         if error is not None and "\x00" in error:
             # Errors quote remote bodies, which may hold NUL; PostgreSQL text cannot.
             error = error.replace("\x00", "\ufffd")
-        reported = Outcome.CANCELLED if item.status == Status.CANCELLED else Outcome.FAILED
+        reported = Outcome.CANCELLED if item.status == Reported.CANCELLED else Outcome.FAILED
         status, run_at = next_step(
             row, reported, now, self.config.backoff, self.rng, item.retryable, item.retry_after
         )
         outcome = Outcome.CANCELLED if status == Status.CANCELLED else reported
-        updated = end_attempt(
-            tx,
-            row,
-            status,
-            outcome,
-            now,
-            history,
-            run_at=run_at,
-            worker_id=item.worker_id,
-            error=error,
-            result=result,
-            keep_lease=True,
-            log=item.log,
-            traceback=item.traceback,
-        )
-        return (
-            None
-            if updated is None
-            else CompletionOutcome(item.job_id, CompletionResult.RECORDED, job=updated)
-        )
+        return Ending(
+            row, status, outcome, run_at, item.worker_id, error=error, result=result,
+            keep_lease=True, log=item.log, traceback=item.traceback,
+        )  # fmt: skip
 
     def _resent(self, tx: Transaction, item: Completion) -> CompletionOutcome:
         row = tx.one("get_job", {"id": item.job_id})
@@ -261,7 +212,7 @@ class Attempts:
     def release(self, job_id: int, worker_id: str, lease_id: str) -> Row:
         """Give a leased job back to the queue at once; the attempt is not counted."""
         now = self.clock()
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(now) as (tx, changes):
             row = tx.one("get_job_for_update", {"id": job_id})
             if row is None:
                 raise JobNotFound(job_id)
@@ -274,76 +225,53 @@ class Attempts:
             status, run_at = next_step(row, Outcome.RELEASED, now, self.config.backoff, self.rng)
             outcome = Outcome.CANCELLED if status == Status.CANCELLED else Outcome.RELEASED
             history: list[dict[str, Any]] = []
-            updated = end_attempt(
-                tx,
-                row,
-                status,
-                outcome,
-                now,
-                history,
-                run_at=run_at,
-                worker_id=worker_id,
-                error=row["error"],
+            ending = Ending(
+                row, status, outcome, run_at, worker_id, error=row["error"],
                 refund=outcome == Outcome.RELEASED,
-            )
-            tx.run_many("insert_attempt", history)
+            )  # fmt: skip
+            [updated] = end_attempts(tx, [ending], now, history)
+            tx.run_set("insert_attempts", history)
             if updated is None:
                 raise JobConflict(STALE, ErrorCode.STALE_LEASE)
-            moved = dependencies.resolve(tx, [updated], now, self.config.cascade_batch)
-            self.store.notify_change(tx)
-        self.wakeups.ended([updated])
-        self.telemetry.attempts_ended(history, [updated], now)
-        self.wakeups.dependants_moved(moved)
-        if self.events is not None:
-            self.events.attempts_finished([(updated, history[0])])
+            changes.attempts_ended(history, [updated])
         return updated
 
 
-def end_attempt(
-    tx: Transaction,
-    row: Row,
-    status: Status,
-    outcome: Outcome,
-    now: float,
-    history: list[dict[str, Any]],
-    *,
-    run_at: float,
-    worker_id: str | None,
-    error: str | None = None,
-    result: str | None = None,
-    keep_lease: bool = False,
-    refund: bool = False,
-    log: str | None = None,
-    traceback: str | None = None,
-) -> Row | None:
-    """Close the running attempt in ``row`` and move the job to ``status``.
+def end_attempts(
+    tx: Transaction, endings: list[Ending], now: float, history: list[dict[str, Any]]
+) -> list[Row | None]:
+    """Close the running attempts of ``endings`` in one statement, each row fenced.
 
-    Returns the updated row, or None when the attempt had already moved on.
-    The attempt's history row is appended to ``history``, for the caller
-    to insert in one batch.
-    ``keep_lease`` leaves the lease id on the row so that the same worker
-    re-sending the same completion is recognised as a duplicate.
+    Returns each job's updated row, or None where its attempt had already moved on
+    (or the same job came earlier in ``endings``: the first one counts). The history
+    rows of the attempts closed are appended to ``history``, for the caller to
+    insert in one batch.
     """
-    updated = tx.one(
-        "end_attempt",
-        {
-            "id": row["id"],
-            "lease_id": row["lease_id"],
-            "worker_id": worker_id,
-            "status": status.value,
-            "result": result,
-            "error": error,
-            "finished_at": now if status in model.FINISHED else None,
-            "run_at": run_at,
-            "new_lease_id": row["lease_id"] if keep_lease else None,
-            "refund": 1 if refund else 0,
-        },
-    )
-    if updated is not None:
-        history.append(history_row(row, outcome, now, error, log, traceback))
-    return updated
+    first: dict[int, Ending] = {}
+    for ending in endings:
+        first.setdefault(ending.row["id"], ending)
+    updated = {
+        row["id"]: row
+        for row in tx.run_set("end_attempts", [e.params(now) for e in first.values()])
+    }
+    ended: list[Row | None] = []
+    for ending in endings:
+        row = updated.pop(ending.row["id"], None) if first[ending.row["id"]] is ending else None
+        if row is not None:
+            history.append(ending.history(now))
+        ended.append(row)
+    return ended
 
 
+def lease_ids(count: int) -> list[str]:
+    """``count`` random lease ids of 128 bits, from one read of the system's randomness
+    (``secrets.token_hex`` once per id was a system call per leased job)."""
+    text = secrets.token_hex(16 * count)
+    return [text[i : i + 32] for i in range(0, 32 * count, 32)]
+
+
+#: Where a reported success takes a job (asked once: the same for every job).
+_SUCCEEDED = model.next_status(Status.RUNNING, Outcome.SUCCEEDED)
 #: Attempt outcomes that only a worker's report records.
 _REPORTED = frozenset({Outcome.SUCCEEDED.value, Outcome.FAILED.value, Outcome.CANCELLED.value})
 

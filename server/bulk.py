@@ -76,19 +76,19 @@ class BulkActions:
         jobs = self.jobs
         now = jobs.clock()
         change = job_actions.cancel_many if action == "cancel" else job_actions.retry_many
-        with jobs.store.transaction() as tx:
+        # The publisher resolves the dependants of the cancelled jobs in the transaction,
+        # tells other servers, and after the commit wakes, counts, logs and tells plugins.
+        with jobs.publisher.transaction(now) as (tx, changes):
             # Locked in id order and checked again: some may have moved on since.
             changed = change(tx, tx.all("get_jobs_for_update", {"ids": ids}), now)
-            moved = jobs.resolve(tx, changed, now) if action == "cancel" else None
-            if changed:
-                jobs.store.notify_change(tx)
+            if action == "cancel":
+                changes.cancelled += changed
+            else:
+                changes.requeued += changed
         result.skipped += len(ids) - len(changed)  # moved on, or pruned meanwhile
         result.changed += len(changed)
-        if moved is not None:
+        if action == "cancel":
             result.cancel_requested += sum(row["status"] == "running" for row in changed)
-            jobs.after_cancels(changed, moved)
-        elif changed:
-            jobs.after_retries(changed)
 
 
 def statuses(action: str, wanted: str | None) -> list[str]:

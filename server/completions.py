@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from taskframe.core.model import Reported
 from taskframe.server.storage import Row
 
 
@@ -13,7 +14,7 @@ from taskframe.server.storage import Row
 class Completion:
     job_id: int
     lease_id: str
-    status: str  # succeeded | failed | cancelled
+    status: Reported
     worker_id: str | None = None
     result: Any = None
     error: str | None = None

@@ -10,18 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from taskframe.server.config import ServerConfig
+from taskframe.server.publisher import Changes, Publisher
 from taskframe.server.storage import Row, Store
 from taskframe.server.submission import JobInserter
-from taskframe.server.telemetry import Telemetry
-from taskframe.server.wakeups import Wakeups
-
-
-class _Quiet:
-    """What the inserter gets as its notifier: the intake announces new jobs itself,
-    waking only as many waiters as there are jobs ready."""
-
-    def notify(self) -> None:
-        pass
 
 
 class Intake:
@@ -30,42 +21,29 @@ class Intake:
         store: Store,
         config: ServerConfig,
         clock: Callable[[], float],
-        wakeups: Wakeups,
-        telemetry: Telemetry,
-        events: Any = None,
+        publisher: Publisher,
     ) -> None:
-        self.inserter = JobInserter(store, config, _Quiet(), clock)  # type: ignore[arg-type]
-        self.wakeups = wakeups
-        self.telemetry = telemetry
-        self.events = events
+        self.inserter = JobInserter(store, config, clock, publisher)
+        self.clock = clock
+        self.publisher = publisher
 
     def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
         """Insert validated jobs, all or nothing; see :class:`JobInserter`."""
         results = self.inserter.submit(jobs)
-        created_rows = [row for row, created in results if created]
-        self.wakeups.announce(created_rows)
-        self.telemetry.submitted(created_rows)
-        if self.events is not None:
-            self.events.submitted(created_rows)
+        self._published([row for row, created in results if created])
         return results
 
     def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
         """Insert one validated job, sharing a commit with concurrent submissions."""
         row, created = self.inserter.submit_one(job)
         if created:
-            self.wakeups.announce([row])
-            self.telemetry.submitted([row])
-            if self.events is not None:
-                self.events.submitted([row])
+            self._published([row])
         return row, created
 
-    def announce(self, rows: list[Row]) -> None:
-        """After a commit that created ``rows`` (a schedule's jobs): wake their workers,
-        count and log them like any submission."""
-        self.wakeups.announce(rows)
-        self.telemetry.submitted(rows)
-        if self.events is not None:
-            self.events.submitted(rows)
+    def _published(self, created: list[Row]) -> None:
+        """After the commit: each caller's new jobs are announced, counted and logged
+        as its own (a shared commit logs one submission as one, not as a batch)."""
+        self.publisher.publish(Changes(self.clock(), submitted=created))
 
     def new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
         """The row of a new job (for those who insert it themselves: schedules)."""

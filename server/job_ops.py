@@ -2,8 +2,9 @@
 
 Cancel and retry are one store transaction each, checked against
 :func:`taskframe.core.model.next_status` (:mod:`.job_actions`, shared with the
-bulk actions of :mod:`.bulk`); after the commit they wake whoever waits on the
-change (:class:`~taskframe.server.wakeups.Wakeups`).
+bulk actions of :mod:`.bulk`), run in :meth:`Publisher.transaction
+<taskframe.server.publisher.Publisher.transaction>`, which resolves dependants and
+tells other servers before the commit, and wakes, counts and tells plugins after.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from taskframe.server import dependencies, job_actions
 from taskframe.server.config import ServerConfig
 from taskframe.server.listing import Listing
 from taskframe.server.notify import ChangeNotifier, WaitSlots
-from taskframe.server.storage import Row, Store, Transaction
-from taskframe.server.telemetry import Telemetry
-from taskframe.server.wakeups import Wakeups
+from taskframe.server.publisher import Publisher
+from taskframe.server.storage import Row, Store
 
 # Bytes a job's JSON takes in a listing beside its payload and result.
 JOB_OVERHEAD = 600
@@ -34,18 +34,14 @@ class JobOps:
         clock: Callable[[], float],
         notifier: ChangeNotifier,
         wait_slots: WaitSlots,
-        wakeups: Wakeups,
-        telemetry: Telemetry,
-        events: Any = None,
+        publisher: Publisher,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
         self.notifier = notifier
         self.wait_slots = wait_slots
-        self.wakeups = wakeups
-        self.telemetry = telemetry
-        self.events = events
+        self.publisher = publisher
 
     def get(self, job_id: int) -> Row:
         with self.store.reader() as tx:
@@ -126,31 +122,12 @@ class JobOps:
     def cancel(self, job_id: int) -> Row:
         """Cancel a queued or scheduled job now; ask the worker of a running one to stop."""
         params = {"id": job_id, "now": self.clock()}
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(params["now"]) as (tx, changes):
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
-            row = job_actions.cancel_locked(tx, current, params["now"])
-            moved = self.resolve(tx, [row], params["now"])
-            self.store.notify_change(tx)  # wakes waiters on other servers
-        self.after_cancels([row], moved)
-        return row
-
-    def resolve(self, tx: Transaction, rows: list[Row], now: float) -> dependencies.Resolution:
-        """Resolve the dependants of cancelled ``rows``, a chunk now and the rest later."""
-        return dependencies.resolve(tx, rows, now, self.config.cascade_batch)
-
-    def after_cancels(self, rows: list[Row], moved: dependencies.Resolution) -> None:
-        """After a commit that cancelled ``rows`` (or asked their workers to stop):
-        wake their waiters, count and log them, tell plugins."""
-        finished = [row["id"] for row in rows if row["status"] in model.FINISHED]
-        if finished:
-            self.notifier.jobs_finished(finished)
-        self.telemetry.cancelled_many(rows)
-        self.wakeups.dependants_moved(moved)
-        if self.events is not None:
-            for row in rows:
-                self.events.job_finished(row)
+            changes.cancelled.append(job_actions.cancel_locked(tx, current, params["now"]))
+        return changes.cancelled[0]
 
     def retry(self, job_id: int) -> Row:
         """Put a failed or cancelled job back in the queue with fresh attempts (or
@@ -160,16 +137,9 @@ class JobOps:
         as many attempts as the job was submitted with (``max_attempts`` grows).
         """
         params = {"id": job_id, "now": self.clock()}
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(params["now"]) as (tx, changes):
             current = tx.one("get_job_for_update", params)
             if current is None:
                 raise JobNotFound(job_id)
-            row = job_actions.retry_locked(tx, current, params["now"])
-            self.store.notify_change(tx)
-        self.after_retries([row])
-        return row
-
-    def after_retries(self, rows: list[Row]) -> None:
-        """After a commit that queued ``rows`` again: wake their workers, log them."""
-        self.wakeups.announce(rows)
-        self.telemetry.requeued_many(rows)
+            changes.requeued.append(job_actions.retry_locked(tx, current, params["now"]))
+        return changes.requeued[0]

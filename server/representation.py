@@ -54,8 +54,13 @@ def stored_json(text: str | None) -> Any:
     return strict_json.encodable(json.loads(text))
 
 
+@functools.lru_cache(maxsize=8192)
 def iso(timestamp: float | None) -> str | None:
-    """``2026-11-28T22:14:40.123Z`` (milliseconds, UTC)."""
+    """``2026-11-28T22:14:40.123Z`` (milliseconds, UTC).
+
+    Cached: the jobs of one lease or batch share their times (submitted, started,
+    lease expiry), and an answer shows five per job.
+    """
     if timestamp is None:
         return None
     second = math.floor(timestamp)

@@ -133,7 +133,7 @@ class Housekeeper:
                 if since_rollup >= rollup.WRITE_EVERY:
                     since_rollup = 0.0
                     upkeep = self.upkeep
-                    rollup.write(upkeep.store, upkeep.telemetry.finishes, upkeep.clock())
+                    rollup.write(upkeep.store, upkeep.publisher.telemetry.finishes, upkeep.clock())
                 since_prune += interval
                 if since_prune >= prune_every:
                     since_prune = 0.0

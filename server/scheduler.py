@@ -11,7 +11,10 @@ part named for it; each part gets only what it uses:
   cancel, retry);
 - :class:`~taskframe.server.upkeep.Upkeep`: what the housekeeper does (reap, promote,
   cascade, prune), with :class:`~taskframe.server.schedules.Schedules` firing schedules;
-- :class:`~taskframe.server.wakeups.Wakeups`: after a commit, who on this server to wake.
+- :class:`~taskframe.server.publisher.Publisher`: each write records what it changed;
+  before its commit the publisher resolves dependants and tells other servers, after
+  it wakes this server's waiters (:class:`~taskframe.server.wakeups.Wakeups`), counts,
+  logs and fires the plugins' hooks.
 
 HTTP resources and the housekeeper get the part they use, not this. The
 shortcuts (``scheduler.lease`` and so on) keep embedders' and tests' calls short.
@@ -32,6 +35,7 @@ from taskframe.server.job_ops import JobOps
 from taskframe.server.leasing import Leasing
 from taskframe.server.metrics import Metrics
 from taskframe.server.notify import ChangeNotifier, DueTimer, WaitSlots
+from taskframe.server.publisher import Publisher
 from taskframe.server.runtime import Housekeeper
 from taskframe.server.schedules import Schedules
 from taskframe.server.storage import Store
@@ -64,15 +68,17 @@ class Scheduler:
         self.database = DatabaseState(store, stale_after=max(10.0, 5 * config.reap_interval))
         self.due_timer = DueTimer(clock)
         self.wait_slots = WaitSlots(config.max_waiting, config.busy_retry_after, rng)
-        self.wakeups = wakeups = Wakeups(self.notifier, self.due_timer, events)
-        self.intake = Intake(store, config, clock, wakeups, telemetry, events)
-        self.attempts = Attempts(store, config, clock, rng, wakeups, telemetry, events)
-        self.leasing = Leasing(self.attempts, self.notifier, self.wait_slots)
-        self.jobs = JobOps(
-            store, config, clock, self.notifier, self.wait_slots, wakeups, telemetry, events
+        self.wakeups = wakeups = Wakeups(self.notifier, self.due_timer)
+        #: After each commit, the one place that wakes, counts, logs and tells plugins.
+        self.publisher = publisher = Publisher(
+            store, wakeups, telemetry, config.cascade_batch, events
         )
-        self.upkeep = Upkeep(store, config, clock, rng, wakeups, telemetry, events)
-        self.schedules = Schedules(store, config, clock, self.intake, self.due_timer, telemetry)
+        self.intake = Intake(store, config, clock, publisher)
+        self.attempts = Attempts(store, config, clock, rng, publisher)
+        self.leasing = Leasing(self.attempts, self.notifier, self.wait_slots)
+        self.jobs = JobOps(store, config, clock, self.notifier, self.wait_slots, publisher)
+        self.upkeep = Upkeep(store, config, clock, rng, publisher)
+        self.schedules = Schedules(store, config, clock, self.intake, self.due_timer, publisher)
 
         # Shortcuts: one name per operation, whichever part does it.
         self.submit, self.submit_one = self.intake.submit, self.intake.submit_one

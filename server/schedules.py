@@ -24,8 +24,8 @@ from taskframe.server import counts
 from taskframe.server.config import ServerConfig
 from taskframe.server.intake import Intake
 from taskframe.server.notify import DueTimer
+from taskframe.server.publisher import Publisher
 from taskframe.server.storage import Row, Store
-from taskframe.server.telemetry import Telemetry
 
 MISFIRE_GRACE = 60.0
 #: Due schedules fired per transaction (their jobs inserted in one batch).
@@ -67,15 +67,15 @@ class Schedules:
         clock: Callable[[], float],
         intake: Intake,
         due_timer: DueTimer,
-        telemetry: Telemetry,
+        publisher: Publisher,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
-        #: Fired jobs are submitted through the intake's preparation and announced by it.
+        #: Fired jobs are prepared by the intake, and published like its submissions.
         self.intake = intake
         self.due_timer = due_timer
-        self.telemetry = telemetry
+        self.publisher = publisher
         # Used by fire() only (the housekeeper's thread): fire times, prepared job rows.
         self._times = cron.FireTimes()
         self._prepared: dict[tuple[str, str], dict[str, Any]] = {}
@@ -94,7 +94,7 @@ class Schedules:
             "created_at": now,
         }
         limit = self.config.max_schedules
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(now) as (tx, changes):
             tx.all("lock_schedules")
             if (tx.one("count_schedules") or {"count": 0})["count"] >= limit:
                 raise JobConflict(
@@ -107,7 +107,7 @@ class Schedules:
                 raise JobConflict(
                     f"a schedule named {spec['name']!r} exists already", ErrorCode.SCHEDULE_EXISTS
                 )
-            self.store.notify_change(tx)
+            changes.other_servers = True  # their housekeepers wake for it
         self.due_timer.note(row["next_fire_at"])  # wake this server's housekeeper
         return row
 
@@ -160,7 +160,7 @@ class Schedules:
         Returns (the jobs created, how many schedules were due).
         """
         drops: dict[str, Drop] = {}
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(now) as (tx, changes):
             due = tx.all("due_schedules", {"now": now, "limit": FIRE_BATCH})
             jobs, advances = [], []
             for row in due:
@@ -183,12 +183,8 @@ class Schedules:
             created = [r for r in tx.returning_many("insert_job", jobs) if r is not None]
             counts.added(tx, created)
             tx.run_many("advance_schedule", advances)
-            if created:
-                self.store.notify_change(tx)
-        if created:
-            self.intake.announce(created)
-        if drops:
-            self.telemetry.fire_times_dropped(drops)
+            # Announced, counted and logged like every submission (the publisher).
+            changes.submitted, changes.dropped = created, drops
         return created, len(due)
 
     def _job_params(self, row: Row, now: float) -> dict[str, Any]:

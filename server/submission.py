@@ -7,8 +7,6 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from marshmallow import ValidationError
-
 from taskframe.core import json_codec
 from taskframe.core.errors import ErrorCode, JobConflict
 from taskframe.core.executor import Executor
@@ -16,25 +14,38 @@ from taskframe.core.schemas import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAU
 from taskframe.server import counts, dependencies
 from taskframe.server.config import ServerConfig
 from taskframe.server.group_commit import GroupCommitter
-from taskframe.server.notify import ChangeNotifier
+from taskframe.server.payloads import load_payloads
+from taskframe.server.publisher import Changes, Publisher
 from taskframe.server.storage import Row, Store, StoreUnavailable, Transaction
 
 #: The plugins' ``taskframe_validate_job``: a job -> its problems by field (or None).
 JobCheck = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
 
+def jobs_errors(
+    jobs: list[dict[str, Any]], executors: Mapping[str, Executor], check: JobCheck | None = None
+) -> dict[int, dict[str, Any]]:
+    """The problems of (envelope-valid) jobs by index: unknown type, invalid payload,
+    a plugin's. Payloads are loaded a batch at a time (see :mod:`.payloads`).
+
+    Fields a job omits get their defaults first (see :func:`apply_defaults`).
+    """
+    problems: dict[int, dict[str, Any]] = {}
+    for index, job in enumerate(jobs):
+        apply_defaults(job, executors.get(job["type"]))
+        found = check(job) if check is not None else None
+        if found:
+            problems[index] = dict(found)
+    for index, found in load_payloads(jobs, executors).items():
+        problems[index] = {**problems.get(index, {}), **found}
+    return problems
+
+
 def job_errors(
     job: dict[str, Any], executors: Mapping[str, Executor], check: JobCheck | None = None
 ) -> dict[str, Any]:
-    """The problems of one (envelope-valid) job: unknown type, invalid payload, a plugin's.
-
-    Fields the job omits get their defaults first (see :func:`apply_defaults`).
-    """
-    apply_defaults(job, executors.get(job["type"]))
-    problems = check(job) if check is not None else None
-    if problems:
-        return {**problems, **_type_and_payload_errors(job, executors)}
-    return _type_and_payload_errors(job, executors)
+    """The problems of one job (see :func:`jobs_errors`)."""
+    return jobs_errors([job], executors, check).get(0, {})
 
 
 _API_DEFAULTS = (
@@ -58,32 +69,6 @@ def apply_defaults(job: dict[str, Any], executor: Executor | None) -> None:
         job["timeout"] = defaults["timeout"]
 
 
-def _type_and_payload_errors(
-    job: dict[str, Any], executors: Mapping[str, Executor]
-) -> dict[str, Any]:
-    executor = executors.get(job["type"])
-    if executor is None:
-        installed = ", ".join(sorted(executors)) or "none"
-        return {"type": [f"unknown job type {job['type']!r}; installed types: {installed}"]}
-    try:
-        loaded = executor.schema.load(job["payload"])
-    except ValidationError as exc:
-        return {"payload": exc.messages}
-    # Store the payload as its schema loads it ("5" for a Float field is 5.0),
-    # when it stays plain JSON (a schema may load into objects: keep the raw one).
-    if isinstance(loaded, dict) and _plain_json(loaded):
-        job["payload"] = loaded
-    return {}
-
-
-def _plain_json(value: Any) -> bool:
-    if isinstance(value, dict):
-        return all(type(k) is str and _plain_json(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_plain_json(v) for v in value)
-    return value is None or type(value) in (str, int, float, bool)
-
-
 class JobInserter:
     """Inserts validated jobs; honours idempotency keys.
 
@@ -97,13 +82,13 @@ class JobInserter:
         self,
         store: Store,
         config: ServerConfig,
-        notifier: ChangeNotifier,
         clock: Callable[[], float],
+        publisher: Publisher,
     ) -> None:
         self.store = store
         self.config = config
-        self.notifier = notifier
         self.clock = clock
+        self.publisher = publisher
         self._group_submit = GroupCommitter(
             self._insert_single_jobs,
             shared_failure=lambda exc: isinstance(exc, StoreUnavailable),
@@ -160,8 +145,9 @@ class JobInserter:
                 outcomes.append(outcome)
             if created_any:
                 counts.added(tx, inserted)
-                self.store.notify_change(tx)
-        self.notifier.notify()
+                # Other servers hear of them at commit; this one's waiters are woken by
+                # the intake, for each caller (submissions share this commit).
+                self.publisher.before_commit(tx, Changes(self.clock(), submitted=inserted))
         return outcomes
 
     def _insert_chain(

@@ -8,6 +8,8 @@ logger with the job's fields in ``extra`` (so JSON lines carry them).
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -28,7 +30,9 @@ SUMMARY_EVERY = 10.0
 #: Schedules named in one log line about dropped fire times.
 DROPS_NAMED = 5
 #: Where a failed attempt's job goes when it will be tried again (scheduled: after a backoff).
-_REQUEUED = frozenset({model.QUEUED, model.SCHEDULED})
+_REQUEUED = frozenset({model.QUEUED.value, model.SCHEDULED.value})
+_REAPED = frozenset({model.OUTCOME_LEASE_EXPIRED.value, model.OUTCOME_TIMED_OUT.value})
+_RELEASED = model.OUTCOME_RELEASED.value
 
 
 def _fields(row: Row, **more: Any) -> dict[str, Any]:
@@ -67,8 +71,8 @@ class Telemetry:
     def submitted(self, rows: list[Row]) -> None:
         if self.metrics is not None:
             counter = self.metrics.submitted
-            for row in rows:
-                self._child(counter, row["type"]).inc()
+            for job_type, n in Counter(row["type"] for row in rows).items():
+                self._child(counter, job_type).inc(n)
         if len(rows) > BATCH_SUMMARY_OVER and log.isEnabledFor(logging.INFO):
             types = sorted({row["type"] for row in rows})
             ids = [rows[0]["id"], rows[-1]["id"]]
@@ -90,10 +94,12 @@ class Telemetry:
     def leased(self, worker_id: str, rows: list[Row]) -> None:
         if self.metrics is not None:
             leased, wait = self.metrics.leased, self.metrics.wait_seconds
+            waits: dict[str, list[float]] = defaultdict(list)
             for row in rows:
-                self._child(leased, row["type"]).inc()
-                waited = max(0.0, row["started_at"] - row["run_at"])
-                self._child(wait, row["type"]).observe(waited)
+                waits[row["type"]].append(max(0.0, row["started_at"] - row["run_at"]))
+            for job_type, waited in waits.items():
+                self._child(leased, job_type).inc(len(waited))
+                observe_all(self._child(wait, job_type), waited)
         self._tally.add("attempts leased", len(rows))
         if log.isEnabledFor(logging.DEBUG):
             for row in rows:
@@ -115,35 +121,60 @@ class Telemetry:
         if not history:
             return
         jobs = {row["id"]: row for row in rows if row is not None}
+        ended = [(a, jobs[a["job_id"]]) for a in history if a["job_id"] in jobs]
+        if self.metrics is not None:
+            self._count_ended(ended)
         succeeded = 0
-        ended = []
-        for attempt in history:
-            job = jobs.get(attempt["job_id"])
-            if job is not None:
-                self._attempt_ended(attempt, job, now)
-                succeeded += job["status"] == model.SUCCEEDED
-                if attempt["outcome"] != model.OUTCOME_RELEASED:
-                    ended.append(job)
-        self.finishes.add(ended)
+        debug = log.isEnabledFor(logging.DEBUG)
+        finishes = []  # the attempts that ended, for the rollup (a release is not one)
+        for attempt, job in ended:
+            if attempt["outcome"] != _RELEASED:
+                finishes.append(job)
+            if job["status"] == model.SUCCEEDED:
+                succeeded += 1
+                if not debug:
+                    continue  # the hot path: counted above, summed up by the tally
+            self._log_ended(attempt, job, now)
+        self.finishes.add(finishes)
         if succeeded:
             self._tally.add("jobs succeeded", succeeded)
 
-    def _attempt_ended(self, attempt: dict[str, Any], job: Row, now: float) -> None:
-        outcome, status, job_type = attempt["outcome"], job["status"], job["type"]
+    def _count_ended(self, ended: list[tuple[dict[str, Any], Row]]) -> None:
+        """The metrics of ended attempts, one update per label set of the batch: the
+        loop over the attempts only groups them (a batch is mostly one kind)."""
         metrics = self.metrics
+        assert metrics is not None
+        kinds: dict[tuple[str, str, str], int] = {}
+        ran: dict[str, list[float]] = {}
+        for attempt, job in ended:
+            outcome = attempt["outcome"]
+            if outcome == _RELEASED:
+                continue
+            job_type = job["type"]
+            started = attempt["started_at"]
+            if started is not None:
+                seconds = attempt["finished_at"] - started
+                times = ran.get(job_type)
+                if times is None:
+                    times = ran[job_type] = []
+                times.append(seconds if seconds > 0 else 0.0)
+            kind = (job_type, outcome, job["status"])
+            kinds[kind] = kinds.get(kind, 0) + 1
+        for (job_type, outcome, status), n in kinds.items():
+            if outcome in _REAPED:
+                self._child(metrics.reaped, job_type, outcome).inc(n)
+            if status in _REQUEUED:
+                self._child(metrics.retried, job_type).inc(n)
+            elif status in model.FINISHED:
+                self._child(metrics.finished, job_type, status).inc(n)
+        for job_type, seconds in ran.items():
+            observe_all(self._child(metrics.run_seconds, job_type), seconds)
+
+    def _log_ended(self, attempt: dict[str, Any], job: Row, now: float) -> None:
+        outcome, status, job_type = attempt["outcome"], job["status"], job["type"]
         if outcome == model.OUTCOME_RELEASED:
             log.debug("job %d released by its worker", job["id"], extra=_attempt_fields(attempt))
             return
-        if metrics is not None:
-            if attempt["started_at"] is not None:
-                ran = max(0.0, attempt["finished_at"] - attempt["started_at"])
-                self._child(metrics.run_seconds, job_type).observe(ran)
-            if outcome in (model.OUTCOME_LEASE_EXPIRED, model.OUTCOME_TIMED_OUT):
-                self._child(metrics.reaped, job_type, outcome).inc()
-            if status in _REQUEUED:
-                self._child(metrics.retried, job_type).inc()
-            elif status in model.FINISHED:
-                self._child(metrics.finished, job_type, status).inc()
         if status == model.SUCCEEDED:
             if log.isEnabledFor(logging.DEBUG):
                 number = attempt["attempt"]
@@ -230,6 +261,27 @@ class Telemetry:
             *(len(rows), rows[0]["id"], rows[-1]["id"]),
             extra={"count": len(rows)},
         )
+
+
+def observe_all(histogram: Any, values: list[float]) -> None:
+    """``histogram.observe(v)`` for each of ``values``, one update per bucket touched.
+
+    prometheus_client walks its buckets in Python at every ``observe``, under a
+    lock: twice per job on the hot path. Its children keep their bounds and
+    bucket values in attributes; a client without them gets plain observes.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if len(values) < 2 or bounds is None or buckets is None or total is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    histogram._raise_if_not_observable()
+    # The first bound at or above each value, as observe's loop finds it (the last is +Inf).
+    for index, n in Counter(bisect_left(bounds, value) for value in values).items():
+        buckets[index].inc(n)
+    total.inc(sum(values))
 
 
 def iso_second(timestamp: float) -> str:

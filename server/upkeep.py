@@ -14,12 +14,11 @@ from typing import Any
 
 from taskframe.core.model import Outcome
 from taskframe.server import dependencies
-from taskframe.server.attempt_end import next_step
-from taskframe.server.attempts import end_attempt
+from taskframe.server.attempt_end import Ending, next_step
+from taskframe.server.attempts import end_attempts
 from taskframe.server.config import ServerConfig
+from taskframe.server.publisher import Publisher
 from taskframe.server.storage import Store
-from taskframe.server.telemetry import Telemetry
-from taskframe.server.wakeups import Wakeups
 
 REAP_BATCH = 200
 #: Seconds the housekeeper pauses between two cascade chunks (other writers go first).
@@ -33,17 +32,13 @@ class Upkeep:
         config: ServerConfig,
         clock: Callable[[], float],
         rng: random.Random,
-        wakeups: Wakeups,
-        telemetry: Telemetry,
-        events: Any = None,
+        publisher: Publisher,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
         self.rng = rng
-        self.wakeups = wakeups
-        self.telemetry = telemetry
-        self.events = events
+        self.publisher = publisher
 
     def reap(self, expire_leases: bool = True) -> int:
         """Fail the attempts whose lease expired or whose timeout passed.
@@ -52,11 +47,11 @@ class Upkeep:
         an outage, when workers had no server to send their heartbeats to.
         """
         now = self.clock()
-        ended = []
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(now) as (tx, changes):
             params = {"now": now, "lease_cutoff": now if expire_leases else 0.0}
             rows = tx.all("expired_attempts", {**params, "limit": REAP_BATCH})
             history: list[dict[str, Any]] = []
+            endings: list[Ending] = []
             for row in rows:
                 if row["deadline"] is not None and row["deadline"] < now:
                     outcome = Outcome.TIMED_OUT
@@ -65,45 +60,20 @@ class Upkeep:
                     outcome = Outcome.LEASE_EXPIRED
                     error = f"lease expired: worker {row['worker_id']} stopped heartbeating"
                 status, run_at = next_step(row, outcome, now, self.config.backoff, self.rng)
-                ended.append(
-                    end_attempt(
-                        tx,
-                        row,
-                        status,
-                        outcome,
-                        now,
-                        history,
-                        run_at=run_at,
-                        worker_id=row["worker_id"],
-                        error=error,
-                    )
-                )
-            tx.run_many("insert_attempt", history)
-            reaped = sum(row is not None for row in ended)
-            moved = dependencies.resolve(tx, ended, now, self.config.cascade_batch)
-            if reaped:
-                self.store.notify_change(tx)
-        self.wakeups.ended(ended)
-        if reaped:
-            self.telemetry.attempts_ended(history, ended, now)
-        self.wakeups.dependants_moved(moved)
-        if self.events is not None and reaped:
-            ended_rows = [row for row in ended if row is not None]
-            self.events.attempts_finished(list(zip(ended_rows, history, strict=True)))
-        return reaped
+                endings.append(Ending(row, status, outcome, run_at, row["worker_id"], error=error))
+            ended = end_attempts(tx, endings, now, history)
+            tx.run_set("insert_attempts", history)
+            changes.attempts_ended(history, ended)
+        return sum(row is not None for row in ended)
 
     def promote(self) -> int:
         """Make the scheduled jobs whose time came ready, in batches; return how many."""
         promoted = 0
         while True:
-            with self.store.transaction() as tx:
-                rows = tx.all(
-                    "promote_due", {"now": self.clock(), "limit": self.config.promote_batch}
-                )
-                if rows:
-                    self.store.notify_change(tx)
-            if rows:
-                self.wakeups.work_ready(rows)
+            now = self.clock()
+            with self.publisher.transaction(now) as (tx, changes):
+                rows = tx.all("promote_due", {"now": now, "limit": self.config.promote_batch})
+                changes.promoted = rows
             promoted += len(rows)
             if len(rows) < self.config.promote_batch:
                 return promoted
@@ -116,14 +86,14 @@ class Upkeep:
         """
         moved = 0
         while stop is None or not stop.is_set():
-            with self.store.transaction() as tx:
-                resolution = dependencies.cascade(tx, self.clock(), self.config.cascade_batch)
-                if resolution is not None and resolution.changed:
-                    self.store.notify_change(tx)
+            now = self.clock()
+            with self.publisher.transaction(now) as (tx, changes):
+                resolution = dependencies.cascade(tx, now, self.config.cascade_batch)
+                if resolution is not None:
+                    resolution.pending = False  # this loop goes on by itself
+                    changes.moved = resolution
             if resolution is None:
                 return moved
-            resolution.pending = False  # this loop goes on by itself
-            self.wakeups.dependants_moved(resolution)
             moved += len(resolution.changed)
             time.sleep(CASCADE_PAUSE)  # let waiting writers of this process in first
         return moved

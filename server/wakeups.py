@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
 
 from taskframe.core import model
 from taskframe.core.model import Status
@@ -21,11 +20,9 @@ from taskframe.server.storage import Row
 
 
 class Wakeups:
-    def __init__(self, notifier: ChangeNotifier, due_timer: DueTimer, events: Any = None) -> None:
+    def __init__(self, notifier: ChangeNotifier, due_timer: DueTimer) -> None:
         self.notifier = notifier
         self.due_timer = due_timer
-        #: Plugin lifecycle events (server/events.py), None when no plugin wants them.
-        self.events = events
         #: Seen at the last lease: some limit is set (a finished job may free a slot).
         self.limited = False
         #: Set when dependants were left to the housekeeper (see dependencies.cascade).
@@ -57,18 +54,12 @@ class Wakeups:
         self.announce(ended)
 
     def dependants_moved(self, resolution: dependencies.Resolution) -> None:
-        """After a commit that readied or cancelled dependants: wake waiters, tell plugins,
-        and the housekeeper when some are left to it."""
+        """After a commit that readied or cancelled dependants: wake their waiters, and
+        the housekeeper when some are left to it."""
         if resolution.pending:
             self.cascade_wanted.set()
-        rows = resolution.changed
-        if not rows:
-            return
-        self.ended(rows)
-        if self.events is not None:
-            for row in rows:
-                if row["status"] in model.FINISHED:
-                    self.events.job_finished(row)
+        if resolution.changed:
+            self.ended(resolution.changed)
 
 
 def work_key(row: Row) -> WorkKey:

@@ -13,7 +13,9 @@ from typing import Any
 
 import requests
 
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+from taskframe.core import model
+
+FINISHED = frozenset(status.value for status in model.FINISHED)
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from taskframe.server.intake import Intake
 from taskframe.server.job_ops import JobOps
 from taskframe.server.representation import attempt_json, job_answer
 from taskframe.server.resources.listing import list_page, listing_of
-from taskframe.server.submission import JobCheck, job_errors
+from taskframe.server.submission import JobCheck, job_errors, jobs_errors
 
 WAIT_QUERY = schemas.WaitQuerySchema()
 
@@ -114,12 +114,13 @@ class JobBatch:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         jobs = read_json(req, self.schema, self.limit, quick_load.quick_load_batch)["jobs"]
-        errors = {}
+        problems = jobs_errors(jobs, self.executors, self.check)
         for index, job in enumerate(jobs):
-            problems = job_errors(job, self.executors, self.check)
-            problems.update(reference_errors(job, index))
-            if problems:
-                errors[str(index)] = problems
+            if "depends_on" in job:
+                found = reference_errors(job, index)
+                if found:
+                    problems[index] = {**problems.get(index, {}), **found}
+        errors = {str(index): problems[index] for index in sorted(problems)}
         if errors:
             raise validation_error({"jobs": errors}, f"{len(errors)} job(s) are invalid")
         try:

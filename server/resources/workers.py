@@ -10,6 +10,7 @@ import falcon
 
 from taskframe.core import quick_load, schemas
 from taskframe.core.errors import ErrorCode
+from taskframe.core.model import Reported
 from taskframe.server.attempts import Attempts
 from taskframe.server.auth import require_worker_id
 from taskframe.server.completions import Completion, CompletionOutcome, CompletionResult
@@ -21,12 +22,15 @@ from taskframe.server.leasing import Leasing
 from taskframe.server.registry import WorkerRegistry
 from taskframe.server.representation import job_answer
 
+#: The enum member of each reported status (a dict lookup: cheaper than ``Reported(text)``).
+_REPORTED = {reported.value: reported for reported in Reported}
+
 
 def _completion(item: dict[str, Any], job_id: int, worker_id: str | None) -> Completion:
     return Completion(
         job_id=job_id,
         lease_id=item["lease_id"],
-        status=item["status"],
+        status=_REPORTED[item["status"]],
         worker_id=worker_id,
         result=item["result"],
         error=item["error"],

@@ -50,6 +50,18 @@ class Transaction(Protocol):
         """
         ...
 
+    def run_set(
+        self, query: str, rows: Sequence[Params], shared: Params | None = None
+    ) -> list[Row]:
+        """Run a set-based statement once for all ``rows``: one statement, one round trip.
+
+        The rows (each with the same fields) travel the backend's way: SQLite,
+        ``:rows``, a JSON array of objects read with ``json_each``; PostgreSQL, an
+        array per field (``%(field)s``) read with ``unnest``. ``shared``: parameters
+        common to every row. Returns what a ``RETURNING`` gives, in no set order.
+        """
+        ...
+
     def execute_script(self, sql: str) -> None:
         """Run one statement that is not a named query (a migration step)."""
         ...

@@ -48,6 +48,20 @@ CONNECT_TIMEOUT = 10
 log = logging.getLogger("taskframe.server")
 
 
+def _columns(rows: Sequence[Params]) -> dict[str, list[Any]]:
+    """``rows`` as one list per field, for ``unnest``: psycopg sends each as an array.
+
+    A field holding both ints and floats (a clock giving whole seconds) becomes all
+    floats: psycopg refuses an array of mixed types.
+    """
+    columns: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in rows[0]}
+    for name, values in columns.items():
+        kinds = {type(value) for value in values}
+        if float in kinds and int in kinds:
+            columns[name] = [float(v) if type(v) is int else v for v in values]
+    return columns
+
+
 class PostgresTransaction:
     def __init__(self, connection: psycopg.Connection[Row]) -> None:
         self._connection = connection
@@ -70,6 +84,15 @@ class PostgresTransaction:
             with self._connection.cursor() as cursor:
                 cursor.executemany(QUERIES[query], rows)
 
+    def run_set(
+        self, query: str, rows: Sequence[Params], shared: Params | None = None
+    ) -> list[Row]:
+        if not rows:
+            return []
+        params = {**(shared or {}), **_columns(rows)}
+        cursor = self._execute(query, params)
+        return cursor.fetchall() if cursor.description is not None else []
+
     def execute_script(self, sql: str) -> None:
         """Run one statement that is not a named query (a migration step)."""
         self._connection.execute(sql)
@@ -78,8 +101,9 @@ class PostgresTransaction:
         return with_filters(QUERIES, query, filters)
 
     def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
-        # No key, no conflict: every row comes back, in order.
-        return self.returning_many("insert_job", rows)  # type: ignore[return-value]
+        # No key, no conflict: every row comes back; ids follow the order given.
+        inserted = self.run_set("insert_jobs_without_keys", rows)
+        return sorted(inserted, key=lambda row: row["id"])
 
     def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         if not rows:

@@ -327,6 +327,23 @@ VALUES (%(type)s, %(payload)s, %(priority)s,
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
+-- name: insert_jobs_without_keys
+-- Bulk submission in one statement (one round trip): one array per field, read
+-- with unnest in the order given; ids are drawn in that order.
+INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
+                  run_at, created_at, notify_url, queue, on_dependency_failure)
+SELECT type, payload, priority,
+       CASE WHEN run_at > created_at THEN 'scheduled' ELSE 'queued' END,
+       0, max_attempts, timeout, run_at, created_at, notify_url, queue, on_dependency_failure
+FROM unnest(%(type)s::text[], %(payload)s::text[], %(priority)s::int[],
+            %(max_attempts)s::int[], %(timeout)s::float8[], %(run_at)s::float8[],
+            %(created_at)s::float8[], %(notify_url)s::text[], %(queue)s::text[],
+            %(on_dependency_failure)s::text[])
+     WITH ORDINALITY AS j (type, payload, priority, max_attempts, timeout, run_at,
+                           created_at, notify_url, queue, on_dependency_failure, n)
+ORDER BY n
+RETURNING *;
+
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s;
 
@@ -518,31 +535,38 @@ FROM due
 WHERE jobs.id = due.id AND jobs.status = 'scheduled'
 RETURNING jobs.id, jobs.type, jobs.queue;
 
--- name: succeed_attempt
--- The common completion in one statement; anything else takes the general path.
+-- name: end_attempts
+-- Every end of attempts of a batch in one statement (reports, reaps, releases):
+-- each row is fenced by its own lease, worker and status, so a stale or re-sent one
+-- changes nothing and is not returned. Each row gives the job's next status
+-- (next_status decided it), run_at, finished_at, error and result.
 UPDATE jobs
-SET status = 'succeeded', result = %(result)s, error = NULL, finished_at = %(now)s,
-    lease_expires_at = NULL, deadline = NULL, cancel_requested = false, live_log = NULL
-WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
-  AND status = 'running'
-RETURNING *;
+SET status = ended.status, result = ended.result, error = ended.error,
+    finished_at = ended.finished_at, run_at = ended.run_at, lease_id = ended.new_lease_id,
+    lease_expires_at = NULL, deadline = NULL, attempts = jobs.attempts - ended.refund,
+    cancel_requested = false, live_log = NULL
+FROM unnest(%(id)s::bigint[], %(lease_id)s::text[], %(worker_id)s::text[],
+            %(status)s::text[], %(result)s::text[], %(error)s::text[],
+            %(finished_at)s::float8[], %(run_at)s::float8[], %(new_lease_id)s::text[],
+            %(refund)s::int[])
+     AS ended (id, lease_id, worker_id, status, result, error, finished_at, run_at,
+               new_lease_id, refund)
+WHERE jobs.id = ended.id AND jobs.lease_id = ended.lease_id
+  AND jobs.worker_id = ended.worker_id AND jobs.status = 'running'
+RETURNING jobs.*;
 
--- name: end_attempt
--- Guarded by lease and status: a stale worker or a concurrent reaper changes nothing.
-UPDATE jobs
-SET status = %(status)s, result = %(result)s, error = %(error)s,
-    finished_at = %(finished_at)s, run_at = %(run_at)s, lease_id = %(new_lease_id)s,
-    lease_expires_at = NULL, deadline = NULL,
-    attempts = attempts - %(refund)s, cancel_requested = false, live_log = NULL
-WHERE id = %(id)s AND lease_id = %(lease_id)s AND worker_id = %(worker_id)s
-  AND status = 'running'
-RETURNING *;
-
--- name: insert_attempt
+-- name: insert_attempts
+-- The history rows of a batch in one statement, in the order given.
 INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
                           outcome, error, log, traceback)
-VALUES (%(job_id)s, %(attempt)s, %(worker_id)s, %(lease_id)s, %(started_at)s,
-        %(finished_at)s, %(outcome)s, %(error)s, %(log)s, %(traceback)s);
+SELECT job_id, attempt, worker_id, lease_id, started_at, finished_at, outcome, error, log,
+       traceback
+FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(worker_id)s::text[],
+            %(lease_id)s::text[], %(started_at)s::float8[], %(finished_at)s::float8[],
+            %(outcome)s::text[], %(error)s::text[], %(log)s::text[], %(traceback)s::text[])
+     WITH ORDINALITY AS a (job_id, attempt, worker_id, lease_id, started_at, finished_at,
+                           outcome, error, log, traceback, n)
+ORDER BY n;
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = %(job_id)s ORDER BY id;

@@ -549,28 +549,37 @@ WHERE id IN (
 )
 RETURNING id, type, queue;
 
--- name: succeed_attempt
--- The common completion in one statement; anything else takes the general path.
-UPDATE jobs
-SET status = 'succeeded', result = :result, error = NULL, finished_at = :now,
-    lease_expires_at = NULL, deadline = NULL, cancel_requested = 0, live_log = NULL
-WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running'
+-- name: end_attempts
+-- Every end of attempts of a batch in one statement (reports, reaps, releases):
+-- each row is fenced by its own lease, worker and status, so a stale or re-sent one
+-- changes nothing and is not returned. Each row of :rows gives the job's next status
+-- (next_status decided it), run_at, finished_at, error and result.
+-- NOT INDEXED: each row is found by its id (else the planner walks every running job).
+UPDATE jobs NOT INDEXED
+SET status = ended.status, result = ended.result, error = ended.error,
+    finished_at = ended.finished_at, run_at = ended.run_at, lease_id = ended.new_lease_id,
+    lease_expires_at = NULL, deadline = NULL, attempts = attempts - ended.refund,
+    cancel_requested = 0, live_log = NULL
+FROM (
+    SELECT value ->> 'id' AS id, value ->> 'lease_id' AS lease_id,
+           value ->> 'worker_id' AS worker_id, value ->> 'status' AS status,
+           value ->> 'result' AS result, value ->> 'error' AS error,
+           value ->> 'finished_at' AS finished_at, value ->> 'run_at' AS run_at,
+           value ->> 'new_lease_id' AS new_lease_id, value ->> 'refund' AS refund
+    FROM json_each(:rows)
+) AS ended
+WHERE jobs.id = ended.id AND jobs.lease_id = ended.lease_id
+  AND jobs.worker_id = ended.worker_id AND jobs.status = 'running'
 RETURNING *;
 
--- name: end_attempt
--- Guarded by lease and status: a stale worker or a concurrent reaper changes nothing.
-UPDATE jobs
-SET status = :status, result = :result, error = :error, finished_at = :finished_at,
-    run_at = :run_at, lease_id = :new_lease_id, lease_expires_at = NULL, deadline = NULL,
-    attempts = attempts - :refund, cancel_requested = 0, live_log = NULL
-WHERE id = :id AND lease_id = :lease_id AND worker_id = :worker_id AND status = 'running'
-RETURNING *;
-
--- name: insert_attempt
+-- name: insert_attempts
+-- The history rows of a batch in one statement, in the order given.
 INSERT INTO job_attempts (job_id, attempt, worker_id, lease_id, started_at, finished_at,
                           outcome, error, log, traceback)
-VALUES (:job_id, :attempt, :worker_id, :lease_id, :started_at,
-        :finished_at, :outcome, :error, :log, :traceback);
+SELECT value ->> 'job_id', value ->> 'attempt', value ->> 'worker_id', value ->> 'lease_id',
+       value ->> 'started_at', value ->> 'finished_at', value ->> 'outcome',
+       value ->> 'error', value ->> 'log', value ->> 'traceback'
+FROM json_each(:rows) ORDER BY key;
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = :job_id ORDER BY id;

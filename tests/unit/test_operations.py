@@ -320,5 +320,6 @@ def test_each_order_walks_its_index_on_sqlite(migrated_sqlite_url, listing, inde
             ).fetchall()
     finally:
         store.close()
-    details = " ".join(row["detail"] for row in plan)
+    # The raw connection gives tuples (the transaction's methods make dicts): detail is last.
+    details = " ".join(row[-1] for row in plan)
     assert f"USING INDEX {index}" in details and "TEMP B-TREE" not in details, details

@@ -308,7 +308,8 @@ def test_complete_succeeded(scheduler, clock):
     assert outcome.result is CompletionResult.RECORDED
     done = scheduler.get(row["id"])
     assert outcome.job == done
-    assert done["status"] == "succeeded" and done["result"] == '{"ok": [1]}'
+    # Stored as canonical compact JSON, like payloads (answers splice it in as it is).
+    assert done["status"] == "succeeded" and done["result"] == '{"ok":[1]}'
     assert done["finished_at"] == T0 + 3 and done["attempts"] == 1
     assert done["lease_expires_at"] is None and done["deadline"] is None
     [attempt] = scheduler.jobs.attempts(row["id"])

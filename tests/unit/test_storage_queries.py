@@ -12,7 +12,7 @@ from taskframe.server.storage.base import load_queries, migrations, with_filters
 
 SERVER = Path(scheduler_module.__file__).parent
 BACKEND_MODULES = {"sqlite.py", "postgres.py"}  # may use queries of their own backend only
-TX_METHODS = {"one", "all", "run", "run_many", "returning_many", "filtered"}
+TX_METHODS = {"one", "all", "run", "run_many", "run_set", "returning_many", "filtered"}
 QUERIES = {backend: load_queries(f"{backend}.sql") for backend in ("sqlite", "postgres")}
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
 
-from taskframe.server.telemetry import Telemetry
+from taskframe.server.metrics import DURATION_BUCKETS
+from taskframe.server.telemetry import Telemetry, observe_all
 
 
 def _row(job_id: int) -> dict:
@@ -33,3 +37,30 @@ def test_every_submission_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -
     assert "job 7 submitted (type sleep, priority 0)" in messages
     assert "2 jobs submitted (ids 8..9, types sleep)" in messages
     assert "job 9 submitted (type sleep, priority 0)" in messages
+
+
+@settings(max_examples=100)
+@given(st.lists(st.floats(min_value=0, max_value=1e5) | st.sampled_from(DURATION_BUCKETS)))
+def test_observing_a_batch_counts_what_one_observe_each_counts(values):
+    """observe_all updates each bucket once per batch: the same samples as observe."""
+    registry = CollectorRegistry()
+    one = Histogram("one", "h", ["type"], buckets=DURATION_BUCKETS, registry=registry)
+    batch = Histogram("batch", "h", ["type"], buckets=DURATION_BUCKETS, registry=registry)
+    one_child = one.labels("t")
+    for value in values:
+        one_child.observe(value)
+    observe_all(batch.labels("t"), values)
+
+    def samples(name):
+        return {
+            (s.name.removeprefix(name), tuple(sorted(s.labels.items()))): s.value
+            for metric in registry.collect()
+            if metric.name == name
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    one_samples, batch_samples = samples("one"), samples("batch")
+    assert one_samples.keys() == batch_samples.keys()
+    for key, value in one_samples.items():  # the sum may differ in its last bits
+        assert batch_samples[key] == (pytest.approx(value) if key[0] == "_sum" else value)
