@@ -123,9 +123,9 @@ def per_call(
 def app_alone(workdir: Path, count: int) -> float:
     """CPU µs per POST /jobs through the real app, called as WSGI (no waitress)."""
     from taskframe.core.plugins import load_plugins
-    from taskframe.server.app import create_app
     from taskframe.server.config import ServerConfig
-    from taskframe.server.scheduler import Scheduler
+    from taskframe.server.engine.scheduler import Scheduler
+    from taskframe.server.http.app import create_app
     from taskframe.server.storage import open_store
 
     store = open_store(f"sqlite:///{workdir}/app.db")

@@ -61,16 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
 
     from taskframe.core.plugins import load_plugins
-    from taskframe.server import representation
-    from taskframe.server.app import create_app
+    from taskframe.server.http import representation
+    from taskframe.server.http.app import create_app
 
     try:
-        from taskframe.server.completions import Completion
+        from taskframe.server.engine.completions import Completion
     except ImportError:  # before the scheduler was split (an older checkout)
-        from taskframe.server.scheduler import Completion  # type: ignore[no-redef]
+        from taskframe.server.engine.scheduler import Completion  # type: ignore[no-redef]
     from taskframe.server.config import ServerConfig
-    from taskframe.server.http_io import dump_answer
-    from taskframe.server.scheduler import Scheduler
+    from taskframe.server.engine.scheduler import Scheduler
+    from taskframe.server.http.http_io import dump_answer
     from taskframe.server.storage import open_store
 
     workdir = Path(tempfile.mkdtemp(prefix="taskframe-inproc-"))

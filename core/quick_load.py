@@ -67,7 +67,7 @@ def quick_load_submit(data: object, text_checked: bool = False) -> dict[str, Any
         "timeout": None if timeout is None else float(timeout),
         "idempotency_key": key,
     }
-    # Omitted ones stay omitted: the job type's defaults apply (server/submission.py).
+    # Omitted ones stay omitted: the job type's defaults apply (server/engine/submission.py).
     for name, value in (("priority", priority), ("max_attempts", max_attempts), ("queue", queue)):
         if name in data:
             loaded[name] = value

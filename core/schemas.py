@@ -172,7 +172,7 @@ class SubmitJobSchema(Schema):
     type = fields.String(required=True, validate=_id_text)
     payload = fields.Dict(keys=fields.String(), load_default=dict, validate=_encodable_json)
     # priority, max_attempts and queue have no load_default: an omitted one takes the
-    # job type's default, else the API's (server/submission.py, apply_defaults).
+    # job type's default, else the API's (server/engine/submission.py, apply_defaults).
     priority = fields.Integer(
         strict=True,
         validate=validate.Range(MIN_PRIORITY, MAX_PRIORITY),

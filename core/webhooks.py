@@ -1,6 +1,6 @@
 """What the server's webhook outbox hands a sender plugin, and what it gets back.
 
-The server keeps pending deliveries in its database (``server/outbox.py``):
+The server keeps pending deliveries in its database (``server/engine/outbox.py``):
 it claims them, enforces the limits below, retries and gives up. A plugin
 (the built-in ``webhook``) contributes the sending itself through the
 ``taskframe_webhook_sender`` hook: the body, the signature and the HTTP.

@@ -16,7 +16,7 @@ showed it when it finished). Headers:
 - ``X-Taskframe-Job``: the job's id.
 
 Pending deliveries are the server's: it keeps them in its database (the
-outbox, ``server/outbox.py``), so a server that stops or crashes loses none,
+outbox, ``server/engine/outbox.py``), so a server that stops or crashes loses none,
 and it claims, limits per receiver, retries and gives up. This plugin
 contributes the sending (``taskframe_webhook_sender``): a 2xx answer is a
 delivery; no answer within ``--webhook-timeout`` (the whole attempt), a

@@ -33,24 +33,24 @@ from taskframe.core.plugins import (
     early_tasks,
     load_plugins,
 )
-from taskframe.server import serving_granian
-from taskframe.server.access import AccessConfig
-from taskframe.server.app import create_app
-from taskframe.server.auth import TokenSet, is_loopback, load_tokens
 from taskframe.server.config import ServerConfig, add_config_options, config_values
-from taskframe.server.events import EventDispatcher
-from taskframe.server.origin import AllowedHosts, guard_options, parse_allowed_hosts
-from taskframe.server.outbox import Outbox
-from taskframe.server.runtime import Housekeeper
-from taskframe.server.scheduler import Scheduler
-from taskframe.server.serving import add_serving_options, create_server, max_waiting
+from taskframe.server.engine.housekeeper import Housekeeper
+from taskframe.server.engine.outbox import Outbox
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http import serving_granian
+from taskframe.server.http.access import AccessConfig
+from taskframe.server.http.app import create_app
+from taskframe.server.http.auth import TokenSet, is_loopback, load_tokens
+from taskframe.server.http.origin import AllowedHosts, guard_options, parse_allowed_hosts
+from taskframe.server.http.serving import add_serving_options, create_server, max_waiting
+from taskframe.server.http.throttle import throttle_options
+from taskframe.server.observe.events import EventDispatcher
 from taskframe.server.standalone import (
     add_standalone_options,
     run_standalone,
     standalone_requested,
 )
 from taskframe.server.storage import StoreConfigError, StoreUnavailable, open_store
-from taskframe.server.throttle import throttle_options
 
 log = logging.getLogger("taskframe.server")
 

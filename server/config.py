@@ -4,7 +4,7 @@ command line sets, its flag and help in :data:`FLAGS`.
 ``taskframe-server`` builds those options from :data:`FLAGS` (server/cli.py), and
 the docs' configuration page is generated from that parser: one declaration for
 the code, ``--help`` and the docs. Who may reach the API (tokens, Host names) is
-:class:`~taskframe.server.access.AccessConfig`'s, apart from these.
+:class:`~taskframe.server.http.access.AccessConfig`'s, apart from these.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class ServerConfig:
     prune_batch: int = 500
     max_waiting: int = 8
     """Requests that may long-poll at once (lease and job waits); 0: none may wait.
-    (``--max-waiting``'s default is a quarter of ``--threads``: server/serving.py.)"""
+    (``--max-waiting``'s default is a quarter of ``--threads``: server/http/serving.py.)"""
     busy_retry_after: float = 5.0
     """Seconds a request refused a wait is told to pause (jittered ½–1½×)."""
     max_result_bytes: int = 1 << 20

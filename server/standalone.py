@@ -16,7 +16,7 @@ from typing import Any
 
 from taskframe.core.options import env_name
 from taskframe.core.plugins import PluginSet
-from taskframe.server.auth import CLIENT, WORKER, Principal, TokenSet
+from taskframe.server.http.auth import CLIENT, WORKER, Principal, TokenSet
 
 _TRUE = {"1", "true", "yes", "on"}
 

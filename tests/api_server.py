@@ -21,11 +21,11 @@ from typing import Any
 import requests
 
 from taskframe.core.plugins import PluginSet, load_plugins
-from taskframe.server.access import AccessConfig
-from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
-from taskframe.server.serving import add_serving_options, create_server
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.access import AccessConfig
+from taskframe.server.http.app import create_app
+from taskframe.server.http.serving import add_serving_options, create_server
 from taskframe.server.storage import Store, open_store
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

@@ -339,7 +339,7 @@ def cli_page() -> str:
 
 
 def errors_page() -> str:
-    from taskframe.server import openapi
+    from taskframe.server.http import openapi
 
     doc = sources.openapi_document()
     out = [

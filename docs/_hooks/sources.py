@@ -68,9 +68,9 @@ def live_app() -> Iterator[Any]:
     """The real Falcon app on a throw-away SQLite file, as a TestClient (``.scheduler`` too)."""
     from falcon import testing
 
-    from taskframe.server.app import create_app
     from taskframe.server.config import ServerConfig
-    from taskframe.server.scheduler import Scheduler
+    from taskframe.server.engine.scheduler import Scheduler
+    from taskframe.server.http.app import create_app
     from taskframe.server.storage import open_store
 
     with tempfile.TemporaryDirectory() as folder:
@@ -96,7 +96,7 @@ def openapi_document() -> dict[str, Any]:
 
 def route_roles() -> dict[tuple[str, str], list[str]]:
     """(path as in the OpenAPI document, METHOD) -> the roles that may call it."""
-    from taskframe.server.routes import ROUTES
+    from taskframe.server.http.routes import ROUTES
 
     return {
         (route.path, method): sorted(operation.roles)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from taskframe.server.app import ROUTE_ROLES
-from taskframe.server.auth import ADMIN, CLIENT, OPEN, WORKER
+from taskframe.server.http.app import ROUTE_ROLES
+from taskframe.server.http.auth import ADMIN, CLIENT, OPEN, WORKER
 from tests.processes import BIN, Server, free_port
 
 pytestmark = pytest.mark.timeout(120)

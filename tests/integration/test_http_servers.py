@@ -2,7 +2,7 @@
 
 Each test runs once per server, whatever TASKFRAME_TEST_SERVER says: the
 limits waitress enforces itself are enforced for Granian by middleware
-(server/serving_granian.py), and these tests hold both to the same word.
+(server/http/serving_granian.py), and these tests hold both to the same word.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ SLEEP = {"type": "sleep", "payload": {"duration": 0}}
 @pytest.fixture(params=["waitress", "granian"])
 def server_kind(request: pytest.FixtureRequest) -> str:
     if request.param == "granian":
-        from taskframe.server import serving_granian
+        from taskframe.server.http import serving_granian
 
         problem = serving_granian.problem()
         if problem:

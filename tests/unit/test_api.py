@@ -7,9 +7,9 @@ import re
 import pytest
 from falcon import testing
 
-from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.app import create_app
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins
 

@@ -14,9 +14,9 @@ import pytest
 from falcon import testing
 
 from taskframe.core import schemas, strict_json
-from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.app import create_app
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins
 
@@ -219,7 +219,7 @@ def test_a_stored_row_that_cannot_be_encoded_is_answered_repaired_never_500(clie
 
 
 def test_answers_are_always_strict_utf8_json():
-    from taskframe.server.http_io import dump_answer
+    from taskframe.server.http.http_io import dump_answer
 
     media = {"text": f"a{S}b", S: [float("nan"), float("inf")], "fine": "é"}
     body = dump_answer(media)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from falcon import testing
 
-from taskframe.server.access import AccessConfig
-from taskframe.server.app import create_app
-from taskframe.server.auth import load_tokens
 from taskframe.server.config import ServerConfig
-from taskframe.server.resources.apidocs import ASSETS
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.access import AccessConfig
+from taskframe.server.http.app import create_app
+from taskframe.server.http.auth import load_tokens
+from taskframe.server.http.resources.apidocs import ASSETS
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins
 
@@ -96,7 +96,8 @@ def test_the_licence_ships_with_the_vendored_files():
     assert (ASSETS / "swagger-ui-bundle.js.LICENSE.txt").exists()
     options = configparser.ConfigParser()
     options.read(ROOT / "setup.cfg")
-    patterns = [p.strip() for p in options["options.package_data"]["taskframe.server"].split(",")]
+    section = options["options.package_data"]["taskframe.server.http"]
+    patterns = [p.strip() for p in section.split(",")]
     for path in ASSETS.iterdir():
         name = f"apidocs/{path.name}"
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from falcon import inspect, testing
 
-from taskframe.server.access import AccessConfig
-from taskframe.server.app import ROUTE_ROLES, create_app
-from taskframe.server.auth import (
+from taskframe.server.config import ServerConfig
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.access import AccessConfig
+from taskframe.server.http.app import ROUTE_ROLES, create_app
+from taskframe.server.http.auth import (
     ADMIN,
     CLIENT,
     OPEN,
@@ -22,8 +24,6 @@ from taskframe.server.auth import (
     load_tokens,
     parse_token_line,
 )
-from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins, migrated_copy
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from taskframe.core.errors import ErrorCode, JobConflict
-from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.completions import Completion
+from taskframe.server.engine.scheduler import Scheduler
 from taskframe.server.storage import Store, open_store
 from tests.processes import wait_until
 from tests.unit.test_scheduler import Clock

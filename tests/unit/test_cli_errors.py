@@ -13,8 +13,8 @@ import pytest
 from taskframe.client import cli
 from taskframe.client.cli import Progress, main
 from taskframe.client.models import Job
-from taskframe.server.access import AccessConfig
-from taskframe.server.auth import TokenSet
+from taskframe.server.http.access import AccessConfig
+from taskframe.server.http.auth import TokenSet
 from tests.api_server import ApiServer, Mounted, migrated_copy
 from tests.fake_api import dead_url
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from taskframe.core.errors import JobConflict
-from taskframe.server.completions import Completion, CompletionResult
 from taskframe.server.config import ServerConfig
-from taskframe.server.notify import ChangeNotifier
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.completions import Completion, CompletionResult
+from taskframe.server.engine.notify import ChangeNotifier
+from taskframe.server.engine.scheduler import Scheduler
 from taskframe.server.storage import Store, open_store
 from taskframe.server.storage.base import load_queries, migrations
 from tests.processes import wait_until

@@ -20,13 +20,13 @@ from falcon import testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskframe.server import counts
-from taskframe.server.access import AccessConfig
-from taskframe.server.app import create_app
-from taskframe.server.auth import TokenSet
-from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.completions import Completion
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.access import AccessConfig
+from taskframe.server.http.app import create_app
+from taskframe.server.http.auth import TokenSet
+from taskframe.server.storage import counts
 from taskframe.server.storage.base import load_queries
 from tests.api_server import default_plugins
 from tests.conftest import POSTGRES_URL

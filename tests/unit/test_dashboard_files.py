@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from falcon import testing
 
-from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
-from taskframe.server.resources.dashboard import ASSETS
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.app import create_app
+from taskframe.server.http.resources.dashboard import ASSETS
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins
 
@@ -79,9 +79,9 @@ def test_setup_cfg_ships_every_dashboard_file():
     """``pip install .`` copies only what package_data names: each file must match a pattern."""
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    listed = config["options.package_data"]["taskframe.server"]
+    listed = config["options.package_data"]["taskframe.server.http"]
     patterns = [p.strip() for p in listed.split(",") if p.strip()]
     files = sorted(p.relative_to(ASSETS.parent).as_posix() for p in ASSETS.iterdir())
-    assert files, "server/dashboard/ is empty"
+    assert files, "server/http/dashboard/ is empty"
     for name in files:
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name

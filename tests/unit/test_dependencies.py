@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.dependencies import MissingDependencies
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.completions import Completion
+from taskframe.server.engine.dependencies import MissingDependencies
+from taskframe.server.engine.scheduler import Scheduler
 
 
 def job(**fields) -> dict:

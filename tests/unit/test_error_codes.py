@@ -18,13 +18,13 @@ from falcon import testing
 from taskframe.client import errors as client_errors
 from taskframe.client.api import Client
 from taskframe.core.errors import ErrorCode
-from taskframe.server.access import AccessConfig
-from taskframe.server.app import create_app
-from taskframe.server.auth import TokenSet
 from taskframe.server.config import ServerConfig
-from taskframe.server.origin import AllowedHosts
-from taskframe.server.scheduler import Scheduler
-from taskframe.server.serving import add_serving_options, create_server
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.access import AccessConfig
+from taskframe.server.http.app import create_app
+from taskframe.server.http.auth import TokenSet
+from taskframe.server.http.origin import AllowedHosts
+from taskframe.server.http.serving import add_serving_options, create_server
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins
 

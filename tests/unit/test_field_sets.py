@@ -12,10 +12,10 @@ import dataclasses
 
 from taskframe.client.models import Job
 from taskframe.core import schemas
-from taskframe.server import answer_schemas as answers
 from taskframe.server.config import ServerConfig
-from taskframe.server.representation import job_json
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http import answer_schemas as answers
+from taskframe.server.storage.representation import job_json
 
 #: Submission fields that are not kept as such: a delay becomes run_at.
 INPUT_ONLY = {"delay"}

@@ -9,9 +9,9 @@ from pathlib import Path
 from falcon import testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.app import create_app
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins
 

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from taskframe.server.config import ServerConfig
-from taskframe.server.group_commit import GroupCommitter
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.group_commit import GroupCommitter
+from taskframe.server.engine.scheduler import Scheduler
 from taskframe.server.storage import StoreUnavailable, open_store
 from tests.processes import wait_until
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.completions import Completion
+from taskframe.server.engine.scheduler import Scheduler
 from taskframe.server.storage import Store, open_store
 from tests.unit.test_scheduler import Clock, raw_connection
 

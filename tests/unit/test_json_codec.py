@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskframe.core import json_codec, strict_json
-from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
-from taskframe.server.http_io import dump_answer
-from taskframe.server.representation import StoredJSON, stored_json
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.app import create_app
+from taskframe.server.http.http_io import dump_answer
 from taskframe.server.storage import open_store
+from taskframe.server.storage.representation import StoredJSON, stored_json
 from tests.api_server import default_plugins
 
 SURROGATES = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])

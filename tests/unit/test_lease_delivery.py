@@ -9,10 +9,10 @@ import time
 import pytest
 from falcon import testing
 
-from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
-from taskframe.server.notify import ChangeNotifier
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.notify import ChangeNotifier
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.app import create_app
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins
 from tests.unit.test_scheduler import LaterClock

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from taskframe.server import rollup
-from taskframe.server.bulk import BulkActions, NothingApplies
 from taskframe.server.config import ServerConfig
-from taskframe.server.listing import Listing
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.bulk import BulkActions, NothingApplies
+from taskframe.server.engine.listing import Listing
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.observe import rollup
 from taskframe.server.storage import Row, Store, open_store
 from tests.unit.test_scheduler import BACKOFF, TTL, Clock, complete, job, lease_one, submit
 
@@ -167,7 +167,7 @@ def test_a_job_lists_its_dependants_after_they_were_resolved(scheduler):
 
 
 def test_heartbeat_logs_are_appended_fenced_and_cleared_at_the_end(scheduler):
-    from taskframe.server import live_log
+    from taskframe.server.engine import live_log
 
     row = submit(scheduler)
     leased = lease_one(scheduler)
@@ -235,7 +235,7 @@ def test_rows_of_more_than_a_day_ago_are_deleted(scheduler, clock):
 def test_migration_12_lists_the_dependants_of_a_v11_database(db_url):
     """A v11 database: its jobs' depends_on become dependant links, resolved or not,
     and its ready jobs keep their counts and age (the index per queue)."""
-    from taskframe.server import counts
+    from taskframe.server.storage import counts
     from tests.unit.test_scheduler import raw_connection
 
     store = open_store(db_url)

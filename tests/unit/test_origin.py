@@ -1,16 +1,16 @@
-"""Cross-site requests and DNS rebinding: refused by server/origin.py before any route runs."""
+"""Cross-site requests and DNS rebinding: refused by server/http/origin.py before any route runs."""
 
 from __future__ import annotations
 
 import pytest
 from falcon import testing
 
-from taskframe.server.access import AccessConfig
-from taskframe.server.app import ROUTE_ROLES, create_app
-from taskframe.server.auth import TokenSet
 from taskframe.server.config import ServerConfig
-from taskframe.server.origin import AllowedHosts, parse_allowed_hosts, split_host
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.access import AccessConfig
+from taskframe.server.http.app import ROUTE_ROLES, create_app
+from taskframe.server.http.auth import TokenSet
+from taskframe.server.http.origin import AllowedHosts, parse_allowed_hosts, split_host
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins
 

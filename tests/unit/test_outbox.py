@@ -1,4 +1,4 @@
-"""The webhook outbox (server/outbox.py) over each backend: rows written in the
+"""The webhook outbox (server/engine/outbox.py) over each backend: rows written in the
 transaction that finishes a job, claims, retries, limits per receiver.
 
 The sender is a stand-in for the plugin's HTTP (it records what it is asked to
@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from taskframe.core.webhooks import Delivery, DeliveryOutcome, DeliveryResult, OutboxSettings
-from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.metrics import Metrics
-from taskframe.server.outbox import Outbox, origin
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.completions import Completion
+from taskframe.server.engine.outbox import Outbox, origin
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.observe.metrics import Metrics
 from tests.processes import wait_until
 from tests.unit.test_scheduler import Clock, job, raw_connection
 

@@ -14,11 +14,11 @@ from falcon import testing
 from taskframe.core import hookimpl
 from taskframe.core.plugins import load_plugins
 from taskframe.plugins import sleep, webhook
-from taskframe.server.app import create_app
-from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.events import EventDispatcher
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.completions import Completion
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.app import create_app
+from taskframe.server.observe.events import EventDispatcher
 from taskframe.worker.jobs import RunningJob, execute
 from tests.processes import wait_until
 from tests.unit.test_scheduler import job

@@ -33,11 +33,10 @@ from taskframe.core import model, schemas
 from taskframe.core.errors import JobConflict
 from taskframe.core.options import duration
 from taskframe.core.retry import BackoffPolicy
-from taskframe.server import counts
-from taskframe.server.completions import Completion, CompletionResult
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
-from taskframe.server.storage import Row, open_store
+from taskframe.server.engine.completions import Completion, CompletionResult
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.storage import Row, counts, open_store
 from tests.pg_schemas import SchemaPool
 
 # ------------------------------------------------------------------ backoff

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from taskframe.core.errors import JobConflict
-from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.completions import Completion
+from taskframe.server.engine.scheduler import Scheduler
 
 NOOP = {"type": "sleep", "payload": {"duration": 0}, "priority": 0, "max_attempts": 3}
 

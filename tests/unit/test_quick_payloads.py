@@ -17,8 +17,8 @@ from marshmallow import Schema, ValidationError, fields, validates_schema
 
 from taskframe.core import Executor
 from taskframe.plugins import file, http, sleep
-from taskframe.server.payloads import load_payloads
-from taskframe.server.submission import jobs_errors
+from taskframe.server.engine.payloads import load_payloads
+from taskframe.server.engine.submission import jobs_errors
 
 EXECUTORS = {
     "sleep": (sleep.SleepPayloadSchema(), sleep.quick_load),

@@ -1,4 +1,4 @@
-"""The route table (server/routes.py) is what the app serves, guards and documents."""
+"""The route table (server/http/routes.py) is what the app serves, guards and documents."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 from falcon import inspect, testing
 
-from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
-from taskframe.server.routes import ROUTE_ROLES, ROUTES
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.app import create_app
+from taskframe.server.http.routes import ROUTE_ROLES, ROUTES
 from taskframe.server.storage import open_store
 from tests.api_server import default_plugins
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from falcon import testing
 
-from taskframe.server.app import create_app
-from taskframe.server.completions import Completion
 from taskframe.server.config import ServerConfig
-from taskframe.server.flow import Flow
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.completions import Completion
+from taskframe.server.engine.queues import Flow
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.app import create_app
 from tests.api_server import default_plugins
 
 

@@ -21,9 +21,9 @@ import pytest
 from taskframe.core import schemas
 from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.core.retry import BackoffPolicy
-from taskframe.server.completions import Completion, CompletionResult
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.completions import Completion, CompletionResult
+from taskframe.server.engine.scheduler import Scheduler
 from taskframe.server.storage import Row, Store, StoreUnavailable, open_store
 from taskframe.server.storage.base import load_queries, migrations
 from tests.processes import wait_until

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskframe.core import cron
-from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
-from taskframe.server.schedules import MISFIRE_GRACE
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.engine.schedules import MISFIRE_GRACE
+from taskframe.server.http.app import create_app
 from tests.api_server import default_plugins
 
 

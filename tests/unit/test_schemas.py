@@ -108,7 +108,7 @@ def test_submit_defaults():
     loaded = schemas.SubmitJobSchema().load({"type": "sleep"})
     assert "priority" not in loaded and "max_attempts" not in loaded and "queue" not in loaded
     assert loaded["payload"] == {}
-    from taskframe.server.submission import apply_defaults
+    from taskframe.server.engine.submission import apply_defaults
 
     apply_defaults(loaded, None)
     assert loaded["priority"] == 5 and loaded["max_attempts"] == 3 and loaded["queue"] == "default"

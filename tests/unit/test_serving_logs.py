@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from taskframe.server.channel import LimitLogFilter
+from taskframe.server.http.channel import LimitLogFilter
 
 REACHED = "total open connections reached the connection limit, no longer accepting new connections"
 BELOW = "total open connections dropped below the connection limit, listening again"

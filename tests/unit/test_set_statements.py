@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from taskframe.server.config import ServerConfig
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
 
 NOOP = {"type": "sleep", "payload": {"duration": 0}, "priority": 0, "max_attempts": 3}
 

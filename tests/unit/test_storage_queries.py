@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from taskframe.server import scheduler as scheduler_module
+from taskframe.server.engine import scheduler as scheduler_module
 from taskframe.server.storage.base import load_queries, migrations, with_filters
 
-SERVER = Path(scheduler_module.__file__).parent
+SERVER = Path(scheduler_module.__file__).parents[1]  # server/, all of it
 BACKEND_MODULES = {"sqlite.py", "postgres.py"}  # may use queries of their own backend only
 TX_METHODS = {"one", "all", "run", "run_many", "run_set", "returning_many", "filtered"}
 QUERIES = {backend: load_queries(f"{backend}.sql") for backend in ("sqlite", "postgres")}

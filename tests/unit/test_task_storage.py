@@ -10,10 +10,10 @@ import pytest
 
 from taskframe.core import schemas, task
 from taskframe.server.config import ServerConfig
-from taskframe.server.representation import attempt_json, job_json
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.engine.submission import job_errors
 from taskframe.server.storage import Store
-from taskframe.server.submission import job_errors
+from taskframe.server.storage.representation import attempt_json, job_json
 from tests.unit.test_scheduler import BACKOFF, TTL, Clock, complete, lease_one, submit
 
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
-from taskframe.server.metrics import DURATION_BUCKETS
-from taskframe.server.telemetry import Telemetry, observe_all
+from taskframe.server.observe.metrics import DURATION_BUCKETS
+from taskframe.server.observe.telemetry import Telemetry, observe_all
 
 
 def _row(job_id: int) -> dict:

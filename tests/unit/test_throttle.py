@@ -8,14 +8,14 @@ import falcon
 import pytest
 from falcon import testing
 
-from taskframe.server.access import AccessConfig
-from taskframe.server.app import create_app
-from taskframe.server.auth import CLIENT, Authenticator, TokenSet
 from taskframe.server.config import ServerConfig
-from taskframe.server.errors import install_error_handlers
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.access import AccessConfig
+from taskframe.server.http.app import create_app
+from taskframe.server.http.auth import CLIENT, Authenticator, TokenSet
+from taskframe.server.http.errors import install_error_handlers
+from taskframe.server.http.throttle import AuthThrottle, RefusalLog, client_key
 from taskframe.server.storage import open_store
-from taskframe.server.throttle import AuthThrottle, RefusalLog, client_key
 from tests.api_server import default_plugins
 
 GOOD = "client-token-0123456789"

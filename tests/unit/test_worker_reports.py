@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from falcon import testing
 
-from taskframe.server import registry as registry_module
-from taskframe.server.app import create_app
 from taskframe.server.config import ServerConfig
-from taskframe.server.registry import WorkerRegistry
-from taskframe.server.scheduler import Scheduler
+from taskframe.server.engine.scheduler import Scheduler
+from taskframe.server.http.app import create_app
+from taskframe.server.observe import registry as registry_module
+from taskframe.server.observe.registry import WorkerRegistry
 from tests.api_server import default_plugins
 
 # ``store``: conftest's, a fresh SQLite file and a fresh PostgreSQL schema.

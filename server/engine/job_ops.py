@@ -1,0 +1,145 @@
+"""Job operations for clients: read, list and wait on jobs, cancel and retry them.
+
+Cancel and retry are one store transaction each, checked against
+:func:`taskframe.core.model.next_status` (:mod:`.job_actions`, shared with the
+bulk actions of :mod:`.bulk`), run in :meth:`Publisher.transaction
+<taskframe.server.engine.publisher.Publisher.transaction>`, which resolves dependants and
+tells other servers before the commit, and wakes, counts and tells plugins after.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from taskframe.core import model
+from taskframe.core.errors import JobNotFound
+from taskframe.server.config import ServerConfig
+from taskframe.server.engine import dependencies, job_actions
+from taskframe.server.engine.listing import Listing
+from taskframe.server.engine.notify import ChangeNotifier, WaitSlots
+from taskframe.server.engine.publisher import Publisher
+from taskframe.server.storage import Row, Store
+
+# Bytes a job's JSON takes in a listing beside its payload and result.
+JOB_OVERHEAD = 600
+
+
+class JobOps:
+    def __init__(
+        self,
+        store: Store,
+        config: ServerConfig,
+        clock: Callable[[], float],
+        notifier: ChangeNotifier,
+        wait_slots: WaitSlots,
+        publisher: Publisher,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.notifier = notifier
+        self.wait_slots = wait_slots
+        self.publisher = publisher
+
+    def get(self, job_id: int) -> Row:
+        with self.store.reader() as tx:
+            row = tx.one("get_job", {"id": job_id})
+        if row is None:
+            raise JobNotFound(job_id)
+        return row
+
+    def wait_until_finished(self, job_id: int, wait: float) -> Row:
+        """The job, once finished or after ``wait`` seconds, whichever is first."""
+        return self.wait_for_job(job_id, wait)[0]
+
+    def wait_for_job(self, job_id: int, wait: float) -> tuple[Row, bool]:
+        """(the job once finished or after ``wait`` s, whether the wait was refused).
+
+        Past the cap of waiting requests the job is answered as it is at once.
+        """
+        row = self.get(job_id)
+        if row["status"] in model.FINISHED or wait <= 0 or self.notifier.closed:
+            return row, False
+        with self.wait_slots.slot() as may_wait:
+            if not may_wait:
+                return row, True
+            deadline = time.monotonic() + wait
+            with self.notifier.waiting():
+                while True:
+                    generation = self.notifier.generation
+                    row = self.get(job_id)
+                    remaining = deadline - time.monotonic()
+                    if row["status"] in model.FINISHED or remaining <= 0 or self.notifier.closed:
+                        return row, False
+                    self.notifier.wait_for_job(job_id, generation, remaining)
+
+    def list_jobs(
+        self,
+        status: str | None,
+        job_type: str | None,
+        limit: int,
+        cursor: Any,
+        full: bool = False,
+        listing: Listing | None = None,
+    ) -> list[Row]:
+        """A page of jobs, newest first unless ``listing`` says otherwise (its filters,
+        order and size; see server/engine/listing.py): summaries (no payload, no result)
+        unless ``full``.
+
+        A full page stops before its payloads and results pass the answer cap
+        (always at least one job); the caller's cursor goes on from its last job.
+        """
+        if listing is None:
+            listing = Listing({"status": status, "type": job_type}, limit=limit)
+        with self.store.reader() as tx:
+            rows = tx.all(listing.query(tx), listing.params(cursor))
+            if not full:
+                return rows
+            page: list[Row] = []
+            size = 0
+            for row in rows:
+                size += JOB_OVERHEAD + row["payload_bytes"] + (row["result_bytes"] or 0)
+                if page and size > self.config.max_answer_bytes:
+                    break
+                page.append(row)
+            if not page:
+                return []
+            found = {r["id"]: r for r in tx.all("get_jobs", {"ids": [r["id"] for r in page]})}
+        return [found[row["id"]] for row in page if row["id"] in found]
+
+    def dependency_results(self, rows: list[Row]) -> dict[int, dict[str, Any]]:
+        """{job id: {dependency id: result}} of leased ``rows`` that have dependencies."""
+        with self.store.reader() as tx:
+            return dependencies.results(tx, rows)
+
+    def attempts(self, job_id: int) -> list[Row]:
+        self.get(job_id)
+        with self.store.reader() as tx:
+            return tx.all("list_attempts", {"job_id": job_id})
+
+    def cancel(self, job_id: int) -> Row:
+        """Cancel a queued or scheduled job now; ask the worker of a running one to stop."""
+        params = {"id": job_id, "now": self.clock()}
+        with self.publisher.transaction(params["now"]) as (tx, changes):
+            current = tx.one("get_job_for_update", params)
+            if current is None:
+                raise JobNotFound(job_id)
+            changes.cancelled.append(job_actions.cancel_locked(tx, current, params["now"]))
+        return changes.cancelled[0]
+
+    def retry(self, job_id: int) -> Row:
+        """Put a failed or cancelled job back in the queue with fresh attempts (or
+        waiting for its dependencies again, when they still run).
+
+        Attempts keep their numbers for the life of the job: the retry grants
+        as many attempts as the job was submitted with (``max_attempts`` grows).
+        """
+        params = {"id": job_id, "now": self.clock()}
+        with self.publisher.transaction(params["now"]) as (tx, changes):
+            current = tx.one("get_job_for_update", params)
+            if current is None:
+                raise JobNotFound(job_id)
+            changes.requeued.append(job_actions.retry_locked(tx, current, params["now"]))
+        return changes.requeued[0]
