@@ -24,6 +24,7 @@ from taskframe.client.errors import TaskframeError, Unavailable, ValidationError
 from taskframe.client.models import Job
 from taskframe.client.transport import CertificateFileError, read_token_file
 from taskframe.core.options import add_option, add_version_option, duration, env_name
+from taskframe.core.schemas import JobFilterSchema
 
 #: How often the progress line of ``--wait`` is refreshed on a terminal
 #: (workers send a job's progress every half second).
@@ -156,16 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The filters of ``taskframe retry`` and ``cancel``: the bulk endpoints' own.
-BULK_FILTERS = (
-    "status",
-    "type",
-    "queue",
-    "key",
-    "created_after",
-    "created_before",
-    "finished_after",
-    "finished_before",
-)
+BULK_FILTERS = tuple(JobFilterSchema().fields)
 
 
 def add_bulk_filters(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 #: What each package of the layout may not import (from taskframe.*).
 FORBIDDEN = {
-    "server/storage": ("taskframe.server.engine", "taskframe.server.http", "taskframe.server.observe"),
+    "server/storage": (
+        "taskframe.server.engine",
+        "taskframe.server.http",
+        "taskframe.server.observe",
+    ),
     "server/observe": ("taskframe.server.engine", "taskframe.server.http"),
     "server/engine": ("taskframe.server.http",),
     "core": ("taskframe.server", "taskframe.worker", "taskframe.client"),
