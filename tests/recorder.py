@@ -103,7 +103,8 @@ def recording_servers() -> Iterator[Callable[..., Recorder]]:
             server.socket = tls.wrap_socket(server.socket, server_side=True)
             scheme = "https"
         recorder.url = f"{scheme}://{host}:{server.server_address[1]}"
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        # shutdown() waits for the loop's next poll: a short one for a quick teardown.
+        thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
         thread.start()
         started.append((server, thread, recorder))
         return recorder
