@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from tests import openapi_cache
 from tests.api_server import ApiServer, Mounted, migrated_copy
+
+
+@pytest.fixture(scope="session", autouse=True)
+def openapi_built_once() -> Iterator[None]:
+    """Each app's OpenAPI document is built once per plugin set (tests/openapi_cache.py)."""
+    undo = openapi_cache.install()
+    yield
+    undo()
 
 
 @pytest.fixture(scope="module")
