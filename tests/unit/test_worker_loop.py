@@ -294,10 +294,10 @@ def test_a_running_jobs_log_rides_on_its_heartbeats_when_the_server_takes_it(
     start(concurrency=1)
     first = fake.add("sleep", {"duration": 0.01})  # the lease answers announce it
     fake.outcome(first)
-    job_id = fake.add("sleep", {"duration": 1})
+    job_id = fake.add("sleep", {"duration": 0.3})  # heartbeats every 0.05 s meanwhile
     assert fake.outcome(job_id)["status"] == "succeeded"
     logs = [beat["log"] for beat in fake.beats if beat["job_id"] == job_id and "log" in beat]
     if announced:
-        assert logs and "sleeping 1 s" in logs[0]
+        assert logs and "sleeping 0.3 s" in logs[0]
     else:  # a server that does not take the field would refuse the whole request
         assert logs == []
