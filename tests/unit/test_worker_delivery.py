@@ -92,6 +92,11 @@ def test_without_the_servers_timing_the_requested_wait_is_assumed():
     assert delivery.delay == 2.0 and delivery.verdict({}) is Verdict.CONFIRM
 
 
+#: The lease TTL of SlowAnswers: short, so that a late answer takes little real time
+#: (the verdicts compare delays with shares of the TTL when it is under 4 s).
+SLOW_TTL = 1.0
+
+
 class SlowAnswers(FakeClient):
     """Answers each lease ``delay`` s late as if frozen after the server answered (the
     server says it answered at once); heartbeats find leases held unless ``lost``."""
@@ -107,8 +112,8 @@ class SlowAnswers(FakeClient):
         if answer["jobs"]:
             time.sleep(self.delay)
         for job in answer["jobs"]:
-            job["expires_in"] = 2.0
-        return {**answer, "lease_ttl": 2.0, "answered_after": 0.0}
+            job["expires_in"] = SLOW_TTL
+        return {**answer, "lease_ttl": SLOW_TTL, "answered_after": 0.0}
 
     def heartbeats(self, worker_id, leases) -> dict[str, Any]:
         self.heartbeat_calls.append([lease["job_id"] for lease in leases])
@@ -121,7 +126,7 @@ class SlowAnswers(FakeClient):
 def test_a_job_whose_lease_answer_came_too_late_is_given_back_unstarted(gates, run):
     """Before: the worker started it (another worker may have run it meanwhile)."""
     gates.gate.set()
-    slow = SlowAnswers(delay=1.6)  # of a 2 s lease: less than a quarter left
+    slow = SlowAnswers(delay=0.8 * SLOW_TTL)  # less than a quarter of the lease left
     run(slow, concurrency=1)
     job_id = slow.add("block", {})
     wait_until(lambda: job_id in slow.released, message="the job to be given back")
@@ -131,7 +136,7 @@ def test_a_job_whose_lease_answer_came_too_late_is_given_back_unstarted(gates, r
 
 def test_a_delayed_job_starts_once_a_heartbeat_confirms_its_lease(gates, run):
     gates.gate.set()
-    held = SlowAnswers(delay=0.8)
+    held = SlowAnswers(delay=0.4 * SLOW_TTL)  # over a quarter late, over half left
     run(held, concurrency=1)
     job_id = held.add("block", {})
     assert held.outcome(job_id)["status"] == "succeeded"
@@ -139,7 +144,7 @@ def test_a_delayed_job_starts_once_a_heartbeat_confirms_its_lease(gates, run):
 
 
 def test_a_delayed_job_whose_lease_is_gone_is_not_started(gates, run):
-    lost = SlowAnswers(delay=0.8, lost=True)
+    lost = SlowAnswers(delay=0.4 * SLOW_TTL, lost=True)
     run(lost, concurrency=1)
     job_id = lost.add("block", {})
     wait_until(lambda: [job_id] in lost.heartbeat_calls, message="the confirmation")
