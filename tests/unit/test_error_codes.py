@@ -203,7 +203,7 @@ def raw_answer(port: int, request: bytes) -> tuple[int, dict[str, Any]]:
 @pytest.mark.timeout(60)
 def test_the_channel_below_falcon_answers_with_codes_too(engine):
     app = create_app(ServerConfig(), engine, default_plugins())
-    with waitress(app, header_timeout=1.0) as port:
+    with waitress(app, header_timeout=0.3) as port:
         too_big = b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999999\r\n\r\n"
         status, body = raw_answer(port, too_big)
         assert (status, body["code"]) == (413, "payload_too_large")
