@@ -53,7 +53,7 @@ from taskframe.core import hookimpl
 from taskframe.core.plugins import PluginSet
 from taskframe.core.webhooks import Delivery, DeliveryOutcome, DeliveryResult, WebhookSender
 from taskframe.server.observe.metrics import Metrics
-from taskframe.server.storage import Row, Store, StoreUnavailable
+from taskframe.server.storage import JobRow, Row, Store, StoreUnavailable, job_rows
 from taskframe.server.storage.representation import job_json
 
 log = logging.getLogger("taskframe.webhook")
@@ -219,7 +219,7 @@ class Outbox:
             rows = tx.all("outbox_claim", params)
             unfilled = [row["job_id"] for row in rows if row["body"] is None]
             jobs = (
-                {job["id"]: job for job in tx.all("get_jobs", {"ids": unfilled})}
+                {job["id"]: job for job in job_rows(tx.all("get_jobs", {"ids": unfilled}))}
                 if unfilled
                 else {}
             )
@@ -243,7 +243,7 @@ class Outbox:
             )
         return len(rows), ready
 
-    def _obsolete(self, row: Row, job: Row | None, now: float) -> tuple[str, str] | None:
+    def _obsolete(self, row: Row, job: JobRow | None, now: float) -> tuple[str, str] | None:
         """(outcome, reason) when ``row`` is not to be sent any more, else None."""
         if now - row["created_at"] > self.settings.max_age:
             return "expired", f"not delivered within --webhook-max-age {self.settings.max_age:g} s"

@@ -16,7 +16,15 @@ from taskframe.server.engine import dependencies
 from taskframe.server.engine.group_commit import GroupCommitter
 from taskframe.server.engine.payloads import load_payloads
 from taskframe.server.engine.publisher import Changes, Publisher
-from taskframe.server.storage import Row, Store, StoreUnavailable, Transaction, counts
+from taskframe.server.storage import (
+    JobRow,
+    Store,
+    StoreUnavailable,
+    Transaction,
+    counts,
+    job_row,
+    maybe_job_rows,
+)
 
 #: The plugins' ``taskframe_validate_job``: a job -> its problems by field (or None).
 JobCheck = Callable[[dict[str, Any]], "dict[str, Any] | None"]
@@ -94,7 +102,7 @@ class JobInserter:
             shared_failure=lambda exc: isinstance(exc, StoreUnavailable),
         )
 
-    def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
+    def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[JobRow, bool]]:
         """Insert validated jobs in one transaction; return (row, created) for each.
 
         A job whose idempotency key exists already is not inserted: the
@@ -107,7 +115,7 @@ class JobInserter:
             raise outcome
         return outcome
 
-    def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
+    def submit_one(self, job: dict[str, Any]) -> tuple[JobRow, bool]:
         """Like ``submit([job])``, sharing one transaction with concurrent submissions."""
         return self._group_submit(self._new_job_params(job, self.clock()))
 
@@ -124,7 +132,7 @@ class JobInserter:
         """
         outcomes: list[Any] = []
         created_any = False
-        inserted: list[Row] = []  # as inserted, for the counts (no trigger counts inserts)
+        inserted: list[JobRow] = []  # as inserted, for the counts (no trigger counts inserts)
         with self.store.transaction() as tx:
             for params in units:
                 if any("_depends_on" in p for p in params):
@@ -151,12 +159,12 @@ class JobInserter:
         return outcomes
 
     def _insert_chain(
-        self, tx: Transaction, unit: list[dict[str, Any]], inserted: list[Row]
-    ) -> list[tuple[Row, bool]]:
+        self, tx: Transaction, unit: list[dict[str, Any]], inserted: list[JobRow]
+    ) -> list[tuple[JobRow, bool]]:
         """Insert jobs with dependencies one by one, in order: ``("ref", n)`` names the
         n-th job of this unit, inserted before it. Raises what a conflict or a missing
         dependency raises, rolling back the whole unit (it has its own transaction)."""
-        results: list[tuple[Row, bool]] = []
+        results: list[tuple[JobRow, bool]] = []
         for prepared in unit:
             params = dict(prepared)
             now = params["created_at"]
@@ -178,20 +186,22 @@ class JobInserter:
         return results
 
     def _insert_keyed(
-        self, tx: Transaction, params: list[dict[str, Any]], inserted: list[Row]
-    ) -> list[tuple[Row, bool]] | JobConflict:
+        self, tx: Transaction, params: list[dict[str, Any]], inserted: list[JobRow]
+    ) -> list[tuple[JobRow, bool]] | JobConflict:
         """Insert jobs that may carry idempotency keys; (row, created) for each.
 
         The rows inserted are added to ``inserted`` (to be counted by the caller).
         """
-        results: list[tuple[Row, bool]] = []
-        for job_params, row in zip(params, tx.returning_many("insert_job", params), strict=True):
+        results: list[tuple[JobRow, bool]] = []
+        for job_params, row in zip(
+            params, maybe_job_rows(tx.returning_many("insert_job", params)), strict=True
+        ):
             if row is not None:
                 results.append((row, True))
                 inserted.append(row)
                 continue
             # The key exists: committed meanwhile by a concurrent submission.
-            existing = tx.one("get_job_by_key", job_params)
+            existing = job_row(tx.one("get_job_by_key", job_params))
             assert existing is not None  # the insert skipped the row for its key
             if existing["request_hash"] != job_params["request_hash"]:
                 conflict = _key_used(job_params["idempotency_key"], existing["id"])
@@ -213,7 +223,7 @@ class JobInserter:
                     f"idempotency key {key!r} is used twice for different jobs",
                     ErrorCode.IDEMPOTENCY_CONFLICT,
                 )
-            existing = tx.one("get_job_by_key", job_params)
+            existing = job_row(tx.one("get_job_by_key", job_params))
             if existing is not None and existing["request_hash"] != job_params["request_hash"]:
                 return _key_used(key, existing["id"])
         return None

@@ -29,11 +29,13 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from taskframe.server.storage.base import (
+    JobRow,
     Params,
     Row,
     StoreUnavailable,
     Transaction,
     apply_migrations,
+    job_rows,
     load_queries,
     with_filters,
 )
@@ -100,9 +102,9 @@ class PostgresTransaction:
     def filtered(self, query: str, filters: Sequence[str]) -> str:
         return with_filters(QUERIES, query, filters)
 
-    def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
+    def insert_jobs(self, rows: Sequence[Params]) -> list[JobRow]:
         # No key, no conflict: every row comes back; ids follow the order given.
-        inserted = self.run_set("insert_jobs_without_keys", rows)
+        inserted = job_rows(self.run_set("insert_jobs_without_keys", rows))
         return sorted(inserted, key=lambda row: row["id"])
 
     def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:

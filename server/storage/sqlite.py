@@ -25,12 +25,14 @@ import orjson
 
 from taskframe.core import json_codec
 from taskframe.server.storage.base import (
+    JobRow,
     Params,
     Row,
     StoreConfigError,
     StoreUnavailable,
     Transaction,
     apply_migrations,
+    job_rows,
     load_queries,
     with_filters,
 )
@@ -129,12 +131,12 @@ class SQLiteTransaction:
     def filtered(self, query: str, filters: Sequence[str]) -> str:
         return with_filters(QUERIES, query, filters)
 
-    def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
+    def insert_jobs(self, rows: Sequence[Params]) -> list[JobRow]:
         if not rows:
             return []
         before = (self.one("last_job_id") or {})["id"]
         self._connection.executemany(QUERIES["insert_jobs_without_keys"], rows)
-        return self.all("jobs_inserted_after", {"id": before})
+        return job_rows(self.all("jobs_inserted_after", {"id": before}))
 
     def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         sql = QUERIES[query]
