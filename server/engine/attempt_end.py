@@ -48,7 +48,7 @@ def next_step(
         outcome,
         due=run_at <= now,
         may_retry=may_retry,
-        cancel_requested=bool(row["cancel_requested"]),
+        cancel_requested=row["cancel_requested"],
     )
     return status, run_at
 
@@ -68,10 +68,6 @@ def history_row(
     traceback: str | None = None,
 ) -> AttemptRecord:
     """The history row of the attempt that ``row`` (as leased) was running."""
-    if log is not None and "\x00" in log:  # PostgreSQL text cannot hold NUL
-        log = log.replace("\x00", "\ufffd")
-    if traceback is not None and "\x00" in traceback:
-        traceback = traceback.replace("\x00", "\ufffd")
     return {
         "job_id": row["id"],
         "attempt": row["attempts"],

@@ -164,10 +164,7 @@ class Attempts:
                 row, _SUCCEEDED, Outcome.SUCCEEDED, row["run_at"], item.worker_id,
                 result=result, keep_lease=True, log=item.log,
             )  # fmt: skip
-        error = item.error
-        if error is not None and "\x00" in error:
-            # Errors quote remote bodies, which may hold NUL; PostgreSQL text cannot.
-            error = error.replace("\x00", "\ufffd")
+        error = item.error  # NUL in it: the store replaces it (storage.base.without_nul)
         reported = Outcome.CANCELLED if item.status == Reported.CANCELLED else Outcome.FAILED
         status, run_at = next_step(
             row, reported, now, self.config.backoff, self.rng, item.retryable, item.retry_after

@@ -234,7 +234,7 @@ def schedule_json(row: Row, next_count: int = 0) -> dict[str, Any]:
         "cron": row["cron"],
         "timezone": row["timezone"],
         "misfire": row["misfire"],
-        "paused": bool(row["paused"]),
+        "paused": row["paused"],
         "job": json.loads(row["job"]),
         "next_fire_at": None if row["paused"] else cron.iso(row["next_fire_at"]),
         "last_fire_at": None if row["last_fire_at"] is None else cron.iso(row["last_fire_at"]),

@@ -81,6 +81,29 @@ class AttemptRow(AttemptRecord):
     id: int
 
 
+#: The parameters that carry text as a worker or a remote server sent it: errors
+#: (quoting remote bodies), logs, tracebacks. PostgreSQL text cannot hold NUL and
+#: SQLite's JSON reader (``run_set``) ends a string at one, so both backends store
+#: U+FFFD in its place (:func:`without_nul`).
+FREE_TEXT = ("error", "log", "traceback")
+
+
+def without_nul(params: Params) -> Params:
+    """``params`` with NUL in its free text (:data:`FREE_TEXT`) replaced by U+FFFD.
+
+    A dict is changed in place, so that the caller holds what was stored (an
+    attempt's history row goes on to the plugins' hooks and the logs as the API
+    will show it); text without NUL (nearly all) costs three lookups.
+    """
+    for key in FREE_TEXT:
+        value = params.get(key)
+        if type(value) is str and "\x00" in value:
+            if not isinstance(params, dict):
+                params = dict(params)
+            params[key] = value.replace("\x00", "\ufffd")
+    return params
+
+
 # The named queries that select from jobs return job rows: these say so to the
 # type checker (no copy, no check at run time).
 def job_row(row: Row | None) -> JobRow | None:

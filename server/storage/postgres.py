@@ -38,6 +38,7 @@ from taskframe.server.storage.base import (
     job_rows,
     load_queries,
     with_filters,
+    without_nul,
 )
 
 QUERIES = load_queries("postgres.sql")
@@ -70,7 +71,7 @@ class PostgresTransaction:
 
     def _execute(self, query: str, params: Params | None) -> psycopg.Cursor[Row]:
         # No parameters: the query text is sent as is (no %-placeholder parsing).
-        return self._connection.execute(QUERIES[query], params or None)
+        return self._connection.execute(QUERIES[query], without_nul(params) if params else None)
 
     def one(self, query: str, params: Params | None = None) -> Row | None:
         return self._execute(query, params).fetchone()
@@ -84,14 +85,14 @@ class PostgresTransaction:
     def run_many(self, query: str, rows: Sequence[Params]) -> None:
         if rows:
             with self._connection.cursor() as cursor:
-                cursor.executemany(QUERIES[query], rows)
+                cursor.executemany(QUERIES[query], [without_nul(row) for row in rows])
 
     def run_set(
         self, query: str, rows: Sequence[Params], shared: Params | None = None
     ) -> list[Row]:
         if not rows:
             return []
-        params = {**(shared or {}), **_columns(rows)}
+        params = {**(shared or {}), **_columns([without_nul(row) for row in rows])}
         cursor = self._execute(query, params)
         return cursor.fetchall() if cursor.description is not None else []
 
@@ -114,7 +115,7 @@ class PostgresTransaction:
         with self._connection.cursor() as cursor:
             # One pipelined round trip for the batch; one result set per row,
             # empty where ON CONFLICT DO NOTHING skipped it.
-            cursor.executemany(QUERIES[query], rows, returning=True)
+            cursor.executemany(QUERIES[query], [without_nul(r) for r in rows], returning=True)
             while True:
                 found.append(cursor.fetchone())
                 if not cursor.nextset():

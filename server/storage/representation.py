@@ -128,8 +128,7 @@ def job_summary(row: JobRow) -> dict[str, Any]:
         "status": row["status"],
         "attempts": row["attempts"],
         "max_attempts": row["max_attempts"],
-        # One representation whatever the backend returned (300, 300.0); null: no limit.
-        "timeout": None if row["timeout"] is None else float(row["timeout"]),
+        "timeout": row["timeout"],  # a float (the backends agree); null: no limit
         "run_at": iso(row["run_at"]),
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),
@@ -137,7 +136,7 @@ def job_summary(row: JobRow) -> dict[str, Any]:
         "worker_id": row["worker_id"],
         "error": row["error"],
         "idempotency_key": row["idempotency_key"],
-        "cancel_requested": bool(row["cancel_requested"]),
+        "cancel_requested": row["cancel_requested"],
         "notify_url": row.get("notify_url"),
         "queue": row.get("queue", "default"),
         "depends_on": json.loads(depends_on) if (depends_on := row.get("depends_on")) else [],
