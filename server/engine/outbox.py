@@ -82,7 +82,7 @@ def origin(url: str) -> str:
 
 def backoff(attempts: int) -> float:
     """Seconds before the next attempt once ``attempts`` failed: 1, 2, 4, ... at most 300."""
-    return min(MAX_DELAY, FIRST_DELAY * 2 ** max(0, attempts - 1))
+    return min(MAX_DELAY, FIRST_DELAY * 2.0 ** max(0, attempts - 1))
 
 
 class Outbox:
@@ -198,7 +198,8 @@ class Outbox:
             row = tx.one("outbox_next_due", {"busy": busy})
         if row is None:
             return POLL
-        return min(POLL, max(0.0, row["next_attempt_at"] - self.clock()))
+        due: float = row["next_attempt_at"]
+        return min(POLL, max(0.0, due - self.clock()))
 
     def _claim(self, limit: int, busy: list[str]) -> tuple[int, list[Row]]:
         """Claim up to ``limit`` due rows: (how many were claimed, those to send).

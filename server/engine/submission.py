@@ -28,6 +28,9 @@ from taskframe.server.storage import (
 
 #: The plugins' ``taskframe_validate_job``: a job -> its problems by field (or None).
 JobCheck = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+#: A job as submitted: its row and whether this submission created it (False: its
+#: idempotency key named a job already there).
+Submitted = tuple[JobRow, bool]
 
 
 def jobs_errors(
@@ -97,12 +100,12 @@ class JobInserter:
         self.config = config
         self.clock = clock
         self.publisher = publisher
-        self._group_submit = GroupCommitter(
+        self._group_submit: GroupCommitter[dict[str, Any], Submitted] = GroupCommitter(
             self._insert_single_jobs,
             shared_failure=lambda exc: isinstance(exc, StoreUnavailable),
         )
 
-    def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[JobRow, bool]]:
+    def submit(self, jobs: list[dict[str, Any]]) -> list[Submitted]:
         """Insert validated jobs in one transaction; return (row, created) for each.
 
         A job whose idempotency key exists already is not inserted: the
@@ -115,22 +118,24 @@ class JobInserter:
             raise outcome
         return outcome
 
-    def submit_one(self, job: dict[str, Any]) -> tuple[JobRow, bool]:
+    def submit_one(self, job: dict[str, Any]) -> Submitted:
         """Like ``submit([job])``, sharing one transaction with concurrent submissions."""
         return self._group_submit(self._new_job_params(job, self.clock()))
 
-    def _insert_single_jobs(self, prepared: list[dict[str, Any]]) -> list[Any]:
+    def _insert_single_jobs(self, prepared: list[dict[str, Any]]) -> list[Submitted | JobConflict]:
         outcomes = self._insert_units([[params] for params in prepared])
         return [o if isinstance(o, JobConflict) else o[0] for o in outcomes]
 
-    def _insert_units(self, units: list[list[dict[str, Any]]]) -> list[Any]:
+    def _insert_units(
+        self, units: list[list[dict[str, Any]]]
+    ) -> list[list[Submitted] | JobConflict]:
         """Insert each unit (the prepared parameters of its jobs) all or nothing,
         in one transaction.
 
         A unit whose idempotency key conflicts yields a JobConflict instead of
         its rows; the other units are committed.
         """
-        outcomes: list[Any] = []
+        outcomes: list[list[Submitted] | JobConflict] = []
         created_any = False
         inserted: list[JobRow] = []  # as inserted, for the counts (no trigger counts inserts)
         with self.store.transaction() as tx:
@@ -160,11 +165,11 @@ class JobInserter:
 
     def _insert_chain(
         self, tx: Transaction, unit: list[dict[str, Any]], inserted: list[JobRow]
-    ) -> list[tuple[JobRow, bool]]:
+    ) -> list[Submitted]:
         """Insert jobs with dependencies one by one, in order: ``("ref", n)`` names the
         n-th job of this unit, inserted before it. Raises what a conflict or a missing
         dependency raises, rolling back the whole unit (it has its own transaction)."""
-        results: list[tuple[JobRow, bool]] = []
+        results: list[Submitted] = []
         for prepared in unit:
             params = dict(prepared)
             now = params["created_at"]
@@ -187,12 +192,12 @@ class JobInserter:
 
     def _insert_keyed(
         self, tx: Transaction, params: list[dict[str, Any]], inserted: list[JobRow]
-    ) -> list[tuple[JobRow, bool]] | JobConflict:
+    ) -> list[Submitted] | JobConflict:
         """Insert jobs that may carry idempotency keys; (row, created) for each.
 
         The rows inserted are added to ``inserted`` (to be counted by the caller).
         """
-        results: list[tuple[JobRow, bool]] = []
+        results: list[Submitted] = []
         for job_params, row in zip(
             params, maybe_job_rows(tx.returning_many("insert_job", params)), strict=True
         ):

@@ -112,7 +112,7 @@ def progress_json(row: JobRow) -> dict[str, Any] | None:
     text = row.get("progress")
     if not text or row["status"] not in _PROGRESS_SHOWN:
         return None
-    progress = json.loads(text)
+    progress: dict[str, Any] = json.loads(text)
     if progress.get("attempt") != row["attempts"]:
         return None  # an earlier attempt's
     progress["updated_at"] = iso(progress.get("updated_at"))
