@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             server = create_server(app, config, options, **proxy)
     except OSError as exc:  # lost a race for the port since port_problem()
         parser.error(f"--port {options.port}: cannot listen on {options.host}: {exc.strerror}")
-    port = server.effective_port  # type: ignore[union-attr]
+    port = server.effective_port
     housekeeper = scheduler.housekeeper()
     housekeeper.start()
     if outbox is not None:

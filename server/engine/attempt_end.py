@@ -17,11 +17,11 @@ from taskframe.core import json_codec, model
 from taskframe.core.model import Outcome, Reported, Status
 from taskframe.core.retry import BackoffPolicy
 from taskframe.server.engine.completions import Completion
-from taskframe.server.storage import Row
+from taskframe.server.storage import AttemptRecord, JobRow
 
 
 def next_step(
-    row: Row,
+    row: JobRow,
     outcome: Outcome,
     now: float,
     backoff: BackoffPolicy,
@@ -48,30 +48,26 @@ def next_step(
         outcome,
         due=run_at <= now,
         may_retry=may_retry,
-        cancel_requested=bool(row["cancel_requested"]),
+        cancel_requested=row["cancel_requested"],
     )
     return status, run_at
 
 
-def attempts_since_retry(row: Row) -> int:
+def attempts_since_retry(row: JobRow) -> int:
     """Attempts made since the last ``POST /jobs/{id}/retry`` (the backoff starts over)."""
     grant = row.get("attempt_grant") or row["max_attempts"]
     return max(1, row["attempts"] - (row["max_attempts"] - grant))
 
 
 def history_row(
-    row: Row,
+    row: JobRow,
     outcome: Outcome,
     now: float,
     error: str | None,
     log: str | None = None,
     traceback: str | None = None,
-) -> dict[str, Any]:
+) -> AttemptRecord:
     """The history row of the attempt that ``row`` (as leased) was running."""
-    if log is not None and "\x00" in log:  # PostgreSQL text cannot hold NUL
-        log = log.replace("\x00", "\ufffd")
-    if traceback is not None and "\x00" in traceback:
-        traceback = traceback.replace("\x00", "\ufffd")
     return {
         "job_id": row["id"],
         "attempt": row["attempts"],
@@ -96,7 +92,7 @@ class Ending:
     resend; ``refund`` gives the attempt back (a release).
     """
 
-    row: Row
+    row: JobRow
     status: Status
     outcome: Outcome
     run_at: float
@@ -123,7 +119,7 @@ class Ending:
             "refund": 1 if self.refund else 0,
         }
 
-    def history(self, now: float) -> dict[str, Any]:
+    def history(self, now: float) -> AttemptRecord:
         return history_row(self.row, self.outcome, now, self.error, self.log, self.traceback)
 
 

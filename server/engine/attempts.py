@@ -26,7 +26,15 @@ from taskframe.server.engine import live_log, routing
 from taskframe.server.engine.attempt_end import Ending, next_step, stored_result
 from taskframe.server.engine.completions import Completion, CompletionOutcome, CompletionResult
 from taskframe.server.engine.publisher import Publisher
-from taskframe.server.storage import Row, Store, Transaction, counts
+from taskframe.server.storage import (
+    AttemptRecord,
+    JobRow,
+    Store,
+    Transaction,
+    counts,
+    job_row,
+    job_rows,
+)
 
 log = logging.getLogger("taskframe.server")
 STALE = "stale lease: this attempt was reaped or moved on"
@@ -55,12 +63,12 @@ class Attempts:
         self.publisher = publisher
         self.telemetry = publisher.telemetry  # the lease resource times its requests
 
-    def replay(self, worker_id: str, request_id: str) -> list[Row]:
+    def replay(self, worker_id: str, request_id: str) -> list[JobRow]:
         """The jobs leased to an earlier send of request ``request_id`` (a resend after
         a lost answer gets them back instead of leasing more), in lease order."""
         params = {"worker_id": worker_id, "lease_request": request_id}
         with self.store.reader() as tx:
-            replay = tx.all("leased_by_request", params)
+            replay = job_rows(tx.all("leased_by_request", params))
         return sorted(replay, key=lambda row: (-row["priority"], row["id"]))
 
     def lease_now(
@@ -70,7 +78,7 @@ class Attempts:
         limit: int,
         request_id: str | None,
         queues: list[str] | None = None,
-    ) -> list[Row]:
+    ) -> list[JobRow]:
 
         def lease_params() -> dict[str, Any]:
             now = self.clock()
@@ -92,7 +100,7 @@ class Attempts:
             controls = routing.Controls.from_rows(tx.all("lease_controls"))
             self.publisher.wakeups.limited = bool(controls.limits)
             if controls.none and queues is None:
-                rows = tx.all("lease_jobs", params)
+                rows = job_rows(tx.all("lease_jobs", params))
             else:
                 rows = routing.lease_routed(tx, lease_params, types, queues, controls, limit)
             counts.moved(tx, rows, Status.QUEUED.value, Status.RUNNING.value)  # not by the triggers
@@ -110,11 +118,12 @@ class Attempts:
         # multi-row writer does (heartbeats too): no deadlocks.
         order = sorted(range(len(completions)), key=lambda i: completions[i].job_id)
         items = [(i, *stored_result(completions[i], self.config.max_result_bytes)) for i in order]
-        history: list[dict[str, Any]] = []
+        history: list[AttemptRecord] = []
         done: dict[int, CompletionOutcome] = {}
         with self.publisher.transaction(now) as (tx, changes):
             ids = sorted({item.job_id for _, item, _ in items})
-            rows = {row["id"]: row for row in tx.all("get_jobs_for_update", {"ids": ids})}
+            locked = job_rows(tx.all("get_jobs_for_update", {"ids": ids}))
+            rows = {row["id"]: row for row in locked}
             endings: list[tuple[int, Ending]] = []
             for i, item, result in items:
                 row = rows.get(item.job_id)
@@ -148,17 +157,14 @@ class Attempts:
             changes.attempts_ended(history, ended_rows)
         return [done[i] for i in range(len(completions))]
 
-    def _ending(self, row: Row, item: Completion, result: str | None, now: float) -> Ending:
+    def _ending(self, row: JobRow, item: Completion, result: str | None, now: float) -> Ending:
         """How the attempt in ``row`` ends as its worker reported (``result``: stored text)."""
         if item.status == Reported.SUCCEEDED:
             return Ending(
                 row, _SUCCEEDED, Outcome.SUCCEEDED, row["run_at"], item.worker_id,
                 result=result, keep_lease=True, log=item.log,
             )  # fmt: skip
-        error = item.error
-        if error is not None and "\x00" in error:
-            # Errors quote remote bodies, which may hold NUL; PostgreSQL text cannot.
-            error = error.replace("\x00", "\ufffd")
+        error = item.error  # NUL in it: the store replaces it (storage.base.without_nul)
         reported = Outcome.CANCELLED if item.status == Reported.CANCELLED else Outcome.FAILED
         status, run_at = next_step(
             row, reported, now, self.config.backoff, self.rng, item.retryable, item.retry_after
@@ -170,7 +176,7 @@ class Attempts:
         )  # fmt: skip
 
     def _resent(self, tx: Transaction, item: Completion) -> CompletionOutcome:
-        row = tx.one("get_job", {"id": item.job_id})
+        row = job_row(tx.one("get_job", {"id": item.job_id}))
         if row is not None and row["lease_id"] == item.lease_id and row["status"] != Status.RUNNING:
             return _already(row)
         return _stale(item.job_id)
@@ -209,11 +215,11 @@ class Attempts:
         }
         return [(job_id, *answers[job_id, lease_id]) for job_id, lease_id in leases]
 
-    def release(self, job_id: int, worker_id: str, lease_id: str) -> Row:
+    def release(self, job_id: int, worker_id: str, lease_id: str) -> JobRow:
         """Give a leased job back to the queue at once; the attempt is not counted."""
         now = self.clock()
         with self.publisher.transaction(now) as (tx, changes):
-            row = tx.one("get_job_for_update", {"id": job_id})
+            row = job_row(tx.one("get_job_for_update", {"id": job_id}))
             if row is None:
                 raise JobNotFound(job_id)
             if (
@@ -224,7 +230,7 @@ class Attempts:
                 raise JobConflict(STALE, ErrorCode.STALE_LEASE)
             status, run_at = next_step(row, Outcome.RELEASED, now, self.config.backoff, self.rng)
             outcome = Outcome.CANCELLED if status == Status.CANCELLED else Outcome.RELEASED
-            history: list[dict[str, Any]] = []
+            history: list[AttemptRecord] = []
             ending = Ending(
                 row, status, outcome, run_at, worker_id, error=row["error"],
                 refund=outcome == Outcome.RELEASED,
@@ -238,8 +244,8 @@ class Attempts:
 
 
 def end_attempts(
-    tx: Transaction, endings: list[Ending], now: float, history: list[dict[str, Any]]
-) -> list[Row | None]:
+    tx: Transaction, endings: list[Ending], now: float, history: list[AttemptRecord]
+) -> list[JobRow | None]:
     """Close the running attempts of ``endings`` in one statement, each row fenced.
 
     Returns each job's updated row, or None where its attempt had already moved on
@@ -252,9 +258,9 @@ def end_attempts(
         first.setdefault(ending.row["id"], ending)
     updated = {
         row["id"]: row
-        for row in tx.run_set("end_attempts", [e.params(now) for e in first.values()])
+        for row in job_rows(tx.run_set("end_attempts", [e.params(now) for e in first.values()]))
     }
-    ended: list[Row | None] = []
+    ended: list[JobRow | None] = []
     for ending in endings:
         row = updated.pop(ending.row["id"], None) if first[ending.row["id"]] is ending else None
         if row is not None:
@@ -285,7 +291,7 @@ def _reported(tx: Transaction, item: Completion) -> bool:
     return False
 
 
-def _already(row: Row) -> CompletionOutcome:
+def _already(row: JobRow) -> CompletionOutcome:
     return CompletionOutcome(row["id"], CompletionResult.RECORDED, job=row, already=True)
 
 

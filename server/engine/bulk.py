@@ -19,6 +19,7 @@ from taskframe.server.engine import job_actions
 from taskframe.server.engine.job_ops import JobOps
 from taskframe.server.engine.listing import Listing
 from taskframe.server.engine.upkeep import CASCADE_PAUSE
+from taskframe.server.storage import job_rows
 
 #: Jobs changed per transaction (each a few statements: a few milliseconds).
 CHUNK = 200
@@ -80,7 +81,7 @@ class BulkActions:
         # tells other servers, and after the commit wakes, counts, logs and tells plugins.
         with jobs.publisher.transaction(now) as (tx, changes):
             # Locked in id order and checked again: some may have moved on since.
-            changed = change(tx, tx.all("get_jobs_for_update", {"ids": ids}), now)
+            changed = change(tx, job_rows(tx.all("get_jobs_for_update", {"ids": ids})), now)
             if action == "cancel":
                 changes.cancelled += changed
             else:

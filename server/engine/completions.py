@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Any
 
 from taskframe.core.model import Reported
-from taskframe.server.storage import Row
+from taskframe.server.storage import JobRow
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class CompletionResult(str, Enum):
 class CompletionOutcome:
     job_id: int
     result: CompletionResult
-    job: Row | None = None
+    job: JobRow | None = None
     error: str | None = None
     already: bool = False
     """Recorded by an earlier report of the same attempt: this one is a resend, and

@@ -26,7 +26,7 @@ from typing import Any
 
 from taskframe.core import model
 from taskframe.core.model import Event, Status
-from taskframe.server.storage import Row, Transaction
+from taskframe.server.storage import JobRow, Transaction, job_row, job_rows
 
 
 class MissingDependencies(Exception):
@@ -41,11 +41,11 @@ class MissingDependencies(Exception):
 class Resolution:
     """What resolving did: the dependants it moved, and whether some are left for later."""
 
-    changed: list[Row] = field(default_factory=list)
+    changed: list[JobRow] = field(default_factory=list)
     pending: bool = False
 
 
-def attach(tx: Transaction, row: Row, dependency_ids: list[int], now: float) -> Row:
+def attach(tx: Transaction, row: JobRow, dependency_ids: list[int], now: float) -> JobRow:
     """Record ``row``'s dependencies (all exist) and give it its starting status.
 
     Only the dependencies that have not finished get an edge: the others are
@@ -64,11 +64,13 @@ def attach(tx: Transaction, row: Row, dependency_ids: list[int], now: float) -> 
     if not pending and not (failed and not run_anyway):
         return row  # queued or scheduled, as inserted
     model.next_status(None, Event.SUBMIT, blocked=True)  # waiting
-    waiting = _changed(tx.one("start_waiting", {"id": row["id"], "pending": len(pending)}))
+    waiting = _changed(job_row(tx.one("start_waiting", {"id": row["id"], "pending": len(pending)})))
     if failed and not run_anyway:
         model.next_status(Status.WAITING, Event.DEPENDENCY_FAILED)  # cancelled
         error = _failure(failed[0], found[failed[0]])
-        return _changed(tx.one("dependency_failed", {"id": row["id"], "now": now, "error": error}))
+        return _changed(
+            job_row(tx.one("dependency_failed", {"id": row["id"], "now": now, "error": error}))
+        )
     tx.run("mark_dependencies", {"ids": pending})
     tx.run_many("insert_dependency", [{"depends_on": i, "job_id": row["id"]} for i in pending])
     return waiting
@@ -76,7 +78,7 @@ def attach(tx: Transaction, row: Row, dependency_ids: list[int], now: float) -> 
 
 def resolve(
     tx: Transaction,
-    finished: Iterable[Row | None],
+    finished: Iterable[JobRow | None],
     now: float,
     budget: int,
     cascading: Iterable[int] = (),
@@ -120,11 +122,11 @@ def resolve(
     return done
 
 
-def _take(job: Row, budget: int) -> dict[str, Any]:
+def _take(job: JobRow, budget: int) -> dict[str, Any]:
     return {"id": job["id"], "limit": budget}
 
 
-def _resolve_chunk(tx: Transaction, job: Row, ids: list[int], now: float) -> list[Row]:
+def _resolve_chunk(tx: Transaction, job: JobRow, ids: list[int], now: float) -> list[JobRow]:
     """One dependency fewer for the waiting jobs among ``ids``; their rows as updated."""
     failed = job["status"] != Status.SUCCEEDED
     # The SQL applies next_status's rules, set-based (test_model checks its guard).
@@ -135,7 +137,7 @@ def _resolve_chunk(tx: Transaction, job: Row, ids: list[int], now: float) -> lis
         "now": now,
         "error": _failure(job["id"], job["status"]) if failed else None,
     }
-    return tx.all("resolve_dependants", params)
+    return job_rows(tx.all("resolve_dependants", params))
 
 
 def cascade(tx: Transaction, now: float, budget: int) -> Resolution | None:
@@ -143,14 +145,14 @@ def cascade(tx: Transaction, now: float, budget: int) -> Resolution | None:
     marker = tx.one("next_cascades", {"limit": 1})
     if marker is None:
         return None
-    job = tx.one("get_job", {"id": marker["job_id"]})
+    job = job_row(tx.one("get_job", {"id": marker["job_id"]}))
     if job is None or job["status"] not in model.FINISHED or not job["has_dependants"]:
         tx.run("end_cascade", {"id": marker["job_id"]})  # cannot happen: retry and prune wait
         return Resolution()
     return resolve(tx, [job], now, budget, cascading=[job["id"]])
 
 
-def _changed(row: Row | None) -> Row:
+def _changed(row: JobRow | None) -> JobRow:
     """The row a guarded update returned: this transaction inserted it, so it is there."""
     if row is None:  # pragma: no cover - the job was inserted in this very transaction
         raise RuntimeError("a job inserted in this transaction vanished")
@@ -161,11 +163,12 @@ def _failure(job_id: int, status: str) -> str:
     return f"dependency {job_id} {status}"
 
 
-def ids_of(row: Row) -> list[int]:
-    return [] if not row.get("depends_on") else json.loads(row["depends_on"])
+def ids_of(row: JobRow) -> list[int]:
+    depends_on = row.get("depends_on")
+    return json.loads(depends_on) if depends_on else []
 
 
-def results(tx: Transaction, rows: Iterable[Row]) -> dict[int, dict[str, Any]]:
+def results(tx: Transaction, rows: Iterable[JobRow]) -> dict[int, dict[str, Any]]:
     """{job id: {dependency id (text): its result}} for the leased ``rows`` with dependencies."""
     wanted = {row["id"]: ids_of(row) for row in rows if row.get("depends_on")}
     if not wanted:

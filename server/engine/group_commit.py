@@ -12,19 +12,19 @@ its items are run again one by one, so only the item at fault fails.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
 @dataclass
-class _Entry(Generic[Item]):
+class _Entry(Generic[Item, Result]):
     item: Item
     done: bool = False
-    result: Any = None
+    result: Result | None = None
     error: BaseException | None = None
 
 
@@ -39,14 +39,14 @@ class GroupCommitter(Generic[Item, Result]):
     alike (the database is down), and they all get the exception at once.
     """
 
-    run_batch: Callable[[list[Item]], list[Result | BaseException]]
+    run_batch: Callable[[list[Item]], Sequence[Result | BaseException]]
     shared_failure: Callable[[BaseException], bool] = lambda exc: False
     _turn: threading.Lock = field(default_factory=threading.Lock)
     _queue_lock: threading.Lock = field(default_factory=threading.Lock)
-    _waiting: list[_Entry[Item]] = field(default_factory=list)
+    _waiting: list[_Entry[Item, Result]] = field(default_factory=list)
 
     def __call__(self, item: Item) -> Result:
-        entry = _Entry(item)
+        entry: _Entry[Item, Result] = _Entry(item)
         with self._queue_lock:
             self._waiting.append(entry)
         with self._turn:
@@ -56,9 +56,10 @@ class GroupCommitter(Generic[Item, Result]):
                 self._run(batch)
         if entry.error is not None:
             raise entry.error
-        return entry.result
+        return cast(Result, entry.result)  # done without an error: set by _run
 
-    def _run(self, batch: list[_Entry[Item]]) -> None:
+    def _run(self, batch: list[_Entry[Item, Result]]) -> None:
+        results: Sequence[Result | BaseException]
         try:
             results = self.run_batch([entry.item for entry in batch])
         except Exception as exc:

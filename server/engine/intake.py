@@ -12,7 +12,7 @@ from typing import Any
 from taskframe.server.config import ServerConfig
 from taskframe.server.engine.publisher import Changes, Publisher
 from taskframe.server.engine.submission import JobInserter
-from taskframe.server.storage import Row, Store
+from taskframe.server.storage import JobRow, Store
 
 
 class Intake:
@@ -27,20 +27,20 @@ class Intake:
         self.clock = clock
         self.publisher = publisher
 
-    def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
+    def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[JobRow, bool]]:
         """Insert validated jobs, all or nothing; see :class:`JobInserter`."""
         results = self.inserter.submit(jobs)
         self._published([row for row, created in results if created])
         return results
 
-    def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
+    def submit_one(self, job: dict[str, Any]) -> tuple[JobRow, bool]:
         """Insert one validated job, sharing a commit with concurrent submissions."""
         row, created = self.inserter.submit_one(job)
         if created:
             self._published([row])
         return row, created
 
-    def _published(self, created: list[Row]) -> None:
+    def _published(self, created: list[JobRow]) -> None:
         """After the commit: each caller's new jobs are announced, counted and logged
         as its own (a shared commit logs one submission as one, not as a batch)."""
         self.publisher.publish(Changes(self.clock(), submitted=created))

@@ -9,7 +9,7 @@ from typing import Any
 from taskframe.core import model
 from taskframe.core.errors import ErrorCode, JobConflict
 from taskframe.core.model import Event, Status
-from taskframe.server.storage import Row, Transaction
+from taskframe.server.storage import JobRow, Transaction, job_row, maybe_job_rows
 
 
 def accepting(event: Event) -> tuple[str, ...]:
@@ -29,7 +29,7 @@ CANCELLABLE = accepting(Event.CANCEL)
 RETRYABLE = accepting(Event.RETRY)
 
 
-def cancel_locked(tx: Transaction, current: Row, now: float) -> Row:
+def cancel_locked(tx: Transaction, current: JobRow, now: float) -> JobRow:
     """Cancel a job not started yet; ask the worker of a running one to stop.
 
     ``current`` is the job's row as locked in ``tx``; raises JobConflict when
@@ -43,7 +43,7 @@ def cancel_locked(tx: Transaction, current: Row, now: float) -> Row:
             f"job {job_id} {model.in_words(current['status'], already=True)}",
             ErrorCode.JOB_FINISHED,
         ) from None
-    row = tx.one(_cancel_query(status), {"id": job_id, "now": now})
+    row = job_row(tx.one(_cancel_query(status), {"id": job_id, "now": now}))
     if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
         raise JobConflict(f"job {job_id} changed meanwhile; try again", ErrorCode.TRY_AGAIN)
     return row
@@ -55,7 +55,7 @@ def _cancel_query(status: Status) -> str:
     return "request_cancel" if status == Status.RUNNING else "cancel_queued"
 
 
-def cancel_many(tx: Transaction, rows: list[Row], now: float) -> list[Row]:
+def cancel_many(tx: Transaction, rows: list[JobRow], now: float) -> list[JobRow]:
     """:func:`cancel_locked` for many locked rows, in two batched statements; the rows
     the state machine does not let cancel (finished meanwhile) are left out."""
     batches: dict[str, list[dict[str, Any]]] = {}
@@ -65,11 +65,15 @@ def cancel_many(tx: Transaction, rows: list[Row], now: float) -> list[Row]:
         except model.IllegalTransition:
             continue
         batches.setdefault(_cancel_query(status), []).append({"id": current["id"], "now": now})
-    changed = [row for query, params in batches.items() for row in tx.returning_many(query, params)]
+    changed = [
+        row
+        for query, params in batches.items()
+        for row in maybe_job_rows(tx.returning_many(query, params))
+    ]
     return sorted((row for row in changed if row is not None), key=lambda row: row["id"])
 
 
-def retry_locked(tx: Transaction, current: Row, now: float) -> Row:
+def retry_locked(tx: Transaction, current: JobRow, now: float) -> JobRow:
     """Put a failed or cancelled job back in the queue with fresh attempts.
 
     A job cancelled while some of its dependencies still ran waits for them again
@@ -96,19 +100,20 @@ def retry_locked(tx: Transaction, current: Row, now: float) -> Row:
         found = tx.one("unresolved_dependencies", params)
         pending = int(found["pending"]) if found else 0
     status = model.next_status(current["status"], Event.RETRY, blocked=pending > 0)
-    row = tx.one("retry_job", params)
+    row = job_row(tx.one("retry_job", params))
     if row is None:  # pragma: no cover - the row is locked (or the writer is alone)
         raise JobConflict(f"job {job_id} changed meanwhile; try again", ErrorCode.TRY_AGAIN)
     if status == Status.WAITING:  # never ahead of a dependency still to finish
-        row = tx.one("start_waiting", {"id": job_id, "pending": pending}) or row
+        row = job_row(tx.one("start_waiting", {"id": job_id, "pending": pending})) or row
     return row
 
 
-def retry_many(tx: Transaction, rows: list[Row], now: float) -> list[Row]:
+def retry_many(tx: Transaction, rows: list[JobRow], now: float) -> list[JobRow]:
     """:func:`retry_locked` for many locked rows: the plain ones (no dependencies, no
     dependants) in one batched statement, the others one by one with every check;
     the rows it does not apply to are left out."""
-    plain, checked = [], []
+    plain: list[dict[str, Any]] = []
+    checked: list[JobRow] = []
     for current in rows:
         if current["status"] not in RETRYABLE:
             continue
@@ -116,7 +121,7 @@ def retry_many(tx: Transaction, rows: list[Row], now: float) -> list[Row]:
             checked.append(current)
         else:
             plain.append({"id": current["id"], "now": now})
-    changed = [row for row in tx.returning_many("retry_job", plain) if row is not None]
+    changed = [row for row in maybe_job_rows(tx.returning_many("retry_job", plain)) if row]
     for current in checked:
         try:
             changed.append(retry_locked(tx, current, now))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from taskframe.core import model
 from taskframe.core.errors import JobNotFound
@@ -20,7 +20,7 @@ from taskframe.server.engine import dependencies, job_actions
 from taskframe.server.engine.listing import Listing
 from taskframe.server.engine.notify import ChangeNotifier, WaitSlots
 from taskframe.server.engine.publisher import Publisher
-from taskframe.server.storage import Row, Store
+from taskframe.server.storage import AttemptRow, JobRow, Row, Store, job_row, job_rows
 
 # Bytes a job's JSON takes in a listing beside its payload and result.
 JOB_OVERHEAD = 600
@@ -43,18 +43,18 @@ class JobOps:
         self.wait_slots = wait_slots
         self.publisher = publisher
 
-    def get(self, job_id: int) -> Row:
+    def get(self, job_id: int) -> JobRow:
         with self.store.reader() as tx:
-            row = tx.one("get_job", {"id": job_id})
+            row = job_row(tx.one("get_job", {"id": job_id}))
         if row is None:
             raise JobNotFound(job_id)
         return row
 
-    def wait_until_finished(self, job_id: int, wait: float) -> Row:
+    def wait_until_finished(self, job_id: int, wait: float) -> JobRow:
         """The job, once finished or after ``wait`` seconds, whichever is first."""
         return self.wait_for_job(job_id, wait)[0]
 
-    def wait_for_job(self, job_id: int, wait: float) -> tuple[Row, bool]:
+    def wait_for_job(self, job_id: int, wait: float) -> tuple[JobRow, bool]:
         """(the job once finished or after ``wait`` s, whether the wait was refused).
 
         Past the cap of waiting requests the job is answered as it is at once.
@@ -83,7 +83,7 @@ class JobOps:
         cursor: Any,
         full: bool = False,
         listing: Listing | None = None,
-    ) -> list[Row]:
+    ) -> list[JobRow]:
         """A page of jobs, newest first unless ``listing`` says otherwise (its filters,
         order and size; see server/engine/listing.py): summaries (no payload, no result)
         unless ``full``.
@@ -96,7 +96,7 @@ class JobOps:
         with self.store.reader() as tx:
             rows = tx.all(listing.query(tx), listing.params(cursor))
             if not full:
-                return rows
+                return job_rows(rows)  # summaries: no payload, no result
             page: list[Row] = []
             size = 0
             for row in rows:
@@ -106,30 +106,31 @@ class JobOps:
                 page.append(row)
             if not page:
                 return []
-            found = {r["id"]: r for r in tx.all("get_jobs", {"ids": [r["id"] for r in page]})}
+            ids = [r["id"] for r in page]
+            found = {r["id"]: r for r in job_rows(tx.all("get_jobs", {"ids": ids}))}
         return [found[row["id"]] for row in page if row["id"] in found]
 
-    def dependency_results(self, rows: list[Row]) -> dict[int, dict[str, Any]]:
+    def dependency_results(self, rows: list[JobRow]) -> dict[int, dict[str, Any]]:
         """{job id: {dependency id: result}} of leased ``rows`` that have dependencies."""
         with self.store.reader() as tx:
             return dependencies.results(tx, rows)
 
-    def attempts(self, job_id: int) -> list[Row]:
+    def attempts(self, job_id: int) -> list[AttemptRow]:
         self.get(job_id)
         with self.store.reader() as tx:
-            return tx.all("list_attempts", {"job_id": job_id})
+            return cast("list[AttemptRow]", tx.all("list_attempts", {"job_id": job_id}))
 
-    def cancel(self, job_id: int) -> Row:
+    def cancel(self, job_id: int) -> JobRow:
         """Cancel a queued or scheduled job now; ask the worker of a running one to stop."""
         params = {"id": job_id, "now": self.clock()}
         with self.publisher.transaction(params["now"]) as (tx, changes):
-            current = tx.one("get_job_for_update", params)
+            current = job_row(tx.one("get_job_for_update", params))
             if current is None:
                 raise JobNotFound(job_id)
             changes.cancelled.append(job_actions.cancel_locked(tx, current, params["now"]))
         return changes.cancelled[0]
 
-    def retry(self, job_id: int) -> Row:
+    def retry(self, job_id: int) -> JobRow:
         """Put a failed or cancelled job back in the queue with fresh attempts (or
         waiting for its dependencies again, when they still run).
 
@@ -138,7 +139,7 @@ class JobOps:
         """
         params = {"id": job_id, "now": self.clock()}
         with self.publisher.transaction(params["now"]) as (tx, changes):
-            current = tx.one("get_job_for_update", params)
+            current = job_row(tx.one("get_job_for_update", params))
             if current is None:
                 raise JobNotFound(job_id)
             changes.requeued.append(job_actions.retry_locked(tx, current, params["now"]))

@@ -16,7 +16,7 @@ from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.server.engine.attempts import Attempts
 from taskframe.server.engine.notify import ChangeNotifier, WaitSlots
 from taskframe.server.engine.wakeups import work_key
-from taskframe.server.storage import Row
+from taskframe.server.storage import JobRow
 
 log = logging.getLogger("taskframe.server")
 
@@ -37,7 +37,7 @@ class Leasing:
         resent: bool = False,
         queues: list[str] | None = None,
         gone: Callable[[], bool] | None = None,
-    ) -> list[Row]:
+    ) -> list[JobRow]:
         """Lease up to ``limit`` ready jobs, long-polling up to ``wait`` seconds for one."""
         return self.lease_or_busy(worker_id, types, limit, wait, request_id, resent, queues, gone)[
             0
@@ -53,7 +53,7 @@ class Leasing:
         resent: bool = False,
         queues: list[str] | None = None,
         gone: Callable[[], bool] | None = None,
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[JobRow], bool]:
         """(leased jobs, whether a wait was refused because too many requests wait).
 
         Each job gets a random lease id of its own. A ``request_id`` is stored
@@ -93,7 +93,7 @@ class Leasing:
         request_id: str | None,
         queues: list[str] | None,
         gone: Callable[[], bool] | None,
-    ) -> list[Row]:
+    ) -> list[JobRow]:
         deadline = time.monotonic() + wait
         woken = False
         with self.notifier.waiting():
@@ -111,13 +111,13 @@ class Leasing:
                     return jobs
                 woken = self.notifier.wait_for_work(types, generation, remaining, queues, gone)
 
-    def release_undelivered(self, worker_id: str, rows: list[Row]) -> int:
+    def release_undelivered(self, worker_id: str, rows: list[JobRow]) -> int:
         """Give back jobs leased for an answer that cannot be delivered (the worker hung
         up while its request waited): not counted as attempts. Returns how many."""
         released = 0
         for row in rows:
             try:
-                self.attempts.release(row["id"], worker_id, row["lease_id"])
+                self.attempts.release(row["id"], worker_id, row["lease_id"] or "")
                 released += 1
             except (JobConflict, JobNotFound):
                 pass  # moved on meanwhile (cancelled, say): nothing to give back

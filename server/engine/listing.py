@@ -15,15 +15,20 @@ import base64
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from taskframe.core.limits import MAX_ID
-from taskframe.server.storage import Row, Transaction
+from taskframe.server.storage import JobRow, Transaction
 
 SORTS = ("id", "priority", "created", "finished")
 ORDERS = ("desc", "asc")
 #: The column each sort walks (with the id after it); None: the id alone.
-SORT_COLUMN = {"id": None, "created": None, "priority": "priority", "finished": "finished_at"}
+SORT_COLUMN: dict[str, Literal["priority", "finished_at"] | None] = {
+    "id": None,
+    "created": None,
+    "priority": "priority",
+    "finished": "finished_at",
+}
 #: Keys before and after every stored value: the start of a first page.
 _LOWEST, _HIGHEST = -1e300, 1e300
 _FIRST_ID = {"desc": 2**62, "asc": 0}
@@ -83,7 +88,7 @@ class Listing:
                 raise BadCursor("not a cursor of this listing") from None
         return decode_cursor(str(cursor), self.sort, self.order)
 
-    def cursor_after(self, row: Row) -> Any:
+    def cursor_after(self, row: JobRow) -> Any:
         """The cursor of the page after the one ``row`` ended."""
         if self.plain:
             return row["id"]

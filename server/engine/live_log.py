@@ -18,13 +18,7 @@ from taskframe.server.storage.representation import iso
 def append_params(worker_id: str, logs: Mapping[tuple[int, str], str]) -> list[dict[str, Any]]:
     """``append_live_log`` rows in id order (as every multi-row writer locks them)."""
     return [
-        # PostgreSQL text cannot hold NUL (the attempt history replaces it the same way).
-        {
-            "id": job_id,
-            "lease_id": lease_id,
-            "worker_id": worker_id,
-            "log": text.replace("\x00", "\ufffd"),
-        }
+        {"id": job_id, "lease_id": lease_id, "worker_id": worker_id, "log": text}
         for (job_id, lease_id), text in sorted(logs.items())
         if text
     ]

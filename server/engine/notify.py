@@ -162,7 +162,7 @@ class ChangeNotifier:
 
     def _wait(
         self,
-        registry: dict,
+        registry: dict[Any, dict[_Waiter, None]],
         key: object,
         generation: int,
         timeout: float,

@@ -53,7 +53,7 @@ from taskframe.core import hookimpl
 from taskframe.core.plugins import PluginSet
 from taskframe.core.webhooks import Delivery, DeliveryOutcome, DeliveryResult, WebhookSender
 from taskframe.server.observe.metrics import Metrics
-from taskframe.server.storage import Row, Store, StoreUnavailable
+from taskframe.server.storage import JobRow, Row, Store, StoreUnavailable, job_rows
 from taskframe.server.storage.representation import job_json
 
 log = logging.getLogger("taskframe.webhook")
@@ -82,7 +82,7 @@ def origin(url: str) -> str:
 
 def backoff(attempts: int) -> float:
     """Seconds before the next attempt once ``attempts`` failed: 1, 2, 4, ... at most 300."""
-    return min(MAX_DELAY, FIRST_DELAY * 2 ** max(0, attempts - 1))
+    return min(MAX_DELAY, FIRST_DELAY * 2.0 ** max(0, attempts - 1))
 
 
 class Outbox:
@@ -198,7 +198,8 @@ class Outbox:
             row = tx.one("outbox_next_due", {"busy": busy})
         if row is None:
             return POLL
-        return min(POLL, max(0.0, row["next_attempt_at"] - self.clock()))
+        due: float = row["next_attempt_at"]
+        return min(POLL, max(0.0, due - self.clock()))
 
     def _claim(self, limit: int, busy: list[str]) -> tuple[int, list[Row]]:
         """Claim up to ``limit`` due rows: (how many were claimed, those to send).
@@ -219,7 +220,7 @@ class Outbox:
             rows = tx.all("outbox_claim", params)
             unfilled = [row["job_id"] for row in rows if row["body"] is None]
             jobs = (
-                {job["id"]: job for job in tx.all("get_jobs", {"ids": unfilled})}
+                {job["id"]: job for job in job_rows(tx.all("get_jobs", {"ids": unfilled}))}
                 if unfilled
                 else {}
             )
@@ -243,7 +244,7 @@ class Outbox:
             )
         return len(rows), ready
 
-    def _obsolete(self, row: Row, job: Row | None, now: float) -> tuple[str, str] | None:
+    def _obsolete(self, row: Row, job: JobRow | None, now: float) -> tuple[str, str] | None:
         """(outcome, reason) when ``row`` is not to be sent any more, else None."""
         if now - row["created_at"] > self.settings.max_age:
             return "expired", f"not delivered within --webhook-max-age {self.settings.max_age:g} s"

@@ -23,7 +23,7 @@ from taskframe.core import model
 from taskframe.server.engine import dependencies
 from taskframe.server.engine.wakeups import Wakeups
 from taskframe.server.observe.telemetry import Telemetry
-from taskframe.server.storage import Row, Store, Transaction
+from taskframe.server.storage import AttemptRecord, JobRow, Store, Transaction
 
 
 @dataclass
@@ -32,19 +32,19 @@ class Changes:
 
     now: float
     #: Jobs created (client submissions and schedules' fires alike).
-    submitted: list[Row] = field(default_factory=list)
+    submitted: list[JobRow] = field(default_factory=list)
     #: Attempts that ended (their history rows) and the jobs as they were left.
-    history: list[dict[str, Any]] = field(default_factory=list)
-    ended: list[Row] = field(default_factory=list)
+    history: list[AttemptRecord] = field(default_factory=list)
+    ended: list[JobRow] = field(default_factory=list)
     #: Clients' cancels (one, or a bulk action's chunk): the jobs cancelled, or
     #: running with their cancel requested.
-    cancelled: list[Row] = field(default_factory=list)
+    cancelled: list[JobRow] = field(default_factory=list)
     #: Clients' retries: the jobs queued (or waiting) again.
-    requeued: list[Row] = field(default_factory=list)
+    requeued: list[JobRow] = field(default_factory=list)
     #: Scheduled jobs that became due.
-    promoted: list[Row] = field(default_factory=list)
+    promoted: list[JobRow] = field(default_factory=list)
     #: Jobs leased to a worker (worker id, rows): counted, nobody else to tell.
-    leased: tuple[str, list[Row]] | None = None
+    leased: tuple[str, list[JobRow]] | None = None
     #: Schedules' fire times dropped by their misfire policy.
     dropped: Mapping[str, Any] = field(default_factory=dict)
     #: Dependants moved on (resolved in the transaction, before its commit).
@@ -52,11 +52,11 @@ class Changes:
     #: Set by a writer whose change the others must hear of though it recorded no row.
     other_servers: bool = False
 
-    def attempts_ended(self, history: list[dict[str, Any]], rows: list[Row | None]) -> None:
+    def attempts_ended(self, history: list[AttemptRecord], rows: list[JobRow | None]) -> None:
         self.history += history
         self.ended += [row for row in rows if row is not None]
 
-    def finished(self) -> list[Row]:
+    def finished(self) -> list[JobRow]:
         """Jobs that reached a final status here: their dependants move on."""
         return [row for row in (*self.ended, *self.cancelled) if row["status"] in model.FINISHED]
 

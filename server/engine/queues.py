@@ -21,7 +21,7 @@ class Flow:
         (from job_counts: no scan of the jobs table)."""
         with self.store.reader() as tx:
             by_queue = counts.by(tx, "queue")
-            states = {row["name"]: bool(row["paused"]) for row in tx.all("list_queue_states")}
+            states = {row["name"]: row["paused"] for row in tx.all("list_queue_states")}
         names = sorted(set(by_queue) | set(states))
         found = {name: by_queue.get(name) or dict.fromkeys(STATUSES, 0) for name in names}
         return [

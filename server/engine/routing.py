@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskframe.server.storage import Row, Transaction
+from taskframe.server.storage import JobRow, Row, Transaction, job_rows
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def lease_routed(
     queues: list[str] | None,
     controls: Controls,
     limit: int,
-) -> list[Row]:
+) -> list[JobRow]:
     """Lease up to ``limit`` jobs of ``types`` from ``queues`` (None: all) under ``controls``.
 
     ``lease_params()`` gives the lease's parameters, its time included: it is
@@ -107,4 +107,4 @@ def lease_routed(
             break  # nothing more is ready
     if not picked:
         return []
-    return tx.all("lease_picked", {**params, "ids": picked})
+    return job_rows(tx.all("lease_picked", {**params, "ids": picked}))

@@ -24,7 +24,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.engine.intake import Intake
 from taskframe.server.engine.notify import DueTimer
 from taskframe.server.engine.publisher import Publisher
-from taskframe.server.storage import Row, Store, counts
+from taskframe.server.storage import JobRow, Row, Store, counts, maybe_job_rows
 
 MISFIRE_GRACE = 60.0
 #: Due schedules fired per transaction (their jobs inserted in one batch).
@@ -153,7 +153,7 @@ class Schedules:
             if seen < FIRE_BATCH:
                 return created
 
-    def _fire_batch(self, now: float) -> tuple[Sequence[Row], int]:
+    def _fire_batch(self, now: float) -> tuple[Sequence[JobRow], int]:
         """Fire up to FIRE_BATCH due schedules in one transaction.
 
         Returns (the jobs created, how many schedules were due).
@@ -179,7 +179,7 @@ class Schedules:
                     }
                 )
             # One batched insert (a time fired already by another server: None).
-            created = [r for r in tx.returning_many("insert_job", jobs) if r is not None]
+            created = [r for r in maybe_job_rows(tx.returning_many("insert_job", jobs)) if r]
             counts.added(tx, created)
             tx.run_many("advance_schedule", advances)
             # Announced, counted and logged like every submission (the publisher).
@@ -234,7 +234,7 @@ def schedule_json(row: Row, next_count: int = 0) -> dict[str, Any]:
         "cron": row["cron"],
         "timezone": row["timezone"],
         "misfire": row["misfire"],
-        "paused": bool(row["paused"]),
+        "paused": row["paused"],
         "job": json.loads(row["job"]),
         "next_fire_at": None if row["paused"] else cron.iso(row["next_fire_at"]),
         "last_fire_at": None if row["last_fire_at"] is None else cron.iso(row["last_fire_at"]),

@@ -16,10 +16,21 @@ from taskframe.server.engine import dependencies
 from taskframe.server.engine.group_commit import GroupCommitter
 from taskframe.server.engine.payloads import load_payloads
 from taskframe.server.engine.publisher import Changes, Publisher
-from taskframe.server.storage import Row, Store, StoreUnavailable, Transaction, counts
+from taskframe.server.storage import (
+    JobRow,
+    Store,
+    StoreUnavailable,
+    Transaction,
+    counts,
+    job_row,
+    maybe_job_rows,
+)
 
 #: The plugins' ``taskframe_validate_job``: a job -> its problems by field (or None).
 JobCheck = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+#: A job as submitted: its row and whether this submission created it (False: its
+#: idempotency key named a job already there).
+Submitted = tuple[JobRow, bool]
 
 
 def jobs_errors(
@@ -89,12 +100,12 @@ class JobInserter:
         self.config = config
         self.clock = clock
         self.publisher = publisher
-        self._group_submit = GroupCommitter(
+        self._group_submit: GroupCommitter[dict[str, Any], Submitted] = GroupCommitter(
             self._insert_single_jobs,
             shared_failure=lambda exc: isinstance(exc, StoreUnavailable),
         )
 
-    def submit(self, jobs: list[dict[str, Any]]) -> list[tuple[Row, bool]]:
+    def submit(self, jobs: list[dict[str, Any]]) -> list[Submitted]:
         """Insert validated jobs in one transaction; return (row, created) for each.
 
         A job whose idempotency key exists already is not inserted: the
@@ -107,24 +118,26 @@ class JobInserter:
             raise outcome
         return outcome
 
-    def submit_one(self, job: dict[str, Any]) -> tuple[Row, bool]:
+    def submit_one(self, job: dict[str, Any]) -> Submitted:
         """Like ``submit([job])``, sharing one transaction with concurrent submissions."""
         return self._group_submit(self._new_job_params(job, self.clock()))
 
-    def _insert_single_jobs(self, prepared: list[dict[str, Any]]) -> list[Any]:
+    def _insert_single_jobs(self, prepared: list[dict[str, Any]]) -> list[Submitted | JobConflict]:
         outcomes = self._insert_units([[params] for params in prepared])
         return [o if isinstance(o, JobConflict) else o[0] for o in outcomes]
 
-    def _insert_units(self, units: list[list[dict[str, Any]]]) -> list[Any]:
+    def _insert_units(
+        self, units: list[list[dict[str, Any]]]
+    ) -> list[list[Submitted] | JobConflict]:
         """Insert each unit (the prepared parameters of its jobs) all or nothing,
         in one transaction.
 
         A unit whose idempotency key conflicts yields a JobConflict instead of
         its rows; the other units are committed.
         """
-        outcomes: list[Any] = []
+        outcomes: list[list[Submitted] | JobConflict] = []
         created_any = False
-        inserted: list[Row] = []  # as inserted, for the counts (no trigger counts inserts)
+        inserted: list[JobRow] = []  # as inserted, for the counts (no trigger counts inserts)
         with self.store.transaction() as tx:
             for params in units:
                 if any("_depends_on" in p for p in params):
@@ -151,12 +164,12 @@ class JobInserter:
         return outcomes
 
     def _insert_chain(
-        self, tx: Transaction, unit: list[dict[str, Any]], inserted: list[Row]
-    ) -> list[tuple[Row, bool]]:
+        self, tx: Transaction, unit: list[dict[str, Any]], inserted: list[JobRow]
+    ) -> list[Submitted]:
         """Insert jobs with dependencies one by one, in order: ``("ref", n)`` names the
         n-th job of this unit, inserted before it. Raises what a conflict or a missing
         dependency raises, rolling back the whole unit (it has its own transaction)."""
-        results: list[tuple[Row, bool]] = []
+        results: list[Submitted] = []
         for prepared in unit:
             params = dict(prepared)
             now = params["created_at"]
@@ -178,20 +191,22 @@ class JobInserter:
         return results
 
     def _insert_keyed(
-        self, tx: Transaction, params: list[dict[str, Any]], inserted: list[Row]
-    ) -> list[tuple[Row, bool]] | JobConflict:
+        self, tx: Transaction, params: list[dict[str, Any]], inserted: list[JobRow]
+    ) -> list[Submitted] | JobConflict:
         """Insert jobs that may carry idempotency keys; (row, created) for each.
 
         The rows inserted are added to ``inserted`` (to be counted by the caller).
         """
-        results: list[tuple[Row, bool]] = []
-        for job_params, row in zip(params, tx.returning_many("insert_job", params), strict=True):
+        results: list[Submitted] = []
+        for job_params, row in zip(
+            params, maybe_job_rows(tx.returning_many("insert_job", params)), strict=True
+        ):
             if row is not None:
                 results.append((row, True))
                 inserted.append(row)
                 continue
             # The key exists: committed meanwhile by a concurrent submission.
-            existing = tx.one("get_job_by_key", job_params)
+            existing = job_row(tx.one("get_job_by_key", job_params))
             assert existing is not None  # the insert skipped the row for its key
             if existing["request_hash"] != job_params["request_hash"]:
                 conflict = _key_used(job_params["idempotency_key"], existing["id"])
@@ -213,7 +228,7 @@ class JobInserter:
                     f"idempotency key {key!r} is used twice for different jobs",
                     ErrorCode.IDEMPOTENCY_CONFLICT,
                 )
-            existing = tx.one("get_job_by_key", job_params)
+            existing = job_row(tx.one("get_job_by_key", job_params))
             if existing is not None and existing["request_hash"] != job_params["request_hash"]:
                 return _key_used(key, existing["id"])
         return None

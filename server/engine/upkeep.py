@@ -10,7 +10,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from taskframe.core.model import Outcome
 from taskframe.server.config import ServerConfig
@@ -18,7 +17,7 @@ from taskframe.server.engine import dependencies
 from taskframe.server.engine.attempt_end import Ending, next_step
 from taskframe.server.engine.attempts import end_attempts
 from taskframe.server.engine.publisher import Publisher
-from taskframe.server.storage import Store
+from taskframe.server.storage import AttemptRecord, Store, job_rows
 
 REAP_BATCH = 200
 #: Seconds the housekeeper pauses between two cascade chunks (other writers go first).
@@ -49,8 +48,8 @@ class Upkeep:
         now = self.clock()
         with self.publisher.transaction(now) as (tx, changes):
             params = {"now": now, "lease_cutoff": now if expire_leases else 0.0}
-            rows = tx.all("expired_attempts", {**params, "limit": REAP_BATCH})
-            history: list[dict[str, Any]] = []
+            rows = job_rows(tx.all("expired_attempts", {**params, "limit": REAP_BATCH}))
+            history: list[AttemptRecord] = []
             endings: list[Ending] = []
             for row in rows:
                 if row["deadline"] is not None and row["deadline"] < now:
@@ -72,7 +71,9 @@ class Upkeep:
         while True:
             now = self.clock()
             with self.publisher.transaction(now) as (tx, changes):
-                rows = tx.all("promote_due", {"now": now, "limit": self.config.promote_batch})
+                rows = job_rows(
+                    tx.all("promote_due", {"now": now, "limit": self.config.promote_batch})
+                )
                 changes.promoted = rows
             promoted += len(rows)
             if len(rows) < self.config.promote_batch:

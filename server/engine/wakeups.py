@@ -16,7 +16,7 @@ from taskframe.core import model
 from taskframe.core.model import Status
 from taskframe.server.engine import dependencies
 from taskframe.server.engine.notify import ChangeNotifier, DueTimer, WorkKey
-from taskframe.server.storage import Row
+from taskframe.server.storage import JobRow
 
 
 class Wakeups:
@@ -28,7 +28,7 @@ class Wakeups:
         #: Set when dependants were left to the housekeeper (see dependencies.cascade).
         self.cascade_wanted = threading.Event()
 
-    def announce(self, rows: Iterable[Row]) -> None:
+    def announce(self, rows: Iterable[JobRow]) -> None:
         """Wake one lease waiter per new ready job; set the alarm for scheduled ones."""
         ready: Counter[WorkKey] = Counter()
         for row in rows:
@@ -39,11 +39,11 @@ class Wakeups:
         if ready:
             self.notifier.work_ready(ready)
 
-    def work_ready(self, rows: Iterable[Row]) -> None:
+    def work_ready(self, rows: Iterable[JobRow]) -> None:
         """Wake one lease waiter per row (jobs made ready)."""
         self.notifier.work_ready(Counter(work_key(row) for row in rows))
 
-    def ended(self, rows: Iterable[Row | None]) -> None:
+    def ended(self, rows: Iterable[JobRow | None]) -> None:
         """After a commit that ended attempts: wake whoever waits on what changed."""
         ended = [row for row in rows if row is not None]
         finished = [row["id"] for row in ended if row["status"] in model.FINISHED]
@@ -62,6 +62,6 @@ class Wakeups:
             self.ended(resolution.changed)
 
 
-def work_key(row: Row) -> WorkKey:
+def work_key(row: JobRow) -> WorkKey:
     """What a ready job needs of a lease waiter: its type, and its queue (None: unknown)."""
     return row["type"], row.get("queue")

@@ -61,7 +61,7 @@ def create_app(
     scheduler: Scheduler,
     plugins: PluginSet,
     access: AccessConfig | None = None,
-) -> falcon.App:
+) -> falcon.App[falcon.Request, falcon.Response]:
     """The app over ``scheduler``; ``access``: tokens and Host names (None: open to all)."""
     access = access or AccessConfig()
     metrics = scheduler.telemetry.metrics

@@ -268,7 +268,7 @@ class Authenticator:
         return len(self.tokens) > 0
 
     def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
     ) -> None:
         if not self.enabled:
             req.context.principal = EVERYONE

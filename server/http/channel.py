@@ -43,7 +43,7 @@ FULL_HEADER_TIMEOUT = 1.0
 LOG_EVERY = 60.0
 
 
-class BodyTooLarge(RequestEntityTooLarge):
+class BodyTooLarge(RequestEntityTooLarge):  # type: ignore[misc]  # waitress: no hints
     """waitress's 413, in the API's error shape."""
 
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -137,7 +137,7 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
     """
     timeouts = _TimeoutLog()
 
-    class Parser(HTTPRequestParser):
+    class Parser(HTTPRequestParser):  # type: ignore[misc]
         limit = 0
         # waitress's attributes (it has no type hints).
         error: Any
@@ -166,7 +166,7 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
             self.completed = True
             self.connection_close = True
 
-    class Channel(HTTPChannel):
+    class Channel(HTTPChannel):  # type: ignore[misc]
         parser_class = Parser
         # waitress's attributes (it has no type hints).
         request: Any

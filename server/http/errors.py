@@ -57,21 +57,25 @@ def validation_error(errors: dict[str, Any], description: str | None = None) -> 
 def _render(resp: falcon.Response, error: APIError) -> None:
     resp.status = error.status
     resp.media = error.to_dict()
-    for name, value in dict(error.headers or {}).items():  # type: ignore[arg-type]
+    for name, value in dict(error.headers or {}).items():
         resp.set_header(name, value)
 
 
-def _not_found(req: falcon.Request, resp: falcon.Response, exc: JobNotFound, params: dict) -> None:
+def _not_found(
+    req: falcon.Request, resp: falcon.Response, exc: JobNotFound, params: dict[str, Any]
+) -> None:
     description = f"job {exc.args[0]} does not exist"
     _render(resp, APIError(falcon.HTTP_404, "Not found", description, code=ErrorCode.NOT_FOUND))
 
 
-def _conflict(req: falcon.Request, resp: falcon.Response, exc: JobConflict, params: dict) -> None:
+def _conflict(
+    req: falcon.Request, resp: falcon.Response, exc: JobConflict, params: dict[str, Any]
+) -> None:
     _render(resp, APIError(falcon.HTTP_409, "Conflict", str(exc), code=exc.code))
 
 
 def _unavailable(
-    req: falcon.Request, resp: falcon.Response, exc: StoreUnavailable, params: dict
+    req: falcon.Request, resp: falcon.Response, exc: StoreUnavailable, params: dict[str, Any]
 ) -> None:
     log.warning("database unavailable for %s %s: %s", req.method, req.path, exc)
     error = APIError(
@@ -84,7 +88,9 @@ def _unavailable(
     _render(resp, error)
 
 
-def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+def _unexpected(
+    req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]
+) -> None:
     log.exception("unexpected error in %s %s", req.method, req.path)
     error = APIError(
         falcon.HTTP_500,
@@ -96,7 +102,7 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
 
 
 def _http_error(
-    req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError, params: dict
+    req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError, params: dict[str, Any]
 ) -> None:
     """Falcon's own errors (unknown path, wrong method, ...) in our body shape."""
     if isinstance(exc, APIError):
@@ -104,7 +110,7 @@ def _http_error(
         return
     title = _sentence(str(exc.title or exc.status))
     description = exc.description or f"{req.method} {req.path}: {title}"
-    headers = dict(exc.headers or {})  # type: ignore[arg-type]  # falcon's union of header forms
+    headers = dict(exc.headers or {})
     code = ErrorCode.for_status(falcon.http_status_to_code(exc.status))
     _render(resp, APIError(str(exc.status), title, description, headers=headers, code=code))
 
@@ -117,7 +123,7 @@ def _sentence(title: str) -> str:
     return words[:1].upper() + words[1:].lower()
 
 
-def install_error_handlers(app: falcon.App) -> None:
+def install_error_handlers(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     # Falcon picks the most specific handler for each exception.
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)

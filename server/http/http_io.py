@@ -89,12 +89,13 @@ def load(
     if not isinstance(data, dict):
         raise validation_error({BODY: ["expected a JSON object"]})
     try:
-        return schema.load(data)
+        loaded: dict[str, Any] = schema.load(data)
     except ValidationError as exc:
         errors = _as_dict(exc.messages)
         if more_errors is not None:
             errors = {**more_errors(data), **errors}  # the schema's word on a field wins
         raise validation_error(errors) from None
+    return loaded
 
 
 def load_query(req: falcon.Request, schema: Schema, only: str | None = None) -> dict[str, Any]:
@@ -113,7 +114,8 @@ def _as_dict(messages: Any) -> dict[str, Any]:
         return {BODY: messages}
     if SCHEMA_KEY in messages:
         messages = {BODY if k == SCHEMA_KEY else k: v for k, v in messages.items()}
-    return messages
+    named: dict[str, Any] = messages
+    return named
 
 
 def _too_large(limit: int) -> APIError:

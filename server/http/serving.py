@@ -91,8 +91,8 @@ def add_serving_options(group: Any) -> None:
 
 def max_waiting(options: argparse.Namespace) -> int:
     if options.max_waiting is not None:
-        return max(0, options.max_waiting)
-    return max(1, options.threads // 4)
+        return max(0, int(options.max_waiting))
+    return max(1, int(options.threads) // 4)
 
 
 def create_server(

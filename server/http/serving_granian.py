@@ -120,10 +120,10 @@ class GranianServer:
     """Serves ``app`` with Granian: :meth:`run` until :meth:`close` or Ctrl-C (as waitress's)."""
 
     def __init__(
-        self, app: WSGIApp, config: ServerConfig, options: argparse.Namespace, proxy: dict
+        self, app: WSGIApp, config: ServerConfig, options: argparse.Namespace, proxy: dict[str, Any]
     ) -> None:
         from granian._granian import WorkerSignal
-        from granian.net import SocketSpec
+        from granian.net import SocketSpec  # type: ignore[attr-defined]  # not re-exported
 
         self.app = limit_bodies(with_proxy_rules(app, proxy), config)
         self.options = options
@@ -187,7 +187,9 @@ class GranianServer:
         )
         # The WSGI app runs in Granian's Python threads; this loop is only its token.
         loop = loops.get("asyncio")
-        scheduler = _new_cbscheduler(loop, _callback_wrapper(self.app, {}, None), impl_asyncio=True)
+        scheduler = _new_cbscheduler(  # type: ignore[no-untyped-call]  # granian has no hints
+            loop, _callback_wrapper(self.app, {}, None), impl_asyncio=True
+        )
         self._serving = True
         self._worker.serve_mtr(scheduler, loop, self._signal)  # returns at once; Rust serves
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from taskframe.core import model
 from taskframe.core.plugins import PluginSet
-from taskframe.server.storage import Row
+from taskframe.server.storage import AttemptRecord, JobRow
 from taskframe.server.storage.representation import attempt_json, job_json
 
 log = logging.getLogger("taskframe.server.observe.events")
@@ -55,16 +55,16 @@ class EventDispatcher:
 
     # -- called by the scheduler, after its transaction committed ----------------
 
-    def submitted(self, rows: list[Row]) -> None:
+    def submitted(self, rows: list[JobRow]) -> None:
         if rows and self._wanted[SUBMITTED]:
             self._queue.put(("submitted", rows))
 
-    def attempts_finished(self, ended: list[tuple[Row, dict[str, Any]]]) -> None:
+    def attempts_finished(self, ended: list[tuple[JobRow, AttemptRecord]]) -> None:
         """``ended``: (the job's row after the attempt, the attempt's history row)."""
         if ended and (self._wanted[ATTEMPT_FINISHED] or self._wanted[JOB_FINISHED]):
             self._queue.put(("attempts", ended))
 
-    def job_finished(self, row: Row) -> None:
+    def job_finished(self, row: JobRow) -> None:
         """A job that finished without an attempt ending (a queued job cancelled)."""
         if self._wanted[JOB_FINISHED] and row["status"] in model.FINISHED:
             self._queue.put(("finished", row))

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from taskframe.core import model
-from taskframe.server.storage import Row, Store, counts
+from taskframe.server.storage import JobRow, Store, counts
 from taskframe.server.storage.representation import iso
 
 MINUTE = 60
@@ -41,16 +41,16 @@ class FinishTally:
         self._lock = threading.Lock()
         self._counts: Counter[Key] = Counter()
 
-    def add(self, rows: Iterable[Row]) -> None:
+    def add(self, rows: Iterable[JobRow]) -> None:
         found = Counter(
             (
-                int(row["finished_at"] // MINUTE) * MINUTE,
+                int(finished_at // MINUTE) * MINUTE,
                 row["type"],
                 row.get("queue") or "default",
                 str(row["status"]),
             )
             for row in rows
-            if row["status"] in _COUNTED and row.get("finished_at") is not None
+            if row["status"] in _COUNTED and (finished_at := row.get("finished_at")) is not None
         )
         if found:
             with self._lock:

@@ -18,7 +18,7 @@ from taskframe.core import model
 from taskframe.core.logs import Tally
 from taskframe.server.observe.metrics import Metrics
 from taskframe.server.observe.rollup import FinishTally
-from taskframe.server.storage import Row
+from taskframe.server.storage import AttemptRecord, JobRow
 
 log = logging.getLogger("taskframe.jobs")
 
@@ -35,7 +35,7 @@ _REAPED = frozenset({model.OUTCOME_LEASE_EXPIRED.value, model.OUTCOME_TIMED_OUT.
 _RELEASED = model.OUTCOME_RELEASED.value
 
 
-def _fields(row: Row, **more: Any) -> dict[str, Any]:
+def _fields(row: JobRow, **more: Any) -> dict[str, Any]:
     return {
         "job_id": row["id"],
         "type": row["type"],
@@ -68,7 +68,7 @@ class Telemetry:
         """Log the summary of leases and successes now (at shutdown)."""
         self._tally.flush()
 
-    def submitted(self, rows: list[Row]) -> None:
+    def submitted(self, rows: list[JobRow]) -> None:
         if self.metrics is not None:
             counter = self.metrics.submitted
             for job_type, n in Counter(row["type"] for row in rows).items():
@@ -91,12 +91,13 @@ class Telemetry:
                     extra={"job_id": row["id"], "type": row["type"]},
                 )
 
-    def leased(self, worker_id: str, rows: list[Row]) -> None:
+    def leased(self, worker_id: str, rows: list[JobRow]) -> None:
         if self.metrics is not None:
             leased, wait = self.metrics.leased, self.metrics.wait_seconds
             waits: dict[str, list[float]] = defaultdict(list)
             for row in rows:
-                waits[row["type"]].append(max(0.0, row["started_at"] - row["run_at"]))
+                started_at = row["started_at"] or row["run_at"]  # a leased row has started_at
+                waits[row["type"]].append(max(0.0, started_at - row["run_at"]))
             for job_type, waited in waits.items():
                 self._child(leased, job_type).inc(len(waited))
                 observe_all(self._child(wait, job_type), waited)
@@ -115,7 +116,7 @@ class Telemetry:
             self._child(self.metrics.lease_requests, "jobs" if leased else "empty").inc()
 
     def attempts_ended(
-        self, history: list[dict[str, Any]], rows: Iterable[Row | None], now: float
+        self, history: list[AttemptRecord], rows: Iterable[JobRow | None], now: float
     ) -> None:
         """``history``: the attempt rows just written; ``rows``: the jobs as updated."""
         if not history:
@@ -139,7 +140,7 @@ class Telemetry:
         if succeeded:
             self._tally.add("jobs succeeded", succeeded)
 
-    def _count_ended(self, ended: list[tuple[dict[str, Any], Row]]) -> None:
+    def _count_ended(self, ended: list[tuple[AttemptRecord, JobRow]]) -> None:
         """The metrics of ended attempts, one update per label set of the batch: the
         loop over the attempts only groups them (a batch is mostly one kind)."""
         metrics = self.metrics
@@ -167,10 +168,10 @@ class Telemetry:
                 self._child(metrics.retried, job_type).inc(n)
             elif status in model.FINISHED:
                 self._child(metrics.finished, job_type, status).inc(n)
-        for job_type, seconds in ran.items():
-            observe_all(self._child(metrics.run_seconds, job_type), seconds)
+        for job_type, durations in ran.items():
+            observe_all(self._child(metrics.run_seconds, job_type), durations)
 
-    def _log_ended(self, attempt: dict[str, Any], job: Row, now: float) -> None:
+    def _log_ended(self, attempt: AttemptRecord, job: JobRow, now: float) -> None:
         outcome, status, job_type = attempt["outcome"], job["status"], job["type"]
         if outcome == model.OUTCOME_RELEASED:
             log.debug("job %d released by its worker", job["id"], extra=_attempt_fields(attempt))
@@ -203,7 +204,7 @@ class Telemetry:
         elif status == model.CANCELLED:
             log.info("job %d cancelled (attempt %d)", job["id"], number, extra=extra)
 
-    def cancelled(self, row: Row) -> None:
+    def cancelled(self, row: JobRow) -> None:
         """A cancel request: a queued job is cancelled now, a running one is asked to stop."""
         if row["status"] == model.CANCELLED:
             if self.metrics is not None:
@@ -212,7 +213,7 @@ class Telemetry:
         else:
             log.info("job %d: cancel requested from its worker", row["id"], extra=_fields(row))
 
-    def cancelled_many(self, rows: list[Row]) -> None:
+    def cancelled_many(self, rows: list[JobRow]) -> None:
         """Cancel requests: one job as :meth:`cancelled`, more counted alike and
         logged in one line (a bulk cancel may touch millions)."""
         if len(rows) <= 1:
@@ -248,10 +249,10 @@ class Telemetry:
             extra={"dropped": total, "schedules": names[:DROPS_NAMED]},
         )
 
-    def requeued(self, row: Row) -> None:
+    def requeued(self, row: JobRow) -> None:
         log.info("job %d queued again by request", row["id"], extra=_fields(row))
 
-    def requeued_many(self, rows: list[Row]) -> None:
+    def requeued_many(self, rows: list[JobRow]) -> None:
         if len(rows) <= 1:
             for row in rows:
                 self.requeued(row)
@@ -288,7 +289,7 @@ def iso_second(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _attempt_fields(attempt: dict[str, Any]) -> dict[str, Any]:
+def _attempt_fields(attempt: AttemptRecord) -> dict[str, Any]:
     return {
         "job_id": attempt["job_id"],
         "attempt": attempt["attempt"],

@@ -7,11 +7,17 @@ for SQLite, ``postgresql://...`` for PostgreSQL.
 from __future__ import annotations
 
 from taskframe.server.storage.base import (
+    AttemptRecord,
+    AttemptRow,
+    JobRow,
     Row,
     Store,
     StoreConfigError,
     StoreUnavailable,
     Transaction,
+    job_row,
+    job_rows,
+    maybe_job_rows,
 )
 
 POSTGRES_HINT = (
@@ -38,10 +44,16 @@ def open_store(url: str, busy_timeout: float = 5.0, synchronous: str = "NORMAL")
 
 
 __all__ = [
+    "AttemptRecord",
+    "AttemptRow",
+    "JobRow",
     "Row",
     "Store",
     "StoreConfigError",
     "StoreUnavailable",
     "Transaction",
+    "job_row",
+    "job_rows",
+    "maybe_job_rows",
     "open_store",
 ]

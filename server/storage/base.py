@@ -11,10 +11,111 @@ import re
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, cast
 
+#: Any row a named query returns; a job's or an attempt's is a JobRow or an AttemptRow.
 Row = dict[str, Any]
 Params = Mapping[str, Any]
+
+
+class JobRow(TypedDict):
+    """A job as the storage layer returns it (``SELECT *`` / ``RETURNING *`` on jobs).
+
+    One shape whatever the backend: ``cancel_requested`` and ``has_dependants``
+    are bools, ``timeout`` a float. Every column of the table is a key; a few
+    statements select fewer (a listing leaves out payload and result) and read
+    only the keys they selected.
+    """
+
+    id: int
+    type: str
+    payload: str
+    priority: int
+    status: str
+    attempts: int
+    max_attempts: int
+    timeout: float | None
+    run_at: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    worker_id: str | None
+    lease_id: str | None
+    lease_expires_at: float | None
+    deadline: float | None
+    cancel_requested: bool
+    result: str | None
+    error: str | None
+    idempotency_key: str | None
+    request_hash: str | None
+    lease_request: str | None
+    notify_url: str | None
+    attempt_grant: int | None
+    queue: str
+    depends_on: str | None  # JSON list of ids
+    deps_pending: int
+    on_dependency_failure: str | None
+    has_dependants: bool
+    progress: str | None  # JSON object
+    live_log: str | None
+
+
+class AttemptRecord(TypedDict):
+    """One finished attempt as the engine records it (a ``job_attempts`` row to insert)."""
+
+    job_id: int
+    attempt: int
+    worker_id: str | None
+    lease_id: str | None
+    started_at: float | None
+    finished_at: float
+    outcome: str
+    error: str | None
+    log: str | None
+    traceback: str | None
+
+
+class AttemptRow(AttemptRecord):
+    """One finished attempt as the storage layer returns it (``job_attempts``)."""
+
+    id: int
+
+
+#: The parameters that carry text as a worker or a remote server sent it: errors
+#: (quoting remote bodies), logs, tracebacks. PostgreSQL text cannot hold NUL and
+#: SQLite's JSON reader (``run_set``) ends a string at one, so both backends store
+#: U+FFFD in its place (:func:`without_nul`).
+FREE_TEXT = ("error", "log", "traceback")
+
+
+def without_nul(params: Params) -> Params:
+    """``params`` with NUL in its free text (:data:`FREE_TEXT`) replaced by U+FFFD.
+
+    A dict is changed in place, so that the caller holds what was stored (an
+    attempt's history row goes on to the plugins' hooks and the logs as the API
+    will show it); text without NUL (nearly all) costs three lookups.
+    """
+    for key in FREE_TEXT:
+        value = params.get(key)
+        if type(value) is str and "\x00" in value:
+            if not isinstance(params, dict):
+                params = dict(params)
+            params[key] = value.replace("\x00", "\ufffd")
+    return params
+
+
+# The named queries that select from jobs return job rows: these say so to the
+# type checker (no copy, no check at run time).
+def job_row(row: Row | None) -> JobRow | None:
+    return cast("JobRow | None", row)
+
+
+def job_rows(rows: Sequence[Row]) -> list[JobRow]:
+    return cast("list[JobRow]", rows)
+
+
+def maybe_job_rows(rows: Sequence[Row | None]) -> list[JobRow | None]:
+    return cast("list[JobRow | None]", rows)
 
 
 class StoreUnavailable(Exception):
@@ -38,7 +139,7 @@ class Transaction(Protocol):
         """Execute a statement once per parameter set (one batched call)."""
         ...
 
-    def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
+    def insert_jobs(self, rows: Sequence[Params]) -> list[JobRow]:
         """Insert jobs without idempotency keys in one batch; return their rows in order."""
         ...
 

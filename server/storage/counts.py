@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskframe.core import model
-from taskframe.server.storage import Row, Store, StoreUnavailable, Transaction
+from taskframe.server.storage import JobRow, Row, Store, StoreUnavailable, Transaction
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Counts:
     rows: list[Row]
 
 
-def moved(tx: Transaction, rows: Iterable[Row], source: str, target: str) -> None:
+def moved(tx: Transaction, rows: Iterable[JobRow], source: str, target: str) -> None:
     """Count ``rows`` moved from ``source`` to ``target`` in ``tx``: one statement per
     (type, queue, priority). The hot path's two moves (queued to running, running to
     succeeded) are counted this way; the triggers skip them (migration 9)."""
@@ -43,7 +43,7 @@ def moved(tx: Transaction, rows: Iterable[Row], source: str, target: str) -> Non
     tx.run_many("count_moves", moves)
 
 
-def added(tx: Transaction, rows: Iterable[Row]) -> None:
+def added(tx: Transaction, rows: Iterable[JobRow]) -> None:
     """Count jobs just inserted in ``tx`` (with the status they were inserted with):
     one statement per (type, queue, status, priority). Every insert of a job is
     counted this way, not by a trigger per row (migration 9)."""

@@ -29,13 +29,16 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from taskframe.server.storage.base import (
+    JobRow,
     Params,
     Row,
     StoreUnavailable,
     Transaction,
     apply_migrations,
+    job_rows,
     load_queries,
     with_filters,
+    without_nul,
 )
 
 QUERIES = load_queries("postgres.sql")
@@ -68,7 +71,7 @@ class PostgresTransaction:
 
     def _execute(self, query: str, params: Params | None) -> psycopg.Cursor[Row]:
         # No parameters: the query text is sent as is (no %-placeholder parsing).
-        return self._connection.execute(QUERIES[query], params or None)
+        return self._connection.execute(QUERIES[query], without_nul(params) if params else None)
 
     def one(self, query: str, params: Params | None = None) -> Row | None:
         return self._execute(query, params).fetchone()
@@ -82,14 +85,14 @@ class PostgresTransaction:
     def run_many(self, query: str, rows: Sequence[Params]) -> None:
         if rows:
             with self._connection.cursor() as cursor:
-                cursor.executemany(QUERIES[query], rows)
+                cursor.executemany(QUERIES[query], [without_nul(row) for row in rows])
 
     def run_set(
         self, query: str, rows: Sequence[Params], shared: Params | None = None
     ) -> list[Row]:
         if not rows:
             return []
-        params = {**(shared or {}), **_columns(rows)}
+        params = {**(shared or {}), **_columns([without_nul(row) for row in rows])}
         cursor = self._execute(query, params)
         return cursor.fetchall() if cursor.description is not None else []
 
@@ -100,9 +103,9 @@ class PostgresTransaction:
     def filtered(self, query: str, filters: Sequence[str]) -> str:
         return with_filters(QUERIES, query, filters)
 
-    def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
+    def insert_jobs(self, rows: Sequence[Params]) -> list[JobRow]:
         # No key, no conflict: every row comes back; ids follow the order given.
-        inserted = self.run_set("insert_jobs_without_keys", rows)
+        inserted = job_rows(self.run_set("insert_jobs_without_keys", rows))
         return sorted(inserted, key=lambda row: row["id"])
 
     def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
@@ -112,7 +115,7 @@ class PostgresTransaction:
         with self._connection.cursor() as cursor:
             # One pipelined round trip for the batch; one result set per row,
             # empty where ON CONFLICT DO NOTHING skipped it.
-            cursor.executemany(QUERIES[query], rows, returning=True)
+            cursor.executemany(QUERIES[query], [without_nul(r) for r in rows], returning=True)
             while True:
                 found.append(cursor.fetchone())
                 if not cursor.nextset():

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from taskframe.core import strict_json
-from taskframe.server.storage import Row
+from taskframe.server.storage import AttemptRow, JobRow
 
 # What json.dumps may have written that strict JSON readers refuse: an escaped
 # lone surrogate (a pair is fine) and NaN or infinities. Text with none of
@@ -73,7 +73,7 @@ def _iso_second(second: int) -> str:
     return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def job_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
+def job_json(row: JobRow, with_lease: bool = False) -> dict[str, Any]:
     """A job as the API shows it, payload and result decoded (for plugins' hooks).
 
     Lease ids are secrets: only ``with_lease`` (the lease answer, to the
@@ -82,7 +82,7 @@ def job_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
     return _job(row, with_lease, _decoded)
 
 
-def job_answer(row: Row, with_lease: bool = False) -> dict[str, Any]:
+def job_answer(row: JobRow, with_lease: bool = False) -> dict[str, Any]:
     """:func:`job_json` for an HTTP answer: payload and result spliced in as stored."""
     return _job(row, with_lease, stored_json)
 
@@ -91,7 +91,7 @@ def _decoded(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def _job(row: Row, with_lease: bool, value: Callable[[str | None], Any]) -> dict[str, Any]:
+def _job(row: JobRow, with_lease: bool, value: Callable[[str | None], Any]) -> dict[str, Any]:
     job = job_summary(row)
     job["payload"] = value(row["payload"])
     job["result"] = value(row["result"])
@@ -107,19 +107,19 @@ def _job(row: Row, with_lease: bool, value: Callable[[str | None], Any]) -> dict
 _PROGRESS_SHOWN = frozenset({"running", "succeeded", "failed", "cancelled"})
 
 
-def progress_json(row: Row) -> dict[str, Any] | None:
+def progress_json(row: JobRow) -> dict[str, Any] | None:
     """What the current (or last) attempt reported with ``progress()``, or None."""
     text = row.get("progress")
     if not text or row["status"] not in _PROGRESS_SHOWN:
         return None
-    progress = json.loads(text)
+    progress: dict[str, Any] = json.loads(text)
     if progress.get("attempt") != row["attempts"]:
         return None  # an earlier attempt's
     progress["updated_at"] = iso(progress.get("updated_at"))
     return progress
 
 
-def job_summary(row: Row) -> dict[str, Any]:
+def job_summary(row: JobRow) -> dict[str, Any]:
     """A job in a listing: everything but its payload and result (possibly large)."""
     return {
         "id": row["id"],
@@ -128,8 +128,7 @@ def job_summary(row: Row) -> dict[str, Any]:
         "status": row["status"],
         "attempts": row["attempts"],
         "max_attempts": row["max_attempts"],
-        # One representation whatever the backend returned (300, 300.0); null: no limit.
-        "timeout": None if row["timeout"] is None else float(row["timeout"]),
+        "timeout": row["timeout"],  # a float (the backends agree); null: no limit
         "run_at": iso(row["run_at"]),
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),
@@ -137,15 +136,15 @@ def job_summary(row: Row) -> dict[str, Any]:
         "worker_id": row["worker_id"],
         "error": row["error"],
         "idempotency_key": row["idempotency_key"],
-        "cancel_requested": bool(row["cancel_requested"]),
+        "cancel_requested": row["cancel_requested"],
         "notify_url": row.get("notify_url"),
         "queue": row.get("queue", "default"),
-        "depends_on": json.loads(row["depends_on"]) if row.get("depends_on") else [],
+        "depends_on": json.loads(depends_on) if (depends_on := row.get("depends_on")) else [],
         "on_dependency_failure": row.get("on_dependency_failure"),
     }
 
 
-def attempt_json(row: Row, with_lease: bool = False) -> dict[str, Any]:
+def attempt_json(row: AttemptRow, with_lease: bool = False) -> dict[str, Any]:
     """One finished attempt; its lease id only ``with_lease`` (no endpoint asks today)."""
     attempt = {
         "attempt": row["attempt"],

@@ -25,20 +25,44 @@ import orjson
 
 from taskframe.core import json_codec
 from taskframe.server.storage.base import (
+    JobRow,
     Params,
     Row,
     StoreConfigError,
     StoreUnavailable,
     Transaction,
     apply_migrations,
+    job_rows,
     load_queries,
     with_filters,
+    without_nul,
 )
 
 QUERIES = load_queries("sqlite.sql")
 # How often a waiting long-poll checks for commits made by other processes.
 CHANGE_POLL_INTERVAL = 0.005
 IDLE_POLL_INTERVAL = 0.05
+
+
+#: Columns SQLite holds as 0/1 that a row shows as bools (as PostgreSQL returns them).
+_BOOLEANS = ("cancel_requested", "has_dependants", "paused")
+#: A REAL column may come back as an int (300 for 300.0): a row shows a float.
+_FLOATS = ("timeout",)
+_TYPED = frozenset(_BOOLEANS + _FLOATS)
+
+
+def _typed(row: Row) -> Row:
+    """``row`` (in place) with the types PostgreSQL gives: one shape of row whatever the
+    backend, so that nothing above the storage layer converts."""
+    for name in _BOOLEANS:
+        value = row.get(name)
+        if value is not None:
+            row[name] = bool(value)
+    for name in _FLOATS:
+        value = row.get(name)
+        if value is not None:
+            row[name] = float(value)
+    return row
 
 
 # Rows come from sqlite3 as tuples and become dicts a result at a time: the column
@@ -49,20 +73,26 @@ def _rows(cursor: sqlite3.Cursor) -> list[Row]:
     if not rows:
         return []
     names = [column[0] for column in cursor.description]
-    return list(map(dict, map(zip, repeat(names), rows)))
+    found = list(map(dict, map(zip, repeat(names), rows)))
+    if _TYPED.isdisjoint(names):
+        return found
+    return list(map(_typed, found))
 
 
 def _row(cursor: sqlite3.Cursor) -> Row | None:
     row = cursor.fetchone()
     if row is None:
         return None
-    return dict(zip([column[0] for column in cursor.description], row, strict=True))
+    names = [column[0] for column in cursor.description]
+    found = dict(zip(names, row, strict=True))
+    return found if _TYPED.isdisjoint(names) else _typed(found)
 
 
 def _adapt(params: Params | None) -> Params:
     # Lists (job types, ids) travel as JSON text and are read back with json_each().
     if not params:
         return {}
+    params = without_nul(params)
     for value in params.values():
         if type(value) is list or type(value) is tuple:
             break
@@ -117,8 +147,8 @@ class SQLiteTransaction:
         if not rows:
             return []
         # One JSON text for the whole set (orjson: floats round-trip exactly through
-        # SQLite's JSON reader). Text holding NUL must not come here: json_each would
-        # cut it short (callers replace NUL, as PostgreSQL needs anyway).
+        # SQLite's JSON reader). json_each would cut text at a NUL: without_nul.
+        rows = [without_nul(row) for row in rows]
         params = {**(shared or {}), "rows": _set_json(rows)}
         return _rows(self._connection.execute(QUERIES[query], params))
 
@@ -129,12 +159,12 @@ class SQLiteTransaction:
     def filtered(self, query: str, filters: Sequence[str]) -> str:
         return with_filters(QUERIES, query, filters)
 
-    def insert_jobs(self, rows: Sequence[Params]) -> list[Row]:
+    def insert_jobs(self, rows: Sequence[Params]) -> list[JobRow]:
         if not rows:
             return []
         before = (self.one("last_job_id") or {})["id"]
         self._connection.executemany(QUERIES["insert_jobs_without_keys"], rows)
-        return self.all("jobs_inserted_after", {"id": before})
+        return job_rows(self.all("jobs_inserted_after", {"id": before}))
 
     def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         sql = QUERIES[query]

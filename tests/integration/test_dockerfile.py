@@ -91,7 +91,7 @@ def test_the_dockerfile_copies_everything_pip_install_needs(tmp_path: Path):
     # Every package setup.cfg lists was copied, and the console scripts import.
     for package in ("client", "core", "plugins", "server", "worker", "testing"):
         assert (installed / "taskframe" / package / "__init__.py").is_file(), package
-    assert (installed / "taskframe" / "server" / "dashboard" / "index.html").is_file()
+    assert (installed / "taskframe" / "server" / "http" / "dashboard" / "index.html").is_file()
     check = subprocess.run(
         [sys.executable, "-c", "import taskframe.server.cli, taskframe.worker.cli"],
         env={"PYTHONPATH": str(installed)},

@@ -135,7 +135,7 @@ class JobBatch:
         }
 
 
-def reference_errors(job: dict, index: int, single: bool = False) -> dict[str, list[str]]:
+def reference_errors(job: dict[str, Any], index: int, single: bool = False) -> dict[str, list[str]]:
     """``"$N"`` in ``depends_on`` must name a job earlier in the same batch."""
     bad = [
         f"${dep[1]} does not name a job before this one in the batch"

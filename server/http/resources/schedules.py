@@ -74,7 +74,7 @@ class ScheduleCollection:
             try:
                 job = self.job_schema.load(spec["job"])
             except ValidationError as exc:
-                job_problems = exc.messages  # type: ignore[assignment]
+                job_problems = exc.messages
             else:
                 job_problems = job_errors(job, self.executors, self.check)
                 job.pop("idempotency_key", None)

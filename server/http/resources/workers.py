@@ -20,6 +20,7 @@ from taskframe.server.http.auth import require_worker_id
 from taskframe.server.http.errors import APIError
 from taskframe.server.http.http_io import load_query, read_json
 from taskframe.server.observe.registry import WorkerRegistry
+from taskframe.server.storage import JobRow
 from taskframe.server.storage.representation import job_answer
 
 #: The enum member of each reported status (a dict lookup: cheaper than ``Reported(text)``).
@@ -68,7 +69,7 @@ def client_gone(req: falcon.Request) -> Callable[[], bool] | None:
     return gone if callable(gone) else None
 
 
-def leased_json(job_ops: JobOps, rows: list) -> list[dict[str, Any]]:
+def leased_json(job_ops: JobOps, rows: list[JobRow]) -> list[dict[str, Any]]:
     """Leased jobs; those with dependencies carry their results (``dependencies``).
 
     Each says how long its lease has left (``expires_in``, seconds: a duration
@@ -77,7 +78,9 @@ def leased_json(job_ops: JobOps, rows: list) -> list[dict[str, Any]]:
     now = job_ops.clock()
     jobs = [job_answer(row, with_lease=True) for row in rows]
     for job, row in zip(jobs, rows, strict=True):
-        job["expires_in"] = round(row["lease_expires_at"] - now, 3)
+        expires_at = row["lease_expires_at"]
+        assert expires_at is not None  # a leased job's
+        job["expires_in"] = round(expires_at - now, 3)
     if any(row.get("depends_on") for row in rows):
         found = job_ops.dependency_results(rows)
         for job in jobs:
