@@ -286,6 +286,12 @@ CREATE TABLE job_rollup (
     PRIMARY KEY (minute, type, queue)
 );
 
+-- name: migration_13
+-- The job-count trigger's function looks its delta table up in the schema it was
+-- created in, not on the caller's search_path: a session on another path (a
+-- DBA's psql, a script with schema-qualified names) can change and delete jobs.
+ALTER FUNCTION taskframe_count_jobs() SET search_path FROM CURRENT;
+
 -- name: schema_lock_wait
 -- Migrating may wait for another server's migration as long as it takes.
 SET LOCAL lock_timeout = 0;
