@@ -61,17 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
 
     from taskframe.core.plugins import load_plugins
-    from taskframe.server.http import representation
-    from taskframe.server.http.app import create_app
-
-    try:
-        from taskframe.server.engine.completions import Completion
-    except ImportError:  # before the scheduler was split (an older checkout)
-        from taskframe.server.engine.scheduler import Completion  # type: ignore[no-redef]
     from taskframe.server.config import ServerConfig
+    from taskframe.server.engine.completions import Completion
     from taskframe.server.engine.scheduler import Scheduler
+    from taskframe.server.http.app import create_app
     from taskframe.server.http.http_io import dump_answer
-    from taskframe.server.storage import open_store
+    from taskframe.server.storage import open_store, representation
 
     workdir = Path(tempfile.mkdtemp(prefix="taskframe-inproc-"))
     store = open_store(f"sqlite:///{workdir}/app.db")
