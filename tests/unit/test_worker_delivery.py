@@ -3,67 +3,30 @@ outcomes already recorded (issues 24.1, 24.3 and 18.4)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from taskframe.core.plugins import PluginSet, load_plugins
-from taskframe.plugins import sleep
 from taskframe.worker.client import ApiClient
-from taskframe.worker.config import WorkerConfig
 from taskframe.worker.freshness import Delivery, Verdict
-from taskframe.worker.loop import Worker
 from taskframe.worker.outbox import BODY_RESERVE, Outbox
 from tests.fake_api import FakeServer, fake_servers, start
 from tests.processes import wait_until
-from tests.unit.test_worker_loop import FakeClient, Gates
+from tests.unit import test_worker_loop
+from tests.unit.test_worker_loop import FakeClient
 
 pytestmark = pytest.mark.timeout(60)
+
+# The worker on a fake client: the loop tests' own fixtures.
+gates, plugins, run = test_worker_loop.gates, test_worker_loop.plugins, test_worker_loop.run
 
 
 @pytest.fixture
 def servers():
     yield from fake_servers()
-
-
-@pytest.fixture
-def gates() -> Gates:
-    return Gates()
-
-
-@pytest.fixture
-def plugins(gates: Gates) -> PluginSet:
-    return load_plugins(extra_plugins=(sleep, gates), load_entry_points=False)
-
-
-@pytest.fixture
-def run(plugins: PluginSet) -> Iterator[Callable[..., Worker]]:
-    """run(client, **settings) -> a Worker on that fake client, in a thread; stopped after."""
-    running: list[tuple[Worker, threading.Thread]] = []
-
-    def start_worker(client: FakeClient, **settings: Any) -> Worker:
-        settings = {"poll_interval": 0.05, "heartbeat_interval": 0.05, **settings}
-        config = WorkerConfig(("http://fake",), "w-test", options=argparse.Namespace(), **settings)
-        client.concurrency = config.concurrency
-        worker = Worker(config, plugins, client=client)  # type: ignore[arg-type]
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        running.append((worker, thread))
-        assert worker.started.wait(30)
-        return worker
-
-    yield start_worker
-    for worker, thread in running:
-        worker.stop()
-        worker.stop()
-        thread.join(15)
-        assert not thread.is_alive(), "the worker did not stop"
 
 
 # -- late lease answers (issue 24.1) ----------------------------------------------------

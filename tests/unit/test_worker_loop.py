@@ -149,15 +149,15 @@ def fake() -> FakeClient:
 
 
 @pytest.fixture
-def start(fake: FakeClient, plugins: PluginSet) -> Iterator[Callable[..., Worker]]:
-    """start(concurrency=..., pool=..., ...) -> a Worker running in a thread; stopped after."""
+def run(plugins: PluginSet) -> Iterator[Callable[..., Worker]]:
+    """run(client, **settings) -> a Worker on that fake client, in a thread; stopped after."""
     running: list[tuple[Worker, threading.Thread]] = []
 
-    def start_worker(**settings: Any) -> Worker:
+    def start_worker(client: FakeClient, **settings: Any) -> Worker:
         settings = {"poll_interval": 0.05, "heartbeat_interval": 0.05, **settings}
         config = WorkerConfig(("http://fake",), "w-test", options=argparse.Namespace(), **settings)
-        fake.concurrency = config.concurrency
-        worker = Worker(config, plugins, client=fake)
+        client.concurrency = config.concurrency
+        worker = Worker(config, plugins, client=client)  # type: ignore[arg-type]
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         running.append((worker, thread))
@@ -170,6 +170,12 @@ def start(fake: FakeClient, plugins: PluginSet) -> Iterator[Callable[..., Worker
         worker.stop()
         thread.join(15)
         assert not thread.is_alive(), "the worker did not stop"
+
+
+@pytest.fixture
+def start(fake: FakeClient, run: Callable[..., Worker]) -> Callable[..., Worker]:
+    """start(concurrency=..., pool=..., ...) -> a Worker on ``fake``, in a thread; stopped after."""
+    return lambda **settings: run(fake, **settings)
 
 
 def test_it_leases_only_free_slots(fake, gates, start) -> None:
