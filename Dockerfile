@@ -10,6 +10,7 @@ COPY core core
 COPY plugins plugins
 COPY server server
 COPY worker worker
+COPY standalone standalone
 COPY client client
 COPY testing testing
 COPY deploy deploy

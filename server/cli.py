@@ -1,4 +1,9 @@
-"""``taskframe-server``: serve the API with waitress or Granian (optionally with a worker)."""
+"""The server's command line: serve the API with waitress or Granian.
+
+``taskframe-server`` is :func:`main` given an :class:`InProcessWorker` by
+taskframe.standalone, which sits above the server and the worker and runs one with
+``--standalone``: the server never imports the worker.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from waitress.adjustments import Adjustments
@@ -24,6 +31,7 @@ from taskframe.core.options import (
     BadEnvironment,
     add_option,
     add_version_option,
+    env_name,
 )
 from taskframe.core.plugins import (
     PluginSet,
@@ -45,20 +53,58 @@ from taskframe.server.http.origin import AllowedHosts, guard_options, parse_allo
 from taskframe.server.http.serving import add_serving_options, create_server, max_waiting
 from taskframe.server.http.throttle import throttle_options
 from taskframe.server.observe.events import EventDispatcher
-from taskframe.server.standalone import (
-    add_standalone_options,
-    run_standalone,
-    standalone_requested,
-)
 from taskframe.server.storage import StoreConfigError, StoreUnavailable, open_store
 
 log = logging.getLogger("taskframe.server")
 
 PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port")
+_TRUE = {"1", "true", "yes", "on"}
+
+#: What the server's stop signals call (``signal.signal``'s handlers).
+SignalHandler = Callable[[int, FrameType | None], None]
 
 
-def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.ArgumentParser:
-    """The server's options; the worker's too when ``standalone`` (``--standalone`` given)."""
+class Serving(Protocol):
+    """The HTTP server serving the app (waitress's, or Granian's in serving_granian)."""
+
+    effective_port: int
+
+    def run(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessWorker(Protocol):
+    """A worker run in the server's process with ``--standalone`` (taskframe.standalone's)."""
+
+    def add_options(self, parser: argparse.ArgumentParser, plugins: PluginSet) -> None:
+        """Add the worker's options (only when ``--standalone`` is given)."""
+
+    def run(
+        self,
+        server: Serving,
+        host: str,
+        port: int,
+        plugins: PluginSet,
+        options: argparse.Namespace,
+        tokens: TokenSet | None,
+        on_stop_signals: Callable[[SignalHandler], None],
+        shut_down: Callable[[], None],
+    ) -> int:
+        """Serve in a thread and run the worker until a stop signal; then ``shut_down``."""
+
+
+def standalone_requested(argv: Sequence[str]) -> bool:
+    """``--standalone`` on the command line or ``TASKFRAME_STANDALONE`` set true."""
+    if "--standalone" in argv:
+        return True
+    return os.environ.get(env_name("--standalone"), "").strip().lower() in _TRUE
+
+
+def build_parser(
+    plugins: PluginSet, worker: InProcessWorker | None = None
+) -> argparse.ArgumentParser:
+    """The server's options; the in-process ``worker``'s too when given (``--standalone``)."""
     parser = ArgumentParser(
         prog="taskframe-server",
         description="Serve the taskframe API. Every option can also be set with the "
@@ -167,8 +213,8 @@ def build_parser(plugins: PluginSet, standalone: bool = False) -> argparse.Argum
         "(`taskframe-server --standalone --help` lists the worker's options)",
     )
     plugins.manager.hook.taskframe_add_options(parser=parser, role="server")
-    if standalone:
-        add_standalone_options(parser, plugins)
+    if worker is not None:
+        worker.add_options(parser, plugins)
     return parser
 
 
@@ -201,21 +247,26 @@ def proxy_settings(options: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, worker: InProcessWorker | None = None) -> int:
+    """Serve; with ``worker``, ``--standalone`` runs it in this process too."""
     argv = list(sys.argv[1:] if argv is None else argv)
     early = early_logging_options(argv)  # before the plugins load and may log
     configure_logging(early.log_level, early.log_format)
     try:
         plugins = load_plugins(disabled=early_disabled_plugins(argv), tasks=early_tasks(argv))
-        parser = build_parser(plugins, standalone=standalone_requested(argv))
+        parser = build_parser(plugins, worker if standalone_requested(argv) else None)
     except (BadEnvironment, TasksModuleError) as exc:
         print(f"taskframe-server: error: {exc}", file=sys.stderr)
         return 2
     options = parser.parse_args(argv)
+    if options.standalone and worker is None:
+        # taskframe.server.cli run as a module: the command's entry is taskframe.standalone.
+        parser.error("--standalone: this entry point runs no worker; run taskframe-server")
+    in_process = worker if options.standalone else None
     check_logging_options(parser, options)
     configure_logging(options.log_level, options.log_format)
     plugins.configure(options, "server")
-    if options.standalone:
+    if in_process is not None:
         plugins.configure(options, "worker")
     if options.list_plugins:
         print(plugins.describe_text())
@@ -270,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     events = EventDispatcher.for_plugins(plugins)
     scheduler = Scheduler(store, config, events=events)
     app = create_app(config, scheduler, plugins, access)
+    server: Serving
     try:
         if options.server == "granian":
             server = serving_granian.create_server(app, config, options, proxy)
@@ -282,9 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     housekeeper.start()
     if outbox is not None:
         outbox.start(scheduler.telemetry.metrics, port)
-    if options.standalone:
+    if in_process is not None:
         _banner(options.host, port, store.backend, options.db, plugins)
-        return run_standalone(
+        return in_process.run(
             *(server, options.host, port, plugins, options, access.tokens, _on_stop_signals),
             lambda: _shut_down(server, scheduler, housekeeper, outbox),
         )
@@ -355,13 +407,13 @@ def safe_db_location(db: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
 
 
-def _on_stop_signals(handler: Any) -> None:
+def _on_stop_signals(handler: SignalHandler) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, handler)
 
 
 def _shut_down(
-    server: Any, scheduler: Scheduler, housekeeper: Housekeeper, outbox: Outbox | None
+    server: Serving, scheduler: Scheduler, housekeeper: Housekeeper, outbox: Outbox | None
 ) -> None:
     scheduler.notifier.close()
     housekeeper.stop()

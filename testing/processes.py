@@ -97,7 +97,7 @@ class TaskframeServer(ChildProcess):
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "taskframe.server.cli"]
+        command = [sys.executable, "-m", "taskframe.standalone"]  # taskframe-server
         command += ["--port", str(self.port), "--db", db, *args]
         super().__init__(command, log_path, env)
         self._wait_ready(ready_timeout)

@@ -44,9 +44,10 @@ def own_plugins() -> PluginSet:
 
 def server_parser(standalone: bool = False) -> argparse.ArgumentParser:
     from taskframe.server.cli import build_parser
+    from taskframe.standalone import InProcessWorker
 
     with clean_environment():
-        return build_parser(own_plugins(), standalone=standalone)
+        return build_parser(own_plugins(), InProcessWorker() if standalone else None)
 
 
 def worker_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from typing import Any
 from taskframe.server.config import ServerConfig
 from taskframe.server.engine.publisher import Changes, Publisher
 from taskframe.server.engine.submission import JobInserter
-from taskframe.server.storage import JobRow, Store
+from taskframe.server.storage import JobRow, Store, Transaction
 
 
 class Intake:
@@ -46,5 +46,12 @@ class Intake:
         self.publisher.publish(Changes(self.clock(), submitted=created))
 
     def new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
-        """The row of a new job (for those who insert it themselves: schedules)."""
+        """The row of a new job, ready for :meth:`insert_new` (schedules prepare theirs)."""
         return self.inserter.new_job_params(job, now)
+
+    def insert_new(
+        self, tx: Transaction, prepared: list[dict[str, Any]], changes: Changes
+    ) -> list[JobRow]:
+        """Insert prepared jobs in the caller's transaction (schedules' fires); see
+        :meth:`JobInserter.insert_new`."""
+        return self.inserter.insert_new(tx, prepared, changes)

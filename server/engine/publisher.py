@@ -51,6 +51,9 @@ class Changes:
     moved: dependencies.Resolution = field(default_factory=dependencies.Resolution)
     #: Set by a writer whose change the others must hear of though it recorded no row.
     other_servers: bool = False
+    #: A queue resumed or a limit changed: jobs may be leasable that were not, so every
+    #: lease waiter looks again, on this server and (being told) on the others.
+    routing: bool = False
 
     def attempts_ended(self, history: list[AttemptRecord], rows: list[JobRow | None]) -> None:
         self.history += history
@@ -64,6 +67,7 @@ class Changes:
         """Whether other servers' waiters may care (anything but a lease changed)."""
         return bool(
             self.other_servers
+            or self.routing
             or self.submitted
             or self.ended
             or self.cancelled
@@ -138,6 +142,8 @@ class Publisher:
             wakeups.work_ready(changes.promoted)
         if changes.dropped:
             telemetry.fire_times_dropped(changes.dropped)
+        if changes.routing:
+            wakeups.notifier.changed()
         wakeups.dependants_moved(changes.moved)
         if events is not None:
             for row in changes.moved.changed:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from taskframe.core.model import STATUSES
-from taskframe.server.engine.notify import ChangeNotifier
+from taskframe.server.engine.publisher import Publisher
 from taskframe.server.storage import Row, Store, counts
 
 LIMIT_KINDS = ("type", "queue")
 
 
 class Flow:
-    def __init__(self, store: Store, notifier: ChangeNotifier) -> None:
+    def __init__(self, store: Store, publisher: Publisher, clock: Callable[[], float]) -> None:
         self.store = store
-        self.notifier = notifier
+        #: Each change is recorded and published after its commit like every other write.
+        self.publisher = publisher
+        self.clock = clock
 
     def queues(self) -> list[dict[str, Any]]:
         """Every queue that holds a job or was paused, with its counts by status
@@ -30,11 +33,10 @@ class Flow:
         ]
 
     def set_paused(self, name: str, paused: bool) -> dict[str, Any]:
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(self.clock()) as (tx, changes):
             tx.run("set_queue_paused", {"name": name, "paused": 1 if paused else 0})
-            self.store.notify_change(tx)
-        if not paused:
-            self._wake_all()
+            # Resumed, its jobs are ready again; paused, other servers are told all the same.
+            changes.routing, changes.other_servers = not paused, True
         return next(q for q in self.queues() if q["name"] == name)
 
     def limits(self) -> list[Row]:
@@ -42,19 +44,13 @@ class Flow:
             return tx.all("list_limits")
 
     def set_limit(self, kind: str, name: str, max_running: int) -> Row:
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(self.clock()) as (tx, changes):
             tx.run("set_limit", {"kind": kind, "name": name, "max_running": max_running})
-            self.store.notify_change(tx)
-        self._wake_all()  # a raised limit frees slots
+            changes.routing = True  # a raised limit frees slots
         return {"kind": kind, "name": name, "max_running": max_running}
 
     def delete_limit(self, kind: str, name: str) -> bool:
-        with self.store.transaction() as tx:
+        with self.publisher.transaction(self.clock()) as (tx, changes):
             deleted = tx.run("delete_limit", {"kind": kind, "name": name}) > 0
-            self.store.notify_change(tx)
-        self._wake_all()
+            changes.routing = True
         return deleted
-
-    def _wake_all(self) -> None:
-        # Waiting long-polls of this server look again (others hear notify_change).
-        self.notifier.changed()

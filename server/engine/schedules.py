@@ -24,7 +24,7 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.engine.intake import Intake
 from taskframe.server.engine.notify import DueTimer
 from taskframe.server.engine.publisher import Publisher
-from taskframe.server.storage import JobRow, Row, Store, counts, maybe_job_rows
+from taskframe.server.storage import JobRow, Row, Store
 
 MISFIRE_GRACE = 60.0
 #: Due schedules fired per transaction (their jobs inserted in one batch).
@@ -71,7 +71,7 @@ class Schedules:
         self.store = store
         self.config = config
         self.clock = clock
-        #: Fired jobs are prepared by the intake, and published like its submissions.
+        #: Fired jobs are prepared and inserted by the intake, like its submissions.
         self.intake = intake
         self.due_timer = due_timer
         self.publisher = publisher
@@ -178,12 +178,11 @@ class Schedules:
                         "last_fire_at": times.latest,
                     }
                 )
-            # One batched insert (a time fired already by another server: None).
-            created = [r for r in maybe_job_rows(tx.returning_many("insert_job", jobs)) if r]
-            counts.added(tx, created)
+            # One batched insert by the intake, counted and published like every
+            # submission (a time fired already by another server is left out).
+            created = self.intake.insert_new(tx, jobs, changes)
             tx.run_many("advance_schedule", advances)
-            # Announced, counted and logged like every submission (the publisher).
-            changes.submitted, changes.dropped = created, drops
+            changes.dropped = drops
         return created, len(due)
 
     def _job_params(self, row: Row, now: float) -> dict[str, Any]:

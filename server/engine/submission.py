@@ -234,8 +234,20 @@ class JobInserter:
         return None
 
     def new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
-        """The row of a new job (for those who insert it themselves: schedules)."""
+        """The row of a new job, ready for :meth:`insert_new` (schedules prepare theirs)."""
         return self._new_job_params(job, now)
+
+    def insert_new(
+        self, tx: Transaction, prepared: list[dict[str, Any]], changes: Changes
+    ) -> list[JobRow]:
+        """Insert prepared jobs in the caller's transaction, counted and recorded on its
+        ``changes`` (published after its commit); return those created. A job whose
+        idempotency key is taken is left out: schedules fire a batch of times with their
+        advance, and a time taken was fired already (by another server)."""
+        created = [row for row in maybe_job_rows(tx.returning_many("insert_job", prepared)) if row]
+        counts.added(tx, created)
+        changes.submitted += created
+        return created
 
     def _new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
         """The row of a new job, ready to insert: anything that can fail fails here."""

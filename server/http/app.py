@@ -88,7 +88,7 @@ def create_app(
         scheduler,
         plugins,
         registry,
-        Flow(scheduler.store, scheduler.notifier),
+        Flow(scheduler.store, scheduler.publisher, scheduler.clock),
         dashboard.load_assets(),
         apidocs.load_explorer(),
         plugins.job_check(),

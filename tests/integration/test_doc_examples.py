@@ -311,7 +311,7 @@ def page_venv(folder: Path, build_tools: Path) -> Path:
     )
     commands = {
         "taskframe": "taskframe.client.cli",
-        "taskframe-server": "taskframe.server.cli",
+        "taskframe-server": "taskframe.standalone",
         "taskframe-worker": "taskframe.worker.cli",
     }
     for name, module in commands.items():

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: What the console scripts import (taskframe-server's is taskframe.standalone).
+COMMAND_MODULES = ("taskframe.standalone", "taskframe.worker.cli", "taskframe.client.cli")
 
 
 def copy_lines(dockerfile: Path) -> list[tuple[list[str], str]]:
@@ -89,11 +91,11 @@ def test_the_dockerfile_copies_everything_pip_install_needs(tmp_path: Path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     # Every package setup.cfg lists was copied, and the console scripts import.
-    for package in ("client", "core", "plugins", "server", "worker", "testing"):
+    for package in ("client", "core", "plugins", "server", "worker", "standalone", "testing"):
         assert (installed / "taskframe" / package / "__init__.py").is_file(), package
     assert (installed / "taskframe" / "server" / "http" / "dashboard" / "index.html").is_file()
     check = subprocess.run(
-        [sys.executable, "-c", "import taskframe.server.cli, taskframe.worker.cli"],
+        [sys.executable, "-c", f"import {', '.join(COMMAND_MODULES)}"],
         env={"PYTHONPATH": str(installed)},
         capture_output=True,
         text=True,

@@ -20,8 +20,9 @@ from taskframe.core.errors import JobConflict
 from taskframe.server.config import ServerConfig
 from taskframe.server.engine.completions import Completion, CompletionResult
 from taskframe.server.engine.notify import ChangeNotifier
+from taskframe.server.engine.queues import Flow
 from taskframe.server.engine.scheduler import Scheduler
-from taskframe.server.storage import Store, open_store
+from taskframe.server.storage import JobRow, Store, open_store
 from taskframe.server.storage.base import load_queries, migrations
 from tests.processes import wait_until
 from tests.unit.test_scheduler import Clock, job, latest_version, raw_connection
@@ -219,6 +220,37 @@ def test_a_job_waiter_wakes_up_when_another_server_cancels_it(store, open_stores
     thread.join(timeout=15)
     assert answer["value"]["status"] == "cancelled"
     assert answer["elapsed"] < 5
+
+
+def handed_over(server: Scheduler, queue: str, change: Callable[[], Any]) -> list[JobRow]:
+    """What a long poll of ``server`` on ``queue`` leases when ``change`` is made while it
+    waits: it must be woken (well before its 10 s wait runs out)."""
+    thread, answer = call_in_thread(
+        lambda: server.lease("w1", ["sleep"], 1, wait=10, queues=[queue])
+    )
+    wait_until(server.notifier.has_waiters, 10, 0.01, "the long poll to wait")
+    assert thread.is_alive()
+    change()
+    thread.join(timeout=15)
+    assert answer["elapsed"] < 5
+    leased: list[JobRow] = answer["value"]
+    return leased
+
+
+@pytest.mark.timeout(60)
+def test_a_long_poll_wakes_up_when_another_server_resumes_its_queue(store, open_stores):
+    """Queue changes are published like jobs': other servers hear of them (PostgreSQL's
+    NOTIFY at commit, SQLite's watcher) and their lease waiters look again."""
+    [store_b] = open_stores(1)
+    server_a = watching_scheduler(store)
+    server_b = Scheduler(store_b, ServerConfig())
+    # A job handed over first: A listens (its LISTEN connection is up).
+    assert handed_over(server_a, "warm", lambda: server_b.submit([job(queue="warm")]))
+    flow_b = Flow(store_b, server_b.publisher, server_b.clock)
+    flow_b.set_paused("q", True)
+    [(held, _)] = server_b.submit([job(queue="q")])
+    resumed = handed_over(server_a, "q", lambda: flow_b.set_paused("q", False))
+    assert [row["id"] for row in resumed] == [held["id"]]
 
 
 @pytest.mark.postgres

@@ -1,4 +1,5 @@
-"""The server's rooms import one way: http drives engine, engine tells observe, all use storage.
+"""Imports go one way: the server's rooms (http drives engine, engine tells observe, all use
+storage), and the server and the worker never import each other (standalone, above both).
 
 A module that imports against these arrows fails here, named with the import.
 """
@@ -6,9 +7,12 @@ A module that imports against these arrows fails here, named with the import.
 from __future__ import annotations
 
 import ast
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+
+from taskframe.server.cli import main as server_main
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What each package of the layout may not import (from taskframe.*).
@@ -20,10 +24,13 @@ FORBIDDEN = {
     ),
     "server/observe": ("taskframe.server.engine", "taskframe.server.http"),
     "server/engine": ("taskframe.server.http",),
-    "core": ("taskframe.server", "taskframe.worker", "taskframe.client"),
-    "worker": ("taskframe.server",),
-    "client": ("taskframe.server", "taskframe.worker"),
-    "plugins": ("taskframe.server", "taskframe.worker"),
+    # The server and the worker never import each other: taskframe.standalone, above
+    # both, starts the two in one process (taskframe-server --standalone).
+    "server": ("taskframe.worker", "taskframe.standalone"),
+    "worker": ("taskframe.server", "taskframe.standalone"),
+    "core": ("taskframe.server", "taskframe.worker", "taskframe.client", "taskframe.standalone"),
+    "client": ("taskframe.server", "taskframe.worker", "taskframe.standalone"),
+    "plugins": ("taskframe.server", "taskframe.worker", "taskframe.standalone"),
 }
 
 
@@ -52,3 +59,14 @@ def test_the_check_sees_an_import_against_the_arrows(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("from taskframe.server.http import app\n")
     assert "taskframe.server.http.app" in imports(module)
+
+
+def test_taskframe_server_is_the_module_above_the_server_and_the_worker(capsys):
+    """The command's entry is taskframe.standalone (which may import both); the server's
+    own main, run without it, refuses --standalone instead of importing the worker."""
+    [script] = [e for e in entry_points(group="console_scripts") if e.name == "taskframe-server"]
+    assert script.value == "taskframe.standalone:main"
+    with pytest.raises(SystemExit) as exit:
+        server_main(["--standalone", "--port", "0"])
+    assert exit.value.code == 2
+    assert "--standalone: this entry point runs no worker" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from falcon import testing
 
 from taskframe.server.config import ServerConfig
@@ -10,6 +11,7 @@ from taskframe.server.engine.queues import Flow
 from taskframe.server.engine.scheduler import Scheduler
 from taskframe.server.http.app import create_app
 from tests.api_server import default_plugins
+from tests.unit.test_concurrency import handed_over
 
 
 def job(queue: str = "default", priority: int = 5, job_type: str = "sleep") -> dict:
@@ -26,7 +28,7 @@ def job(queue: str = "default", priority: int = 5, job_type: str = "sleep") -> d
 
 def test_a_full_limit_passes_over_its_jobs_without_blocking_the_rest(store):
     scheduler = Scheduler(store, ServerConfig())
-    flow = Flow(scheduler.store, scheduler.notifier)
+    flow = Flow(scheduler.store, scheduler.publisher, scheduler.clock)
     flow.set_limit("queue", "narrow", 2)
     flow.set_limit("type", "file", 1)
     rows = scheduler.submit(
@@ -49,10 +51,25 @@ def test_next_job_takes_queues_and_a_paused_queue_gives_nothing(store):
     scheduler = Scheduler(store, ServerConfig())
     client = testing.TestClient(create_app(ServerConfig(), scheduler, default_plugins()))
     [(a, _), (b, _)] = scheduler.submit([job("a"), job("b")])
-    Flow(scheduler.store, scheduler.notifier).set_paused("b", True)
+    Flow(scheduler.store, scheduler.publisher, scheduler.clock).set_paused("b", True)
     assert client.simulate_post("/next-job?worker_id=w&queues=b").status_code == 204
     answer = client.simulate_post("/next-job?worker_id=w&queues=a,b")
     assert answer.json["id"] == a["id"] and answer.json["queue"] == "a"
     assert client.simulate_post("/next-job?worker_id=w").status_code == 204
-    Flow(scheduler.store, scheduler.notifier).set_paused("b", False)
+    Flow(scheduler.store, scheduler.publisher, scheduler.clock).set_paused("b", False)
     assert client.simulate_post("/next-job?worker_id=w").json["id"] == b["id"]
+
+
+@pytest.mark.timeout(60)
+def test_a_long_poll_wakes_up_when_its_queue_resumes_or_its_limit_is_raised(store):
+    """Queue and limit changes are published after their commit like every write:
+    this server's lease waiters look again at once."""
+    scheduler = Scheduler(store, ServerConfig())
+    flow = Flow(scheduler.store, scheduler.publisher, scheduler.clock)
+    flow.set_paused("p", True)
+    flow.set_limit("queue", "l", 0)
+    [(paused, _), (limited, _)] = scheduler.submit([job("p"), job("l")])
+    resumed = handed_over(scheduler, "p", lambda: flow.set_paused("p", False))
+    assert [row["id"] for row in resumed] == [paused["id"]]
+    raised = handed_over(scheduler, "l", lambda: flow.set_limit("queue", "l", 1))
+    assert [row["id"] for row in raised] == [limited["id"]]

@@ -10,11 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskframe.core import cron
+from taskframe.core.plugins import load_plugins
+from taskframe.plugins import sleep
 from taskframe.server.config import ServerConfig
 from taskframe.server.engine.scheduler import Scheduler
 from taskframe.server.engine.schedules import MISFIRE_GRACE
 from taskframe.server.http.app import create_app
+from taskframe.server.observe.events import EventDispatcher
 from tests.api_server import default_plugins
+from tests.processes import wait_until
+from tests.unit.test_concurrency import handed_over
+from tests.unit.test_plugin_hooks import Recorder
 
 
 def at(text: str) -> float:
@@ -189,15 +195,31 @@ def test_a_schedule_name_is_taken_once(client):
     assert client.simulate_post("/schedules", json=body).status_code == 409
 
 
-def test_jobs_fired_by_a_schedule_are_counted_as_submitted(store, client, clock):
+@pytest.mark.timeout(60)
+def test_jobs_fired_by_a_schedule_are_published_like_every_submission(store, client, clock):
+    """Inserted by the intake: counted (/stats, metrics), a waiting lease woken, and
+    the plugins' taskframe_job_submitted fired, after the commit."""
     schedule(client)
-    scheduler = Scheduler(store, ServerConfig(), clock=clock)
-    metrics = scheduler.telemetry.metrics
-    assert metrics is not None
-    clock.now = at("2026-03-29T01:00:00+00:00")
-    assert scheduler.schedules.fire() == 1
-    sample = metrics.registry.get_sample_value("taskframe_jobs_submitted_total", {"type": "sleep"})
-    assert sample == 1.0
+    recorder = Recorder()
+    plugins = load_plugins(extra_plugins=(sleep, recorder), load_entry_points=False)
+    events = EventDispatcher.for_plugins(plugins)
+    scheduler = Scheduler(store, ServerConfig(), clock=clock, events=events)
+    try:
+        metrics = scheduler.telemetry.metrics
+        assert metrics is not None
+        clock.now = at("2026-03-29T01:00:00+00:00")
+        fired: list[int] = []
+        leased = handed_over(scheduler, "default", lambda: fired.append(scheduler.schedules.fire()))
+        assert fired == [1] and [row["status"] for row in leased] == ["running"]
+        labels = {"type": "sleep"}
+        assert metrics.registry.get_sample_value("taskframe_jobs_submitted_total", labels) == 1
+        stats = client.simulate_get("/stats").json
+        assert stats["by_status"]["running"] == 1 and stats["by_type"]["sleep"]["running"] == 1
+        wait_until(lambda: recorder.events, 10, message="the submitted event")
+        assert recorder.events == [("submitted", leased[0]["id"], "queued")]
+    finally:
+        assert events is not None
+        events.stop()
 
 
 def test_a_client_cannot_claim_a_schedules_future_key(store, client, clock):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from taskframe.client.cli import main as client_main
-from taskframe.server.cli import main as server_main
+from taskframe.standalone import main as server_main
 from taskframe.worker.cli import main as worker_main
 
 ROOT = Path(__file__).resolve().parents[2]
