@@ -57,6 +57,12 @@ class _Stream:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.timed_out = False
+
+    def time_out(self) -> None:
+        """Closed by its timer: the exchange on it fails, as timed out."""
+        self.timed_out = True
+        self.close()
 
     @classmethod
     async def open(cls, route: _Route, tls: ssl.SSLContext | None) -> _Stream:
@@ -214,13 +220,22 @@ class StreamTransport(Transport):
                 stream = await asyncio.wait_for(opening, self.connect_timeout)
             waited = f"waiting for the answer, {read_timeout:g} s"
             self._busy.add(stream)
-            exchange = stream.exchange(head, payload, method == "HEAD")
-            answer, data = await asyncio.wait_for(exchange, read_timeout)
+            # A timer that closes the connection rather than wait_for, which makes a
+            # task per call.
+            timer = asyncio.get_running_loop().call_later(read_timeout, stream.time_out)
+            try:
+                answer, data = await stream.exchange(head, payload, method == "HEAD")
+            finally:
+                timer.cancel()
+            if stream.timed_out:  # it may have ended well just as the timer closed it
+                raise asyncio.TimeoutError
         except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
             _close(stream)
             raise _Failure(f"timed out ({waited})") from None
         except (OSError, EOFError, _BadAnswer) as exc:  # IncompleteReadError is an EOFError
             _close(stream)
+            if stream is not None and stream.timed_out:
+                raise _Failure(f"timed out ({waited})") from None
             raise _Failure(_reason(exc, waited)) from exc
         except BaseException:  # cancelled: half a request may be on it
             _close(stream)
