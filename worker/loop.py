@@ -203,6 +203,7 @@ class Worker:
                     await self._nap(0.05)
             for threads in (self._http, self._beats):
                 threads.close()
+            self.client.close()  # while the loop runs: it closes the loop's connections
 
     def _wake_up(self) -> None:
         for waker in self._wakers:

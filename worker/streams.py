@@ -255,10 +255,14 @@ class StreamTransport(Transport):
             stream.close()
 
     def close(self) -> None:
+        """Close every connection; the loop's need their loop still running."""
         super().close()
         idle, self._idle = self._idle, {}
         for stream in [*idle.values(), *self._busy]:
-            stream.close()
+            try:
+                stream.close()
+            except RuntimeError:  # its loop is closed: so is the connection, by now
+                pass
 
 
 def _close(stream: _Stream | None) -> None:
