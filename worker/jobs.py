@@ -21,16 +21,15 @@ from marshmallow import ValidationError
 from taskframe.core import strict_json
 from taskframe.core import task as _task_module
 from taskframe.core.executor import (
-    MAX_RETRY_AFTER,
     Executor,
     ExecutorContext,
     PermanentError,
     Retry,
 )
+from taskframe.core.limits import MAX_RETRY_AFTER, MAX_TRACEBACK
 from taskframe.core.logs import Tally
 from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
-from taskframe.core.schemas import MAX_TRACEBACK
 from taskframe.worker.aio import run_awaitable, stopped_error
 from taskframe.worker.attempt_log import AttemptLogger
 from taskframe.worker.follow_up import client_factory
@@ -73,11 +72,11 @@ class RunningJob:
 
     @property
     def job_id(self) -> int:
-        return self.job["id"]
+        return int(self.job["id"])
 
     @property
     def lease_id(self) -> str:
-        return self.job["lease_id"]
+        return str(self.job["lease_id"])
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -104,7 +103,9 @@ class RunningJob:
         if self.on_cancel is not None:
             self.on_cancel()
 
-    def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
+    def completion(
+        self, status: str, result: Any, error: str | None, retryable: bool
+    ) -> dict[str, Any]:
         # Error text quotes anything (remote bodies, file names): make it encodable.
         error = strict_json.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
         completion: dict[str, Any] = {

@@ -27,13 +27,14 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+from taskframe.core.limits import MAX_HEARTBEATS, MAX_LEASE_BATCH
 from taskframe.core.logs import Tally
 from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
-from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH
 from taskframe.worker import freshness
 from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
 from taskframe.worker.config import WorkerConfig
@@ -112,7 +113,7 @@ class Worker:
         self._wakers: set[asyncio.Future[None]] = set()  # naps in progress
         self._active: dict[str, RunningJob] = {}  # by lease id: leased, outcome not yet decided
         self._busy = 0  # slots at work; a timed-out job holds its slot until it returns
-        self._polling: asyncio.Future | None = None  # an idle long poll in flight
+        self._polling: asyncio.Future[Any] | None = None  # an idle long poll in flight
 
     # -- control -----------------------------------------------------------
 
@@ -145,7 +146,7 @@ class Worker:
         if self._polling is not None and self._loop is not None:
             self._loop.create_task(self._abandon(self._polling))
 
-    async def _abandon(self, poll: asyncio.Future) -> None:
+    async def _abandon(self, poll: asyncio.Future[Any]) -> None:
         """End the idle long poll: its connection closed, the server leases nothing
         more to it. Again until it ends: the request may not have been sent yet."""
         interrupt = getattr(self.client, "interrupt", None)
@@ -183,6 +184,9 @@ class Worker:
         self._http = DaemonThreads(loop, 1, "taskframe-http")
         self._beats = DaemonThreads(loop, 1, "taskframe-heartbeat")
         client = self.client
+        #: POST /lease and POST /heartbeats, awaited on the loop.
+        self._lease_call: Callable[..., Awaitable[dict[str, Any]]]
+        self._beat_call: Callable[..., Awaitable[dict[str, Any]]]
         if getattr(client, "streams_ok", False):
             self._lease_call, self._beat_call = client.alease, client.aheartbeats
         else:
@@ -425,23 +429,23 @@ class Worker:
         apply_answers(self._active, items, answers)
         self._wake_up()
 
-    def _send_heartbeats(self, leases: list[dict]) -> list[dict]:
+    def _send_heartbeats(self, leases: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``POST /heartbeats`` in requests within the server's limit; every answer."""
-        answers: list[dict] = []
+        answers: list[dict[str, Any]] = []
         for start in range(0, len(leases), MAX_HEARTBEATS):
             answer = self.client.heartbeats(self.worker_id, leases[start : start + MAX_HEARTBEATS])
             answers += self._heard(answer)
         return answers
 
-    async def _asend_heartbeats(self, leases: list[dict]) -> list[dict]:
+    async def _asend_heartbeats(self, leases: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """:meth:`_send_heartbeats` on the loop."""
-        answers: list[dict] = []
+        answers: list[dict[str, Any]] = []
         for start in range(0, len(leases), MAX_HEARTBEATS):
             answer = await self._beat_call(self.worker_id, leases[start : start + MAX_HEARTBEATS])
             answers += self._heard(answer)
         return answers
 
-    def _heard(self, answer: dict[str, Any]) -> list[dict]:
+    def _heard(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
         self.heartbeat.note(answer)
         return answer.get("leases") or []
 

@@ -212,7 +212,7 @@ class Outbox:
         self,
         max_jobs: int,
         wait: float,
-        completions: list[dict],
+        completions: list[dict[str, Any]],
         request_id: str | None = None,
         resent: bool = False,
     ) -> dict[str, Any]:
@@ -222,7 +222,7 @@ class Outbox:
         self,
         max_jobs: int,
         wait: float,
-        completions: list[dict],
+        completions: list[dict[str, Any]],
         request_id: str | None,
         resent: bool,
     ) -> tuple[Any, ...]:

@@ -117,7 +117,7 @@ class _Stream:
         return _Answer(status, headers, keep_alive), data
 
     async def _chunked(self) -> bytes:
-        reader, chunks = self.reader, []
+        reader, chunks = self.reader, list[bytes]()
         while True:
             size_line = (await reader.readline()).split(b";", 1)[0].strip()
             try:
@@ -241,7 +241,8 @@ class StreamTransport(Transport):
             _close(stream)
             raise
         finally:
-            self._busy.discard(stream)  # type: ignore[arg-type]
+            if stream is not None:
+                self._busy.discard(stream)
         if answer.keep_alive:
             self._idle[(channel, index)] = stream
         else:
