@@ -18,7 +18,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from taskframe.core import strict_json
+from taskframe.core import json_codec, strict_json
 from taskframe.core import task as _task_module
 from taskframe.core.executor import (
     Executor,
@@ -355,7 +355,8 @@ def _checked(result: Any, running: RunningJob) -> Outcome:
         running.result_bytes = 4
         return Status.SUCCEEDED.value, None, None, True
     try:
-        running.result_bytes = len(json.dumps(result, allow_nan=False))
+        # As the server encodes it to store it (UTF-8, compact), and faster than json.
+        running.result_bytes = len(json_codec.dumps(result))
     except (TypeError, ValueError, RecursionError) as exc:
         return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
     result = strict_json.encodable(result)  # lone surrogates become U+FFFD, tuples lists
