@@ -36,25 +36,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-import requests
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
-from requests.cookies import extract_cookies_to_jar
-from requests.structures import CaseInsensitiveDict
 
 from taskframe.core import Executor, ExecutorContext, PermanentError, hookimpl
 from taskframe.core.options import add_option
 from taskframe.plugins.http_guard import (
     DEFAULT_DENY,
-    GuardedAdapter,
     Policy,
     Rules,
     TargetDenied,
     parse_rules,
     server_targets,
 )
+
+if TYPE_CHECKING:  # imported by the functions that use them: requests takes ~0.1 s to
+    # import, which a worker that never runs an http job need not spend at start-up
+    import requests
+    from requests.structures import CaseInsensitiveDict
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_TIMEOUT = 30.0
@@ -248,6 +249,9 @@ def _quick_codes(value: Any) -> list[int] | None:
 
 def run(payload: dict[str, Any], context: ExecutorContext) -> dict[str, Any]:
     """Make the request and describe the response; raise on an unexpected status."""
+    import requests
+    from requests.structures import CaseInsensitiveDict
+
     method, url = payload["method"], payload["url"]
     if context.cancel_event.is_set():
         raise RuntimeError(f"{method} {url}: cancelled before the request was sent")
@@ -318,6 +322,10 @@ def _session(policy: Policy, options: argparse.Namespace) -> requests.Session:
     """A session that ignores the environment (.netrc, proxy and CA bundle
     variables), connects only where ``policy`` allows, and takes its proxy and
     CA certificates from the worker's options."""
+    import requests
+
+    from taskframe.plugins.http_adapter import GuardedAdapter
+
     session = requests.Session()
     session.trust_env = False
     adapter = GuardedAdapter(policy)
@@ -343,6 +351,9 @@ def _follow(
     to a denied target is refused before anything is sent to it. The body of a
     redirect answer is never read.
     """
+    import requests
+    from requests.cookies import extract_cookies_to_jar
+
     for _hop in range(MAX_REDIRECTS + 1):
         left = context.time_left()
         if left is not None and left <= 0:
@@ -375,6 +386,8 @@ def _follow(
 
 def _redirect(session: requests.Session, request: _Request, status: int, location: str) -> None:
     """Turn ``request`` into the next hop, as browsers and ``requests`` do."""
+    import requests
+
     target = urljoin(request.url, location)
     if urlsplit(target).scheme.lower() not in _PORTS:
         raise requests.exceptions.InvalidSchema(f"redirect to a non-http URL: {target!r}")
@@ -399,6 +412,8 @@ def _read_capped(response: requests.Response, context: ExecutorContext) -> tuple
     ``timeout`` bounds each socket read, not the whole download: a body
     trickling in is abandoned once the job's deadline passes.
     """
+    import requests
+
     buffer = bytearray()
     for chunk in response.iter_content(chunk_size=_CHUNK):
         if context.time_left() == 0:

@@ -37,11 +37,10 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pluggy
-import requests
 
 from taskframe.core import add_option, hookimpl
 from taskframe.core.webhooks import Delivery, DeliveryOutcome, DeliveryResult, OutboxSettings
@@ -52,7 +51,9 @@ from taskframe.plugins.http_guard import (
     normalise_host,
     parse_rules,
 )
-from taskframe.plugins.webhook_http import Answer, DeadlinePassed, Watchdog, post
+
+if TYPE_CHECKING:  # imported when used: it needs requests (see http_guard.__getattr__)
+    from taskframe.plugins.webhook_http import Answer, Watchdog
 
 SIGNATURE_HEADER = "X-Taskframe-Signature"
 TIMESTAMP_HEADER = "X-Taskframe-Timestamp"
@@ -214,7 +215,7 @@ class WebhookNotifier:
         self.policy = policy
         self.settings = settings
         self.server_port: int | None = None
-        self._watchdog = Watchdog()
+        self._watchdog: Watchdog | None = None  # made by the first delivery
 
     # -- hooks --------------------------------------------------------------------
 
@@ -257,6 +258,12 @@ class WebhookNotifier:
 
     def deliver(self, delivery: Delivery) -> DeliveryResult:
         """One signed POST within ``settings.timeout`` seconds; never raises for the receiver."""
+        import requests
+
+        from taskframe.plugins.webhook_http import DeadlinePassed, Watchdog, post
+
+        if self._watchdog is None:
+            self._watchdog = Watchdog()
         body = event_body(delivery.job_json)
         timestamp = str(int(time.time()))
         headers = {

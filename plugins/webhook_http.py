@@ -32,7 +32,8 @@ from typing import Any
 
 import requests
 
-from taskframe.plugins.http_guard import GuardedAdapter, Policy, TargetDenied
+from taskframe.plugins.http_adapter import GuardedAdapter
+from taskframe.plugins.http_guard import Policy, TargetDenied
 
 #: Bytes of a non-2xx answer kept for the log; a 2xx answer is not read at all.
 MAX_ANSWER = 1024

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from taskframe.core.executor import ExecutorContext
 
@@ -52,7 +52,7 @@ async def _supervise(awaitable: Awaitable[T], context: ExecutorContext) -> T:
             return await _cancelled(job, context)
 
 
-async def _cancelled(job: asyncio.Future[Any], context: ExecutorContext) -> Any:
+async def _cancelled(job: asyncio.Future[T], context: ExecutorContext) -> T:
     job.cancel()
     try:
         return await job  # it may catch the cancellation and return

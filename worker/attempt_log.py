@@ -14,7 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from taskframe.core import strict_json
-from taskframe.core.schemas import MAX_ATTEMPT_LOG
+from taskframe.core.limits import MAX_ATTEMPT_LOG
 
 if TYPE_CHECKING:
     from taskframe.worker.jobs import RunningJob

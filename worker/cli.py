@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from taskframe.client.transport import read_token_file
+from taskframe.core.limits import MAX_WAIT
 from taskframe.core.logs import (
     add_logging_options,
     check_logging_options,
@@ -32,7 +33,6 @@ from taskframe.core.plugins import (
     early_tasks,
     load_plugins,
 )
-from taskframe.core.schemas import MAX_WAIT
 from taskframe.worker.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_POLL_INTERVAL,
@@ -46,12 +46,12 @@ from taskframe.worker.loop import Refused, Worker
 log = logging.getLogger("taskframe.worker")
 
 
-def _number(kind: type, low: float, high: float | None = None) -> Callable[[str], float]:
+def _number(kind: type[float], low: float, high: float | None = None) -> Callable[[str], float]:
     """An argparse type: ``kind`` within [low, high], with a clear message otherwise."""
 
     def parse(text: str) -> float:
         try:
-            value = kind(text)
+            value: float = kind(text)
         except ValueError:
             expected = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None

@@ -2,8 +2,10 @@
 
 The worker never touches the database; everything goes through the batched
 endpoints here, over the client's :class:`~taskframe.client.transport.Transport`
-(URL rotation and failover, token, CA). Outcomes not yet delivered wait in
-the :class:`~taskframe.worker.outbox.Outbox`.
+(URL rotation and failover, token, CA): on the worker's event loop for its
+lease requests and heartbeats (:mod:`taskframe.worker.streams`), blocking
+for the rest. Outcomes not yet delivered wait in the
+:class:`~taskframe.worker.outbox.Outbox`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from taskframe.client.errors import ApiError, Unavailable
-from taskframe.client.transport import URL_PENALTY, Transport
+from taskframe.client.transport import URL_PENALTY
 from taskframe.core.retry import BackoffPolicy
+from taskframe.worker.streams import BEATS, StreamTransport
 
 log = logging.getLogger("taskframe.worker")
 
@@ -27,8 +30,8 @@ DEFAULT_BACKOFF = BackoffPolicy(base=0.05, cap=5.0)
 LONG_POLL_MARGIN = 10.0
 
 
-class ApiClient(Transport):
-    """The worker's endpoints over a :class:`Transport` to one or more servers."""
+class ApiClient(StreamTransport):
+    """The worker's endpoints to one or more servers; ``a``-prefixed ones on the loop."""
 
     def __init__(
         self,
@@ -70,24 +73,39 @@ class ApiClient(Transport):
         ``info`` (host, slots) tells the server about the worker, for ``GET /workers``;
         ``queues`` limits the lease to those queues (None: every queue).
         """
-        body: dict[str, Any] = {
-            "worker_id": worker_id,
-            "types": types,
-            "max": max_jobs,
-            "wait": wait,
-            "completions": completions,
-            "request_id": request_id,
-            "resent": resent,
-            **(info or {}),
-        }
-        if queues is not None:
-            body["queues"] = queues
+        body = lease_body(
+            worker_id, types, max_jobs, wait, completions, request_id, resent, info, queues
+        )
         return self.call("POST", "/lease", body=body, read_timeout=wait + LONG_POLL_MARGIN) or {}
+
+    async def alease(
+        self,
+        worker_id: str,
+        types: list[str],
+        max_jobs: int,
+        wait: float,
+        completions: list[dict[str, Any]],
+        request_id: str | None = None,
+        resent: bool = False,
+        info: dict[str, Any] | None = None,
+        queues: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`lease` on the worker's event loop."""
+        body = lease_body(
+            worker_id, types, max_jobs, wait, completions, request_id, resent, info, queues
+        )
+        timeout = wait + LONG_POLL_MARGIN
+        return await self.acall("POST", "/lease", body=body, read_timeout=timeout) or {}
 
     def heartbeats(self, worker_id: str, leases: list[dict[str, Any]]) -> dict[str, Any]:
         """``POST /heartbeats``: extend every lease; learn of lost leases and cancellations."""
         body = {"worker_id": worker_id, "leases": leases}
         return self.call("POST", "/heartbeats", body=body) or {}
+
+    async def aheartbeats(self, worker_id: str, leases: list[dict[str, Any]]) -> dict[str, Any]:
+        """:meth:`heartbeats` on the loop, on a connection of their own."""
+        body = {"worker_id": worker_id, "leases": leases}
+        return await self.acall("POST", "/heartbeats", body=body, channel=BEATS) or {}
 
     def release(self, job_id: int, worker_id: str, lease_id: str) -> None:
         """``POST /jobs/{id}/release``: hand a job back without spending an attempt."""
@@ -96,6 +114,32 @@ class ApiClient(Transport):
 
     def health(self) -> dict[str, Any]:
         return self.call("GET", "/health") or {}
+
+
+def lease_body(
+    worker_id: str,
+    types: list[str],
+    max_jobs: int,
+    wait: float,
+    completions: list[dict[str, Any]],
+    request_id: str | None,
+    resent: bool,
+    info: dict[str, Any] | None,
+    queues: list[str] | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "worker_id": worker_id,
+        "types": types,
+        "max": max_jobs,
+        "wait": wait,
+        "completions": completions,
+        "request_id": request_id,
+        "resent": resent,
+        **(info or {}),
+    }
+    if queues is not None:
+        body["queues"] = queues
+    return body
 
 
 class FailureStreak:

@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskframe.core.schemas import MAX_WAIT, is_queue_name
+from taskframe.core.limits import MAX_WAIT
+from taskframe.core.schemas import is_queue_name
 
 #: Slots of a thread pool when not given: short jobs come in batches of up to this
 #: many per lease request (16 slots cost the server and the worker half as much

@@ -18,19 +18,18 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from taskframe.core import strict_json
+from taskframe.core import json_codec, strict_json
 from taskframe.core import task as _task_module
 from taskframe.core.executor import (
-    MAX_RETRY_AFTER,
     Executor,
     ExecutorContext,
     PermanentError,
     Retry,
 )
+from taskframe.core.limits import MAX_RETRY_AFTER, MAX_TRACEBACK
 from taskframe.core.logs import Tally
 from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet
-from taskframe.core.schemas import MAX_TRACEBACK
 from taskframe.worker.aio import run_awaitable, stopped_error
 from taskframe.worker.attempt_log import AttemptLogger
 from taskframe.worker.follow_up import client_factory
@@ -73,11 +72,11 @@ class RunningJob:
 
     @property
     def job_id(self) -> int:
-        return self.job["id"]
+        return int(self.job["id"])
 
     @property
     def lease_id(self) -> str:
-        return self.job["lease_id"]
+        return str(self.job["lease_id"])
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -104,7 +103,9 @@ class RunningJob:
         if self.on_cancel is not None:
             self.on_cancel()
 
-    def completion(self, status: str, result: Any, error: str | None, retryable: bool) -> dict:
+    def completion(
+        self, status: str, result: Any, error: str | None, retryable: bool
+    ) -> dict[str, Any]:
         # Error text quotes anything (remote bodies, file names): make it encodable.
         error = strict_json.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
         completion: dict[str, Any] = {
@@ -196,8 +197,12 @@ class Attempt:
         self._hooked = False  # the before-run hooks ran: the after-run ones follow
         self._skip: Any = None  # the plugins whose before-run hook failed
         job = running.job
+        executor = running.executor
+        payload = job.get("payload") or {}
+        # The executor's fast path first (the built-in types': proved equal to the schema).
+        quick = executor.quick_load(payload) if executor.quick_load is not None else None
         try:
-            self.payload = running.executor.schema.load(job.get("payload") or {})
+            self.payload = quick if quick is not None else executor.schema.load(payload)
         except ValidationError as exc:
             error = f"invalid payload: {json.dumps(exc.messages)}"
             self.outcome = Status.FAILED.value, None, error, False
@@ -346,8 +351,12 @@ def _checked(result: Any, running: RunningJob) -> Outcome:
     """A returned result as the outcome the server takes (strict JSON within its depth)."""
     # The server must get strict JSON within its depth limit, or it would
     # refuse the whole request and every outcome riding on it.
+    if result is None:  # most tasks return nothing: no need to look
+        running.result_bytes = 4
+        return Status.SUCCEEDED.value, None, None, True
     try:
-        running.result_bytes = len(json.dumps(result, allow_nan=False))
+        # As the server encodes it to store it (UTF-8, compact), and faster than json.
+        running.result_bytes = len(json_codec.dumps(result))
     except (TypeError, ValueError, RecursionError) as exc:
         return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
     result = strict_json.encodable(result)  # lone surrogates become U+FFFD, tuples lists

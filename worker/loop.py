@@ -8,11 +8,14 @@ with jobs running it asks without waiting and waits locally instead, so a
 finished job is reported at once. One heartbeat request renews every lease
 held and carries the jobs' progress.
 
-The lease requests go out one at a time on one dedicated thread over the
-client's keep-alive ``http.client`` connections (the transport's URL
-failover, TLS and proxies as they are): while one is in flight, outcomes
-pile up and the next request carries them all. Heartbeats go on a thread
-and connection of their own, so a slow lease request never delays them. Synchronous executors run in
+The lease requests go out one at a time from the loop itself, over a
+keep-alive connection of :mod:`taskframe.worker.streams` (the transport's
+URL failover and TLS; no thread to hand each exchange to and back): while
+one is in flight, outcomes pile up and the next request carries them all.
+Heartbeats go on a connection of their own, so a slow lease request never
+delays them. Rare exchanges (releases, confirming a late lease, the last
+flush) and routes through a proxy use the blocking transport on a thread,
+as do clients without the loop's methods (tests' fakes). Synchronous executors run in
 a pool of ``concurrency`` daemon threads (or, with ``--pool process``, in a
 child process per slot); ``async def`` executors run on the loop itself.
 """
@@ -24,12 +27,14 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
+from taskframe.core.limits import MAX_HEARTBEATS, MAX_LEASE_BATCH
 from taskframe.core.logs import Tally
 from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
-from taskframe.core.schemas import MAX_HEARTBEATS, MAX_LEASE_BATCH
 from taskframe.worker import freshness
 from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
 from taskframe.worker.config import WorkerConfig
@@ -105,10 +110,10 @@ class Worker:
         self._leased_once = False  # a lease request went through: refusals are not at start
         self._max_result: int | None = None  # bytes of a result the server keeps
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
+        self._wakers: set[asyncio.Future[None]] = set()  # naps in progress
         self._active: dict[str, RunningJob] = {}  # by lease id: leased, outcome not yet decided
         self._busy = 0  # slots at work; a timed-out job holds its slot until it returns
-        self._polling: asyncio.Future | None = None  # an idle long poll in flight
+        self._polling: asyncio.Future[Any] | None = None  # an idle long poll in flight
 
     # -- control -----------------------------------------------------------
 
@@ -141,7 +146,7 @@ class Worker:
         if self._polling is not None and self._loop is not None:
             self._loop.create_task(self._abandon(self._polling))
 
-    async def _abandon(self, poll: asyncio.Future) -> None:
+    async def _abandon(self, poll: asyncio.Future[Any]) -> None:
         """End the idle long poll: its connection closed, the server leases nothing
         more to it. Again until it ends: the request may not have been sent yet."""
         interrupt = getattr(self.client, "interrupt", None)
@@ -172,16 +177,22 @@ class Worker:
 
     async def _main(self, slots: list[Slot]) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        # One thread for the lease requests: they go out one at a time, each carrying
-        # whatever piled up meanwhile. Heartbeats have their own thread and
-        # connection: an outcome held up on the way must not hold up the heartbeats
-        # that keep its lease alive.
+        # One thread for the blocking exchanges (and for every one with a client that
+        # cannot use the loop's); heartbeats have their own thread and connection: an
+        # outcome held up on the way must not hold up the heartbeats that keep its
+        # lease alive.
         self._http = DaemonThreads(loop, 1, "taskframe-http")
         self._beats = DaemonThreads(loop, 1, "taskframe-heartbeat")
+        client = self.client
+        #: POST /lease and POST /heartbeats, awaited on the loop.
+        self._lease_call: Callable[..., Awaitable[dict[str, Any]]]
+        self._beat_call: Callable[..., Awaitable[dict[str, Any]]]
+        if getattr(client, "streams_ok", False):
+            self._lease_call, self._beat_call = client.alease, client.aheartbeats
+        else:
+            self._lease_call = partial(self._http.call, client.lease)
+            self._beat_call = partial(self._beats.call, client.heartbeats)
         self._runner = Runner(self.config, self.plugins, slots, loop, self._finish)
-        if self._stopping:  # stopped before it started
-            self._wake.set()
         heartbeats = loop.create_task(self._heartbeat_loop())
         self.started.set()
         try:
@@ -196,23 +207,29 @@ class Worker:
                     await self._nap(0.05)
             for threads in (self._http, self._beats):
                 threads.close()
+            self.client.close()  # while the loop runs: it closes the loop's connections
 
     def _wake_up(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        for waker in self._wakers:
+            if not waker.done():
+                waker.set_result(None)
 
     async def _nap(self, timeout: float) -> None:
         """Wait until something changes (a job ends, a stop, a cancel) or ``timeout``.
 
         Callers check their conditions just before, with no ``await`` between:
-        nothing can change unseen in between.
+        nothing can change unseen in between. (A future and a timer: cheaper than
+        ``wait_for`` on an event, which makes a task per nap.)
         """
-        assert self._wake is not None
-        self._wake.clear()
+        assert self._loop is not None
+        waker = self._loop.create_future()
+        timer = self._loop.call_later(timeout, _settle, waker)
+        self._wakers.add(waker)
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
+            await waker
+        finally:
+            timer.cancel()
+            self._wakers.discard(waker)
 
     # -- leasing -----------------------------------------------------------
 
@@ -233,10 +250,13 @@ class Worker:
             free = max(free, 0)
             wait = 0.0 if running else self.poll_interval
             sent = freshness.clock()
-            request = self._http.call(self.outbox.exchange, free, wait)
-            self._polling = request if wait > 0 else None
+            exchange = self.outbox.aexchange(self._lease_call, free, wait, self._isolate)
             try:
-                answer = await request
+                if wait > 0:  # a task: stop() may abandon it
+                    self._polling = asyncio.ensure_future(exchange)
+                    answer = await self._polling
+                else:
+                    answer = await exchange
             except ApiError as exc:
                 if self._stopping and isinstance(exc, Unavailable) and wait > 0:
                     # Abandoned by stop(): ask under its id for what it leased before the
@@ -266,6 +286,9 @@ class Worker:
                         freshness.screen, jobs, delivery, self._send_heartbeats, self._release
                     )
             await self._start(jobs)
+
+    async def _isolate(self, sent: list[dict[str, Any]]) -> None:
+        await self._http.call(self.outbox.isolate, sent)
 
     def _refused_at_start(self, exc: ApiError) -> None:
         """A 401 or 403 before any lease went through: the token will not do."""
@@ -398,7 +421,7 @@ class Worker:
         if not items:
             return
         try:
-            answers = await self._beats.call(self._send_heartbeats, items)
+            answers = await self._asend_heartbeats(items)
         except ApiError as exc:
             plan.failed(now, streak.failure(exc))
             return
@@ -406,14 +429,25 @@ class Worker:
         apply_answers(self._active, items, answers)
         self._wake_up()
 
-    def _send_heartbeats(self, leases: list[dict]) -> list[dict]:
+    def _send_heartbeats(self, leases: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``POST /heartbeats`` in requests within the server's limit; every answer."""
-        answers: list[dict] = []
+        answers: list[dict[str, Any]] = []
         for start in range(0, len(leases), MAX_HEARTBEATS):
             answer = self.client.heartbeats(self.worker_id, leases[start : start + MAX_HEARTBEATS])
-            self.heartbeat.note(answer)
-            answers += answer.get("leases") or []
+            answers += self._heard(answer)
         return answers
+
+    async def _asend_heartbeats(self, leases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`_send_heartbeats` on the loop."""
+        answers: list[dict[str, Any]] = []
+        for start in range(0, len(leases), MAX_HEARTBEATS):
+            answer = await self._beat_call(self.worker_id, leases[start : start + MAX_HEARTBEATS])
+            answers += self._heard(answer)
+        return answers
+
+    def _heard(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
+        self.heartbeat.note(answer)
+        return answer.get("leases") or []
 
     # -- shutdown ----------------------------------------------------------
 
@@ -433,7 +467,7 @@ class Worker:
                 await self._nap(self._wait_time(left))
                 continue
             try:
-                await self._http.call(self.outbox.exchange, 0, 0.0)
+                await self.outbox.aexchange(self._lease_call, 0, 0.0, self._isolate)
                 streak.success()
             except ApiError as exc:
                 await self._pause(min(streak.failure(exc), left), until_stop=False)
@@ -457,3 +491,8 @@ class Worker:
                 "%d outcome(s) unreported; they run again after their leases expire",
                 len(self.outbox),
             )
+
+
+def _settle(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)

@@ -14,6 +14,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from taskframe.client.errors import ApiError, Unavailable
@@ -49,6 +50,10 @@ class LeaseClient(Protocol):
         info: dict[str, Any] | None = None,
         queues: list[str] | None = None,
     ) -> dict[str, Any]: ...
+
+
+#: :meth:`LeaseClient.lease` as a coroutine function (the worker's, on its loop).
+AsyncLease = Callable[..., Awaitable[dict[str, Any]]]
 
 
 class Outbox:
@@ -102,20 +107,48 @@ class Outbox:
         when a 4xx refuses a batch, its completions are retried one by one so
         that one bad outcome cannot block the others.
         """
-        sent = self._next_batch()
+        sent, request_id, resent = self._begin()
+        try:
+            answer = self._lease(max_jobs, wait, sent, request_id, resent)
+        except ApiError as exc:
+            if self._failed(sent, exc):
+                self.isolate(sent)
+            raise
+        return self._answered(sent, answer)
+
+    async def aexchange(
+        self,
+        lease: AsyncLease,
+        max_jobs: int,
+        wait: float,
+        isolate: Callable[[list[dict[str, Any]]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        """:meth:`exchange` on the worker's loop: ``lease`` takes :meth:`LeaseClient.lease`'s
+        arguments; ``isolate(sent)`` runs :meth:`isolate` (blocking: in a thread)."""
+        sent, request_id, resent = self._begin()
+        try:
+            answer = await lease(*self._lease_args(max_jobs, wait, sent, request_id, resent))
+        except ApiError as exc:
+            if self._failed(sent, exc):
+                await isolate(sent)
+            raise
+        return self._answered(sent, answer)
+
+    def _begin(self) -> tuple[list[dict[str, Any]], str, bool]:
         # Kept until an answer arrives: a request whose answer was lost is
         # re-sent with the same id and gets back the jobs it had leased.
         self._request_id = self._request_id or secrets.token_hex(8)
-        try:
-            answer = self._lease(max_jobs, wait, sent, self._request_id, self._resent)
-        except Unavailable:
+        return self._next_batch(), self._request_id, self._resent
+
+    def _failed(self, sent: list[dict[str, Any]], exc: ApiError) -> bool:
+        """After a failed request: whether its completions need :meth:`isolate`."""
+        if isinstance(exc, Unavailable):
             self._resent = True
-            raise
-        except ApiError:
-            self._request_id, self._resent = None, False
-            if sent:
-                self._isolate(sent)
-            raise
+            return False
+        self._request_id, self._resent = None, False
+        return bool(sent)
+
+    def _answered(self, sent: list[dict[str, Any]], answer: dict[str, Any]) -> dict[str, Any]:
         self._request_id, self._resent = None, False
         self._settle(sent, answer.get("completions") or [])
         return answer
@@ -179,23 +212,23 @@ class Outbox:
         self,
         max_jobs: int,
         wait: float,
-        completions: list[dict],
+        completions: list[dict[str, Any]],
         request_id: str | None = None,
         resent: bool = False,
     ) -> dict[str, Any]:
+        return self.client.lease(*self._lease_args(max_jobs, wait, completions, request_id, resent))
+
+    def _lease_args(
+        self,
+        max_jobs: int,
+        wait: float,
+        completions: list[dict[str, Any]],
+        request_id: str | None,
+        resent: bool,
+    ) -> tuple[Any, ...]:
+        args = (self.worker_id, self.types, max_jobs, wait, completions, request_id, resent)
         # Queues only when chosen: clients written before queues keep working.
-        routing = {} if self.queues is None else {"queues": self.queues}
-        return self.client.lease(
-            self.worker_id,
-            self.types,
-            max_jobs,
-            wait,
-            completions,
-            request_id,
-            resent,
-            self.info,
-            **routing,
-        )
+        return (*args, self.info) if self.queues is None else (*args, self.info, self.queues)
 
     def _settle(self, sent: list[dict[str, Any]], answers: list[dict[str, Any]]) -> None:
         done = []
@@ -224,7 +257,7 @@ class Outbox:
             for key in gone:
                 self._sizes.pop(key, None)
 
-    def _isolate(self, sent: list[dict[str, Any]]) -> None:
+    def isolate(self, sent: list[dict[str, Any]]) -> None:
         """Send refused completions alone; one still refused becomes a plain failure
         that says why (a 413: too large), and one refused even so is dropped.
 

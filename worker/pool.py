@@ -154,7 +154,7 @@ class ProcessSlot:
                 if message[0] != PROGRESS:
                     *outcome, running.log, running.traceback, running.retry_after = message[:-1]
                     running.result_bytes = message[-1]
-                    return tuple(outcome)  # type: ignore[return-value]
+                    return tuple(outcome)  # type: ignore[return-value,unused-ignore]
                 running.set_progress(*message[1:])
             elif ready:
                 return Status.FAILED.value, None, self._died(), True

@@ -98,7 +98,7 @@ class Runner:
             return Outcome.FAILED.value, None, describe(exc), True
 
 
-def _task_outcome(task: asyncio.Task) -> JobOutcome:
+def _task_outcome(task: asyncio.Task[JobOutcome]) -> JobOutcome:
     if task.cancelled():  # before its attempt began
         return Outcome.FAILED.value, None, "the worker stopped", True
     if (exc := task.exception()) is not None:

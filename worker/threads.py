@@ -35,9 +35,10 @@ class DaemonThreads:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int, name: str) -> None:
         self.loop = loop
-        self._calls: queue.SimpleQueue[tuple[Callable, tuple, Callable] | None] = (
-            queue.SimpleQueue()
-        )
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any, BaseException | None], None]]
+            | None
+        ] = queue.SimpleQueue()
         self._done: deque[Done] = deque()
         self._wake_pending = False
         self._threads = [
@@ -48,12 +49,15 @@ class DaemonThreads:
             thread.start()
 
     def submit(
-        self, fn: Callable[..., Any], args: tuple, then: Callable[[Any, BaseException | None], None]
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        then: Callable[[Any, BaseException | None], None],
     ) -> None:
         """Run ``fn(*args)`` in a thread; ``then(result, exception)`` runs on the loop."""
         self._calls.put((fn, args, then))
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+    def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """``fn(*args)`` in a thread, as a future of the loop."""
         future = self.loop.create_future()
 

@@ -127,10 +127,16 @@ class Gates:
                 raise RuntimeError("stopped on cancel")
         return "opened"
 
+    @staticmethod
+    def echo(payload: dict[str, Any], context: ExecutorContext) -> str:
+        return str(payload["text"])
+
     @hookimpl
     def taskframe_register_executors(self, register: Callable[[Executor], None]) -> None:
         schema = type("BlockSchema", (Schema,), {"honour_cancel": fields.Boolean()})()
         register(Executor(name="block", schema=schema, run=self.block))
+        echo_schema = type("EchoSchema", (Schema,), {"text": fields.String()})()
+        register(Executor(name="echo", schema=echo_schema, run=self.echo))
 
 
 @pytest.fixture
@@ -307,3 +313,23 @@ def test_a_running_jobs_log_rides_on_its_heartbeats_when_the_server_takes_it(
         assert logs and "sleeping 0.3 s" in logs[0]
     else:  # a server that does not take the field would refuse the whole request
         assert logs == []
+
+
+class KeepsLittle(FakeClient):
+    """Announces a ``max_result`` (bytes of a result's JSON that the server keeps)."""
+
+    def announced(self) -> dict[str, Any]:
+        return {**super().announced(), "max_result": 3000}
+
+
+def test_a_result_is_measured_as_the_server_measures_it(run) -> None:
+    """In UTF-8, as the server encodes it. Before: as ``json.dumps`` escapes it to
+    ASCII, 6 bytes per "é", so a result the server keeps was failed as too large."""
+    client = KeepsLittle()
+    run(client, concurrency=1)
+    fits = client.add("echo", {"text": "é" * 1000})  # 2,002 bytes in UTF-8
+    too_large = client.add("echo", {"text": "e" * 3000})
+    assert client.outcome(fits)["status"] == "succeeded"
+    assert client.outcome(fits)["result"] == "é" * 1000
+    assert client.outcome(too_large)["status"] == "failed"
+    assert "3002 bytes" in client.outcome(too_large)["error"]
