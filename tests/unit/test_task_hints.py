@@ -3,9 +3,9 @@
 For each hint, a reference checker written here (what a function with that
 hint accepts from JSON) and the generated schema must agree on every value:
 random JSON, values built to fit the hint, and those values slightly broken.
-200 examples each (derandomized under CI=true) still fail on each of six bugs
-put into core/hints.py on purpose (bools as ints or floats, a lost float(), a
-lost allow_none...), as 600 did; 600 took 3 s of the unit tier.
+200 examples each (derandomized under CI=true) still fail on each of four bugs
+put into core/hints.py on purpose (a bool taken as an int, or as a float, a
+lost float(), a lost allow_none), as 600 did; 600 took 3 s of the unit tier.
 """
 
 from __future__ import annotations
