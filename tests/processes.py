@@ -34,15 +34,21 @@ WORKER_ARGS = (
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, message: str = ""):
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout``."""
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout``.
+
+    The first polls come after 5 ms, the pause doubling up to ``interval``: a condition
+    met at once costs no full interval, a long wait polls no more often than asked.
+    """
     deadline = time.monotonic() + timeout
+    pause = min(0.005, interval)
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message or predicate}")
-        time.sleep(interval)
+        time.sleep(pause)
+        pause = min(pause * 2, interval)
 
 
 #: One child process whose output goes to a log file (the plugin authors' fixture class).

@@ -3,6 +3,9 @@
 For each hint, a reference checker written here (what a function with that
 hint accepts from JSON) and the generated schema must agree on every value:
 random JSON, values built to fit the hint, and those values slightly broken.
+200 examples each (derandomized under CI=true) still fail on each of four bugs
+put into core/hints.py on purpose (a bool taken as an int, or as a float, a
+lost float(), a lost allow_none), as 600 did; 600 took 3 s of the unit tier.
 """
 
 from __future__ import annotations
@@ -239,13 +242,13 @@ def accepts(index: int, value: Any) -> bool:
 hint_index = st.integers(0, len(HINTS) - 1)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(hint_index, json_values)
 def test_the_schema_takes_exactly_the_json_the_hint_allows(index, value):
     assert accepts(index, value) == conforms(value, HINTS[index]), (HINTS[index], value)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(hint_index.flatmap(lambda i: st.tuples(st.just(i), fitting(HINTS[i]))))
 def test_the_schema_accepts_every_value_that_fits(case):
     index, value = case
@@ -253,7 +256,7 @@ def test_the_schema_accepts_every_value_that_fits(case):
     assert accepts(index, value), (HINTS[index], value)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     hint_index.flatmap(lambda i: fitting(HINTS[i]).flatmap(broken).map(lambda value: (i, value)))
 )
@@ -262,7 +265,7 @@ def test_a_broken_value_is_refused_unless_it_still_fits(case):
     assert accepts(index, value) == conforms(value, HINTS[index]), (HINTS[index], value)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(hint_index.flatmap(lambda i: st.tuples(st.just(i), fitting(HINTS[i]))))
 def test_the_function_gets_the_types_its_hints_name(case):
     index, value = case

@@ -49,6 +49,8 @@ class FakeClient:
         self.concurrency = 0
         self.live_log = False  # whether it announces that it takes live log lines
         self.beats: list[dict[str, Any]] = []  # every heartbeat entry sent
+        self.exchanges = 0  # lease and heartbeat calls
+        self.closed = threading.Event()  # the worker has ended (it closes its client last)
         self._next_id = 1
 
     def add(self, job_type: str, payload: dict[str, Any], **fields: Any) -> int:
@@ -70,6 +72,7 @@ class FakeClient:
     def lease(self, worker_id, types, max_jobs, wait, completions, request_id=None,
               resent=False, info=None) -> dict[str, Any]:  # fmt: skip
         with self.lock:
+            self.exchanges += 1
             self.calls.append({"max": max_jobs, "completions": [c["job_id"] for c in completions],
                                "request_id": request_id, "resent": resent})  # fmt: skip
             if completions and self.lose > 0:
@@ -92,6 +95,7 @@ class FakeClient:
 
     def heartbeats(self, worker_id, leases) -> dict[str, Any]:
         with self.lock:
+            self.exchanges += 1
             self.beats += leases
             answers = [
                 {"job_id": x["job_id"], "ok": True, "cancel_requested": x["job_id"] in self.cancel}
@@ -105,7 +109,12 @@ class FakeClient:
             self.held.discard(job_id)
 
     def close(self) -> None:
-        pass
+        self.closed.set()
+
+    def talks(self, times: int) -> None:
+        """Wait until the worker has called the server ``times`` more times."""
+        since = self.exchanges
+        wait_until(lambda: self.exchanges >= since + times, 10, 0.005, f"{times} calls")
 
     def outcome(self, job_id: int, timeout: float = 20.0) -> dict[str, Any]:
         return wait_until(lambda: self.outcomes.get(job_id), timeout, message=f"job {job_id}")
@@ -189,7 +198,7 @@ def test_it_leases_only_free_slots(fake, gates, start) -> None:
     start(concurrency=2)
     for _ in range(2):
         assert gates.started.acquire(timeout=10)
-    time.sleep(0.2)  # the worker keeps talking to the server meanwhile (heartbeats)
+    fake.talks(3)  # the worker keeps talking to the server meanwhile (heartbeats)
     assert len(fake.queue) == 3 and fake.held == set(ids[:2])
     gates.gate.set()
     for job_id in ids:
@@ -223,7 +232,7 @@ def test_a_timed_out_job_is_reported_while_its_thread_still_runs(fake, gates, st
     assert outcome["retryable"] is True
     # The deaf thread holds its slot: nothing more is leased until it returns.
     other = fake.add("block", {})
-    time.sleep(0.3)
+    time.sleep(0.3)  # six poll intervals in which it must lease nothing (it calls no one)
     assert fake.queue and fake.queue[0]["id"] == other
     gates.gate.set()
     assert fake.outcome(other)["status"] == "succeeded"
@@ -246,12 +255,12 @@ def test_shutdown_lets_a_job_finish_within_the_grace(fake, gates, start) -> None
     job_id = fake.add("block", {})
     assert gates.started.acquire(timeout=10)
     worker.stop()
-    time.sleep(0.2)
+    fake.talks(3)  # heartbeats, through the grace
     assert job_id not in fake.outcomes  # still running, still held
     queued = fake.add("block", {})
     gates.gate.set()
     assert fake.outcome(job_id)["status"] == "succeeded"
-    time.sleep(0.2)
+    assert fake.closed.wait(10)  # the worker has ended
     assert fake.queue[0]["id"] == queued  # a stopping worker leases nothing more
 
 
