@@ -25,6 +25,7 @@ import orjson
 
 from taskframe.core import json_codec
 from taskframe.server.storage.base import (
+    NEW_JOB_FIELDS,
     JobRow,
     Params,
     Row,
@@ -32,8 +33,8 @@ from taskframe.server.storage.base import (
     StoreUnavailable,
     Transaction,
     apply_migrations,
-    job_rows,
     load_queries,
+    new_job_row,
     with_filters,
     without_nul,
 )
@@ -162,9 +163,14 @@ class SQLiteTransaction:
     def insert_jobs(self, rows: Sequence[Params]) -> list[JobRow]:
         if not rows:
             return []
-        before = (self.one("last_job_id") or {})["id"]
-        self._connection.executemany(QUERIES["insert_jobs_without_keys"], rows)
-        return job_rows(self.all("jobs_inserted_after", {"id": before}))
+        # One JSON array per job (positions read faster than keys); ids are drawn in
+        # the order given, whatever order RETURNING gives them back in.
+        values = [[row[name] for name in NEW_JOB_FIELDS] for row in map(without_nul, rows)]
+        cursor = self._connection.execute(
+            QUERIES["insert_jobs_without_keys"], {"rows": _set_json(values)}
+        )
+        ids = sorted(job_id for (job_id,) in cursor.fetchall())
+        return [new_job_row(row, job_id) for row, job_id in zip(rows, ids, strict=True)]
 
     def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         sql = QUERIES[query]
