@@ -122,16 +122,24 @@ NEW_JOB_FIELDS = (
 def new_job_row(params: Params, job_id: int) -> JobRow:
     """The row ``insert_jobs`` stored for ``params`` under ``job_id``, as a read gives it:
     a batch's rows are not read back (that cost as much as inserting them).
-    ``tests/unit/test_submission_rows.py`` compares it with the stored row, both backends."""
-    row: dict[str, Any] = dict(_NEW_JOB_DEFAULTS)
-    for name in NEW_JOB_FIELDS:
-        row[name] = params.get(name)
-    timeout = row["timeout"]
-    row["timeout"] = None if timeout is None else float(timeout)
-    row["run_at"] = float(row["run_at"])  # REAL and float8 columns: a float, as read
-    row["created_at"] = float(row["created_at"])
-    row["id"] = job_id
-    row["status"] = "scheduled" if row["run_at"] > row["created_at"] else "queued"
+    ``tests/unit/test_row_shape.py`` compares it with the stored row, both backends."""
+    run_at, created_at, timeout = params["run_at"], params["created_at"], params["timeout"]
+    row = {
+        **_NEW_JOB_DEFAULTS,
+        "id": job_id,
+        "type": params["type"],
+        "payload": params["payload"],
+        "priority": params["priority"],
+        "status": "scheduled" if run_at > created_at else "queued",
+        "max_attempts": params["max_attempts"],
+        # REAL and float8 columns: a float, as a read gives it.
+        "timeout": None if timeout is None else float(timeout),
+        "run_at": float(run_at),
+        "created_at": float(created_at),
+        "notify_url": params["notify_url"],
+        "queue": params["queue"],
+        "on_dependency_failure": params["on_dependency_failure"],
+    }
     return cast(JobRow, row)
 
 
