@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
+from typing import Any
 
 import orjson
 
@@ -105,7 +106,7 @@ def _adapt(params: Params | None) -> Params:
     }
 
 
-def _set_json(rows: Sequence[Params]) -> str:
+def _set_json(rows: Sequence[Params] | Sequence[list[Any]]) -> str:
     """The rows of a set-based statement as one JSON array.
 
     Their values are the server's own (ids, times, statuses, JSON text): orjson
