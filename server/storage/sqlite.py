@@ -164,6 +164,11 @@ class SQLiteTransaction:
     def insert_jobs(self, rows: Sequence[Params]) -> list[JobRow]:
         if not rows:
             return []
+        if len(rows) == 1:
+            [row] = rows
+            cursor = self._connection.execute(QUERIES["insert_job_without_key"], _adapt(row))
+            assert cursor.lastrowid is not None  # a row was inserted: no conflict possible
+            return [new_job_row(row, cursor.lastrowid)]
         # One JSON array per job (positions read faster than keys); ids are drawn in
         # the order given, whatever order RETURNING gives them back in.
         values = [[row[name] for name in NEW_JOB_FIELDS] for row in map(without_nul, rows)]

@@ -345,6 +345,16 @@ VALUES (:type, :payload, :priority,
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
+-- name: insert_job_without_key
+-- One job of insert_jobs: json_each costs more than the insert of a single row, and
+-- RETURNING as much again; its id is the connection's last insert rowid.
+INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
+                  run_at, created_at, notify_url, queue, on_dependency_failure)
+VALUES (:type, :payload, :priority,
+        CASE WHEN :run_at > :created_at THEN 'scheduled' ELSE 'queued' END,
+        0, :max_attempts, :timeout, :run_at, :created_at, :notify_url, :queue,
+        :on_dependency_failure);
+
 -- name: insert_jobs_without_keys
 -- Bulk submission in one statement: :rows is a JSON array with one array per job,
 -- its fields in the order of base.NEW_JOB_FIELDS. Ids are drawn in that order.
