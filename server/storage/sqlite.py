@@ -170,8 +170,9 @@ class SQLiteTransaction:
             assert cursor.lastrowid is not None  # a row was inserted: no conflict possible
             return [new_job_row(row, cursor.lastrowid)]
         # One JSON array per job (positions read faster than keys); ids are drawn in
-        # the order given, whatever order RETURNING gives them back in.
-        values = [[row[name] for name in NEW_JOB_FIELDS] for row in map(without_nul, rows)]
+        # the order given, whatever order RETURNING gives them back in. No NUL to
+        # replace (json_each would cut text at one): none of these fields can hold one.
+        values = [[row[name] for name in NEW_JOB_FIELDS] for row in rows]
         cursor = self._connection.execute(
             QUERIES["insert_jobs_without_keys"], {"rows": _set_json(values)}
         )
