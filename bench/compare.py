@@ -8,7 +8,8 @@ the same way for all: by polling that counter. At the end of each workload the
 counter and the bitmap must both equal the number of jobs (each ran, once).
 
 - W1: ``--jobs`` jobs submitted one by one from one Python thread (the
-  submission rate), then 2 workers run them (taskframe: 2 workers of 64
+  submission rate: taskframe's ``Client.submit``, Huey's and Celery's own
+  enqueue call), then 2 workers run them (taskframe: 2 workers of 64
   thread slots, as the docs recommend for short jobs; Huey: one consumer
   with 2 worker processes; Celery: one worker with 2 prefork processes):
   jobs/s from the workers' start, and from the first job done to the last.
@@ -51,6 +52,8 @@ sys.path[:0] = [str(HERE), str(HERE / "peers")]
 
 import bench_plugin  # noqa: E402
 from harness import BIN, BenchError, Deadline, Env, Proc, new_workdir, verify_succeeded  # noqa: E402
+
+from taskframe.client import Client  # noqa: E402
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 SYSTEMS = ("taskframe-sqlite", "taskframe-postgres", "huey", "celery")
@@ -100,10 +103,12 @@ class Taskframe:
     def __init__(self, db: str, workdir: Path, label: str) -> None:
         self.env = Env(db, workdir, label, [], [])
         self.ids: set[int] = set()
+        # Jobs go in through the project's own client, as Huey's through its enqueue.
+        self.client = Client(self.env.url)
 
     def submit(self, n: int, key: str, sleep: float = 0.0) -> None:
         payload = {"n": n, "key": key, "sleep": sleep}
-        self.ids.add(self.env.api.submit({"type": "redis_mark", "payload": payload}))
+        self.ids.add(self.client.submit("redis_mark", payload).id)
 
     def verify(self) -> None:
         """Through the API too: every job succeeded, in exactly one attempt.
@@ -120,6 +125,7 @@ class Taskframe:
         self.env.check_alive()
 
     def close(self) -> list[str]:
+        self.client.close()
         self.env.close()
         return self.env.notes
 

@@ -61,6 +61,29 @@ class _Route:
         return self.prefix + path
 
 
+class _HTTPConnection(http.client.HTTPConnection):
+    """A request whose body is bytes goes out in one send with its headers.
+
+    http.client sends the headers, then the body: two TCP segments per call,
+    so the server wakes and reads twice for one request (and delayed ACKs may
+    hold the second segment back).
+    """
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if type(message_body) is not bytes or encode_chunked:
+            super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+            return
+        buffer = self._buffer  # type: ignore[attr-defined]  # http.client's own
+        buffer.extend((b"", message_body))  # what _send_output adds, then the body
+        request = b"\r\n".join(buffer)
+        del buffer[:]
+        self.send(request)
+
+
+class _HTTPSConnection(_HTTPConnection, http.client.HTTPSConnection):
+    """The same over TLS (one TLS record, then)."""
+
+
 class CertificateFileError(ValueError):
     """The CA bundle given (``ca_cert``) cannot be loaded."""
 
@@ -290,10 +313,8 @@ class Transport:
     def _new_connection(self, route: _Route) -> http.client.HTTPConnection:
         host, port = route.proxy or (route.host, route.port)
         if not route.https:
-            return http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
-        connection = http.client.HTTPSConnection(
-            host, port, timeout=self.connect_timeout, context=self._tls
-        )
+            return _HTTPConnection(host, port, timeout=self.connect_timeout)
+        connection = _HTTPSConnection(host, port, timeout=self.connect_timeout, context=self._tls)
         if route.proxy is not None:
             tunnel_headers = {"Proxy-Authorization": route.proxy_auth} if route.proxy_auth else None
             connection.set_tunnel(route.host, route.port, headers=tunnel_headers)

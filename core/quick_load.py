@@ -14,6 +14,7 @@ which spares them walking payloads and results for such text.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from taskframe.core import limits, model, schemas, strict_json
@@ -46,9 +47,11 @@ def quick_load_submit(data: object, text_checked: bool = False) -> dict[str, Any
     timeout = data.get("timeout")
     key = data.get("idempotency_key")
     queue = data.get("queue", schemas.DEFAULT_QUEUE)
+    job_type = data.get("type")
     if (
-        not schemas.is_queue_name(queue)
-        or not _is_id_text(data.get("type"))
+        type(job_type) is not str
+        or type(queue) is not str
+        or not _known_names(job_type, queue)
         or type(payload) is not dict
         or not all(type(name) is str for name in payload)
         or (not text_checked and strict_json.surrogate_path(payload) is not None)
@@ -90,6 +93,12 @@ def quick_load_batch(data: object, text_checked: bool = False) -> dict[str, Any]
 _LEASE_KEYS = frozenset(schemas.LeaseRequestSchema._declared_fields)
 _COMPLETION_KEYS = frozenset(schemas.CompletionItemSchema._declared_fields)
 _OUTCOMES = frozenset(model.REPORTED)
+
+
+@functools.lru_cache(maxsize=1024)
+def _known_names(job_type: str, queue: str) -> bool:
+    """A valid job type and queue name (the few of a batch are checked once)."""
+    return _is_id_text(job_type) and schemas.is_queue_name(queue)
 
 
 def _is_id_text(value: object) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from taskframe.core import json_codec
 from taskframe.core.errors import ErrorCode, JobConflict
@@ -135,33 +135,33 @@ class JobInserter:
         A unit whose idempotency key conflicts yields a JobConflict instead of
         its rows; the other units are committed.
         """
-        outcomes: list[list[Submitted] | JobConflict] = []
-        created_any = False
+        outcomes: list[list[Submitted] | JobConflict | None] = [None] * len(units)
         inserted: list[JobRow] = []  # as inserted, for the counts (no trigger counts inserts)
         with self.store.transaction() as tx:
-            for params in units:
+            # Jobs without key or dependency (nearly all) go in one set-based insert,
+            # whatever unit they belong to: nothing about them can conflict.
+            plain = [i for i, unit in enumerate(units) if all(_plain(p) for p in unit)]
+            rows = tx.insert_jobs([params for i in plain for params in units[i]])
+            inserted += rows
+            start = 0
+            for i in plain:
+                end = start + len(units[i])
+                outcomes[i] = [(row, True) for row in rows[start:end]]
+                start = end
+            for i, params in enumerate(units):
+                if outcomes[i] is not None:
+                    continue
                 if any("_depends_on" in p for p in params):
-                    chain = self._insert_chain(tx, params, inserted)
-                    created_any = created_any or any(c for _, c in chain)
-                    outcomes.append(chain)
-                    continue
-                if len(params) > 1 and all(p["idempotency_key"] is None for p in params):
-                    rows = tx.insert_jobs(params)
-                    inserted += rows
-                    outcomes.append([(row, True) for row in rows])
-                    created_any = True
-                    continue
-                outcome = self._key_conflict(tx, params) or self._insert_keyed(tx, params, inserted)
-                created_any = created_any or (
-                    not isinstance(outcome, JobConflict) and any(c for _, c in outcome)
-                )
-                outcomes.append(outcome)
-            if created_any:
+                    outcomes[i] = self._insert_chain(tx, params, inserted)
+                else:
+                    conflict = self._key_conflict(tx, params)
+                    outcomes[i] = conflict or self._insert_keyed(tx, params, inserted)
+            if inserted:
                 counts.added(tx, inserted)
                 # Other servers hear of them at commit; this one's waiters are woken by
                 # the intake, for each caller (submissions share this commit).
                 self.publisher.before_commit(tx, Changes(self.clock(), submitted=inserted))
-        return outcomes
+        return cast("list[list[Submitted] | JobConflict]", outcomes)
 
     def _insert_chain(
         self, tx: Transaction, unit: list[dict[str, Any]], inserted: list[JobRow]
@@ -285,6 +285,11 @@ class JobInserter:
             # Resolved to ids at insertion ("$N" names a job of the same batch).
             **({"_depends_on": job["depends_on"]} if "depends_on" in job else {}),
         }
+
+
+def _plain(params: dict[str, Any]) -> bool:
+    """A job without idempotency key or dependencies: inserted without any check."""
+    return params["idempotency_key"] is None and "_depends_on" not in params
 
 
 def _key_used(key: str, job_id: int) -> JobConflict:

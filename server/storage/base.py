@@ -81,6 +81,68 @@ class AttemptRow(AttemptRecord):
     id: int
 
 
+#: What a new job's row holds besides what its submission gives (the columns' defaults).
+_NEW_JOB_DEFAULTS: dict[str, Any] = {
+    "attempts": 0,
+    "started_at": None,
+    "finished_at": None,
+    "worker_id": None,
+    "lease_id": None,
+    "lease_expires_at": None,
+    "deadline": None,
+    "cancel_requested": False,
+    "result": None,
+    "error": None,
+    "idempotency_key": None,
+    "request_hash": None,
+    "lease_request": None,
+    "attempt_grant": None,
+    "depends_on": None,
+    "deps_pending": 0,
+    "on_dependency_failure": None,
+    "has_dependants": False,
+    "progress": None,
+    "live_log": None,
+}
+#: The fields of a job ``insert_jobs`` stores, in the order its statement reads them.
+NEW_JOB_FIELDS = (
+    "type",
+    "payload",
+    "priority",
+    "max_attempts",
+    "timeout",
+    "run_at",
+    "created_at",
+    "notify_url",
+    "queue",
+    "on_dependency_failure",
+)
+
+
+def new_job_row(params: Params, job_id: int) -> JobRow:
+    """The row ``insert_jobs`` stored for ``params`` under ``job_id``, as a read gives it:
+    a batch's rows are not read back (that cost as much as inserting them).
+    ``tests/unit/test_row_shape.py`` compares it with the stored row, both backends."""
+    run_at, created_at, timeout = params["run_at"], params["created_at"], params["timeout"]
+    row = {
+        **_NEW_JOB_DEFAULTS,
+        "id": job_id,
+        "type": params["type"],
+        "payload": params["payload"],
+        "priority": params["priority"],
+        "status": "scheduled" if run_at > created_at else "queued",
+        "max_attempts": params["max_attempts"],
+        # REAL and float8 columns: a float, as a read gives it.
+        "timeout": None if timeout is None else float(timeout),
+        "run_at": float(run_at),
+        "created_at": float(created_at),
+        "notify_url": params["notify_url"],
+        "queue": params["queue"],
+        "on_dependency_failure": params["on_dependency_failure"],
+    }
+    return cast(JobRow, row)
+
+
 #: The parameters that carry text as a worker or a remote server sent it: errors
 #: (quoting remote bodies), logs, tracebacks. PostgreSQL text cannot hold NUL and
 #: SQLite's JSON reader (``run_set``) ends a string at one, so both backends store
@@ -140,7 +202,8 @@ class Transaction(Protocol):
         ...
 
     def insert_jobs(self, rows: Sequence[Params]) -> list[JobRow]:
-        """Insert jobs without idempotency keys in one batch; return their rows in order."""
+        """Insert jobs without idempotency keys in one statement; return their rows in
+        order (built by :func:`new_job_row`, not read back)."""
         ...
 
     def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:

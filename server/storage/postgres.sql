@@ -348,7 +348,7 @@ FROM unnest(%(type)s::text[], %(payload)s::text[], %(priority)s::int[],
      WITH ORDINALITY AS j (type, payload, priority, max_attempts, timeout, run_at,
                            created_at, notify_url, queue, on_dependency_failure, n)
 ORDER BY n
-RETURNING *;
+RETURNING id;
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s;

@@ -20,11 +20,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
+from typing import Any
 
 import orjson
 
 from taskframe.core import json_codec
 from taskframe.server.storage.base import (
+    NEW_JOB_FIELDS,
     JobRow,
     Params,
     Row,
@@ -32,8 +34,8 @@ from taskframe.server.storage.base import (
     StoreUnavailable,
     Transaction,
     apply_migrations,
-    job_rows,
     load_queries,
+    new_job_row,
     with_filters,
     without_nul,
 )
@@ -104,7 +106,7 @@ def _adapt(params: Params | None) -> Params:
     }
 
 
-def _set_json(rows: Sequence[Params]) -> str:
+def _set_json(rows: Sequence[Params] | Sequence[list[Any]]) -> str:
     """The rows of a set-based statement as one JSON array.
 
     Their values are the server's own (ids, times, statuses, JSON text): orjson
@@ -162,9 +164,20 @@ class SQLiteTransaction:
     def insert_jobs(self, rows: Sequence[Params]) -> list[JobRow]:
         if not rows:
             return []
-        before = (self.one("last_job_id") or {})["id"]
-        self._connection.executemany(QUERIES["insert_jobs_without_keys"], rows)
-        return job_rows(self.all("jobs_inserted_after", {"id": before}))
+        if len(rows) == 1:
+            [row] = rows
+            cursor = self._connection.execute(QUERIES["insert_job_without_key"], _adapt(row))
+            assert cursor.lastrowid is not None  # a row was inserted: no conflict possible
+            return [new_job_row(row, cursor.lastrowid)]
+        # One JSON array per job (positions read faster than keys); ids are drawn in
+        # the order given, whatever order RETURNING gives them back in. No NUL to
+        # replace (json_each would cut text at one): none of these fields can hold one.
+        values = [[row[name] for name in NEW_JOB_FIELDS] for row in rows]
+        cursor = self._connection.execute(
+            QUERIES["insert_jobs_without_keys"], {"rows": _set_json(values)}
+        )
+        ids = sorted(job_id for (job_id,) in cursor.fetchall())
+        return [new_job_row(row, job_id) for row, job_id in zip(rows, ids, strict=True)]
 
     def returning_many(self, query: str, rows: Sequence[Params]) -> list[Row | None]:
         sql = QUERIES[query]

@@ -135,3 +135,26 @@ def test_a_submission_that_cannot_be_prepared_fails_alone(sqlite_url: str):
     store.close()
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT count(*) FROM jobs").fetchone() == (HONEST + 1,)
+
+
+def test_plain_and_keyed_submissions_sharing_a_commit_each_get_their_own_row(store):
+    """Plain jobs of a group go in one set-based insert, keyed ones one by one: every
+    caller still gets its own job back, in its place, and a known key its old job."""
+    scheduler = Scheduler(store, ServerConfig())
+    inserter = scheduler.intake.inserter
+    [(earlier, _)] = scheduler.submit([{"type": "sleep", "payload": {}, "idempotency_key": "k1"}])
+
+    def job(n: int, key: str | None = None) -> dict:
+        return {"type": "sleep", "payload": {"n": n}, "idempotency_key": key}
+
+    jobs = [job(0), job(1, "k1"), job(2), job(3, "k2"), job(4)]
+    prepared = [inserter.new_job_params(j, 1000.0) for j in jobs]
+    prepared[1]["request_hash"] = earlier["request_hash"]  # the same request as before
+    outcomes = inserter._insert_single_jobs(prepared)
+    assert [created for _, created in outcomes] == [True, False, True, True, True]
+    assert outcomes[1][0]["id"] == earlier["id"]
+    for n, (row, _) in enumerate(outcomes):
+        stored = scheduler.get(row["id"])
+        assert stored == row
+        assert stored["payload"] == (earlier["payload"] if n == 1 else f'{{"n":{n}}}')
+    assert len({row["id"] for row, _ in outcomes}) == len(jobs)

@@ -58,3 +58,24 @@ def test_statement_parameters_are_cleaned_in_place():
     assert params == {"id": 1, "error": "x\ufffd", "log": None, "traceback": "fine"}
     read_only = MappingProxyType({"error": "\x00"})
     assert without_nul(read_only) == {"error": "\ufffd"} and read_only["error"] == "\x00"
+
+
+def test_a_batch_gives_the_rows_it_stored_without_reading_them_back(scheduler, store):
+    """insert_jobs builds its rows (new_job_row): they must be what a read gives."""
+    jobs = [
+        {"type": "sleep", "payload": {"duration": 0, "note": "nul \x00 in a payload"}},
+        {"type": "sleep", "payload": {}, "priority": 7, "timeout": 30, "queue": "q"},
+        {"type": "sleep", "payload": {}, "delay": 60, "max_attempts": 1},
+        {"type": "sleep", "payload": {}, "notify_url": "https://example.com/hook"},
+        {"type": "sleep", "payload": {}, "on_dependency_failure": "run"},
+    ]
+    results = scheduler.submit(jobs)
+    assert [created for _, created in results] == [True] * len(jobs)
+    rows = [row for row, _ in results]
+    assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
+    assert [row["status"] for row in rows] == ["queued", "queued", "scheduled", "queued", "queued"]
+    with store.reader() as tx:
+        for row in rows:
+            stored = tx.one("get_job", {"id": row["id"]})
+            assert row == stored
+            assert {k: type(v) for k, v in row.items()} == {k: type(v) for k, v in stored.items()}

@@ -4,6 +4,7 @@ errors by kind, the bearer token, a private CA, kept-alive connections, proxies.
 from __future__ import annotations
 
 import base64
+import http.client
 import ssl
 import subprocess
 import threading
@@ -343,3 +344,20 @@ def test_https_goes_through_HTTPS_PROXY_in_a_tunnel(
     assert transport.call("GET", "/health") == {"status": "ok"}  # the same tunnel
     address = server.url.removeprefix("https://")
     assert proxy.lines == [f"CONNECT {address} HTTP/1.0"]
+
+
+@pytest.mark.parametrize("body", [b'{"type": "sleep"}', b""])
+def test_a_request_goes_out_in_one_send_with_its_body(body):
+    """Headers and body in one segment: the server reads a request once, not twice."""
+    from taskframe.client.transport import _HTTPConnection
+
+    def sent_by(connection: http.client.HTTPConnection) -> list[bytes]:
+        sends: list[bytes] = []
+        connection.send = sends.append  # type: ignore[method-assign]  # where it leaves
+        connection.request("POST", "/jobs", body, {"Content-Type": "application/json"})
+        return sends
+
+    ours = sent_by(_HTTPConnection("127.0.0.1", 9))
+    stock = sent_by(http.client.HTTPConnection("127.0.0.1", 9))
+    assert len(ours) == 1 and ours[0] == b"".join(stock)
+    assert ours[0].endswith(b"\r\n\r\n" + body)
