@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.server.engine.attempts import Attempts
 from taskframe.server.engine.notify import ChangeNotifier, WaitSlots
-from taskframe.server.engine.wakeups import work_key
 from taskframe.server.storage import JobRow
 
 log = logging.getLogger("taskframe.server")
@@ -76,12 +75,12 @@ class Leasing:
             return [], False
         if queues is not None and not queues:
             return [], False
-        jobs = self.attempts.lease_now(worker_id, types, limit, request_id, queues)
-        if jobs or wait <= 0 or self.notifier.closed:
-            return jobs, False
+        if wait <= 0 or self.notifier.closed:
+            return self.attempts.lease_now(worker_id, types, limit, request_id, queues), False
         with self.wait_slots.slot() as may_wait:
             if not may_wait:
-                return [], True
+                jobs = self.attempts.lease_now(worker_id, types, limit, request_id, queues)
+                return jobs, not jobs
             return self._long_poll(worker_id, types, limit, wait, request_id, queues, gone), False
 
     def _long_poll(
@@ -94,22 +93,25 @@ class Leasing:
         queues: list[str] | None,
         gone: Callable[[], bool] | None,
     ) -> list[JobRow]:
+        """Lease once, then once per wake-up for work this request serves.
+
+        The waiter is registered before the first look, so that a job made ready
+        meanwhile wakes it; that first look reads before it writes (a worker back
+        for more usually finds nothing, and a read costs no write lock)."""
         deadline = time.monotonic() + wait
-        woken = False
-        with self.notifier.waiting():
+        jobs: list[JobRow] = []
+        with self.notifier.waiting_for_work(types, queues, gone) as waiter:
+            look = self.attempts.lease_if_ready
             while True:
-                generation = self.notifier.generation
                 if gone is not None and gone():
                     return []  # nobody would read the answer: lease nothing
-                jobs = self.attempts.lease_now(worker_id, types, limit, request_id, queues)
-                remaining = deadline - time.monotonic()
-                if jobs or remaining <= 0 or self.notifier.closed:
-                    if woken and len(jobs) == limit:
-                        # Woken (maybe by another process's change, of unknown size)
-                        # and the batch is full: there may be more, pass the wake-up on.
-                        self.notifier.work_ready({work_key(jobs[-1]): 1})
-                    return jobs
-                woken = self.notifier.wait_for_work(types, generation, remaining, queues, gone)
+                jobs = look(worker_id, types, limit, request_id, queues)
+                look = self.attempts.lease_now
+                if jobs or deadline - time.monotonic() <= 0 or self.notifier.closed:
+                    break
+                waiter.wait(deadline - time.monotonic())
+        self.notifier.pass_on(waiter, full=len(jobs) == limit)
+        return jobs
 
     def release_undelivered(self, worker_id: str, rows: list[JobRow]) -> int:
         """Give back jobs leased for an answer that cannot be delivered (the worker hung

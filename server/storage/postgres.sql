@@ -519,6 +519,15 @@ FROM numbered
 WHERE jobs.id = numbered.id AND jobs.status = 'queued'
 RETURNING jobs.*;
 
+-- name: any_queued
+-- Whether a lease could find anything, read without a transaction or a lock: a queued
+-- job of these types (in these queues; NULL: any). A long-poll looks so before it writes.
+SELECT EXISTS (
+    SELECT 1 FROM jobs
+    WHERE status = 'queued' AND type = ANY(%(types)s::text[])
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+) AS found;
+
 -- name: leased_by_request
 SELECT * FROM jobs
 WHERE lease_request = %(lease_request)s AND status = 'running' AND worker_id = %(worker_id)s;
