@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -141,6 +142,8 @@ class PostgresStore:
         # Our own NOTIFY payload: the listener ignores what this process sent,
         # since the scheduler already woke the local waiters itself.
         self._origin = uuid.uuid4().hex
+        #: The schema's NOTIFY channel (``change_channel``), known after the first notify.
+        self._channel: str | None = None
         self._closed = threading.Event()
         self._watchers: list[threading.Thread] = []
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
@@ -198,7 +201,9 @@ class PostgresStore:
 
     def notify_change(self, tx: Transaction) -> None:
         """Queue a NOTIFY; PostgreSQL delivers it to the listeners at commit."""
-        tx.run("notify_change", {"origin": self._origin})
+        if self._channel is None:  # the same for every connection: asked once
+            self._channel = str((tx.one("change_channel") or {})["channel"])
+        tx.run("notify_change", {"channel": self._channel, "origin": self._origin})
 
     def watch_changes(self, on_change: Callable[[], None], active: Callable[[], bool]) -> None:
         # Notifications are pushed: there is no polling to speed up, so
@@ -214,7 +219,8 @@ class PostgresStore:
         while not self._closed.is_set():
             try:
                 with psycopg.connect(self.url, **self._connect_options) as connection:
-                    connection.execute(QUERIES["listen"])
+                    [channel] = connection.execute(QUERIES["change_channel"]).fetchone() or [""]
+                    connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     delay = RECONNECT_DELAY
                     on_change()  # changes made while nobody listened
                     while not self._closed.is_set():

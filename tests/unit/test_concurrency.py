@@ -260,6 +260,36 @@ def test_postgres_connections_recover_after_being_dropped(postgres_url):
         store_b.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_servers_in_another_schema_of_the_database_do_not_wake_ours(postgres_url):
+    """Deployments sharing a database, each in a schema of its own: a commit of the
+    other's does not wake this one's waiters (one NOTIFY channel per schema)."""
+    schema = postgres_url.rsplit("%3D", 1)[1]
+    other_url = f"{postgres_url}_other"
+    with raw_connection(postgres_url) as raw:
+        raw.execute(f"CREATE SCHEMA {schema}_other")
+    ours, ours_too, theirs = open_store(postgres_url), open_store(postgres_url), None
+    try:
+        theirs = open_store(other_url)
+        for store in (ours, theirs):
+            store.migrate()
+        heard: list[float] = []
+        ours.watch_changes(lambda: heard.append(time.monotonic()), lambda: True)
+        wait_until(lambda: heard, 10, 0.01, "the listener to connect")  # it looks once then
+        Scheduler(theirs, ServerConfig()).submit([job()])
+        Scheduler(ours_too, ServerConfig()).submit([job()])  # after theirs: heard after it
+        wait_until(lambda: len(heard) >= 2, 10, 0.01, "our other server's commit")
+        time.sleep(0.3)
+        assert len(heard) == 2  # the connect and our own schema's commit, not theirs
+    finally:
+        for store in (ours, ours_too, theirs):
+            if store is not None:
+                store.close()
+        with raw_connection(postgres_url) as raw:
+            raw.execute(f"DROP SCHEMA {schema}_other CASCADE")
+
+
 def listeners(postgres_url: str, application_name: str) -> list[int]:
     """The backends (pids) of ``application_name`` that sit in LISTEN."""
     with raw_connection(postgres_url) as raw:
