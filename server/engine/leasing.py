@@ -96,20 +96,21 @@ class Leasing:
         """Lease once, then once per wake-up for work this request serves.
 
         The waiter is registered before the first look, so that a job made ready
-        meanwhile wakes it; that first look reads before it writes (a worker back
-        for more usually finds nothing, and a read costs no write lock)."""
+        meanwhile wakes it. A look not prompted by a wake-up (the first, the last at
+        the end of the wait) reads before it writes: a worker back for more usually
+        finds nothing, and a read takes no write lock."""
         deadline = time.monotonic() + wait
         jobs: list[JobRow] = []
+        woken = False
         with self.notifier.waiting_for_work(types, queues, gone) as waiter:
-            look = self.attempts.lease_if_ready
             while True:
                 if gone is not None and gone():
                     return []  # nobody would read the answer: lease nothing
+                look = self.attempts.lease_now if woken else self.attempts.lease_if_ready
                 jobs = look(worker_id, types, limit, request_id, queues)
-                look = self.attempts.lease_now
                 if jobs or deadline - time.monotonic() <= 0 or self.notifier.closed:
                     break
-                waiter.wait(deadline - time.monotonic())
+                woken = waiter.wait(deadline - time.monotonic())
         self.notifier.pass_on(waiter, full=len(jobs) == limit)
         return jobs
 
