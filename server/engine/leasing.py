@@ -101,17 +101,19 @@ class Leasing:
         finds nothing, and a read takes no write lock."""
         deadline = time.monotonic() + wait
         jobs: list[JobRow] = []
-        woken = False
+        woken = hung_up = False
         with self.notifier.waiting_for_work(types, queues, gone) as waiter:
             while True:
                 if gone is not None and gone():
-                    return []  # nobody would read the answer: lease nothing
+                    hung_up = True  # nobody would read the answer: lease nothing
+                    break
                 look = self.attempts.lease_now if woken else self.attempts.lease_if_ready
                 jobs = look(worker_id, types, limit, request_id, queues)
                 if jobs or deadline - time.monotonic() <= 0 or self.notifier.closed:
                     break
                 woken = waiter.wait(deadline - time.monotonic())
-        self.notifier.pass_on(waiter, full=len(jobs) == limit)
+        # A wake-up this request had and will not use goes to the next waiter.
+        self.notifier.pass_on(waiter, full=hung_up or len(jobs) == limit)
         return jobs
 
     def release_undelivered(self, worker_id: str, rows: list[JobRow]) -> int:
