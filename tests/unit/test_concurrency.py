@@ -234,12 +234,19 @@ def test_postgres_connections_recover_after_being_dropped(postgres_url):
         server_a.get(server_b.submit([job()])[0][0]["id"])  # both pools hold a connection
         [listener] = wait_until(lambda: listeners(postgres_url, name), 10, 0.02, "LISTEN")
         with raw_connection(postgres_url) as raw:
+            killed_pids = [
+                pid
+                for (pid,) in raw.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [name]
+                ).fetchall()
+            ]
             killed = raw.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = %s",
-                [name],
+                "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [killed_pids]
             ).fetchall()
         assert len(killed) >= 3  # two pools and the listener
+        # pg_terminate_backend only signals: the backends end (and say so) a moment later,
+        # as a restarted server's old backends have ended before it takes connections.
+        wait_until(lambda: not backends(postgres_url, killed_pids), 10, 0.01, "the backends")
         # The pools replace the broken connections; the listener reconnects.
         assert server_b.lease("w1", ["sleep"], 1, wait=0)
         assert server_a.get(1)["status"] == "running"
@@ -288,6 +295,15 @@ def test_servers_in_another_schema_of_the_database_do_not_wake_ours(postgres_url
                 store.close()
         with raw_connection(postgres_url) as raw:
             raw.execute(f"DROP SCHEMA {schema}_other CASCADE")
+
+
+def backends(postgres_url: str, pids: list[int]) -> list[int]:
+    """Those of ``pids`` that are still backends of the server."""
+    with raw_connection(postgres_url) as raw:
+        rows = raw.execute(
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+        ).fetchall()
+    return [pid for (pid,) in rows]
 
 
 def listeners(postgres_url: str, application_name: str) -> list[int]:
