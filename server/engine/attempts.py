@@ -71,6 +71,23 @@ class Attempts:
             replay = job_rows(tx.all("leased_by_request", params))
         return sorted(replay, key=lambda row: (-row["priority"], row["id"]))
 
+    def lease_if_ready(
+        self,
+        worker_id: str,
+        types: list[str],
+        limit: int,
+        request_id: str | None,
+        queues: list[str] | None = None,
+    ) -> list[JobRow]:
+        """:meth:`lease_now`, unless a read (no write lock, no transaction) finds no
+        queued job of ``types`` in ``queues``: then nothing could be leased. What
+        another request makes ready after this read wakes the caller's waiter."""
+        params = {"types": types, "queues": queues}
+        with self.store.reader() as tx:
+            if not (tx.one("any_queued", params) or {}).get("found"):
+                return []
+        return self.lease_now(worker_id, types, limit, request_id, queues)
+
     def lease_now(
         self,
         worker_id: str,
@@ -103,8 +120,8 @@ class Attempts:
                 rows = job_rows(tx.all("lease_jobs", params))
             else:
                 rows = routing.lease_routed(tx, lease_params, types, queues, controls, limit)
-            counts.moved(tx, rows, Status.QUEUED.value, Status.RUNNING.value)  # not by the triggers
             if rows:
+                counts.moved(tx, rows, Status.QUEUED.value, Status.RUNNING.value)  # not by triggers
                 changes.leased = (worker_id, rows)
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
         return rows

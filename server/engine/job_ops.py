@@ -58,22 +58,28 @@ class JobOps:
         """(the job once finished or after ``wait`` s, whether the wait was refused).
 
         Past the cap of waiting requests the job is answered as it is at once.
+        The waiter is registered before the job is read; the commit that finishes
+        the job hands it over (no second read), and only a change elsewhere or the
+        end of the wait has it read again.
         """
-        row = self.get(job_id)
-        if row["status"] in model.FINISHED or wait <= 0 or self.notifier.closed:
-            return row, False
+        if wait <= 0 or self.notifier.closed:
+            return self.get(job_id), False
         with self.wait_slots.slot() as may_wait:
             if not may_wait:
-                return row, True
+                row = self.get(job_id)
+                return row, row["status"] not in model.FINISHED
             deadline = time.monotonic() + wait
-            with self.notifier.waiting():
-                while True:
-                    generation = self.notifier.generation
-                    row = self.get(job_id)
+            with self.notifier.waiting_for_job(job_id) as waiter:
+                row = self.get(job_id)
+                while row["status"] not in model.FINISHED and not self.notifier.closed:
                     remaining = deadline - time.monotonic()
-                    if row["status"] in model.FINISHED or remaining <= 0 or self.notifier.closed:
-                        return row, False
-                    self.notifier.wait_for_job(job_id, generation, remaining)
+                    if remaining <= 0:
+                        break
+                    if waiter.wait(remaining) and waiter.finished is not None:
+                        row = cast("JobRow", waiter.finished)
+                    else:  # a change elsewhere, or the end of the wait: as it is now
+                        row = self.get(job_id)
+                return row, False
 
     def list_jobs(
         self,

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from taskframe.core.errors import JobConflict, JobNotFound
 from taskframe.server.engine.attempts import Attempts
 from taskframe.server.engine.notify import ChangeNotifier, WaitSlots
-from taskframe.server.engine.wakeups import work_key
 from taskframe.server.storage import JobRow
 
 log = logging.getLogger("taskframe.server")
@@ -76,12 +75,12 @@ class Leasing:
             return [], False
         if queues is not None and not queues:
             return [], False
-        jobs = self.attempts.lease_now(worker_id, types, limit, request_id, queues)
-        if jobs or wait <= 0 or self.notifier.closed:
-            return jobs, False
+        if wait <= 0 or self.notifier.closed:
+            return self.attempts.lease_now(worker_id, types, limit, request_id, queues), False
         with self.wait_slots.slot() as may_wait:
             if not may_wait:
-                return [], True
+                jobs = self.attempts.lease_now(worker_id, types, limit, request_id, queues)
+                return jobs, not jobs
             return self._long_poll(worker_id, types, limit, wait, request_id, queues, gone), False
 
     def _long_poll(
@@ -94,22 +93,28 @@ class Leasing:
         queues: list[str] | None,
         gone: Callable[[], bool] | None,
     ) -> list[JobRow]:
+        """Lease once, then once per wake-up for work this request serves.
+
+        The waiter is registered before the first look, so that a job made ready
+        meanwhile wakes it. A look not prompted by a wake-up (the first, the last at
+        the end of the wait) reads before it writes: a worker back for more usually
+        finds nothing, and a read takes no write lock."""
         deadline = time.monotonic() + wait
-        woken = False
-        with self.notifier.waiting():
+        jobs: list[JobRow] = []
+        woken = hung_up = False
+        with self.notifier.waiting_for_work(types, queues, gone) as waiter:
             while True:
-                generation = self.notifier.generation
                 if gone is not None and gone():
-                    return []  # nobody would read the answer: lease nothing
-                jobs = self.attempts.lease_now(worker_id, types, limit, request_id, queues)
-                remaining = deadline - time.monotonic()
-                if jobs or remaining <= 0 or self.notifier.closed:
-                    if woken and len(jobs) == limit:
-                        # Woken (maybe by another process's change, of unknown size)
-                        # and the batch is full: there may be more, pass the wake-up on.
-                        self.notifier.work_ready({work_key(jobs[-1]): 1})
-                    return jobs
-                woken = self.notifier.wait_for_work(types, generation, remaining, queues, gone)
+                    hung_up = True  # nobody would read the answer: lease nothing
+                    break
+                look = self.attempts.lease_now if woken else self.attempts.lease_if_ready
+                jobs = look(worker_id, types, limit, request_id, queues)
+                if jobs or deadline - time.monotonic() <= 0 or self.notifier.closed:
+                    break
+                woken = waiter.wait(deadline - time.monotonic())
+        # A wake-up this request had and will not use goes to the next waiter.
+        self.notifier.pass_on(waiter, full=hung_up or len(jobs) == limit)
+        return jobs
 
     def release_undelivered(self, worker_id: str, rows: list[JobRow]) -> int:
         """Give back jobs leased for an answer that cannot be delivered (the worker hung

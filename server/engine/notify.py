@@ -1,13 +1,15 @@
 """Wake-ups for long-polls, and the housekeeper's alarm clock for jobs not yet due.
 
-Waiters note the generation, check the database, then wait for a wake-up; a
-change made meanwhile moves the generation, so they check again at once
-instead of sleeping through it. Wake-ups are targeted: ``work_ready`` wakes as
-many lease waiters (serving that job type in that queue) as there are new
-ready jobs, and ``jobs_finished`` only the clients waiting on those jobs. A
-change made by another process, whose details we do not know, wakes every job
-waiter and one lease waiter per kind (set of types and queues); a waiter that
-then leases a full batch passes the wake-up on (see server/engine/leasing.py).
+A waiter registers before it looks at the database, looks, then sleeps until
+woken: a change committed while it looked wakes it (it looks again), and no
+other change does. Wake-ups are targeted: ``work_ready`` wakes as many lease
+waiters (serving that job type in that queue) as there are new ready jobs, and
+``jobs_finished`` only the clients waiting on those jobs, handing them the job
+as committed (they answer without reading it again). A change made by
+another process, whose details we do not know, wakes every job waiter and one
+lease waiter per kind (set of types and queues). A lease waiter that leaves
+with a wake-up it did not use (it came while its lease ran), or with a full
+batch after a wake-up (there may be more), passes one wake-up on.
 
 A lease waiter may say how to tell that its client has gone (``gone``: the
 connection was closed): such a waiter stops waiting within
@@ -20,9 +22,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 #: How often a waiting request looks whether its client has gone.
 GONE_CHECK = 0.5
@@ -32,65 +34,109 @@ Queues = frozenset[str] | None
 LeaseKey = tuple[frozenset[str], Queues]
 #: ``work_ready`` counts: ready jobs by (type, queue); a None queue matches every waiter.
 WorkKey = tuple[str, str | None]
+#: Waiters by what they wait for (a LeaseKey, or a job id); dicts keep arrival order (FIFO).
+Registry = dict[Hashable, dict["Waiter", None]]
 
 
-class _Waiter:
-    __slots__ = ("event", "gone")
+class Waiter:
+    """One waiting request, registered under ``key`` while it waits and while it looks."""
 
-    def __init__(self, gone: Callable[[], bool] | None = None) -> None:
+    __slots__ = (
+        "_notifier",
+        "_registry",
+        "key",
+        "event",
+        "gone",
+        "unused",
+        "woken",
+        "cause",
+        "finished",
+    )
+
+    def __init__(
+        self,
+        notifier: ChangeNotifier,
+        registry: Registry,
+        key: Hashable,
+        gone: Callable[[], bool] | None = None,
+    ) -> None:
+        self._notifier = notifier
+        self._registry = registry
+        self.key = key
         self.event = threading.Event()
         self.gone = gone
+        #: A counted wake-up came since the waiter last looked (it has not acted on it).
+        self.unused = False
+        #: It was woken (counted) at least once.
+        self.woken = False
+        #: What the last counted wake-up was for (None: a change of unknown size elsewhere).
+        self.cause: WorkKey | None = None
+        #: A job waiter's job as the commit that finished it left it (None: read it).
+        self.finished: Mapping[str, Any] | None = None
 
-
-def _serves(key: LeaseKey, job_type: str, queue: str | None) -> bool:
-    types, queues = key
-    return job_type in types and (queues is None or queue is None or queue in queues)
+    def wait(self, timeout: float) -> bool:
+        """Sleep until woken, or ``timeout``, or the client has gone; False unless woken.
+        Woken, the waiter is registered again before the caller looks."""
+        gone = self.gone
+        if gone is None:
+            woken = self.event.wait(timeout)
+        else:
+            deadline = time.monotonic() + timeout
+            woken = False
+            while (left := deadline - time.monotonic()) > 0:
+                if self.event.wait(min(left, GONE_CHECK)):
+                    woken = not gone()
+                    break
+                if gone():
+                    break
+        if woken:
+            self._notifier._arm(self)
+        return woken
 
 
 class ChangeNotifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._generation = 0
-        # Lease waiters by the job types and queues they serve; dicts keep arrival order (FIFO).
-        self._lease_waiters: dict[LeaseKey, dict[_Waiter, None]] = {}
-        self._job_waiters: dict[int, dict[_Waiter, None]] = {}
+        self._lease_waiters: Registry = {}
+        self._job_waiters: Registry = {}
         self._waiting = 0
         self.closed = False
-
-    @property
-    def generation(self) -> int:
-        return self._generation
 
     # -- telling -------------------------------------------------------------
 
     def work_ready(self, counts: Mapping[WorkKey, int]) -> None:
         """``counts[type, queue]`` jobs became ready there: wake that many lease waiters
         that serve them (a None queue: any queue)."""
+        if not self._lease_waiters:
+            return  # nobody waits (read without the lock: a waiter registers, then looks)
         with self._lock:
-            self._generation += 1
-            for (job_type, queue), count in counts.items():
+            for work, count in counts.items():
+                job_type, queue = work
                 for key in list(self._lease_waiters):
                     if count <= 0:
                         break
                     if _serves(key, job_type, queue):
-                        count -= self._wake(self._lease_waiters, key, count)
+                        count -= self._wake(self._lease_waiters, key, count, work)
 
-    def jobs_finished(self, job_ids: Iterable[int]) -> None:
-        """Wake the clients waiting on these jobs."""
+    def jobs_finished(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Wake the clients waiting on these jobs (rows as committed), handing each its job."""
+        if not self._job_waiters:
+            return
         with self._lock:
-            self._generation += 1
-            for job_id in job_ids:
-                if job_id in self._job_waiters:
-                    self._wake(self._job_waiters, job_id, len(self._job_waiters[job_id]))
+            for row in rows:
+                group = self._job_waiters.get(row["id"])
+                if group is not None:
+                    for waiter in group:
+                        waiter.finished = row
+                    self._wake(self._job_waiters, row["id"], len(group))
 
     def changed(self) -> None:
         """Something changed (in another process): wake the job waiters, one lease waiter a kind."""
         with self._lock:
-            self._generation += 1
             for job_id in list(self._job_waiters):
                 self._wake(self._job_waiters, job_id, len(self._job_waiters[job_id]))
-            for types in list(self._lease_waiters):
-                self._wake(self._lease_waiters, types, 1)
+            for key in list(self._lease_waiters):
+                self._wake(self._lease_waiters, key, 1)
 
     notify = changed
 
@@ -98,16 +144,13 @@ class ChangeNotifier:
         """Server shutdown: wake every waiter now and make later waits return at once."""
         with self._lock:
             self.closed = True
-            self._generation += 1
-            registries: tuple[dict[Any, dict[_Waiter, None]], ...] = (
-                self._lease_waiters,
-                self._job_waiters,
-            )
-            for registry in registries:
+            for registry in (self._lease_waiters, self._job_waiters):
                 for key in list(registry):
                     self._wake(registry, key, len(registry[key]))
 
-    def _wake(self, registry: dict[Any, dict[_Waiter, None]], key: Any, count: int) -> int:
+    def _wake(
+        self, registry: Registry, key: Hashable, count: int, cause: WorkKey | None = None
+    ) -> int:
         """Wake up to ``count`` waiters of ``key``, oldest first; those whose client
         has gone are woken too (to leave) but not counted."""
         group = registry[key]
@@ -115,9 +158,11 @@ class ChangeNotifier:
         while group and woken < count:
             waiter = next(iter(group))
             del group[waiter]
-            waiter.event.set()
             if waiter.gone is None or not waiter.gone():
                 woken += 1
+                waiter.unused = waiter.woken = True
+                waiter.cause = cause
+            waiter.event.set()
         if not group:
             del registry[key]
         return woken
@@ -128,68 +173,76 @@ class ChangeNotifier:
         return self._waiting > 0
 
     def lease_waiters(self) -> int:
-        """Lease long-polls asleep now (not counting those woken and not yet back)."""
+        """Lease long-polls registered now (asleep, or looking after a wake-up)."""
         with self._lock:
             return sum(len(group) for group in self._lease_waiters.values())
 
     @contextmanager
-    def waiting(self) -> Iterator[None]:
-        """Count a waiter (so cross-process watchers poll fast) for the block's duration."""
+    def waiting_for_work(
+        self,
+        types: Iterable[str],
+        queues: Iterable[str] | None = None,
+        gone: Callable[[], bool] | None = None,
+    ) -> Iterator[Waiter]:
+        """A lease waiter for work of ``types`` in ``queues`` (None: any), registered for
+        the block: look for work in it, then :meth:`Waiter.wait`. Leaving, it passes on
+        a wake-up it did not use, or one after which it leased a full batch (``full``)."""
+        key = (frozenset(types), None if queues is None else frozenset(queues))
+        waiter = Waiter(self, self._lease_waiters, key, gone)
+        with self._registered(waiter):
+            yield waiter
+
+    def pass_on(self, waiter: Waiter, full: bool) -> None:
+        """After a lease waiter left (``full``: it leased a full batch): hand a wake-up it
+        did not use, or one that may stand for more work, to the next waiter."""
+        if not (waiter.unused or (waiter.woken and full)) or self.closed:
+            return
+        if waiter.cause is not None:
+            self.work_ready({waiter.cause: 1})
+        else:  # a change of unknown size elsewhere: the next waiter of the same kind looks
+            with self._lock:
+                if waiter.key in self._lease_waiters:
+                    self._wake(self._lease_waiters, waiter.key, 1)
+
+    @contextmanager
+    def waiting_for_job(self, job_id: int) -> Iterator[Waiter]:
+        """A waiter on ``job_id``, registered for the block: read the job in it, then
+        :meth:`Waiter.wait` until it may have finished."""
+        waiter = Waiter(self, self._job_waiters, job_id)
+        with self._registered(waiter):
+            yield waiter
+
+    @contextmanager
+    def _registered(self, waiter: Waiter) -> Iterator[None]:
+        """Count a waiter (so cross-process watchers poll fast) and register it."""
         with self._lock:
             self._waiting += 1
+        self._arm(waiter)
         try:
             yield
         finally:
             with self._lock:
                 self._waiting -= 1
-
-    def wait_for_work(
-        self,
-        types: Iterable[str],
-        generation: int,
-        timeout: float,
-        queues: Iterable[str] | None = None,
-        gone: Callable[[], bool] | None = None,
-    ) -> bool:
-        """Sleep until woken for work of one of ``types`` in one of ``queues`` (None:
-        any), or ``timeout``, or the client has ``gone``; False unless woken."""
-        key = (frozenset(types), None if queues is None else frozenset(queues))
-        return self._wait(self._lease_waiters, key, generation, timeout, gone)
-
-    def wait_for_job(self, job_id: int, generation: int, timeout: float) -> bool:
-        """Sleep until ``job_id`` may have finished, or ``timeout``; False on timeout."""
-        return self._wait(self._job_waiters, job_id, generation, timeout)
-
-    def _wait(
-        self,
-        registry: dict[Any, dict[_Waiter, None]],
-        key: object,
-        generation: int,
-        timeout: float,
-        gone: Callable[[], bool] | None = None,
-    ) -> bool:
-        waiter = _Waiter(gone)
-        with self._lock:
-            if self._generation != generation or self.closed:
-                return True  # something changed since the caller looked: look again
-            registry.setdefault(key, {})[waiter] = None
-        try:
-            if gone is None:
-                return waiter.event.wait(timeout)
-            deadline = time.monotonic() + timeout
-            while (left := deadline - time.monotonic()) > 0:
-                if waiter.event.wait(min(left, GONE_CHECK)):
-                    return not gone()
-                if gone():
-                    return False
-            return False
-        finally:
-            with self._lock:
-                group = registry.get(key)
+                group = waiter._registry.get(waiter.key)
                 if group is not None and waiter in group:
                     del group[waiter]
                     if not group:
-                        del registry[key]
+                        del waiter._registry[waiter.key]
+
+    def _arm(self, waiter: Waiter) -> None:
+        """(Re-)register ``waiter`` before it looks; once closed, it is woken at once."""
+        with self._lock:
+            waiter.unused = False
+            if self.closed:
+                waiter.event.set()
+                return
+            waiter.event.clear()
+            waiter._registry.setdefault(waiter.key, {})[waiter] = None
+
+
+def _serves(key: Hashable, job_type: str, queue: str | None) -> bool:
+    types, queues = cast(LeaseKey, key)
+    return job_type in types and (queues is None or queue is None or queue in queues)
 
 
 class WaitSlots:

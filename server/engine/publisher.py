@@ -128,7 +128,7 @@ class Publisher:
                 rows = {row["id"]: row for row in changes.ended}
                 events.attempts_finished([(rows[a["job_id"]], a) for a in changes.history])
         if changes.cancelled:
-            finished = [row["id"] for row in changes.cancelled if row["status"] in model.FINISHED]
+            finished = [row for row in changes.cancelled if row["status"] in model.FINISHED]
             if finished:
                 wakeups.notifier.jobs_finished(finished)
             telemetry.cancelled_many(changes.cancelled)  # a bulk cancel logs one line

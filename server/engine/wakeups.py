@@ -46,7 +46,7 @@ class Wakeups:
     def ended(self, rows: Iterable[JobRow | None]) -> None:
         """After a commit that ended attempts: wake whoever waits on what changed."""
         ended = [row for row in rows if row is not None]
-        finished = [row["id"] for row in ended if row["status"] in model.FINISHED]
+        finished = [row for row in ended if row["status"] in model.FINISHED]
         if finished:
             self.notifier.jobs_finished(finished)
             if self.limited:  # a slot under a limit may be free: let its waiters look

@@ -17,6 +17,12 @@ full (at ``--connection-limit``, new clients waiting), the headers get
 within a second. A connection that misses its deadline is closed (with a
 408 if part of a request arrived). Between requests, an idle keep-alive
 connection is bounded by ``channel_timeout``.
+
+Sending: a task thread sends its answer itself, at once (waitress's
+``send_bytes=1``): the head and the first part of the body in one write (one
+send, one segment for the client, not two), and while it writes, waitress's loop
+does not poll for that output (the socket is writable: the loop would spin on
+output it cannot take). What the task could not send, the loop sends.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
+from waitress.task import WSGITask
 from waitress.utilities import RequestEntityTooLarge
 
 from taskframe.core.errors import ErrorCode
@@ -130,6 +137,26 @@ class LimitLogFilter(logging.Filter):
 ANSWERED_AS_JSON = (BodyTooLarge, RefusedByWaitress)
 
 
+class Task(WSGITask):  # type: ignore[misc]  # waitress: no hints
+    """waitress's WSGI task, whose answer's head waits for the first part of its body."""
+
+    channel: Any
+    wrote_header: bool
+
+    def write(self, data: bytes) -> None:
+        if self.wrote_header:
+            super().write(data)
+            return
+        channel = self.channel
+        channel.hold_head = True
+        try:
+            super().write(data)  # the head (held), then the body (sent with it)
+        finally:
+            head, channel.head, channel.hold_head = channel.head, None, False
+            if head is not None:  # no body came with it
+                channel.write_soon(head)
+
+
 def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
     """A waitress channel class; ``body_limit(path)`` gives a route's largest body.
 
@@ -168,6 +195,7 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
 
     class Channel(HTTPChannel):  # type: ignore[misc]
         parser_class = Parser
+        task_class = Task
         # waitress's attributes (it has no type hints).
         request: Any
         requests: list[Any]
@@ -179,6 +207,35 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
         body_started: float | None = None
         #: A body was refused 413: what follows on this connection is not read.
         body_refused = False
+        #: The task's next write is a response head, kept (``head``) to go with its body.
+        hold_head = False
+        head: bytes | None = None
+        #: A task thread is sending (waitress's attributes have no type hints).
+        task_writing = False
+        server: Any
+        adj: Any
+        total_outbufs_len: int
+        connected: bool
+
+        def write_soon(self, data: Any) -> int:
+            if self.hold_head:
+                self.hold_head, self.head = False, data
+                return len(data)
+            if self.head is not None and type(data) is bytes:
+                data, self.head = self.head + data, None
+            self.task_writing = True
+            try:
+                return int(super().write_soon(data))
+            finally:
+                self.task_writing = False
+                if self.total_outbufs_len and self.connected:
+                    self.server.pull_trigger()  # what the task could not send: the loop does
+
+        def writable(self) -> bool:
+            # Past the high watermark the task waits for the loop to send: then it must poll.
+            if self.task_writing and self.total_outbufs_len <= self.adj.outbuf_high_watermark:
+                return False
+            return bool(super().writable())
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -63,6 +65,18 @@ def _columns(rows: Sequence[Params]) -> dict[str, list[Any]]:
         if float in kinds and int in kinds:
             columns[name] = [float(v) if type(v) is int else v for v in values]
     return columns
+
+
+def _check_if_broken(connection: psycopg.Connection[Row]) -> None:
+    """Check a connection leaving the pool, with a round trip only when it may be broken.
+
+    An idle connection in good health has nothing to read. One whose backend ended
+    (a server restart, ``pg_terminate_backend``) has the server's last words or the
+    end of the stream waiting: then the round trip finds out, and the pool takes
+    another. (A round trip for every connection taken cost a W2 job five.)
+    """
+    if select.select([connection.fileno()], [], [], 0)[0]:
+        ConnectionPool.check_connection(connection)
 
 
 class PostgresTransaction:
@@ -145,6 +159,8 @@ class PostgresStore:
         # Our own NOTIFY payload: the listener ignores what this process sent,
         # since the scheduler already woke the local waiters itself.
         self._origin = uuid.uuid4().hex
+        #: The schema's NOTIFY channel (``change_channel``), known after the first notify.
+        self._channel: str | None = None
         self._closed = threading.Event()
         self._watchers: list[threading.Thread] = []
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
@@ -154,7 +170,7 @@ class PostgresStore:
             max_size=max_size,
             timeout=busy_timeout,
             configure=self._configure,
-            check=ConnectionPool.check_connection,  # drop connections a restart broke
+            check=_check_if_broken,  # drop connections a restart broke
             name="taskframe",
             open=True,
         )
@@ -202,7 +218,9 @@ class PostgresStore:
 
     def notify_change(self, tx: Transaction) -> None:
         """Queue a NOTIFY; PostgreSQL delivers it to the listeners at commit."""
-        tx.run("notify_change", {"origin": self._origin})
+        if self._channel is None:  # the same for every connection: asked once
+            self._channel = str((tx.one("change_channel") or {})["channel"])
+        tx.run("notify_change", {"channel": self._channel, "origin": self._origin})
 
     def watch_changes(self, on_change: Callable[[], None], active: Callable[[], bool]) -> None:
         # Notifications are pushed: there is no polling to speed up, so
@@ -218,7 +236,8 @@ class PostgresStore:
         while not self._closed.is_set():
             try:
                 with psycopg.connect(self.url, **self._connect_options) as connection:
-                    connection.execute(QUERIES["listen"])
+                    [channel] = connection.execute(QUERIES["change_channel"]).fetchone() or [""]
+                    connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     delay = RECONNECT_DELAY
                     on_change()  # changes made while nobody listened
                     while not self._closed.is_set():

@@ -315,11 +315,16 @@ INSERT INTO taskframe_schema (version) VALUES (%(version)s);
 -- name: ping
 SELECT 1 AS ok;
 
--- name: notify_change
-SELECT pg_notify('taskframe_jobs', %(origin)s);
+-- name: change_channel
+-- Where servers tell each other of changes: one channel per schema, so that
+-- deployments sharing a database, each in a schema of its own, do not wake each
+-- other's long-polls ('public' keeps the channel's first name; md5 keeps others
+-- within the 63 bytes of a channel name).
+SELECT CASE WHEN current_schema() = 'public' THEN 'taskframe_jobs'
+            ELSE 'taskframe_jobs_' || left(md5(current_schema()), 16) END AS channel;
 
--- name: listen
-LISTEN taskframe_jobs;
+-- name: notify_change
+SELECT pg_notify(%(channel)s, %(origin)s);
 
 -- name: insert_job
 INSERT INTO jobs (type, payload, priority, status, attempts, max_attempts, timeout,
@@ -518,6 +523,15 @@ SET status = 'running', attempts = attempts + 1, worker_id = %(worker_id)s,
 FROM numbered
 WHERE jobs.id = numbered.id AND jobs.status = 'queued'
 RETURNING jobs.*;
+
+-- name: any_queued
+-- Whether a lease could find anything, read without a transaction or a lock: a queued
+-- job of these types (in these queues; NULL: any). A long-poll looks so before it writes.
+SELECT EXISTS (
+    SELECT 1 FROM jobs
+    WHERE status = 'queued' AND type = ANY(%(types)s::text[])
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+) AS found;
 
 -- name: leased_by_request
 SELECT * FROM jobs

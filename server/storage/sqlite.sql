@@ -537,6 +537,15 @@ FROM (
 WHERE jobs.id = picked.id
 RETURNING *;
 
+-- name: any_queued
+-- Whether a lease could find anything, read without the write lock: a queued job of
+-- these types (in these queues; NULL: any). A long-poll looks so before it writes.
+SELECT EXISTS (
+    SELECT 1 FROM jobs INDEXED BY jobs_queued_age
+    WHERE status = 'queued' AND type IN (SELECT value FROM json_each(:types))
+      AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+) AS found;
+
 -- name: leased_by_request
 SELECT * FROM jobs INDEXED BY jobs_lease_request
 WHERE lease_request = :lease_request AND status = 'running' AND worker_id = :worker_id;

@@ -266,12 +266,19 @@ def test_postgres_connections_recover_after_being_dropped(postgres_url):
         server_a.get(server_b.submit([job()])[0][0]["id"])  # both pools hold a connection
         [listener] = wait_until(lambda: listeners(postgres_url, name), 10, 0.02, "LISTEN")
         with raw_connection(postgres_url) as raw:
+            killed_pids = [
+                pid
+                for (pid,) in raw.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [name]
+                ).fetchall()
+            ]
             killed = raw.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = %s",
-                [name],
+                "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [killed_pids]
             ).fetchall()
         assert len(killed) >= 3  # two pools and the listener
+        # pg_terminate_backend only signals: the backends end (and say so) a moment later,
+        # as a restarted server's old backends have ended before it takes connections.
+        wait_until(lambda: not backends(postgres_url, killed_pids), 10, 0.01, "the backends")
         # The pools replace the broken connections; the listener reconnects.
         assert server_b.lease("w1", ["sleep"], 1, wait=0)
         assert server_a.get(1)["status"] == "running"
@@ -290,6 +297,45 @@ def test_postgres_connections_recover_after_being_dropped(postgres_url):
     finally:
         store_a.close()
         store_b.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_servers_in_another_schema_of_the_database_do_not_wake_ours(postgres_url):
+    """Deployments sharing a database, each in a schema of its own: a commit of the
+    other's does not wake this one's waiters (one NOTIFY channel per schema)."""
+    schema = postgres_url.rsplit("%3D", 1)[1]
+    other_url = f"{postgres_url}_other"
+    with raw_connection(postgres_url) as raw:
+        raw.execute(f"CREATE SCHEMA {schema}_other")
+    ours, ours_too, theirs = open_store(postgres_url), open_store(postgres_url), None
+    try:
+        theirs = open_store(other_url)
+        for store in (ours, theirs):
+            store.migrate()
+        heard: list[float] = []
+        ours.watch_changes(lambda: heard.append(time.monotonic()), lambda: True)
+        wait_until(lambda: heard, 10, 0.01, "the listener to connect")  # it looks once then
+        Scheduler(theirs, ServerConfig()).submit([job()])
+        Scheduler(ours_too, ServerConfig()).submit([job()])  # after theirs: heard after it
+        wait_until(lambda: len(heard) >= 2, 10, 0.01, "our other server's commit")
+        time.sleep(0.3)
+        assert len(heard) == 2  # the connect and our own schema's commit, not theirs
+    finally:
+        for store in (ours, ours_too, theirs):
+            if store is not None:
+                store.close()
+        with raw_connection(postgres_url) as raw:
+            raw.execute(f"DROP SCHEMA {schema}_other CASCADE")
+
+
+def backends(postgres_url: str, pids: list[int]) -> list[int]:
+    """Those of ``pids`` that are still backends of the server."""
+    with raw_connection(postgres_url) as raw:
+        rows = raw.execute(
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+        ).fetchall()
+    return [pid for (pid,) in rows]
 
 
 def listeners(postgres_url: str, application_name: str) -> list[int]:

@@ -41,10 +41,10 @@ def client(scheduler: Scheduler) -> testing.TestClient:
 def waiter(notifier: ChangeNotifier, types, queues=None, gone=None, timeout=5.0):
     """A thread waiting for work; ``result["woken"]`` once it returns."""
     result: dict = {}
-    generation = notifier.generation
 
     def wait() -> None:
-        result["woken"] = notifier.wait_for_work(types, generation, timeout, queues, gone)
+        with notifier.waiting_for_work(types, queues, gone) as waiting:
+            result["woken"] = waiting.wait(timeout)
 
     thread = threading.Thread(target=wait, daemon=True)
     thread.start()

@@ -22,10 +22,10 @@ def test_a_write_that_rolls_back_publishes_nothing(store):
     scheduler = Scheduler(store, ServerConfig())
     scheduler.submit([dict(NOOP)])
     [row] = scheduler.lease("w", ["sleep"], 1, 0.0)
-    generation = scheduler.notifier.generation
-    with pytest.raises(JobConflict):
-        scheduler.attempts.release(row["id"], "w", "not-the-lease")
-    assert scheduler.notifier.generation == generation  # no waiter woken
+    with scheduler.notifier.waiting_for_job(row["id"]) as waiter:
+        with pytest.raises(JobConflict):
+            scheduler.attempts.release(row["id"], "w", "not-the-lease")
+        assert not waiter.event.is_set()  # no waiter woken
     assert (
         _sample(scheduler, "taskframe_jobs_finished_total", type="sleep", outcome="cancelled") == 0
     )
@@ -34,16 +34,16 @@ def test_a_write_that_rolls_back_publishes_nothing(store):
 
 def test_every_write_is_published_once_after_its_commit(store):
     """Submission, completion, cancel, retry and a schedule's fire: counted once each,
-    and the waiters woken (the generation moves)."""
+    and the waiters woken."""
     scheduler = Scheduler(store, ServerConfig())
     submitted = "taskframe_jobs_submitted_total"
     [(first, _), (second, _)] = scheduler.submit([dict(NOOP), dict(NOOP)])
     assert _sample(scheduler, submitted, type="sleep") == 2
     leased = {row["id"]: row for row in scheduler.lease("w", ["sleep"], 2, 0.0)}
-    generation = scheduler.notifier.generation
     done = Completion(first["id"], leased[first["id"]]["lease_id"], "succeeded", "w")
-    scheduler.complete([done])
-    assert scheduler.notifier.generation > generation
+    with scheduler.notifier.waiting_for_job(first["id"]) as waiter:
+        scheduler.complete([done])
+        assert waiter.event.is_set()  # its waiter woken
     finished = "taskframe_jobs_finished_total"
     assert _sample(scheduler, finished, type="sleep", outcome="succeeded") == 1
     scheduler.complete([done])  # a resend: recorded already, nothing published again
