@@ -3,7 +3,7 @@
 Lease long-polls hear of new ready jobs (one waiter per job), job waiters of
 finished jobs, the housekeeper's alarm of scheduled ones and its cascader of
 dependants left to it. Other servers hear through ``Store.notify_change``,
-which the writers call inside their transactions.
+which the publisher calls inside each writer's transaction (engine/publisher.py).
 """
 
 from __future__ import annotations
