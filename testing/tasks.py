@@ -23,6 +23,7 @@ from taskframe.client.errors import JobFailed, ValidationError
 from taskframe.client.models import Job
 from taskframe.client.typed import to_json
 from taskframe.core.executor import Executor
+from taskframe.core.model import Reported
 from taskframe.core.schemas import DEFAULT_MAX_ATTEMPTS
 from taskframe.worker.jobs import RunningJob, execute
 
@@ -107,11 +108,12 @@ def run_job(
         deadline = time.monotonic() + timeout if timeout else None
         running = RunningJob(job, task, deadline)
         running.progress_sink = lambda fraction, message: run.progress.append((fraction, message))
-        status, result, error, retryable = execute(running, options)
+        end = execute(running, options)
+        status, error = end.status.value, end.error  # the plain string, as a Job's
         run.attempts.append(
             AttemptRun(number, status, error, running.traceback, running.retry_after, running.log)
         )
-        run.status, run.result, run.error = status, result, error
-        if status == "succeeded" or not retryable:
+        run.status, run.result, run.error = status, end.result, error
+        if end.status == Reported.SUCCEEDED or not end.retryable:
             break
     return run

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from marshmallow import ValidationError
 
@@ -28,7 +28,7 @@ from taskframe.core.executor import (
 )
 from taskframe.core.limits import MAX_RETRY_AFTER, MAX_TRACEBACK
 from taskframe.core.logs import Tally
-from taskframe.core.model import Status
+from taskframe.core.model import Reported
 from taskframe.core.plugins import PluginSet
 from taskframe.worker.aio import run_awaitable, stopped_error
 from taskframe.worker.attempt_log import AttemptLogger
@@ -37,8 +37,19 @@ from taskframe.worker.follow_up import client_factory
 log = logging.getLogger("taskframe.worker")
 
 MAX_ERROR_LENGTH = 4000
-#: (status, result, error, retryable), as reported to the server.
-Outcome = tuple[str, Any, "str | None", bool]
+
+
+class JobEnd(NamedTuple):
+    """How an attempt ended, as the worker reports it (see :meth:`RunningJob.completion`)."""
+
+    status: Reported
+    result: Any
+    error: str | None
+    retryable: bool
+
+    @classmethod
+    def failure(cls, error: str, *, retryable: bool) -> JobEnd:
+        return cls(Reported.FAILED, None, error, retryable)
 
 
 @dataclass(eq=False)
@@ -103,15 +114,15 @@ class RunningJob:
         if self.on_cancel is not None:
             self.on_cancel()
 
-    def completion(
-        self, status: str, result: Any, error: str | None, retryable: bool
-    ) -> dict[str, Any]:
+    def completion(self, end: JobEnd) -> dict[str, Any]:
+        """``end`` as one completion of ``POST /lease`` (the outbox's item)."""
+        status, result, error, retryable = end
         # Error text quotes anything (remote bodies, file names): make it encodable.
         error = strict_json.encodable_text(error[:MAX_ERROR_LENGTH]) if error else error
         completion: dict[str, Any] = {
             "job_id": self.job_id,
             "lease_id": self.lease_id,
-            "status": status,
+            "status": status.value,  # the plain string: the body stays as it was
             "retryable": retryable,
         }
         # A field left out is null to the server: without "null" in the request body,
@@ -121,10 +132,11 @@ class RunningJob:
             if value is not None:
                 completion[key] = value
         # Only when there is one: a success stays the message the quick path knows.
-        if self.traceback is not None and status != "succeeded":
-            completion["traceback"] = self.traceback
-        if self.retry_after is not None and status != "succeeded":
-            completion["retry_after"] = self.retry_after
+        if status != Reported.SUCCEEDED:
+            if self.traceback is not None:
+                completion["traceback"] = self.traceback
+            if self.retry_after is not None:
+                completion["retry_after"] = self.retry_after
         return completion
 
     def set_progress(self, fraction: float, message: str | None) -> None:
@@ -193,7 +205,7 @@ class Attempt:
         self.started = time.monotonic()
         self.logger = running.attempt_logger = AttemptLogger(running)
         #: Decided before the call when the payload is invalid.
-        self.outcome: Outcome | None = None
+        self.outcome: JobEnd | None = None
         self._hooked = False  # the before-run hooks ran: the after-run ones follow
         self._skip: Any = None  # the plugins whose before-run hook failed
         job = running.job
@@ -205,7 +217,7 @@ class Attempt:
             self.payload = quick if quick is not None else executor.schema.load(payload)
         except ValidationError as exc:
             error = f"invalid payload: {json.dumps(exc.messages)}"
-            self.outcome = Status.FAILED.value, None, error, False
+            self.outcome = JobEnd.failure(error, retryable=False)
             return
         self.context = ExecutorContext(
             job_id=running.job_id,
@@ -235,19 +247,18 @@ class Attempt:
         retryable = _retryable(executor, exc)
         if retryable:
             running.retry_after = _retry_after(executor, exc, self.context.attempt)
-        self.outcome = Status.FAILED.value, None, describe(exc), retryable
+        self.outcome = JobEnd.failure(describe(exc), retryable=retryable)
 
     def returned(self, result: Any) -> None:
         self.outcome = _checked(result, self.running)
 
-    def end(self, tally: Tally | None) -> Outcome:
+    def end(self, tally: Tally | None) -> JobEnd:
         """After the call: the after-run hooks, the attempt's log, the log lines."""
         running, outcome = self.running, self.outcome
         assert outcome is not None
         try:
             if self.plugins is not None and self._hooked:
-                status, result, error, retryable = outcome
-                shown = {"status": status, "result": result, "error": error, "retryable": retryable}
+                shown = {**outcome._asdict(), "status": outcome.status.value}
                 self.plugins.call_each(
                     "taskframe_after_run", job=running.job, context=self.context, outcome=shown,
                     skip=self._skip,
@@ -257,7 +268,7 @@ class Attempt:
             self.logger.finish()
         _log_outcome(running, outcome, time.monotonic() - self.started)
         if tally is not None:
-            tally.add(f"jobs {outcome[0]}")
+            tally.add(f"jobs {outcome.status.value}")
         running.failure = None  # drop the traceback's frames
         return outcome
 
@@ -272,7 +283,7 @@ def execute(
     options: argparse.Namespace,
     plugins: PluginSet | None = None,
     tally: Tally | None = None,
-) -> Outcome:
+) -> JobEnd:
     """Run one job in this thread, between the plugins' before/after hooks when some
     implement them.
 
@@ -299,7 +310,7 @@ async def execute_on_loop(
     options: argparse.Namespace,
     plugins: PluginSet | None,
     tally: Tally | None = None,
-) -> Outcome:
+) -> JobEnd:
     """:func:`execute` for an ``async def`` executor, awaited in the running task, which
     the worker cancels to stop the job (``running.on_cancel``)."""
     attempt = Attempt(running, options, plugins)
@@ -317,13 +328,13 @@ async def execute_on_loop(
     return attempt.end(tally)
 
 
-def _log_outcome(running: RunningJob, outcome: Outcome, took: float) -> None:
+def _log_outcome(running: RunningJob, outcome: JobEnd, took: float) -> None:
     """Success at DEBUG; an expected ending at INFO without traceback (asked for by the
     executor, a user's cancel, a release); anything else at WARNING with its traceback."""
-    status, _, error, _ = outcome
+    error = outcome.error
     fields = running.fields
     where = (running.job_id, fields["type"], fields["attempt"])
-    if status == "succeeded":
+    if outcome.status == Reported.SUCCEEDED:
         log.debug("job %s (%s, attempt %s) succeeded in %.3f s", *where, took, extra=fields)
     elif isinstance(running.failure, Retry):
         log.info("job %s (%s, attempt %s) asks to be retried: %s", *where, error, extra=fields)
@@ -347,23 +358,23 @@ def _stopped_on_purpose(running: RunningJob) -> bool:
     return running.deadline is None or time.monotonic() < running.deadline
 
 
-def _checked(result: Any, running: RunningJob) -> Outcome:
+def _checked(result: Any, running: RunningJob) -> JobEnd:
     """A returned result as the outcome the server takes (strict JSON within its depth)."""
     # The server must get strict JSON within its depth limit, or it would
     # refuse the whole request and every outcome riding on it.
     if result is None:  # most tasks return nothing: no need to look
         running.result_bytes = 4
-        return Status.SUCCEEDED.value, None, None, True
+        return JobEnd(Reported.SUCCEEDED, None, None, True)
     try:
         # As the server encodes it to store it (UTF-8, compact), and faster than json.
         running.result_bytes = len(json_codec.dumps(result))
     except (TypeError, ValueError, RecursionError) as exc:
-        return Status.FAILED.value, None, f"the result is not JSON-serialisable: {exc}", False
+        return JobEnd.failure(f"the result is not JSON-serialisable: {exc}", retryable=False)
     result = strict_json.encodable(result)  # lone surrogates become U+FFFD, tuples lists
     if strict_json.depth_exceeds(result, strict_json.MAX_RESULT_DEPTH):
         depth = strict_json.MAX_RESULT_DEPTH
-        return Status.FAILED.value, None, f"the result nests deeper than {depth} levels", False
-    return Status.SUCCEEDED.value, result, None, True
+        return JobEnd.failure(f"the result nests deeper than {depth} levels", retryable=False)
+    return JobEnd(Reported.SUCCEEDED, result, None, True)
 
 
 def _retryable(executor: Executor, exc: BaseException) -> bool:

@@ -33,14 +33,13 @@ from typing import Any
 
 from taskframe.core.limits import MAX_HEARTBEATS, MAX_LEASE_BATCH
 from taskframe.core.logs import Tally
-from taskframe.core.model import Outcome
+from taskframe.core.model import Reported
 from taskframe.core.plugins import PluginSet
 from taskframe.worker import freshness
 from taskframe.worker.client import ApiClient, ApiError, FailureStreak, Unavailable
 from taskframe.worker.config import WorkerConfig
 from taskframe.worker.heartbeat import HeartbeatPlan, apply_answers
-from taskframe.worker.jobs import Outcome as JobOutcome
-from taskframe.worker.jobs import RunningJob
+from taskframe.worker.jobs import JobEnd, RunningJob
 from taskframe.worker.outbox import Outbox
 from taskframe.worker.pool import KILL_GRACE
 from taskframe.worker.runner import Runner, Slot, start_slots
@@ -341,27 +340,26 @@ class Worker:
 
     # -- running jobs ------------------------------------------------------
 
-    def _finish(self, running: RunningJob, outcome: JobOutcome) -> None:
-        status, result, error, retryable = outcome
+    def _finish(self, running: RunningJob, end: JobEnd) -> None:
         limit = self._max_result
-        if status == Outcome.SUCCEEDED.value and limit and running.result_bytes > limit:
+        if end.status == Reported.SUCCEEDED and limit and running.result_bytes > limit:
             # The server would fail it anyway; sending it would only cost the request.
-            status, result, retryable = Outcome.FAILED.value, None, False
             error = (
                 f"the result is {running.result_bytes} bytes, more than the server keeps "
                 f"(--max-result {limit})"
             )
+            end = JobEnd.failure(error, retryable=False)
             log.warning("job %s: %s", running.job_id, error, extra=running.fields)
         self._busy -= 1
         if self._active.get(running.lease_id) is running:  # not timed out, lost or released
             del self._active[running.lease_id]
             if running.cancel_requested:
-                status, result, retryable = Outcome.CANCELLED.value, None, False
-                error = "cancelled on request" + (f" ({error})" if error else "")
+                error = "cancelled on request" + (f" ({end.error})" if end.error else "")
+                end = JobEnd(Reported.CANCELLED, None, error, False)
                 log.info("job %s cancelled on request", running.job_id, extra=running.fields)
-            completion = running.completion(status, result, error, retryable)
-            self.outbox.add(completion, running.result_bytes if result is not None else 0)
-            self.tally.add(f"jobs {status}")
+            completion = running.completion(end)
+            self.outbox.add(completion, running.result_bytes if end.result is not None else 0)
+            self.tally.add(f"jobs {end.status.value}")
         self._wake_up()
 
     def _expire(self) -> None:
@@ -373,7 +371,7 @@ class Worker:
                 running.cancel()
                 error = f"timed out after {running.job['timeout']:g} s"
                 log.info("job %s %s", running.job_id, error)
-                self.outbox.add(running.completion(Outcome.FAILED.value, None, error, True))
+                self.outbox.add(running.completion(JobEnd.failure(error, retryable=True)))
                 self.tally.add("jobs timed out")
 
     def _wait_time(self, cap: float) -> float:

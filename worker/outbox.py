@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from taskframe.client.errors import ApiError, Unavailable
-from taskframe.core.model import Outcome
+from taskframe.core.model import Reported
 from taskframe.worker.client import DEFAULT_BACKOFF, FailureStreak
+from taskframe.worker.jobs import MAX_ERROR_LENGTH
 
 log = logging.getLogger("taskframe.worker")
 
@@ -302,8 +303,8 @@ def _estimate(completion: dict[str, Any], result_bytes: int) -> int:
 
 def _plain_failure(item: dict[str, Any], error: str) -> dict[str, Any]:
     """``item`` as a failure without its result: what the server can always take."""
-    plain = {**item, "status": Outcome.FAILED.value, "result": None, "retryable": False}
-    plain["error"] = error[:4000]
+    plain = {**item, "status": Reported.FAILED.value, "result": None, "retryable": False}
+    plain["error"] = error[:MAX_ERROR_LENGTH]
     return plain
 
 

@@ -28,10 +28,9 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from taskframe.core.logs import configure_logging
-from taskframe.core.model import Status
 from taskframe.core.plugins import PluginSet, disabled_plugins, load_plugins
 from taskframe.core.task_modules import module_names
-from taskframe.worker.jobs import Outcome, RunningJob, execute
+from taskframe.worker.jobs import JobEnd, RunningJob, execute
 
 log = logging.getLogger("taskframe.worker")
 
@@ -41,7 +40,7 @@ KILL_GRACE = 0.5
 CANCEL_CHECK = 0.05
 #: Seconds a new child gets to load the plugins and say it is ready.
 START_TIMEOUT = 60.0
-#: A child's message carrying a job's progress() (outcomes start with a status).
+#: A child's message carrying a job's progress() (outcomes start with their JobEnd).
 PROGRESS = "progress"
 #: A child forwards a job's progress at most this often (the rest waits for the next).
 PROGRESS_INTERVAL = 0.2
@@ -60,7 +59,7 @@ class ThreadSlot:
     def ready(self, timeout: float = START_TIMEOUT) -> bool:
         return True
 
-    def run(self, running: RunningJob) -> Outcome:
+    def run(self, running: RunningJob) -> JobEnd:
         return execute(running, self.options, self.plugins)
 
     def close(self) -> None:
@@ -130,17 +129,17 @@ class ProcessSlot:
         self._discard()
         return False
 
-    def run(self, running: RunningJob) -> Outcome:
+    def run(self, running: RunningJob) -> JobEnd:
         """Run the job in the child; kill the child if the job is cancelled and ignores it."""
         if not self.ready():
-            return Status.FAILED.value, None, "the job's process could not be started", True
+            return JobEnd.failure("the job's process could not be started", retryable=True)
         assert self._conn is not None and self._process is not None
         self._cancel.clear()
         try:
             self._conn.send((running.job, running.executor.name, running.deadline))
         except (OSError, ValueError) as exc:  # the child died while idle
             self._discard()
-            return Status.FAILED.value, None, f"the job's process is gone: {exc}", True
+            return JobEnd.failure(f"the job's process is gone: {exc}", retryable=True)
         kill_at: float | None = None
         while True:
             ready = wait([self._conn, self._process.sentinel], timeout=CANCEL_CHECK)
@@ -150,14 +149,15 @@ class ProcessSlot:
                 except (EOFError, OSError):
                     message = None  # died while answering: the sentinel tells how
                 if message is None:
-                    return Status.FAILED.value, None, self._died(), True
-                if message[0] != PROGRESS:
-                    *outcome, running.log, running.traceback, running.retry_after = message[:-1]
-                    running.result_bytes = message[-1]
-                    return tuple(outcome)  # type: ignore[return-value,unused-ignore]
+                    return JobEnd.failure(self._died(), retryable=True)
+                if message[0] != PROGRESS:  # what _run_one returned
+                    end: JobEnd
+                    end, running.log, running.traceback = message[:3]
+                    running.retry_after, running.result_bytes = message[3:]
+                    return end
                 running.set_progress(*message[1:])
             elif ready:
-                return Status.FAILED.value, None, self._died(), True
+                return JobEnd.failure(self._died(), retryable=True)
             if running.cancel_event.is_set():
                 now = time.monotonic()
                 if kill_at is None:
@@ -170,7 +170,7 @@ class ProcessSlot:
                         extra=running.fields,
                     )
                     self._discard()
-                    return Status.FAILED.value, None, "killed: it did not stop when cancelled", True
+                    return JobEnd.failure("killed: it did not stop when cancelled", retryable=True)
 
     def close(self) -> None:
         """Ask the child to exit; kill it if it does not within a second."""
@@ -258,14 +258,16 @@ def _run_one(
     cancel: Any,
     options: argparse.Namespace,
     forward: Callable[[float, str | None], None] | None = None,
-) -> tuple[Any, ...]:
+) -> tuple[JobEnd, str | None, str | None, float | None, int]:
+    """The job's end, and what its RunningJob learned: log, traceback, retry_after,
+    result_bytes (the worker's RunningJob gets them)."""
     executor = plugins.executors.get(job_type)
     if executor is None:  # installed in the worker but failed to load here
         error = f"job type {job.get('type')!r} is not available in the job process"
-        return Status.FAILED.value, None, error, True, None, None, None, 0
+        return JobEnd.failure(error, retryable=True), None, None, None, 0
     running = RunningJob(job, executor, deadline, cancel_event=cancel, progress_sink=forward)
-    outcome = execute(running, options, plugins)  # its before/after hooks run here too
-    return (*outcome, running.log, running.traceback, running.retry_after, running.result_bytes)
+    end = execute(running, options, plugins)  # its before/after hooks run here too
+    return end, running.log, running.traceback, running.retry_after, running.result_bytes
 
 
 class _ProgressForwarder:

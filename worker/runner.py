@@ -14,11 +14,9 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-from taskframe.core.model import Outcome
 from taskframe.core.plugins import PluginSet
 from taskframe.worker.config import WorkerConfig
-from taskframe.worker.jobs import Outcome as JobOutcome
-from taskframe.worker.jobs import RunningJob, describe, execute_on_loop, runs_on_loop
+from taskframe.worker.jobs import JobEnd, RunningJob, describe, execute_on_loop, runs_on_loop
 from taskframe.worker.pool import ProcessSlot, ThreadSlot
 from taskframe.worker.threads import DaemonThreads
 
@@ -50,7 +48,7 @@ class Runner:
         plugins: PluginSet,
         slots: list[Slot],
         loop: asyncio.AbstractEventLoop,
-        on_done: Callable[[RunningJob, JobOutcome], None],
+        on_done: Callable[[RunningJob, JobEnd], None],
     ) -> None:
         self.options = config.options
         self.plugins = plugins
@@ -75,7 +73,7 @@ class Runner:
             return
         slot = self._free.pop() if self._process else self._free[0]
 
-        def then(outcome: JobOutcome, _: BaseException | None) -> None:
+        def then(outcome: JobEnd, _: BaseException | None) -> None:
             if self._process:
                 self._free.append(slot)
             self.on_done(running, outcome)
@@ -87,20 +85,20 @@ class Runner:
         self._closing.set()
         self._threads.close()
 
-    def _run_in_slot(self, slot: Slot, running: RunningJob) -> JobOutcome:
+    def _run_in_slot(self, slot: Slot, running: RunningJob) -> JobEnd:
         """In a job thread; never raises (a lost outcome would hold its slot forever)."""
         try:
             while not slot.ready():  # a replacement child failed to start: try again
                 if self._closing.wait(1.0):
-                    return Outcome.FAILED.value, None, "the worker stopped", True
+                    return JobEnd.failure("the worker stopped", retryable=True)
             return slot.run(running)
         except BaseException as exc:
-            return Outcome.FAILED.value, None, describe(exc), True
+            return JobEnd.failure(describe(exc), retryable=True)
 
 
-def _task_outcome(task: asyncio.Task[JobOutcome]) -> JobOutcome:
+def _task_outcome(task: asyncio.Task[JobEnd]) -> JobEnd:
     if task.cancelled():  # before its attempt began
-        return Outcome.FAILED.value, None, "the worker stopped", True
+        return JobEnd.failure("the worker stopped", retryable=True)
     if (exc := task.exception()) is not None:
-        return Outcome.FAILED.value, None, describe(exc), True
+        return JobEnd.failure(describe(exc), retryable=True)
     return task.result()

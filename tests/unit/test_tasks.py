@@ -21,13 +21,14 @@ from marshmallow import Schema
 from taskframe.client import JobFailed, ValidationError
 from taskframe.client.typed import task_payload
 from taskframe.core import Executor, ExecutorContext, PermanentError, Retry, current_job, task
+from taskframe.core.model import Reported
 from taskframe.core.plugins import TasksModuleError, load_plugins
 from taskframe.core.schemas import MAX_TRACEBACK
 from taskframe.core.task_modules import entry_point_plugins
 from taskframe.testing import run_job, run_task
 from taskframe.worker.aio import Interrupted, run_awaitable
 from taskframe.worker.heartbeat import HeartbeatPlan, apply_answers
-from taskframe.worker.jobs import RunningJob, execute_on_loop, traceback_text
+from taskframe.worker.jobs import JobEnd, RunningJob, execute_on_loop, traceback_text
 
 
 class Color(enum.Enum):
@@ -214,9 +215,9 @@ def test_tracebacks_keep_their_end_and_become_storable_text():
 def test_only_failures_carry_a_traceback_and_a_retry_delay():
     running = RunningJob({"id": 1, "lease_id": "L"}, add, None)
     running.traceback, running.retry_after = "Traceback ...", 3.0
-    failed = running.completion("failed", None, "boom", True)
+    failed = running.completion(JobEnd.failure("boom", retryable=True))
     assert failed["traceback"] == "Traceback ..." and failed["retry_after"] == 3.0
-    assert "traceback" not in running.completion("succeeded", 1, None, True)
+    assert "traceback" not in running.completion(JobEnd(Reported.SUCCEEDED, 1, None, True))
 
 
 def test_progress_goes_out_once_acknowledged_and_again_if_not():

@@ -34,8 +34,7 @@ def run(result_or_error) -> tuple:
 
     executor = Executor("probe", AnyPayload(), body)
     running = RunningJob({"id": 7, "lease_id": "l7", "attempts": 1, "payload": {}}, executor, None)
-    status, result, error, retryable = execute(running, argparse.Namespace())
-    return running.completion(status, result, error, retryable)
+    return running.completion(execute(running, argparse.Namespace()))
 
 
 def as_received(completion: dict) -> dict:
@@ -67,7 +66,7 @@ def test_an_attempt_log_with_lone_surrogates_is_repaired_before_it_is_sent():
 
     executor = Executor("probe", AnyPayload(), body)
     running = RunningJob({"id": 8, "lease_id": "l8", "attempts": 1, "payload": {}}, executor, None)
-    completion = as_received(running.completion(*execute(running, argparse.Namespace())))
+    completion = as_received(running.completion(execute(running, argparse.Namespace())))
     assert "skipped b\ufffdd" in completion["log"]
 
 
