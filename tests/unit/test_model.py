@@ -14,6 +14,7 @@ BACKENDS = ("sqlite.sql", "postgres.sql")
 # Quoted literals of the .sql files that are not statuses.
 NOT_STATUSES = {
     *("$[", "]", "now", "taskframe_jobs", "taskframe_schema", "default", "paused"),
+    *("public", "taskframe_jobs_"),  # the schema's NOTIFY channel name
     *("$.attempt", "attempt"),
     *("jobs", "jobs_v8", "id", "run", "INSERT", "DELETE"),
     # Fields of the JSON rows the set-based SQLite statements read (value ->> 'field').
