@@ -182,23 +182,10 @@ class Transport:
                 continue
             except (http.client.InvalidURL, ValueError) as exc:  # e.g. a header not latin-1
                 raise TaskframeError(f"{url}: {type(exc).__name__}: {exc}", url=url) from exc
-            status = response.status
-            if status >= 300:
-                error = _error(response, data, url)
-                if isinstance(error, Unavailable):
-                    last = error
-                    self._mark(index, ok=False, reason=last)
-                    continue
-                self._mark(index, ok=True)
-                raise error
-            self._mark(index, ok=True)
-            if status == 204 or not data:
-                return None
             try:
-                return json_codec.loads(data)
-            except ValueError:
-                last = Unavailable(f"{url}: HTTP {status} with a body that is not JSON", status)
-                continue
+                return self._judge(index, response, data, url)
+            except Unavailable as exc:  # another URL may serve
+                last = exc
         assert last is not None
         raise last
 
@@ -212,6 +199,27 @@ class Transport:
             resting = [i for i in rotated if self._down_until[i] > now]
         # Resting URLs are tried last, only when every healthy one failed too.
         return healthy + resting
+
+    def _judge(self, index: int, response: Any, data: bytes, url: str) -> Any:
+        """An answer's JSON (None without a body), its URL marked healthy or not.
+
+        Raises the answer's error; an :class:`Unavailable` means another URL may serve.
+        ``response`` has what ``_error`` reads: ``status`` and ``getheader``.
+        """
+        status = response.status
+        if status >= 300:
+            error = _error(response, data, url)
+            unavailable = isinstance(error, Unavailable)
+            self._mark(index, ok=not unavailable, reason=error)
+            raise error
+        self._mark(index, ok=True)
+        if status == 204 or not data:
+            return None
+        try:
+            return json_codec.loads(data)
+        except ValueError:
+            not_json = f"{url}: HTTP {status} with a body that is not JSON"
+            raise Unavailable(not_json, status) from None
 
     def _mark(self, index: int, *, ok: bool, reason: object = None) -> None:
         with self._lock:

@@ -23,8 +23,7 @@ import ssl
 from typing import Any
 
 from taskframe.client.errors import TaskframeError, Unavailable
-from taskframe.client.transport import Transport, _error, _Failure, _reason, _Route
-from taskframe.core import json_codec
+from taskframe.client.transport import Transport, _Failure, _reason, _Route
 
 #: Channels that never share a connection (a lease request in flight must not hold up
 #: a heartbeat).
@@ -172,23 +171,10 @@ class StreamTransport(Transport):
                 continue
             except (UnicodeEncodeError, ValueError) as exc:  # e.g. a header not latin-1
                 raise TaskframeError(f"{url}: {type(exc).__name__}: {exc}", url=url) from exc
-            status = answer.status
-            if status >= 300:
-                error = _error(answer, data, url)  # type: ignore[arg-type]  # reads status, getheader
-                if isinstance(error, Unavailable):
-                    last = error
-                    self._mark(index, ok=False, reason=last)
-                    continue
-                self._mark(index, ok=True)
-                raise error
-            self._mark(index, ok=True)
-            if status == 204 or not data:
-                return None
             try:
-                return json_codec.loads(data)
-            except ValueError:
-                last = Unavailable(f"{url}: HTTP {status} with a body that is not JSON", status)
-                continue
+                return self._judge(index, answer, data, url)
+            except Unavailable as exc:  # another URL may serve
+                last = exc
         assert last is not None
         raise last
 
