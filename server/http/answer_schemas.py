@@ -141,6 +141,10 @@ class JobListSchema(Schema):
     )
 
 
+class DependantListSchema(JobListSchema):
+    job_id = fields.Integer(metadata={"description": "the job whose dependants these are"})
+
+
 class JobBatchSchema(Schema):
     ids = fields.List(fields.Integer(), metadata={"description": "in submission order"})
     created = fields.Integer(metadata={"description": "how many are new (others: same key)"})

@@ -131,6 +131,7 @@ def _schemas() -> dict[str, Any]:
         "HeartbeatBatch": schemas.HeartbeatBatchSchema,
         "Error": answers.ErrorSchema,
         "JobList": answers.JobListSchema,
+        "DependantList": answers.DependantListSchema,
         "JobBatch": answers.JobBatchSchema,
         "AttemptList": answers.AttemptListSchema,
         "HeartbeatAnswer": answers.HeartbeatAnswerSchema,

@@ -177,7 +177,7 @@ ROUTES: tuple[Route, ...] = (
         GET=Operation(
             _CLIENT,
             "Jobs that depend on this one",
-            response="JobList",
+            response="DependantList",
             errors="404 422",
             query=schemas.DependantsQuerySchema,
         ),

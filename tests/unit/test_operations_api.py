@@ -89,6 +89,12 @@ def test_search_by_idempotency_key_and_dependants(api):
     assert answer.status_code == 200
     assert [job["id"] for job in answer.json()["jobs"]] == [then["id"]]
     assert requests.get(f"{api.url}/jobs/999999/dependants", timeout=10).status_code == 404
+    # The OpenAPI document describes every field the answer carries (job_id too).
+    document = requests.get(f"{api.url}/openapi.json", timeout=10).json()
+    operation = document["paths"]["/jobs/{job_id}/dependants"]["get"]
+    ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    described = document["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]
+    assert set(answer.json()) == set(described)
 
 
 def test_heartbeats_carry_log_text_into_the_running_attempt(api):
