@@ -169,6 +169,8 @@ class JobInserter:
         """Insert jobs with dependencies one by one, in order: ``("ref", n)`` names the
         n-th job of this unit, inserted before it. Raises what a conflict or a missing
         dependency raises, rolling back the whole unit (it has its own transaction)."""
+        if all(params["idempotency_key"] is None for params in unit):
+            return self._insert_chain_without_keys(tx, unit, inserted)
         results: list[Submitted] = []
         for prepared in unit:
             params = dict(prepared)
@@ -189,6 +191,28 @@ class JobInserter:
                 row = dependencies.attach(tx, row, deps, now)
             results.append((row, created))
         return results
+
+    def _insert_chain_without_keys(
+        self, tx: Transaction, unit: list[dict[str, Any]], inserted: list[JobRow]
+    ) -> list[Submitted]:
+        """:meth:`_insert_chain` for a unit without keys: nothing can conflict, so its
+        jobs go in with one insert and their dependencies with a fixed number of
+        statements (ids are drawn in order: a ``("ref", n)`` is known after the insert)."""
+        rows = tx.insert_jobs([{k: v for k, v in p.items() if k != "_depends_on"} for p in unit])
+        attaching: list[tuple[JobRow, list[int]]] = []
+        for params, row in zip(unit, rows, strict=True):
+            deps = [
+                rows[dep[1]]["id"] if isinstance(dep, tuple) else dep
+                for dep in params.get("_depends_on") or ()
+            ]
+            if deps:
+                attaching.append((row, deps))
+            # Counted and published as inserted, with the ids they depend on.
+            inserted.append({**row, "depends_on": json.dumps(sorted(set(deps))) if deps else None})
+        attached = {
+            row["id"]: row for row in dependencies.attach_all(tx, attaching, unit[0]["created_at"])
+        }
+        return [(attached.get(row["id"], row), True) for row in rows]
 
     def _insert_keyed(
         self, tx: Transaction, params: list[dict[str, Any]], inserted: list[JobRow]
