@@ -45,21 +45,18 @@ class Resolution:
     pending: bool = False
 
 
-def attach(tx: Transaction, row: JobRow, dependency_ids: list[int], now: float) -> JobRow:
-    """Record ``row``'s dependencies (all exist) and give it its starting status."""
-    [attached] = attach_all(tx, [(row, dependency_ids)], now)
-    return attached
-
-
-def attach_all(tx: Transaction, jobs: list[tuple[JobRow, list[int]]], now: float) -> list[JobRow]:
+def attach_all(tx: Transaction, jobs: list[tuple[JobRow, list[int]]]) -> list[JobRow]:
     """Record the dependencies of jobs just inserted, in order, and give each its
     starting status: a fixed number of statements for the whole list.
 
     Only the dependencies that have not finished get an edge: the others are
     resolved already, whatever becomes of them later. A job may depend on an
     earlier one of ``jobs``: the status it gets here is the one that counts.
-    Raises MissingDependencies for the first job naming an id no job has.
+    A job cancelled by a failed dependency finished when it was created. Raises
+    MissingDependencies for the first job naming an id no job has.
     """
+    if not jobs:
+        return []
     wanted = sorted({i for _, deps in jobs for i in deps})
     # One lock of every dependency, in id order (deadlock-free).
     status = {dep["id"]: dep["status"] for dep in tx.all("lock_dependencies", {"ids": wanted})}
@@ -80,7 +77,10 @@ def attach_all(tx: Transaction, jobs: list[tuple[JobRow, list[int]]], now: float
         if failed and row["on_dependency_failure"] != "run":
             model.next_status(None, Event.SUBMIT, blocked=True)  # waiting, then
             change["status"] = model.next_status(Status.WAITING, Event.DEPENDENCY_FAILED)
-            change |= {"finished_at": now, "error": _failure(failed[0], status[failed[0]])}
+            change |= {
+                "finished_at": row["created_at"],
+                "error": _failure(failed[0], status[failed[0]]),
+            }
         elif pending:
             change["status"] = model.next_status(None, Event.SUBMIT, blocked=True)
             change["deps_pending"] = len(pending)
