@@ -153,8 +153,9 @@ class JobInserter:
                     deps = _dependency_ids(job_params, rows_of[i])
                     if deps:
                         attaching.append((row, deps))
-                    # Counted and published as inserted, with the ids it depends on.
-                    inserted.append(cast(JobRow, {**row, "depends_on": _depends_on(deps)}))
+                        # Counted and published as inserted, with the ids it depends on.
+                        row = cast(JobRow, {**row, "depends_on": _depends_on(deps)})
+                    inserted.append(row)
             attached = {row["id"]: row for row in dependencies.attach_all(tx, attaching)}
             for i, unit_rows in rows_of.items():
                 outcomes[i] = [(attached.get(row["id"], row), True) for row in unit_rows]
@@ -299,9 +300,11 @@ def _keyless(params: dict[str, Any]) -> bool:
 
 def _dependency_ids(params: dict[str, Any], unit_rows: list[JobRow]) -> list[int]:
     """The ids a job depends on, its ``("ref", n)`` naming the n-th row of its unit."""
+    if "_depends_on" not in params:  # nearly all: spare them the list
+        return []
     return [
         unit_rows[dep[1]]["id"] if isinstance(dep, tuple) else dep
-        for dep in params.get("_depends_on") or ()
+        for dep in params["_depends_on"] or ()
     ]
 
 
