@@ -43,9 +43,16 @@ JOBS: dict[str, dict[str, Any]] = {
 }
 
 
-def batch_loop(env: Env, job: dict[str, Any], size: int, batches: int) -> tuple[float, float]:
-    """(jobs/s, server CPU µs per job) for ``batches`` batches of ``size`` jobs."""
-    body = json.dumps({"jobs": [job] * size}).encode()
+def batch_loop(
+    env: Env, job: dict[str, Any], size: int, batches: int, depends: bool = False
+) -> tuple[float, float]:
+    """(jobs/s, server CPU µs per job) for ``batches`` batches of ``size`` jobs;
+    ``depends``: each job but the first depends on 1 to 3 earlier ones of its batch."""
+    jobs = [job] * size
+    if depends:
+        refs = [[f"${i - k}" for k in range(1, 2 + i % 3) if i - k >= 0] for i in range(size)]
+        jobs = [{**job, "depends_on": deps} if deps else job for deps in refs]
+    body = json.dumps({"jobs": jobs}).encode()
     headers = {"Content-Type": "application/json"}
     conn = http.client.HTTPConnection("127.0.0.1", env.port, timeout=60)
 
@@ -74,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1000, help="jobs per batch")
     parser.add_argument("--batches", type=int, default=20, help="batches per job type")
     parser.add_argument("--types", default="sleep,http,file", help="job types, comma-separated")
+    parser.add_argument(
+        "--depends", action="store_true", help="each job depends on 1-3 earlier ones"
+    )
     opts = parser.parse_args(argv)
     workdir = new_workdir()
     envs: list[Env] = []
@@ -84,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         envs.append(env)
         types = opts.types.split(",")
         for name in types:
-            rows.append((name, *batch_loop(env, JOBS[name], opts.size, opts.batches)))
+            rows.append((name, *batch_loop(env, JOBS[name], opts.size, opts.batches, opts.depends)))
         stored = sum(env.api.call("GET", "/stats")["by_status"].values())
         expected = len(types) * opts.size * (opts.batches + 1)
         if stored != expected:
@@ -94,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc} (logs kept in {workdir})", file=sys.stderr)
         return 1
     load = os.getloadavg()[0]
-    print(f"POST /jobs/batch of {opts.size}, {opts.db.split(':')[0]}, load {load:.1f}")
+    shape = ", each on 1-3 earlier jobs" if opts.depends else ""
+    print(f"POST /jobs/batch of {opts.size}{shape}, {opts.db.split(':')[0]}, load {load:.1f}")
     for name, rate, cpu in rows:
         print(f"{name:<8} {rate:>9,.0f} jobs/s  {cpu:>7.1f} server CPU us/job")
     shutil.rmtree(workdir, ignore_errors=True)

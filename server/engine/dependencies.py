@@ -45,35 +45,56 @@ class Resolution:
     pending: bool = False
 
 
-def attach(tx: Transaction, row: JobRow, dependency_ids: list[int], now: float) -> JobRow:
-    """Record ``row``'s dependencies (all exist) and give it its starting status.
+def attach_all(tx: Transaction, jobs: list[tuple[JobRow, list[int]]]) -> list[JobRow]:
+    """Record the dependencies of jobs just inserted, in order, and give each its
+    starting status: a fixed number of statements for the whole list.
 
     Only the dependencies that have not finished get an edge: the others are
-    resolved already, whatever becomes of them later.
+    resolved already, whatever becomes of them later. A job may depend on an
+    earlier one of ``jobs``: the status it gets here is the one that counts.
+    A job cancelled by a failed dependency finished when it was created. Raises
+    MissingDependencies for the first job naming an id no job has.
     """
-    ids = sorted(set(dependency_ids))
-    found = {dep["id"]: dep["status"] for dep in tx.all("lock_dependencies", {"ids": ids})}
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise MissingDependencies({"depends_on": [f"no job has id {i}" for i in missing]})
-    run_anyway = row["on_dependency_failure"] == "run"
-    failed = [i for i in ids if found[i] in (Status.FAILED, Status.CANCELLED)]
-    pending = [i for i in ids if found[i] not in model.FINISHED]
-    # Every dependency, kept for good: a job's page lists its dependants.
-    tx.run_many("insert_dependant", [{"depends_on": i, "job_id": row["id"]} for i in ids])
-    if not pending and not (failed and not run_anyway):
-        return row  # queued or scheduled, as inserted
-    model.next_status(None, Event.SUBMIT, blocked=True)  # waiting
-    waiting = _changed(job_row(tx.one("start_waiting", {"id": row["id"], "pending": len(pending)})))
-    if failed and not run_anyway:
-        model.next_status(Status.WAITING, Event.DEPENDENCY_FAILED)  # cancelled
-        error = _failure(failed[0], found[failed[0]])
-        return _changed(
-            job_row(tx.one("dependency_failed", {"id": row["id"], "now": now, "error": error}))
-        )
-    tx.run("mark_dependencies", {"ids": pending})
-    tx.run_many("insert_dependency", [{"depends_on": i, "job_id": row["id"]} for i in pending])
-    return waiting
+    if not jobs:
+        return []
+    wanted = sorted({i for _, deps in jobs for i in deps})
+    # One lock of every dependency, in id order (deadlock-free).
+    status = {dep["id"]: dep["status"] for dep in tx.all("lock_dependencies", {"ids": wanted})}
+    dependants: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    changes: dict[int, dict[str, Any]] = {}
+    for row, dependency_ids in jobs:
+        ids = sorted(set(dependency_ids))
+        missing = [i for i in ids if i not in status]
+        if missing:
+            raise MissingDependencies({"depends_on": [f"no job has id {i}" for i in missing]})
+        # Every dependency, kept for good: a job's page lists its dependants.
+        dependants += [{"depends_on": i, "job_id": row["id"]} for i in ids]
+        change = {"id": row["id"], "depends_on": json.dumps(ids), "status": row["status"]}
+        change |= {"deps_pending": 0, "finished_at": None, "error": None}
+        failed = [i for i in ids if status[i] in (Status.FAILED, Status.CANCELLED)]
+        pending = [i for i in ids if status[i] not in model.FINISHED]
+        if failed and row["on_dependency_failure"] != "run":
+            model.next_status(None, Event.SUBMIT, blocked=True)  # waiting, then
+            change["status"] = model.next_status(Status.WAITING, Event.DEPENDENCY_FAILED)
+            change |= {
+                "finished_at": row["created_at"],
+                "error": _failure(failed[0], status[failed[0]]),
+            }
+        elif pending:
+            change["status"] = model.next_status(None, Event.SUBMIT, blocked=True)
+            change["deps_pending"] = len(pending)
+            edges += [{"depends_on": i, "job_id": row["id"]} for i in pending]
+        status[row["id"]] = change["status"]
+        if change["status"] != row["status"] or change["depends_on"] != row["depends_on"]:
+            changes[row["id"]] = change
+    tx.run_set("insert_dependants", dependants)
+    started = job_rows(tx.run_set("attach_dependencies", list(changes.values())))
+    updated = {r["id"]: r for r in started}
+    if edges:
+        tx.run("mark_dependencies", {"ids": sorted({e["depends_on"] for e in edges})})
+        tx.run_set("insert_dependencies", edges)
+    return [_changed(updated.get(row["id"])) if row["id"] in changes else row for row, _ in jobs]
 
 
 def resolve(

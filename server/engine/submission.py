@@ -138,16 +138,27 @@ class JobInserter:
         outcomes: list[list[Submitted] | JobConflict | None] = [None] * len(units)
         inserted: list[JobRow] = []  # as inserted, for the counts (no trigger counts inserts)
         with self.store.transaction() as tx:
-            # Jobs without key or dependency (nearly all) go in one set-based insert,
-            # whatever unit they belong to: nothing about them can conflict.
-            plain = [i for i, unit in enumerate(units) if all(_plain(p) for p in unit)]
-            rows = tx.insert_jobs([params for i in plain for params in units[i]])
-            inserted += rows
+            # Jobs without key (nearly all) go in one set-based insert, whatever unit
+            # they belong to: nothing about them can conflict. Their dependencies are
+            # attached after it, a fixed number of statements for all of them.
+            keyless = [i for i, unit in enumerate(units) if all(_keyless(p) for p in unit)]
+            rows = tx.insert_jobs([_without_refs(p) for i in keyless for p in units[i]])
+            attaching: list[tuple[JobRow, list[int]]] = []
+            rows_of: dict[int, list[JobRow]] = {}
             start = 0
-            for i in plain:
-                end = start + len(units[i])
-                outcomes[i] = [(row, True) for row in rows[start:end]]
-                start = end
+            for i in keyless:
+                rows_of[i] = rows[start : start + len(units[i])]
+                start += len(units[i])
+                for job_params, row in zip(units[i], rows_of[i], strict=True):
+                    deps = _dependency_ids(job_params, rows_of[i])
+                    if deps:
+                        attaching.append((row, deps))
+                        # Counted and published as inserted, with the ids it depends on.
+                        row = cast(JobRow, {**row, "depends_on": _depends_on(deps)})
+                    inserted.append(row)
+            attached = {row["id"]: row for row in dependencies.attach_all(tx, attaching)}
+            for i, unit_rows in rows_of.items():
+                outcomes[i] = [(attached.get(row["id"], row), True) for row in unit_rows]
             for i, params in enumerate(units):
                 if outcomes[i] is not None:
                     continue
@@ -171,13 +182,8 @@ class JobInserter:
         dependency raises, rolling back the whole unit (it has its own transaction)."""
         results: list[Submitted] = []
         for prepared in unit:
-            params = dict(prepared)
-            now = params["created_at"]
-            deps = [
-                results[dep[1]][0]["id"] if isinstance(dep, tuple) else dep
-                for dep in params.pop("_depends_on", None) or ()
-            ]
-            params["depends_on"] = json.dumps(sorted(set(deps))) if deps else None
+            deps = _dependency_ids(prepared, [row for row, _ in results])
+            params = {**_without_refs(prepared), "depends_on": _depends_on(deps)}
             conflict = self._key_conflict(tx, [params])
             if conflict is not None:
                 raise conflict
@@ -186,7 +192,7 @@ class JobInserter:
                 raise outcome
             [(row, created)] = outcome
             if created and deps:
-                row = dependencies.attach(tx, row, deps, now)
+                [row] = dependencies.attach_all(tx, [(row, deps)])
             results.append((row, created))
         return results
 
@@ -287,9 +293,31 @@ class JobInserter:
         }
 
 
-def _plain(params: dict[str, Any]) -> bool:
-    """A job without idempotency key or dependencies: inserted without any check."""
-    return params["idempotency_key"] is None and "_depends_on" not in params
+def _keyless(params: dict[str, Any]) -> bool:
+    """A job without idempotency key: inserted without any check."""
+    return params["idempotency_key"] is None
+
+
+def _dependency_ids(params: dict[str, Any], unit_rows: list[JobRow]) -> list[int]:
+    """The ids a job depends on, its ``("ref", n)`` naming the n-th row of its unit."""
+    if "_depends_on" not in params:  # nearly all: spare them the list
+        return []
+    return [
+        unit_rows[dep[1]]["id"] if isinstance(dep, tuple) else dep
+        for dep in params["_depends_on"] or ()
+    ]
+
+
+def _without_refs(params: dict[str, Any]) -> dict[str, Any]:
+    """The row to insert, without the dependencies as submitted (nearly all have none)."""
+    if "_depends_on" not in params:
+        return params
+    return {k: v for k, v in params.items() if k != "_depends_on"}
+
+
+def _depends_on(deps: list[int]) -> str | None:
+    """The ``depends_on`` column: the ids, sorted, as JSON."""
+    return json.dumps(sorted(set(deps))) if deps else None
 
 
 def _key_used(key: str, job_id: int) -> JobConflict:

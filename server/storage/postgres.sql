@@ -434,8 +434,10 @@ AND (finished_at, id) < (%(after_key)s, %(after_id)s) ORDER BY finished_at DESC,
 status IN ('succeeded', 'failed', 'cancelled')
 AND (finished_at, id) > (%(after_key)s, %(after_id)s) ORDER BY finished_at, id
 
--- name: insert_dependant
-INSERT INTO job_dependants (depends_on, job_id) VALUES (%(depends_on)s, %(job_id)s)
+-- name: insert_dependants
+-- One batch's edges, kept for good.
+INSERT INTO job_dependants (depends_on, job_id)
+SELECT * FROM unnest(%(depends_on)s::bigint[], %(job_id)s::bigint[])
 ON CONFLICT DO NOTHING;
 
 -- name: delete_dependant_links
@@ -855,8 +857,10 @@ SELECT id, status FROM jobs WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UP
 UPDATE jobs SET has_dependants = true
 WHERE id = ANY(%(ids)s::bigint[]) AND NOT has_dependants;
 
--- name: insert_dependency
-INSERT INTO job_dependencies (depends_on, job_id) VALUES (%(depends_on)s, %(job_id)s)
+-- name: insert_dependencies
+-- One batch's pending edges.
+INSERT INTO job_dependencies (depends_on, job_id)
+SELECT * FROM unnest(%(depends_on)s::bigint[], %(job_id)s::bigint[])
 ON CONFLICT DO NOTHING;
 
 -- name: start_waiting
@@ -919,10 +923,17 @@ DELETE FROM dependency_cascades WHERE job_id = %(id)s;
 -- name: cascade_pending
 SELECT job_id FROM dependency_cascades WHERE job_id = %(id)s;
 
--- name: dependency_failed
-UPDATE jobs SET status = 'cancelled', finished_at = %(now)s, error = %(error)s
-WHERE id = %(id)s AND status = 'waiting'
-RETURNING *;
+-- name: attach_dependencies
+-- The starting status of a batch's jobs just inserted with dependencies (next_status
+-- decided each: unchanged, waiting, or cancelled because a dependency failed).
+UPDATE jobs
+SET status = a.status, depends_on = a.depends_on, deps_pending = a.deps_pending,
+    finished_at = a.finished_at, error = a.error
+FROM unnest(%(id)s::bigint[], %(status)s::text[], %(depends_on)s::text[],
+            %(deps_pending)s::int[], %(finished_at)s::float8[], %(error)s::text[])
+     AS a (id, status, depends_on, deps_pending, finished_at, error)
+WHERE jobs.id = a.id
+RETURNING jobs.*;
 
 -- name: dependency_results
 SELECT id, status, result FROM jobs WHERE id = ANY(%(ids)s::bigint[]);

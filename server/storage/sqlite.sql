@@ -445,8 +445,10 @@ ORDER BY finished_at, id
 -- The jobs that name :dependency_of in their depends_on (job_dependants keeps them all).
 id IN (SELECT job_id FROM job_dependants WHERE depends_on = :dependency_of) AND
 
--- name: insert_dependant
-INSERT INTO job_dependants (depends_on, job_id) VALUES (:depends_on, :job_id)
+-- name: insert_dependants
+-- One batch's edges, kept for good (WHERE true: an upsert after a SELECT needs one).
+INSERT INTO job_dependants (depends_on, job_id)
+SELECT value ->> 'depends_on', value ->> 'job_id' FROM json_each(:rows) WHERE true
 ON CONFLICT DO NOTHING;
 
 -- name: delete_dependant_links
@@ -817,8 +819,10 @@ SELECT id, status FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDE
 UPDATE jobs SET has_dependants = 1
 WHERE id IN (SELECT value FROM json_each(:ids)) AND has_dependants = 0;
 
--- name: insert_dependency
-INSERT INTO job_dependencies (depends_on, job_id) VALUES (:depends_on, :job_id)
+-- name: insert_dependencies
+-- One batch's pending edges.
+INSERT INTO job_dependencies (depends_on, job_id)
+SELECT value ->> 'depends_on', value ->> 'job_id' FROM json_each(:rows) WHERE true
 ON CONFLICT DO NOTHING;
 
 -- name: start_waiting
@@ -873,9 +877,19 @@ DELETE FROM dependency_cascades WHERE job_id = :id;
 -- name: cascade_pending
 SELECT job_id FROM dependency_cascades WHERE job_id = :id;
 
--- name: dependency_failed
-UPDATE jobs SET status = 'cancelled', finished_at = :now, error = :error
-WHERE id = :id AND status = 'waiting'
+-- name: attach_dependencies
+-- The starting status of a batch's jobs just inserted with dependencies (next_status
+-- decided each: unchanged, waiting, or cancelled because a dependency failed).
+UPDATE jobs
+SET status = a.status, depends_on = a.depends_on, deps_pending = a.deps_pending,
+    finished_at = a.finished_at, error = a.error
+FROM (
+    SELECT value ->> 'id' AS id, value ->> 'status' AS status,
+           value ->> 'depends_on' AS depends_on, value ->> 'deps_pending' AS deps_pending,
+           value ->> 'finished_at' AS finished_at, value ->> 'error' AS error
+    FROM json_each(:rows)
+) AS a
+WHERE jobs.id = a.id
 RETURNING *;
 
 -- name: dependency_results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -101,3 +102,54 @@ def test_a_retried_dependant_whose_dependencies_all_finished_is_queued(scheduler
     [leased] = scheduler.lease("w", ["sleep"], 5, wait=0)
     scheduler.complete([Completion(leased["id"], leased["lease_id"], "succeeded", "w", 1)])
     assert scheduler.retry(child["id"])["status"] == "queued"
+
+
+def _dependant_batch(done: int, cancelled: int, queued: int, n: int) -> list[dict]:
+    """``n`` rounds of four jobs on a finished, a cancelled and a queued job and on
+    each other: each kind of starting status, within the batch and outside it."""
+    jobs: list[dict] = []
+    for _ in range(n):
+        first = len(jobs)
+        jobs += [
+            job(depends_on=[queued, done]),  # waiting, one edge
+            job(depends_on=[cancelled, ("ref", first)]),  # cancelled
+            job(depends_on=[("ref", first + 1)], on_dependency_failure="run"),  # queued
+            job(depends_on=[("ref", first + 1), ("ref", first)]),  # cancelled in turn
+        ]
+    return jobs
+
+
+def test_a_batch_attaches_its_dependencies_with_the_same_statements_whatever_its_size(store):
+    from tests.unit.test_notify import CountedStore
+
+    counted = CountedStore(store)
+    scheduler = Scheduler(counted, ServerConfig(lease_ttl=5))  # type: ignore[arg-type]
+    [(done, _), (cancelled, _), (queued, _)] = scheduler.submit([job(), job(), job()])
+    [leased] = scheduler.lease("w", ["sleep"], 1, wait=0)
+    scheduler.complete([Completion(leased["id"], leased["lease_id"], "succeeded", "w", 1)])
+    scheduler.cancel(cancelled["id"])
+    statements = []
+    for n in (1, 25):
+        counted.queries.clear()
+        rows = [
+            row
+            for row, _ in scheduler.submit(
+                _dependant_batch(leased["id"], cancelled["id"], queued["id"], n)
+            )
+        ]
+        statements.append(sum(counted.queries.values()))
+        assert [row["status"] for row in rows] == [
+            "waiting",
+            "cancelled",
+            "queued",
+            "cancelled",
+        ] * n
+        assert [scheduler.get(row["id"]) for row in rows] == rows  # as committed
+        assert rows[1]["error"] == f"dependency {cancelled['id']} cancelled"
+        assert rows[3]["error"] == f"dependency {rows[1]['id']} cancelled"
+        assert (rows[0]["deps_pending"], json.loads(rows[0]["depends_on"])) == (
+            1,
+            sorted([queued["id"], leased["id"]]),
+        )
+    assert statements[0] == statements[1]
+    assert scheduler.get(queued["id"])["has_dependants"]

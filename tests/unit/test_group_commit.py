@@ -158,3 +158,29 @@ def test_plain_and_keyed_submissions_sharing_a_commit_each_get_their_own_row(sto
         assert stored == row
         assert stored["payload"] == (earlier["payload"] if n == 1 else f'{{"n":{n}}}')
     assert len({row["id"] for row, _ in outcomes}) == len(jobs)
+
+
+@pytest.mark.timeout(30)
+def test_dependant_submissions_sharing_a_commit_are_attached_together(store):
+    """Jobs with dependencies of a group (without keys) are attached together, keyed
+    ones alone: each caller gets its own job, with the status its dependencies give."""
+    scheduler = Scheduler(store, ServerConfig())
+    inserter = scheduler.intake.inserter
+    [(queued, _), (cancelled, _)] = scheduler.submit([{"type": "sleep", "payload": {}}] * 2)
+    scheduler.cancel(cancelled["id"])
+
+    def job(deps: list[int], key: str | None = None) -> dict:
+        return {"type": "sleep", "payload": {}, "idempotency_key": key, "depends_on": deps}
+
+    jobs = [job([queued["id"]]), job([cancelled["id"]]), job([]), job([queued["id"]], "k")]
+    outcomes = inserter._insert_single_jobs([inserter.new_job_params(j, 1000.0) for j in jobs])
+    rows = [row for row, _ in outcomes]
+    assert [row["status"] for row in rows] == ["waiting", "cancelled", "queued", "waiting"]
+    assert [scheduler.get(row["id"]) for row in rows] == rows
+    assert rows[1]["finished_at"] == 1000.0
+    assert [row["depends_on"] for row in rows] == [
+        f"[{queued['id']}]",
+        f"[{cancelled['id']}]",
+        None,
+        f"[{queued['id']}]",
+    ]
