@@ -19,8 +19,16 @@ from taskframe.server.config import ServerConfig
 from taskframe.server.engine import dependencies, job_actions
 from taskframe.server.engine.listing import Listing
 from taskframe.server.engine.notify import ChangeNotifier, WaitSlots
-from taskframe.server.engine.publisher import Publisher
-from taskframe.server.storage import AttemptRow, JobRow, Row, Store, job_row, job_rows
+from taskframe.server.engine.publisher import Changes, Publisher
+from taskframe.server.storage import (
+    AttemptRow,
+    JobRow,
+    Row,
+    Store,
+    Transaction,
+    job_row,
+    job_rows,
+)
 
 # Bytes a job's JSON takes in a listing beside its payload and result.
 JOB_OVERHEAD = 600
@@ -128,13 +136,7 @@ class JobOps:
 
     def cancel(self, job_id: int) -> JobRow:
         """Cancel a queued or scheduled job now; ask the worker of a running one to stop."""
-        params = {"id": job_id, "now": self.clock()}
-        with self.publisher.transaction(params["now"]) as (tx, changes):
-            current = job_row(tx.one("get_job_for_update", params))
-            if current is None:
-                raise JobNotFound(job_id)
-            changes.cancelled.append(job_actions.cancel_locked(tx, current, params["now"]))
-        return changes.cancelled[0]
+        return self._on_locked(job_id, job_actions.cancel_locked, lambda c: c.cancelled)
 
     def retry(self, job_id: int) -> JobRow:
         """Put a failed or cancelled job back in the queue with fresh attempts (or
@@ -143,10 +145,20 @@ class JobOps:
         Attempts keep their numbers for the life of the job: the retry grants
         as many attempts as the job was submitted with (``max_attempts`` grows).
         """
+        return self._on_locked(job_id, job_actions.retry_locked, lambda c: c.requeued)
+
+    def _on_locked(
+        self,
+        job_id: int,
+        action: Callable[[Transaction, JobRow, float], JobRow],
+        recorded: Callable[[Changes], list[JobRow]],
+    ) -> JobRow:
+        """``action`` on the job's row, locked in a published transaction; the row it
+        leaves is recorded in the ``recorded`` list of the transaction's changes."""
         params = {"id": job_id, "now": self.clock()}
         with self.publisher.transaction(params["now"]) as (tx, changes):
             current = job_row(tx.one("get_job_for_update", params))
             if current is None:
                 raise JobNotFound(job_id)
-            changes.requeued.append(job_actions.retry_locked(tx, current, params["now"]))
-        return changes.requeued[0]
+            recorded(changes).append(action(tx, current, params["now"]))
+        return recorded(changes)[0]
