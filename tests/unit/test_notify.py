@@ -20,7 +20,7 @@ from tests.processes import wait_until
 from tests.unit.test_lease_delivery import asleep, waiter
 from tests.unit.test_scheduler import complete, lease_one, submit
 
-#: How long a waiter that just registered is given to finish its first look.
+#: The window in which an idle long-poll, having looked, must write nothing.
 SETTLE = 0.3
 
 
@@ -74,8 +74,8 @@ def test_an_idle_long_poll_reads_once_and_writes_only_to_lease(store):
     counted = CountedStore(store)
     scheduler = Scheduler(counted, ServerConfig())  # type: ignore[arg-type]
     thread, result = _in_thread(lambda: scheduler.lease("w1", ["sleep"], 1, wait=10))
-    wait_until(lambda: scheduler.notifier.lease_waiters() == 1, 10, 0.01, "the poll to wait")
-    time.sleep(SETTLE)
+    wait_until(lambda: counted.queries["any_queued"] >= 1, 10, 0.01, "the poll to look")
+    time.sleep(SETTLE)  # an absence: nothing may follow the look
     assert counted.writes == 0  # found nothing queued by reading: no write transaction
     submit(scheduler)  # one write; its wake-up, one lease: one more
     thread.join(10)
@@ -89,8 +89,7 @@ def test_a_job_waiter_reads_its_job_once_whatever_else_finishes(store):
     scheduler = Scheduler(counted, ServerConfig())  # type: ignore[arg-type]
     target = submit(scheduler, priority=1)  # leased after the others (default priority)
     thread, result = _in_thread(lambda: scheduler.wait_for_job(target["id"], wait=10))
-    wait_until(scheduler.notifier.has_waiters, 10, 0.01, "the client to wait")
-    time.sleep(SETTLE)
+    wait_until(lambda: counted.queries["get_job"] >= 1, 10, 0.01, "the client to look")
     for _ in range(3):  # other jobs come and go: not the waiter's business
         submit(scheduler)
         complete(scheduler, lease_one(scheduler))
@@ -103,12 +102,12 @@ def test_a_job_waiter_reads_its_job_once_whatever_else_finishes(store):
 
 
 def test_the_job_handed_to_a_waiter_is_the_job_as_committed(store):
-    scheduler = Scheduler(store, ServerConfig())
+    counted = CountedStore(store)
+    scheduler = Scheduler(counted, ServerConfig())  # type: ignore[arg-type]
     submit(scheduler)
     leased = lease_one(scheduler)
     thread, result = _in_thread(lambda: scheduler.wait_for_job(leased["id"], wait=10))
-    wait_until(scheduler.notifier.has_waiters, 10, 0.01, "the client to wait")
-    time.sleep(SETTLE)
+    wait_until(lambda: counted.queries["get_job"] >= 1, 10, 0.01, "the client to look")
     complete(scheduler, leased, result={"answer": 42})
     thread.join(10)
     assert result["value"] == (scheduler.get(leased["id"]), False)
