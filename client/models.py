@@ -35,9 +35,15 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+_FIELD_NAMES: dict[type, frozenset[str]] = {}  # per model class: fields() is slow
+
+
 def _build(cls: type[T], data: dict[str, Any], times: tuple[str, ...] = ()) -> T:
     """``cls`` from JSON: known fields by name (times parsed), the rest in ``extra``."""
-    names = {f.name for f in dataclasses.fields(cls)} - {"extra", "raw"}  # type: ignore[arg-type]
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = frozenset(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        names = _FIELD_NAMES[cls] = names - {"extra", "raw"}
     known = {k: (parse_time(v) if k in times else v) for k, v in data.items() if k in names}
     extra = {k: v for k, v in data.items() if k not in names}
     return cls(**known, extra=extra, raw=data)  # type: ignore[call-arg]

@@ -22,32 +22,14 @@ import asyncio
 import ssl
 from typing import Any
 
+from taskframe.client import http11
 from taskframe.client.errors import TaskframeError, Unavailable
+from taskframe.client.http11 import Answer, BadAnswer
 from taskframe.client.transport import Transport, _Failure, _reason, _Route
 
 #: Channels that never share a connection (a lease request in flight must not hold up
 #: a heartbeat).
 LEASE, BEATS = "lease", "beats"
-#: The longest status or header line taken from a server.
-LINE_LIMIT = 64 << 10
-
-
-class _Answer:
-    """A status, its headers (lower-cased names) and the body: what ``_error`` reads."""
-
-    __slots__ = ("status", "headers", "keep_alive")
-
-    def __init__(self, status: int, headers: dict[str, str], keep_alive: bool) -> None:
-        self.status = status
-        self.headers = headers
-        self.keep_alive = keep_alive
-
-    def getheader(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-
-class _BadAnswer(Exception):
-    """What came back is not an HTTP/1.x answer."""
 
 
 class _Stream:
@@ -70,7 +52,7 @@ class _Stream:
             route.port,
             ssl=tls if route.https else None,
             server_hostname=route.host if route.https else None,
-            limit=LINE_LIMIT,
+            limit=http11.LINE_LIMIT,
         )
         return cls(reader, writer)
 
@@ -83,52 +65,33 @@ class _Stream:
 
     async def exchange(
         self, head: bytes, payload: bytes | None, head_only: bool
-    ) -> tuple[_Answer, bytes]:
+    ) -> tuple[Answer, bytes]:
         writer = self.writer
         writer.write(head + payload if payload else head)
         await writer.drain()
         return await self._answer(head_only)
 
-    async def _answer(self, head_only: bool) -> tuple[_Answer, bytes]:
+    async def _answer(self, head_only: bool) -> tuple[Answer, bytes]:
         reader = self.reader
         line = await reader.readline()
         if not line:
             raise ConnectionResetError("the server closed the connection without answering")
-        parts = line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise _BadAnswer(f"not an HTTP answer: {line[:80]!r}")
-        status = int(parts[1])
+        version, status = http11.status_of(line)
         headers: dict[str, str] = {}
-        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        keep_alive = parts[0] == b"HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        if head_only or status in (204, 304) or status < 200:
-            data = b""
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            data = await self._chunked()
-        elif (length := headers.get("content-length")) is not None:
-            if not length.isdigit():
-                raise _BadAnswer(f"Content-Length {length!r}")
-            data = await reader.readexactly(int(length))
-        else:  # the body ends with the connection
-            data, keep_alive = await reader.read(), False
-        return _Answer(status, headers, keep_alive), data
-
-    async def _chunked(self) -> bytes:
-        reader, chunks = self.reader, list[bytes]()
-        while True:
-            size_line = (await reader.readline()).split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise _BadAnswer(f"chunk size {size_line[:20]!r}") from None
-            if size == 0:
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(chunks)
+        while not http11.end_of_head(line := await reader.readline()):
+            http11.add_header(headers, line)
+        answer, length = http11.framing(version, status, headers, head_only)
+        if length >= 0:
+            return answer, await reader.readexactly(length)
+        if length == http11.TO_CLOSE:
+            return answer, await reader.read()
+        chunks = []
+        while size := http11.chunk_size(await reader.readline()):
             chunks.append(await reader.readexactly(size))
             await reader.readexactly(2)  # CRLF
+        while not http11.end_of_head(await reader.readline()):
+            pass  # trailers
+        return answer, b"".join(chunks)
 
 
 class StreamTransport(Transport):
@@ -187,14 +150,11 @@ class StreamTransport(Transport):
         payload: bytes | None,
         headers: dict[str, str],
         read_timeout: float,
-    ) -> tuple[_Answer, bytes]:
+    ) -> tuple[Answer, bytes]:
         """One request and its whole answer on the channel's connection to URL ``index``."""
         route = self._routes[index]
-        lines = [f"{method} {route.target(path)} HTTP/1.1", f"Host: {route.netloc}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        if payload is not None:
-            lines.append(f"Content-Length: {len(payload)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        length = None if payload is None else len(payload)
+        head = http11.request_head(method, route.target(path), route.netloc, headers, length)
         stream = self._idle.pop((channel, index), None)
         waited = f"connecting, {self.connect_timeout:g} s"
         try:
@@ -218,7 +178,7 @@ class StreamTransport(Transport):
         except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
             _close(stream)
             raise _Failure(f"timed out ({waited})") from None
-        except (OSError, EOFError, _BadAnswer) as exc:  # IncompleteReadError is an EOFError
+        except (OSError, EOFError, BadAnswer) as exc:  # IncompleteReadError is an EOFError
             _close(stream)
             if stream is not None and stream.timed_out:
                 raise _Failure(f"timed out ({waited})") from None

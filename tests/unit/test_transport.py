@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import http.client
+import socket
 import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -346,18 +348,55 @@ def test_https_goes_through_HTTPS_PROXY_in_a_tunnel(
     assert proxy.lines == [f"CONNECT {address} HTTP/1.0"]
 
 
-@pytest.mark.parametrize("body", [b'{"type": "sleep"}', b""])
-def test_a_request_goes_out_in_one_send_with_its_body(body):
-    """Headers and body in one segment: the server reads a request once, not twice."""
-    from taskframe.client.transport import _HTTPConnection
+class RecordingSocket:
+    """A connected socket whose sends are recorded (a socket takes no new attributes)."""
 
-    def sent_by(connection: http.client.HTTPConnection) -> list[bytes]:
-        sends: list[bytes] = []
-        connection.send = sends.append  # type: ignore[method-assign]  # where it leaves
-        connection.request("POST", "/jobs", body, {"Content-Type": "application/json"})
-        return sends
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sent: list[bytes] = []
 
-    ours = sent_by(_HTTPConnection("127.0.0.1", 9))
-    stock = sent_by(http.client.HTTPConnection("127.0.0.1", 9))
-    assert len(ours) == 1 and ours[0] == b"".join(stock)
-    assert ours[0].endswith(b"\r\n\r\n" + body)
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+        self.sock.sendall(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.sock, name)
+
+
+@pytest.mark.parametrize("body", [{"type": "sleep"}, None])
+def test_a_request_goes_out_in_one_send_with_its_body(
+    servers: list[FakeServer], body: object
+) -> None:
+    """Head and body in one segment (the server reads a request once, not twice), and
+    the head says what http.client's would."""
+    server = start(servers, echo_path)
+    transport = Transport([server.url], token="t0k")
+    transport.call("GET", "/health")  # opens this thread's connection
+    reader = transport._connection(0).reader
+    assert reader is not None
+    reader.sock = recording = RecordingSocket(reader.sock)  # type: ignore[assignment]
+    assert transport.call("POST", "/jobs", body=body) == {"path": "/jobs"}
+    [sent] = recording.sent
+    payload = b'{"type":"sleep"}' if body else b""
+    assert sent.endswith(b"\r\n\r\n" + payload)
+
+    stock: list[bytes] = []
+    connection = http.client.HTTPConnection("127.0.0.1", urlsplit(server.url).port)
+    connection.send = stock.append  # type: ignore[method-assign]  # where it leaves
+    headers = transport._headers(body is not None, None)
+    connection.request("POST", "/jobs", payload, headers)
+    stock_lines = b"".join(stock).split(b"\r\n")
+    stock_lines.remove(b"Accept-Encoding: identity")  # http.client's own, not needed
+    assert sorted(sent.split(b"\r\n")) == sorted(stock_lines)
+
+
+def test_a_path_or_header_that_would_split_the_request_is_never_sent(
+    servers: list[FakeServer],
+) -> None:
+    server = start(servers, echo_path)
+    transport = Transport([server.url])
+    with pytest.raises(TaskframeError, match="control character"):
+        transport.call("GET", "/jobs/1 HTTP/1.1\r\nX-Evil: 1")
+    with pytest.raises(TaskframeError, match="line break"):
+        transport.call("GET", "/health", headers={"X-Note": "a\r\nX-Evil: 1"})
+    assert server.requests == []

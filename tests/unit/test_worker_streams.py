@@ -204,9 +204,27 @@ def raw_server(answer: bytes) -> tuple[str, threading.Thread]:
     ],
     ids=["chunked", "until-closed"],
 )
-def test_bodies_chunked_or_ending_with_the_connection(answer: bytes) -> None:
+@pytest.mark.parametrize("on_loop", [True, False], ids=["loop", "blocking"])
+def test_bodies_chunked_or_ending_with_the_connection(answer: bytes, on_loop: bool) -> None:
+    """Both transports read answers with taskframe.client.http11."""
     url, thread = raw_server(answer)
-    assert run(StreamTransport([url]).acall("GET", "/x")) == {"a": 1}
+    transport = StreamTransport([url])
+    got = run(transport.acall("GET", "/x")) if on_loop else transport.call("GET", "/x")
+    assert got == {"a": 1}
+    thread.join(5)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"SMTP ready\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n{}"],
+    ids=["not-http", "bad-length"],
+)
+@pytest.mark.parametrize("on_loop", [True, False], ids=["loop", "blocking"])
+def test_an_answer_that_is_not_http_is_unavailable(answer: bytes, on_loop: bool) -> None:
+    url, thread = raw_server(answer)
+    transport = StreamTransport([url])
+    with pytest.raises(Unavailable, match="not an HTTP answer|Content-Length"):
+        run(transport.acall("GET", "/x")) if on_loop else transport.call("GET", "/x")
     thread.join(5)
 
 
