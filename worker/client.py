@@ -18,7 +18,7 @@ from typing import Any
 from taskframe.client.errors import ApiError, Unavailable
 from taskframe.client.transport import URL_PENALTY
 from taskframe.core.retry import BackoffPolicy
-from taskframe.worker.streams import BEATS, StreamTransport
+from taskframe.worker.streams import BEATS, LEASE, StreamTransport
 
 log = logging.getLogger("taskframe.worker")
 
@@ -89,13 +89,16 @@ class ApiClient(StreamTransport):
         resent: bool = False,
         info: dict[str, Any] | None = None,
         queues: list[str] | None = None,
+        *,
+        channel: str = LEASE,
     ) -> dict[str, Any]:
-        """:meth:`lease` on the worker's event loop."""
+        """:meth:`lease` on the worker's event loop, on ``channel``'s connection."""
         body = lease_body(
             worker_id, types, max_jobs, wait, completions, request_id, resent, info, queues
         )
         timeout = wait + LONG_POLL_MARGIN
-        return await self.acall("POST", "/lease", body=body, read_timeout=timeout) or {}
+        call = self.acall("POST", "/lease", body=body, read_timeout=timeout, channel=channel)
+        return await call or {}
 
     def heartbeats(self, worker_id: str, leases: list[dict[str, Any]]) -> dict[str, Any]:
         """``POST /heartbeats``: extend every lease; learn of lost leases and cancellations."""

@@ -3,10 +3,12 @@
 One asyncio loop owns the worker's state and its exchanges with the server.
 Each ``POST /lease`` carries every pending outcome and asks for as many jobs
 as there are free slots, so a worker never holds a job it cannot start
-(priority stays strict across workers). With nothing running it long-polls;
-with jobs running it asks without waiting and waits locally instead, so a
-finished job is reported at once. One heartbeat request renews every lease
-held and carries the jobs' progress.
+(priority stays strict across workers). While the queue has more it asks
+without waiting; once it is empty, a long poll waits at the server for the
+free slots, jobs running or not, so a job submitted meanwhile starts at once.
+A job that ends while that poll is open is reported at once beside it, on a
+connection of its own (leasing nothing). One heartbeat request renews every
+lease held and carries the jobs' progress.
 
 The lease requests go out one at a time from the loop itself, over a
 keep-alive connection of :mod:`taskframe.worker.streams` (the transport's
@@ -43,11 +45,13 @@ from taskframe.worker.jobs import JobEnd, RunningJob
 from taskframe.worker.outbox import Outbox
 from taskframe.worker.pool import KILL_GRACE
 from taskframe.worker.runner import Runner, Slot, start_slots
+from taskframe.worker.streams import REPORTS
 from taskframe.worker.threads import DaemonThreads
 
 log = logging.getLogger("taskframe.worker")
 
-#: While jobs run and slots are free, how long the queue may go unchecked.
+#: While jobs run and the server refuses more long polls (it has as many as it
+#: allows), how long the queue may go unchecked.
 BUSY_POLL = 0.2
 #: How long a stopping worker keeps trying to report the last outcomes.
 FLUSH_TIMEOUT = 5.0
@@ -182,15 +186,20 @@ class Worker:
         # lease alive.
         self._http = DaemonThreads(loop, 1, "taskframe-http")
         self._beats = DaemonThreads(loop, 1, "taskframe-heartbeat")
+        self._reports = DaemonThreads(loop, 1, "taskframe-reports")
         client = self.client
         #: POST /lease and POST /heartbeats, awaited on the loop.
         self._lease_call: Callable[..., Awaitable[dict[str, Any]]]
         self._beat_call: Callable[..., Awaitable[dict[str, Any]]]
+        #: POST /lease with outcomes only, beside a long poll in flight.
+        self._report_call: Callable[..., Awaitable[dict[str, Any]]]
         if getattr(client, "streams_ok", False):
             self._lease_call, self._beat_call = client.alease, client.aheartbeats
+            self._report_call = partial(client.alease, channel=REPORTS)
         else:
             self._lease_call = partial(self._http.call, client.lease)
             self._beat_call = partial(self._beats.call, client.heartbeats)
+            self._report_call = partial(self._reports.call, client.lease)
         self._runner = Runner(self.config, self.plugins, slots, loop, self._finish)
         heartbeats = loop.create_task(self._heartbeat_loop())
         self.started.set()
@@ -204,7 +213,7 @@ class Worker:
                 end = time.monotonic() + KILL_GRACE + 2.0
                 while self._busy and time.monotonic() < end:
                     await self._nap(0.05)
-            for threads in (self._http, self._beats):
+            for threads in (self._http, self._beats, self._reports):
                 threads.close()
             self.client.close()  # while the loop runs: it closes the loop's connections
 
@@ -235,24 +244,31 @@ class Worker:
     async def _lease_loop(self) -> None:
         streak = FailureStreak("leasing jobs")
         queue_empty = False  # the last lease got fewer jobs than it asked for
+        no_poll_until = 0.0  # the server had too many long polls: jobs running poll locally
         while True:
             self._expire()
             if self._stopping:
                 return
             free = min(self.concurrency - self._busy, MAX_LEASE_BATCH)
             running = self._busy > 0
-            if not len(self.outbox) and (free <= 0 or (running and queue_empty)):
+            pending = len(self.outbox)
+            polls_refused = time.monotonic() < no_poll_until
+            if not pending and (free <= 0 or (running and queue_empty and polls_refused)):
                 # Nothing to report and nothing worth asking: wait for a job to end.
                 await self._nap(self._wait_time(1.0 if free <= 0 else BUSY_POLL))
                 queue_empty = False
                 continue
             free = max(free, 0)
-            wait = 0.0 if running else self.poll_interval
+            # A long poll when idle, and while jobs run once the queue is empty (their
+            # outcomes then go out beside it); without waiting while there is more.
+            wait = self.poll_interval if not running or (queue_empty and not pending) else 0.0
             sent = freshness.clock()
             exchange = self.outbox.aexchange(self._lease_call, free, wait, self._isolate)
             try:
                 if wait > 0:  # a task: stop() may abandon it
                     self._polling = asyncio.ensure_future(exchange)
+                    if running:
+                        await self._report_beside(self._polling)
                     answer = await self._polling
                 else:
                     answer = await exchange
@@ -272,9 +288,12 @@ class Worker:
             streak.success()
             self._note_limits(answer)
             jobs = answer.get("jobs") or []
-            if not jobs and not running and answer.get("retry_after"):
-                # The server has as many long-polls as it allows: ask again later.
-                await self._pause(float(answer["retry_after"]), until_stop=True)
+            if not jobs and answer.get("retry_after"):
+                # The server has as many long polls as it allows: ask again later.
+                if running:
+                    no_poll_until = time.monotonic() + float(answer["retry_after"])
+                else:
+                    await self._pause(float(answer["retry_after"]), until_stop=True)
             queue_empty = len(jobs) < free
             ttl = self.heartbeat.lease_ttl
             if jobs and ttl:
@@ -285,6 +304,22 @@ class Worker:
                         freshness.screen, jobs, delivery, self._send_heartbeats, self._release
                     )
             await self._start(jobs)
+
+    async def _report_beside(self, poll: asyncio.Future[Any]) -> None:
+        """Until ``poll`` (a long poll sent while jobs run) is answered: report each job
+        that ends at once, leasing nothing, on a connection of its own."""
+        poll.add_done_callback(lambda _: self._wake_up())
+        streak = FailureStreak("reporting outcomes")
+        while not poll.done():
+            self._expire()
+            if not len(self.outbox) or self._stopping:
+                await self._nap(self._wait_time(1.0))
+                continue
+            try:
+                await self.outbox.areport(self._report_call, self._isolate)
+                streak.success()
+            except ApiError as exc:
+                await self._nap(self._wait_time(streak.failure(exc)))
 
     async def _isolate(self, sent: list[dict[str, Any]]) -> None:
         await self._http.call(self.outbox.isolate, sent)

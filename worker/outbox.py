@@ -135,6 +135,20 @@ class Outbox:
             raise
         return self._answered(sent, answer)
 
+    async def areport(
+        self, lease: AsyncLease, isolate: Callable[[list[dict[str, Any]]], Awaitable[None]]
+    ) -> None:
+        """Report the pending outcomes, leasing nothing, while a long poll is in flight:
+        that poll keeps its request id (a report leases nothing, so needs none)."""
+        sent = self._next_batch()
+        try:
+            answer = await lease(*self._lease_args(0, 0.0, sent, None, False))
+        except ApiError as exc:
+            if not isinstance(exc, Unavailable) and sent:
+                await isolate(sent)
+            raise
+        self._settle(sent, answer.get("completions") or [])
+
     def _begin(self) -> tuple[list[dict[str, Any]], str, bool]:
         # Kept until an answer arrives: a request whose answer was lost is
         # re-sent with the same id and gets back the jobs it had leased.

@@ -27,9 +27,9 @@ from taskframe.client.errors import TaskframeError, Unavailable
 from taskframe.client.http11 import Answer, BadAnswer
 from taskframe.client.transport import Transport, _Failure, _reason, _Route
 
-#: Channels that never share a connection (a lease request in flight must not hold up
-#: a heartbeat).
-LEASE, BEATS = "lease", "beats"
+#: Channels that never share a connection: a lease request in flight must hold up
+#: neither a heartbeat nor the outcomes reported beside a long poll.
+LEASE, BEATS, REPORTS = "lease", "beats", "reports"
 
 
 class _Stream:

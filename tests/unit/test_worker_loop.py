@@ -51,6 +51,11 @@ class FakeClient:
         self.beats: list[dict[str, Any]] = []  # every heartbeat entry sent
         self.exchanges = 0  # lease and heartbeat calls
         self.closed = threading.Event()  # the worker has ended (it closes its client last)
+        self.hold_polls = False  # a long poll with nothing to lease waits for a job (or wait)
+        self.polls_open = 0  # long polls held now
+        self.arrived = threading.Condition(self.lock)  # add() and interrupt() notify it
+        self.interrupted = False
+        self.refuse_polls = False  # a long poll with nothing to lease: "too many, retry after 1"
         self._next_id = 1
 
     def add(self, job_type: str, payload: dict[str, Any], **fields: Any) -> int:
@@ -67,14 +72,16 @@ class FakeClient:
                     **fields,
                 }  # fmt: skip
             )
+            self.arrived.notify_all()
         return job_id
 
     def lease(self, worker_id, types, max_jobs, wait, completions, request_id=None,
               resent=False, info=None) -> dict[str, Any]:  # fmt: skip
         with self.lock:
             self.exchanges += 1
-            self.calls.append({"max": max_jobs, "completions": [c["job_id"] for c in completions],
-                               "request_id": request_id, "resent": resent})  # fmt: skip
+            done = [c["job_id"] for c in completions]
+            self.calls.append({"max": max_jobs, "completions": done, "request_id": request_id,
+                               "resent": resent, "wait": wait})  # fmt: skip
             if completions and self.lose > 0:
                 self.lose -= 1
                 raise Unavailable("connection reset by the fake")
@@ -83,11 +90,21 @@ class FakeClient:
                 self.held.discard(item["job_id"])
             if len(self.held) + max_jobs > self.concurrency:
                 self.overcommitted.append(f"{sorted(self.held)} held, asked for {max_jobs}")
+            if self.hold_polls and max_jobs and wait and not self.queue:
+                self.polls_open += 1
+                try:
+                    self.arrived.wait_for(lambda: self.queue or self.interrupted, wait)
+                finally:
+                    self.polls_open -= 1
+                if self.interrupted:
+                    raise Unavailable("the fake's long poll was interrupted")
             jobs, self.queue = self.queue[:max_jobs], self.queue[max_jobs:]
             self.held |= {job["id"] for job in jobs}
+        answers = [{"job_id": c["job_id"], "ok": True} for c in completions]
+        if not jobs and wait and self.refuse_polls:
+            return {"jobs": [], "retry_after": 1, "lease_ttl": 30, "completions": answers}
         if not jobs and wait:
             time.sleep(min(wait, 0.02))  # a (short) long poll
-        answers = [{"job_id": c["job_id"], "ok": True} for c in completions]
         return {"jobs": jobs, "lease_ttl": 30, "completions": answers, **self.announced()}
 
     def announced(self) -> dict[str, Any]:
@@ -102,6 +119,12 @@ class FakeClient:
                 for x in leases
             ]
         return {"leases": answers, "lease_ttl": 30, **self.announced()}
+
+    def interrupt(self) -> None:
+        """What the worker calls to end a long poll it abandons (when it stops)."""
+        with self.lock:
+            self.interrupted = True
+            self.arrived.notify_all()
 
     def release(self, job_id, worker_id, lease_id) -> None:
         with self.lock:
@@ -205,6 +228,47 @@ def test_it_leases_only_free_slots(fake, gates, start) -> None:
         assert fake.outcome(job_id)["status"] == "succeeded"
     assert fake.overcommitted == []
     assert max(call["max"] for call in fake.calls) == 2
+
+
+def test_a_long_poll_stays_open_while_jobs_run_and_outcomes_go_beside_it(
+    fake, gates, start
+) -> None:
+    """A job queued while others run starts when it arrives, not at the worker's next
+    look: with free slots and the queue empty, the worker waits at the server (a long
+    poll) while its jobs run, and reports each job that ends at once, beside it."""
+    fake.hold_polls = True
+    first = fake.add("block", {})
+    start(concurrency=2, poll_interval=30)
+    assert gates.started.acquire(timeout=10)
+    wait_until(lambda: fake.polls_open == 1, 10, message="a long poll while the job runs")
+    calls_before = len(fake.calls)
+
+    gates.gate.set()  # the job ends while the poll is open
+    assert fake.outcome(first)["status"] == "succeeded"
+    assert fake.polls_open == 1  # still open: the outcome went beside it
+    reports = [call for call in fake.calls[calls_before:] if call["completions"]]
+    assert [(call["max"], call["completions"], call["wait"]) for call in reports] == [
+        (0, [first], 0)
+    ]
+
+    second = fake.add("echo", {"text": "arrived"})  # answers the open poll
+    assert fake.outcome(second)["result"] == "arrived"
+    assert fake.overcommitted == []
+
+
+def test_a_refused_long_poll_makes_a_busy_worker_look_now_and_then(fake, gates, start) -> None:
+    """A server with as many long polls as it allows answers "retry after": a worker
+    with jobs running then asks without waiting, at most every BUSY_POLL, for a while,
+    instead of long-polling again at once (which would spin)."""
+    fake.refuse_polls = True
+    fake.add("block", {})
+    start(concurrency=2, poll_interval=30)
+    assert gates.started.acquire(timeout=10)
+    busy = lambda: [call for call in fake.calls[1:] if call["wait"]]  # noqa: E731
+    wait_until(busy, 10, message="a long poll while the job runs")
+    time.sleep(0.5)
+    assert len(busy()) == 1
+    gates.gate.set()
 
 
 def test_an_outcome_lost_on_the_way_is_delivered_again(fake, gates, start) -> None:
