@@ -23,7 +23,8 @@ For taskframe, each workload also checks through the API that every job
 succeeded in exactly one attempt.
 
 Each system runs on its documented defaults otherwise (taskframe: SQLite with
-its defaults, and PostgreSQL if reachable; Huey: ``RedisHuey``, blocking
+its defaults, and PostgreSQL if reachable, each on waitress and, with the
+``granian`` extra, on Granian (``--server granian``); Huey: ``RedisHuey``, blocking
 reads; Celery: Redis broker, results ignored, ``--without-gossip
 --without-mingle --without-heartbeat``, which its docs suggest to cut start-up
 time on a single node). Needs the ``bench`` extra (``pip install -e '.[bench]'``)
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib.util
 import os
 import platform
 import shutil
@@ -57,7 +59,14 @@ from harness import BIN, BenchError, Deadline, Env, Proc, new_workdir, verify_su
 from taskframe.client import Client  # noqa: E402
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-SYSTEMS = ("taskframe-sqlite", "taskframe-postgres", "huey", "celery")
+SYSTEMS = (
+    "taskframe-sqlite",
+    "taskframe-postgres",
+    "taskframe-sqlite-granian",  # the same, served by Granian (the granian extra)
+    "taskframe-postgres-granian",
+    "huey",
+    "celery",
+)
 W3_SLOTS = 50
 
 
@@ -101,8 +110,8 @@ class Counter:
 
 
 class Taskframe:
-    def __init__(self, db: str, workdir: Path, label: str) -> None:
-        self.env = Env(db, workdir, label, [], [])
+    def __init__(self, db: str, workdir: Path, label: str, server_args: list[str]) -> None:
+        self.env = Env(db, workdir, label, server_args, [])
         self.ids: set[int] = set()
         # Jobs go in through the project's own client, as Huey's through its enqueue.
         self.client = Client(self.env.url)
@@ -189,7 +198,7 @@ def w1(system: Any, counter: Counter, opts: argparse.Namespace, out: dict[str, s
         system.submit(index, counter.key)
     out["W1 submission, 1 thread (jobs/s)"] = f"{n / (perf_counter() - start):,.0f}"
     if isinstance(system, Taskframe):
-        system.start_workers(2, 64)
+        system.start_workers(2, opts.w1_slots)
     else:
         system.start_workers(1, 2, "process")
     start = perf_counter()
@@ -256,8 +265,9 @@ def run_system(
         system: Any = None
         try:
             if name.startswith("taskframe"):
-                db = "sqlite" if name.endswith("sqlite") else opts.postgres
-                system = Taskframe(db, workdir, label.replace("-", "_"))
+                db = "sqlite" if "-sqlite" in name else opts.postgres
+                server = ["--server", "granian"] if name.endswith("-granian") else []
+                system = Taskframe(db, workdir, label.replace("-", "_"), server)
             else:
                 system = Peer(name, workdir, f"{run}-{name}")  # one queue: one import
             cleanup.append(system)
@@ -299,6 +309,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5000, help="W1 jobs")
     parser.add_argument("--w2-jobs", type=int, default=200, help="W2 round trips")
+    parser.add_argument("--w1-slots", type=int, default=64, help="W1: slots per taskframe worker")
     parser.add_argument("--w3", default="200x0.5", help="W3 jobs x seconds each, on 50 slots")
     parser.add_argument("--workloads", default="W1,W2,W3")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
@@ -344,8 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(lambda: [s.close() for s in list(cleanup)])
     results = {}
     for name in opts.systems:
-        if name == "taskframe-postgres" and not _postgres_ok(opts.postgres):
+        if "-postgres" in name and not _postgres_ok(opts.postgres):
             print(f"  skipping {name}: PostgreSQL at {opts.postgres} unreachable", file=sys.stderr)
+            continue
+        if name.endswith("-granian") and importlib.util.find_spec("granian") is None:
+            print(f"  skipping {name}: pip install -e '.[granian]' first", file=sys.stderr)
             continue
         results[name] = run_system(name, opts, workdir, redis_client, run, cleanup)
     print_table(results, opts)
