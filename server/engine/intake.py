@@ -43,7 +43,7 @@ class Intake:
     def _published(self, created: list[JobRow]) -> None:
         """After the commit: each caller's new jobs are announced, counted and logged
         as its own (a shared commit logs one submission as one, not as a batch)."""
-        self.publisher.publish(Changes(self.clock(), submitted=created))
+        self.publisher.submitted(created)
 
     def new_job_params(self, job: dict[str, Any], now: float) -> dict[str, Any]:
         """The row of a new job, ready for :meth:`insert_new` (schedules prepare theirs)."""

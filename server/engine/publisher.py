@@ -111,16 +111,21 @@ class Publisher:
         if changes.heard_elsewhere():
             self.store.notify_change(tx)
 
+    def submitted(self, rows: list[JobRow]) -> None:
+        """After the commit of new jobs, and nothing else: what :meth:`publish` does
+        for them (a submission's, without a whole :class:`Changes` to look through)."""
+        self.wakeups.announce(rows)
+        self.telemetry.submitted(rows)
+        if self.events is not None:
+            self.events.submitted(rows)
+
     def publish(self, changes: Changes) -> None:
         """After the commit: wake, count, log and tell the plugins."""
         wakeups, telemetry, events = self.wakeups, self.telemetry, self.events
         if changes.leased is not None:
             telemetry.leased(*changes.leased)
         if changes.submitted:
-            wakeups.announce(changes.submitted)
-            telemetry.submitted(changes.submitted)
-            if events is not None:
-                events.submitted(changes.submitted)
+            self.submitted(changes.submitted)
         if changes.history:
             wakeups.ended(changes.ended)
             telemetry.attempts_ended(changes.history, changes.ended, changes.now)

@@ -123,8 +123,19 @@ class JobInserter:
         return self._group_submit(self._new_job_params(job, self.clock()))
 
     def _insert_single_jobs(self, prepared: list[dict[str, Any]]) -> list[Submitted | JobConflict]:
+        if all(_plain(params) for params in prepared):
+            return list(self._insert_plain(prepared))
         outcomes = self._insert_units([[params] for params in prepared])
         return [o if isinstance(o, JobConflict) else o[0] for o in outcomes]
+
+    def _insert_plain(self, prepared: list[dict[str, Any]]) -> list[Submitted]:
+        """:meth:`_insert_units` for jobs without key or dependencies (nearly every
+        submission): one set-based insert, their counts, nothing that can conflict."""
+        with self.store.transaction() as tx:
+            rows = tx.insert_jobs(prepared)
+            counts.added(tx, rows)
+            self.publisher.before_commit(tx, Changes(self.clock(), submitted=rows))
+        return [(row, True) for row in rows]
 
     def _insert_units(
         self, units: list[list[dict[str, Any]]]
@@ -296,6 +307,11 @@ class JobInserter:
 def _keyless(params: dict[str, Any]) -> bool:
     """A job without idempotency key: inserted without any check."""
     return params["idempotency_key"] is None
+
+
+def _plain(params: dict[str, Any]) -> bool:
+    """A job without idempotency key or dependencies: inserted as it is."""
+    return params["idempotency_key"] is None and "_depends_on" not in params
 
 
 def _dependency_ids(params: dict[str, Any], unit_rows: list[JobRow]) -> list[int]:

@@ -23,6 +23,12 @@ Sending: a task thread sends its answer itself, at once (waitress's
 send, one segment for the client, not two), and while it writes, waitress's loop
 does not poll for that output (the socket is writable: the loop would spin on
 output it cannot take). What the task could not send, the loop sends.
+
+Waking the loop: waitress wakes its loop (a write to a pipe) at the end of every
+request, so that it looks at the connection again. When the loop reads the
+connection already and has nothing to send or close, that wake-up is a turn of the
+loop for nothing (a write and a read of the pipe, a poll): it is skipped
+(:class:`_LoopView`).
 """
 
 from __future__ import annotations
@@ -157,6 +163,41 @@ class Task(WSGITask):  # type: ignore[misc]  # waitress: no hints
                 channel.write_soon(head)
 
 
+class _LoopView:
+    """A channel's server, whose ``pull_trigger`` skips the loop's wake-up when the
+    loop has nothing to do for the channel (see :meth:`Channel.loop_needs_waking`).
+    Anything else is the server's."""
+
+    __slots__ = (
+        "_channel",
+        "_server",
+        "adj",
+        "add_task",
+        "application",
+        "effective_port",
+        "server_name",
+    )
+
+    def __init__(self, server: Any, channel: Any) -> None:
+        self._server = server
+        self._channel = channel
+        # Read for every request (waitress's channel.py and task.py), so copied rather
+        # than looked up through __getattr__ (~0.5 us each): all are set when the server
+        # is made, and never change.
+        self.adj = server.adj
+        self.add_task = server.add_task
+        self.application = server.application
+        self.effective_port = server.effective_port
+        self.server_name = server.server_name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+    def pull_trigger(self) -> None:
+        if self._channel.loop_needs_waking():
+            self._server.pull_trigger()
+
+
 def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
     """A waitress channel class; ``body_limit(path)`` gives a route's largest body.
 
@@ -212,6 +253,8 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
         head: bytes | None = None
         #: A task thread is sending (waitress's attributes have no type hints).
         task_writing = False
+        #: The loop's latest look found the connection readable (see loop_needs_waking).
+        loop_reading = False
         server: Any
         adj: Any
         total_outbufs_len: int
@@ -239,8 +282,24 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self.server = _LoopView(self.server, self)
             if header_timeout:  # the first request is due from the accept on
                 self.header_started = time.monotonic()
+
+        def loop_needs_waking(self) -> bool:
+            """Whether a task thread must wake the loop for this connection: unless the
+            loop reads it already and has nothing to send, close or time out.
+
+            readable() clears loop_reading before it looks and sets it after: a look
+            that began before the task's last change (and may have seen the connection
+            unreadable) leaves it False by the time the task reads it here.
+            """
+            return not (
+                self.loop_reading
+                and self.connected
+                and self.request is None  # no half-received request (its clock runs)
+                and not (self.total_outbufs_len or self.will_close or self.close_when_flushed)
+            )
 
         def received(self, data: bytes) -> bool:
             if not header_timeout:
@@ -265,6 +324,11 @@ def channel_class(body_limit: Any, header_timeout: float) -> type[HTTPChannel]:
 
         def readable(self) -> bool:
             # Called for every connection on each turn of waitress's loop (at least once a second).
+            self.loop_reading = False  # first: see loop_needs_waking
+            reading = self.loop_reading = self._readable()
+            return reading
+
+        def _readable(self) -> bool:
             if self.body_refused:
                 return False
             waiting = self.header_started is not None or self.body_started is not None

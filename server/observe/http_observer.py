@@ -6,6 +6,7 @@ import functools
 import logging
 import re
 import time
+from typing import Any
 
 import falcon
 
@@ -35,6 +36,10 @@ class HttpObserver:
     def __init__(self, metrics: Metrics, access_log: bool = False) -> None:
         self.counter = metrics.http_requests
         self.access_level = logging.INFO if access_log else logging.DEBUG
+        # The counter's child per (method, route template, status), looked up once:
+        # ``labels()`` costs a lock and more per call. The keys are the labels' own
+        # (a method outside _METHODS is "other"), so the set stays as small as theirs.
+        self._children: dict[tuple[str, str | None, str], Any] = {}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -46,10 +51,15 @@ class HttpObserver:
         resource: object,
         req_succeeded: bool,
     ) -> None:
-        route = route_label(req.uri_template)
         status = falcon.http_status_to_code(resp.status)  # (Falcon 3 has no status_code)
         method = req.method if req.method in _METHODS else "other"
-        self.counter.labels(method, route, str(status)).inc()
+        key = (method, req.uri_template, str(status))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.counter.labels(
+                method, route_label(req.uri_template), key[2]
+            )
+        child.inc()
         if status >= 500:
             log.warning("%s %s answered %d", req.method, req.relative_uri, status)
         if access.isEnabledFor(self.access_level):
