@@ -173,19 +173,26 @@ class Transport:
                     index, method, target, payload, request_headers, timeout
                 )
             except _Failure as failure:
-                last = Unavailable(f"{url}: {failure.reason}", url=url, description=failure.reason)
-                if self._interrupts != interrupts:  # on purpose: neither the URL's fault
-                    raise last from None  # nor a reason to try the others
-                self._mark(index, ok=False, reason=last)
+                last = self._unreachable(index, url, failure, interrupts)
                 continue
             except ValueError as exc:  # e.g. a header not latin-1, a space in the path
-                raise TaskframeError(f"{url}: {type(exc).__name__}: {exc}", url=url) from exc
+                raise _unsendable(url, exc) from exc
             try:
                 return self._judge(index, response, data, url)
             except Unavailable as exc:  # another URL may serve
                 last = exc
         assert last is not None
         raise last
+
+    def _unreachable(self, index: int, url: str, failure: _Failure, interrupts: int) -> Unavailable:
+        """The error of a URL whose exchange failed, the URL marked failing; raised at
+        once instead when ``interrupt()`` ended the exchange (``interrupts``: its count
+        when the call began): neither the URL's fault nor a reason to try the others."""
+        error = Unavailable(f"{url}: {failure.reason}", url=url, description=failure.reason)
+        if self._interrupts != interrupts:
+            raise error from None
+        self._mark(index, ok=False, reason=error)
+        return error
 
     def _order(self) -> list[int]:
         """URL indexes for one request: rotated per request, healthy ones first."""
@@ -351,6 +358,11 @@ class Transport:
             self._local = threading.local()  # so that threads register their new ones
         for connection in connections:
             connection.close()
+
+
+def _unsendable(url: str, exc: ValueError) -> TaskframeError:
+    """The error of a request that cannot be written (a header not latin-1, say)."""
+    return TaskframeError(f"{url}: {type(exc).__name__}: {exc}", url=url)
 
 
 def read_token_file(path: str) -> str:

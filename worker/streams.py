@@ -23,9 +23,9 @@ import ssl
 from typing import Any
 
 from taskframe.client import http11
-from taskframe.client.errors import TaskframeError, Unavailable
+from taskframe.client.errors import Unavailable
 from taskframe.client.http11 import Answer, BadAnswer
-from taskframe.client.transport import Transport, _Failure, _reason, _Route
+from taskframe.client.transport import Transport, _Failure, _reason, _Route, _unsendable
 
 #: Channels that never share a connection: a lease request in flight must hold up
 #: neither a heartbeat nor the outcomes reported beside a long poll.
@@ -127,13 +127,10 @@ class StreamTransport(Transport):
                     index, channel, method, path, payload, headers, timeout
                 )
             except _Failure as failure:
-                last = Unavailable(f"{url}: {failure.reason}", url=url, description=failure.reason)
-                if self._interrupts != interrupts:  # on purpose: try no other URL
-                    raise last from None
-                self._mark(index, ok=False, reason=last)
+                last = self._unreachable(index, url, failure, interrupts)
                 continue
-            except (UnicodeEncodeError, ValueError) as exc:  # e.g. a header not latin-1
-                raise TaskframeError(f"{url}: {type(exc).__name__}: {exc}", url=url) from exc
+            except ValueError as exc:  # e.g. a header not latin-1
+                raise _unsendable(url, exc) from exc
             try:
                 return self._judge(index, answer, data, url)
             except Unavailable as exc:  # another URL may serve
