@@ -71,11 +71,8 @@ class Telemetry:
     def submitted(self, rows: list[JobRow]) -> None:
         if self.metrics is not None:
             counter = self.metrics.submitted
-            if len(rows) == 1:  # a single submission (nearly all): nothing to group
-                self._child(counter, rows[0]["type"]).inc()
-            else:
-                for job_type, n in Counter(row["type"] for row in rows).items():
-                    self._child(counter, job_type).inc(n)
+            for job_type, n in Counter(row["type"] for row in rows).items():
+                self._child(counter, job_type).inc(n)
         if len(rows) > BATCH_SUMMARY_OVER and log.isEnabledFor(logging.INFO):
             types = sorted({row["type"] for row in rows})
             ids = [rows[0]["id"], rows[-1]["id"]]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,21 +43,10 @@ def moved(tx: Transaction, rows: Iterable[JobRow], source: str, target: str) -> 
     tx.run_many("count_moves", moves)
 
 
-def added(tx: Transaction, rows: Sequence[JobRow]) -> None:
+def added(tx: Transaction, rows: Iterable[JobRow]) -> None:
     """Count jobs just inserted in ``tx`` (with the status they were inserted with):
     one statement per (type, queue, status, priority). Every insert of a job is
     counted this way, not by a trigger per row (migration 9)."""
-    if len(rows) == 1:  # a single submission (nearly all): nothing to group
-        [row] = rows
-        group = {
-            "type": row["type"],
-            "queue": row["queue"],
-            "status": row["status"],
-            "priority": row["priority"],
-            "n": 1,
-        }
-        tx.run_many("count_adds", [group])
-        return
     groups = Counter((row["type"], row["queue"], row["status"], row["priority"]) for row in rows)
     adds = [
         {"type": t, "queue": q, "status": s, "priority": p, "n": n}
