@@ -266,8 +266,11 @@ def test_a_refused_long_poll_makes_a_busy_worker_look_now_and_then(fake, gates, 
     assert gates.started.acquire(timeout=10)
     busy = lambda: [call for call in fake.calls[1:] if call["wait"]]  # noqa: E731
     wait_until(busy, 10, message="a long poll while the job runs")
-    time.sleep(0.5)
+    refused_at = len(fake.calls)
+    # The looks that follow ask without waiting (a spinning worker would long-poll again).
+    wait_until(lambda: len(fake.calls) >= refused_at + 3, 10, message="three more looks")
     assert len(busy()) == 1
+    assert all(call["wait"] == 0 for call in fake.calls[refused_at:])
     gates.gate.set()
 
 
