@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.api_server import ApiServer, Mounted
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,11 +80,7 @@ def test_a_client_hanging_up_during_a_long_poll_is_still_seen(api: Mounted, wake
             b"POST /lease HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(lease)}\r\n\r\n{lease}".encode()
         )
-        deadline = time.monotonic() + 5
-        while api.scheduler.notifier.lease_waiters() < 1:
-            assert time.monotonic() < deadline, "the long poll did not start"
-            time.sleep(0.005)
-    deadline = time.monotonic() + 5  # hung up: the long poll ends long before its 30 s
-    while api.scheduler.notifier.lease_waiters() > 0:
-        assert time.monotonic() < deadline, "the server did not see the client hang up"
-        time.sleep(0.01)
+        notifier = api.scheduler.notifier
+        wait_until(lambda: notifier.lease_waiters() >= 1, 5, 0.01, "the long poll to start")
+    # Hung up: the long poll ends long before its 30 s.
+    wait_until(lambda: notifier.lease_waiters() == 0, 5, 0.01, "the server to see the hang-up")
